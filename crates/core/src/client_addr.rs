@@ -1,0 +1,161 @@
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use ipnet::IpNet;
+
+/// Where a request came from, recorded by the listener.
+///
+/// `peer` is the TCP peer. `client` is the address of the real client: the
+/// peer itself, unless the peer is a trusted proxy, in which case it is the
+/// right-most address of `X-Forwarded-For` that is not itself trusted (the
+/// only one a trusted proxy vouches for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client, derived from trusted forwarding headers.
+    pub client: IpAddr,
+    /// Whether the connection to the gateway used TLS.
+    pub tls: bool,
+}
+
+/// The set of peers whose forwarding headers are believed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+// === impl ClientAddr ===
+
+impl ClientAddr {
+    /// A client that is its own peer.
+    pub fn direct(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            client: peer.ip(),
+            tls,
+        }
+    }
+
+    /// Derives the client address from `X-Forwarded-For`, believing it only
+    /// as far as the chain of trusted proxies goes.
+    ///
+    /// ```
+    /// use towergate_core::{ClientAddr, TrustedProxies};
+    /// let trusted = TrustedProxies::new(["10.0.0.0/8".parse().unwrap()]);
+    /// let mut h = http::HeaderMap::new();
+    /// h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap());
+    /// let a = ClientAddr::resolve("10.0.0.1:5000".parse().unwrap(), false, &h, &trusted);
+    /// assert_eq!(a.client.to_string(), "203.0.113.9");
+    /// // An untrusted peer's header is not believed.
+    /// let a = ClientAddr::resolve("192.0.2.1:5000".parse().unwrap(), false, &h, &trusted);
+    /// assert_eq!(a.client.to_string(), "192.0.2.1");
+    /// ```
+    pub fn resolve(peer: SocketAddr, tls: bool, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
+        let mut client = peer.ip();
+        if trusted.contains(client) {
+            // Walk X-Forwarded-For from the right: each hop was added by the
+            // proxy to its right, so it is believable while that proxy is trusted.
+            let hops: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            for hop in hops.iter().rev() {
+                match parse_ip(hop) {
+                    Some(ip) => {
+                        client = ip;
+                        if !trusted.contains(ip) {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+        Self { peer, client, tls }
+    }
+}
+
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    // "1.2.3.4:567" or "[::1]:567"
+    s.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
+
+// === impl TrustedProxies ===
+
+impl TrustedProxies {
+    /// Trusts the given networks.
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        Self {
+            nets: nets.into_iter().collect(),
+        }
+    }
+
+    /// Trusts no one: forwarding headers from clients are never believed.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted() -> TrustedProxies {
+        TrustedProxies::new(["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()])
+    }
+
+    #[test]
+    fn chain_of_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        h.append("x-forwarded-for", "2.2.2.2, 10.1.1.1".parse().unwrap());
+        let a = ClientAddr::resolve("127.0.0.1:1".parse().unwrap(), true, &h, &trusted());
+        assert_eq!(a.client, "2.2.2.2".parse::<IpAddr>().unwrap());
+        assert!(a.tls);
+    }
+
+    #[test]
+    fn garbage_stops_the_walk() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.1.1.1, nonsense".parse().unwrap());
+        let a = ClientAddr::resolve("10.0.0.1:1".parse().unwrap(), false, &h, &trusted());
+        assert_eq!(a.client, "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn all_trusted_gives_leftmost() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.9.9.9, 10.0.0.3".parse().unwrap());
+        let a = ClientAddr::resolve("10.0.0.1:1".parse().unwrap(), false, &h, &trusted());
+        assert_eq!(a.client, "10.9.9.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn mapped_v6_peer() {
+        let t = trusted();
+        assert!(t.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!t.contains("::1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,77 @@
+//! Vocabulary shared by every towergate crate.
+//!
+//! This crate has no behaviour of its own beyond small helpers on its types:
+//! it is the common language of the other crates, so that a rate limiter can
+//! key on the [`Identity`] an authentication layer set, or a proxy can write
+//! forwarding headers from the [`ClientAddr`] a listener recorded, without one
+//! crate depending on the other.
+//!
+//! - [`Problem`]: an RFC 9457 `application/problem+json` answer, used for every
+//!   refusal (404, 405, 401, 429, 413, ...) and every operational failure
+//!   (502, 503, 504) that towergate generates.
+//! - [`body::ResponseBody`]: the one body type of generated responses.
+//! - Request extensions: [`RouteMatch`], [`Identity`], [`ClientAddr`],
+//!   [`RequestId`].
+//!
+//! ```
+//! use http::StatusCode;
+//! use towergate_core::Problem;
+//!
+//! let response = Problem::new(StatusCode::NOT_FOUND)
+//!     .detail("no route matches GET /nope")
+//!     .into_full_response();
+//! assert_eq!(response.status(), StatusCode::NOT_FOUND);
+//! assert_eq!(response.headers()["content-type"], "application/problem+json");
+//! ```
+
+pub mod body;
+mod client_addr;
+mod identity;
+mod problem;
+mod route_match;
+
+pub use client_addr::{ClientAddr, TrustedProxies};
+pub use identity::Identity;
+pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
+pub use route_match::RouteMatch;
+
+/// A type-erased error, as tower uses it: operational failures travel as a
+/// `BoxError` holding a typed error, and the edge downcasts it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request id of a request, put in the request extensions by the layer
+/// that accepts or generates it; problem responses use it as `instance`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId(pub std::sync::Arc<str>);
+
+impl RequestId {
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Returns whether `err`, or any error in its `source()` chain, is a `T`.
+pub fn is_caused_by<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    cause_ref::<T>(err).is_some()
+}
+
+/// Finds the first `T` in `err`'s `source()` chain (`err` included).
+pub fn cause_ref<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
+}

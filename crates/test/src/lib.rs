@@ -1,0 +1,120 @@
+//! Dev-only helpers for towergate tests: real upstream servers on loopback,
+//! an echo service, and problem+json assertions.
+//!
+//! Everything here starts real servers on `127.0.0.1:0`; nothing is mocked.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub mod tls;
+
+/// A real HTTP server on loopback, stopped when dropped.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `app` on `127.0.0.1:0` (HTTP/1.1 and h2c by prior knowledge).
+pub async fn spawn_upstream(app: Router) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let addr = listener.local_addr().expect("local addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Upstream { addr, task }
+}
+
+/// A service that answers every request with a JSON echo of it:
+/// `{"method","path","query","headers":{name:[values]},"body_len","name"}`.
+pub fn echo_router(name: &'static str) -> Router {
+    Router::new().fallback(move |req: Request| echo(name, req))
+}
+
+async fn echo(name: &'static str, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &parts.headers {
+        let entry = headers
+            .entry(k.as_str().to_owned())
+            .or_insert_with(|| Value::Array(vec![]));
+        if let Value::Array(a) = entry {
+            a.push(Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+        }
+    }
+    let body_len = match body.collect().await {
+        Ok(b) => b.to_bytes().len(),
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    let v = json!({
+        "service": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": body_len,
+    });
+    axum::Json(v).into_response()
+}
+
+/// Asserts that `rsp` is an `application/problem+json` answer with `status`,
+/// and returns its body.
+pub async fn assert_problem(rsp: http::Response<Body>, status: u16) -> Value {
+    assert_eq!(rsp.status().as_u16(), status, "status");
+    assert_eq!(
+        rsp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "content-type"
+    );
+    let bytes = rsp
+        .into_body()
+        .collect()
+        .await
+        .expect("problem body")
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).expect("problem body is JSON");
+    assert_eq!(v["status"], status, "status member");
+    assert!(v["title"].is_string(), "title member");
+    v
+}
+
+/// Same as [`assert_problem`] for a reqwest response.
+pub async fn assert_problem_reqwest(rsp: reqwest::Response, status: u16) -> Value {
+    assert_eq!(rsp.status().as_u16(), status, "status");
+    assert_eq!(
+        rsp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "content-type"
+    );
+    let v: Value = rsp.json().await.expect("problem body is JSON");
+    assert_eq!(v["status"], status, "status member");
+    v
+}
