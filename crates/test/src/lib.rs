@@ -50,11 +50,12 @@ pub async fn spawn_upstream(app: Router) -> Upstream {
 
 /// A service that answers every request with a JSON echo of it:
 /// `{"method","path","query","headers":{name:[values]},"body_len","name"}`.
-pub fn echo_router(name: &'static str) -> Router {
-    Router::new().fallback(move |req: Request| echo(name, req))
+pub fn echo_router(name: impl Into<std::sync::Arc<str>>) -> Router {
+    let name: std::sync::Arc<str> = name.into();
+    Router::new().fallback(move |req: Request| echo(name.clone(), req))
 }
 
-async fn echo(name: &'static str, req: Request) -> Response {
+async fn echo(name: std::sync::Arc<str>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let mut headers = serde_json::Map::new();
     for (k, v) in &parts.headers {
@@ -70,7 +71,7 @@ async fn echo(name: &'static str, req: Request) -> Response {
         Err(_) => return StatusCode::BAD_REQUEST.into_response(),
     };
     let v = json!({
-        "service": name,
+        "service": &*name,
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query(),

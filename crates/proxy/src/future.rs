@@ -1,0 +1,189 @@
+//! The response future of [`Proxy`](crate::Proxy).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use towergate_core::{BoxError, RequestId};
+
+use crate::error::{self, Chain, UpstreamTimeout};
+use crate::headers::{self, Keep};
+use crate::service::Shared;
+use crate::upgrade;
+
+pin_project! {
+    /// Resolves to the upstream's response once its headers have arrived;
+    /// the body then streams from the upstream as the caller reads it.
+    ///
+    /// Fails with a typed error from [`error`](crate::error) if the upstream
+    /// cannot be reached or does not answer within the proxy's timeout.
+    pub struct ResponseFuture {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        // The request could not even be built; nothing was sent.
+        Failed {
+            error: Option<BoxError>,
+        },
+        Waiting {
+            #[pin]
+            response: legacy::ResponseFuture,
+            // Created on first poll, so that building the future needs no
+            // runtime.
+            #[pin]
+            sleep: Option<Sleep>,
+            exchange: Exchange,
+        },
+    }
+}
+
+/// What the future needs besides the response: settings, the client's side
+/// of an upgrade, and what to put in the log.
+pub(crate) struct Exchange {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) on_upgrade: Option<OnUpgrade>,
+    pub(crate) request_id: Option<RequestId>,
+    pub(crate) method: Method,
+}
+
+// === impl ResponseFuture ===
+
+impl ResponseFuture {
+    pub(crate) fn waiting(response: legacy::ResponseFuture, exchange: Exchange) -> Self {
+        Self {
+            state: State::Waiting {
+                response,
+                sleep: None,
+                exchange,
+            },
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Incoming>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "proxy response future polled after completion".into()))),
+            StateProj::Waiting {
+                response,
+                mut sleep,
+                exchange,
+            } => {
+                match response.poll(cx) {
+                    Poll::Ready(Ok(rsp)) => return Poll::Ready(Ok(exchange.finish(rsp))),
+                    Poll::Ready(Err(e)) => {
+                        let error = error::classify(e, &exchange.shared.upstream);
+                        exchange.log_failure(&*error);
+                        return Poll::Ready(Err(error));
+                    }
+                    Poll::Pending => {}
+                }
+                if sleep.is_none() {
+                    sleep.set(Some(tokio::time::sleep(exchange.shared.timeout)));
+                }
+                if let Some(sleep) = sleep.as_pin_mut() {
+                    if sleep.poll(cx).is_ready() {
+                        let shared = &exchange.shared;
+                        let error: BoxError = Box::new(UpstreamTimeout::response(
+                            shared.upstream.clone(),
+                            shared.timeout,
+                        ));
+                        exchange.log_failure(&*error);
+                        return Poll::Ready(Err(error));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Failed { .. } => "failed",
+            State::Waiting { .. } => "waiting",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+// === impl Exchange ===
+
+impl Exchange {
+    /// The upstream's response as it goes back to the caller.
+    fn finish(&mut self, mut rsp: Response<Incoming>) -> Response<Incoming> {
+        let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::strip_hop_by_hop(
+            rsp.headers_mut(),
+            Keep {
+                upgrade: switching,
+                te_trailers: false,
+            },
+        );
+        let version = rsp.version();
+        headers::append_via(rsp.headers_mut(), version, &self.shared.via);
+        if switching {
+            match self.on_upgrade.take() {
+                Some(client) => upgrade::spawn_tunnel(
+                    client,
+                    hyper::upgrade::on(&mut rsp),
+                    self.shared.upstream.clone(),
+                    self.request_id.clone(),
+                ),
+                None => tracing::warn!(
+                    upstream = %self.shared.upstream,
+                    request_id = self.request_id.as_ref().map(|id| id.as_str()),
+                    "upstream switched protocols without being asked to"
+                ),
+            }
+        }
+        rsp
+    }
+
+    pub(crate) fn log_failure(&self, error: &(dyn std::error::Error + 'static)) {
+        tracing::warn!(
+            upstream = %self.shared.upstream,
+            method = %self.method,
+            request_id = self.request_id.as_ref().map(|id| id.as_str()),
+            error = %Chain(error),
+            "upstream request failed"
+        );
+    }
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange")
+            .field("upstream", &self.shared.upstream)
+            .field("method", &self.method)
+            .field("request_id", &self.request_id)
+            .field("upgrade", &self.on_upgrade.is_some())
+            .finish()
+    }
+}

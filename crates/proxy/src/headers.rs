@@ -1,0 +1,306 @@
+//! The pure part of forwarding: which headers go upstream and which come
+//! back, and how the forwarding headers are written. No tower, no I/O.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+use http::header::{
+    CONNECTION, FORWARDED, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING,
+    UPGRADE, VIA,
+};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
+use towergate_core::{ClientAddr, TrustedProxies};
+
+#[cfg(test)]
+mod tests;
+
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers that are never forwarded as they are (RFC 9110
+/// 7.6.1), besides `Connection` itself and the names it lists. Proxy-Auth*
+/// are meant for this proxy, not for the next hop.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TE,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+];
+
+/// What [`strip_hop_by_hop`] keeps although it is hop-by-hop.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Keep {
+    /// Keep `Upgrade` and answer with `Connection: upgrade`: the message
+    /// asks for (or agrees to) a protocol switch the proxy will tunnel.
+    pub(crate) upgrade: bool,
+    /// Keep `TE: trailers`: the next hop is HTTP/2, where it is the one
+    /// allowed value and gRPC needs it.
+    pub(crate) te_trailers: bool,
+}
+
+/// What the proxy knows about the hop it received a request on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hop<'a> {
+    /// The connection the request came on, if the listener recorded it.
+    pub(crate) client: Option<&'a ClientAddr>,
+    /// Peers whose forwarding headers are believed.
+    pub(crate) trusted: &'a TrustedProxies,
+    /// The Host the client asked for.
+    pub(crate) host: Option<&'a HeaderValue>,
+    /// `http` or `https`, when known.
+    pub(crate) proto: Option<&'static str>,
+}
+
+/// Whether the message asks to switch protocols: `Connection: upgrade` plus
+/// an `Upgrade` header.
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers: `Connection`, every header it names, and the
+/// fixed list of RFC 9110 7.6.1 (plus `Proxy-Connection`, `Proxy-Auth*`).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    let keep_upgrade = keep.upgrade && headers.contains_key(UPGRADE);
+    let te_trailers = keep.te_trailers
+        && headers
+            .get_all(TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                let name = t.split(';').next().unwrap_or_default().trim();
+                name.eq_ignore_ascii_case("trailers")
+            });
+
+    headers.remove(CONNECTION);
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        if keep_upgrade && *name == UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// The Host a client asked for: its `Host` header, or the authority of an
+/// HTTP/2 request's `:authority` (which the server put in the URI).
+pub(crate) fn requested_host(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+    if let Some(host) = headers.get(HOST) {
+        return Some(host.clone());
+    }
+    uri.authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// Writes `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto` and
+/// `X-Forwarded-Host`.
+///
+/// A trusted peer's headers are kept and our hop is appended; anyone else's
+/// are replaced, since a client can write whatever it likes in them. Without
+/// a [`ClientAddr`] the peer is unknown, so nothing incoming is believed and
+/// `Forwarded` says `for=unknown` (RFC 7239 6.3).
+pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    let trusted = hop
+        .client
+        .is_some_and(|c| hop.trusted.contains(c.peer.ip()));
+    let peer = hop.client.map(|c| c.peer.ip().to_canonical());
+    let proto = hop.client.map(|c| if c.tls { "https" } else { "http" }).or(hop.proto);
+
+    // X-Forwarded-For
+    match peer {
+        Some(ip) => {
+            let ip = ip.to_string();
+            if trusted {
+                append_list(headers, X_FORWARDED_FOR, ip.as_bytes());
+            } else {
+                replace(headers, X_FORWARDED_FOR, ip.as_bytes());
+            }
+        }
+        None => {
+            headers.remove(X_FORWARDED_FOR);
+        }
+    }
+
+    // Forwarded
+    let element = forwarded_element(peer, proto, hop.host);
+    if trusted {
+        append_list(headers, FORWARDED, element.as_bytes());
+    } else {
+        replace(headers, FORWARDED, element.as_bytes());
+    }
+
+    // X-Forwarded-Proto and -Host describe the first hop: a trusted proxy's
+    // values are the original ones, so they win over ours.
+    for (name, ours) in [
+        (X_FORWARDED_PROTO, proto.map(HeaderValue::from_static)),
+        (X_FORWARDED_HOST, hop.host.cloned()),
+    ] {
+        if trusted && headers.contains_key(&name) {
+            continue;
+        }
+        match ours {
+            Some(v) => {
+                headers.insert(name, v);
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// Appends this proxy to `Via` (RFC 9110 7.6.3): `1.1 towergate`, with the
+/// version of the message as it was received.
+pub(crate) fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
+    let protocol = match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    let entry = format!("{protocol} {pseudonym}");
+    append_list(headers, VIA, entry.as_bytes());
+}
+
+/// Joins the upstream's base path and the request's path and query:
+/// `/api` + `/42?x=1` is `/api/42?x=1`, with exactly one slash at the seam.
+pub(crate) fn join_path(base: &str, pq: Option<&PathAndQuery>) -> String {
+    let base = base.trim_end_matches('/');
+    let (path, query) = match pq {
+        Some(pq) => (pq.path(), pq.query()),
+        None => ("/", None),
+    };
+    let mut out = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    out.push_str(base);
+    if path == "*" && base.is_empty() {
+        // `OPTIONS *` is about the server as a whole; keep it so.
+        out.push('*');
+    } else if path != "*" {
+        if !path.starts_with('/') {
+            out.push('/');
+        }
+        out.push_str(path);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Whether `s` is an RFC 9110 token (the grammar of a `Via` pseudonym and of
+/// an unquoted `Forwarded` value).
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_tchar)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The comma-separated tokens of every `Connection` header.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// One `Forwarded` element for this hop: `for=...;proto=...;host=...`.
+fn forwarded_element(peer: Option<IpAddr>, proto: Option<&str>, host: Option<&HeaderValue>) -> String {
+    let mut out = String::from("for=");
+    match peer {
+        Some(IpAddr::V4(v4)) => out.push_str(&v4.to_string()),
+        // An IPv6 node is bracketed, and the brackets and colons make it a
+        // quoted-string (RFC 7239 6).
+        Some(IpAddr::V6(v6)) => {
+            out.push_str("\"[");
+            out.push_str(&v6.to_string());
+            out.push_str("]\"");
+        }
+        None => out.push_str("unknown"),
+    }
+    if let Some(proto) = proto {
+        out.push_str(";proto=");
+        out.push_str(proto);
+    }
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        out.push_str(";host=");
+        out.push_str(&quote_if_needed(host));
+    }
+    out
+}
+
+/// A `Forwarded` value: bare when it is a token, else a quoted-string
+/// (`host="example.com:8080"`: the colon is not a token character).
+fn quote_if_needed(value: &str) -> Cow<'_, str> {
+    if is_token(value) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    Cow::Owned(out)
+}
+
+/// Folds every line of a list header into one and appends `item`, so the
+/// order of hops stays obvious to whoever reads only the first line.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &[u8]) {
+    let mut joined = BytesMut::new();
+    for value in headers.get_all(&name) {
+        if value.is_empty() {
+            continue;
+        }
+        joined.put_slice(value.as_bytes());
+        joined.put_slice(b", ");
+    }
+    joined.put_slice(item);
+    // Concatenating valid values with ", " keeps it valid; if not, the
+    // incoming list is dropped rather than the request failed.
+    match HeaderValue::from_maybe_shared(joined.freeze()) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => replace(headers, name, item),
+    }
+}
+
+fn replace(headers: &mut HeaderMap, name: HeaderName, item: &[u8]) {
+    match HeaderValue::from_bytes(item) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}

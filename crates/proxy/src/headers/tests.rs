@@ -1,0 +1,308 @@
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use super::*;
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+fn all<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    h.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+}
+
+fn trusted() -> TrustedProxies {
+    TrustedProxies::new(["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()])
+}
+
+fn addr(peer: &str, tls: bool) -> ClientAddr {
+    ClientAddr::direct(peer.parse::<SocketAddr>().unwrap(), tls)
+}
+
+fn host(h: &str) -> HeaderValue {
+    HeaderValue::from_str(h).unwrap()
+}
+
+// === hop-by-hop ===
+
+#[test]
+fn strips_fixed_hop_by_hop_headers() {
+    let mut h = headers(&[
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "gzip"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+        ("proxy-authenticate", "Basic"),
+        ("authorization", "Bearer abc"),
+        ("content-type", "text/plain"),
+        ("trailer", "x-checksum"),
+    ]);
+    strip_hop_by_hop(&mut h, Keep::default());
+    let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["authorization", "content-type", "trailer"]);
+}
+
+#[test]
+fn strips_headers_named_in_connection() {
+    let mut h = headers(&[
+        ("connection", "close, X-Secret"),
+        ("connection", " x-other ,, "),
+        ("x-secret", "1"),
+        ("x-other", "2"),
+        ("x-kept", "3"),
+    ]);
+    strip_hop_by_hop(&mut h, Keep::default());
+    assert!(h.get("x-secret").is_none());
+    assert!(h.get("x-other").is_none());
+    assert!(h.get("connection").is_none());
+    assert_eq!(h["x-kept"], "3");
+}
+
+#[test]
+fn garbage_in_connection_is_ignored() {
+    let mut h = headers(&[("connection", "not a header name, x-a"), ("x-a", "1"), ("x-b", "2")]);
+    strip_hop_by_hop(&mut h, Keep::default());
+    assert!(h.get("x-a").is_none());
+    assert_eq!(h["x-b"], "2");
+}
+
+#[test]
+fn upgrade_is_kept_when_asked() {
+    let mut h = headers(&[
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "websocket"),
+        ("keep-alive", "timeout=5"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ]);
+    assert!(is_upgrade(&h));
+    strip_hop_by_hop(&mut h, Keep { upgrade: true, te_trailers: false });
+    assert_eq!(all(&h, "connection"), ["upgrade"]);
+    assert_eq!(all(&h, "upgrade"), ["websocket"]);
+    assert!(h.get("keep-alive").is_none());
+    assert!(h.get("sec-websocket-key").is_some());
+}
+
+#[test]
+fn keep_upgrade_without_upgrade_header_adds_nothing() {
+    let mut h = headers(&[("connection", "upgrade")]);
+    assert!(!is_upgrade(&h));
+    strip_hop_by_hop(&mut h, Keep { upgrade: true, te_trailers: false });
+    assert!(h.is_empty());
+}
+
+#[test]
+fn upgrade_needs_connection_token() {
+    assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
+    assert!(!is_upgrade(&headers(&[("connection", "upgraded"), ("upgrade", "h2c")])));
+    assert!(is_upgrade(&headers(&[("connection", "UPGRADE"), ("upgrade", "h2c")])));
+}
+
+#[test]
+fn te_trailers_only_for_h2() {
+    let mut h = headers(&[("te", "trailers, deflate;q=0.5")]);
+    strip_hop_by_hop(&mut h, Keep { upgrade: false, te_trailers: true });
+    assert_eq!(all(&h, "te"), ["trailers"]);
+
+    let mut h = headers(&[("te", "deflate")]);
+    strip_hop_by_hop(&mut h, Keep { upgrade: false, te_trailers: true });
+    assert!(h.get("te").is_none());
+
+    let mut h = headers(&[("te", "trailers")]);
+    strip_hop_by_hop(&mut h, Keep::default());
+    assert!(h.get("te").is_none());
+}
+
+// === X-Forwarded-For ===
+
+#[test]
+fn xff_from_untrusted_peer_is_replaced() {
+    let mut h = headers(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "7.7.7.7")]);
+    let c = addr("192.0.2.10:4000", false);
+    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: None, proto: None });
+    assert_eq!(all(&h, "x-forwarded-for"), ["192.0.2.10"]);
+}
+
+#[test]
+fn xff_from_trusted_peer_is_appended() {
+    let mut h = headers(&[
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-for", "10.1.1.1"),
+    ]);
+    let c = addr("10.0.0.2:4000", false);
+    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: None, proto: None });
+    assert_eq!(all(&h, "x-forwarded-for"), ["203.0.113.9, 10.1.1.1, 10.0.0.2"]);
+}
+
+#[test]
+fn xff_is_created_when_absent() {
+    let mut h = HeaderMap::new();
+    let c = addr("10.0.0.2:4000", false);
+    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: None, proto: None });
+    assert_eq!(all(&h, "x-forwarded-for"), ["10.0.0.2"]);
+}
+
+#[test]
+fn xff_uses_plain_ipv4_for_mapped_peer() {
+    let mut h = HeaderMap::new();
+    let c = addr("[::ffff:192.0.2.7]:4000", false);
+    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: None, proto: None });
+    assert_eq!(all(&h, "x-forwarded-for"), ["192.0.2.7"]);
+    assert_eq!(all(&h, "forwarded"), ["for=192.0.2.7;proto=http"]);
+}
+
+#[test]
+fn without_client_addr_nothing_incoming_is_believed() {
+    let mut h = headers(&[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+    ]);
+    let host = host("api.example");
+    set_forwarding(&mut h, &Hop { client: None, trusted: &trusted(), host: Some(&host), proto: None });
+    assert!(h.get("x-forwarded-for").is_none());
+    assert!(h.get("x-forwarded-proto").is_none());
+    assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
+    assert_eq!(all(&h, "forwarded"), ["for=unknown;host=api.example"]);
+}
+
+// === Forwarded, X-Forwarded-Proto, X-Forwarded-Host ===
+
+#[test]
+fn forwarded_ipv4_with_proto_and_host() {
+    let mut h = HeaderMap::new();
+    let c = addr("192.0.2.43:1234", true);
+    let host = host("api.example");
+    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: Some(&host), proto: None });
+    assert_eq!(all(&h, "forwarded"), ["for=192.0.2.43;proto=https;host=api.example"]);
+    assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
+    assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
+}
+
+#[test]
+fn forwarded_ipv6_is_quoted_and_bracketed() {
+    let mut h = HeaderMap::new();
+    let c = addr("[2001:db8:cafe::17]:4711", false);
+    let host = host("api.example:8080");
+    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: Some(&host), proto: None });
+    assert_eq!(
+        all(&h, "forwarded"),
+        ["for=\"[2001:db8:cafe::17]\";proto=http;host=\"api.example:8080\""]
+    );
+    assert_eq!(all(&h, "x-forwarded-for"), ["2001:db8:cafe::17"]);
+}
+
+#[test]
+fn forwarded_from_trusted_peer_is_appended() {
+    let mut h = headers(&[
+        ("forwarded", "for=203.0.113.9;proto=https;host=api.example"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "api.example"),
+    ]);
+    let c = addr("[fd00::2]:4000", false);
+    let host = host("internal-lb");
+    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: Some(&host), proto: None });
+    assert_eq!(
+        all(&h, "forwarded"),
+        ["for=203.0.113.9;proto=https;host=api.example, for=\"[fd00::2]\";proto=http;host=internal-lb"]
+    );
+    // The first hop's values survive: they describe what the client used.
+    assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
+    assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
+}
+
+#[test]
+fn forwarded_from_untrusted_peer_is_replaced() {
+    let mut h = headers(&[
+        ("forwarded", "for=6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+    ]);
+    let c = addr("192.0.2.1:4000", false);
+    let host = host("api.example");
+    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: Some(&host), proto: None });
+    assert_eq!(all(&h, "forwarded"), ["for=192.0.2.1;proto=http;host=api.example"]);
+    assert_eq!(all(&h, "x-forwarded-proto"), ["http"]);
+    assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
+}
+
+#[test]
+fn forwarded_host_quotes_special_characters() {
+    assert_eq!(quote_if_needed("a.example"), "a.example");
+    assert_eq!(quote_if_needed("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    assert_eq!(quote_if_needed(""), "\"\"");
+}
+
+// === Via ===
+
+#[test]
+fn via_is_added_with_received_version() {
+    let mut h = HeaderMap::new();
+    append_via(&mut h, Version::HTTP_11, "towergate");
+    assert_eq!(all(&h, "via"), ["1.1 towergate"]);
+
+    let mut h = HeaderMap::new();
+    append_via(&mut h, Version::HTTP_2, "towergate");
+    assert_eq!(all(&h, "via"), ["2 towergate"]);
+
+    let mut h = HeaderMap::new();
+    append_via(&mut h, Version::HTTP_10, "edge");
+    assert_eq!(all(&h, "via"), ["1.0 edge"]);
+}
+
+#[test]
+fn via_is_appended_to_existing() {
+    let mut h = headers(&[("via", "1.0 fred, 1.1 p.example.net"), ("via", "2 cdn")]);
+    append_via(&mut h, Version::HTTP_11, "towergate");
+    assert_eq!(all(&h, "via"), ["1.0 fred, 1.1 p.example.net, 2 cdn, 1.1 towergate"]);
+}
+
+#[test]
+fn tokens() {
+    assert!(is_token("towergate"));
+    assert!(is_token("gw-1.eu_west"));
+    assert!(!is_token(""));
+    assert!(!is_token("two words"));
+    assert!(!is_token("a,b"));
+}
+
+// === paths and hosts ===
+
+fn pq(s: &str) -> PathAndQuery {
+    s.parse().unwrap()
+}
+
+#[test]
+fn join_paths() {
+    assert_eq!(join_path("/api", Some(&pq("/42?x=1"))), "/api/42?x=1");
+    assert_eq!(join_path("/api/", Some(&pq("/42"))), "/api/42");
+    assert_eq!(join_path("", Some(&pq("/42?x=1&y"))), "/42?x=1&y");
+    assert_eq!(join_path("/", Some(&pq("/"))), "/");
+    assert_eq!(join_path("/api", Some(&pq("/"))), "/api/");
+    assert_eq!(join_path("/api", Some(&pq("/?q"))), "/api/?q");
+    assert_eq!(join_path("/api", None), "/api/");
+    assert_eq!(join_path("", None), "/");
+    assert_eq!(join_path("/api", Some(&pq("/a//b"))), "/api/a//b");
+    assert_eq!(join_path("", Some(&pq("*"))), "*");
+}
+
+#[test]
+fn requested_host_prefers_header_then_authority() {
+    let uri: Uri = "https://h2.example/x".parse().unwrap();
+    let h = headers(&[("host", "h1.example")]);
+    assert_eq!(requested_host(&h, &uri).unwrap(), "h1.example");
+    assert_eq!(requested_host(&HeaderMap::new(), &uri).unwrap(), "h2.example");
+    assert!(requested_host(&HeaderMap::new(), &"/x".parse().unwrap()).is_none());
+}

@@ -1,0 +1,434 @@
+//! [`Proxy`]: the forwarding service for one upstream base URL.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::request::Parts;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use towergate_core::{BoxError, ClientAddr, RequestId, TrustedProxies};
+
+use crate::client::{Client, ProxyBody};
+use crate::error::{BodyError, BuildError};
+use crate::future::{Exchange, ResponseFuture};
+use crate::headers::{self, Hop, Keep};
+
+/// Forwards requests to one upstream base URL.
+///
+/// Each request's path and query are appended to the upstream's base path
+/// (`http://svc:8080/api` + `/42?x=1` → `/api/42?x=1`), hop-by-hop headers
+/// are removed both ways, forwarding headers (`X-Forwarded-For`,
+/// `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `Via`) are written,
+/// and both bodies stream through unbuffered. Protocol upgrades (WebSocket)
+/// are tunnelled when the request was served by hyper (or axum).
+///
+/// Failures are `Err(BoxError)` holding a typed error from [`error`](crate::error);
+/// map them to a response with [`to_problem`](crate::error::to_problem).
+///
+/// Cloning is cheap: clones share the settings and the [`Client`]'s pools.
+///
+/// See the [crate docs](crate) for an example.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+/// Settings for a [`Proxy`]; see [`Proxy::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct ProxyBuilder {
+    upstream: String,
+    client: Option<Client>,
+    timeout: Duration,
+    preserve_host: bool,
+    host_override: Option<String>,
+    trusted: TrustedProxies,
+    via: String,
+}
+
+/// What every clone of a [`Proxy`] shares, and every in-flight request
+/// refers to.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    scheme: Scheme,
+    authority: Authority,
+    base_path: String,
+    /// The upstream's authority, for errors and logs.
+    pub(crate) upstream: Arc<str>,
+    pub(crate) timeout: Duration,
+    host: HostPolicy,
+    trusted: TrustedProxies,
+    /// The `Via` pseudonym.
+    pub(crate) via: String,
+}
+
+#[derive(Debug)]
+enum HostPolicy {
+    /// The upstream's own authority.
+    Upstream(HeaderValue),
+    /// The Host the client asked for.
+    Preserve(HeaderValue),
+    /// A fixed value.
+    Fixed(HeaderValue),
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// Starts building a proxy to `upstream`, an `http://` or `https://`
+    /// URL with an optional base path (`https://svc.internal/base`).
+    pub fn builder(upstream: impl AsRef<str>) -> ProxyBuilder {
+        ProxyBuilder {
+            upstream: upstream.as_ref().to_owned(),
+            client: None,
+            timeout: Duration::from_secs(30),
+            preserve_host: false,
+            host_override: None,
+            trusted: TrustedProxies::none(),
+            via: "towergate".to_owned(),
+        }
+    }
+
+    /// The upstream's authority (`host:port`).
+    pub fn upstream(&self) -> &str {
+        &self.shared.upstream
+    }
+
+    /// The client this proxy sends with.
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Proxy
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<hyper::body::Incoming>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    /// Always ready: the pooled client queues nothing, so there is no
+    /// capacity to wait for (and axum routers assume readiness).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Upgrade is an HTTP/1.1 mechanism; an HTTP/1.0 server must ignore it.
+        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        // Taken before the request is consumed: hyper resolves it with the
+        // client's connection once our 101 has been written.
+        let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let request_id = parts.extensions.get::<RequestId>().cloned();
+        let method = parts.method.clone();
+
+        let exchange = Exchange {
+            shared: self.shared.clone(),
+            on_upgrade,
+            request_id,
+            method,
+        };
+        match self.shared.outgoing(parts, body, upgrade) {
+            Ok(out) => {
+                let response = self.shared.client.send(out, upgrade);
+                ResponseFuture::waiting(response, exchange)
+            }
+            Err(error) => {
+                exchange.log_failure(&*error);
+                ResponseFuture::failed(error)
+            }
+        }
+    }
+}
+
+// === impl ProxyBuilder ===
+
+impl ProxyBuilder {
+    /// The client to send with; share one between proxies with the same
+    /// TLS and protocol settings. Default: `Client::builder().build()`.
+    pub fn client(mut self, c: Client) -> Self {
+        self.client = Some(c);
+        self
+    }
+
+    /// How long the upstream may take to send its response headers,
+    /// connecting included. The streamed body is not bounded by it, so long
+    /// downloads and event streams are fine. Default 30 s. Expiry fails the
+    /// request with [`UpstreamTimeout`](crate::error::UpstreamTimeout).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Keep the client's `Host` instead of sending the upstream's authority.
+    /// Default false.
+    ///
+    /// Over an HTTP/2 upstream connection the `:authority` stays the
+    /// upstream's, and `Host` carries the client's value.
+    pub fn preserve_host(mut self, yes: bool) -> Self {
+        self.preserve_host = yes;
+        self
+    }
+
+    /// Always send this `Host`; wins over [`preserve_host`](Self::preserve_host).
+    pub fn host_override(mut self, host: impl Into<String>) -> Self {
+        self.host_override = Some(host.into());
+        self
+    }
+
+    /// Peers whose forwarding headers are believed and extended; anyone
+    /// else's are replaced. Default: nobody.
+    pub fn trusted_proxies(mut self, t: TrustedProxies) -> Self {
+        self.trusted = t;
+        self
+    }
+
+    /// The name this proxy gives itself in `Via` (an RFC 9110 token).
+    /// Default `towergate`.
+    pub fn via(mut self, pseudonym: impl Into<String>) -> Self {
+        self.via = pseudonym.into();
+        self
+    }
+
+    /// Builds the proxy. A URL that does not parse, has a scheme other than
+    /// `http`/`https`, has user info or a query, an invalid Host override
+    /// or `Via` pseudonym is an error.
+    pub fn build(self) -> Result<Proxy, BuildError> {
+        let raw = self.upstream.trim();
+        let uri: Uri = raw
+            .parse()
+            .map_err(|e| BuildError::with_source(format!("invalid upstream URL `{raw}`"), e))?;
+        let scheme = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+            Some(s) => {
+                return Err(BuildError::new(format!(
+                    "upstream URL `{raw}` has scheme `{s}`; expected http or https"
+                )));
+            }
+            None => {
+                return Err(BuildError::new(format!(
+                    "upstream URL `{raw}` needs a scheme (http:// or https://)"
+                )));
+            }
+        };
+        let authority = match uri.authority() {
+            Some(a) if a.as_str().contains('@') => {
+                return Err(BuildError::new(format!(
+                    "upstream URL `{raw}` must not contain user info"
+                )));
+            }
+            Some(a) if !a.host().is_empty() => a.clone(),
+            _ => return Err(BuildError::new(format!("upstream URL `{raw}` needs a host"))),
+        };
+        if uri.query().is_some() {
+            return Err(BuildError::new(format!(
+                "upstream URL `{raw}` must not have a query"
+            )));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+
+        let upstream_host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| BuildError::with_source("upstream authority is not a valid Host", e))?;
+        let host = match self.host_override {
+            Some(h) => HostPolicy::Fixed(
+                HeaderValue::from_str(&h)
+                    .map_err(|e| BuildError::with_source(format!("invalid Host override `{h}`"), e))?,
+            ),
+            None if self.preserve_host => HostPolicy::Preserve(upstream_host),
+            None => HostPolicy::Upstream(upstream_host),
+        };
+        if !headers::is_token(&self.via) {
+            return Err(BuildError::new(format!(
+                "Via pseudonym `{}` is not a token",
+                self.via
+            )));
+        }
+        let client = match self.client {
+            Some(c) => c,
+            None => Client::builder().build()?,
+        };
+
+        Ok(Proxy {
+            shared: Arc::new(Shared {
+                client,
+                scheme,
+                upstream: Arc::from(authority.as_str()),
+                authority,
+                base_path,
+                timeout: self.timeout,
+                host,
+                trusted: self.trusted,
+                via: self.via,
+            }),
+        })
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// The request as it goes upstream.
+    fn outgoing<B>(&self, parts: Parts, body: B, upgrade: bool) -> Result<Request<ProxyBody>, BoxError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Parts {
+            method,
+            uri,
+            version,
+            mut headers,
+            extensions,
+            ..
+        } = parts;
+        let http2_only = self.client.is_http2_only();
+        let requested_host = headers::requested_host(&headers, &uri);
+
+        headers::strip_hop_by_hop(
+            &mut headers,
+            Keep {
+                upgrade,
+                te_trailers: http2_only && !upgrade,
+            },
+        );
+        let proto = match uri.scheme_str() {
+            Some("https") => Some("https"),
+            Some("http") => Some("http"),
+            _ => None,
+        };
+        headers::set_forwarding(
+            &mut headers,
+            &Hop {
+                client: extensions.get::<ClientAddr>(),
+                trusted: &self.trusted,
+                host: requested_host.as_ref(),
+                proto,
+            },
+        );
+        headers::append_via(&mut headers, version, &self.via);
+        let host = match &self.host {
+            HostPolicy::Upstream(h) | HostPolicy::Fixed(h) => h.clone(),
+            HostPolicy::Preserve(fallback) => requested_host.unwrap_or_else(|| fallback.clone()),
+        };
+        headers.insert(HOST, host);
+
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(headers::join_path(&self.base_path, uri.path_and_query()))
+            .build()?;
+
+        // Marking body errors lets a failed exchange be blamed on the caller
+        // rather than on a healthy upstream.
+        let body = UnsyncBoxBody::new(body.map_err(|e| -> BoxError { Box::new(BodyError(e.into())) }));
+        let mut out = Request::new(body);
+        *out.method_mut() = method;
+        *out.uri_mut() = uri;
+        // The pooled client picks h1 or h2 per connection; an HTTP/2 version
+        // on an HTTP/1.1 connection would be refused, and an upgrade needs 1.1.
+        *out.version_mut() = if http2_only && !upgrade {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *out.headers_mut() = headers;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_upstreams() {
+        for bad in [
+            "",
+            "not a url",
+            "127.0.0.1:8080",
+            "ftp://h/",
+            "h2c://h:1",
+            "http://user:pw@h/",
+            "http://h/api?x=1",
+            "/relative",
+        ] {
+            let err = Proxy::builder(bad)
+                .client(Client::builder().build().unwrap())
+                .build()
+                .unwrap_err();
+            assert!(!err.to_string().is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        let client = Client::builder().build().unwrap();
+        let err = Proxy::builder("http://h")
+            .client(client.clone())
+            .via("two words")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("Via"));
+        let err = Proxy::builder("http://h")
+            .client(client)
+            .host_override("bad\nhost")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("Host"));
+    }
+
+    #[test]
+    fn accepts_base_paths() {
+        let client = Client::builder().build().unwrap();
+        let p = Proxy::builder("https://svc.internal/base/")
+            .client(client)
+            .build()
+            .unwrap();
+        assert_eq!(p.upstream(), "svc.internal");
+        assert_eq!(p.shared.base_path, "/base");
+        assert_eq!(p.shared.scheme, Scheme::HTTPS);
+    }
+
+    #[tokio::test]
+    async fn outgoing_request() {
+        let client = Client::builder().build().unwrap();
+        let p = Proxy::builder("http://127.0.0.1:7001/api")
+            .client(client)
+            .preserve_host(true)
+            .build()
+            .unwrap();
+        let mut req = Request::get("/42?x=1")
+            .version(Version::HTTP_2)
+            .header("host", "api.example")
+            .header("connection", "x-drop")
+            .header("x-drop", "1")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        req.extensions_mut().insert(ClientAddr::direct(
+            "192.0.2.1:5000".parse().unwrap(),
+            true,
+        ));
+        let (parts, body) = req.into_parts();
+        let out = p.shared.outgoing(parts, body, false).unwrap();
+        assert_eq!(out.uri(), "http://127.0.0.1:7001/api/42?x=1");
+        assert_eq!(out.version(), Version::HTTP_11);
+        let h = out.headers();
+        assert_eq!(h["host"], "api.example");
+        assert_eq!(h["via"], "2 towergate");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "for=192.0.2.1;proto=https;host=api.example");
+        assert!(h.get("x-drop").is_none());
+    }
+}

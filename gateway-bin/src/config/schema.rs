@@ -1,0 +1,215 @@
+//! The configuration schema: plain structs, one per section of the file.
+//!
+//! Every struct refuses unknown keys. Durations and sizes are kept as
+//! written here and parsed by validation, which knows their paths.
+//! `docs/configuration.md` is the reference for every key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Shorthand for one plain-HTTP listener on this address.
+    pub listen: Option<String>,
+    /// Listeners, with TLS and HTTP/2 settings.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Limits and timeouts of the server side.
+    #[serde(default)]
+    pub server: Server,
+    /// Named upstreams that routes refer to.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// The routes, matched by precedence (see the routing docs).
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Directory of the file, against which relative paths resolve.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
+}
+
+/// A listening socket.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// A name for logs.
+    pub name: Option<String>,
+    /// `IP:PORT` to bind.
+    pub addr: String,
+    /// Terminate TLS on this listener.
+    pub tls: Option<ListenerTls>,
+    /// Offer HTTP/2 (ALPN `h2` on TLS, prior knowledge on plain TCP).
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+/// TLS termination settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificates, chosen by SNI.
+    pub certificates: Vec<Certificate>,
+}
+
+/// One certificate and key, and the names it answers for.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key.
+    pub key: String,
+    /// SNI names (exact or `*.example.com`) this certificate is chosen for.
+    /// A certificate without names is the default for every other name;
+    /// at most one may be the default.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+/// Server-side limits.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Largest request head (request line and headers). Default `64KiB`.
+    pub max_header_bytes: Option<Size>,
+    /// Time a client has to send its request head (slowloris). Default `10s`.
+    pub header_read_timeout: Option<String>,
+    /// Most open client connections; further ones wait in the accept queue.
+    /// Default `10000`.
+    pub max_connections: Option<usize>,
+    /// How long in-flight requests may finish on shutdown. Default `30s`.
+    pub drain_timeout: Option<String>,
+    /// Peers (IPs or CIDRs) whose forwarding headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Default request body limit for every route. Default `10MB`.
+    pub max_body: Option<Size>,
+    /// Pseudonym in `Via`. Default `towergate`.
+    pub via: Option<String>,
+}
+
+/// A named upstream.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Base URL: `http://host:port[/base]` or `https://...`.
+    pub url: String,
+    /// TCP (and TLS) connect timeout. Default `5s`.
+    pub connect_timeout: Option<String>,
+    /// Time until the response headers arrive. Default `30s`.
+    pub timeout: Option<String>,
+    /// Speak HTTP/2 only: h2 by ALPN over TLS, h2c by prior knowledge over
+    /// plain HTTP. Default `false`.
+    #[serde(default)]
+    pub http2: bool,
+    /// TLS settings for `https` upstreams.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of CA certificates to trust instead of the system roots.
+    pub ca: Option<String>,
+    /// PEM certificate chain presented to the upstream (mTLS).
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<String>,
+    /// Name sent as SNI and verified, instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// A route.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name: in logs, metrics and `RouteMatch`.
+    pub name: String,
+    /// What requests the route takes.
+    #[serde(rename = "match", default)]
+    pub matcher: Match,
+    /// Higher wins over the specificity rules. Default `0`.
+    #[serde(default)]
+    pub priority: i32,
+    /// Remove the matched `path_prefix` before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Replace the path with this template (`{param}` from the match).
+    pub rewrite: Option<String>,
+    /// A URL, or the name of an entry of `upstreams`.
+    pub upstream: String,
+    /// Send the client's `Host` upstream instead of the upstream's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Send this `Host` upstream.
+    pub host_rewrite: Option<String>,
+    /// Overrides the upstream's `timeout` for this route.
+    pub timeout: Option<String>,
+    /// Request body limit; larger bodies get 413.
+    pub max_body: Option<Size>,
+}
+
+/// The match part of a route. All given conditions must hold.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// One host (exact or `*.example.com`).
+    pub host: Option<String>,
+    /// Several hosts, any of them.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Methods; none means any. `GET` also allows `HEAD`.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Exact path or template (`/users/{id}`, `/files/{*rest}`).
+    pub path: Option<String>,
+    /// Path prefix, on segment boundaries; templates allowed.
+    pub path_prefix: Option<String>,
+    /// Header conditions.
+    #[serde(default)]
+    pub headers: BTreeMap<String, ValueMatch>,
+    /// Query-parameter conditions.
+    #[serde(default)]
+    pub query: BTreeMap<String, ValueMatch>,
+}
+
+/// A header or query condition: a plain string means "equals".
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ValueMatch {
+    /// The value equals this string.
+    Equals(String),
+    /// `{ equals: .. }`, `{ present: true }` or `{ regex: .. }`.
+    Rule(ValueRule),
+}
+
+/// The long form of a [`ValueMatch`]: exactly one key.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValueRule {
+    /// Equals this value.
+    pub equals: Option<String>,
+    /// Is present (with any value).
+    pub present: Option<bool>,
+    /// Matches this regex (anchored).
+    pub regex: Option<String>,
+}
+
+/// A size: bytes as a number, or a string with a unit (`"10MB"`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Size {
+    /// Bytes.
+    Bytes(u64),
+    /// With a unit.
+    Text(String),
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,250 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::schema::{Config, Size, ValueMatch};
+use super::{ConfigError, ConfigErrors, parse_duration, parse_size};
+
+/// Checks everything that can be checked without building the stack, then
+/// builds it (without binding sockets) to catch the rest: route templates,
+/// certificates, TLS files. Reports every error found.
+pub fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
+    crate::stack::compile(cfg).map(|_| ())
+}
+
+/// The structural checks; `compile` runs them first and adds its own.
+pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
+    // Listeners.
+    if cfg.listen.is_none() && cfg.listeners.is_empty() {
+        errs.push(ConfigError::new(
+            "listen",
+            "no listener: set `listen: \"127.0.0.1:8080\"` or a `listeners` list",
+        ));
+    }
+    if let Some(l) = &cfg.listen {
+        check_addr("listen", l, errs);
+    }
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        check_addr(&format!("listeners[{i}].addr"), &l.addr, errs);
+        if let Some(tls) = &l.tls {
+            if tls.certificates.is_empty() {
+                errs.push(ConfigError::new(
+                    format!("listeners[{i}].tls.certificates"),
+                    "at least one certificate is required",
+                ));
+            }
+            let defaults = tls
+                .certificates
+                .iter()
+                .filter(|c| c.server_names.is_empty())
+                .count();
+            if defaults > 1 {
+                errs.push(ConfigError::new(
+                    format!("listeners[{i}].tls.certificates"),
+                    "more than one certificate without `server_names`: only one can be the default",
+                ));
+            }
+        }
+    }
+
+    // Server.
+    let s = &cfg.server;
+    if let Some(v) = &s.header_read_timeout {
+        check_duration("server.header_read_timeout", v, errs);
+    }
+    if let Some(v) = &s.drain_timeout {
+        check_duration("server.drain_timeout", v, errs);
+    }
+    if let Some(v) = &s.max_header_bytes {
+        check_size("server.max_header_bytes", v, errs);
+    }
+    if let Some(v) = &s.max_body {
+        check_size("server.max_body", v, errs);
+    }
+    if s.max_connections == Some(0) {
+        errs.push(ConfigError::new("server.max_connections", "must be at least 1"));
+    }
+    for (i, t) in s.trusted_proxies.iter().enumerate() {
+        if parse_net(t).is_none() {
+            errs.push(ConfigError::new(
+                format!("server.trusted_proxies[{i}]"),
+                format!("`{t}` is not an IP address or CIDR network"),
+            ));
+        }
+    }
+
+    // Upstreams.
+    for (name, u) in &cfg.upstreams {
+        let p = format!("upstreams.{name}");
+        check_url(&format!("{p}.url"), &u.url, errs);
+        if let Some(v) = &u.connect_timeout {
+            check_duration(&format!("{p}.connect_timeout"), v, errs);
+        }
+        if let Some(v) = &u.timeout {
+            check_duration(&format!("{p}.timeout"), v, errs);
+        }
+        if let Some(tls) = &u.tls {
+            if tls.client_cert.is_some() != tls.client_key.is_some() {
+                errs.push(ConfigError::new(
+                    format!("{p}.tls"),
+                    "`client_cert` and `client_key` go together",
+                ));
+            }
+            if !u.url.starts_with("https://") {
+                errs.push(ConfigError::new(
+                    format!("{p}.tls"),
+                    "TLS settings on an upstream whose URL is not https://",
+                ));
+            }
+        }
+    }
+
+    // Routes.
+    if cfg.routes.is_empty() {
+        errs.push(ConfigError::new("routes", "no routes: the gateway would answer 404 to everything"));
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let p = format!("routes[{i}]");
+        if r.name.trim().is_empty() {
+            errs.push(ConfigError::new(format!("{p}.name"), "must not be empty"));
+        } else if let Some(j) = names.insert(&r.name, i) {
+            errs.push(ConfigError::new(
+                format!("{p}.name"),
+                format!("duplicate route name `{}` (also routes[{j}])", r.name),
+            ));
+        }
+        if r.upstream.contains("://") {
+            check_url(&format!("{p}.upstream"), &r.upstream, errs);
+        } else if !cfg.upstreams.contains_key(&r.upstream) {
+            errs.push(ConfigError::new(
+                format!("{p}.upstream"),
+                format!("`{}` is neither a URL nor the name of an entry in `upstreams`", r.upstream),
+            ));
+        }
+        if let Some(v) = &r.timeout {
+            check_duration(&format!("{p}.timeout"), v, errs);
+        }
+        if let Some(v) = &r.max_body {
+            check_size(&format!("{p}.max_body"), v, errs);
+        }
+        let m = &r.matcher;
+        if m.path.is_some() && m.path_prefix.is_some() {
+            errs.push(ConfigError::new(
+                format!("{p}.match"),
+                "`path` and `path_prefix` exclude each other",
+            ));
+        }
+        if r.strip_prefix && m.path_prefix.is_none() {
+            errs.push(ConfigError::new(
+                format!("{p}.strip_prefix"),
+                "needs `match.path_prefix`",
+            ));
+        }
+        if r.strip_prefix && r.rewrite.is_some() {
+            errs.push(ConfigError::new(
+                format!("{p}.rewrite"),
+                "`rewrite` and `strip_prefix` exclude each other",
+            ));
+        }
+        if r.preserve_host && r.host_rewrite.is_some() {
+            errs.push(ConfigError::new(
+                format!("{p}.host_rewrite"),
+                "`host_rewrite` and `preserve_host` exclude each other",
+            ));
+        }
+        for (k, v) in m.headers.iter() {
+            check_value_match(&format!("{p}.match.headers.{k}"), v, errs);
+        }
+        for (k, v) in m.query.iter() {
+            check_value_match(&format!("{p}.match.query.{k}"), v, errs);
+        }
+        // A route whose match equals an earlier one's, at the same priority,
+        // can never be chosen.
+        if let Some((j, other)) = cfg.routes[..i]
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.matcher == r.matcher && o.priority == r.priority)
+        {
+            errs.push(ConfigError::new(
+                format!("{p}.match"),
+                format!(
+                    "unreachable: same match and priority as routes[{j}] (`{}`), which always wins",
+                    other.name
+                ),
+            ));
+        }
+    }
+}
+
+pub(crate) fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+pub(crate) fn size_value(v: &Size) -> Result<u64, String> {
+    match v {
+        Size::Bytes(n) => Ok(*n),
+        Size::Text(t) => parse_size(t),
+    }
+}
+
+fn check_value_match(path: &str, v: &ValueMatch, errs: &mut Vec<ConfigError>) {
+    if let ValueMatch::Rule(r) = v {
+        let n = r.equals.is_some() as u8 + r.present.is_some() as u8 + r.regex.is_some() as u8;
+        if n != 1 {
+            errs.push(ConfigError::new(
+                path,
+                "give exactly one of `equals`, `present`, `regex`",
+            ));
+        }
+        if r.present == Some(false) {
+            errs.push(ConfigError::new(
+                format!("{path}.present"),
+                "`present: false` is not supported; omit the condition",
+            ));
+        }
+    }
+}
+
+fn check_addr(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
+    if v.parse::<SocketAddr>().is_err() {
+        errs.push(ConfigError::new(
+            path,
+            format!("`{v}` is not an IP:PORT address (e.g. \"0.0.0.0:8080\")"),
+        ));
+    }
+}
+
+fn check_duration(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
+    if let Err(e) = parse_duration(v) {
+        errs.push(ConfigError::new(path, e));
+    }
+}
+
+fn check_size(path: &str, v: &Size, errs: &mut Vec<ConfigError>) {
+    if let Err(e) = size_value(v) {
+        errs.push(ConfigError::new(path, e));
+    }
+}
+
+fn check_url(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
+    match v.parse::<http::Uri>() {
+        Ok(u) => {
+            match u.scheme_str() {
+                Some("http") | Some("https") => {}
+                _ => errs.push(ConfigError::new(
+                    path,
+                    format!("`{v}`: the scheme must be http or https"),
+                )),
+            }
+            if u.host().is_none_or(str::is_empty) {
+                errs.push(ConfigError::new(path, format!("`{v}` has no host")));
+            }
+            if u.query().is_some() {
+                errs.push(ConfigError::new(path, format!("`{v}`: an upstream URL cannot have a query")));
+            }
+        }
+        Err(e) => errs.push(ConfigError::new(path, format!("`{v}` is not a URL: {e}"))),
+    }
+}

@@ -1,0 +1,129 @@
+//! Hot reload: on a change of the file or on SIGHUP, load, validate and
+//! compile the new configuration, then swap the stack atomically. An invalid
+//! file leaves the old configuration serving, and the log says why.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use crate::config::{ConfigErrors, load_file};
+use crate::stack::{ListenerPlan, Stack, compile};
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The new stack serves.
+    Applied {
+        /// Whether listener settings changed (those need a restart).
+        listeners_changed: bool,
+    },
+    /// The file was invalid; the old stack keeps serving.
+    Rejected(ConfigErrors),
+}
+
+/// Reloads `path` into `current` now.
+pub fn reload_now(path: &Path, current: &ArcSwap<Stack>, listeners: &[ListenerPlan]) -> ReloadOutcome {
+    let compiled = load_file(path).and_then(|cfg| {
+        compile(&cfg).map_err(|mut e| {
+            e.source = Some(path.display().to_string());
+            e
+        })
+    });
+    match compiled {
+        Ok(c) => {
+            let listeners_changed = c.listeners.len() != listeners.len()
+                || c
+                    .listeners
+                    .iter()
+                    .zip(listeners)
+                    .any(|(a, b)| a.addr != b.addr || a.http2 != b.http2 || a.tls.is_some() != b.tls.is_some());
+            current.store(c.stack);
+            if listeners_changed {
+                tracing::warn!(file = %path.display(), "configuration reloaded; listener changes take effect at the next restart");
+            } else {
+                tracing::info!(file = %path.display(), "configuration reloaded");
+            }
+            ReloadOutcome::Applied { listeners_changed }
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), errors = %e, "configuration rejected; the previous one keeps serving");
+            ReloadOutcome::Rejected(e)
+        }
+    }
+}
+
+/// Watches `path` (through its directory, since editors and deploy tools
+/// replace files rather than write them in place) and SIGHUP, and reloads on
+/// either. Runs until the returned task is aborted.
+pub fn spawn_reloader(
+    path: PathBuf,
+    current: Arc<ArcSwap<Stack>>,
+    listeners: Vec<ListenerPlan>,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, mut rx) = mpsc::channel::<()>(16);
+    let watcher = watch_file(&path, tx.clone());
+    #[cfg(unix)]
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading");
+                if tx.send(()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        // Keep the watcher alive as long as the reloader runs.
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            // Debounce: a save is often several events.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            while rx.try_recv().is_ok() {}
+            let path = path.clone();
+            let current = current.clone();
+            let listeners = listeners.clone();
+            // Compiling reads files and may be slow: keep it off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(move || reload_now(&path, &current, &listeners)).await;
+        }
+    })
+}
+
+fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::{Event, EventKind, RecursiveMode, Watcher};
+    let file_name = path.file_name()?.to_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let handler = move |res: notify::Result<Event>| {
+        if let Ok(ev) = res
+            && matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(_))
+            && ev.paths.iter().any(|p| p.file_name() == Some(file_name.as_os_str()))
+        {
+            let _ = tx.try_send(());
+        }
+    };
+    match notify::recommended_watcher(handler) {
+        Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the configuration; SIGHUP still reloads");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "no file watcher; SIGHUP still reloads");
+            None
+        }
+    }
+}

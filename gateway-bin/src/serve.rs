@@ -1,0 +1,278 @@
+//! Listeners and the edge of the stack: accept, TLS, HTTP/1.1 and HTTP/2,
+//! connection limits, the live stack behind an `ArcSwap`, graceful drain.
+
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+use towergate_core::{ClientAddr, RequestId};
+
+use crate::stack::{Compiled, ListenerPlan, ServerSettings, Stack, set_request_id};
+
+/// A gateway that is serving.
+#[derive(Debug)]
+pub struct RunningGateway {
+    addrs: Vec<SocketAddr>,
+    current: Arc<ArcSwap<Stack>>,
+    listeners: Vec<ListenerPlan>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    drain: Duration,
+    drained: Arc<tokio::sync::Notify>,
+    graceful: Arc<std::sync::Mutex<Option<GracefulShutdown>>>,
+}
+
+/// Binds the listeners of a compiled configuration and starts serving.
+pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
+    let Compiled {
+        stack,
+        listeners,
+        server,
+    } = compiled;
+    let current = Arc::new(ArcSwap::new(stack));
+    let (shutdown, _) = watch::channel(false);
+    let graceful = GracefulShutdown::new();
+    let conns = Arc::new(Semaphore::new(server.max_connections));
+    let mut tasks = JoinSet::new();
+    let mut addrs = Vec::new();
+    for plan in &listeners {
+        let listener = TcpListener::bind(plan.addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot bind {} ({}): {e}", plan.addr, plan.name))
+        })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(listener = %plan.name, %addr, tls = plan.tls.is_some(), "listening");
+        addrs.push(addr);
+        let ctx = AcceptCtx {
+            plan: plan.clone(),
+            server: server.clone(),
+            current: current.clone(),
+            conns: conns.clone(),
+            watcher: graceful.watcher(),
+        };
+        tasks.spawn(accept_loop(listener, ctx, shutdown.subscribe()));
+    }
+    Ok(RunningGateway {
+        addrs,
+        current,
+        listeners,
+        shutdown,
+        tasks,
+        drain: server.drain_timeout,
+        drained: Arc::new(tokio::sync::Notify::new()),
+        graceful: Arc::new(std::sync::Mutex::new(Some(graceful))),
+    })
+}
+
+// === impl RunningGateway ===
+
+impl RunningGateway {
+    /// The bound addresses, in listener order (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The live stack handle, shared with the reloader.
+    pub fn stack_handle(&self) -> Arc<ArcSwap<Stack>> {
+        self.current.clone()
+    }
+
+    /// The listeners being served.
+    pub fn listeners(&self) -> &[ListenerPlan] {
+        &self.listeners
+    }
+
+    /// Swaps in a new stack: new requests use it, in-flight requests finish
+    /// on the one they started with.
+    pub fn swap(&self, stack: Arc<Stack>) {
+        self.current.store(stack);
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain
+    /// timeout) and returns whether everything drained in time.
+    pub async fn shutdown(mut self) -> bool {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        let graceful = self.graceful.lock().ok().and_then(|mut g| g.take());
+        let drained = match graceful {
+            Some(g) => tokio::time::timeout(self.drain, g.shutdown()).await.is_ok(),
+            None => true,
+        };
+        self.drained.notify_waiters();
+        if drained {
+            tracing::info!("all connections drained");
+        } else {
+            tracing::warn!(timeout = ?self.drain, "drain timeout: closing the remaining connections");
+        }
+        drained
+    }
+}
+
+struct AcceptCtx {
+    plan: ListenerPlan,
+    server: ServerSettings,
+    current: Arc<ArcSwap<Stack>>,
+    conns: Arc<Semaphore>,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+async fn accept_loop(listener: TcpListener, ctx: AcceptCtx, mut shutdown: watch::Receiver<bool>) {
+    let ctx = Arc::new(ctx);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.server.header_read_timeout)
+        .max_buf_size(ctx.server.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(ctx.server.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    if !ctx.plan.http2 {
+        builder = builder.http1_only();
+    }
+    let builder = Arc::new(builder);
+    let acceptor = ctx.plan.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        // Waiting for a permit before accepting leaves excess connections in
+        // the kernel's backlog instead of accepting and dropping them.
+        let permit = tokio::select! {
+            p = ctx.conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let ctx = ctx.clone();
+        let builder = builder.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            serve_connection(tcp, peer, acceptor, &builder, &ctx).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    builder: &auto::Builder<TokioExecutor>,
+    ctx: &AcceptCtx,
+) {
+    let current = ctx.current.clone();
+    match acceptor {
+        None => {
+            let svc = edge_service(current, peer, false);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+            if let Err(e) = ctx.watcher.clone().watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        Some(acceptor) => {
+            let hs = tokio::time::timeout(ctx.server.header_read_timeout, acceptor.accept(tcp)).await;
+            let tls = match hs {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let svc = edge_service(current, peer, true);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            if let Err(e) = ctx.watcher.clone().watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+    }
+}
+
+type EdgeFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+fn edge_service(
+    current: Arc<ArcSwap<Stack>>,
+    peer: SocketAddr,
+    tls: bool,
+) -> hyper::service::ServiceFn<impl Fn(Request<Incoming>) -> EdgeFuture + Clone, Incoming> {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        // Each request keeps the stack it started on, whatever reloads happen.
+        let stack = current.load_full();
+        Box::pin(handle(stack, req, peer, tls)) as EdgeFuture
+    })
+}
+
+/// The edge of the stack: who is calling, which request this is, then the
+/// router.
+pub(crate) async fn handle(
+    stack: Arc<Stack>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Result<Response<Body>, Infallible> {
+    let client = ClientAddr::resolve(peer, tls, req.headers(), &stack.trusted);
+    let id = request_id(&req);
+    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+        req.headers_mut().insert("x-request-id", v);
+    }
+    req.extensions_mut().insert(client);
+    req.extensions_mut().insert(id.clone());
+    let req = req.map(Body::new);
+    let rsp = stack.router.clone().oneshot(req).await?;
+    let mut rsp = rsp.map(Body::new);
+    set_request_id(&mut rsp, &id);
+    Ok(rsp)
+}
+
+/// An incoming `X-Request-Id` is kept when it is short and plain; anything
+/// else is replaced, so ids are safe in logs and headers.
+fn request_id<B>(req: &Request<B>) -> RequestId {
+    if let Some(v) = req.headers().get("x-request-id")
+        && let Ok(s) = v.to_str()
+        && !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return RequestId(Arc::from(s));
+    }
+    RequestId(Arc::from(new_id().as_str()))
+}
+
+fn new_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().build_hasher().finish());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write_u64(seed);
+    h.write_u64(n);
+    format!("{:016x}{:08x}", h.finish(), n as u32)
+}

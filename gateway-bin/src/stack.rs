@@ -1,0 +1,426 @@
+//! The one place that turns a configuration into a gateway stack.
+//!
+//! Read it top to bottom: the edge service records who is calling, the
+//! router picks a route, the route's target enforces its body limit and
+//! forwards through the proxy; operational errors are rescued into problem
+//! responses at the route's edge so the router never sees an error.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{LengthLimitError, Limited};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+use towergate_core::{Problem, RequestId, TrustedProxies};
+use towergate_proxy::{Client, Proxy};
+use towergate_routing::{Route as RoutingRoute, Router};
+
+use crate::config::schema::{self, Config, ValueMatch};
+use crate::config::{ConfigError, ConfigErrors, parse_duration};
+use crate::config::validate::{check_structure, parse_net, size_value};
+use crate::tls;
+
+/// The service a route resolves to.
+pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// A compiled configuration: everything needed to serve, nothing bound yet.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The request-handling stack.
+    pub stack: Arc<Stack>,
+    /// Listeners to bind.
+    pub listeners: Vec<ListenerPlan>,
+    /// Connection-level settings.
+    pub server: ServerSettings,
+}
+
+/// A listener to bind.
+#[derive(Clone, Debug)]
+pub struct ListenerPlan {
+    /// Name for logs.
+    pub name: String,
+    /// Address.
+    pub addr: SocketAddr,
+    /// TLS, if terminated here.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether HTTP/2 is offered.
+    pub http2: bool,
+}
+
+/// Connection-level settings (not hot-reloadable: they apply to listeners).
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Time to receive a request head.
+    pub header_read_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Drain time on shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// The request-handling part of a compiled configuration; swapped whole on
+/// reload.
+#[derive(Debug)]
+pub struct Stack {
+    pub(crate) router: Router<RouteService>,
+    pub(crate) trusted: TrustedProxies,
+}
+
+/// Compiles a configuration, reporting every error with its path.
+pub fn compile(cfg: &Config) -> Result<Compiled, ConfigErrors> {
+    let mut errs = Vec::new();
+    check_structure(cfg, &mut errs);
+    let base = cfg.base_dir.clone();
+    let server = server_settings(&cfg.server);
+    let trusted = TrustedProxies::new(cfg.server.trusted_proxies.iter().filter_map(|s| parse_net(s)));
+    let via = cfg.server.via.clone().unwrap_or_else(|| "towergate".into());
+    let default_max_body = cfg
+        .server
+        .max_body
+        .as_ref()
+        .and_then(|s| size_value(s).ok())
+        .unwrap_or(10_000_000);
+
+    let listeners = compile_listeners(cfg, base.as_deref(), &mut errs);
+
+    // One pooled client per named upstream, one shared by inline URLs of
+    // each protocol: pools are shared by all routes using them.
+    let mut clients: HashMap<String, (Client, &schema::Upstream)> = HashMap::new();
+    for (name, u) in &cfg.upstreams {
+        match build_client(u, base.as_deref()) {
+            Ok(c) => {
+                clients.insert(name.clone(), (c, u));
+            }
+            Err(e) => errs.push(ConfigError::new(format!("upstreams.{name}.tls"), e)),
+        }
+    }
+    let inline_client = Client::builder().build().map_err(|e| e.to_string());
+
+    let mut builder = Router::builder();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let p = format!("routes[{i}]");
+        let route = match routing_route(r, &p) {
+            Ok(route) => route,
+            Err(e) => {
+                errs.push(e);
+                continue;
+            }
+        };
+        // Templates, regexes and rewrites are checked by the router itself;
+        // building the route alone ties its error to this path.
+        if let Err(e) = Router::<()>::builder().route(route.clone(), ()).build() {
+            errs.push(ConfigError::new(format!("{p}.match"), e.to_string()));
+            continue;
+        }
+        let (url, client, upstream_timeout) = if r.upstream.contains("://") {
+            match &inline_client {
+                Ok(c) => (r.upstream.clone(), c.clone(), None),
+                Err(e) => {
+                    errs.push(ConfigError::new(format!("{p}.upstream"), e.clone()));
+                    continue;
+                }
+            }
+        } else if let Some((c, u)) = clients.get(&r.upstream) {
+            (u.url.clone(), c.clone(), u.timeout.as_deref())
+        } else {
+            continue; // reported by check_structure, or its client failed
+        };
+        let timeout = r
+            .timeout
+            .as_deref()
+            .or(upstream_timeout)
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(30));
+        let mut pb = Proxy::builder(&url)
+            .client(client)
+            .timeout(timeout)
+            .preserve_host(r.preserve_host)
+            .trusted_proxies(trusted.clone())
+            .via(via.clone());
+        if let Some(h) = &r.host_rewrite {
+            pb = pb.host_override(h.clone());
+        }
+        let proxy = match pb.build() {
+            Ok(p) => p,
+            Err(e) => {
+                errs.push(ConfigError::new(format!("{p}.upstream"), e.to_string()));
+                continue;
+            }
+        };
+        let max_body = r
+            .max_body
+            .as_ref()
+            .and_then(|s| size_value(s).ok())
+            .unwrap_or(default_max_body);
+        let target = RouteTarget {
+            proxy,
+            max_body,
+            route: Arc::from(r.name.as_str()),
+        };
+        builder = builder.route(route, BoxCloneSyncService::new(target));
+    }
+
+    if !errs.is_empty() {
+        return Err(ConfigErrors { source: None, errors: errs });
+    }
+    let router = builder
+        .build()
+        .map_err(|e| ConfigErrors::one(None, ConfigError::new("routes", e.to_string())))?;
+    Ok(Compiled {
+        stack: Arc::new(Stack { router, trusted }),
+        listeners,
+        server,
+    })
+}
+
+fn server_settings(s: &schema::Server) -> ServerSettings {
+    let dur = |v: &Option<String>, d: u64| {
+        v.as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(d))
+    };
+    ServerSettings {
+        max_header_bytes: s
+            .max_header_bytes
+            .as_ref()
+            .and_then(|v| size_value(v).ok())
+            .map(|n| n.clamp(8192, 16 << 20) as usize)
+            .unwrap_or(64 * 1024),
+        header_read_timeout: dur(&s.header_read_timeout, 10),
+        max_connections: s.max_connections.unwrap_or(10_000),
+        drain_timeout: dur(&s.drain_timeout, 30),
+    }
+}
+
+fn compile_listeners(cfg: &Config, base: Option<&Path>, errs: &mut Vec<ConfigError>) -> Vec<ListenerPlan> {
+    let mut out = Vec::new();
+    if let Some(l) = &cfg.listen
+        && let Ok(addr) = l.parse()
+    {
+        out.push(ListenerPlan {
+            name: "default".into(),
+            addr,
+            tls: None,
+            http2: true,
+        });
+    }
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let Ok(addr) = l.addr.parse() else { continue };
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => match tls::server_config(t, base, l.http2, &format!("listeners[{i}].tls")) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errs.push(e);
+                    continue;
+                }
+            },
+        };
+        out.push(ListenerPlan {
+            name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
+            addr,
+            tls,
+            http2: l.http2,
+        });
+    }
+    out
+}
+
+fn build_client(u: &schema::Upstream, base: Option<&Path>) -> Result<Client, String> {
+    let mut b = Client::builder().http2_only(u.http2);
+    if let Some(t) = u.connect_timeout.as_deref().and_then(|t| parse_duration(t).ok()) {
+        b = b.connect_timeout(t);
+    }
+    if let Some(tls) = &u.tls {
+        if let Some(ca) = &tls.ca {
+            b = b.ca_pem(read(base, ca)?);
+        }
+        if let (Some(c), Some(k)) = (&tls.client_cert, &tls.client_key) {
+            b = b.client_cert_pem(read(base, c)?, read(base, k)?);
+        }
+        if let Some(n) = &tls.server_name {
+            b = b.server_name(n.clone());
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+pub(crate) fn resolve_path(base: Option<&Path>, p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    match base {
+        Some(b) if path.is_relative() => b.join(path),
+        _ => path,
+    }
+}
+
+fn read(base: Option<&Path>, p: &str) -> Result<Vec<u8>, String> {
+    let path = resolve_path(base, p);
+    std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+}
+
+fn routing_route(r: &schema::Route, p: &str) -> Result<RoutingRoute, ConfigError> {
+    let m = &r.matcher;
+    let mut route = RoutingRoute::new(r.name.as_str()).priority(r.priority);
+    for h in m.host.iter().chain(m.hosts.iter()) {
+        route = route.host(h.clone());
+    }
+    for (i, meth) in m.methods.iter().enumerate() {
+        let parsed = http::Method::from_bytes(meth.to_ascii_uppercase().as_bytes())
+            .map_err(|_| ConfigError::new(format!("{p}.match.methods[{i}]"), format!("`{meth}` is not an HTTP method")))?;
+        route = route.method(parsed);
+    }
+    route = match (&m.path, &m.path_prefix) {
+        (Some(path), _) => route.path_exact(path.clone()),
+        (None, Some(prefix)) => route.path_prefix(prefix.clone()),
+        (None, None) => route.path_prefix("/"),
+    };
+    for (k, v) in &m.headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(ConfigError::new(format!("{p}.match.headers.{k}"), format!("`{k}` is not a header name")));
+        }
+        route = match value_rule(v) {
+            Rule::Equals(s) => route.header_equals(k.clone(), s),
+            Rule::Present => route.header_present(k.clone()),
+            Rule::Regex(s) => route.header_regex(k.clone(), s),
+        };
+    }
+    for (k, v) in &m.query {
+        route = match value_rule(v) {
+            Rule::Equals(s) => route.query_equals(k.clone(), s),
+            Rule::Present => route.query_present(k.clone()),
+            Rule::Regex(s) => route.query_regex(k.clone(), s),
+        };
+    }
+    if r.strip_prefix {
+        route = route.strip_prefix(true);
+    }
+    if let Some(t) = &r.rewrite {
+        route = route.rewrite(t.clone());
+    }
+    Ok(route)
+}
+
+enum Rule {
+    Equals(String),
+    Present,
+    Regex(String),
+}
+
+fn value_rule(v: &ValueMatch) -> Rule {
+    match v {
+        ValueMatch::Equals(s) => Rule::Equals(s.clone()),
+        ValueMatch::Rule(r) => match (&r.equals, &r.regex) {
+            (Some(e), _) => Rule::Equals(e.clone()),
+            (None, Some(re)) => Rule::Regex(re.clone()),
+            (None, None) => Rule::Present,
+        },
+    }
+}
+
+/// A route's target: body limit, then the proxy, with operational errors
+/// turned into problem responses here so they carry the request id.
+#[derive(Clone, Debug)]
+struct RouteTarget {
+    proxy: Proxy,
+    max_body: u64,
+    route: Arc<str>,
+}
+
+// === impl RouteTarget ===
+
+impl Service<Request<Body>> for RouteTarget {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let request_id = req.extensions().get::<RequestId>().cloned();
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            let rsp = too_large(self.max_body, request_id.as_ref());
+            return Box::pin(async move { Ok(rsp) });
+        }
+        // Bodies without a declared length are counted as they stream.
+        let max = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        let req = req.map(|b| Body::new(Limited::new(b, max)));
+        let proxy = self.proxy.clone();
+        let route = self.route.clone();
+        let max_body = self.max_body;
+        Box::pin(async move {
+            match proxy.oneshot(req).await {
+                Ok(rsp) => Ok(rsp.map(Body::new)),
+                Err(err) => Ok(rescue(&*err, &route, max_body, request_id.as_ref())),
+            }
+        })
+    }
+}
+
+fn too_large(max: u64, id: Option<&RequestId>) -> Response<Body> {
+    let mut p = Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
+        .detail(format!("the request body is larger than the route's limit of {max} bytes"));
+    if let Some(id) = id {
+        p = p.instance(id.as_str());
+    }
+    p.into_full_response().map(Body::new)
+}
+
+/// Maps an operational error to its problem response, logging the cause:
+/// the client gets the status, the log gets the details.
+fn rescue(
+    err: &(dyn std::error::Error + Send + Sync + 'static),
+    route: &str,
+    max_body: u64,
+    id: Option<&RequestId>,
+) -> Response<Body> {
+    let id_str = id.map(RequestId::as_str).unwrap_or("-");
+    if towergate_core::is_caused_by::<LengthLimitError>(err) {
+        tracing::info!(request_id = id_str, route, "request body over the limit");
+        return too_large(max_body, id);
+    }
+    tracing::warn!(request_id = id_str, route, error = %ErrorChain(err), "upstream request failed");
+    let mut p = towergate_proxy::error::to_problem(err);
+    if let Some(id) = id {
+        p = p.instance(id.as_str());
+    }
+    p.into_full_response().map(Body::new)
+}
+
+/// Displays an error with its whole `source()` chain.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// Marks a response with the request id.
+pub(crate) fn set_request_id(rsp: &mut Response<Body>, id: &RequestId) {
+    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+        rsp.headers_mut().insert("x-request-id", v);
+    }
+}

@@ -1,0 +1,210 @@
+//! Every kind of bad configuration is refused at load, with the path of the
+//! bad key.
+
+use towergate::config::{ConfigErrors, Format, parse_str};
+
+fn errors(yaml: &str, format: Format) -> ConfigErrors {
+    match parse_str(yaml, format) {
+        Err(e) => e,
+        Ok(cfg) => match towergate::stack::compile(&cfg) {
+            Err(e) => e,
+            Ok(_) => panic!("config was accepted:\n{yaml}"),
+        },
+    }
+}
+
+const GOOD_ROUTE: &str = r#"  - name: users
+    match: { path_prefix: "/users/" }
+    upstream: "http://127.0.0.1:7001"
+"#;
+
+#[test]
+fn each_kind_of_bad_config_names_its_path() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("listen: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    upstreem: \"http://x\"\n"),
+            "routes[0]",
+            "upstreem",
+        ),
+        (
+            format!("listen: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    match: {{ path_prefixx: \"/a\" }}\n    upstream: \"http://x\"\n"),
+            "routes[0].match",
+            "path_prefixx",
+        ),
+        (
+            format!("listen: \"nonsense\"\nroutes:\n{GOOD_ROUTE}"),
+            "listen",
+            "IP:PORT",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    upstream: \"ftp://x\"\n"),
+            "routes[0].upstream",
+            "scheme",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    upstream: \"nowhere\"\n"),
+            "routes[0].upstream",
+            "upstreams",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n{GOOD_ROUTE}    timeout: \"10 parsecs\"\n"),
+            "routes[0].timeout",
+            "unit",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n{GOOD_ROUTE}    timeout: \"10\"\n"),
+            "routes[0].timeout",
+            "no unit",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n{GOOD_ROUTE}{}", GOOD_ROUTE.replace("/users/", "/other/")),
+            "routes[1].name",
+            "duplicate",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ path: \"/a/{{id\" }}\n    upstream: \"http://x\"\n"),
+            "routes[0].match",
+            "",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ headers: {{ x-v: {{ regex: \"(\" }} }} }}\n    upstream: \"http://x\"\n"),
+            "routes[0].match",
+            "",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ methods: [\"GE T\"] }}\n    upstream: \"http://x\"\n"),
+            "routes[0].match.methods[0]",
+            "method",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ path: \"/a\" }}\n    strip_prefix: true\n    upstream: \"http://x\"\n"),
+            "routes[0].strip_prefix",
+            "path_prefix",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ path: \"/a/{{id}}\" }}\n    rewrite: \"/b/{{nope}}\"\n    upstream: \"http://x\"\n"),
+            "routes[0].match",
+            "nope",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nserver: {{ trusted_proxies: [\"10.0.0.0/33\"] }}\nroutes:\n{GOOD_ROUTE}"),
+            "server.trusted_proxies[0]",
+            "CIDR",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nserver: {{ max_body: \"10 apples\" }}\nroutes:\n{GOOD_ROUTE}"),
+            "server.max_body",
+            "unit",
+        ),
+        (
+            format!("listeners:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{ cert: \"/nonexistent/x.crt\", key: \"/nonexistent/x.key\" }}\nroutes:\n{GOOD_ROUTE}"),
+            "listeners[0].tls.certificates[0].cert",
+            "/nonexistent/x.crt",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nupstreams:\n  u:\n    url: \"https://x\"\n    tls: {{ ca: \"/nonexistent/ca.pem\" }}\nroutes:\n  - name: a\n    upstream: u\n"),
+            "upstreams.u.tls",
+            "/nonexistent/ca.pem",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n{GOOD_ROUTE}{}", GOOD_ROUTE.replace("name: users", "name: users2")),
+            "routes[1].match",
+            "unreachable",
+        ),
+        (
+            format!("routes:\n{GOOD_ROUTE}"),
+            "listen",
+            "no listener",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes: []\n"),
+            "routes",
+            "no routes",
+        ),
+        (
+            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ headers: {{ x-v: {{ equals: \"1\", regex: \"1\" }} }} }}\n    upstream: \"http://x\"\n"),
+            "routes[0].match.headers.x-v",
+            "exactly one",
+        ),
+    ];
+    for (yaml, path, needle) in cases {
+        let e = errors(&yaml, Format::Yaml);
+        let hit = e.errors.iter().find(|err| err.path == path);
+        let Some(hit) = hit else {
+            panic!("expected an error at `{path}` for\n{yaml}\ngot: {e}");
+        };
+        assert!(hit.message.contains(needle), "`{path}`: {:?} lacks {needle:?}", hit.message);
+    }
+}
+
+#[test]
+fn all_errors_are_reported_together() {
+    let yaml = r#"listen: "nonsense"
+server: { drain_timeout: "forever" }
+routes:
+  - name: a
+    upstream: "nowhere"
+  - name: a
+    timeout: "1 fortnight"
+    upstream: "http://x"
+"#;
+    let e = errors(yaml, Format::Yaml);
+    for p in ["listen", "server.drain_timeout", "routes[0].upstream", "routes[1].name", "routes[1].timeout"] {
+        assert!(e.has_path(p), "missing {p} in {e}");
+    }
+    let text = e.to_string();
+    assert!(text.contains("5 errors"), "{text}");
+}
+
+#[test]
+fn toml_has_the_same_schema_and_paths() {
+    let ok = r#"
+listen = "127.0.0.1:8080"
+[[routes]]
+name = "users"
+match = { path_prefix = "/users/" }
+strip_prefix = true
+upstream = "http://127.0.0.1:7001"
+"#;
+    let cfg = parse_str(ok, Format::Toml).unwrap();
+    towergate::stack::compile(&cfg).unwrap();
+    let bad = r#"
+listen = "127.0.0.1:8080"
+[[routes]]
+name = "users"
+upstream = "http://127.0.0.1:7001"
+[[routes]]
+name = "orders"
+upstream = "http://127.0.0.1:7002"
+timeout = 5
+"#;
+    let e = errors(bad, Format::Toml);
+    assert!(e.has_path("routes[1].timeout"), "{e}");
+    let e = errors("listen = \"127.0.0.1:1\"\nbogus = 1\n", Format::Toml);
+    assert!(e.errors[0].message.contains("bogus"), "{e}");
+}
+
+#[test]
+fn seed_example_is_valid() {
+    let yaml = r#"listen: "127.0.0.1:8080"
+routes:
+  - name: users
+    match: { path_prefix: "/users/" }
+    strip_prefix: true
+    upstream: "http://127.0.0.1:7001"
+  - name: orders
+    match: { path_prefix: "/orders/" }
+    strip_prefix: true
+    upstream: "http://127.0.0.1:7002"
+"#;
+    let cfg = parse_str(yaml, Format::Yaml).unwrap();
+    let c = towergate::stack::compile(&cfg).unwrap();
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(c.listeners[0].addr.to_string(), "127.0.0.1:8080");
+}
+
+#[test]
+fn yaml_syntax_errors_are_reported() {
+    let e = parse_str("listen: [unclosed\n", Format::Yaml).unwrap_err();
+    assert!(e.errors[0].message.contains("YAML"), "{e}");
+}

@@ -1,0 +1,340 @@
+//! Forwarding through the real gateway: headers, streaming, upgrades,
+//! HTTP/2, TLS termination with SNI, upstream failures, body limits.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{Message as WsMessage, WebSocketUpgrade};
+use axum::routing::get;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use support::{client, gateway};
+use tokio::sync::Notify;
+use towergate_test::{assert_problem_reqwest, echo_router, spawn_upstream};
+
+fn one_route(upstream: &str, extra_route: &str, extra_top: &str) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+{extra_top}
+routes:
+  - name: all
+    match: {{ path_prefix: "/" }}
+    upstream: "{upstream}"
+{extra_route}
+"#
+    )
+}
+
+fn header<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
+    v["headers"][name][0].as_str()
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_untrusted_peer() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let (_gw, addr) = gateway(&one_route(&echo.url(), "", "server: { trusted_proxies: [\"10.0.0.0/8\"] }")).await;
+    let (status, body) = support::raw_get(
+        addr,
+        "/x",
+        "X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Proto: https\r\nConnection: x-drop-me, keep-alive\r\nx-drop-me: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nTE: gzip\r\nx-keep-me: yes\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    for gone in ["x-drop-me", "keep-alive", "proxy-authorization", "te", "connection"] {
+        assert!(v["headers"].get(gone).is_none(), "{gone} must not be forwarded: {v}");
+    }
+    assert_eq!(header(&v, "x-keep-me"), Some("yes"));
+    // The spoofed values from an untrusted peer are replaced.
+    assert_eq!(header(&v, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(header(&v, "x-forwarded-proto"), Some("http"));
+    assert_eq!(header(&v, "x-forwarded-host"), Some("localhost"));
+    let fwd = header(&v, "forwarded").unwrap();
+    assert!(fwd.contains("for=127.0.0.1") && !fwd.contains("6.6.6.6"), "{fwd}");
+    assert!(header(&v, "via").unwrap().contains("towergate"));
+    // Host is the upstream's by default.
+    assert_eq!(header(&v, "host"), Some(echo.addr.to_string().as_str()));
+    assert!(header(&v, "x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_trusted_peer_and_preserve_host() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+server: {{ trusted_proxies: ["127.0.0.1"] }}
+routes:
+  - name: all
+    match: {{ path_prefix: "/" }}
+    preserve_host: true
+    upstream: "{}"
+"#,
+        echo.url()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let v: Value = client()
+        .get(format!("http://{addr}/x"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("host", "shop.example.com")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header(&v, "x-forwarded-for"), Some("6.6.6.6, 127.0.0.1"));
+    assert_eq!(header(&v, "host"), Some("shop.example.com"));
+}
+
+#[tokio::test]
+async fn slow_chunked_response_streams_chunk_by_chunk() {
+    // The upstream sends the next chunk only once the client has received
+    // the previous one: a gateway that buffered would deadlock here.
+    let got = Arc::new(Notify::new());
+    let got2 = got.clone();
+    let app = Router::new().route(
+        "/slow",
+        get(move || {
+            let got = got2.clone();
+            async move {
+                let stream = futures_util::stream::unfold(0u32, move |i| {
+                    let got = got.clone();
+                    async move {
+                        if i == 3 {
+                            return None;
+                        }
+                        if i > 0 {
+                            got.notified().await;
+                        }
+                        Some((Ok::<_, std::io::Error>(Bytes::from(format!("chunk{i};"))), i + 1))
+                    }
+                });
+                Body::from_stream(stream)
+            }
+        }),
+    );
+    let up = spawn_upstream(app).await;
+    let (_gw, addr) = gateway(&one_route(&up.url(), "", "")).await;
+    let rsp = client().get(format!("http://{addr}/slow")).send().await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let mut stream = rsp.bytes_stream();
+    let mut seen = String::new();
+    let all = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = stream.next().await {
+            seen.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+            got.notify_one();
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "stalled after {seen:?}: the response was buffered");
+    assert_eq!(seen, "chunk0;chunk1;chunk2;");
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_gateway() {
+    let app = Router::new().route(
+        "/ws",
+        get(|ws: WebSocketUpgrade| async move {
+            ws.on_upgrade(|mut socket| async move {
+                while let Some(Ok(msg)) = socket.recv().await {
+                    if let WsMessage::Text(t) = msg {
+                        let _ = socket.send(WsMessage::Text(format!("echo:{}", t.as_str()).into())).await;
+                    }
+                }
+            })
+        }),
+    );
+    let up = spawn_upstream(app).await;
+    let (_gw, addr) = gateway(&one_route(&up.url(), "", "")).await;
+    let (mut ws, rsp) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    assert_eq!(rsp.status(), 101);
+    for i in 0..5 {
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(format!("hello {i}").into()))
+            .await
+            .unwrap();
+        let msg = ws.next().await.unwrap().unwrap();
+        assert_eq!(msg.into_text().unwrap().as_str(), format!("echo:hello {i}"));
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn http2_client_and_h2c_upstream() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+upstreams:
+  h2:
+    url: "{}"
+    http2: true
+routes:
+  - name: h1
+    match: {{ path_prefix: "/h1/" }}
+    upstream: "{}"
+  - name: h2
+    match: {{ path_prefix: "/h2/" }}
+    upstream: h2
+"#,
+        echo.url(),
+        echo.url()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let rsp = h2.get(format!("http://{addr}/h1/x")).send().await.unwrap();
+    assert_eq!(rsp.version(), reqwest::Version::HTTP_2);
+    let v: Value = rsp.json().await.unwrap();
+    assert_eq!(v["version"], "HTTP/1.1", "upstream leg is HTTP/1.1");
+    // Large body over h2 in both directions.
+    let body = vec![b'x'; 3 * 1024 * 1024];
+    let v: Value = h2
+        .post(format!("http://{addr}/h2/upload"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["version"], "HTTP/2.0", "upstream leg is h2c");
+    assert_eq!(v["body_len"], 3 * 1024 * 1024);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    // A port with nothing listening: bind, read the port, close.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let slow = spawn_upstream(Router::new().route(
+        "/",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            "late"
+        }),
+    ))
+    .await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+routes:
+  - name: dead
+    match: {{ path_prefix: "/dead/" }}
+    strip_prefix: true
+    upstream: "http://{dead}"
+  - name: slow
+    match: {{ path_prefix: "/slow/" }}
+    strip_prefix: true
+    timeout: "300ms"
+    upstream: "{}"
+"#,
+        slow.url()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let rsp = client().get(format!("http://{addr}/dead/")).send().await.unwrap();
+    let id = rsp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let v = assert_problem_reqwest(rsp, 502).await;
+    assert_eq!(v["instance"], id.as_str(), "problem instance is the request id");
+    let detail = v["detail"].as_str().unwrap_or("");
+    assert!(!detail.contains("refused") && !detail.contains("127.0.0.1"), "no internal error text: {detail}");
+    let rsp = client().get(format!("http://{addr}/slow/")).send().await.unwrap();
+    assert_problem_reqwest(rsp, 504).await;
+}
+
+#[tokio::test]
+async fn body_limit_is_413() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let (_gw, addr) = gateway(&one_route(&echo.url(), "    max_body: \"1KiB\"", "")).await;
+    let c = client();
+    let rsp = c.post(format!("http://{addr}/x")).body(vec![0u8; 1024]).send().await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    // Declared too large: refused before reading.
+    let rsp = c.post(format!("http://{addr}/x")).body(vec![0u8; 1025]).send().await.unwrap();
+    assert_problem_reqwest(rsp, 413).await;
+    // Chunked, no length: counted while streaming.
+    let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 512]))));
+    let rsp = c
+        .post(format!("http://{addr}/x"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_problem_reqwest(rsp, 413).await;
+}
+
+#[tokio::test]
+async fn tls_termination_with_two_sni_names_and_alpn_h2() {
+    use towergate_test::tls::TestCa;
+    let ca = TestCa::new();
+    let a = ca.leaf(&["a.test"]);
+    let b = ca.leaf(&["b.test", "*.b.test"]);
+    let dir = tempdir();
+    for (n, c) in [("a", &a), ("b", &b)] {
+        std::fs::write(dir.join(format!("{n}.crt")), &c.cert_pem).unwrap();
+        std::fs::write(dir.join(format!("{n}.key")), &c.key_pem).unwrap();
+    }
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let yaml = format!(
+        r#"listeners:
+  - addr: "127.0.0.1:0"
+    tls:
+      certificates:
+        - {{ cert: "{d}/a.crt", key: "{d}/a.key", server_names: ["a.test"] }}
+        - {{ cert: "{d}/b.crt", key: "{d}/b.key", server_names: ["b.test", "*.b.test"] }}
+routes:
+  - name: all
+    match: {{ path_prefix: "/" }}
+    upstream: "{}"
+"#,
+        echo.url(),
+        d = dir.display()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+
+    // The certificate presented depends on SNI.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    for (name, want) in [("a.test", &a.cert_der), ("b.test", &b.cert_der), ("x.b.test", &b.cert_der)] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let sn = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        let tls = connector.connect(sn, tcp).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (_, conn) = tls.get_ref();
+        assert_eq!(&conn.peer_certificates().unwrap()[0], want, "{name}");
+    }
+
+    // A real HTTPS request, negotiating h2 by ALPN.
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap())
+        .resolve("b.test", addr)
+        .build()
+        .unwrap();
+    let rsp = c.get(format!("https://b.test:{}/hello", addr.port())).send().await.unwrap();
+    assert_eq!(rsp.version(), reqwest::Version::HTTP_2);
+    let v: Value = rsp.json().await.unwrap();
+    assert_eq!(v["path"], "/hello");
+    assert_eq!(header(&v, "x-forwarded-proto"), Some("https"));
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "towergate-e2e-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

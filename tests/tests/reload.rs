@@ -1,0 +1,138 @@
+//! Hot reload: swapping the stack under a steady request loop loses no
+//! request; an invalid file leaves the old configuration serving; a file
+//! change is picked up by the watcher.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::client;
+use towergate::reload::{ReloadOutcome, reload_now, spawn_reloader};
+use towergate_test::{echo_router, spawn_upstream};
+
+fn config(upstream: &str) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+routes:
+  - name: svc
+    match: {{ path_prefix: "/" }}
+    upstream: "{upstream}"
+"#
+    )
+}
+
+fn temp_file(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("towergate-reload-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join("gateway.yaml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_during_a_request_loop_lose_nothing() {
+    let blue = spawn_upstream(echo_router("blue")).await;
+    let green = spawn_upstream(echo_router("green")).await;
+    let path = temp_file("loop");
+    std::fs::write(&path, config(&blue.url())).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap()).await.unwrap();
+    let addr = gw.local_addrs()[0];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, seen) = (stop.clone(), ok.clone(), failed.clone(), seen.clone());
+        loops.push(tokio::spawn(async move {
+            let c = client();
+            // Bounded in count and time.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            for _ in 0..5000 {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                match c.get(format!("http://{addr}/x")).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = r.json().await.unwrap();
+                        seen.lock().unwrap().insert(v["service"].as_str().unwrap().to_owned());
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let handle = gw.stack_handle();
+    for i in 0..20 {
+        let up = if i % 2 == 0 { &green } else { &blue };
+        std::fs::write(&path, config(&up.url())).unwrap();
+        match reload_now(&path, &handle, gw.listeners()) {
+            ReloadOutcome::Applied { listeners_changed } => assert!(!listeners_changed),
+            ReloadOutcome::Rejected(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during reloads");
+    assert!(ok.load(Ordering::Relaxed) > 20);
+    let seen = seen.lock().unwrap();
+    assert!(seen.contains("blue") && seen.contains("green"), "{seen:?}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_file_keeps_the_old_config() {
+    let blue = spawn_upstream(echo_router("blue")).await;
+    let path = temp_file("invalid");
+    std::fs::write(&path, config(&blue.url())).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap()).await.unwrap();
+    let addr = gw.local_addrs()[0];
+    std::fs::write(&path, "listen: \"127.0.0.1:0\"\nroutes:\n  - name: svc\n    upstream: \"nowhere\"\n").unwrap();
+    match reload_now(&path, &gw.stack_handle(), gw.listeners()) {
+        ReloadOutcome::Rejected(e) => assert!(e.has_path("routes[0].upstream"), "{e}"),
+        ReloadOutcome::Applied { .. } => panic!("invalid config applied"),
+    }
+    let v: Value = client().get(format!("http://{addr}/x")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["service"], "blue");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_change_is_picked_up_by_the_watcher() {
+    let blue = spawn_upstream(echo_router("blue")).await;
+    let green = spawn_upstream(echo_router("green")).await;
+    let path = temp_file("watch");
+    std::fs::write(&path, config(&blue.url())).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap()).await.unwrap();
+    let addr = gw.local_addrs()[0];
+    let reloader = spawn_reloader(path.clone(), gw.stack_handle(), gw.listeners().to_vec());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Write a new file and move it into place, as deploy tools do.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, config(&green.url())).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut service = String::new();
+    while Instant::now() < deadline {
+        let v: Value = client().get(format!("http://{addr}/x")).send().await.unwrap().json().await.unwrap();
+        service = v["service"].as_str().unwrap().to_owned();
+        if service == "green" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(service, "green", "the watcher did not reload");
+    reloader.abort();
+    gw.shutdown().await;
+}
