@@ -21,17 +21,19 @@ type Svc = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 /// upstream failures become problem+json answers.
 fn forward(upstream: &str) -> Result<Svc, Box<dyn std::error::Error>> {
     let proxy = Proxy::builder(upstream).build()?;
-    Ok(BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
-        let proxy = proxy.clone();
-        async move {
-            Ok::<_, Infallible>(match proxy.oneshot(req).await {
-                Ok(rsp) => rsp.map(Body::new),
-                Err(e) => towergate_proxy::error::to_problem(&*e)
-                    .into_full_response()
-                    .map(Body::new),
-            })
-        }
-    })))
+    Ok(BoxCloneSyncService::new(tower::service_fn(
+        move |req: Request<Body>| {
+            let proxy = proxy.clone();
+            async move {
+                Ok::<_, Infallible>(match proxy.oneshot(req).await {
+                    Ok(rsp) => rsp.map(Body::new),
+                    Err(e) => towergate_proxy::error::to_problem(&*e)
+                        .into_full_response()
+                        .map(Body::new),
+                })
+            }
+        },
+    )))
 }
 
 #[tokio::main]
@@ -40,13 +42,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream.local_addr()?;
     tokio::spawn(async move {
-        let app = axum::Router::new().fallback(|uri: http::Uri| async move { format!("users service saw {uri}") });
+        let app = axum::Router::new()
+            .fallback(|uri: http::Uri| async move { format!("users service saw {uri}") });
         let _ = axum::serve(upstream, app).await;
     });
 
     let gateway: Router<Svc> = Router::builder()
         .route(
-            Route::new("users").path_prefix("/users/").strip_prefix(true),
+            Route::new("users")
+                .path_prefix("/users/")
+                .strip_prefix(true),
             forward(&format!("http://{upstream_addr}"))?,
         )
         .build()?;
@@ -66,7 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await?;
         let mut out = String::new();
         stream.read_to_string(&mut out).await?;

@@ -11,7 +11,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream.local_addr()?;
     tokio::spawn(async move {
-        let app = axum::Router::new().fallback(|uri: http::Uri| async move { format!("orders service saw {uri}") });
+        let app = axum::Router::new()
+            .fallback(|uri: http::Uri| async move { format!("orders service saw {uri}") });
         let _ = axum::serve(upstream, app).await;
     });
 
@@ -33,7 +34,8 @@ routes:
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(b"GET /orders/7 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+    s.write_all(b"GET /orders/7 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
     let mut out = String::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await??;
     println!("{out}");

@@ -42,10 +42,15 @@ routes:
 /// The three demo services.
 pub fn users_service() -> Router {
     Router::new()
-        .route("/", get(|| async { Json(json!([{"id": 42, "name": "Ada"}, {"id": 7, "name": "Linus"}])) }))
+        .route(
+            "/",
+            get(|| async { Json(json!([{"id": 42, "name": "Ada"}, {"id": 7, "name": "Linus"}])) }),
+        )
         .route(
             "/{id}",
-            get(|Path(id): Path<u64>| async move { Json(json!({"id": id, "name": format!("user-{id}"), "customer_id": id * 10})) }),
+            get(|Path(id): Path<u64>| async move {
+                Json(json!({"id": id, "name": format!("user-{id}"), "customer_id": id * 10}))
+            }),
         )
 }
 
@@ -53,11 +58,15 @@ pub fn users_service() -> Router {
 pub fn orders_service() -> Router {
     Router::new().route(
         "/{id}",
-        get(|Path(id): Path<u64>| async move { Json(json!({"id": id, "items": ["book", "pen"], "total": 12.5})) }).post(
-            |Path(id): Path<u64>, body: String| async move {
-                (http::StatusCode::CREATED, Json(json!({"id": id, "created": true, "body": body})))
-            },
-        ),
+        get(|Path(id): Path<u64>| async move {
+            Json(json!({"id": id, "items": ["book", "pen"], "total": 12.5}))
+        })
+        .post(|Path(id): Path<u64>, body: String| async move {
+            (
+                http::StatusCode::CREATED,
+                Json(json!({"id": id, "created": true, "body": body})),
+            )
+        }),
     )
 }
 
@@ -106,11 +115,17 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error + S
     println!("  curl -i http://{addr}/users/                # list");
     println!("  curl -i http://{addr}/orders/7");
     println!("  curl -i -X POST -d 'qty=2' http://{addr}/orders/7");
-    println!("  curl -i -H 'x-beta: 1' http://{addr}/orders/7   # header match wins: goes to notifications");
+    println!(
+        "  curl -i -H 'x-beta: 1' http://{addr}/orders/7   # header match wins: goes to notifications"
+    );
     println!("  curl -i http://{addr}/notifications/ada      # rewritten to /inbox/ada");
-    println!("  curl -i -X DELETE http://{addr}/notifications/ada   # 405 with Allow, problem+json");
+    println!(
+        "  curl -i -X DELETE http://{addr}/notifications/ada   # 405 with Allow, problem+json"
+    );
     println!("  curl -i http://{addr}/nope                   # 404 problem+json");
-    println!("  curl -i --path-as-is http://{addr}/users/../orders/7   # normalised before matching");
+    println!(
+        "  curl -i --path-as-is http://{addr}/users/../orders/7   # normalised before matching"
+    );
     println!("Ctrl-C stops it.");
     crate::shutdown_signal().await;
     gateway.shutdown().await;

@@ -25,7 +25,11 @@ pub enum ReloadOutcome {
 }
 
 /// Reloads `path` into `current` now.
-pub fn reload_now(path: &Path, current: &ArcSwap<Stack>, listeners: &[ListenerPlan]) -> ReloadOutcome {
+pub fn reload_now(
+    path: &Path,
+    current: &ArcSwap<Stack>,
+    listeners: &[ListenerPlan],
+) -> ReloadOutcome {
     let compiled = load_file(path).and_then(|cfg| {
         compile(&cfg).map_err(|mut e| {
             e.source = Some(path.display().to_string());
@@ -35,11 +39,9 @@ pub fn reload_now(path: &Path, current: &ArcSwap<Stack>, listeners: &[ListenerPl
     match compiled {
         Ok(c) => {
             let listeners_changed = c.listeners.len() != listeners.len()
-                || c
-                    .listeners
-                    .iter()
-                    .zip(listeners)
-                    .any(|(a, b)| a.addr != b.addr || a.http2 != b.http2 || a.tls.is_some() != b.tls.is_some());
+                || c.listeners.iter().zip(listeners).any(|(a, b)| {
+                    a.addr != b.addr || a.http2 != b.http2 || a.tls.is_some() != b.tls.is_some()
+                });
             current.store(c.stack);
             if listeners_changed {
                 tracing::warn!(file = %path.display(), "configuration reloaded; listener changes take effect at the next restart");
@@ -93,7 +95,8 @@ pub fn spawn_reloader(
             let current = current.clone();
             let listeners = listeners.clone();
             // Compiling reads files and may be slow: keep it off the runtime's workers.
-            let _ = tokio::task::spawn_blocking(move || reload_now(&path, &current, &listeners)).await;
+            let _ =
+                tokio::task::spawn_blocking(move || reload_now(&path, &current, &listeners)).await;
         }
     })
 }
@@ -108,7 +111,10 @@ fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWa
     let handler = move |res: notify::Result<Event>| {
         if let Ok(ev) = res
             && matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(_))
-            && ev.paths.iter().any(|p| p.file_name() == Some(file_name.as_os_str()))
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(file_name.as_os_str()))
         {
             let _ = tx.try_send(());
         }

@@ -14,7 +14,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -32,8 +32,7 @@ pub struct RunningGateway {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     drain: Duration,
-    drained: Arc<tokio::sync::Notify>,
-    graceful: Arc<std::sync::Mutex<Option<GracefulShutdown>>>,
+    graceful: Arc<GracefulShutdown>,
 }
 
 /// Binds the listeners of a compiled configuration and starts serving.
@@ -45,13 +44,16 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
     } = compiled;
     let current = Arc::new(ArcSwap::new(stack));
     let (shutdown, _) = watch::channel(false);
-    let graceful = GracefulShutdown::new();
+    let graceful = Arc::new(GracefulShutdown::new());
     let conns = Arc::new(Semaphore::new(server.max_connections));
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
     for plan in &listeners {
         let listener = TcpListener::bind(plan.addr).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot bind {} ({}): {e}", plan.addr, plan.name))
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind {} ({}): {e}", plan.addr, plan.name),
+            )
         })?;
         let addr = listener.local_addr()?;
         tracing::info!(listener = %plan.name, %addr, tls = plan.tls.is_some(), "listening");
@@ -61,9 +63,13 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
             server: server.clone(),
             current: current.clone(),
             conns: conns.clone(),
-            watcher: graceful.watcher(),
         };
-        tasks.spawn(accept_loop(listener, ctx, shutdown.subscribe()));
+        tasks.spawn(accept_loop(
+            listener,
+            ctx,
+            graceful.clone(),
+            shutdown.subscribe(),
+        ));
     }
     Ok(RunningGateway {
         addrs,
@@ -72,8 +78,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         shutdown,
         tasks,
         drain: server.drain_timeout,
-        drained: Arc::new(tokio::sync::Notify::new()),
-        graceful: Arc::new(std::sync::Mutex::new(Some(graceful))),
+        graceful,
     })
 }
 
@@ -105,13 +110,16 @@ impl RunningGateway {
     /// timeout) and returns whether everything drained in time.
     pub async fn shutdown(mut self) -> bool {
         let _ = self.shutdown.send(true);
+        // The accept loops hold the other references; once they are done,
+        // the graceful-shutdown handle is ours alone.
         while self.tasks.join_next().await.is_some() {}
-        let graceful = self.graceful.lock().ok().and_then(|mut g| g.take());
-        let drained = match graceful {
-            Some(g) => tokio::time::timeout(self.drain, g.shutdown()).await.is_ok(),
-            None => true,
+        let drained = match Arc::try_unwrap(self.graceful) {
+            Ok(g) => tokio::time::timeout(self.drain, g.shutdown()).await.is_ok(),
+            Err(_) => {
+                tracing::error!("graceful shutdown handle still shared; not draining");
+                false
+            }
         };
-        self.drained.notify_waiters();
         if drained {
             tracing::info!("all connections drained");
         } else {
@@ -126,10 +134,14 @@ struct AcceptCtx {
     server: ServerSettings,
     current: Arc<ArcSwap<Stack>>,
     conns: Arc<Semaphore>,
-    watcher: hyper_util::server::graceful::Watcher,
 }
 
-async fn accept_loop(listener: TcpListener, ctx: AcceptCtx, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: AcceptCtx,
+    graceful: Arc<GracefulShutdown>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let ctx = Arc::new(ctx);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -171,8 +183,9 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx, mut shutdown: watch:
         let ctx = ctx.clone();
         let builder = builder.clone();
         let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            serve_connection(tcp, peer, acceptor, &builder, &ctx).await;
+            serve_connection(tcp, peer, acceptor, &builder, &ctx, watcher).await;
             drop(permit);
         });
     }
@@ -184,18 +197,24 @@ async fn serve_connection(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     builder: &auto::Builder<TokioExecutor>,
     ctx: &AcceptCtx,
+    watcher: Watcher,
 ) {
     let current = ctx.current.clone();
     match acceptor {
         None => {
-            let svc = edge_service(current, peer, false);
+            let svc = EdgeService {
+                current,
+                peer,
+                tls: false,
+            };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
-            if let Err(e) = ctx.watcher.clone().watch(conn).await {
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
         Some(acceptor) => {
-            let hs = tokio::time::timeout(ctx.server.header_read_timeout, acceptor.accept(tcp)).await;
+            let hs =
+                tokio::time::timeout(ctx.server.header_read_timeout, acceptor.accept(tcp)).await;
             let tls = match hs {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -207,27 +226,40 @@ async fn serve_connection(
                     return;
                 }
             };
-            let svc = edge_service(current, peer, true);
+            let svc = EdgeService {
+                current,
+                peer,
+                tls: true,
+            };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            if let Err(e) = ctx.watcher.clone().watch(conn).await {
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
     }
 }
 
-type EdgeFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+type EdgeFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-fn edge_service(
+/// The per-connection service hyper calls for each request.
+#[derive(Clone)]
+struct EdgeService {
     current: Arc<ArcSwap<Stack>>,
     peer: SocketAddr,
     tls: bool,
-) -> hyper::service::ServiceFn<impl Fn(Request<Incoming>) -> EdgeFuture + Clone, Incoming> {
-    hyper::service::service_fn(move |req: Request<Incoming>| {
+}
+
+impl hyper::service::Service<Request<Incoming>> for EdgeService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = EdgeFuture;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         // Each request keeps the stack it started on, whatever reloads happen.
-        let stack = current.load_full();
-        Box::pin(handle(stack, req, peer, tls)) as EdgeFuture
-    })
+        let stack = self.current.load_full();
+        Box::pin(handle(stack, req, self.peer, self.tls))
+    }
 }
 
 /// The edge of the stack: who is calling, which request this is, then the
@@ -259,7 +291,8 @@ fn request_id<B>(req: &Request<B>) -> RequestId {
         && let Ok(s) = v.to_str()
         && !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
     {
         return RequestId(Arc::from(s));
     }
@@ -269,7 +302,11 @@ fn request_id<B>(req: &Request<B>) -> RequestId {
 fn new_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().build_hasher().finish());
+    let seed = *SEED.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut h = std::collections::hash_map::DefaultHasher::new();
     h.write_u64(seed);

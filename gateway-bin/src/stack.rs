@@ -24,8 +24,8 @@ use towergate_proxy::{Client, Proxy};
 use towergate_routing::{Route as RoutingRoute, Router};
 
 use crate::config::schema::{self, Config, ValueMatch};
-use crate::config::{ConfigError, ConfigErrors, parse_duration};
 use crate::config::validate::{check_structure, parse_net, size_value};
+use crate::config::{ConfigError, ConfigErrors, parse_duration};
 use crate::tls;
 
 /// The service a route resolves to.
@@ -82,7 +82,12 @@ pub fn compile(cfg: &Config) -> Result<Compiled, ConfigErrors> {
     check_structure(cfg, &mut errs);
     let base = cfg.base_dir.clone();
     let server = server_settings(&cfg.server);
-    let trusted = TrustedProxies::new(cfg.server.trusted_proxies.iter().filter_map(|s| parse_net(s)));
+    let trusted = TrustedProxies::new(
+        cfg.server
+            .trusted_proxies
+            .iter()
+            .filter_map(|s| parse_net(s)),
+    );
     let via = cfg.server.via.clone().unwrap_or_else(|| "towergate".into());
     let default_max_body = cfg
         .server
@@ -171,7 +176,10 @@ pub fn compile(cfg: &Config) -> Result<Compiled, ConfigErrors> {
     }
 
     if !errs.is_empty() {
-        return Err(ConfigErrors { source: None, errors: errs });
+        return Err(ConfigErrors {
+            source: None,
+            errors: errs,
+        });
     }
     let router = builder
         .build()
@@ -202,7 +210,11 @@ fn server_settings(s: &schema::Server) -> ServerSettings {
     }
 }
 
-fn compile_listeners(cfg: &Config, base: Option<&Path>, errs: &mut Vec<ConfigError>) -> Vec<ListenerPlan> {
+fn compile_listeners(
+    cfg: &Config,
+    base: Option<&Path>,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<ListenerPlan> {
     let mut out = Vec::new();
     if let Some(l) = &cfg.listen
         && let Ok(addr) = l.parse()
@@ -238,7 +250,11 @@ fn compile_listeners(cfg: &Config, base: Option<&Path>, errs: &mut Vec<ConfigErr
 
 fn build_client(u: &schema::Upstream, base: Option<&Path>) -> Result<Client, String> {
     let mut b = Client::builder().http2_only(u.http2);
-    if let Some(t) = u.connect_timeout.as_deref().and_then(|t| parse_duration(t).ok()) {
+    if let Some(t) = u
+        .connect_timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+    {
         b = b.connect_timeout(t);
     }
     if let Some(tls) = &u.tls {
@@ -275,8 +291,13 @@ fn routing_route(r: &schema::Route, p: &str) -> Result<RoutingRoute, ConfigError
         route = route.host(h.clone());
     }
     for (i, meth) in m.methods.iter().enumerate() {
-        let parsed = http::Method::from_bytes(meth.to_ascii_uppercase().as_bytes())
-            .map_err(|_| ConfigError::new(format!("{p}.match.methods[{i}]"), format!("`{meth}` is not an HTTP method")))?;
+        let parsed =
+            http::Method::from_bytes(meth.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    format!("{p}.match.methods[{i}]"),
+                    format!("`{meth}` is not an HTTP method"),
+                )
+            })?;
         route = route.method(parsed);
     }
     route = match (&m.path, &m.path_prefix) {
@@ -286,7 +307,10 @@ fn routing_route(r: &schema::Route, p: &str) -> Result<RoutingRoute, ConfigError
     };
     for (k, v) in &m.headers {
         if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            return Err(ConfigError::new(format!("{p}.match.headers.{k}"), format!("`{k}` is not a header name")));
+            return Err(ConfigError::new(
+                format!("{p}.match.headers.{k}"),
+                format!("`{k}` is not a header name"),
+            ));
         }
         route = match value_rule(v) {
             Rule::Equals(s) => route.header_equals(k.clone(), s),
@@ -374,8 +398,9 @@ impl Service<Request<Body>> for RouteTarget {
 }
 
 fn too_large(max: u64, id: Option<&RequestId>) -> Response<Body> {
-    let mut p = Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
-        .detail(format!("the request body is larger than the route's limit of {max} bytes"));
+    let mut p = Problem::new(StatusCode::PAYLOAD_TOO_LARGE).detail(format!(
+        "the request body is larger than the route's limit of {max} bytes"
+    ));
     if let Some(id) = id {
         p = p.instance(id.as_str());
     }

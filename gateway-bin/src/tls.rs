@@ -29,14 +29,36 @@ pub(crate) fn server_config(
         let key_path = resolve_path(base, &c.key);
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| ConfigError::new(format!("{p}.cert"), format!("cannot read certificates from `{}`: {e}", cert_path.display())))?;
+            .map_err(|e| {
+                ConfigError::new(
+                    format!("{p}.cert"),
+                    format!(
+                        "cannot read certificates from `{}`: {e}",
+                        cert_path.display()
+                    ),
+                )
+            })?;
         if certs.is_empty() {
-            return Err(ConfigError::new(format!("{p}.cert"), format!("no certificate in `{}`", cert_path.display())));
+            return Err(ConfigError::new(
+                format!("{p}.cert"),
+                format!("no certificate in `{}`", cert_path.display()),
+            ));
         }
-        let key = PrivateKeyDer::from_pem_file(&key_path)
-            .map_err(|e| ConfigError::new(format!("{p}.key"), format!("cannot read a private key from `{}`: {e}", key_path.display())))?;
-        let ck = certified_key(certs, key, &provider)
-            .map_err(|e| ConfigError::new(format!("{p}.key"), format!("key does not fit the certificate: {e}")))?;
+        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+            ConfigError::new(
+                format!("{p}.key"),
+                format!(
+                    "cannot read a private key from `{}`: {e}",
+                    key_path.display()
+                ),
+            )
+        })?;
+        let ck = certified_key(certs, key, &provider).map_err(|e| {
+            ConfigError::new(
+                format!("{p}.key"),
+                format!("key does not fit the certificate: {e}"),
+            )
+        })?;
         let ck = Arc::new(ck);
         if c.server_names.is_empty() {
             resolver.default = Some(ck);
@@ -53,7 +75,9 @@ pub(crate) fn server_config(
         }
     }
     // Longest suffix first, so `*.a.example.com` wins over `*.example.com`.
-    resolver.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    resolver
+        .wildcard
+        .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::new(path, e.to_string()))?

@@ -2,6 +2,8 @@
 //! shutdown on SIGTERM, SIGHUP reload, and bounded memory while 64 MB
 //! stream through in each direction.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -124,9 +126,21 @@ fn write_config(dir: &Path, listen: SocketAddr, upstream: &str) -> PathBuf {
 #[test]
 fn check_reports_errors_with_paths_and_exit_code() {
     let dir = temp_dir("check");
-    let good = write_config(&dir, "127.0.0.1:8080".parse().unwrap(), "http://127.0.0.1:7001");
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let good = write_config(
+        &dir,
+        "127.0.0.1:8080".parse().unwrap(),
+        "http://127.0.0.1:7001",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 
     let bad = dir.join("bad.yaml");
@@ -135,7 +149,11 @@ fn check_reports_errors_with_paths_and_exit_code() {
         "listen: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    upstream: \"nowhere\"\n    timeout: \"5 years\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("routes[0].upstream"), "{err}");
@@ -172,7 +190,10 @@ async fn sigterm_answers_every_in_flight_request_then_exits_0() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while arrived.load(Ordering::SeqCst) < 10 {
-        assert!(Instant::now() < deadline, "requests did not reach the upstream");
+        assert!(
+            Instant::now() < deadline,
+            "requests did not reach the upstream"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gw.signal("-TERM");
@@ -252,7 +273,9 @@ async fn sixty_four_megabytes_each_way_with_bounded_memory() {
             "/download",
             get(|| async {
                 let chunk = Bytes::from(vec![7u8; 64 * 1024]);
-                let stream = futures_util::stream::iter((0..MB64 / (64 * 1024)).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+                let stream = futures_util::stream::iter(
+                    (0..MB64 / (64 * 1024)).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                );
                 Body::from_stream(stream)
             }),
         );
@@ -265,7 +288,9 @@ async fn sixty_four_megabytes_each_way_with_bounded_memory() {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
 
     let chunk = Bytes::from(vec![1u8; 64 * 1024]);
-    let stream = futures_util::stream::iter((0..MB64 / (64 * 1024)).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let stream = futures_util::stream::iter(
+        (0..MB64 / (64 * 1024)).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
     let rsp = client
         .post(format!("http://{}/upload", gw.addr))
         .body(reqwest::Body::wrap_stream(stream))
@@ -275,7 +300,11 @@ async fn sixty_four_megabytes_each_way_with_bounded_memory() {
     assert_eq!(rsp.status(), 200);
     assert_eq!(rsp.text().await.unwrap(), MB64.to_string());
 
-    let rsp = client.get(format!("http://{}/download", gw.addr)).send().await.unwrap();
+    let rsp = client
+        .get(format!("http://{}/download", gw.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 200);
     let mut n = 0;
     let mut s = rsp.bytes_stream();

@@ -1,6 +1,8 @@
 //! Every kind of bad configuration is refused at load, with the path of the
 //! bad key.
 
+#![allow(clippy::unwrap_used, clippy::useless_format)] // one format style for every case
+
 use towergate::config::{ConfigErrors, Format, parse_str};
 
 fn errors(yaml: &str, format: Format) -> ConfigErrors {
@@ -22,14 +24,18 @@ const GOOD_ROUTE: &str = r#"  - name: users
 fn each_kind_of_bad_config_names_its_path() {
     let cases: Vec<(String, &str, &str)> = vec![
         (
-            format!("listen: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    upstreem: \"http://x\"\n"),
-            "routes[0]",
-            "upstreem",
+            format!(
+                "listen: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    upstreem: \"http://x\"\n"
+            ),
+            "routes[0].upstreem",
+            "unknown field",
         ),
         (
-            format!("listen: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    match: {{ path_prefixx: \"/a\" }}\n    upstream: \"http://x\"\n"),
-            "routes[0].match",
-            "path_prefixx",
+            format!(
+                "listen: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    match: {{ path_prefixx: \"/a\" }}\n    upstream: \"http://x\"\n"
+            ),
+            "routes[0].match.path_prefixx",
+            "unknown field",
         ),
         (
             format!("listen: \"nonsense\"\nroutes:\n{GOOD_ROUTE}"),
@@ -57,72 +63,94 @@ fn each_kind_of_bad_config_names_its_path() {
             "no unit",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nroutes:\n{GOOD_ROUTE}{}", GOOD_ROUTE.replace("/users/", "/other/")),
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n{GOOD_ROUTE}{}",
+                GOOD_ROUTE.replace("/users/", "/other/")
+            ),
             "routes[1].name",
             "duplicate",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ path: \"/a/{{id\" }}\n    upstream: \"http://x\"\n"),
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ path: \"/a/{{id\" }}\n    upstream: \"http://x\"\n"
+            ),
             "routes[0].match",
             "",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ headers: {{ x-v: {{ regex: \"(\" }} }} }}\n    upstream: \"http://x\"\n"),
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ headers: {{ x-v: {{ regex: \"(\" }} }} }}\n    upstream: \"http://x\"\n"
+            ),
             "routes[0].match",
             "",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ methods: [\"GE T\"] }}\n    upstream: \"http://x\"\n"),
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ methods: [\"GE T\"] }}\n    upstream: \"http://x\"\n"
+            ),
             "routes[0].match.methods[0]",
             "method",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ path: \"/a\" }}\n    strip_prefix: true\n    upstream: \"http://x\"\n"),
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ path: \"/a\" }}\n    strip_prefix: true\n    upstream: \"http://x\"\n"
+            ),
             "routes[0].strip_prefix",
             "path_prefix",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ path: \"/a/{{id}}\" }}\n    rewrite: \"/b/{{nope}}\"\n    upstream: \"http://x\"\n"),
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ path: \"/a/{{id}}\" }}\n    rewrite: \"/b/{{nope}}\"\n    upstream: \"http://x\"\n"
+            ),
             "routes[0].match",
             "nope",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nserver: {{ trusted_proxies: [\"10.0.0.0/33\"] }}\nroutes:\n{GOOD_ROUTE}"),
+            format!(
+                "listen: \"127.0.0.1:1\"\nserver: {{ trusted_proxies: [\"10.0.0.0/33\"] }}\nroutes:\n{GOOD_ROUTE}"
+            ),
             "server.trusted_proxies[0]",
             "CIDR",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nserver: {{ max_body: \"10 apples\" }}\nroutes:\n{GOOD_ROUTE}"),
+            format!(
+                "listen: \"127.0.0.1:1\"\nserver: {{ max_body: \"10 apples\" }}\nroutes:\n{GOOD_ROUTE}"
+            ),
             "server.max_body",
             "unit",
         ),
         (
-            format!("listeners:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{ cert: \"/nonexistent/x.crt\", key: \"/nonexistent/x.key\" }}\nroutes:\n{GOOD_ROUTE}"),
+            format!(
+                "listeners:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{ cert: \"/nonexistent/x.crt\", key: \"/nonexistent/x.key\" }}\nroutes:\n{GOOD_ROUTE}"
+            ),
             "listeners[0].tls.certificates[0].cert",
             "/nonexistent/x.crt",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nupstreams:\n  u:\n    url: \"https://x\"\n    tls: {{ ca: \"/nonexistent/ca.pem\" }}\nroutes:\n  - name: a\n    upstream: u\n"),
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u:\n    url: \"https://x\"\n    tls: {{ ca: \"/nonexistent/ca.pem\" }}\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
             "upstreams.u.tls",
             "/nonexistent/ca.pem",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nroutes:\n{GOOD_ROUTE}{}", GOOD_ROUTE.replace("name: users", "name: users2")),
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n{GOOD_ROUTE}{}",
+                GOOD_ROUTE.replace("name: users", "name: users2")
+            ),
             "routes[1].match",
             "unreachable",
         ),
-        (
-            format!("routes:\n{GOOD_ROUTE}"),
-            "listen",
-            "no listener",
-        ),
+        (format!("routes:\n{GOOD_ROUTE}"), "listen", "no listener"),
         (
             format!("listen: \"127.0.0.1:1\"\nroutes: []\n"),
             "routes",
             "no routes",
         ),
         (
-            format!("listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ headers: {{ x-v: {{ equals: \"1\", regex: \"1\" }} }} }}\n    upstream: \"http://x\"\n"),
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    match: {{ headers: {{ x-v: {{ equals: \"1\", regex: \"1\" }} }} }}\n    upstream: \"http://x\"\n"
+            ),
             "routes[0].match.headers.x-v",
             "exactly one",
         ),
@@ -133,7 +161,11 @@ fn each_kind_of_bad_config_names_its_path() {
         let Some(hit) = hit else {
             panic!("expected an error at `{path}` for\n{yaml}\ngot: {e}");
         };
-        assert!(hit.message.contains(needle), "`{path}`: {:?} lacks {needle:?}", hit.message);
+        assert!(
+            hit.message.contains(needle),
+            "`{path}`: {:?} lacks {needle:?}",
+            hit.message
+        );
     }
 }
 
@@ -145,11 +177,18 @@ routes:
   - name: a
     upstream: "nowhere"
   - name: a
+    match: { path_prefix: "/b/" }
     timeout: "1 fortnight"
     upstream: "http://x"
 "#;
     let e = errors(yaml, Format::Yaml);
-    for p in ["listen", "server.drain_timeout", "routes[0].upstream", "routes[1].name", "routes[1].timeout"] {
+    for p in [
+        "listen",
+        "server.drain_timeout",
+        "routes[0].upstream",
+        "routes[1].name",
+        "routes[1].timeout",
+    ] {
         assert!(e.has_path(p), "missing {p} in {e}");
     }
     let text = e.to_string();

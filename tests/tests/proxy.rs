@@ -1,6 +1,8 @@
 //! Forwarding through the real gateway: headers, streaming, upgrades,
 //! HTTP/2, TLS termination with SNI, upstream failures, body limits.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
 mod support;
 
 use std::sync::Arc;
@@ -37,7 +39,12 @@ fn header<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn forwarding_headers_from_untrusted_peer() {
     let echo = spawn_upstream(echo_router("echo")).await;
-    let (_gw, addr) = gateway(&one_route(&echo.url(), "", "server: { trusted_proxies: [\"10.0.0.0/8\"] }")).await;
+    let (_gw, addr) = gateway(&one_route(
+        &echo.url(),
+        "",
+        "server: { trusted_proxies: [\"10.0.0.0/8\"] }",
+    ))
+    .await;
     let (status, body) = support::raw_get(
         addr,
         "/x",
@@ -46,8 +53,17 @@ async fn forwarding_headers_from_untrusted_peer() {
     .await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    for gone in ["x-drop-me", "keep-alive", "proxy-authorization", "te", "connection"] {
-        assert!(v["headers"].get(gone).is_none(), "{gone} must not be forwarded: {v}");
+    for gone in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "connection",
+    ] {
+        assert!(
+            v["headers"].get(gone).is_none(),
+            "{gone} must not be forwarded: {v}"
+        );
     }
     assert_eq!(header(&v, "x-keep-me"), Some("yes"));
     // The spoofed values from an untrusted peer are replaced.
@@ -55,7 +71,10 @@ async fn forwarding_headers_from_untrusted_peer() {
     assert_eq!(header(&v, "x-forwarded-proto"), Some("http"));
     assert_eq!(header(&v, "x-forwarded-host"), Some("localhost"));
     let fwd = header(&v, "forwarded").unwrap();
-    assert!(fwd.contains("for=127.0.0.1") && !fwd.contains("6.6.6.6"), "{fwd}");
+    assert!(
+        fwd.contains("for=127.0.0.1") && !fwd.contains("6.6.6.6"),
+        "{fwd}"
+    );
     assert!(header(&v, "via").unwrap().contains("towergate"));
     // Host is the upstream's by default.
     assert_eq!(header(&v, "host"), Some(echo.addr.to_string().as_str()));
@@ -111,7 +130,10 @@ async fn slow_chunked_response_streams_chunk_by_chunk() {
                         if i > 0 {
                             got.notified().await;
                         }
-                        Some((Ok::<_, std::io::Error>(Bytes::from(format!("chunk{i};"))), i + 1))
+                        Some((
+                            Ok::<_, std::io::Error>(Bytes::from(format!("chunk{i};"))),
+                            i + 1,
+                        ))
                     }
                 });
                 Body::from_stream(stream)
@@ -120,7 +142,11 @@ async fn slow_chunked_response_streams_chunk_by_chunk() {
     );
     let up = spawn_upstream(app).await;
     let (_gw, addr) = gateway(&one_route(&up.url(), "", "")).await;
-    let rsp = client().get(format!("http://{addr}/slow")).send().await.unwrap();
+    let rsp = client()
+        .get(format!("http://{addr}/slow"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 200);
     let mut stream = rsp.bytes_stream();
     let mut seen = String::new();
@@ -131,7 +157,10 @@ async fn slow_chunked_response_streams_chunk_by_chunk() {
         }
     })
     .await;
-    assert!(all.is_ok(), "stalled after {seen:?}: the response was buffered");
+    assert!(
+        all.is_ok(),
+        "stalled after {seen:?}: the response was buffered"
+    );
     assert_eq!(seen, "chunk0;chunk1;chunk2;");
 }
 
@@ -143,7 +172,9 @@ async fn websocket_echo_through_the_gateway() {
             ws.on_upgrade(|mut socket| async move {
                 while let Some(Ok(msg)) = socket.recv().await {
                     if let WsMessage::Text(t) = msg {
-                        let _ = socket.send(WsMessage::Text(format!("echo:{}", t.as_str()).into())).await;
+                        let _ = socket
+                            .send(WsMessage::Text(format!("echo:{}", t.as_str()).into()))
+                            .await;
                     }
                 }
             })
@@ -151,12 +182,16 @@ async fn websocket_echo_through_the_gateway() {
     );
     let up = spawn_upstream(app).await;
     let (_gw, addr) = gateway(&one_route(&up.url(), "", "")).await;
-    let (mut ws, rsp) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let (mut ws, rsp) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 101);
     for i in 0..5 {
-        ws.send(tokio_tungstenite::tungstenite::Message::Text(format!("hello {i}").into()))
-            .await
-            .unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            format!("hello {i}").into(),
+        ))
+        .await
+        .unwrap();
         let msg = ws.next().await.unwrap().unwrap();
         assert_eq!(msg.into_text().unwrap().as_str(), format!("echo:hello {i}"));
     }
@@ -184,7 +219,11 @@ routes:
         echo.url()
     );
     let (_gw, addr) = gateway(&yaml).await;
-    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let rsp = h2.get(format!("http://{addr}/h1/x")).send().await.unwrap();
     assert_eq!(rsp.version(), reqwest::Version::HTTP_2);
     let v: Value = rsp.json().await.unwrap();
@@ -235,13 +274,28 @@ routes:
         slow.url()
     );
     let (_gw, addr) = gateway(&yaml).await;
-    let rsp = client().get(format!("http://{addr}/dead/")).send().await.unwrap();
+    let rsp = client()
+        .get(format!("http://{addr}/dead/"))
+        .send()
+        .await
+        .unwrap();
     let id = rsp.headers()["x-request-id"].to_str().unwrap().to_owned();
     let v = assert_problem_reqwest(rsp, 502).await;
-    assert_eq!(v["instance"], id.as_str(), "problem instance is the request id");
+    assert_eq!(
+        v["instance"],
+        id.as_str(),
+        "problem instance is the request id"
+    );
     let detail = v["detail"].as_str().unwrap_or("");
-    assert!(!detail.contains("refused") && !detail.contains("127.0.0.1"), "no internal error text: {detail}");
-    let rsp = client().get(format!("http://{addr}/slow/")).send().await.unwrap();
+    assert!(
+        !detail.contains("refused") && !detail.contains("127.0.0.1"),
+        "no internal error text: {detail}"
+    );
+    let rsp = client()
+        .get(format!("http://{addr}/slow/"))
+        .send()
+        .await
+        .unwrap();
     assert_problem_reqwest(rsp, 504).await;
 }
 
@@ -250,13 +304,25 @@ async fn body_limit_is_413() {
     let echo = spawn_upstream(echo_router("echo")).await;
     let (_gw, addr) = gateway(&one_route(&echo.url(), "    max_body: \"1KiB\"", "")).await;
     let c = client();
-    let rsp = c.post(format!("http://{addr}/x")).body(vec![0u8; 1024]).send().await.unwrap();
+    let rsp = c
+        .post(format!("http://{addr}/x"))
+        .body(vec![0u8; 1024])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 200);
     // Declared too large: refused before reading.
-    let rsp = c.post(format!("http://{addr}/x")).body(vec![0u8; 1025]).send().await.unwrap();
+    let rsp = c
+        .post(format!("http://{addr}/x"))
+        .body(vec![0u8; 1025])
+        .send()
+        .await
+        .unwrap();
     assert_problem_reqwest(rsp, 413).await;
     // Chunked, no length: counted while streaming.
-    let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 512]))));
+    let chunks = futures_util::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 512]))),
+    );
     let rsp = c
         .post(format!("http://{addr}/x"))
         .body(reqwest::Body::wrap_stream(chunks))
@@ -298,16 +364,25 @@ routes:
     // The certificate presented depends on SNI.
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der()).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    for (name, want) in [("a.test", &a.cert_der), ("b.test", &b.cert_der), ("x.b.test", &b.cert_der)] {
+    for (name, want) in [
+        ("a.test", &a.cert_der),
+        ("b.test", &b.cert_der),
+        ("x.b.test", &b.cert_der),
+    ] {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let sn = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
-        let tls = connector.connect(sn, tcp).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let tls = connector
+            .connect(sn, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let (_, conn) = tls.get_ref();
         assert_eq!(&conn.peer_certificates().unwrap()[0], want, "{name}");
     }
@@ -319,7 +394,11 @@ routes:
         .resolve("b.test", addr)
         .build()
         .unwrap();
-    let rsp = c.get(format!("https://b.test:{}/hello", addr.port())).send().await.unwrap();
+    let rsp = c
+        .get(format!("https://b.test:{}/hello", addr.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rsp.version(), reqwest::Version::HTTP_2);
     let v: Value = rsp.json().await.unwrap();
     assert_eq!(v["path"], "/hello");

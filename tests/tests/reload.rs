@@ -2,6 +2,8 @@
 //! request; an invalid file leaves the old configuration serving; a file
 //! change is picked up by the watcher.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
 mod support;
 
 use std::sync::Arc;
@@ -37,7 +39,9 @@ async fn reloads_during_a_request_loop_lose_nothing() {
     let path = temp_file("loop");
     std::fs::write(&path, config(&blue.url())).unwrap();
     let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap()).await.unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
     let addr = gw.local_addrs()[0];
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -58,7 +62,9 @@ async fn reloads_during_a_request_loop_lose_nothing() {
                 match c.get(format!("http://{addr}/x")).send().await {
                     Ok(r) if r.status() == 200 => {
                         let v: Value = r.json().await.unwrap();
-                        seen.lock().unwrap().insert(v["service"].as_str().unwrap().to_owned());
+                        seen.lock()
+                            .unwrap()
+                            .insert(v["service"].as_str().unwrap().to_owned());
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
@@ -82,9 +88,13 @@ async fn reloads_during_a_request_loop_lose_nothing() {
     for l in loops {
         l.await.unwrap();
     }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during reloads");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
     assert!(ok.load(Ordering::Relaxed) > 20);
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert!(seen.contains("blue") && seen.contains("green"), "{seen:?}");
     gw.shutdown().await;
 }
@@ -95,14 +105,27 @@ async fn invalid_file_keeps_the_old_config() {
     let path = temp_file("invalid");
     std::fs::write(&path, config(&blue.url())).unwrap();
     let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap()).await.unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
     let addr = gw.local_addrs()[0];
-    std::fs::write(&path, "listen: \"127.0.0.1:0\"\nroutes:\n  - name: svc\n    upstream: \"nowhere\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "listen: \"127.0.0.1:0\"\nroutes:\n  - name: svc\n    upstream: \"nowhere\"\n",
+    )
+    .unwrap();
     match reload_now(&path, &gw.stack_handle(), gw.listeners()) {
         ReloadOutcome::Rejected(e) => assert!(e.has_path("routes[0].upstream"), "{e}"),
         ReloadOutcome::Applied { .. } => panic!("invalid config applied"),
     }
-    let v: Value = client().get(format!("http://{addr}/x")).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(format!("http://{addr}/x"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["service"], "blue");
     gw.shutdown().await;
 }
@@ -114,7 +137,9 @@ async fn file_change_is_picked_up_by_the_watcher() {
     let path = temp_file("watch");
     std::fs::write(&path, config(&blue.url())).unwrap();
     let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap()).await.unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
     let addr = gw.local_addrs()[0];
     let reloader = spawn_reloader(path.clone(), gw.stack_handle(), gw.listeners().to_vec());
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -125,7 +150,14 @@ async fn file_change_is_picked_up_by_the_watcher() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut service = String::new();
     while Instant::now() < deadline {
-        let v: Value = client().get(format!("http://{addr}/x")).send().await.unwrap().json().await.unwrap();
+        let v: Value = client()
+            .get(format!("http://{addr}/x"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         service = v["service"].as_str().unwrap().to_owned();
         if service == "green" {
             break;

@@ -3,6 +3,8 @@
 //! forwards to the echo upstream under a base path named after the route,
 //! so the echo tells which route was chosen.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
 mod support;
 
 use serde_json::Value;
@@ -13,18 +15,40 @@ const TABLE_ROUTES: &[(&str, &str)] = &[
     ("api-any", r#"{ path_prefix: "/api/" }"#),
     ("api-users-id", r#"{ path: "/api/users/{id}" }"#),
     ("api-users-me", r#"{ path: "/api/users/me" }"#),
-    ("api-users-post", r#"{ path: "/api/users/{id}", methods: [POST] }"#),
-    ("host-exact", r#"{ host: "api.example.com", path_prefix: "/api/" }"#),
-    ("host-wild", r#"{ host: "*.example.com", path_prefix: "/api/" }"#),
-    ("header-v2", r#"{ path_prefix: "/api/", headers: { x-version: "2" } }"#),
-    ("header-regex", r#"{ path_prefix: "/api/", headers: { x-client: { regex: "ios-[0-9]+" } } }"#),
-    ("query-debug", r#"{ path_prefix: "/api/", query: { debug: { present: true } } }"#),
+    (
+        "api-users-post",
+        r#"{ path: "/api/users/{id}", methods: [POST] }"#,
+    ),
+    (
+        "host-exact",
+        r#"{ host: "api.example.com", path_prefix: "/api/" }"#,
+    ),
+    (
+        "host-wild",
+        r#"{ host: "*.example.com", path_prefix: "/api/" }"#,
+    ),
+    (
+        "header-v2",
+        r#"{ path_prefix: "/api/", headers: { x-version: "2" } }"#,
+    ),
+    (
+        "header-regex",
+        r#"{ path_prefix: "/api/", headers: { x-client: { regex: "ios-[0-9]+" } } }"#,
+    ),
+    (
+        "query-debug",
+        r#"{ path_prefix: "/api/", query: { debug: { present: true } } }"#,
+    ),
     ("legacy-exact", r#"{ path: "/legacy/x" }"#),
     ("files", r#"{ path: "/files/{*rest}" }"#),
     ("root", r#"{ path_prefix: "/" }"#),
 ];
 
-async fn table_gateway() -> (towergate::RunningGateway, std::net::SocketAddr, towergate_test::Upstream) {
+async fn table_gateway() -> (
+    towergate::RunningGateway,
+    std::net::SocketAddr,
+    towergate_test::Upstream,
+) {
     let echo = spawn_upstream(echo_router("echo")).await;
     let mut yaml = String::from("listen: \"127.0.0.1:0\"\nroutes:\n");
     for (name, m) in TABLE_ROUTES {
@@ -52,30 +76,81 @@ fn route_of(v: &Value) -> String {
         .to_owned()
 }
 
+/// (method, host, path and query, headers, expected route)
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 #[tokio::test]
 async fn precedence_table() {
     let (_gw, addr, _echo) = table_gateway().await;
     let c = client();
     // (method, host, path, headers, expected route)
-    let rows: &[(&str, &str, &str, &[(&str, &str)], &str)] = &[
+    let rows: &[Row] = &[
         ("GET", "localhost", "/api/users/42", &[], "api-users-id"),
         ("GET", "localhost", "/api/users/me", &[], "api-users-me"),
         ("POST", "localhost", "/api/users/42", &[], "api-users-post"),
         ("DELETE", "localhost", "/api/users/42", &[], "api-users-id"),
         ("GET", "localhost", "/api/orders", &[], "api-any"),
         ("GET", "api.example.com", "/api/orders", &[], "host-exact"),
-        ("GET", "api.example.com:8080", "/api/orders", &[], "host-exact"),
+        (
+            "GET",
+            "api.example.com:8080",
+            "/api/orders",
+            &[],
+            "host-exact",
+        ),
         ("GET", "eu.example.com", "/api/orders", &[], "host-wild"),
         ("GET", "a.b.example.com", "/api/orders", &[], "host-wild"),
         ("GET", "example.com", "/api/orders", &[], "api-any"),
         ("GET", "api.example.com", "/api/users/42", &[], "host-exact"),
-        ("GET", "localhost", "/api/orders", &[("x-version", "2")], "header-v2"),
-        ("GET", "localhost", "/api/orders", &[("x-version", "3")], "api-any"),
-        ("GET", "localhost", "/api/orders", &[("x-client", "ios-17")], "header-regex"),
-        ("GET", "localhost", "/api/orders", &[("x-client", "ios-17b")], "api-any"),
+        (
+            "GET",
+            "localhost",
+            "/api/orders",
+            &[("x-version", "2")],
+            "header-v2",
+        ),
+        (
+            "GET",
+            "localhost",
+            "/api/orders",
+            &[("x-version", "3")],
+            "api-any",
+        ),
+        (
+            "GET",
+            "localhost",
+            "/api/orders",
+            &[("x-client", "ios-17")],
+            "header-regex",
+        ),
+        (
+            "GET",
+            "localhost",
+            "/api/orders",
+            &[("x-client", "ios-17b")],
+            "api-any",
+        ),
         ("GET", "localhost", "/api/orders?debug", &[], "query-debug"),
-        ("GET", "localhost", "/api/orders?debug=1&x=2", &[], "query-debug"),
-        ("GET", "localhost", "/api/users/42", &[("x-version", "2")], "api-users-id"),
+        (
+            "GET",
+            "localhost",
+            "/api/orders?debug=1&x=2",
+            &[],
+            "query-debug",
+        ),
+        (
+            "GET",
+            "localhost",
+            "/api/users/42",
+            &[("x-version", "2")],
+            "api-users-id",
+        ),
         ("GET", "localhost", "/legacy/x", &[], "legacy-prio"),
         ("GET", "localhost", "/files/a/b/c.txt", &[], "files"),
         ("GET", "localhost", "/other", &[], "root"),
@@ -144,7 +219,11 @@ routes:
     assert_eq!(v["path"], "/7");
     assert_eq!(v["query"], "expand=items");
     // "/users" is not under the prefix "/users/".
-    let rsp = client().get(format!("http://{addr}/users")).send().await.unwrap();
+    let rsp = client()
+        .get(format!("http://{addr}/users"))
+        .send()
+        .await
+        .unwrap();
     assert_problem_reqwest(rsp, 404).await;
 }
 
@@ -172,9 +251,20 @@ routes:
     let (_gw, addr) = gateway(&yaml).await;
     let get = |p: String| {
         let c = client();
-        async move { c.get(p).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            c.get(p)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
-    let v = get(format!("http://{addr}/v1/accounts/17/orders/2024/03?sort=asc")).await;
+    let v = get(format!(
+        "http://{addr}/v1/accounts/17/orders/2024/03?sort=asc"
+    ))
+    .await;
     assert_eq!(v["path"], "/accounts/17/2024/03");
     assert_eq!(v["query"], "sort=asc");
     let v = get(format!("http://{addr}/tenants/acme/items/1")).await;
@@ -202,13 +292,24 @@ routes:
     );
     let (_gw, addr) = gateway(&yaml).await;
     let c = client();
-    let rsp = c.get(format!("http://{addr}/nothing/here")).send().await.unwrap();
+    let rsp = c
+        .get(format!("http://{addr}/nothing/here"))
+        .send()
+        .await
+        .unwrap();
     assert!(rsp.headers().contains_key("x-request-id"));
     let v = assert_problem_reqwest(rsp, 404).await;
     assert_eq!(v["title"], "Not Found");
-    assert!(v["detail"].as_str().unwrap().contains("/nothing/here"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("/nothing/here"),
+        "{v}"
+    );
 
-    let rsp = c.delete(format!("http://{addr}/things/1")).send().await.unwrap();
+    let rsp = c
+        .delete(format!("http://{addr}/things/1"))
+        .send()
+        .await
+        .unwrap();
     let allow = rsp.headers()["allow"].to_str().unwrap().to_owned();
     let v = assert_problem_reqwest(rsp, 405).await;
     assert_eq!(v["title"], "Method Not Allowed");
@@ -217,7 +318,11 @@ routes:
     }
     assert!(!allow.contains("DELETE"));
     // HEAD is allowed wherever GET is.
-    let rsp = c.head(format!("http://{addr}/things/1")).send().await.unwrap();
+    let rsp = c
+        .head(format!("http://{addr}/things/1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rsp.status(), 200);
 }
 

@@ -51,7 +51,12 @@ impl ClientAddr {
     /// let a = ClientAddr::resolve("192.0.2.1:5000".parse().unwrap(), false, &h, &trusted);
     /// assert_eq!(a.client.to_string(), "192.0.2.1");
     /// ```
-    pub fn resolve(peer: SocketAddr, tls: bool, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
+    pub fn resolve(
+        peer: SocketAddr,
+        tls: bool,
+        headers: &HeaderMap,
+        trusted: &TrustedProxies,
+    ) -> Self {
         let mut client = peer.ip();
         if trusted.contains(client) {
             // Walk X-Forwarded-For from the right: each hop was added by the
@@ -123,7 +128,10 @@ mod tests {
     use super::*;
 
     fn trusted() -> TrustedProxies {
-        TrustedProxies::new(["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()])
+        TrustedProxies::new([
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ])
     }
 
     #[test]

@@ -58,7 +58,9 @@ impl std::fmt::Display for RequestId {
 }
 
 /// Returns whether `err`, or any error in its `source()` chain, is a `T`.
-pub fn is_caused_by<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+pub fn is_caused_by<T: std::error::Error + 'static>(
+    err: &(dyn std::error::Error + 'static),
+) -> bool {
     cause_ref::<T>(err).is_some()
 }
 

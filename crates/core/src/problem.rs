@@ -168,7 +168,8 @@ impl Problem {
     /// inner body type, so a layer can return it beside the inner service's
     /// responses.
     pub fn into_response<B>(self) -> Response<ResponseBody<B>> {
-        self.into_full_response().map(|full| ResponseBody::full(full))
+        self.into_full_response()
+            .map(|full| ResponseBody::full(full))
     }
 }
 

@@ -190,6 +190,10 @@ impl ClientBuilder {
     /// Speak only HTTP/2 upstream: by ALPN `h2` over TLS, by prior knowledge
     /// (h2c) over plain `http://`. Default false (HTTP/1.1, or HTTP/2 when a
     /// TLS upstream picks it).
+    ///
+    /// Use it for gRPC upstreams: only then is the caller's `TE: trailers`
+    /// forwarded, since it is hop-by-hop in HTTP/1.1 and the protocol of an
+    /// ALPN connection is not known when the request is prepared.
     pub fn http2_only(mut self, yes: bool) -> Self {
         self.http2_only = yes;
         self
@@ -322,7 +326,10 @@ impl fmt::Debug for ClientBuilder {
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .field("http2_only", &self.http2_only)
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
-            .field("client_cert", &self.client_cert.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_cert",
+                &self.client_cert.as_ref().map(|_| "<redacted>"),
+            )
             .field("server_name", &self.server_name)
             .finish()
     }

@@ -111,10 +111,7 @@ pub fn to_problem(err: &(dyn StdError + 'static)) -> Problem {
 }
 
 /// Classifies a failure of the pooled client: timeout, body, or upstream.
-pub(crate) fn classify(
-    err: hyper_util::client::legacy::Error,
-    upstream: &Arc<str>,
-) -> BoxError {
+pub(crate) fn classify(err: hyper_util::client::legacy::Error, upstream: &Arc<str>) -> BoxError {
     let upstream = upstream.clone();
     if err.is_connect() {
         if let Some(t) = cause_ref::<ConnectTimedOut>(&err) {
@@ -370,7 +367,11 @@ mod tests {
         let p = to_problem(&*err);
         assert_eq!(p.status(), StatusCode::BAD_GATEWAY);
         assert!(!p.detail_text().unwrap().contains("refused"));
-        assert!(cause_ref::<UpstreamUnavailable>(&*err).unwrap().is_connect());
+        assert!(
+            cause_ref::<UpstreamUnavailable>(&*err)
+                .unwrap()
+                .is_connect()
+        );
     }
 
     #[test]

@@ -104,16 +104,16 @@ impl Future for ResponseFuture {
                 if sleep.is_none() {
                     sleep.set(Some(tokio::time::sleep(exchange.shared.timeout)));
                 }
-                if let Some(sleep) = sleep.as_pin_mut() {
-                    if sleep.poll(cx).is_ready() {
-                        let shared = &exchange.shared;
-                        let error: BoxError = Box::new(UpstreamTimeout::response(
-                            shared.upstream.clone(),
-                            shared.timeout,
-                        ));
-                        exchange.log_failure(&*error);
-                        return Poll::Ready(Err(error));
-                    }
+                if let Some(sleep) = sleep.as_pin_mut()
+                    && sleep.poll(cx).is_ready()
+                {
+                    let shared = &exchange.shared;
+                    let error: BoxError = Box::new(UpstreamTimeout::response(
+                        shared.upstream.clone(),
+                        shared.timeout,
+                    ));
+                    exchange.log_failure(&*error);
+                    return Poll::Ready(Err(error));
                 }
                 Poll::Pending
             }

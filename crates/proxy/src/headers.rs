@@ -62,7 +62,8 @@ pub(crate) struct Hop<'a> {
 /// Whether the message asks to switch protocols: `Connection: upgrade` plus
 /// an `Upgrade` header.
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+    headers.contains_key(UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 /// Removes hop-by-hop headers: `Connection`, every header it names, and the
@@ -120,7 +121,10 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
         .client
         .is_some_and(|c| hop.trusted.contains(c.peer.ip()));
     let peer = hop.client.map(|c| c.peer.ip().to_canonical());
-    let proto = hop.client.map(|c| if c.tls { "https" } else { "http" }).or(hop.proto);
+    let proto = hop
+        .client
+        .map(|c| if c.tls { "https" } else { "http" })
+        .or(hop.proto);
 
     // X-Forwarded-For
     match peer {
@@ -187,7 +191,8 @@ pub(crate) fn join_path(base: &str, pq: Option<&PathAndQuery>) -> String {
         Some(pq) => (pq.path(), pq.query()),
         None => ("/", None),
     };
-    let mut out = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    let mut out =
+        String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 1);
     out.push_str(base);
     if path == "*" && base.is_empty() {
         // `OPTIONS *` is about the server as a whole; keep it so.
@@ -230,7 +235,11 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// One `Forwarded` element for this hop: `for=...;proto=...;host=...`.
-fn forwarded_element(peer: Option<IpAddr>, proto: Option<&str>, host: Option<&HeaderValue>) -> String {
+fn forwarded_element(
+    peer: Option<IpAddr>,
+    proto: Option<&str>,
+    host: Option<&HeaderValue>,
+) -> String {
     let mut out = String::from("for=");
     match peer {
         Some(IpAddr::V4(v4)) => out.push_str(&v4.to_string()),

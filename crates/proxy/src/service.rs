@@ -228,7 +228,11 @@ impl ProxyBuilder {
                 )));
             }
             Some(a) if !a.host().is_empty() => a.clone(),
-            _ => return Err(BuildError::new(format!("upstream URL `{raw}` needs a host"))),
+            _ => {
+                return Err(BuildError::new(format!(
+                    "upstream URL `{raw}` needs a host"
+                )));
+            }
         };
         if uri.query().is_some() {
             return Err(BuildError::new(format!(
@@ -239,14 +243,14 @@ impl ProxyBuilder {
 
         let upstream_host = HeaderValue::from_str(authority.as_str())
             .map_err(|e| BuildError::with_source("upstream authority is not a valid Host", e))?;
-        let host = match self.host_override {
-            Some(h) => HostPolicy::Fixed(
-                HeaderValue::from_str(&h)
-                    .map_err(|e| BuildError::with_source(format!("invalid Host override `{h}`"), e))?,
-            ),
-            None if self.preserve_host => HostPolicy::Preserve(upstream_host),
-            None => HostPolicy::Upstream(upstream_host),
-        };
+        let host =
+            match self.host_override {
+                Some(h) => HostPolicy::Fixed(HeaderValue::from_str(&h).map_err(|e| {
+                    BuildError::with_source(format!("invalid Host override `{h}`"), e)
+                })?),
+                None if self.preserve_host => HostPolicy::Preserve(upstream_host),
+                None => HostPolicy::Upstream(upstream_host),
+            };
         if !headers::is_token(&self.via) {
             return Err(BuildError::new(format!(
                 "Via pseudonym `{}` is not a token",
@@ -278,7 +282,12 @@ impl ProxyBuilder {
 
 impl Shared {
     /// The request as it goes upstream.
-    fn outgoing<B>(&self, parts: Parts, body: B, upgrade: bool) -> Result<Request<ProxyBody>, BoxError>
+    fn outgoing<B>(
+        &self,
+        parts: Parts,
+        body: B,
+        upgrade: bool,
+    ) -> Result<Request<ProxyBody>, BoxError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -330,7 +339,8 @@ impl Shared {
 
         // Marking body errors lets a failed exchange be blamed on the caller
         // rather than on a healthy upstream.
-        let body = UnsyncBoxBody::new(body.map_err(|e| -> BoxError { Box::new(BodyError(e.into())) }));
+        let body =
+            UnsyncBoxBody::new(body.map_err(|e| -> BoxError { Box::new(BodyError(e.into())) }));
         let mut out = Request::new(body);
         *out.method_mut() = method;
         *out.uri_mut() = uri;
@@ -350,6 +360,15 @@ impl Shared {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shareable_across_tasks() {
+        fn shared<T: Clone + Send + Sync + 'static>() {}
+        fn sendable<T: Send + 'static>() {}
+        shared::<Proxy>();
+        shared::<Client>();
+        sendable::<ResponseFuture>();
+    }
 
     #[test]
     fn rejects_bad_upstreams() {
@@ -415,10 +434,8 @@ mod tests {
             .header("x-drop", "1")
             .body(http_body_util::Empty::<Bytes>::new())
             .unwrap();
-        req.extensions_mut().insert(ClientAddr::direct(
-            "192.0.2.1:5000".parse().unwrap(),
-            true,
-        ));
+        req.extensions_mut()
+            .insert(ClientAddr::direct("192.0.2.1:5000".parse().unwrap(), true));
         let (parts, body) = req.into_parts();
         let out = p.shared.outgoing(parts, body, false).unwrap();
         assert_eq!(out.uri(), "http://127.0.0.1:7001/api/42?x=1");

@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(ok("/a b"), "/a%20b");
         assert_eq!(ok("/café"), "/caf%C3%A9");
         assert_eq!(ok("/{x}"), "/%7Bx%7D");
-        assert_eq!(ok("/a:b@c;d=e,f+g!h$i&j'k(l)m*"), "/a:b@c;d=e,f+g!h$i&j'k(l)m*");
+        assert_eq!(
+            ok("/a:b@c;d=e,f+g!h$i&j'k(l)m*"),
+            "/a:b@c;d=e,f+g!h$i&j'k(l)m*"
+        );
     }
 
     #[test]
@@ -242,7 +245,14 @@ mod tests {
 
     #[test]
     fn canonical_paths_are_borrowed() {
-        for raw in ["/", "/users/42", "/users/", "/caf%C3%A9", "/a%20b", "/a:b@c"] {
+        for raw in [
+            "/",
+            "/users/42",
+            "/users/",
+            "/caf%C3%A9",
+            "/a%20b",
+            "/a:b@c",
+        ] {
             assert!(
                 matches!(normalize_path(raw), Ok(Cow::Borrowed(p)) if p == raw),
                 "{raw:?}"
@@ -267,7 +277,10 @@ mod tests {
         for raw in inputs {
             let once = ok(raw);
             assert_eq!(ok(&once), once, "{raw:?}");
-            assert!(matches!(normalize_path(&once), Ok(Cow::Borrowed(_))), "{raw:?}");
+            assert!(
+                matches!(normalize_path(&once), Ok(Cow::Borrowed(_))),
+                "{raw:?}"
+            );
         }
     }
 }

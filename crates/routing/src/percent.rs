@@ -14,7 +14,18 @@ pub(crate) fn is_pchar(b: u8) -> bool {
     is_unreserved(b)
         || matches!(
             b,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@'
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
         )
 }
 
@@ -40,9 +51,7 @@ pub(crate) fn push_escaped(out: &mut String, b: u8) {
 /// invalid escapes are kept as they are and invalid UTF-8 is replaced, so
 /// this never fails. Borrows when there is nothing to decode.
 pub(crate) fn decode_lossy(s: &str, plus_as_space: bool) -> Cow<'_, str> {
-    let needs = s
-        .bytes()
-        .any(|b| b == b'%' || (plus_as_space && b == b'+'));
+    let needs = s.bytes().any(|b| b == b'%' || (plus_as_space && b == b'+'));
     if !needs {
         return Cow::Borrowed(s);
     }
@@ -78,7 +87,10 @@ mod tests {
 
     #[test]
     fn decodes_and_borrows() {
-        assert!(matches!(decode_lossy("plain", true), Cow::Borrowed("plain")));
+        assert!(matches!(
+            decode_lossy("plain", true),
+            Cow::Borrowed("plain")
+        ));
         assert_eq!(decode_lossy("a%20b+c", true), "a b c");
         assert_eq!(decode_lossy("a%20b+c", false), "a b+c");
         assert_eq!(decode_lossy("caf%C3%A9", false), "café");

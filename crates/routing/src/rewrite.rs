@@ -34,7 +34,9 @@ impl Rewrite {
             return Err(invalid("a rewrite template starts with `/`"));
         }
         if template.contains(['?', '#']) {
-            return Err(invalid("a rewrite sets the path only; the query string is kept"));
+            return Err(invalid(
+                "a rewrite sets the path only; the query string is kept",
+            ));
         }
         let mut parts = Vec::new();
         let mut literal_len = 0;

@@ -130,7 +130,8 @@ impl Route {
     /// Requires a value of the header `name` to match `regex` as a whole (the
     /// pattern is anchored at both ends).
     pub fn header_regex(mut self, name: impl Into<String>, regex: impl Into<String>) -> Self {
-        self.headers.push((name.into(), ValueSpec::Regex(regex.into())));
+        self.headers
+            .push((name.into(), ValueSpec::Regex(regex.into())));
         self
     }
 
@@ -151,7 +152,8 @@ impl Route {
     /// Requires a value of the query parameter `name` to match `regex` as a
     /// whole (anchored), after percent-decoding.
     pub fn query_regex(mut self, name: impl Into<String>, regex: impl Into<String>) -> Self {
-        self.query.push((name.into(), ValueSpec::Regex(regex.into())));
+        self.query
+            .push((name.into(), ValueSpec::Regex(regex.into())));
         self
     }
 

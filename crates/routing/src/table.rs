@@ -244,10 +244,10 @@ impl RouteTable {
                 let Some(route) = self.routes.get(entry.route) else {
                     continue;
                 };
-                if let Some(pattern) = &entry.host {
-                    if !host.as_deref().is_some_and(|h| pattern.matches(h)) {
-                        continue;
-                    }
+                if let Some(pattern) = &entry.host
+                    && !host.as_deref().is_some_and(|h| pattern.matches(h))
+                {
+                    continue;
                 }
                 if !route.headers.iter().all(|m| m.matches(headers)) {
                     continue;
@@ -263,7 +263,10 @@ impl RouteTable {
                         allow.extend(methods.iter().cloned());
                     }
                     _ => {
-                        best = Some(Best { entry: id, remainder });
+                        best = Some(Best {
+                            entry: id,
+                            remainder,
+                        });
                         best_spans.clear();
                         best_spans.extend_from_slice(spans);
                     }
@@ -418,7 +421,6 @@ impl CompiledRoute {
             host_index,
         }
     }
-
 }
 
 // === impl Node ===
@@ -471,12 +473,12 @@ impl Node {
         if let Some(child) = self.statics.get(segment) {
             child.walk(path, end + 1, spans, visit);
         }
-        if let Some(child) = &self.param {
-            if !segment.is_empty() {
-                spans.push((pos, end));
-                child.walk(path, end + 1, spans, visit);
-                spans.pop();
-            }
+        if let Some(child) = &self.param
+            && !segment.is_empty()
+        {
+            spans.push((pos, end));
+            child.walk(path, end + 1, spans, visit);
+            spans.pop();
         }
     }
 }

@@ -142,9 +142,7 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>, &'static str> {
     let mut names: Vec<&str> = Vec::new();
     for (i, piece) in raw.into_iter().enumerate() {
         let last = i + 1 == count;
-        let braced = piece
-            .strip_prefix('{')
-            .and_then(|p| p.strip_suffix('}'));
+        let braced = piece.strip_prefix('{').and_then(|p| p.strip_suffix('}'));
         if let Some(inner) = braced {
             let (name, catch_all) = match inner.strip_prefix('*') {
                 Some(name) => (name, true),

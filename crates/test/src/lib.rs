@@ -40,7 +40,9 @@ impl Drop for Upstream {
 
 /// Serves `app` on `127.0.0.1:0` (HTTP/1.1 and h2c by prior knowledge).
 pub async fn spawn_upstream(app: Router) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
     let addr = listener.local_addr().expect("local addr");
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -63,7 +65,9 @@ async fn echo(name: std::sync::Arc<str>, req: Request) -> Response {
             .entry(k.as_str().to_owned())
             .or_insert_with(|| Value::Array(vec![]));
         if let Value::Array(a) = entry {
-            a.push(Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+            a.push(Value::String(
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            ));
         }
     }
     let body_len = match body.collect().await {

@@ -51,10 +51,9 @@ impl TestCa {
     /// this CA, usable for servers and clients.
     pub fn leaf(&self, names: &[&str]) -> TestCert {
         let key = rcgen::KeyPair::generate().expect("leaf key");
-        let params = rcgen::CertificateParams::new(
-            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .expect("leaf params");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
         let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
         TestCert {
             cert_pem: cert.pem(),

@@ -26,7 +26,10 @@ impl Format {
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let source = Some(path.display().to_string());
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(source.clone(), ConfigError::new("", format!("cannot read file: {e}")))
+        ConfigErrors::one(
+            source.clone(),
+            ConfigError::new("", format!("cannot read file: {e}")),
+        )
     })?;
     let mut cfg = parse_str(&text, Format::from_path(path)).map_err(|mut e| {
         e.source = source.clone();
@@ -43,13 +46,18 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 /// of the key whatever the syntax.
 pub fn parse_str(text: &str, format: Format) -> Result<Config, ConfigErrors> {
     let value: serde_json::Value = match format {
-        Format::Yaml => serde_saphyr::from_str(text)
-            .map_err(|e| ConfigErrors::one(None, ConfigError::new("", format!("invalid YAML: {e}"))))?,
-        Format::Toml => toml::from_str(text)
-            .map_err(|e| ConfigErrors::one(None, ConfigError::new("", format!("invalid TOML: {e}"))))?,
+        Format::Yaml => serde_saphyr::from_str(text).map_err(|e| {
+            ConfigErrors::one(None, ConfigError::new("", format!("invalid YAML: {e}")))
+        })?,
+        Format::Toml => toml::from_str(text).map_err(|e| {
+            ConfigErrors::one(None, ConfigError::new("", format!("invalid TOML: {e}")))
+        })?,
     };
     if value.is_null() {
-        return Err(ConfigErrors::one(None, ConfigError::new("", "the file is empty")));
+        return Err(ConfigErrors::one(
+            None,
+            ConfigError::new("", "the file is empty"),
+        ));
     }
     serde_path_to_error::deserialize::<_, Config>(value).map_err(|e| {
         let path = display_path(e.path());

@@ -10,7 +10,7 @@
 mod load;
 pub mod schema;
 mod units;
-mod validate;
+pub(crate) mod validate;
 
 pub use load::{Format, load_file, parse_str};
 pub use schema::Config;
@@ -75,8 +75,16 @@ impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
         match &self.source {
-            Some(s) => writeln!(f, "{s}: {n} error{} in configuration", if n == 1 { "" } else { "s" })?,
-            None => writeln!(f, "{n} error{} in configuration", if n == 1 { "" } else { "s" })?,
+            Some(s) => writeln!(
+                f,
+                "{s}: {n} error{} in configuration",
+                if n == 1 { "" } else { "s" }
+            )?,
+            None => writeln!(
+                f,
+                "{n} error{} in configuration",
+                if n == 1 { "" } else { "s" }
+            )?,
         }
         for e in &self.errors {
             writeln!(f, "  - {e}")?;

@@ -61,7 +61,10 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         check_size("server.max_body", v, errs);
     }
     if s.max_connections == Some(0) {
-        errs.push(ConfigError::new("server.max_connections", "must be at least 1"));
+        errs.push(ConfigError::new(
+            "server.max_connections",
+            "must be at least 1",
+        ));
     }
     for (i, t) in s.trusted_proxies.iter().enumerate() {
         if parse_net(t).is_none() {
@@ -100,7 +103,10 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
 
     // Routes.
     if cfg.routes.is_empty() {
-        errs.push(ConfigError::new("routes", "no routes: the gateway would answer 404 to everything"));
+        errs.push(ConfigError::new(
+            "routes",
+            "no routes: the gateway would answer 404 to everything",
+        ));
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, r) in cfg.routes.iter().enumerate() {
@@ -118,7 +124,10 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         } else if !cfg.upstreams.contains_key(&r.upstream) {
             errs.push(ConfigError::new(
                 format!("{p}.upstream"),
-                format!("`{}` is neither a URL nor the name of an entry in `upstreams`", r.upstream),
+                format!(
+                    "`{}` is neither a URL nor the name of an entry in `upstreams`",
+                    r.upstream
+                ),
             ));
         }
         if let Some(v) = &r.timeout {
@@ -242,7 +251,10 @@ fn check_url(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
                 errs.push(ConfigError::new(path, format!("`{v}` has no host")));
             }
             if u.query().is_some() {
-                errs.push(ConfigError::new(path, format!("`{v}`: an upstream URL cannot have a query")));
+                errs.push(ConfigError::new(
+                    path,
+                    format!("`{v}`: an upstream URL cannot have a query"),
+                ));
             }
         }
         Err(e) => errs.push(ConfigError::new(path, format!("`{v}` is not a URL: {e}"))),

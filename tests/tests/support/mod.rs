@@ -1,5 +1,5 @@
 //! Shared helpers of the end-to-end tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,7 +30,8 @@ pub fn client() -> reqwest::Client {
 /// with no client-side normalisation) and returns status and body.
 pub async fn raw_get(addr: SocketAddr, raw_path: &str, extra: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {raw_path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n");
+    let req =
+        format!("GET {raw_path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
@@ -40,6 +41,9 @@ pub async fn raw_get(addr: SocketAddr, raw_path: &str, extra: &str) -> (u16, Str
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }

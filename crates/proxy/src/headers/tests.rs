@@ -16,7 +16,10 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 }
 
 fn all<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
-    h.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+    h.get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
 }
 
 fn trusted() -> TrustedProxies {
@@ -72,7 +75,11 @@ fn strips_headers_named_in_connection() {
 
 #[test]
 fn garbage_in_connection_is_ignored() {
-    let mut h = headers(&[("connection", "not a header name, x-a"), ("x-a", "1"), ("x-b", "2")]);
+    let mut h = headers(&[
+        ("connection", "not a header name, x-a"),
+        ("x-a", "1"),
+        ("x-b", "2"),
+    ]);
     strip_hop_by_hop(&mut h, Keep::default());
     assert!(h.get("x-a").is_none());
     assert_eq!(h["x-b"], "2");
@@ -87,7 +94,13 @@ fn upgrade_is_kept_when_asked() {
         ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ]);
     assert!(is_upgrade(&h));
-    strip_hop_by_hop(&mut h, Keep { upgrade: true, te_trailers: false });
+    strip_hop_by_hop(
+        &mut h,
+        Keep {
+            upgrade: true,
+            te_trailers: false,
+        },
+    );
     assert_eq!(all(&h, "connection"), ["upgrade"]);
     assert_eq!(all(&h, "upgrade"), ["websocket"]);
     assert!(h.get("keep-alive").is_none());
@@ -98,25 +111,49 @@ fn upgrade_is_kept_when_asked() {
 fn keep_upgrade_without_upgrade_header_adds_nothing() {
     let mut h = headers(&[("connection", "upgrade")]);
     assert!(!is_upgrade(&h));
-    strip_hop_by_hop(&mut h, Keep { upgrade: true, te_trailers: false });
+    strip_hop_by_hop(
+        &mut h,
+        Keep {
+            upgrade: true,
+            te_trailers: false,
+        },
+    );
     assert!(h.is_empty());
 }
 
 #[test]
 fn upgrade_needs_connection_token() {
     assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
-    assert!(!is_upgrade(&headers(&[("connection", "upgraded"), ("upgrade", "h2c")])));
-    assert!(is_upgrade(&headers(&[("connection", "UPGRADE"), ("upgrade", "h2c")])));
+    assert!(!is_upgrade(&headers(&[
+        ("connection", "upgraded"),
+        ("upgrade", "h2c")
+    ])));
+    assert!(is_upgrade(&headers(&[
+        ("connection", "UPGRADE"),
+        ("upgrade", "h2c")
+    ])));
 }
 
 #[test]
 fn te_trailers_only_for_h2() {
     let mut h = headers(&[("te", "trailers, deflate;q=0.5")]);
-    strip_hop_by_hop(&mut h, Keep { upgrade: false, te_trailers: true });
+    strip_hop_by_hop(
+        &mut h,
+        Keep {
+            upgrade: false,
+            te_trailers: true,
+        },
+    );
     assert_eq!(all(&h, "te"), ["trailers"]);
 
     let mut h = headers(&[("te", "deflate")]);
-    strip_hop_by_hop(&mut h, Keep { upgrade: false, te_trailers: true });
+    strip_hop_by_hop(
+        &mut h,
+        Keep {
+            upgrade: false,
+            te_trailers: true,
+        },
+    );
     assert!(h.get("te").is_none());
 
     let mut h = headers(&[("te", "trailers")]);
@@ -128,9 +165,20 @@ fn te_trailers_only_for_h2() {
 
 #[test]
 fn xff_from_untrusted_peer_is_replaced() {
-    let mut h = headers(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "7.7.7.7")]);
+    let mut h = headers(&[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-for", "7.7.7.7"),
+    ]);
     let c = addr("192.0.2.10:4000", false);
-    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: None, proto: None });
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: Some(&c),
+            trusted: &trusted(),
+            host: None,
+            proto: None,
+        },
+    );
     assert_eq!(all(&h, "x-forwarded-for"), ["192.0.2.10"]);
 }
 
@@ -141,15 +189,34 @@ fn xff_from_trusted_peer_is_appended() {
         ("x-forwarded-for", "10.1.1.1"),
     ]);
     let c = addr("10.0.0.2:4000", false);
-    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: None, proto: None });
-    assert_eq!(all(&h, "x-forwarded-for"), ["203.0.113.9, 10.1.1.1, 10.0.0.2"]);
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: Some(&c),
+            trusted: &trusted(),
+            host: None,
+            proto: None,
+        },
+    );
+    assert_eq!(
+        all(&h, "x-forwarded-for"),
+        ["203.0.113.9, 10.1.1.1, 10.0.0.2"]
+    );
 }
 
 #[test]
 fn xff_is_created_when_absent() {
     let mut h = HeaderMap::new();
     let c = addr("10.0.0.2:4000", false);
-    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: None, proto: None });
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: Some(&c),
+            trusted: &trusted(),
+            host: None,
+            proto: None,
+        },
+    );
     assert_eq!(all(&h, "x-forwarded-for"), ["10.0.0.2"]);
 }
 
@@ -157,7 +224,15 @@ fn xff_is_created_when_absent() {
 fn xff_uses_plain_ipv4_for_mapped_peer() {
     let mut h = HeaderMap::new();
     let c = addr("[::ffff:192.0.2.7]:4000", false);
-    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: None, proto: None });
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: Some(&c),
+            trusted: &trusted(),
+            host: None,
+            proto: None,
+        },
+    );
     assert_eq!(all(&h, "x-forwarded-for"), ["192.0.2.7"]);
     assert_eq!(all(&h, "forwarded"), ["for=192.0.2.7;proto=http"]);
 }
@@ -171,7 +246,15 @@ fn without_client_addr_nothing_incoming_is_believed() {
         ("x-forwarded-host", "evil.example"),
     ]);
     let host = host("api.example");
-    set_forwarding(&mut h, &Hop { client: None, trusted: &trusted(), host: Some(&host), proto: None });
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: None,
+            trusted: &trusted(),
+            host: Some(&host),
+            proto: None,
+        },
+    );
     assert!(h.get("x-forwarded-for").is_none());
     assert!(h.get("x-forwarded-proto").is_none());
     assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
@@ -185,8 +268,19 @@ fn forwarded_ipv4_with_proto_and_host() {
     let mut h = HeaderMap::new();
     let c = addr("192.0.2.43:1234", true);
     let host = host("api.example");
-    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: Some(&host), proto: None });
-    assert_eq!(all(&h, "forwarded"), ["for=192.0.2.43;proto=https;host=api.example"]);
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: Some(&c),
+            trusted: &trusted(),
+            host: Some(&host),
+            proto: None,
+        },
+    );
+    assert_eq!(
+        all(&h, "forwarded"),
+        ["for=192.0.2.43;proto=https;host=api.example"]
+    );
     assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
     assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
 }
@@ -196,7 +290,15 @@ fn forwarded_ipv6_is_quoted_and_bracketed() {
     let mut h = HeaderMap::new();
     let c = addr("[2001:db8:cafe::17]:4711", false);
     let host = host("api.example:8080");
-    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: Some(&host), proto: None });
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: Some(&c),
+            trusted: &trusted(),
+            host: Some(&host),
+            proto: None,
+        },
+    );
     assert_eq!(
         all(&h, "forwarded"),
         ["for=\"[2001:db8:cafe::17]\";proto=http;host=\"api.example:8080\""]
@@ -213,10 +315,20 @@ fn forwarded_from_trusted_peer_is_appended() {
     ]);
     let c = addr("[fd00::2]:4000", false);
     let host = host("internal-lb");
-    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: Some(&host), proto: None });
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: Some(&c),
+            trusted: &trusted(),
+            host: Some(&host),
+            proto: None,
+        },
+    );
     assert_eq!(
         all(&h, "forwarded"),
-        ["for=203.0.113.9;proto=https;host=api.example, for=\"[fd00::2]\";proto=http;host=internal-lb"]
+        [
+            "for=203.0.113.9;proto=https;host=api.example, for=\"[fd00::2]\";proto=http;host=internal-lb"
+        ]
     );
     // The first hop's values survive: they describe what the client used.
     assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
@@ -232,8 +344,19 @@ fn forwarded_from_untrusted_peer_is_replaced() {
     ]);
     let c = addr("192.0.2.1:4000", false);
     let host = host("api.example");
-    set_forwarding(&mut h, &Hop { client: Some(&c), trusted: &trusted(), host: Some(&host), proto: None });
-    assert_eq!(all(&h, "forwarded"), ["for=192.0.2.1;proto=http;host=api.example"]);
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: Some(&c),
+            trusted: &trusted(),
+            host: Some(&host),
+            proto: None,
+        },
+    );
+    assert_eq!(
+        all(&h, "forwarded"),
+        ["for=192.0.2.1;proto=http;host=api.example"]
+    );
     assert_eq!(all(&h, "x-forwarded-proto"), ["http"]);
     assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
 }
@@ -266,7 +389,10 @@ fn via_is_added_with_received_version() {
 fn via_is_appended_to_existing() {
     let mut h = headers(&[("via", "1.0 fred, 1.1 p.example.net"), ("via", "2 cdn")]);
     append_via(&mut h, Version::HTTP_11, "towergate");
-    assert_eq!(all(&h, "via"), ["1.0 fred, 1.1 p.example.net, 2 cdn, 1.1 towergate"]);
+    assert_eq!(
+        all(&h, "via"),
+        ["1.0 fred, 1.1 p.example.net, 2 cdn, 1.1 towergate"]
+    );
 }
 
 #[test]
@@ -303,6 +429,9 @@ fn requested_host_prefers_header_then_authority() {
     let uri: Uri = "https://h2.example/x".parse().unwrap();
     let h = headers(&[("host", "h1.example")]);
     assert_eq!(requested_host(&h, &uri).unwrap(), "h1.example");
-    assert_eq!(requested_host(&HeaderMap::new(), &uri).unwrap(), "h2.example");
+    assert_eq!(
+        requested_host(&HeaderMap::new(), &uri).unwrap(),
+        "h2.example"
+    );
     assert!(requested_host(&HeaderMap::new(), &"/x".parse().unwrap()).is_none());
 }

@@ -1,0 +1,137 @@
+//! Failures: typed errors, the right problem status, nothing leaked.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get as get_route;
+use bytes::Bytes;
+use futures_util::stream;
+use http_body::Frame;
+use http_body_util::StreamBody;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use towergate_core::{BoxError, RequestId, cause_ref};
+use towergate_proxy::error::{RequestBodyFailed, UpstreamTimeout, UpstreamUnavailable, to_problem};
+use towergate_proxy::{Client, Proxy};
+use towergate_test::{echo_router, spawn_upstream};
+
+use common::{call_err, dead_port, get};
+
+#[tokio::test]
+async fn upstream_down_is_unavailable_and_502() {
+    let port = dead_port().await;
+    let proxy = Proxy::builder(format!("http://{port}")).build().unwrap();
+    let mut req = get("/");
+    req.extensions_mut().insert(RequestId("req-1".into()));
+    let err = call_err(&proxy, req).await;
+
+    let unavailable = cause_ref::<UpstreamUnavailable>(&*err).unwrap();
+    assert!(unavailable.is_connect());
+    assert_eq!(unavailable.upstream(), port.to_string());
+    assert!(err.source().is_some(), "the cause is kept for the logs");
+
+    let problem = to_problem(&*err);
+    assert_eq!(problem.status(), 502);
+    assert_eq!(problem.to_json()["title"], "Bad Gateway");
+    let detail = problem.detail_text().unwrap();
+    assert!(!detail.contains("refused") && !detail.contains(&port.port().to_string()));
+}
+
+#[tokio::test]
+async fn slow_upstream_times_out_with_504() {
+    let app = Router::new().route(
+        "/slow",
+        get_route(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "too late"
+        }),
+    );
+    let up = spawn_upstream(app).await;
+    let proxy = Proxy::builder(up.url())
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = call_err(&proxy, get("/slow")).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let timeout = cause_ref::<UpstreamTimeout>(&*err).unwrap();
+    assert!(!timeout.is_connect());
+    assert_eq!(to_problem(&*err).status(), 504);
+}
+
+#[tokio::test]
+async fn stalled_tls_handshake_is_a_connect_timeout() {
+    // Accepts TCP connections and never answers: the TLS handshake stalls.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let client = Client::builder()
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let proxy = Proxy::builder(format!("https://localhost:{}", addr.port()))
+        .client(client)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = call_err(&proxy, get("/")).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let timeout = cause_ref::<UpstreamTimeout>(&*err).unwrap();
+    assert!(timeout.is_connect(), "{err}");
+    assert_eq!(to_problem(&*err).status(), 504);
+}
+
+#[tokio::test]
+async fn upstream_closing_without_answer_is_unavailable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+            drop(tcp);
+        }
+    });
+    let proxy = Proxy::builder(format!("http://{addr}")).build().unwrap();
+    let err = call_err(&proxy, get("/")).await;
+    let unavailable = cause_ref::<UpstreamUnavailable>(&*err).unwrap();
+    assert!(!unavailable.is_connect(), "the connection was made");
+    assert_eq!(to_problem(&*err).status(), 502);
+}
+
+#[tokio::test]
+async fn failing_request_body_is_not_blamed_on_the_upstream() {
+    let up = spawn_upstream(echo_router("svc")).await;
+    let proxy = Proxy::builder(up.url()).build().unwrap();
+    let frames = stream::iter([
+        Ok(Frame::data(Bytes::from_static(b"partial"))),
+        Err::<Frame<Bytes>, BoxError>("client went away".into()),
+    ]);
+    let req = http::Request::post("/upload")
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let err = call_err(&proxy, req).await;
+    assert!(cause_ref::<RequestBodyFailed>(&*err).is_some(), "{err:?}");
+    assert!(cause_ref::<UpstreamUnavailable>(&*err).is_none());
+    assert_eq!(to_problem(&*err).status(), 502);
+}
+
+#[tokio::test]
+async fn errors_display_what_happened() {
+    let port = dead_port().await;
+    let proxy = Proxy::builder(format!("http://{port}")).build().unwrap();
+    let err = call_err(&proxy, get("/")).await;
+    assert_eq!(
+        err.to_string(),
+        format!("could not connect to upstream {port}")
+    );
+}

@@ -1,0 +1,258 @@
+//! [`Router`]: the Tower service over a [`RouteTable`].
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{ALLOW, HOST};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use tower::Service;
+use tower::util::Oneshot;
+use towergate_core::body::ResponseBody;
+use towergate_core::{Problem, RequestId, RouteMatch};
+
+use crate::error::BuildError;
+use crate::future::ResponseFuture;
+use crate::normalize::normalize_path;
+use crate::route::Route;
+use crate::table::{Outcome, RouteTable};
+
+/// Routes each request to the service of the route it matches.
+///
+/// Per request, the router normalises the path (see
+/// [`normalize_path`](crate::normalize_path)), finds the best route (see
+/// [`RouteTable`] and the [crate docs](crate#precedence)), and then:
+///
+/// - on a match, puts a [`RouteMatch`] in the request extensions, replaces
+///   the request's path with the normalised one, stripped or rewritten as
+///   the route says (the query string is kept), and calls a clone of the
+///   route's service with [`Oneshot`], which drives its readiness;
+/// - otherwise answers with `application/problem+json`: 400 for a path it
+///   refuses, 405 with `Allow` when only the method is wrong, 404.
+///
+/// `poll_ready` is always ready, as axum assumes of every service; cloning
+/// is cheap (one `Arc`). See the [crate docs](crate) for an example.
+pub struct Router<S> {
+    inner: Arc<Inner<S>>,
+}
+
+/// Collects routes and their services, then compiles them into a [`Router`].
+#[must_use]
+pub struct RouterBuilder<S> {
+    routes: Vec<Route>,
+    services: Vec<S>,
+}
+
+struct Inner<S> {
+    table: RouteTable,
+    services: Vec<S>,
+}
+
+// === impl Router ===
+
+impl<S> Router<S> {
+    /// Starts a router.
+    pub fn builder() -> RouterBuilder<S> {
+        RouterBuilder::new()
+    }
+
+    /// The compiled table, to look routes up without calling a service.
+    pub fn table(&self) -> &RouteTable {
+        &self.inner.table
+    }
+
+    /// The service of the route at `index` (declaration order).
+    pub fn service(&self, index: usize) -> Option<&S> {
+        self.inner.services.get(index)
+    }
+}
+
+impl<S> Clone for Router<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Router<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("table", &self.inner.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Router<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness belongs to the route's service, which is only known once
+        // the request is; `Oneshot` waits for it in the response future.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let path = match normalize_path(req.uri().path()) {
+            Ok(path) => path,
+            Err(err) => {
+                return ResponseFuture::rejected(problem(
+                    &req,
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid request path: {err}"),
+                ));
+            }
+        };
+        let outcome = self.inner.table.find(
+            req.method(),
+            request_host(&req),
+            &path,
+            req.headers(),
+            req.uri().query(),
+        );
+        let (index, params, upstream_path) = match outcome {
+            Outcome::Matched {
+                index,
+                params,
+                upstream_path,
+            } => (index, params, upstream_path),
+            Outcome::MethodNotAllowed { allow } => {
+                let detail = format!("method {} is not allowed on {path}", req.method());
+                return ResponseFuture::rejected(method_not_allowed(&req, detail, &allow));
+            }
+            Outcome::NotFound => {
+                let detail = format!("no route matches {} {path}", req.method());
+                return ResponseFuture::rejected(problem(&req, StatusCode::NOT_FOUND, detail));
+            }
+        };
+        let (Some(service), Some(name)) = (
+            self.inner.services.get(index),
+            self.inner.table.name_arc(index),
+        ) else {
+            // The table and the services are built together; a mismatch is
+            // a bug, answered as an unknown route rather than a panic.
+            let detail = format!("no route matches {} {path}", req.method());
+            return ResponseFuture::rejected(problem(&req, StatusCode::NOT_FOUND, detail));
+        };
+
+        let forward = upstream_path.map_or(path, Cow::Owned);
+        // Authority-form URIs (CONNECT) have no path to replace.
+        let authority_form = req.uri().scheme().is_none() && req.uri().authority().is_some();
+        if forward != req.uri().path() && !authority_form {
+            let uri = with_path(req.uri(), &forward);
+            match uri {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => {
+                    let detail = format!("cannot forward path {forward}");
+                    return ResponseFuture::rejected(problem(
+                        &req,
+                        StatusCode::BAD_REQUEST,
+                        detail,
+                    ));
+                }
+            }
+        }
+        req.extensions_mut().insert(RouteMatch {
+            route: name.clone(),
+            params,
+        });
+        ResponseFuture::inner(Oneshot::new(service.clone(), req))
+    }
+}
+
+/// The host a request is for: the `Host` header, or the URI's authority
+/// (HTTP/2 `:authority`, absolute-form requests).
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.host()))
+}
+
+/// `uri` with its path replaced and its query kept.
+fn with_path(uri: &Uri, path: &str) -> Result<Uri, http::Error> {
+    let path_and_query = match uri.query() {
+        Some(query) => PathAndQuery::try_from(format!("{path}?{query}"))?,
+        None => PathAndQuery::try_from(path)?,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    Ok(Uri::from_parts(parts)?)
+}
+
+fn problem<B>(req: &Request<B>, status: StatusCode, detail: String) -> Problem {
+    let problem = Problem::new(status).detail(detail);
+    match req.extensions().get::<RequestId>() {
+        Some(id) => problem.instance(id.as_str()),
+        None => problem,
+    }
+}
+
+fn method_not_allowed<B>(req: &Request<B>, detail: String, allow: &[http::Method]) -> Problem {
+    let problem = problem(req, StatusCode::METHOD_NOT_ALLOWED, detail);
+    let list = allow
+        .iter()
+        .map(http::Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match HeaderValue::from_str(&list) {
+        Ok(value) => problem.header(ALLOW, value),
+        // Methods are tokens, always valid header text; without the header
+        // the answer is still a correct 405.
+        Err(_) => problem,
+    }
+}
+
+// === impl RouterBuilder ===
+
+impl<S> RouterBuilder<S> {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self {
+            routes: Vec::new(),
+            services: Vec::new(),
+        }
+    }
+
+    /// Adds a route and the service that answers it. Declaration order is
+    /// the last tie-breaker of precedence.
+    pub fn route(mut self, route: Route, service: S) -> Self {
+        self.routes.push(route);
+        self.services.push(service);
+        self
+    }
+
+    /// Compiles the routes. Every validation error is reported here, naming
+    /// the route; this never panics.
+    pub fn build(self) -> Result<Router<S>, BuildError> {
+        let table = RouteTable::new(self.routes)?;
+        Ok(Router {
+            inner: Arc::new(Inner {
+                table,
+                services: self.services,
+            }),
+        })
+    }
+}
+
+impl<S> Default for RouterBuilder<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> fmt::Debug for RouterBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterBuilder")
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
