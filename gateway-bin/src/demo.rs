@@ -34,7 +34,7 @@ routes:
     rewrite: "/inbox/{user}"
     upstream: "http://{notifications}"
   - name: beta-orders
-    match: { path_prefix: "/orders/", headers: { x-beta: "1" } }
+    match: { path_prefix: "/orders/", methods: [GET, POST], headers: { x-beta: "1" } }
     strip_prefix: true
     upstream: "http://{notifications}"
 "#;
@@ -93,41 +93,91 @@ async fn spawn(app: Router) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Starts the demo services and the gateway, prints curl lines, and runs
-/// until SIGTERM/SIGINT.
-pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// A started demo: the gateway, its configuration and the demo services.
+#[derive(Debug)]
+pub struct Demo {
+    /// The gateway.
+    pub gateway: crate::RunningGateway,
+    /// The configuration it runs, with addresses filled in.
+    pub config: String,
+    /// Addresses of the users, orders and notifications services.
+    pub services: [SocketAddr; 3],
+}
+
+/// Starts the three demo services and the gateway in front of them.
+pub async fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error + Send + Sync>> {
     let users = spawn(users_service()).await?;
     let orders = spawn(orders_service()).await?;
     let notifications = spawn(notifications_service()).await?;
-    let text = DEMO_CONFIG
+    let config = DEMO_CONFIG
         .replace("{listen}", &listen.to_string())
         .replace("{users}", &users.to_string())
         .replace("{orders}", &orders.to_string())
         .replace("{notifications}", &notifications.to_string());
-    let cfg = crate::config::parse_str(&text, crate::config::Format::Yaml)?;
+    let cfg = crate::config::parse_str(&config, crate::config::Format::Yaml)?;
     let gateway = crate::start(crate::stack::compile(&cfg)?).await?;
-    let addr = gateway.local_addrs().first().copied().unwrap_or(listen);
+    Ok(Demo {
+        gateway,
+        config,
+        services: [users, orders, notifications],
+    })
+}
+
+/// The curl lines the demo prints, each with what it shows.
+pub fn curl_lines(addr: SocketAddr) -> Vec<(String, &'static str)> {
+    vec![
+        (
+            format!("curl -i http://{addr}/users/42"),
+            "users service sees GET /42",
+        ),
+        (format!("curl -i http://{addr}/users/"), "the list"),
+        (
+            format!("curl -i http://{addr}/orders/7"),
+            "orders service sees GET /7",
+        ),
+        (
+            format!("curl -i -X POST -d 'qty=2' http://{addr}/orders/7"),
+            "201 from the orders service",
+        ),
+        (
+            format!("curl -i -H 'x-beta: 1' http://{addr}/orders/7"),
+            "the header match wins: the notifications service answers",
+        ),
+        (
+            format!("curl -i http://{addr}/notifications/ada"),
+            "rewritten to /inbox/ada",
+        ),
+        (
+            format!("curl -i -X DELETE http://{addr}/notifications/ada"),
+            "405 with Allow, problem+json",
+        ),
+        (format!("curl -i http://{addr}/nope"), "404 problem+json"),
+        (
+            format!("curl -i --path-as-is http://{addr}/users/../orders/7"),
+            "normalised before matching: the orders route",
+        ),
+    ]
+}
+
+/// Starts the demo, prints the curl lines, and runs until SIGTERM/SIGINT.
+pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let demo = start(listen).await?;
+    let addr = demo
+        .gateway
+        .local_addrs()
+        .first()
+        .copied()
+        .unwrap_or(listen);
+    let [users, orders, notifications] = demo.services;
     println!("towergate demo: gateway on http://{addr}");
-    println!("  upstreams: users {users}, orders {orders}, notifications {notifications}");
-    println!("configuration:{text}");
+    println!("  demo services: users {users}, orders {orders}, notifications {notifications}");
+    println!("configuration:{}", demo.config);
     println!("try:");
-    println!("  curl -i http://{addr}/users/42              # users service sees GET /42");
-    println!("  curl -i http://{addr}/users/                # list");
-    println!("  curl -i http://{addr}/orders/7");
-    println!("  curl -i -X POST -d 'qty=2' http://{addr}/orders/7");
-    println!(
-        "  curl -i -H 'x-beta: 1' http://{addr}/orders/7   # header match wins: goes to notifications"
-    );
-    println!("  curl -i http://{addr}/notifications/ada      # rewritten to /inbox/ada");
-    println!(
-        "  curl -i -X DELETE http://{addr}/notifications/ada   # 405 with Allow, problem+json"
-    );
-    println!("  curl -i http://{addr}/nope                   # 404 problem+json");
-    println!(
-        "  curl -i --path-as-is http://{addr}/users/../orders/7   # normalised before matching"
-    );
+    for (line, what) in curl_lines(addr) {
+        println!("  {line}\n      # {what}");
+    }
     println!("Ctrl-C stops it.");
     crate::shutdown_signal().await;
-    gateway.shutdown().await;
+    demo.gateway.shutdown().await;
     Ok(())
 }

@@ -22,7 +22,7 @@ pub mod tls;
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
-    task: JoinHandle<()>,
+    pub(crate) task: JoinHandle<()>,
 }
 
 impl Upstream {

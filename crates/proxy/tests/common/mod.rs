@@ -11,19 +11,16 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use towergate_core::{BoxError, ClientAddr};
 use towergate_proxy::Proxy;
 use towergate_proxy::error::to_problem;
-use towergate_test::tls::{TestCa, TestCert};
+use towergate_test::Upstream;
+use towergate_test::tls::{TestCa, TestCert, serve_io};
 
 /// A server task, aborted when dropped.
 pub(crate) struct Server {
@@ -98,60 +95,13 @@ pub(crate) async fn spawn_counting(app: Router) -> (Server, Arc<AtomicUsize>) {
     (Server { addr, task }, count)
 }
 
-/// Serves `app` over TLS with `cert` (ALPN h2 and http/1.1). With
-/// `client_ca`, a client certificate signed by it is required.
-pub(crate) async fn spawn_tls(app: Router, cert: &TestCert, client_ca: Option<&TestCa>) -> Server {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            roots.add(ca.cert_der()).unwrap();
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(vec![cert.cert_der.clone()], cert.private_key())
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let app = app.clone();
-            tokio::spawn(async move {
-                // A failed handshake (untrusted or missing client cert) just
-                // drops the connection, as a real server would.
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    serve_io(TokioIo::new(tls), app).await;
-                }
-            });
-        }
-    });
-    Server { addr, task }
-}
-
-async fn serve_io<I>(io: TokioIo<I>, app: Router)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let svc =
-        hyper::service::service_fn(move |req: http::Request<Incoming>| app.clone().oneshot(req));
-    let _ = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(io, svc)
-        .await;
+/// Serves `app` over TLS (see [`towergate_test::tls::spawn_tls_upstream`]).
+pub(crate) async fn spawn_tls(
+    app: Router,
+    cert: &TestCert,
+    client_ca: Option<&TestCa>,
+) -> Upstream {
+    towergate_test::tls::spawn_tls_upstream(app, cert, client_ca).await
 }
 
 /// A gateway in front: an axum server on 127.0.0.1:0 whose every request

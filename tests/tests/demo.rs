@@ -1,0 +1,99 @@
+//! The demo works as its printed curl lines say.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
+use serde_json::Value;
+
+#[tokio::test]
+async fn demo_curl_lines_work_as_printed() {
+    let demo = towergate::demo::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = demo.gateway.local_addrs()[0];
+    let lines = towergate::demo::curl_lines(addr);
+    assert_eq!(lines.len(), 9);
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{addr}");
+
+    let v: Value = c
+        .get(format!("{base}/users/42"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["id"], 42);
+    let v: Value = c
+        .get(format!("{base}/users/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v.as_array().unwrap().len() >= 2);
+    let v: Value = c
+        .get(format!("{base}/orders/7"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["id"], 7);
+    let rsp = c
+        .post(format!("{base}/orders/7"))
+        .body("qty=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 201);
+    let v: Value = c
+        .get(format!("{base}/orders/7"))
+        .header("x-beta", "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["service"], "notifications");
+    assert_eq!(v["path"], "/7");
+    let v: Value = c
+        .get(format!("{base}/notifications/ada"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["user"], "ada");
+    let rsp = c
+        .delete(format!("{base}/notifications/ada"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.headers()["allow"], "GET, HEAD");
+    towergate_test::assert_problem_reqwest(rsp, 405).await;
+    let rsp = c.get(format!("{base}/nope")).send().await.unwrap();
+    towergate_test::assert_problem_reqwest(rsp, 404).await;
+    let (status, body) = raw_get(addr, "/users/../orders/7").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"items\""), "{body}");
+    demo.gateway.shutdown().await;
+}
+
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, out)
+}
