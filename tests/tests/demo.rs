@@ -2,7 +2,10 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
 
+mod support;
+
 use serde_json::Value;
+use support::raw_get;
 
 #[tokio::test]
 async fn demo_curl_lines_work_as_printed() {
@@ -78,22 +81,8 @@ async fn demo_curl_lines_work_as_printed() {
     towergate_test::assert_problem_reqwest(rsp, 405).await;
     let rsp = c.get(format!("{base}/nope")).send().await.unwrap();
     towergate_test::assert_problem_reqwest(rsp, 404).await;
-    let (status, body) = raw_get(addr, "/users/../orders/7").await;
+    let (status, body) = raw_get(addr, "/users/../orders/7", "").await;
     assert_eq!(status, 200);
     assert!(body.contains("\"items\""), "{body}");
     demo.gateway.shutdown().await;
-}
-
-async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, out)
 }

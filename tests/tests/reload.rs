@@ -26,6 +26,20 @@ routes:
     )
 }
 
+/// Writes `text` to a fresh file and starts a gateway from it.
+async fn start_from_file(
+    name: &str,
+    text: &str,
+) -> (towergate::RunningGateway, std::path::PathBuf) {
+    let path = temp_file(name);
+    std::fs::write(&path, text).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    (gw, path)
+}
+
 fn temp_file(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("towergate-reload-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -36,12 +50,7 @@ fn temp_file(name: &str) -> std::path::PathBuf {
 async fn reloads_during_a_request_loop_lose_nothing() {
     let blue = spawn_upstream(echo_router("blue")).await;
     let green = spawn_upstream(echo_router("green")).await;
-    let path = temp_file("loop");
-    std::fs::write(&path, config(&blue.url())).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
+    let (gw, path) = start_from_file("loop", &config(&blue.url())).await;
     let addr = gw.local_addrs()[0];
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -102,12 +111,7 @@ async fn reloads_during_a_request_loop_lose_nothing() {
 #[tokio::test]
 async fn invalid_file_keeps_the_old_config() {
     let blue = spawn_upstream(echo_router("blue")).await;
-    let path = temp_file("invalid");
-    std::fs::write(&path, config(&blue.url())).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
+    let (gw, path) = start_from_file("invalid", &config(&blue.url())).await;
     let addr = gw.local_addrs()[0];
     std::fs::write(
         &path,
@@ -134,12 +138,7 @@ async fn invalid_file_keeps_the_old_config() {
 async fn file_change_is_picked_up_by_the_watcher() {
     let blue = spawn_upstream(echo_router("blue")).await;
     let green = spawn_upstream(echo_router("green")).await;
-    let path = temp_file("watch");
-    std::fs::write(&path, config(&blue.url())).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
+    let (gw, path) = start_from_file("watch", &config(&blue.url())).await;
     let addr = gw.local_addrs()[0];
     let reloader = spawn_reloader(path.clone(), gw.stack_handle(), gw.listeners().to_vec());
     tokio::time::sleep(Duration::from_millis(200)).await;
