@@ -176,8 +176,24 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error + S
     for (line, what) in curl_lines(addr) {
         println!("  {line}\n      # {what}");
     }
+    let admin = match crate::admin::start_from_config(demo.gateway.live(), None).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "demo: no admin server");
+            None
+        }
+    };
+    if let Some(a) = &admin {
+        println!(
+            "  dashboard and admin API: http://{}/  (curl http://{}/admin/routes)",
+            a.addr, a.addr
+        );
+    }
     println!("Ctrl-C stops it.");
     crate::shutdown_signal().await;
     demo.gateway.shutdown().await;
+    if let Some(a) = admin {
+        a.stop();
+    }
     Ok(())
 }

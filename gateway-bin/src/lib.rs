@@ -20,8 +20,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod live;
 pub mod reload;
 pub mod serve;
 pub mod stack;

@@ -22,6 +22,9 @@ struct Cli {
         env = "TOWERGATE_LOG_FORMAT"
     )]
     log_format: LogFormat,
+    /// Worker threads of the runtime (default: one per core).
+    #[arg(long, global = true, env = "TOWERGATE_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,10 +61,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.worker_threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -128,14 +132,22 @@ async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reloader = towergate::reload::spawn_reloader(
-        path,
-        gateway.stack_handle(),
-        gateway.listeners().to_vec(),
-    );
+    let admin = match towergate::admin::start_from_config(gateway.live(), Some(path.clone())).await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reloader = towergate::reload::spawn_reloader(path, gateway.live());
     towergate::shutdown_signal().await;
     reloader.abort();
+    // The admin server stays up while draining, so /readyz reports it.
     gateway.shutdown().await;
+    if let Some(a) = admin {
+        a.stop();
+    }
     ExitCode::SUCCESS
 }
 

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use crate::config::{ConfigErrors, load_file};
-use crate::stack::{ListenerPlan, Stack, compile};
+use crate::live::Live;
+use crate::stack::compile;
 
 /// What a reload did.
 #[derive(Debug)]
@@ -24,12 +24,9 @@ pub enum ReloadOutcome {
     Rejected(ConfigErrors),
 }
 
-/// Reloads `path` into `current` now.
-pub fn reload_now(
-    path: &Path,
-    current: &ArcSwap<Stack>,
-    listeners: &[ListenerPlan],
-) -> ReloadOutcome {
+/// Reloads `path` into `live` now.
+pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
+    let listeners = live.listeners();
     let compiled = load_file(path).and_then(|cfg| {
         compile(&cfg).map_err(|mut e| {
             e.source = Some(path.display().to_string());
@@ -42,7 +39,7 @@ pub fn reload_now(
                 || c.listeners.iter().zip(listeners).any(|(a, b)| {
                     a.addr != b.addr || a.http2 != b.http2 || a.tls.is_some() != b.tls.is_some()
                 });
-            current.store(c.stack);
+            live.apply(c.stack, c.config);
             if listeners_changed {
                 tracing::warn!(file = %path.display(), "configuration reloaded; listener changes take effect at the next restart");
             } else {
@@ -52,6 +49,7 @@ pub fn reload_now(
         }
         Err(e) => {
             tracing::error!(file = %path.display(), errors = %e, "configuration rejected; the previous one keeps serving");
+            live.record_failure(e.clone());
             ReloadOutcome::Rejected(e)
         }
     }
@@ -60,11 +58,7 @@ pub fn reload_now(
 /// Watches `path` (through its directory, since editors and deploy tools
 /// replace files rather than write them in place) and SIGHUP, and reloads on
 /// either. Runs until the returned task is aborted.
-pub fn spawn_reloader(
-    path: PathBuf,
-    current: Arc<ArcSwap<Stack>>,
-    listeners: Vec<ListenerPlan>,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_reloader(path: PathBuf, live: Arc<Live>) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let watcher = watch_file(&path, tx.clone());
     #[cfg(unix)]
@@ -92,11 +86,9 @@ pub fn spawn_reloader(
             tokio::time::sleep(Duration::from_millis(150)).await;
             while rx.try_recv().is_ok() {}
             let path = path.clone();
-            let current = current.clone();
-            let listeners = listeners.clone();
+            let live = live.clone();
             // Compiling reads files and may be slow: keep it off the runtime's workers.
-            let _ =
-                tokio::task::spawn_blocking(move || reload_now(&path, &current, &listeners)).await;
+            let _ = tokio::task::spawn_blocking(move || reload_now(&path, &live)).await;
         }
     })
 }

@@ -1,5 +1,5 @@
 //! Listeners and the edge of the stack: accept, TLS, HTTP/1.1 and HTTP/2,
-//! connection limits, the live stack behind an `ArcSwap`, graceful drain.
+//! connection limits, the live stack (see [`crate::live`]), graceful drain.
 
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use axum::body::Body;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -21,28 +20,30 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 use towergate_core::{ClientAddr, RequestId};
 
+use crate::live::Live;
 use crate::stack::{Compiled, ListenerPlan, ServerSettings, Stack, set_request_id};
 
 /// A gateway that is serving.
 #[derive(Debug)]
 pub struct RunningGateway {
     addrs: Vec<SocketAddr>,
-    current: Arc<ArcSwap<Stack>>,
-    listeners: Vec<ListenerPlan>,
+    live: Arc<Live>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     drain: Duration,
+    shutdown_delay: Duration,
     graceful: Arc<GracefulShutdown>,
 }
 
 /// Binds the listeners of a compiled configuration and starts serving.
 pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
     let Compiled {
+        config,
         stack,
         listeners,
         server,
     } = compiled;
-    let current = Arc::new(ArcSwap::new(stack));
+    let live = Arc::new(Live::new(stack, config, listeners.clone()));
     let (shutdown, _) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let conns = Arc::new(Semaphore::new(server.max_connections));
@@ -61,7 +62,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         let ctx = AcceptCtx {
             plan: plan.clone(),
             server: server.clone(),
-            current: current.clone(),
+            live: live.clone(),
             conns: conns.clone(),
         };
         tasks.spawn(accept_loop(
@@ -73,11 +74,11 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
     }
     Ok(RunningGateway {
         addrs,
-        current,
-        listeners,
+        live,
         shutdown,
         tasks,
         drain: server.drain_timeout,
+        shutdown_delay: server.shutdown_delay,
         graceful,
     })
 }
@@ -90,25 +91,28 @@ impl RunningGateway {
         &self.addrs
     }
 
-    /// The live stack handle, shared with the reloader.
-    pub fn stack_handle(&self) -> Arc<ArcSwap<Stack>> {
-        self.current.clone()
+    /// The live state, shared with the reloader and the admin server.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
     }
 
     /// The listeners being served.
     pub fn listeners(&self) -> &[ListenerPlan] {
-        &self.listeners
-    }
-
-    /// Swaps in a new stack: new requests use it, in-flight requests finish
-    /// on the one they started with.
-    pub fn swap(&self, stack: Arc<Stack>) {
-        self.current.store(stack);
+        self.live.listeners()
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the drain
     /// timeout) and returns whether everything drained in time.
+    ///
+    /// Readiness (`/readyz`) turns to 503 first, then, after
+    /// `server.shutdown_delay` (so a fronting load balancer stops sending),
+    /// the listeners close.
     pub async fn shutdown(mut self) -> bool {
+        self.live.set_draining();
+        if !self.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?self.shutdown_delay, "draining: not ready; closing listeners after the delay");
+            tokio::time::sleep(self.shutdown_delay).await;
+        }
         let _ = self.shutdown.send(true);
         // The accept loops hold the other references; once they are done,
         // the graceful-shutdown handle is ours alone.
@@ -132,7 +136,7 @@ impl RunningGateway {
 struct AcceptCtx {
     plan: ListenerPlan,
     server: ServerSettings,
-    current: Arc<ArcSwap<Stack>>,
+    live: Arc<Live>,
     conns: Arc<Semaphore>,
 }
 
@@ -199,11 +203,11 @@ async fn serve_connection(
     ctx: &AcceptCtx,
     watcher: Watcher,
 ) {
-    let current = ctx.current.clone();
+    let live = ctx.live.clone();
     match acceptor {
         None => {
             let svc = EdgeService {
-                current,
+                live: live.clone(),
                 peer,
                 tls: false,
             };
@@ -227,7 +231,7 @@ async fn serve_connection(
                 }
             };
             let svc = EdgeService {
-                current,
+                live: live.clone(),
                 peer,
                 tls: true,
             };
@@ -245,7 +249,7 @@ type EdgeFuture =
 /// The per-connection service hyper calls for each request.
 #[derive(Clone)]
 struct EdgeService {
-    current: Arc<ArcSwap<Stack>>,
+    live: Arc<Live>,
     peer: SocketAddr,
     tls: bool,
 }
@@ -257,7 +261,7 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         // Each request keeps the stack it started on, whatever reloads happen.
-        let stack = self.current.load_full();
+        let stack = self.live.stack();
         Box::pin(handle(stack, req, self.peer, self.tls))
     }
 }

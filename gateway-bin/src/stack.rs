@@ -34,6 +34,8 @@ pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infal
 /// A compiled configuration: everything needed to serve, nothing bound yet.
 #[derive(Debug)]
 pub struct Compiled {
+    /// The configuration it was compiled from.
+    pub config: Arc<Config>,
     /// The request-handling stack.
     pub stack: Arc<Stack>,
     /// Listeners to bind.
@@ -66,6 +68,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Drain time on shutdown.
     pub drain_timeout: Duration,
+    /// Time between "not ready" and closing the listeners on shutdown.
+    pub shutdown_delay: Duration,
 }
 
 /// The request-handling part of a compiled configuration; swapped whole on
@@ -185,6 +189,7 @@ pub fn compile(cfg: &Config) -> Result<Compiled, ConfigErrors> {
         .build()
         .map_err(|e| ConfigErrors::one(None, ConfigError::new("routes", e.to_string())))?;
     Ok(Compiled {
+        config: Arc::new(cfg.clone()),
         stack: Arc::new(Stack { router, trusted }),
         listeners,
         server,
@@ -207,6 +212,7 @@ fn server_settings(s: &schema::Server) -> ServerSettings {
         header_read_timeout: dur(&s.header_read_timeout, 10),
         max_connections: s.max_connections.unwrap_or(10_000),
         drain_timeout: dur(&s.drain_timeout, 30),
+        shutdown_delay: dur(&s.shutdown_delay, 0),
     }
 }
 

@@ -112,11 +112,15 @@ impl Drop for Gateway {
 }
 
 fn write_config(dir: &Path, listen: SocketAddr, upstream: &str) -> PathBuf {
+    write_config_with(dir, listen, upstream, "admin: { enabled: false }\n")
+}
+
+fn write_config_with(dir: &Path, listen: SocketAddr, upstream: &str, extra: &str) -> PathBuf {
     let path = dir.join("gateway.yaml");
     std::fs::write(
         &path,
         format!(
-            "listen: \"{listen}\"\nserver:\n  max_body: \"100MB\"\n  drain_timeout: \"10s\"\nroutes:\n  - name: all\n    match: {{ path_prefix: \"/\" }}\n    upstream: \"{upstream}\"\n"
+            "listen: \"{listen}\"\n{extra}server:\n  max_body: \"100MB\"\n  drain_timeout: \"10s\"\nroutes:\n  - name: all\n    match: {{ path_prefix: \"/\" }}\n    upstream: \"{upstream}\"\n"
         ),
     )
     .unwrap();
@@ -320,4 +324,64 @@ async fn sixty_four_megabytes_each_way_with_bounded_memory() {
         peak < baseline + 24 * 1024,
         "gateway memory grew from {baseline} KiB to {peak} KiB while streaming"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_503_on_sigterm_before_the_listener_closes() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let dir = temp_dir("readyz");
+    let listen = free_port();
+    let admin = free_port();
+    let cfg = write_config_with(
+        &dir,
+        listen,
+        &echo.url(),
+        &format!("admin: {{ listen: \"{admin}\" }}\n"),
+    );
+    // The delay between "not ready" and closing the listeners.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("server:\n", "server:\n  shutdown_delay: \"2s\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut gw = Gateway::start(&cfg, listen);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    // The admin listener may come up just after the gateway's.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.get(format!("http://{admin}/readyz")).send().await {
+            Ok(r) => {
+                assert_eq!(r.status(), 200);
+                break;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("admin not up: {e}"),
+        }
+    }
+    gw.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Not ready, yet still serving: the listener closes only after the delay.
+    let rsp = client
+        .get(format!("http://{listen}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -83,11 +83,11 @@ async fn reloads_during_a_request_loop_lose_nothing() {
             }
         }));
     }
-    let handle = gw.stack_handle();
+    let live = gw.live();
     for i in 0..20 {
         let up = if i % 2 == 0 { &green } else { &blue };
         std::fs::write(&path, config(&up.url())).unwrap();
-        match reload_now(&path, &handle, gw.listeners()) {
+        match reload_now(&path, &live) {
             ReloadOutcome::Applied { listeners_changed } => assert!(!listeners_changed),
             ReloadOutcome::Rejected(e) => panic!("{e}"),
         }
@@ -118,7 +118,7 @@ async fn invalid_file_keeps_the_old_config() {
         "listen: \"127.0.0.1:0\"\nroutes:\n  - name: svc\n    upstream: \"nowhere\"\n",
     )
     .unwrap();
-    match reload_now(&path, &gw.stack_handle(), gw.listeners()) {
+    match reload_now(&path, &gw.live()) {
         ReloadOutcome::Rejected(e) => assert!(e.has_path("routes[0].upstream"), "{e}"),
         ReloadOutcome::Applied { .. } => panic!("invalid config applied"),
     }
@@ -140,7 +140,7 @@ async fn file_change_is_picked_up_by_the_watcher() {
     let green = spawn_upstream(echo_router("green")).await;
     let (gw, path) = start_from_file("watch", &config(&blue.url())).await;
     let addr = gw.local_addrs()[0];
-    let reloader = spawn_reloader(path.clone(), gw.stack_handle(), gw.listeners().to_vec());
+    let reloader = spawn_reloader(path.clone(), gw.live());
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Write a new file and move it into place, as deploy tools do.
     let tmp = path.with_extension("tmp");

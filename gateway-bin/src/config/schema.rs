@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole file.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Shorthand for one plain-HTTP listener on this address.
@@ -27,13 +27,58 @@ pub struct Config {
     /// The routes, matched by precedence (see the routing docs).
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// The admin server (`towergate run` only).
+    #[serde(default)]
+    pub admin: Admin,
     /// Directory of the file, against which relative paths resolve.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
 }
 
+/// The admin server: metrics, health, state, reload, dashboard.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Serve the admin API. Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Where. Default `127.0.0.1:9901`; a non-loopback address needs a token.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Bearer token required on `/admin/*` and `/metrics` (health probes stay
+    /// open). The environment variable `TOWERGATE_ADMIN_TOKEN` overrides it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redact"
+    )]
+    pub token: Option<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_admin_listen(),
+            token: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9901".into()
+}
+
+/// Secrets are written as `"<redacted>"` wherever the config is shown.
+pub(crate) fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
 /// A listening socket.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// A name for logs.
@@ -48,7 +93,7 @@ pub struct Listener {
 }
 
 /// TLS termination settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     /// Certificates, chosen by SNI.
@@ -56,7 +101,7 @@ pub struct ListenerTls {
 }
 
 /// One certificate and key, and the names it answers for.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Certificate {
     /// PEM file with the certificate chain, leaf first.
@@ -71,7 +116,7 @@ pub struct Certificate {
 }
 
 /// Server-side limits.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     /// Largest request head (request line and headers). Default `64KiB`.
@@ -83,6 +128,9 @@ pub struct Server {
     pub max_connections: Option<usize>,
     /// How long in-flight requests may finish on shutdown. Default `30s`.
     pub drain_timeout: Option<String>,
+    /// On shutdown, how long `/readyz` answers 503 before the listeners
+    /// close, so a fronting load balancer stops sending. Default `0s`.
+    pub shutdown_delay: Option<String>,
     /// Peers (IPs or CIDRs) whose forwarding headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -93,7 +141,7 @@ pub struct Server {
 }
 
 /// A named upstream.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// Base URL: `http://host:port[/base]` or `https://...`.
@@ -111,7 +159,7 @@ pub struct Upstream {
 }
 
 /// TLS to an upstream.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// PEM file of CA certificates to trust instead of the system roots.
@@ -125,7 +173,7 @@ pub struct UpstreamTls {
 }
 
 /// A route.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Unique name: in logs, metrics and `RouteMatch`.
@@ -155,7 +203,7 @@ pub struct Route {
 }
 
 /// The match part of a route. All given conditions must hold.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
     /// One host (exact or `*.example.com`).
@@ -179,7 +227,7 @@ pub struct Match {
 }
 
 /// A header or query condition: a plain string means "equals".
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum ValueMatch {
     /// The value equals this string.
@@ -189,7 +237,7 @@ pub enum ValueMatch {
 }
 
 /// The long form of a [`ValueMatch`]: exactly one key.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ValueRule {
     /// Equals this value.
@@ -201,7 +249,7 @@ pub struct ValueRule {
 }
 
 /// A size: bytes as a number, or a string with a unit (`"10MB"`).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Size {
     /// Bytes.

@@ -46,6 +46,30 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         }
     }
 
+    // Admin.
+    if cfg.admin.enabled {
+        match cfg.admin.listen.parse::<SocketAddr>() {
+            Ok(a)
+                if !a.ip().is_loopback()
+                    && cfg.admin.token.is_none()
+                    && std::env::var_os("TOWERGATE_ADMIN_TOKEN").is_none() =>
+            {
+                errs.push(ConfigError::new(
+                    "admin.listen",
+                    format!("`{a}` is not a loopback address: set `admin.token` (or TOWERGATE_ADMIN_TOKEN) to expose the admin API"),
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => check_addr("admin.listen", &cfg.admin.listen, errs),
+        }
+    }
+    if cfg.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+        errs.push(ConfigError::new(
+            "admin.token",
+            "must be at least 16 characters",
+        ));
+    }
+
     // Server.
     let s = &cfg.server;
     if let Some(v) = &s.header_read_timeout {
@@ -53,6 +77,9 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
     }
     if let Some(v) = &s.drain_timeout {
         check_duration("server.drain_timeout", v, errs);
+    }
+    if let Some(v) = &s.shutdown_delay {
+        check_duration("server.shutdown_delay", v, errs);
     }
     if let Some(v) = &s.max_header_bytes {
         check_size("server.max_header_bytes", v, errs);

@@ -1,0 +1,273 @@
+//! The admin server: health and readiness probes, the effective
+//! configuration (secrets redacted), routes, upstreams, reload, and the
+//! dashboard. It runs on its own listener, loopback by default; a token is
+//! required to expose it elsewhere, checked in constant time.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use towergate_core::Problem;
+
+use crate::config::schema::Config;
+use crate::live::Live;
+use crate::reload::{ReloadOutcome, reload_now};
+
+/// What the admin server needs.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    /// The gateway's live state.
+    pub live: Arc<Live>,
+    /// The configuration file, for `/admin/reload` (none for the demo).
+    pub config_path: Option<PathBuf>,
+    /// Bearer token, if required.
+    pub token: Option<Arc<str>>,
+}
+
+/// A running admin server.
+#[derive(Debug)]
+pub struct AdminServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Stops it.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    let protected = Router::new()
+        .route("/admin/config", get(config))
+        .route("/admin/routes", get(routes))
+        .route("/admin/upstreams", get(upstreams))
+        .route("/admin/status", get(status))
+        .route("/admin/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/", get(dashboard))
+        .merge(protected)
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND).into_full_response() })
+        .with_state(state)
+}
+
+/// Binds `addr` and serves the admin routes.
+pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind the admin listener {addr}: {e}"),
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "admin listening");
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    Ok(AdminServer { addr, task })
+}
+
+/// Starts the admin server the live configuration asks for (`admin`
+/// section), if enabled. `TOWERGATE_ADMIN_TOKEN` overrides `admin.token`.
+pub async fn start_from_config(
+    live: Arc<Live>,
+    config_path: Option<PathBuf>,
+) -> std::io::Result<Option<AdminServer>> {
+    let cfg = live.config();
+    if !cfg.admin.enabled {
+        return Ok(None);
+    }
+    let addr: SocketAddr = cfg.admin.listen.parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("admin.listen: {e}"),
+        )
+    })?;
+    let token = std::env::var("TOWERGATE_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| cfg.admin.token.clone())
+        .map(Arc::from);
+    let state = AdminState {
+        live,
+        config_path,
+        token,
+    };
+    start(addr, state).await.map(Some)
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        next.run(req).await
+    } else {
+        Problem::new(StatusCode::UNAUTHORIZED)
+            .detail("the admin API needs `Authorization: Bearer <admin token>`")
+            .header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"towergate-admin\""),
+            )
+            .into_full_response()
+            .into_response()
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of
+/// a guess was right. The length is not secret.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.live.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "draining"})),
+        )
+            .into_response()
+    } else {
+        Json(json!({"ready": true})).into_response()
+    }
+}
+
+async fn config(State(state): State<AdminState>) -> Json<Value> {
+    Json(serde_json::to_value(&*state.live.config()).unwrap_or(Value::Null))
+}
+
+async fn routes(State(state): State<AdminState>) -> Json<Value> {
+    let cfg = state.live.config();
+    let routes: Vec<Value> = cfg
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "priority": r.priority,
+                "match": r.matcher,
+                "upstream": r.upstream,
+                "strip_prefix": r.strip_prefix,
+                "rewrite": r.rewrite,
+                "timeout": r.timeout,
+            })
+        })
+        .collect();
+    Json(Value::Array(routes))
+}
+
+async fn upstreams(State(state): State<AdminState>) -> Json<Value> {
+    Json(upstream_list(&state.live.config()))
+}
+
+fn upstream_list(cfg: &Config) -> Value {
+    let mut out: Vec<Value> = cfg
+        .upstreams
+        .iter()
+        .map(|(name, u)| {
+            json!({
+                "name": name,
+                "url": u.url,
+                "http2": u.http2,
+                "routes": cfg.routes.iter().filter(|r| &r.upstream == name).map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    for r in cfg.routes.iter().filter(|r| r.upstream.contains("://")) {
+        out.push(
+            json!({ "name": r.upstream, "url": r.upstream, "http2": false, "routes": [r.name] }),
+        );
+    }
+    Value::Array(out)
+}
+
+async fn status(State(state): State<AdminState>) -> Json<Value> {
+    let stats = state.live.reload_stats();
+    Json(json!({
+        "draining": state.live.is_draining(),
+        "listeners": state.live.listeners().iter().map(|l| json!({"name": l.name, "addr": l.addr.to_string(), "tls": l.tls.is_some(), "http2": l.http2})).collect::<Vec<_>>(),
+        "reloads": {
+            "ok": stats.ok,
+            "failed": stats.failed,
+            "last_error": stats.last_error.map(|e| errors_json(&e)),
+        },
+        "config_file": state.config_path.as_ref().map(|p| p.display().to_string()),
+    }))
+}
+
+fn errors_json(e: &crate::config::ConfigErrors) -> Value {
+    Value::Array(
+        e.errors
+            .iter()
+            .map(|e| json!({"path": e.path, "message": e.message}))
+            .collect(),
+    )
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    let Some(path) = state.config_path.clone() else {
+        return Problem::new(StatusCode::CONFLICT)
+            .detail("this gateway runs an embedded configuration: there is no file to reload")
+            .into_full_response()
+            .into_response();
+    };
+    let live = state.live.clone();
+    let outcome = tokio::task::spawn_blocking(move || reload_now(&path, &live)).await;
+    match outcome {
+        Ok(ReloadOutcome::Applied { listeners_changed }) => {
+            Json(json!({"applied": true, "listeners_changed": listeners_changed})).into_response()
+        }
+        Ok(ReloadOutcome::Rejected(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"applied": false, "errors": errors_json(&e)})),
+        )
+            .into_response(),
+        Err(_) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
+            .detail("the reload task failed")
+            .into_full_response()
+            .into_response(),
+    }
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("admin/dashboard.html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abcdef0123456789", b"abcdef0123456789"));
+        assert!(!constant_time_eq(b"abcdef0123456789", b"abcdef0123456788"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

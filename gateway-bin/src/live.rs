@@ -1,0 +1,107 @@
+//! What a running gateway serves now: the stack, the configuration it was
+//! compiled from, and the state the admin API reports. Shared by the
+//! listeners, the reloader and the admin server.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, ConfigErrors};
+use crate::stack::{ListenerPlan, Stack};
+
+/// The live state of a gateway.
+#[derive(Debug)]
+pub struct Live {
+    stack: ArcSwap<Stack>,
+    config: ArcSwap<Config>,
+    listeners: Vec<ListenerPlan>,
+    draining: AtomicBool,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    last_reload_error: Mutex<Option<ConfigErrors>>,
+}
+
+/// Reload counters, for the admin API and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadStats {
+    /// Reloads applied.
+    pub ok: u64,
+    /// Reloads refused (invalid file).
+    pub failed: u64,
+    /// Why the last refused reload was refused, if the last reload failed.
+    pub last_error: Option<ConfigErrors>,
+}
+
+// === impl Live ===
+
+impl Live {
+    pub(crate) fn new(
+        stack: Arc<Stack>,
+        config: Arc<Config>,
+        listeners: Vec<ListenerPlan>,
+    ) -> Self {
+        Self {
+            stack: ArcSwap::new(stack),
+            config: ArcSwap::new(config),
+            listeners,
+            draining: AtomicBool::new(false),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_reload_error: Mutex::new(None),
+        }
+    }
+
+    /// The stack new requests use.
+    pub fn stack(&self) -> Arc<Stack> {
+        self.stack.load_full()
+    }
+
+    /// The configuration the live stack was compiled from.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The listeners as bound at start (reloads do not rebind).
+    pub fn listeners(&self) -> &[ListenerPlan] {
+        &self.listeners
+    }
+
+    /// Whether a graceful shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Swaps in a new stack and configuration atomically: new requests use
+    /// them, requests in flight finish on what they started with.
+    pub fn apply(&self, stack: Arc<Stack>, config: Arc<Config>) {
+        // The stack first: the config is only what the admin API shows.
+        self.stack.store(stack);
+        self.config.store(config);
+        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_reload_error.lock() {
+            *e = None;
+        }
+    }
+
+    pub(crate) fn record_failure(&self, errors: ConfigErrors) {
+        self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_reload_error.lock() {
+            *e = Some(errors);
+        }
+    }
+
+    /// Reload counters.
+    pub fn reload_stats(&self) -> ReloadStats {
+        ReloadStats {
+            ok: self.reloads_ok.load(Ordering::Relaxed),
+            failed: self.reloads_failed.load(Ordering::Relaxed),
+            last_error: self.last_reload_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+}

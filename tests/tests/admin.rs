@@ -1,0 +1,216 @@
+//! The admin API: probes, token, routes, upstreams, redacted config, reload.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use towergate::admin::{AdminState, start};
+use towergate_test::{echo_router, spawn_upstream};
+
+const TOKEN: &str = "s3cret-admin-token-123";
+
+fn config(upstream: &str, extra_route: &str) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+admin: {{ token: "{TOKEN}" }}
+upstreams:
+  echo: {{ url: "{upstream}" }}
+routes:
+  - name: users
+    match: {{ path_prefix: "/users/" }}
+    upstream: echo
+{extra_route}"#
+    )
+}
+
+#[tokio::test]
+async fn admin_api() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let dir = std::env::temp_dir().join(format!("towergate-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, config(&echo.url(), "")).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let gw_addr = gw.local_addrs()[0];
+    let admin = start(
+        "127.0.0.1:0".parse().unwrap(),
+        AdminState {
+            live: gw.live(),
+            config_path: Some(path.clone()),
+            token: Some(Arc::from(TOKEN)),
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", admin.addr);
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(TOKEN);
+
+    // Probes are open; the rest needs the token.
+    assert_eq!(
+        c.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready: Value = c
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["ready"], true);
+    let rsp = c.get(format!("{base}/admin/routes")).send().await.unwrap();
+    assert_eq!(
+        rsp.headers()["www-authenticate"],
+        "Bearer realm=\"towergate-admin\""
+    );
+    towergate_test::assert_problem_reqwest(rsp, 401).await;
+    let rsp = c
+        .get(format!("{base}/admin/routes"))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 401);
+
+    let routes: Value = auth(c.get(format!("{base}/admin/routes")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(routes[0]["name"], "users");
+    assert_eq!(routes[0]["match"]["path_prefix"], "/users/");
+    let ups: Value = auth(c.get(format!("{base}/admin/upstreams")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ups[0]["name"], "echo");
+    assert_eq!(ups[0]["routes"][0], "users");
+
+    // The effective config, with the token redacted.
+    let text = auth(c.get(format!("{base}/admin/config")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains(TOKEN), "token leaked: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["admin"]["token"], "<redacted>");
+    assert_eq!(v["routes"][0]["name"], "users");
+
+    // A bad file: refused, every error with its path; the old config serves.
+    std::fs::write(
+        &path,
+        config(&echo.url(), "  - name: users\n    upstream: nowhere\n"),
+    )
+    .unwrap();
+    let rsp = auth(c.post(format!("{base}/admin/reload")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 422);
+    let v: Value = rsp.json().await.unwrap();
+    assert_eq!(v["applied"], false);
+    let paths: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"routes[1].name") && paths.contains(&"routes[1].upstream"),
+        "{paths:?}"
+    );
+    let status: Value = auth(c.get(format!("{base}/admin/status")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["reloads"]["failed"], 1);
+    assert_eq!(
+        c.get(format!("http://{gw_addr}/users/1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A good file: applied, and the new route serves.
+    std::fs::write(
+        &path,
+        config(
+            &echo.url(),
+            "  - name: orders\n    match: { path_prefix: \"/orders/\" }\n    upstream: echo\n",
+        ),
+    )
+    .unwrap();
+    let v: Value = auth(c.post(format!("{base}/admin/reload")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["applied"], true);
+    assert_eq!(
+        c.get(format!("http://{gw_addr}/orders/1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let status: Value = auth(c.get(format!("{base}/admin/status")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["reloads"]["ok"], 1);
+    assert!(status["reloads"]["last_error"].is_null());
+
+    // The dashboard page is served from the binary.
+    let html = c
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("<title>towergate</title>"));
+    admin.stop();
+    gw.shutdown().await;
+}
+
+#[test]
+fn non_loopback_admin_needs_a_token() {
+    let yaml = "listen: \"127.0.0.1:0\"\nadmin: { listen: \"0.0.0.0:9901\" }\nroutes:\n  - name: a\n    upstream: \"http://127.0.0.1:1\"\n";
+    let cfg = towergate::config::parse_str(yaml, towergate::config::Format::Yaml).unwrap();
+    let e = towergate::stack::compile(&cfg).unwrap_err();
+    assert!(e.has_path("admin.listen"), "{e}");
+    let yaml = yaml.replace("0.0.0.0:9901\" }", "0.0.0.0:9901\", token: \"short\" }");
+    let cfg = towergate::config::parse_str(&yaml, towergate::config::Format::Yaml).unwrap();
+    let e = towergate::stack::compile(&cfg).unwrap_err();
+    assert!(e.has_path("admin.token"), "{e}");
+}
