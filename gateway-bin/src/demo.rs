@@ -29,6 +29,10 @@ routes:
     match: { path_prefix: "/orders/", methods: [GET, POST] }
     strip_prefix: true
     upstream: "http://{orders}"
+    rate_limit:
+      key: ip
+      limits:
+        - { name: per-ip, rate: "5/10s" }
   - name: notifications
     match: { path: "/notifications/{user}", methods: [GET] }
     rewrite: "/inbox/{user}"
@@ -152,6 +156,12 @@ pub fn curl_lines(addr: SocketAddr) -> Vec<(String, &'static str)> {
             "405 with Allow, problem+json",
         ),
         (format!("curl -i http://{addr}/nope"), "404 problem+json"),
+        (
+            format!(
+                "for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{{http_code}} ' http://{addr}/orders/9; done; echo"
+            ),
+            "the orders route allows 5 per 10 s per client: 200s, then 429s (see RateLimit and Retry-After with curl -i)",
+        ),
         (
             format!("curl -i --path-as-is http://{addr}/users/../orders/7"),
             "normalised before matching: the orders route",

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod live;
+pub mod policy;
 pub mod reload;
 pub mod serve;
 pub mod stack;

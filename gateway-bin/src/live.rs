@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigErrors};
+use crate::policy::Registry;
 use crate::stack::{ListenerPlan, Stack};
 
 /// The live state of a gateway.
 #[derive(Debug)]
 pub struct Live {
+    registry: Arc<Registry>,
     stack: ArcSwap<Stack>,
     config: ArcSwap<Config>,
     listeners: Vec<ListenerPlan>,
@@ -38,11 +40,13 @@ pub struct ReloadStats {
 
 impl Live {
     pub(crate) fn new(
+        registry: Arc<Registry>,
         stack: Arc<Stack>,
         config: Arc<Config>,
         listeners: Vec<ListenerPlan>,
     ) -> Self {
         Self {
+            registry,
             stack: ArcSwap::new(stack),
             config: ArcSwap::new(config),
             listeners,
@@ -51,6 +55,11 @@ impl Live {
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
         }
+    }
+
+    /// State that survives reloads (rate-limit buckets, store connections).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 
     /// The stack new requests use.

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{ConfigErrors, load_file};
 use crate::live::Live;
-use crate::stack::compile;
+use crate::stack::compile_with;
 
 /// What a reload did.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub enum ReloadOutcome {
 pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
     let listeners = live.listeners();
     let compiled = load_file(path).and_then(|cfg| {
-        compile(&cfg).map_err(|mut e| {
+        compile_with(&cfg, live.registry()).map_err(|mut e| {
             e.source = Some(path.display().to_string());
             e
         })

@@ -38,12 +38,13 @@ pub struct RunningGateway {
 /// Binds the listeners of a compiled configuration and starts serving.
 pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
     let Compiled {
+        registry,
         config,
         stack,
         listeners,
         server,
     } = compiled;
-    let live = Arc::new(Live::new(stack, config, listeners.clone()));
+    let live = Arc::new(Live::new(registry, stack, config, listeners.clone()));
     let (shutdown, _) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let conns = Arc::new(Semaphore::new(server.max_connections));

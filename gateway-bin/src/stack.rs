@@ -18,14 +18,17 @@ use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{LengthLimitError, Limited};
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use towergate_core::body::ResponseBody;
 use towergate_core::{Problem, RequestId, TrustedProxies};
 use towergate_proxy::{Client, Proxy};
+use towergate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use towergate_routing::{Route as RoutingRoute, Router};
 
 use crate::config::schema::{self, Config, ValueMatch};
 use crate::config::validate::{check_structure, parse_net, size_value};
 use crate::config::{ConfigError, ConfigErrors, parse_duration};
+use crate::policy::{self, Registry};
 use crate::tls;
 
 /// The service a route resolves to.
@@ -34,6 +37,8 @@ pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infal
 /// A compiled configuration: everything needed to serve, nothing bound yet.
 #[derive(Debug)]
 pub struct Compiled {
+    /// State kept across reloads.
+    pub registry: Arc<Registry>,
     /// The configuration it was compiled from.
     pub config: Arc<Config>,
     /// The request-handling stack.
@@ -82,6 +87,12 @@ pub struct Stack {
 
 /// Compiles a configuration, reporting every error with its path.
 pub fn compile(cfg: &Config) -> Result<Compiled, ConfigErrors> {
+    compile_with(cfg, Arc::new(Registry::default()))
+}
+
+/// Compiles a configuration, reusing the state in `registry` (rate-limit
+/// buckets, store connections) that should survive a reload.
+pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, ConfigErrors> {
     let mut errs = Vec::new();
     check_structure(cfg, &mut errs);
     let base = cfg.base_dir.clone();
@@ -176,7 +187,21 @@ pub fn compile(cfg: &Config) -> Result<Compiled, ConfigErrors> {
             max_body,
             route: Arc::from(r.name.as_str()),
         };
-        builder = builder.route(route, BoxCloneSyncService::new(target));
+        let rate_limit = r.rate_limit.as_ref().and_then(|rl| {
+            policy::rate_limit_layer(
+                &r.name,
+                rl,
+                &cfg.rate_limiting,
+                &registry,
+                &format!("{p}.rate_limit"),
+                &mut errs,
+            )
+        });
+        let concurrency = r
+            .concurrency
+            .as_ref()
+            .and_then(|c| policy::concurrency_layer(c, &format!("{p}.concurrency"), &mut errs));
+        builder = builder.route(route, route_stack(target, rate_limit, concurrency));
     }
 
     if !errs.is_empty() {
@@ -189,11 +214,42 @@ pub fn compile(cfg: &Config) -> Result<Compiled, ConfigErrors> {
         .build()
         .map_err(|e| ConfigErrors::one(None, ConfigError::new("routes", e.to_string())))?;
     Ok(Compiled {
+        registry,
         config: Arc::new(cfg.clone()),
         stack: Arc::new(Stack { router, trusted }),
         listeners,
         server,
     })
+}
+
+/// The layers of one route, outermost first. Each is optional.
+fn route_stack(
+    target: RouteTarget,
+    rate_limit: Option<RateLimitLayer>,
+    concurrency: Option<ConcurrencyLimitLayer>,
+) -> RouteService {
+    // Innermost: a concurrency limit guards the upstream; requests refused
+    // by the rate limit never take a slot, so it sits inside the rate limit.
+    let svc = match concurrency {
+        Some(c) => BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
+                .layer(c)
+                .service(target),
+        ),
+        None => BoxCloneSyncService::new(target),
+    };
+    // Rate limits and quotas: refused requests are answered here, with
+    // `RateLimit-*` and `Retry-After`, and never reach the upstream.
+    match rate_limit {
+        Some(l) => BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
+                .layer(l)
+                .service(svc),
+        ),
+        None => svc,
+    }
 }
 
 fn server_settings(s: &schema::Server) -> ServerSettings {

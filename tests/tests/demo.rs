@@ -14,7 +14,7 @@ async fn demo_curl_lines_work_as_printed() {
         .unwrap();
     let addr = demo.gateway.local_addrs()[0];
     let lines = towergate::demo::curl_lines(addr);
-    assert_eq!(lines.len(), 9);
+    assert_eq!(lines.len(), 10);
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{addr}");
 
@@ -84,5 +84,19 @@ async fn demo_curl_lines_work_as_printed() {
     let (status, body) = raw_get(addr, "/users/../orders/7", "").await;
     assert_eq!(status, 200);
     assert!(body.contains("\"items\""), "{body}");
+    // The visible limit: 5 per 10 s per client on the orders route, of which
+    // the requests above used 3 (GET, POST, and the normalised one).
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(
+            c.get(format!("{base}/orders/9"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(codes, vec![200, 200, 429, 429]);
     demo.gateway.shutdown().await;
 }

@@ -27,6 +27,10 @@ pub struct Config {
     /// The routes, matched by precedence (see the routing docs).
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Where rate-limit state lives: in memory (one instance) or in Redis
+    /// (shared by many instances).
+    #[serde(default)]
+    pub rate_limiting: RateLimiting,
     /// The admin server (`towergate run` only).
     #[serde(default)]
     pub admin: Admin,
@@ -200,6 +204,126 @@ pub struct Route {
     pub timeout: Option<String>,
     /// Request body limit; larger bodies get 413.
     pub max_body: Option<Size>,
+    /// Rate limits and quotas.
+    pub rate_limit: Option<RouteRateLimit>,
+    /// Most requests in flight on this route; more get 503 at once.
+    pub concurrency: Option<Concurrency>,
+}
+
+/// The rate-limit store, shared by every route.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimiting {
+    /// `memory` (default) or `redis`.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// Redis settings, for `store: redis`.
+    pub redis: Option<RedisSettings>,
+    /// Most keys the in-memory store keeps per route (idle keys are
+    /// evicted first). Default `100000`.
+    pub max_keys: Option<usize>,
+}
+
+/// Where rate-limit state lives.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In this process.
+    #[default]
+    Memory,
+    /// In Redis, shared by every instance.
+    Redis,
+}
+
+/// Redis connection settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]`; `REDIS_URL` when omitted.
+    pub url: Option<String>,
+    /// Key prefix. Default `towergate:`.
+    pub prefix: Option<String>,
+    /// Per-decision timeout. Default `50ms`.
+    pub timeout: Option<String>,
+    /// Connect timeout. Default `1s`.
+    pub connect_timeout: Option<String>,
+}
+
+/// A route's rate limits.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRateLimit {
+    /// What limits count by unless they say otherwise. Default `ip`.
+    pub key: Option<KeySpec>,
+    /// The limits; all are checked, the tightest is reported.
+    pub limits: Vec<LimitConfig>,
+    /// Requests without a key: `400` (default), `401`, or `shared` (one
+    /// bucket for all of them).
+    pub on_missing_key: Option<MissingKeyConfig>,
+    /// Also send `X-RateLimit-Limit/-Remaining/-Reset`.
+    #[serde(default)]
+    pub legacy_headers: bool,
+    /// Bucket namespace; routes with the same scope share buckets. Default:
+    /// the route name.
+    pub scope: Option<String>,
+}
+
+/// One limit.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Name in headers and problems.
+    pub name: Option<String>,
+    /// `"10/s"`, `"1000/h"`, `"5000/d"`, `"100000/month"`, `"20/10s"`.
+    pub rate: String,
+    /// Requests admitted at once from a full bucket. Default: the count.
+    pub burst: Option<u64>,
+    /// Overrides the route's key.
+    pub key: Option<KeySpec>,
+    /// When the shared store is down: `open` (default: limit locally) or
+    /// `closed` (503).
+    pub on_store_failure: Option<FailureMode>,
+}
+
+/// A key: one part (`ip`, `route`, `global`, `header:NAME`,
+/// `identity:FIELD`, `net:V4BITS/V6BITS`) or a list of parts.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum KeySpec {
+    /// One part.
+    One(String),
+    /// All parts together.
+    All(Vec<String>),
+}
+
+/// What to do with a request that has no key.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum MissingKeyConfig {
+    /// Refuse with this 4xx status.
+    Status(u16),
+    /// `shared`.
+    Word(String),
+}
+
+/// Store failure policy.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Keep serving, limiting locally.
+    Open,
+    /// Answer 503.
+    Closed,
+}
+
+/// A concurrency limit.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// Most requests in flight.
+    pub max: usize,
+    /// `Retry-After` on the 503. Default `1s`.
+    pub retry_after: Option<String>,
 }
 
 /// The match part of a route. All given conditions must hold.

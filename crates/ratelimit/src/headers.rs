@@ -1,0 +1,164 @@
+//! The rate-limit response headers.
+//!
+//! Current draft syntax (draft-ietf-httpapi-ratelimit-headers-08 to -10),
+//! Structured Field lists of a quoted policy name with parameters:
+//!
+//! ```text
+//! RateLimit-Policy: "per-ip";q=20;w=2, "hourly";q=1000;w=3600
+//! RateLimit: "per-ip";r=7;t=2
+//! ```
+//!
+//! - `RateLimit-Policy` lists every limit of the layer: `q` is the quota
+//!   (the burst: what a full bucket holds) and `w` the window in seconds
+//!   (how long an empty bucket takes to fill: burst × interval, rounded up).
+//!   `Limit::per_minute(100)` is `q=100;w=60`.
+//! - `RateLimit` reports the tightest limit only (fewest `r`emaining; on a
+//!   refusal, the refusing limit that asks to wait longest): `t` is the
+//!   seconds until that bucket is full again, rounded up.
+//! - Legacy, when enabled: `X-RateLimit-Limit` (= `q`),
+//!   `X-RateLimit-Remaining` (= `r`) and `X-RateLimit-Reset` (= `t`, seconds
+//!   from now) for the same tightest limit.
+//!
+//! With several rate-limit layers on one route, each appends its members to
+//! the two list fields (a list may span header lines), and the legacy
+//! headers keep the lowest remaining.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::gcra::{Gcra, Outcome};
+
+/// `RateLimit-Policy`: every limit of the layer.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`: the tightest limit's state.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// Legacy `X-RateLimit-Limit`.
+pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// Legacy `X-RateLimit-Remaining`.
+pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// Legacy `X-RateLimit-Reset` (seconds from now).
+pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// The headers of one decision, computed when it is made and applied to
+/// the response when it comes back.
+#[derive(Clone, Debug)]
+pub(crate) struct Report {
+    policy: HeaderValue,
+    rate: HeaderValue,
+    legacy: Option<Legacy>,
+}
+
+#[derive(Clone, Debug)]
+struct Legacy {
+    limit: u64,
+    remaining: u64,
+    reset: u64,
+}
+
+const MICROS: u64 = 1_000_000;
+
+/// Whole seconds, rounded up: a client that waits that long is never early.
+pub(crate) fn seconds_ceil(micros: u64) -> u64 {
+    micros.div_ceil(MICROS)
+}
+
+/// One member of `RateLimit-Policy`. Names are checked tokens (no quote or
+/// backslash), so they need no escaping in an sf-string.
+pub(crate) fn policy_item(name: &str, gcra: Gcra) -> String {
+    format!(
+        "\"{name}\";q={};w={}",
+        gcra.burst(),
+        seconds_ceil(gcra.window())
+    )
+}
+
+// === impl Report ===
+
+impl Report {
+    pub(crate) fn new(
+        policy: HeaderValue,
+        name: &str,
+        gcra: Gcra,
+        outcome: &Outcome,
+        legacy: bool,
+    ) -> Self {
+        let reset = seconds_ceil(outcome.reset_after);
+        let rate = format!("\"{name}\";r={};t={reset}", outcome.remaining);
+        Self {
+            policy,
+            // Names are checked tokens and numbers are digits: always valid.
+            rate: HeaderValue::from_str(&rate).unwrap_or(HeaderValue::from_static("")),
+            legacy: legacy.then_some(Legacy {
+                limit: gcra.burst(),
+                remaining: outcome.remaining,
+                reset,
+            }),
+        }
+    }
+
+    /// Adds the headers to a response.
+    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+        headers.append(RATELIMIT_POLICY, self.policy);
+        headers.append(RATELIMIT, self.rate);
+        if let Some(legacy) = self.legacy {
+            let lower = headers
+                .get(X_RATELIMIT_REMAINING)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_none_or(|theirs| legacy.remaining < theirs);
+            if lower {
+                headers.insert(X_RATELIMIT_LIMIT, legacy.limit.into());
+                headers.insert(X_RATELIMIT_REMAINING, legacy.remaining.into());
+                headers.insert(X_RATELIMIT_RESET, legacy.reset.into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        let g = Gcra::new(100_000, 20).unwrap(); // 10/s burst 20
+        assert_eq!(policy_item("per-ip", g), "\"per-ip\";q=20;w=2");
+        let o = Outcome {
+            allowed: true,
+            remaining: 7,
+            reset_after: 1_300_000,
+            retry_after: 0,
+            tat: 0,
+        };
+        let mut h = HeaderMap::new();
+        Report::new(
+            HeaderValue::from_static("\"per-ip\";q=20;w=2"),
+            "per-ip",
+            g,
+            &o,
+            true,
+        )
+        .apply(&mut h);
+        assert_eq!(h["ratelimit-policy"], "\"per-ip\";q=20;w=2");
+        assert_eq!(h["ratelimit"], "\"per-ip\";r=7;t=2");
+        assert_eq!(h["x-ratelimit-limit"], "20");
+        assert_eq!(h["x-ratelimit-remaining"], "7");
+        assert_eq!(h["x-ratelimit-reset"], "2");
+
+        // A second layer with more remaining appends to the lists but leaves
+        // the legacy headers alone.
+        let more = Outcome { remaining: 50, ..o };
+        Report::new(
+            HeaderValue::from_static("\"b\";q=60;w=6"),
+            "b",
+            g,
+            &more,
+            true,
+        )
+        .apply(&mut h);
+        assert_eq!(h.get_all("ratelimit").iter().count(), 2);
+        assert_eq!(h["x-ratelimit-remaining"], "7");
+        assert_eq!(seconds_ceil(0), 0);
+        assert_eq!(seconds_ceil(1), 1);
+        assert_eq!(seconds_ceil(1_000_000), 1);
+    }
+}

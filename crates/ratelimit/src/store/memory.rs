@@ -1,0 +1,383 @@
+//! The in-memory store: sharded, bounded, exact.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::{Batch, Check, Store};
+use crate::clock::{Clock, SystemClock};
+use crate::error::BuildError;
+use crate::gcra::{Verdict, decide};
+
+/// Rate-limit state in this process: N shards of `Mutex<HashMap<key, TAT>>`
+/// holding at most `max_keys` keys in all.
+///
+/// Decisions are exact: the shards of a batch are locked (in index order,
+/// so two batches never deadlock) while its TATs are read, decided and
+/// written. Clones share the state.
+///
+/// # Bounded memory, no sweeper
+///
+/// Nothing runs in the background. When a shard is full and a new key
+/// arrives, the shard first forgets every key whose TAT is in the past:
+/// such a key decides exactly like a key never seen (a full bucket), so
+/// forgetting it never changes a decision. If live keys still fill more
+/// than 7/8 of the shard, it forgets the live keys with the smallest TATs
+/// down to 7/8: those are the buckets closest to full, so forgetting them
+/// forgives the least debt; [`MemoryStore::evictions`] counts them. Each
+/// shard is cleaned at most once per `capacity / 8` new keys, so the
+/// amortised cost per new key stays constant under a flood of distinct keys,
+/// and the number of keys never exceeds [`MemoryStore::max_keys`].
+///
+/// ```
+/// use towergate_ratelimit::MemoryStore;
+/// use towergate_ratelimit::store::{Batch, Bucket};
+/// use towergate_ratelimit::gcra::Gcra;
+///
+/// let store = MemoryStore::builder().max_keys(1_000).build().unwrap();
+/// let per_second = Gcra::new(1_000_000, 1).unwrap();
+/// for i in 0..10_000 {
+///     let batch = Batch::new("", vec![Bucket::new(format!("k{i}"), per_second)]);
+///     assert!(store.decide(&batch).allowed);
+/// }
+/// assert!(store.len() <= 1_000);
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+/// Builds a [`MemoryStore`].
+#[derive(Debug)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    max_keys: usize,
+    shards: usize,
+    clock: Arc<dyn Clock>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    hasher: RandomState,
+    clock: Arc<dyn Clock>,
+    evictions: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shard {
+    tats: HashMap<Box<str>, u64>,
+}
+
+const DEFAULT_MAX_KEYS: usize = 100_000;
+const DEFAULT_SHARDS: usize = 64;
+
+// === impl MemoryStore ===
+
+impl MemoryStore {
+    /// A store of at most 100,000 keys in 64 shards, on the system clock.
+    pub fn new() -> Self {
+        Self::with_parts(
+            DEFAULT_MAX_KEYS,
+            DEFAULT_SHARDS,
+            Arc::new(SystemClock::new()),
+        )
+    }
+
+    /// A builder to set the bound, the shard count or the clock.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            max_keys: DEFAULT_MAX_KEYS,
+            shards: DEFAULT_SHARDS,
+            clock: Arc::new(SystemClock::new()),
+        }
+    }
+
+    fn with_parts(max_keys: usize, shards: usize, clock: Arc<dyn Clock>) -> Self {
+        // Never more shards than keys, so every shard holds at least one.
+        let shards = shards.clamp(1, max_keys.max(1));
+        Self {
+            inner: Arc::new(Inner {
+                shards: (0..shards).map(|_| Mutex::default()).collect(),
+                per_shard: (max_keys / shards).max(1),
+                hasher: RandomState::new(),
+                clock,
+                evictions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Decides `batch` now, synchronously: what [`Store::check`] does.
+    pub fn decide(&self, batch: &Batch) -> Verdict {
+        let inner = &*self.inner;
+        let now = inner.clock.now_micros();
+        let buckets = batch.buckets();
+
+        // One limit per layer is the common case: no allocation but the
+        // outcome itself.
+        if let [bucket] = buckets {
+            let mut shard = inner.lock(inner.shard_of(bucket.id()));
+            let outcome = bucket
+                .gcra()
+                .check(shard.tats.get(bucket.id()).copied(), now);
+            if outcome.allowed {
+                inner.store(&mut shard, bucket.id(), outcome.tat, now);
+            }
+            return Verdict {
+                allowed: outcome.allowed,
+                outcomes: vec![outcome],
+            };
+        }
+
+        let index: Vec<usize> = buckets.iter().map(|b| inner.shard_of(b.id())).collect();
+        let mut order = index.clone();
+        order.sort_unstable();
+        order.dedup();
+        // Locked in ascending shard order: two batches sharing shards
+        // always take them in the same order, so they cannot deadlock.
+        let mut guards: Vec<MutexGuard<'_, Shard>> = order.iter().map(|&i| inner.lock(i)).collect();
+        let slot = |shard: usize| order.binary_search(&shard).unwrap_or(0);
+
+        let verdict = decide(
+            buckets.iter().zip(&index).map(|(b, &i)| {
+                let tat = guards[slot(i)].tats.get(b.id()).copied();
+                (b.gcra(), tat)
+            }),
+            now,
+        );
+        if verdict.allowed {
+            for ((b, &i), o) in buckets.iter().zip(&index).zip(&verdict.outcomes) {
+                inner.store(&mut guards[slot(i)], b.id(), o.tat, now);
+            }
+        }
+        verdict
+    }
+
+    /// Keys held now, at most [`max_keys`](Self::max_keys). Locks every
+    /// shard in turn: for tests and metrics, not the request path.
+    pub fn len(&self) -> usize {
+        (0..self.inner.shards.len())
+            .map(|i| self.inner.lock(i).tats.len())
+            .sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most keys this store holds (the requested bound, rounded down to
+    /// a multiple of the shard count).
+    pub fn max_keys(&self) -> usize {
+        self.inner.per_shard * self.inner.shards.len()
+    }
+
+    /// How many live keys (TAT in the future) were forgotten to stay within
+    /// the bound: each such key got a full bucket back early. Zero unless
+    /// more keys are active at once than the store holds.
+    pub fn evictions(&self) -> u64 {
+        self.inner.evictions.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store for MemoryStore {
+    fn check(&self, batch: &Batch) -> Check {
+        Check::ready(Ok(self.decide(batch)))
+    }
+}
+
+// === impl MemoryStoreBuilder ===
+
+impl MemoryStoreBuilder {
+    /// The most keys held at once (default 100,000).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// How many independently locked shards (default 64).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// The clock (default [`SystemClock`]); tests pass a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The store; fails if `max_keys` or `shards` is zero.
+    pub fn build(self) -> Result<MemoryStore, BuildError> {
+        if self.max_keys == 0 || self.shards == 0 {
+            return Err(BuildError::InvalidStore(
+                "max_keys and shards must be positive".to_owned(),
+            ));
+        }
+        Ok(MemoryStore::with_parts(
+            self.max_keys,
+            self.shards,
+            self.clock,
+        ))
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn shard_of(&self, id: &str) -> usize {
+        // A keyed (SipHash) hash: clients choose keys, and must not be able
+        // to aim them all at one shard.
+        (self.hasher.hash_one(id) % self.shards.len() as u64) as usize
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        // A panic under the lock cannot leave a TAT half-written (they are
+        // plain integers), so a poisoned shard is still a good shard.
+        self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn store(&self, shard: &mut Shard, id: &str, tat: u64, now: u64) {
+        if let Some(slot) = shard.tats.get_mut(id) {
+            *slot = tat;
+            return;
+        }
+        if shard.tats.len() >= self.per_shard {
+            let evicted = shard.make_room(now, self.per_shard);
+            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
+        shard.tats.insert(id.into(), tat);
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.shards.len())
+            .field("per_shard", &self.per_shard)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Shard ===
+
+impl Shard {
+    /// Shrinks a full shard to at most 7/8 of `capacity`; returns how many
+    /// live keys it had to forget.
+    fn make_room(&mut self, now: u64, capacity: usize) -> u64 {
+        // Free: an expired TAT decides like no TAT.
+        self.tats.retain(|_, tat| *tat > now);
+        let target = capacity - (capacity / 8).max(1);
+        if self.tats.len() <= target {
+            return 0;
+        }
+        let excess = self.tats.len() - target;
+        let mut tats: Vec<u64> = self.tats.values().copied().collect();
+        let threshold = *tats.select_nth_unstable(excess - 1).1;
+        let mut removed = 0;
+        // Ties at the threshold could match more than `excess` keys: stop
+        // at `excess` so no more live state is lost than needed.
+        self.tats.retain(|_, tat| {
+            if removed < excess && *tat <= threshold {
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        });
+        removed as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ManualClock;
+    use crate::gcra::Gcra;
+    use crate::store::Bucket;
+
+    fn one(id: &str, gcra: Gcra) -> Batch {
+        Batch::new("", vec![Bucket::new(id, gcra)])
+    }
+
+    #[test]
+    fn expired_keys_go_first_and_change_nothing() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::builder()
+            .max_keys(8)
+            .shards(1)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let g = Gcra::new(1_000, 2).unwrap();
+        for i in 0..8 {
+            assert!(store.decide(&one(&format!("old{i}"), g)).allowed);
+        }
+        assert_eq!(store.len(), 8);
+        // All eight TATs are now in the past.
+        clock.advance(Duration::from_millis(5));
+        assert!(store.decide(&one("new", g)).allowed);
+        assert_eq!(store.len(), 1, "only the new key is live");
+        assert_eq!(store.evictions(), 0);
+    }
+
+    #[test]
+    fn live_keys_with_least_debt_go_when_full() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::builder()
+            .max_keys(8)
+            .shards(1)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let g = Gcra::new(1_000_000, 10).unwrap();
+        // "heavy" owes the most: it must survive eviction.
+        for _ in 0..5 {
+            assert!(store.decide(&one("heavy", g)).allowed);
+        }
+        for i in 0..7 {
+            assert!(store.decide(&one(&format!("light{i}"), g)).allowed);
+        }
+        assert_eq!(store.len(), 8);
+        assert!(store.decide(&one("newcomer", g)).allowed);
+        assert!(store.len() <= 8);
+        assert_eq!(store.evictions(), 1, "down to 7 of 8, then the newcomer");
+        let heavy = store.decide(&one("heavy", g));
+        assert_eq!(heavy.outcomes[0].remaining, 4, "heavy kept its debt");
+    }
+
+    #[test]
+    fn multi_shard_batch_is_all_or_nothing() {
+        let store = MemoryStore::builder().shards(16).build().unwrap();
+        let loose = Gcra::new(1_000, 100).unwrap();
+        let tight = Gcra::new(1_000_000, 1).unwrap();
+        let batch = |n: usize| {
+            Batch::new(
+                "",
+                (0..n)
+                    .map(|i| Bucket::new(format!("loose{i}"), loose))
+                    .chain([Bucket::new("tight", tight)])
+                    .collect(),
+            )
+        };
+        assert!(store.decide(&batch(5)).allowed);
+        let refused = store.decide(&batch(5));
+        assert!(!refused.allowed);
+        for o in &refused.outcomes[..5] {
+            assert_eq!(o.remaining, 99, "refused requests consume nothing");
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Config → crate builders for the per-route policies. Each function maps
+//! one section of a route onto the crate's own builder and reports errors
+//! with their path; `stack.rs` decides the order the layers run in.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::{HeaderName, StatusCode};
+use towergate_ratelimit::{
+    ConcurrencyLimitLayer, FailurePolicy, Key, Limit, MemoryStore, MissingKey, RateLimitLayer,
+    RedisStore,
+};
+
+use crate::config::schema::{
+    Concurrency, FailureMode, KeySpec, LimitConfig, MissingKeyConfig, RateLimiting, RouteRateLimit,
+    StoreKind,
+};
+use crate::config::{ConfigError, parse_duration};
+
+/// State that outlives a reload: rate-limit buckets are kept when a route
+/// keeps its name, so a reload never hands every client a fresh burst, and
+/// a Redis connection is reused while its settings do not change.
+#[derive(Debug, Default)]
+pub struct Registry {
+    memory: Mutex<HashMap<String, MemoryStore>>,
+    redis: Mutex<HashMap<String, RedisStore>>,
+}
+
+impl Registry {
+    fn memory(&self, scope: &str, max_keys: usize) -> Result<MemoryStore, String> {
+        let key = format!("{scope}\u{0}{max_keys}");
+        let mut map = self
+            .memory
+            .lock()
+            .map_err(|_| "registry lock poisoned".to_owned())?;
+        if let Some(s) = map.get(&key) {
+            return Ok(s.clone());
+        }
+        let store = MemoryStore::builder()
+            .max_keys(max_keys)
+            .build()
+            .map_err(|e| e.to_string())?;
+        map.insert(key, store.clone());
+        Ok(store)
+    }
+
+    fn redis(&self, settings: &RedisResolved) -> Result<RedisStore, String> {
+        let key = format!("{settings:?}");
+        let mut map = self
+            .redis
+            .lock()
+            .map_err(|_| "registry lock poisoned".to_owned())?;
+        if let Some(s) = map.get(&key) {
+            return Ok(s.clone());
+        }
+        let store = RedisStore::builder(settings.url.clone())
+            .prefix(settings.prefix.clone())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        map.insert(key, store.clone());
+        Ok(store)
+    }
+}
+
+#[derive(Debug)]
+struct RedisResolved {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+}
+
+/// Builds a route's rate-limit layer.
+pub(crate) fn rate_limit_layer(
+    route: &str,
+    cfg: &RouteRateLimit,
+    store: &RateLimiting,
+    registry: &Registry,
+    p: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<RateLimitLayer> {
+    let before = errs.len();
+    let scope = cfg.scope.clone().unwrap_or_else(|| route.to_owned());
+    let key = match &cfg.key {
+        Some(k) => parse_key(k, &format!("{p}.key"), errs),
+        None => Some(Key::ClientIp),
+    };
+    let mut b = RateLimitLayer::builder()
+        .scope(scope.clone())
+        .legacy_headers(cfg.legacy_headers);
+    if let Some(k) = key {
+        b = b.key(k);
+    }
+    if cfg.limits.is_empty() {
+        errs.push(ConfigError::new(
+            format!("{p}.limits"),
+            "at least one limit is required",
+        ));
+    }
+    for (i, l) in cfg.limits.iter().enumerate() {
+        if let Some(limit) = limit(l, &format!("{p}.limits[{i}]"), errs) {
+            b = b.limit(limit);
+        }
+    }
+    match &cfg.on_missing_key {
+        None => {}
+        Some(MissingKeyConfig::Word(w)) if w == "shared" => {
+            b = b.on_missing_key(MissingKey::Shared)
+        }
+        Some(MissingKeyConfig::Status(s)) => match StatusCode::from_u16(*s) {
+            Ok(st) if st.is_client_error() => b = b.on_missing_key(MissingKey::Refuse(st)),
+            _ => errs.push(ConfigError::new(
+                format!("{p}.on_missing_key"),
+                "must be a 4xx status or `shared`",
+            )),
+        },
+        Some(MissingKeyConfig::Word(w)) => errs.push(ConfigError::new(
+            format!("{p}.on_missing_key"),
+            format!("`{w}`: use a 4xx status or `shared`"),
+        )),
+    }
+    let max_keys = store.max_keys.unwrap_or(100_000);
+    let local = match registry.memory(&scope, max_keys) {
+        Ok(s) => s,
+        Err(e) => {
+            errs.push(ConfigError::new("rate_limiting.max_keys", e));
+            return None;
+        }
+    };
+    match store.store {
+        StoreKind::Memory => b = b.store(local),
+        StoreKind::Redis => {
+            let resolved = resolve_redis(store, errs)?;
+            match registry.redis(&resolved) {
+                Ok(r) => b = b.store(r).fallback(local),
+                Err(e) => {
+                    errs.push(ConfigError::new("rate_limiting.redis", e));
+                    return None;
+                }
+            }
+        }
+    }
+    if errs.len() > before {
+        return None;
+    }
+    match b.build() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            errs.push(ConfigError::new(p, e.to_string()));
+            None
+        }
+    }
+}
+
+fn resolve_redis(store: &RateLimiting, errs: &mut Vec<ConfigError>) -> Option<RedisResolved> {
+    let r = store
+        .redis
+        .clone()
+        .unwrap_or(crate::config::schema::RedisSettings {
+            url: None,
+            prefix: None,
+            timeout: None,
+            connect_timeout: None,
+        });
+    let url = match r.url.or_else(|| std::env::var("REDIS_URL").ok()) {
+        Some(u) => u,
+        None => {
+            errs.push(ConfigError::new(
+                "rate_limiting.redis.url",
+                "`store: redis` needs a URL (or the REDIS_URL environment variable)",
+            ));
+            return None;
+        }
+    };
+    let dur =
+        |v: &Option<String>, path: &str, default: Duration, errs: &mut Vec<ConfigError>| match v {
+            None => default,
+            Some(t) => parse_duration(t).unwrap_or_else(|e| {
+                errs.push(ConfigError::new(path, e));
+                default
+            }),
+        };
+    Some(RedisResolved {
+        url,
+        prefix: r.prefix.unwrap_or_else(|| "towergate:".into()),
+        timeout: dur(
+            &r.timeout,
+            "rate_limiting.redis.timeout",
+            Duration::from_millis(50),
+            errs,
+        ),
+        connect_timeout: dur(
+            &r.connect_timeout,
+            "rate_limiting.redis.connect_timeout",
+            Duration::from_secs(1),
+            errs,
+        ),
+    })
+}
+
+fn limit(l: &LimitConfig, p: &str, errs: &mut Vec<ConfigError>) -> Option<Limit> {
+    let (count, period) = match parse_rate(&l.rate) {
+        Ok(r) => r,
+        Err(e) => {
+            errs.push(ConfigError::new(format!("{p}.rate"), e));
+            return None;
+        }
+    };
+    let mut limit = Limit::new(count, period);
+    if let Some(b) = l.burst {
+        if b == 0 {
+            errs.push(ConfigError::new(format!("{p}.burst"), "must be at least 1"));
+        }
+        limit = limit.burst(b);
+    }
+    if let Some(n) = &l.name {
+        limit = limit.name(n.as_str());
+    }
+    if let Some(k) = &l.key
+        && let Some(k) = parse_key(k, &format!("{p}.key"), errs)
+    {
+        limit = limit.key(k);
+    }
+    if let Some(m) = l.on_store_failure {
+        limit = limit.on_store_failure(match m {
+            FailureMode::Open => FailurePolicy::FailOpen,
+            FailureMode::Closed => FailurePolicy::FailClosed,
+        });
+    }
+    if limit.gcra().is_none() {
+        errs.push(ConfigError::new(
+            format!("{p}.rate"),
+            format!("`{}` is out of range", l.rate),
+        ));
+        return None;
+    }
+    Some(limit)
+}
+
+/// `"10/s"`, `"1000/h"`, `"5/min"`, `"20/10s"`, `"100000/month"`.
+pub(crate) fn parse_rate(s: &str) -> Result<(u64, Duration), String> {
+    let (n, per) = s.split_once('/').ok_or_else(|| {
+        format!("`{s}` is not a rate: write COUNT/PERIOD, e.g. \"10/s\", \"1000/h\"")
+    })?;
+    let count: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{n}` in `{s}` is not a count"))?;
+    if count == 0 {
+        return Err(format!("`{s}`: the count must be at least 1"));
+    }
+    let period = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        "month" => Duration::from_secs(30 * 86_400),
+        other => parse_duration(other).map_err(|e| format!("`{s}`: {e}"))?,
+    };
+    if period.is_zero() {
+        return Err(format!("`{s}`: the period must not be zero"));
+    }
+    Ok((count, period))
+}
+
+fn parse_key(k: &KeySpec, p: &str, errs: &mut Vec<ConfigError>) -> Option<Key> {
+    match k {
+        KeySpec::One(s) => key_part(s, p, errs),
+        KeySpec::All(parts) => {
+            let mut keys = Vec::new();
+            for (i, s) in parts.iter().enumerate() {
+                keys.push(key_part(s, &format!("{p}[{i}]"), errs)?);
+            }
+            Some(Key::all(keys))
+        }
+    }
+}
+
+fn key_part(s: &str, p: &str, errs: &mut Vec<ConfigError>) -> Option<Key> {
+    let bad = |errs: &mut Vec<ConfigError>, why: String| {
+        errs.push(ConfigError::new(p, why));
+        None
+    };
+    match s.split_once(':') {
+        None => match s {
+            "ip" => Some(Key::ClientIp),
+            "route" => Some(Key::Route),
+            "global" => Some(Key::Global),
+            other => bad(
+                errs,
+                format!(
+                    "unknown key `{other}` (ip, route, global, header:NAME, identity:FIELD, net:V4/V6)"
+                ),
+            ),
+        },
+        Some(("header", name)) => match HeaderName::from_bytes(name.trim().as_bytes()) {
+            Ok(h) => Some(Key::header(h)),
+            Err(_) => bad(errs, format!("`{name}` is not a header name")),
+        },
+        Some(("identity", field)) if !field.trim().is_empty() => Some(Key::identity(field.trim())),
+        Some(("net", bits)) => {
+            let parsed = bits
+                .split_once('/')
+                .and_then(|(a, b)| Some((a.parse::<u8>().ok()?, b.parse::<u8>().ok()?)));
+            match parsed {
+                Some((v4, v6)) if v4 <= 32 && v6 <= 128 => Some(Key::ClientNet { v4, v6 }),
+                _ => bad(
+                    errs,
+                    format!("`{s}`: write net:V4BITS/V6BITS, e.g. net:24/64"),
+                ),
+            }
+        }
+        Some(_) => bad(
+            errs,
+            format!(
+                "unknown key `{s}` (ip, route, global, header:NAME, identity:FIELD, net:V4/V6)"
+            ),
+        ),
+    }
+}
+
+/// Builds a route's concurrency limit.
+pub(crate) fn concurrency_layer(
+    c: &Concurrency,
+    p: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ConcurrencyLimitLayer> {
+    if c.max == 0 {
+        errs.push(ConfigError::new(format!("{p}.max"), "must be at least 1"));
+        return None;
+    }
+    let retry_after = match &c.retry_after {
+        None => Duration::from_secs(1),
+        Some(t) => match parse_duration(t) {
+            Ok(d) => d,
+            Err(e) => {
+                errs.push(ConfigError::new(format!("{p}.retry_after"), e));
+                return None;
+            }
+        },
+    };
+    Some(ConcurrencyLimitLayer::new(c.max).retry_after(retry_after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("10/s"), Ok((10, Duration::from_secs(1))));
+        assert_eq!(parse_rate("1000/h"), Ok((1000, Duration::from_secs(3600))));
+        assert_eq!(parse_rate("5/min"), Ok((5, Duration::from_secs(60))));
+        assert_eq!(parse_rate("20/10s"), Ok((20, Duration::from_secs(10))));
+        assert_eq!(
+            parse_rate("7/month"),
+            Ok((7, Duration::from_secs(30 * 86_400)))
+        );
+        assert!(parse_rate("10").is_err());
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("ten/s").is_err());
+        assert!(parse_rate("10/fortnight").is_err());
+    }
+
+    #[test]
+    fn keys() {
+        let mut errs = Vec::new();
+        assert!(key_part("ip", "k", &mut errs).is_some());
+        assert!(key_part("header:x-api-key", "k", &mut errs).is_some());
+        assert!(key_part("identity:consumer", "k", &mut errs).is_some());
+        assert!(key_part("net:24/64", "k", &mut errs).is_some());
+        assert!(errs.is_empty());
+        assert!(key_part("nope", "k", &mut errs).is_none());
+        assert!(key_part("net:40/64", "k", &mut errs).is_none());
+        assert!(key_part("header:bad header", "k", &mut errs).is_none());
+        assert_eq!(errs.len(), 3);
+    }
+}

@@ -1,0 +1,262 @@
+//! Rate limiting through the gateway (in-memory store): exact admission,
+//! separate buckets, headers, several limits, missing keys, concurrency
+//! limits, and buckets that survive a reload.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
+mod support;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use support::{client, gateway};
+use towergate::reload::{ReloadOutcome, reload_now};
+use towergate_test::{assert_problem_reqwest, echo_router, spawn_upstream};
+
+fn config(upstream: &str, route_extra: &str) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+server: {{ trusted_proxies: ["127.0.0.1"] }}
+routes:
+  - name: api
+    match: {{ path_prefix: "/" }}
+    upstream: "{upstream}"
+{route_extra}"#
+    )
+}
+
+async fn statuses(c: &reqwest::Client, url: &str, headers: &[(&str, &str)], n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut rb = c.get(url);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        out.push(rb.send().await.unwrap().status().as_u16());
+    }
+    out
+}
+
+#[tokio::test]
+async fn exact_admission_per_client_with_headers() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let yaml = config(
+        &echo.url(),
+        "    rate_limit:\n      key: ip\n      legacy_headers: true\n      limits:\n        - { name: per-ip, rate: \"5/min\" }\n",
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let c = client();
+    let url = format!("http://{addr}/x");
+    // The client IP comes from X-Forwarded-For, since 127.0.0.1 is trusted.
+    let a = statuses(&c, &url, &[("x-forwarded-for", "203.0.113.1")], 12).await;
+    assert_eq!(a.iter().filter(|s| **s == 200).count(), 5, "{a:?}");
+    assert_eq!(a.iter().filter(|s| **s == 429).count(), 7, "{a:?}");
+    assert_eq!(&a[..5], &[200; 5], "the burst passes first");
+    // Another client has its own bucket.
+    let b = statuses(&c, &url, &[("x-forwarded-for", "203.0.113.2")], 6).await;
+    assert_eq!(b.iter().filter(|s| **s == 200).count(), 5, "{b:?}");
+
+    let ok = c
+        .get(&url)
+        .header("x-forwarded-for", "203.0.113.3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.headers()["ratelimit-policy"], "\"per-ip\";q=5;w=60");
+    assert_eq!(ok.headers()["ratelimit"], "\"per-ip\";r=4;t=12");
+    assert_eq!(ok.headers()["x-ratelimit-limit"], "5");
+    assert_eq!(ok.headers()["x-ratelimit-remaining"], "4");
+    let refused = c
+        .get(&url)
+        .header("x-forwarded-for", "203.0.113.1")
+        .send()
+        .await
+        .unwrap();
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=12).contains(&retry), "retry-after {retry}");
+    let v = assert_problem_reqwest(refused, 429).await;
+    assert!(v["detail"].as_str().unwrap().contains("per-ip"), "{v}");
+}
+
+#[tokio::test]
+async fn several_limits_and_missing_keys() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let yaml = config(
+        &echo.url(),
+        r#"    rate_limit:
+      key: "header:x-consumer"
+      on_missing_key: 401
+      limits:
+        - { name: burst, rate: "100/s", burst: 3 }
+        - { name: hourly, rate: "4/h" }
+        - { name: route-wide, rate: "1000/min", key: route }
+"#,
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let c = client();
+    let url = format!("http://{addr}/x");
+    let rsp = c.get(&url).send().await.unwrap();
+    assert_problem_reqwest(rsp, 401).await;
+    // The burst of 3 is the tightest at first ...
+    let first = c
+        .get(&url)
+        .header("x-consumer", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let rl = first.headers()["ratelimit"].to_str().unwrap().to_owned();
+    assert!(rl.starts_with("\"burst\";r=2"), "{rl}");
+    let policy = first.headers()["ratelimit-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for name in ["burst", "hourly", "route-wide"] {
+        assert!(policy.contains(&format!("\"{name}\"")), "{policy}");
+    }
+    // ... and after refilling, the hourly quota of 4 decides.
+    let mut admitted = 1;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        if c.get(&url)
+            .header("x-consumer", "acme")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 4, "the hourly quota admits exactly 4");
+    let refused = c
+        .get(&url)
+        .header("x-consumer", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        refused.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"hourly\"")
+    );
+    assert_problem_reqwest(refused, 429).await;
+    // Another consumer is unaffected.
+    let other = c
+        .get(&url)
+        .header("x-consumer", "globex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+}
+
+#[tokio::test]
+async fn concurrency_limit_answers_503_at_once() {
+    let slow = spawn_upstream(Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            "done"
+        }),
+    ))
+    .await;
+    let yaml = config(
+        &slow.url(),
+        "    concurrency: { max: 2, retry_after: \"2s\" }\n",
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let c = client();
+    let url = format!("http://{addr}/slow");
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rsp = c.get(&url).send().await.unwrap();
+    assert_eq!(rsp.headers()["retry-after"], "2");
+    assert_problem_reqwest(rsp, 503).await;
+    for t in in_flight {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    // Slots are released.
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn buckets_survive_a_reload() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let dir = std::env::temp_dir().join(format!("towergate-rl-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.yaml");
+    let yaml = config(
+        &echo.url(),
+        "    rate_limit:\n      limits:\n        - { name: per-ip, rate: \"3/min\" }\n",
+    );
+    std::fs::write(&path, &yaml).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let addr = gw.local_addrs()[0];
+    let c = client();
+    let url = format!("http://{addr}/x");
+    let s = statuses(&c, &url, &[], 4).await;
+    assert_eq!(s, vec![200, 200, 200, 429]);
+    // Reloading (here with an extra route) must not hand out a fresh burst.
+    std::fs::write(
+        &path,
+        format!("{yaml}  - name: other\n    match: {{ path_prefix: \"/other/\" }}\n    upstream: \"{}\"\n", echo.url()),
+    )
+    .unwrap();
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Applied { .. }
+    ));
+    assert_eq!(statuses(&c, &url, &[], 1).await, vec![429]);
+    gw.shutdown().await;
+}
+
+#[test]
+fn bad_rate_limit_config_names_its_path() {
+    let cases = [
+        ("rate: \"10\"", "routes[0].rate_limit.limits[0].rate"),
+        (
+            "rate: \"10/fortnight\"",
+            "routes[0].rate_limit.limits[0].rate",
+        ),
+        (
+            "rate: \"10/s\", key: \"cookie:x\"",
+            "routes[0].rate_limit.limits[0].key",
+        ),
+        (
+            "rate: \"10/s\", burst: 0",
+            "routes[0].rate_limit.limits[0].burst",
+        ),
+    ];
+    for (limit, path) in cases {
+        let yaml = config(
+            "http://127.0.0.1:1",
+            &format!("    rate_limit:\n      limits:\n        - {{ {limit} }}\n"),
+        );
+        let cfg = towergate::config::parse_str(&yaml, towergate::config::Format::Yaml).unwrap();
+        let e = towergate::stack::compile(&cfg).unwrap_err();
+        assert!(e.has_path(path), "{limit}: {e}");
+    }
+    let yaml = config("http://127.0.0.1:1", "    concurrency: { max: 0 }\n");
+    let cfg = towergate::config::parse_str(&yaml, towergate::config::Format::Yaml).unwrap();
+    assert!(
+        towergate::stack::compile(&cfg)
+            .unwrap_err()
+            .has_path("routes[0].concurrency.max")
+    );
+}
