@@ -14,6 +14,14 @@ use tokio::net::TcpListener;
 /// `{listen}` are filled in at start.
 pub const DEMO_CONFIG: &str = r#"
 listen: "{listen}"
+auth_providers:
+  demo-jwt:
+    jwt: { secret: "{jwt_secret}", algorithms: [HS256], audience: "demo" }
+  demo-keys:
+    api_key:
+      header: x-api-key
+      keys:
+        - { consumer: acme, key: "demo-key-0123456789", metadata: { plan: gold } }
 server:
   max_body: "1MB"
 upstreams:
@@ -37,6 +45,14 @@ routes:
     match: { path: "/notifications/{user}", methods: [GET] }
     rewrite: "/inbox/{user}"
     upstream: "http://{notifications}"
+  - name: account
+    match: { path_prefix: "/account/" }
+    strip_prefix: true
+    upstream: "http://{notifications}"
+    auth:
+      any_of: [demo-jwt, demo-keys]
+      identity_headers: { sub: x-user-id, consumer: x-consumer }
+      strip_credentials: true
   - name: beta-orders
     match: { path_prefix: "/orders/", methods: [GET, POST], headers: { x-beta: "1" } }
     strip_prefix: true
@@ -78,6 +94,17 @@ pub fn orders_service() -> Router {
 pub fn notifications_service() -> Router {
     Router::new()
         .route(
+            "/whoami",
+            get(|headers: http::HeaderMap| async move {
+                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                Json(json!({
+                    "user": h("x-user-id"),
+                    "consumer": h("x-consumer"),
+                    "saw_credentials": headers.contains_key("authorization") || headers.contains_key("x-api-key"),
+                }))
+            }),
+        )
+        .route(
             "/inbox/{user}",
             get(|Path(user): Path<String>| async move { Json(json!({"user": user, "unread": 3})) }),
         )
@@ -106,7 +133,12 @@ pub struct Demo {
     pub config: String,
     /// Addresses of the users, orders and notifications services.
     pub services: [SocketAddr; 3],
+    /// A JWT the demo's `account` route accepts (HS256, valid for a day).
+    pub token: String,
 }
+
+/// The demo's shared JWT secret: for the demo only, printed on purpose.
+const DEMO_JWT_SECRET: &str = "towergate-demo-secret-not-for-production";
 
 /// Starts the three demo services and the gateway in front of them.
 pub async fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error + Send + Sync>> {
@@ -114,22 +146,50 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error
     let orders = spawn(orders_service()).await?;
     let notifications = spawn(notifications_service()).await?;
     let config = DEMO_CONFIG
+        .replace("{jwt_secret}", DEMO_JWT_SECRET)
         .replace("{listen}", &listen.to_string())
         .replace("{users}", &users.to_string())
         .replace("{orders}", &orders.to_string())
         .replace("{notifications}", &notifications.to_string());
     let cfg = crate::config::parse_str(&config, crate::config::Format::Yaml)?;
     let gateway = crate::start(crate::stack::compile(&cfg)?).await?;
+    let token = demo_token()?;
     Ok(Demo {
         gateway,
         config,
         services: [users, orders, notifications],
+        token,
     })
 }
 
+fn demo_token() -> Result<String, jsonwebtoken::errors::Error> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 86_400;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "ada", "aud": "demo", "exp": exp, "scope": "demo"}),
+        &jsonwebtoken::EncodingKey::from_secret(DEMO_JWT_SECRET.as_bytes()),
+    )
+}
+
 /// The curl lines the demo prints, each with what it shows.
-pub fn curl_lines(addr: SocketAddr) -> Vec<(String, &'static str)> {
+pub fn curl_lines(addr: SocketAddr, token: &str) -> Vec<(String, &'static str)> {
     vec![
+        (
+            format!("curl -i -H 'Authorization: Bearer {token}' http://{addr}/account/whoami"),
+            "JWT accepted: the service sees x-user-id: ada, and no token",
+        ),
+        (
+            format!("curl -i -H 'x-api-key: demo-key-0123456789' http://{addr}/account/whoami"),
+            "API key accepted: the service sees x-consumer: acme",
+        ),
+        (
+            format!("curl -i http://{addr}/account/whoami"),
+            "401 with WWW-Authenticate for both schemes",
+        ),
         (
             format!("curl -i http://{addr}/users/42"),
             "users service sees GET /42",
@@ -183,7 +243,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error + S
     println!("  demo services: users {users}, orders {orders}, notifications {notifications}");
     println!("configuration:{}", demo.config);
     println!("try:");
-    for (line, what) in curl_lines(addr) {
+    for (line, what) in curl_lines(addr, &demo.token) {
         println!("  {line}\n      # {what}");
     }
     let admin = match crate::admin::start_from_config(demo.gateway.live(), None).await {

@@ -19,6 +19,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{LengthLimitError, Limited};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use towergate_auth::{AuthLayer, IpFilterLayer};
 use towergate_core::body::ResponseBody;
 use towergate_core::{Problem, RequestId, TrustedProxies};
 use towergate_proxy::{Client, Proxy};
@@ -126,6 +127,10 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
     }
     let inline_client = Client::builder().build().map_err(|e| e.to_string());
 
+    // Authentication methods are shared by the routes that name them (one
+    // JWKS fetcher, one token cache).
+    let providers = policy::providers(cfg, &registry, &mut errs);
+
     let mut builder = Router::builder();
     for (i, r) in cfg.routes.iter().enumerate() {
         let p = format!("routes[{i}]");
@@ -201,7 +206,22 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             .concurrency
             .as_ref()
             .and_then(|c| policy::concurrency_layer(c, &format!("{p}.concurrency"), &mut errs));
-        builder = builder.route(route, route_stack(target, rate_limit, concurrency));
+        let auth = r.auth.as_ref().and_then(|a| {
+            if let Some(req) = &a.require {
+                policy::check_require(req, &format!("{p}.auth.require"), &mut errs);
+            }
+            policy::auth_layer(a, &providers, cfg, &format!("{p}.auth"), &mut errs)
+        });
+        let ip =
+            r.ip.as_ref()
+                .and_then(|i| policy::ip_layer(i, &format!("{p}.ip"), &mut errs));
+        let layers = RouteLayers {
+            ip,
+            auth,
+            rate_limit,
+            concurrency,
+        };
+        builder = builder.route(route, route_stack(target, layers));
     }
 
     if !errs.is_empty() {
@@ -222,34 +242,61 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
     })
 }
 
-/// The layers of one route, outermost first. Each is optional.
-fn route_stack(
-    target: RouteTarget,
+/// The optional layers of one route.
+struct RouteLayers {
+    ip: Option<IpFilterLayer>,
+    auth: Option<AuthLayer>,
     rate_limit: Option<RateLimitLayer>,
     concurrency: Option<ConcurrencyLimitLayer>,
-) -> RouteService {
-    // Innermost: a concurrency limit guards the upstream; requests refused
-    // by the rate limit never take a slot, so it sits inside the rate limit.
-    let svc = match concurrency {
-        Some(c) => BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
-                .layer(c)
-                .service(target),
-        ),
-        None => BoxCloneSyncService::new(target),
-    };
-    // Rate limits and quotas: refused requests are answered here, with
-    // `RateLimit-*` and `Retry-After`, and never reach the upstream.
-    match rate_limit {
-        Some(l) => BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
-                .layer(l)
-                .service(svc),
-        ),
-        None => svc,
+}
+
+/// Wraps `svc` in `layer`, mapping the layer's response body back to the
+/// common one so every route has the same type.
+fn wrap<L>(svc: RouteService, layer: L) -> RouteService
+where
+    L: tower::Layer<RouteService>,
+    L::Service: Service<Request<Body>, Response = Response<ResponseBody<Body>>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
+            .layer(layer)
+            .service(svc),
+    )
+}
+
+/// A route's stack, built inside out; read the comments bottom to top for
+/// the order a request meets them.
+fn route_stack(target: RouteTarget, layers: RouteLayers) -> RouteService {
+    let mut svc = BoxCloneSyncService::new(target);
+    // 4. A concurrency limit guards the upstream; requests refused by the
+    //    rate limit never take a slot, so it sits inside the rate limit.
+    if let Some(c) = layers.concurrency {
+        svc = wrap(svc, c);
     }
+    // 3. Rate limits and quotas: after auth, so they can key on the caller's
+    //    identity; refused requests get 429 with `RateLimit-*` and
+    //    `Retry-After` and never reach the upstream.
+    if let Some(l) = layers.rate_limit {
+        svc = wrap(svc, l);
+    }
+    // 2. Authentication and authorization: 401/403 here; on success the
+    //    `Identity` is in the extensions and the identity headers are set
+    //    (incoming copies removed first, so clients cannot spoof them).
+    if let Some(a) = layers.auth {
+        svc = wrap(svc, a);
+    }
+    // 1. IP allow/deny first: the cheapest refusal, before any credential
+    //    is even read.
+    if let Some(i) = layers.ip {
+        svc = wrap(svc, i);
+    }
+    svc
 }
 
 fn server_settings(s: &schema::Server) -> ServerSettings {

@@ -173,7 +173,7 @@ routes:
     rate_limit:
       key: "header:x-consumer"
       limits:
-        - {{ name: per-consumer, rate: "100/min", on_store_failure: closed }}
+        - {{ name: per-consumer, rate: "100/h", on_store_failure: closed }}
   - name: open
     match: {{ path_prefix: "/open/" }}
     upstream: "{up}"
@@ -197,12 +197,21 @@ routes:
         .build()
         .unwrap();
 
-    // 1000 requests over three instances: exactly 100 admitted.
+    // 1000 concurrent requests over three instances against 100 per hour
+    // (the refill during the run is nil): exactly 100 admitted, not ~100.
     let s = burst(&c, &gateways, "/closed/x", "acme", 1000).await;
     assert_eq!(count(&s, 200), 100, "admitted");
     assert_eq!(count(&s, 429), 900, "refused");
-    let s = burst(&c, &gateways, "/open/x", "acme", 300).await;
-    assert_eq!(count(&s, 200), 100, "admitted on the fail-open route");
+    // 100 per minute refills one every 600 ms while the burst runs, so the
+    // exact figure is 100 plus what GCRA allows for the elapsed time.
+    let started = Instant::now();
+    let s = burst(&c, &gateways, "/open/x", "acme", 1000).await;
+    let refills = (started.elapsed().as_millis() / 600) as usize;
+    let admitted = count(&s, 200);
+    assert!(
+        (100..=100 + refills + 1).contains(&admitted),
+        "admitted {admitted} with {refills} refills on the per-minute route"
+    );
 
     // Redis dies: fail-closed answers 503 quickly, fail-open keeps serving.
     drop(redis);
@@ -230,6 +239,6 @@ routes:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let s = burst(&c, &gateways, "/closed/x", "initech", 400).await;
-    assert_eq!(count(&s, 200), 100, "exact again after recovery: {s:?}");
+    assert_eq!(count(&s, 200), 100, "exact again after recovery");
     drop(procs);
 }

@@ -13,8 +13,8 @@ async fn demo_curl_lines_work_as_printed() {
         .await
         .unwrap();
     let addr = demo.gateway.local_addrs()[0];
-    let lines = towergate::demo::curl_lines(addr);
-    assert_eq!(lines.len(), 10);
+    let lines = towergate::demo::curl_lines(addr, &demo.token);
+    assert_eq!(lines.len(), 13);
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{addr}");
 
@@ -98,5 +98,34 @@ async fn demo_curl_lines_work_as_printed() {
         );
     }
     assert_eq!(codes, vec![200, 200, 429, 429]);
+    // Authentication: the demo JWT, the demo API key, nothing.
+    let v: Value = c
+        .get(format!("{base}/account/whoami"))
+        .bearer_auth(&demo.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["user"], "ada");
+    assert_eq!(v["saw_credentials"], false);
+    let v: Value = c
+        .get(format!("{base}/account/whoami"))
+        .header("x-api-key", "demo-key-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["consumer"], "acme");
+    let rsp = c
+        .get(format!("{base}/account/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.headers().get_all("www-authenticate").iter().count(), 2);
+    towergate_test::assert_problem_reqwest(rsp, 401).await;
     demo.gateway.shutdown().await;
 }

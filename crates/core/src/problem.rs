@@ -156,9 +156,16 @@ impl Problem {
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // `HeaderMap::into_iter` names only the first value of a repeated
+        // header (several `WWW-Authenticate` challenges, say); the rest
+        // belong to the last name seen.
+        let mut last: Option<HeaderName> = None;
         for (name, value) in self.headers {
             if let Some(name) = name {
-                headers.append(name, value);
+                last = Some(name);
+            }
+            if let Some(name) = &last {
+                headers.append(name.clone(), value);
             }
         }
         rsp
@@ -194,10 +201,20 @@ mod tests {
             .detail("POST is not allowed")
             .instance("req-1")
             .header(header::ALLOW, HeaderValue::from_static("GET, HEAD"))
+            .header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"a\""),
+            )
+            .header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("ApiKey realm=\"a\""),
+            )
             .extension("status", 999)
             .into_response::<Full<Bytes>>();
         assert_eq!(rsp.status(), 405);
         assert_eq!(rsp.headers()["allow"], "GET, HEAD");
+        let challenges: Vec<_> = rsp.headers().get_all("www-authenticate").iter().collect();
+        assert_eq!(challenges.len(), 2, "repeated headers are all kept");
         assert_eq!(rsp.headers()["content-type"], PROBLEM_CONTENT_TYPE);
         let body = rsp.into_body().collect().await.unwrap().to_bytes();
         let v: Value = serde_json::from_slice(&body).unwrap();

@@ -69,6 +69,14 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers: `Connection`, every header it names, and the
 /// fixed list of RFC 9110 7.6.1 (plus `Proxy-Connection`, `Proxy-Auth*`).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
+    // Most messages carry none of them: one pass over the names is cheaper
+    // than the removals below, each a hash and a probe.
+    if !headers
+        .keys()
+        .any(|name| *name == CONNECTION || HOP_BY_HOP.contains(name))
+    {
+        return;
+    }
     let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
@@ -126,10 +134,12 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
         .map(|c| if c.tls { "https" } else { "http" })
         .or(hop.proto);
 
+    // Formatted once, for both headers.
+    let peer_text = peer.map(ip_text);
+
     // X-Forwarded-For
-    match peer {
+    match &peer_text {
         Some(ip) => {
-            let ip = ip.to_string();
             if trusted {
                 append_list(headers, X_FORWARDED_FOR, ip.as_bytes());
             } else {
@@ -142,7 +152,7 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
     }
 
     // Forwarded
-    let element = forwarded_element(peer, proto, hop.host);
+    let element = forwarded_element(peer.zip(peer_text.as_deref()), proto, hop.host);
     if trusted {
         append_list(headers, FORWARDED, element.as_bytes());
     } else {
@@ -179,7 +189,7 @@ pub(crate) fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &
         Version::HTTP_3 => "3",
         _ => "1.1",
     };
-    let entry = format!("{protocol} {pseudonym}");
+    let entry = [protocol, " ", pseudonym].concat();
     append_list(headers, VIA, entry.as_bytes());
 }
 
@@ -223,6 +233,30 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// An address as text. IPv4, the common case, without `core::fmt`, whose
+/// machinery costs more than the rest of the forwarding headers together.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
 /// The comma-separated tokens of every `Connection` header.
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
@@ -234,20 +268,22 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// One `Forwarded` element for this hop: `for=...;proto=...;host=...`.
+/// One `Forwarded` element for this hop: `for=...;proto=...;host=...`;
+/// `peer` is the address and its text.
 fn forwarded_element(
-    peer: Option<IpAddr>,
+    peer: Option<(IpAddr, &str)>,
     proto: Option<&str>,
     host: Option<&HeaderValue>,
 ) -> String {
-    let mut out = String::from("for=");
+    let mut out = String::with_capacity(64);
+    out.push_str("for=");
     match peer {
-        Some(IpAddr::V4(v4)) => out.push_str(&v4.to_string()),
+        Some((IpAddr::V4(_), text)) => out.push_str(text),
         // An IPv6 node is bracketed, and the brackets and colons make it a
         // quoted-string (RFC 7239 6).
-        Some(IpAddr::V6(v6)) => {
+        Some((IpAddr::V6(_), text)) => {
             out.push_str("\"[");
-            out.push_str(&v6.to_string());
+            out.push_str(text);
             out.push_str("]\"");
         }
         None => out.push_str("unknown"),

@@ -27,6 +27,9 @@ pub struct Config {
     /// The routes, matched by precedence (see the routing docs).
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Named authentication methods that routes refer to.
+    #[serde(default)]
+    pub auth_providers: BTreeMap<String, AuthProvider>,
     /// Where rate-limit state lives: in memory (one instance) or in Redis
     /// (shared by many instances).
     #[serde(default)]
@@ -204,6 +207,10 @@ pub struct Route {
     pub timeout: Option<String>,
     /// Request body limit; larger bodies get 413.
     pub max_body: Option<Size>,
+    /// Client address allow/deny lists.
+    pub ip: Option<IpRules>,
+    /// Authentication and authorization.
+    pub auth: Option<RouteAuth>,
     /// Rate limits and quotas.
     pub rate_limit: Option<RouteRateLimit>,
     /// Most requests in flight on this route; more get 503 at once.
@@ -384,4 +391,263 @@ pub enum Size {
 
 fn yes() -> bool {
     true
+}
+
+/// Client address rules: deny wins over allow; with an allow list, only
+/// listed clients pass.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IpRules {
+    /// IPs or CIDRs allowed.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// IPs or CIDRs refused.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// A route's authentication and authorization.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuth {
+    /// Providers, the first whose credential is present decides.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+    /// Providers that must all pass.
+    #[serde(default)]
+    pub all_of: Vec<String>,
+    /// Authorization rules on the identity (403 when not met).
+    pub require: Option<Require>,
+    /// Identity fields sent upstream as headers: `sub: X-User-Id`.
+    #[serde(default)]
+    pub identity_headers: BTreeMap<String, String>,
+    /// Remove the credential before forwarding.
+    #[serde(default)]
+    pub strip_credentials: bool,
+}
+
+/// Authorization rules; all must hold.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Require {
+    /// Scopes the caller must all have.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Claim conditions: a value (equals), `{ one_of: [..] }` or `{ contains: .. }`.
+    #[serde(default)]
+    pub claims: BTreeMap<String, ClaimRule>,
+    /// The caller must be in one of these groups (claim `groups`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A claim condition.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ClaimRule {
+    /// `{ one_of: [..] }` or `{ contains: .. }`.
+    Rule(ClaimRuleSpec),
+    /// Equals this value.
+    Equals(serde_json::Value),
+}
+
+/// The long form of a claim condition: exactly one key.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRuleSpec {
+    /// The claim is one of these values.
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// The claim (an array or a space-separated string) contains this value.
+    pub contains: Option<serde_json::Value>,
+}
+
+/// A named authentication method: exactly one of the keys.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthProvider {
+    /// JSON Web Tokens.
+    pub jwt: Option<JwtProvider>,
+    /// API keys.
+    pub api_key: Option<ApiKeyProvider>,
+    /// OAuth2 token introspection (RFC 7662).
+    pub introspection: Option<IntrospectionProvider>,
+    /// External authorization service.
+    pub forward: Option<ForwardProvider>,
+    /// HTTP Basic against bcrypt/argon2 hashes.
+    pub basic: Option<BasicProvider>,
+}
+
+/// Where a token is read from: `bearer`, or `{ header | cookie | query: NAME }`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum TokenFrom {
+    /// `bearer`.
+    Word(String),
+    /// A header, cookie or query parameter.
+    Named(TokenFromSpec),
+}
+
+/// The long form of [`TokenFrom`]: exactly one key.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFromSpec {
+    /// A header's whole value.
+    pub header: Option<String>,
+    /// A cookie.
+    pub cookie: Option<String>,
+    /// A query parameter.
+    pub query: Option<String>,
+}
+
+/// JWT settings; keys from one of `jwks_url`, `secret`/`secret_env`, `pem_file`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProvider {
+    /// JWKS URL, fetched, cached and refreshed.
+    pub jwks_url: Option<String>,
+    /// Shared secret (HS*), at least 32 bytes.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redact"
+    )]
+    pub secret: Option<String>,
+    /// Environment variable holding the shared secret.
+    pub secret_env: Option<String>,
+    /// PEM public key file(s).
+    #[serde(default)]
+    pub pem_files: Vec<String>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Allowed algorithms (`RS256`, `ES256`, `EdDSA`, `HS256`, ...).
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Clock leeway for `exp`, `nbf`, `iat`. Default `30s`.
+    pub leeway: Option<String>,
+    /// Where the token is. Default `bearer`.
+    pub token_from: Option<TokenFrom>,
+    /// Claim holding the consumer.
+    pub consumer_claim: Option<String>,
+    /// Realm in `WWW-Authenticate`.
+    pub realm: Option<String>,
+}
+
+/// API keys.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyProvider {
+    /// Header carrying the key. Default `x-api-key`.
+    pub header: Option<String>,
+    /// Query parameter carrying the key (instead of the header).
+    pub query: Option<String>,
+    /// The keys.
+    pub keys: Vec<ApiKeyEntry>,
+    /// Realm in `WWW-Authenticate`.
+    pub realm: Option<String>,
+}
+
+/// One API key, stored hashed in memory.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// Who it belongs to.
+    pub consumer: String,
+    /// The key in plain text (hashed at load; prefer `key_sha256`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redact"
+    )]
+    pub key: Option<String>,
+    /// SHA-256 of the key, hex.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redact"
+    )]
+    pub key_sha256: Option<String>,
+    /// Scopes granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Metadata, as claims of the identity.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// OAuth2 token introspection.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionProvider {
+    /// The introspection endpoint.
+    pub url: String,
+    /// Client id for HTTP Basic to the endpoint.
+    pub client_id: Option<String>,
+    /// Client secret.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redact"
+    )]
+    pub client_secret: Option<String>,
+    /// Environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// Call timeout. Default `2s`.
+    pub timeout: Option<String>,
+    /// Longest a result is cached. Default `5m`.
+    pub max_ttl: Option<String>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Where the token is. Default `bearer`.
+    pub token_from: Option<TokenFrom>,
+    /// Realm in `WWW-Authenticate`.
+    pub realm: Option<String>,
+}
+
+/// External authorization: a sub-request per request.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardProvider {
+    /// The auth service URL.
+    pub url: String,
+    /// Request headers sent to it (plus `X-Forwarded-Method`/`-Uri`).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    /// Its response headers copied onto the upstream request on success.
+    #[serde(default)]
+    pub copy_headers: Vec<String>,
+    /// Header of its response naming the subject.
+    pub subject_header: Option<String>,
+    /// Call timeout. Default `2s`.
+    pub timeout: Option<String>,
+}
+
+/// HTTP Basic.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicProvider {
+    /// File of `user:hash` lines (bcrypt or argon2 PHC strings).
+    pub users_file: Option<String>,
+    /// `user:hash` lines inline.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "redact_all"
+    )]
+    pub users: Vec<String>,
+    /// Realm in `WWW-Authenticate`.
+    pub realm: Option<String>,
+}
+
+fn redact_all<S: serde::Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for line in v {
+        let user = line.split(':').next().unwrap_or("");
+        seq.serialize_element(&format!("{user}:<redacted>"))?;
+    }
+    seq.end()
 }

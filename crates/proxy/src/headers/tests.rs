@@ -435,3 +435,19 @@ fn requested_host_prefers_header_then_authority() {
     );
     assert!(requested_host(&HeaderMap::new(), &"/x".parse().unwrap()).is_none());
 }
+
+#[test]
+fn ip_text_is_display() {
+    for octet in 0..=255u8 {
+        for ip in [
+            std::net::Ipv4Addr::new(octet, 0, 100, 9),
+            std::net::Ipv4Addr::new(255, octet, 10, 1),
+            std::net::Ipv4Addr::new(1, 20, octet, 199),
+            std::net::Ipv4Addr::new(99, 100, 101, octet),
+        ] {
+            assert_eq!(ip_text(IpAddr::V4(ip)), ip.to_string());
+        }
+    }
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    assert_eq!(ip_text(v6), "2001:db8::1");
+}

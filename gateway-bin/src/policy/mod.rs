@@ -2,8 +2,12 @@
 //! one section of a route onto the crate's own builder and reports errors
 //! with their path; `stack.rs` decides the order the layers run in.
 
+mod auth;
+
+pub(crate) use auth::{auth_layer, check_require, ip_layer, providers};
+
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
@@ -25,9 +29,20 @@ use crate::config::{ConfigError, parse_duration};
 pub struct Registry {
     memory: Mutex<HashMap<String, MemoryStore>>,
     redis: Mutex<HashMap<String, RedisStore>>,
+    authenticators: Mutex<HashMap<String, Arc<dyn towergate_auth::Authenticator>>>,
 }
 
 impl Registry {
+    fn authenticator(&self, key: &str) -> Option<Arc<dyn towergate_auth::Authenticator>> {
+        self.authenticators.lock().ok()?.get(key).cloned()
+    }
+
+    fn keep_authenticator(&self, key: String, a: Arc<dyn towergate_auth::Authenticator>) {
+        if let Ok(mut m) = self.authenticators.lock() {
+            m.insert(key, a);
+        }
+    }
+
     fn memory(&self, scope: &str, max_keys: usize) -> Result<MemoryStore, String> {
         let key = format!("{scope}\u{0}{max_keys}");
         let mut map = self

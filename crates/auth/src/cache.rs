@@ -1,0 +1,163 @@
+//! A bounded cache whose entries expire, keyed by a SHA-256 digest.
+//!
+//! Verified tokens, introspection answers and password checks are cached
+//! under the digest of the credential, never the credential itself: a
+//! memory dump shows no usable token.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+/// The digest of a credential.
+pub(crate) type Key = [u8; 32];
+
+/// SHA-256 of the concatenated parts.
+pub(crate) fn key_of(parts: &[&[u8]]) -> Key {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// A per-process random salt, so that cache keys of low-entropy secrets
+/// (passwords) cannot be reversed by hashing guesses offline.
+pub(crate) fn random_salt() -> [u8; 16] {
+    // RandomState is seeded from the OS; two of them give 128 random bits
+    // without another dependency.
+    let a = std::collections::hash_map::RandomState::new().build_hasher();
+    let b = std::collections::hash_map::RandomState::new().build_hasher();
+    let mut out = [0u8; 16];
+    let mut ha = a;
+    0xa5u8.hash(&mut ha);
+    let mut hb = b;
+    0x5au8.hash(&mut hb);
+    out[..8].copy_from_slice(&ha.finish().to_le_bytes());
+    out[8..].copy_from_slice(&hb.finish().to_le_bytes());
+    out
+}
+
+const SHARDS: usize = 16;
+
+type Shard<V> = Mutex<HashMap<Key, Entry<V>>>;
+
+/// Sharded so that concurrent requests rarely wait on the same lock.
+pub(crate) struct TtlCache<V> {
+    shards: Box<[Shard<V>]>,
+    per_shard: usize,
+}
+
+struct Entry<V> {
+    value: V,
+    expires: Instant,
+}
+
+// === impl TtlCache ===
+
+impl<V: Clone> TtlCache<V> {
+    /// A cache of at most about `capacity` entries (rounded up to a
+    /// multiple of the shard count).
+    pub(crate) fn new(capacity: usize) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        let shards = (0..SHARDS)
+            .map(|_| Mutex::new(HashMap::new()))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Self { shards, per_shard }
+    }
+
+    fn shard(&self, key: &Key) -> &Shard<V> {
+        // The key is a digest: its first byte is uniformly distributed.
+        &self.shards[usize::from(key[0]) % SHARDS]
+    }
+
+    /// The value, if present and not expired.
+    pub(crate) fn get(&self, key: &Key) -> Option<V> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        match shard.get(key) {
+            Some(e) if e.expires > now => Some(e.value.clone()),
+            Some(_) => {
+                shard.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Stores `value` until `expires`. When the shard is full, expired
+    /// entries go first, then the one closest to expiry.
+    pub(crate) fn insert(&self, key: Key, value: V, expires: Instant) {
+        let now = Instant::now();
+        if expires <= now {
+            return;
+        }
+        let mut shard = self.shard(&key).lock();
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+            shard.retain(|_, e| e.expires > now);
+            if shard.len() >= self.per_shard
+                && let Some(victim) = shard.iter().min_by_key(|(_, e)| e.expires).map(|(k, _)| *k)
+            {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(key, Entry { value, expires });
+    }
+
+    /// Forgets `key`.
+    pub(crate) fn remove(&self, key: &Key) {
+        self.shard(key).lock().remove(key);
+    }
+
+    /// The number of entries, expired ones included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+impl<V> fmt::Debug for TtlCache<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys are digests of credentials and values identities: neither is
+        // worth printing.
+        let len: usize = self.shards.iter().map(|s| s.lock().len()).sum();
+        f.debug_struct("TtlCache")
+            .field("len", &len)
+            .field("capacity", &(self.per_shard * SHARDS))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_and_bound() {
+        let c = TtlCache::new(16);
+        let k = key_of(&[b"a"]);
+        c.insert(k, 1, Instant::now() + Duration::from_secs(1));
+        assert_eq!(c.get(&k), Some(1));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(c.get(&k), None);
+
+        for i in 0..1000u32 {
+            c.insert(
+                key_of(&[&i.to_le_bytes()]),
+                i,
+                Instant::now() + Duration::from_secs(10),
+            );
+        }
+        assert!(c.len() <= 16, "{}", c.len());
+    }
+
+    #[test]
+    fn salts_differ() {
+        assert_ne!(random_salt(), random_salt());
+    }
+}

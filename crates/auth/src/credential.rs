@@ -1,0 +1,238 @@
+//! Where a credential travels in a request, how it is read, and how it is
+//! removed before forwarding.
+
+use std::borrow::Cow;
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Uri};
+
+/// Where a token is read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>` (RFC 6750 §2.1).
+    Bearer,
+    /// The whole value of a header (`X-Api-Key: <key>`).
+    Header(HeaderName),
+    /// A cookie of that name.
+    Cookie(String),
+    /// A query parameter of that name (RFC 6750 §2.3 for tokens). Query
+    /// strings end up in access logs: prefer a header.
+    Query(String),
+}
+
+/// A credential that is present but cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unreadable;
+
+// === impl TokenSource ===
+
+impl TokenSource {
+    /// The credential, `None` when absent. Query values are
+    /// percent-decoded.
+    pub(crate) fn extract<'a>(&self, req: &'a Parts) -> Option<Result<Cow<'a, str>, Unreadable>> {
+        match self {
+            TokenSource::Bearer => {
+                let value = req.headers.get(AUTHORIZATION)?;
+                let (scheme, rest) = split_scheme(value)?;
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return None;
+                }
+                let token = rest.trim();
+                if token.is_empty() || token.contains(' ') {
+                    return Some(Err(Unreadable));
+                }
+                Some(Ok(Cow::Borrowed(token)))
+            }
+            TokenSource::Header(name) => {
+                let value = req.headers.get(name)?;
+                Some(
+                    value
+                        .to_str()
+                        .map_err(|_| Unreadable)
+                        .map(str::trim)
+                        .and_then(|s| if s.is_empty() { Err(Unreadable) } else { Ok(s) })
+                        .map(Cow::Borrowed),
+                )
+            }
+            TokenSource::Cookie(name) => {
+                for header in req.headers.get_all(COOKIE) {
+                    let Ok(s) = header.to_str() else { continue };
+                    for pair in s.split(';') {
+                        if let Some((k, v)) = pair.trim().split_once('=')
+                            && k == name
+                        {
+                            let v = v.trim_matches('"');
+                            return Some(if v.is_empty() {
+                                Err(Unreadable)
+                            } else {
+                                Ok(Cow::Borrowed(v))
+                            });
+                        }
+                    }
+                }
+                None
+            }
+            TokenSource::Query(name) => {
+                let query = req.uri.query()?;
+                form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| if v.is_empty() { Err(Unreadable) } else { Ok(v) })
+            }
+        }
+    }
+
+    /// Removes the credential from the request.
+    pub(crate) fn strip(&self, req: &mut Parts) {
+        match self {
+            TokenSource::Bearer => {
+                let is_bearer = req
+                    .headers
+                    .get(AUTHORIZATION)
+                    .and_then(split_scheme)
+                    .is_some_and(|(s, _)| s.eq_ignore_ascii_case("bearer"));
+                if is_bearer {
+                    req.headers.remove(AUTHORIZATION);
+                }
+            }
+            TokenSource::Header(name) => {
+                req.headers.remove(name);
+            }
+            TokenSource::Cookie(name) => strip_cookie(req, name),
+            TokenSource::Query(name) => strip_query(&mut req.uri, name),
+        }
+    }
+}
+
+/// `Scheme rest` of an Authorization value.
+pub(crate) fn split_scheme(value: &HeaderValue) -> Option<(&str, &str)> {
+    let s = value.to_str().ok()?;
+    let s = s.trim_start();
+    match s.split_once(' ') {
+        Some((scheme, rest)) => Some((scheme, rest)),
+        None => Some((s, "")),
+    }
+}
+
+/// Rewrites every `Cookie` header without the cookie `name`, keeping the
+/// others byte for byte.
+fn strip_cookie(req: &mut Parts, name: &str) {
+    let kept: Vec<String> = req
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .map(str::to_owned)
+        .collect();
+    req.headers.remove(COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        req.headers.insert(COOKIE, v);
+    }
+}
+
+/// Drops every `name=...` pair from the query, keeping the other pairs as
+/// they were encoded (re-encoding them could change what the upstream
+/// sees).
+fn strip_query(uri: &mut Uri, name: &str) {
+    let Some(query) = uri.query() else { return };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let raw = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            let key: Cow<'_, str> = form_urlencoded::parse(raw.as_bytes())
+                .next()
+                .map(|(k, _)| k)
+                .unwrap_or(Cow::Borrowed(""));
+            !pair.is_empty() && key != name
+        })
+        .collect();
+    let mut pq = uri.path().to_owned();
+    if !kept.is_empty() {
+        pq.push('?');
+        pq.push_str(&kept.join("&"));
+    }
+    let mut parts = uri.clone().into_parts();
+    match pq.parse() {
+        Ok(p) => parts.path_and_query = Some(p),
+        Err(_) => return,
+    }
+    if let Ok(new) = Uri::from_parts(parts) {
+        *uri = new;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(req: Request<()>) -> Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn bearer() {
+        let p = parts(
+            Request::get("/")
+                .header("authorization", "bearer abc.def.ghi")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(
+            TokenSource::Bearer.extract(&p),
+            Some(Ok(Cow::Borrowed("abc.def.ghi")))
+        );
+        let p = parts(
+            Request::get("/")
+                .header("authorization", "Basic Zm9vOmJhcg==")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(TokenSource::Bearer.extract(&p), None);
+        let p = parts(
+            Request::get("/")
+                .header("authorization", "Bearer ")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(TokenSource::Bearer.extract(&p), Some(Err(Unreadable)));
+    }
+
+    #[test]
+    fn cookie_and_strip() {
+        let mut p = parts(
+            Request::get("/")
+                .header("cookie", "a=1; session=tok; b=2")
+                .body(())
+                .unwrap(),
+        );
+        let src = TokenSource::Cookie("session".into());
+        assert_eq!(src.extract(&p), Some(Ok(Cow::Borrowed("tok"))));
+        src.strip(&mut p);
+        assert_eq!(p.headers["cookie"], "a=1; b=2");
+        assert_eq!(src.extract(&p), None);
+    }
+
+    #[test]
+    fn query_and_strip() {
+        let mut p = parts(
+            Request::get("/x?a=%20b&access_token=t%2Bk&c")
+                .body(())
+                .unwrap(),
+        );
+        let src = TokenSource::Query("access_token".into());
+        assert_eq!(src.extract(&p).unwrap().unwrap(), "t+k");
+        src.strip(&mut p);
+        assert_eq!(p.uri.to_string(), "/x?a=%20b&c");
+        let mut p = parts(Request::get("/x?access_token=1").body(()).unwrap());
+        src.strip(&mut p);
+        assert_eq!(p.uri.to_string(), "/x");
+    }
+}
