@@ -51,6 +51,7 @@ impl AdminServer {
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
+        .route("/metrics", get(metrics))
         .route("/admin/config", get(config))
         .route("/admin/routes", get(routes))
         .route("/admin/upstreams", get(upstreams))
@@ -145,6 +146,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let registry = state.live.registry();
+    // Gauges read from the stores at scrape time.
+    let degraded = registry.redis_stores().iter().any(|s| s.degraded());
+    registry.metrics().redis_degraded(degraded);
+    (
+        [(
+            header::CONTENT_TYPE,
+            towergate_observe::metrics::CONTENT_TYPE,
+        )],
+        registry.metrics().encode(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

@@ -60,7 +60,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // OpenTelemetry export is set up once, from the file given to `run`; a
+    // reload does not change it.
+    let tracing_cfg = match &cli.command {
+        Command::Run { config } => towergate::config::load_file(config)
+            .ok()
+            .and_then(|c| c.observability.tracing),
+        _ => None,
+    };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cli.worker_threads {
         rt.worker_threads(n.max(1));
@@ -72,7 +79,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
+    // Set up inside the runtime's context, dropped (flushing spans) outside
+    // of it: the exporter's blocking client must not be dropped on a worker.
+    let otel = {
+        let _enter = rt.enter();
+        init_tracing(cli.log_format, tracing_cfg.as_ref())
+    };
+    let code = rt.block_on(async move {
         match cli.command {
             Command::Check { config } => check(config),
             Command::Run { config } => run(config).await,
@@ -84,7 +97,10 @@ fn main() -> ExitCode {
                 }
             },
         }
-    })
+    });
+    drop(otel);
+    drop(rt);
+    code
 }
 
 fn check(path: PathBuf) -> ExitCode {
@@ -144,21 +160,52 @@ async fn run(path: PathBuf) -> ExitCode {
     towergate::shutdown_signal().await;
     reloader.abort();
     // The admin server stays up while draining, so /readyz reports it.
+    let live = gateway.live();
     gateway.shutdown().await;
+    live.registry().flush_access_log(std::time::Duration::from_secs(2));
     if let Some(a) = admin {
         a.stop();
     }
     ExitCode::SUCCESS
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(
+    format: LogFormat,
+    otel: Option<&towergate::config::schema::TracingConfig>,
+) -> Option<towergate_observe::otel::OtelGuard> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (guard, otel_error) = match otel {
+        None => (None, None),
+        Some(t) => match towergate_observe::otel::init(towergate_observe::otel::OtelConfig {
+            endpoint: t.otlp_endpoint.clone(),
+            service_name: t.service_name.clone().unwrap_or_else(|| "towergate".into()),
+            sample_ratio: t.sample_ratio.unwrap_or(0.01).clamp(0.0, 1.0),
+            protocol: Default::default(),
+            timeout: std::time::Duration::from_secs(10),
+        }) {
+            Ok(g) => (Some(g), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
+    let otel_layer = guard.as_ref().map(towergate_observe::otel::layer);
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
     }
+    if let Some(e) = otel_error {
+        tracing::error!(error = %e, "OpenTelemetry export disabled");
+    }
+    guard
 }

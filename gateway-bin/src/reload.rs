@@ -40,6 +40,7 @@ pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
                     a.addr != b.addr || a.http2 != b.http2 || a.tls.is_some() != b.tls.is_some()
                 });
             live.apply(c.stack, c.config);
+            live.registry().metrics().config_reload(true);
             if listeners_changed {
                 tracing::warn!(file = %path.display(), "configuration reloaded; listener changes take effect at the next restart");
             } else {
@@ -50,6 +51,7 @@ pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
         Err(e) => {
             tracing::error!(file = %path.display(), errors = %e, "configuration rejected; the previous one keeps serving");
             live.record_failure(e.clone());
+            live.registry().metrics().config_reload(false);
             ReloadOutcome::Rejected(e)
         }
     }

@@ -2,14 +2,12 @@
 //! connection limits, the live stack (see [`crate::live`]), graceful drain.
 
 use std::convert::Infallible;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -18,10 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
-use towergate_core::{ClientAddr, RequestId};
+use towergate_core::ClientAddr;
 
 use crate::live::Live;
-use crate::stack::{Compiled, ListenerPlan, ServerSettings, Stack, set_request_id};
+use crate::stack::{Compiled, ListenerPlan, ServerSettings, Stack};
 
 /// A gateway that is serving.
 #[derive(Debug)]
@@ -189,7 +187,10 @@ async fn accept_loop(
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
+        // Counted while open, in the registry that outlives reloads.
+        let conn_guard = ctx.live.registry().metrics().open_connection();
         tokio::spawn(async move {
+            let _conn_guard = conn_guard;
             serve_connection(tcp, peer, acceptor, &builder, &ctx, watcher).await;
             drop(permit);
         });
@@ -275,46 +276,9 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     tls: bool,
 ) -> Result<Response<Body>, Infallible> {
+    // Who is calling, believed only through trusted proxies; the request id
+    // and everything else is the edge stack's job.
     let client = ClientAddr::resolve(peer, tls, req.headers(), &stack.trusted);
-    let id = request_id(&req);
-    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        req.headers_mut().insert("x-request-id", v);
-    }
     req.extensions_mut().insert(client);
-    req.extensions_mut().insert(id.clone());
-    let req = req.map(Body::new);
-    let rsp = stack.router.clone().oneshot(req).await?;
-    let mut rsp = rsp.map(Body::new);
-    set_request_id(&mut rsp, &id);
-    Ok(rsp)
-}
-
-/// An incoming `X-Request-Id` is kept when it is short and plain; anything
-/// else is replaced, so ids are safe in logs and headers.
-fn request_id<B>(req: &Request<B>) -> RequestId {
-    if let Some(v) = req.headers().get("x-request-id")
-        && let Ok(s) = v.to_str()
-        && !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    {
-        return RequestId(Arc::from(s));
-    }
-    RequestId(Arc::from(new_id().as_str()))
-}
-
-fn new_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    h.write_u64(seed);
-    h.write_u64(n);
-    format!("{:016x}{:08x}", h.finish(), n as u32)
+    stack.edge.clone().oneshot(req.map(Body::new)).await
 }

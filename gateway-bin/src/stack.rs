@@ -15,14 +15,20 @@ use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::{LengthLimitError, Limited};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use towergate_auth::{AuthLayer, IpFilterLayer};
+use towergate_auth::{AuthFailure, AuthLayer, IpFilterLayer};
 use towergate_core::body::ResponseBody;
 use towergate_core::{Problem, RequestId, TrustedProxies};
+use towergate_observe::access_log::{LogFormat, Sink};
+use towergate_observe::body::RequestBody;
+use towergate_observe::{
+    AccessLogLayer, Metrics, RecordLayer, RecordUpstreamLayer, RequestIdLayer, TraceLayer,
+};
 use towergate_proxy::{Client, Proxy};
+use towergate_ratelimit::error::RateLimited;
 use towergate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use towergate_routing::{Route as RoutingRoute, Router};
 
@@ -82,7 +88,7 @@ pub struct ServerSettings {
 /// reload.
 #[derive(Debug)]
 pub struct Stack {
-    pub(crate) router: Router<RouteService>,
+    pub(crate) edge: RouteService,
     pub(crate) trusted: TrustedProxies,
 }
 
@@ -221,7 +227,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             rate_limit,
             concurrency,
         };
-        builder = builder.route(route, route_stack(target, layers));
+        builder = builder.route(route, route_stack(target, layers, registry.metrics()));
     }
 
     if !errs.is_empty() {
@@ -233,10 +239,11 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
     let router = builder
         .build()
         .map_err(|e| ConfigErrors::one(None, ConfigError::new("routes", e.to_string())))?;
+    let edge = edge_stack(cfg, &registry, router)?;
     Ok(Compiled {
         registry,
         config: Arc::new(cfg.clone()),
-        stack: Arc::new(Stack { router, trusted }),
+        stack: Arc::new(Stack { edge, trusted }),
         listeners,
         server,
     })
@@ -272,8 +279,17 @@ where
 
 /// A route's stack, built inside out; read the comments bottom to top for
 /// the order a request meets them.
-fn route_stack(target: RouteTarget, layers: RouteLayers) -> RouteService {
-    let mut svc = BoxCloneSyncService::new(target);
+fn route_stack(target: RouteTarget, layers: RouteLayers, metrics: &Metrics) -> RouteService {
+    // 6. The upstream's latency and status, per endpoint, for metrics, the
+    //    span and the access log.
+    let upstream = target.proxy.upstream().to_owned();
+    let mut svc = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(RecordUpstreamLayer::new(upstream).metrics(metrics.clone()))
+            .service(target),
+    );
+    // 5. After authentication: the caller's identity goes to the access log.
+    svc = BoxCloneSyncService::new(ServiceBuilder::new().layer(RecordLayer::new()).service(svc));
     // 4. A concurrency limit guards the upstream; requests refused by the
     //    rate limit never take a slot, so it sits inside the rate limit.
     if let Some(c) = layers.concurrency {
@@ -296,7 +312,116 @@ fn route_stack(target: RouteTarget, layers: RouteLayers) -> RouteService {
     if let Some(i) = layers.ip {
         svc = wrap(svc, i);
     }
-    svc
+    // 0. The route's name goes to the observation first, so refusals above
+    //    are counted under their route; refusals are counted by reason.
+    let metrics = metrics.clone();
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(RecordLayer::new())
+            .map_response(move |rsp: Response<Body>| {
+                count_refusal(&metrics, &rsp);
+                rsp
+            })
+            .service(svc),
+    )
+}
+
+fn count_refusal(metrics: &Metrics, rsp: &Response<Body>) {
+    if let Some(f) = rsp.extensions().get::<AuthFailure>() {
+        metrics.auth_failure(f.reason);
+    }
+    if let Some(r) = rsp.extensions().get::<RateLimited>() {
+        metrics.rate_limited(r.limit().to_owned());
+    }
+}
+
+/// The edge of the stack, in front of the router: request id (so everything
+/// else sees it), the request span (so the rest logs inside it), metrics,
+/// the access log. Built once per configuration; the metrics registry and
+/// the access-log writer live in the registry and survive reloads.
+fn edge_stack(
+    cfg: &Config,
+    registry: &Registry,
+    router: Router<RouteService>,
+) -> Result<RouteService, ConfigErrors> {
+    let obs = &cfg.observability;
+    let one = |path: &str, e: String| ConfigErrors::one(None, ConfigError::new(path, e));
+    let mut rid = RequestIdLayer::builder().trust_incoming(obs.trust_request_id.unwrap_or(true));
+    if let Some(h) = &obs.request_id_header {
+        rid = rid.header(h.clone());
+    }
+    let rid = rid
+        .build()
+        .map_err(|e| one("observability.request_id_header", e.to_string()))?;
+    let metrics = registry.metrics().clone();
+    let routed: RouteService = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
+            .service(router),
+    );
+    let inner: RouteService = match access_log_layer(obs, registry).map_err(|(p, e)| one(&p, e))? {
+        Some(log) => BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .map_response(|r: Response<towergate_observe::body::ResponseBody<Body>>| {
+                    r.map(Body::new)
+                })
+                .layer(log)
+                .map_request(|r: Request<RequestBody<Body>>| r.map(Body::new))
+                .service(routed),
+        ),
+        None => routed,
+    };
+    Ok(BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(rid)
+            .layer(TraceLayer::new())
+            .map_response(|r: Response<towergate_observe::body::ResponseBody<Body>>| {
+                r.map(Body::new)
+            })
+            .layer(metrics.layer())
+            .map_request(|r: Request<RequestBody<Body>>| r.map(Body::new))
+            .service(inner),
+    ))
+}
+
+fn access_log_layer(
+    obs: &schema::Observability,
+    registry: &Registry,
+) -> Result<Option<AccessLogLayer>, (String, String)> {
+    let a = &obs.access_log;
+    if !a.enabled {
+        return Ok(None);
+    }
+    let format = match a.format.as_deref().unwrap_or("json") {
+        "json" => LogFormat::Json,
+        "common" => LogFormat::Common,
+        "combined" => LogFormat::Combined,
+        other => {
+            return Err((
+                "observability.access_log.format".into(),
+                format!("`{other}`: use json, common or combined"),
+            ));
+        }
+    };
+    let key = serde_json::to_string(a).unwrap_or_default();
+    let metrics = registry.metrics().clone();
+    registry
+        .access_log(&key, || {
+            let sink = match a.sink.as_deref().unwrap_or("stdout") {
+                "stdout" => Sink::Stdout,
+                "stderr" => Sink::Stderr,
+                path => Sink::file(path),
+            };
+            AccessLogLayer::builder()
+                .sink(sink)
+                .format(format)
+                .keep_query_params(a.keep_query.clone())
+                .metrics(metrics)
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .map(Some)
+        .map_err(|e| ("observability.access_log".into(), e))
 }
 
 fn server_settings(s: &schema::Server) -> ServerSettings {
@@ -549,12 +674,5 @@ impl std::fmt::Display for ErrorChain<'_> {
             cur = e.source();
         }
         Ok(())
-    }
-}
-
-/// Marks a response with the request id.
-pub(crate) fn set_request_id(rsp: &mut Response<Body>, id: &RequestId) {
-    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        rsp.headers_mut().insert("x-request-id", v);
     }
 }

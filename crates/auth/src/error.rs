@@ -222,8 +222,14 @@ impl AuthError {
 
     /// The response the client gets. `instance` is the request id, if any.
     pub fn into_response(self, instance: Option<&str>) -> Response<Full<Bytes>> {
+        let failure = AuthFailure {
+            reason: self.reason,
+            status: self.status(),
+        };
         if let Some(answer) = self.answer {
-            return answer.map(Full::new);
+            let mut rsp = answer.map(Full::new);
+            rsp.extensions_mut().insert(failure);
+            return rsp;
         }
         let mut problem = Problem::new(self.status())
             .detail(self.detail)
@@ -238,8 +244,19 @@ impl AuthError {
         for c in self.challenges {
             rsp.headers_mut().append(header::WWW_AUTHENTICATE, c);
         }
+        rsp.extensions_mut().insert(failure);
         rsp
     }
+}
+
+/// In the extensions of every response an auth layer refused: why, for
+/// metrics and logs (`reason` is one of [`reason`]'s codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthFailure {
+    /// The reason code (`missing_credentials`, `expired`, ...).
+    pub reason: &'static str,
+    /// The status answered.
+    pub status: StatusCode,
 }
 
 impl fmt::Debug for AuthError {

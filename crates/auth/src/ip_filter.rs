@@ -187,7 +187,12 @@ where
                 if let Some(id) = request_id {
                     problem = problem.instance(id.as_str());
                 }
-                IpFilterFuture::rejected(problem.into_full_response())
+                let mut rsp = problem.into_full_response();
+                rsp.extensions_mut().insert(crate::error::AuthFailure {
+                    reason: reason::IP_DENIED,
+                    status: StatusCode::FORBIDDEN,
+                });
+                IpFilterFuture::rejected(rsp)
             }
         }
     }

@@ -121,7 +121,7 @@ pub use api_key::{ApiKeys, ApiKeysBuilder, Consumer};
 pub use authenticator::{Authenticated, Authenticator, BoxFuture};
 pub use basic::{BasicAuth, BasicAuthBuilder};
 pub use credential::TokenSource;
-pub use error::{AuthError, AuthErrorKind, BuildError};
+pub use error::{AuthError, AuthErrorKind, AuthFailure, BuildError};
 #[cfg(feature = "axum")]
 pub use extract::{AuthIdentity, MissingIdentity};
 pub use forward::{ForwardAuth, ForwardAuthBuilder};

@@ -34,6 +34,9 @@ pub struct Config {
     /// (shared by many instances).
     #[serde(default)]
     pub rate_limiting: RateLimiting,
+    /// Request ids, access log, tracing.
+    #[serde(default)]
+    pub observability: Observability,
     /// The admin server (`towergate run` only).
     #[serde(default)]
     pub admin: Admin,
@@ -650,4 +653,47 @@ fn redact_all<S: serde::Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Erro
         seq.serialize_element(&format!("{user}:<redacted>"))?;
     }
     seq.end()
+}
+
+/// Request ids, access log and tracing.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Observability {
+    /// Header carrying the request id. Default `x-request-id`.
+    pub request_id_header: Option<String>,
+    /// Keep a well-formed incoming request id. Default `true`.
+    pub trust_request_id: Option<bool>,
+    /// One line per request.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// OpenTelemetry export (read at start; a reload does not change it).
+    pub tracing: Option<TracingConfig>,
+}
+
+/// The access log.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Write it. Default `false`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `json` (default), `common` or `combined`.
+    pub format: Option<String>,
+    /// `stdout` (default), `stderr`, or a file path.
+    pub sink: Option<String>,
+    /// Query parameters kept in the logged path (all others are dropped).
+    #[serde(default)]
+    pub keep_query: Vec<String>,
+}
+
+/// OpenTelemetry traces over OTLP/HTTP.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Collector base URL, e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: String,
+    /// `service.name`. Default `towergate`.
+    pub service_name: Option<String>,
+    /// Share of new traces sampled, 0.0 to 1.0 (parent-based). Default `0.01`.
+    pub sample_ratio: Option<f64>,
 }

@@ -27,12 +27,57 @@ use crate::config::{ConfigError, parse_duration};
 /// a Redis connection is reused while its settings do not change.
 #[derive(Debug, Default)]
 pub struct Registry {
+    metrics: towergate_observe::Metrics,
+    access_log: Mutex<Option<(String, towergate_observe::AccessLogLayer)>>,
     memory: Mutex<HashMap<String, MemoryStore>>,
     redis: Mutex<HashMap<String, RedisStore>>,
     authenticators: Mutex<HashMap<String, Arc<dyn towergate_auth::Authenticator>>>,
 }
 
 impl Registry {
+    /// The process's metrics: one registry for the gateway's life, so
+    /// counters survive reloads.
+    pub fn metrics(&self) -> &towergate_observe::Metrics {
+        &self.metrics
+    }
+
+    /// Every Redis store in use, for the degraded gauge.
+    pub(crate) fn redis_stores(&self) -> Vec<RedisStore> {
+        self.redis
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The access-log layer for `key` (its configuration), reusing the
+    /// running writer when the configuration did not change.
+    pub(crate) fn access_log(
+        &self,
+        key: &str,
+        build: impl FnOnce() -> Result<towergate_observe::AccessLogLayer, String>,
+    ) -> Result<towergate_observe::AccessLogLayer, String> {
+        let mut slot = self
+            .access_log
+            .lock()
+            .map_err(|_| "registry lock poisoned".to_owned())?;
+        if let Some((k, l)) = &*slot
+            && k == key
+        {
+            return Ok(l.clone());
+        }
+        let l = build()?;
+        *slot = Some((key.to_owned(), l.clone()));
+        Ok(l)
+    }
+
+    /// Flushes the access log, at shutdown.
+    pub fn flush_access_log(&self, timeout: std::time::Duration) {
+        if let Ok(slot) = self.access_log.lock()
+            && let Some((_, l)) = &*slot
+        {
+            l.flush(timeout);
+        }
+    }
     fn authenticator(&self, key: &str) -> Option<Arc<dyn towergate_auth::Authenticator>> {
         self.authenticators.lock().ok()?.get(key).cloned()
     }

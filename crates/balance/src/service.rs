@@ -1,0 +1,500 @@
+//! [`Balance`]: sends each request to an endpoint of a [`Pool`], with
+//! retries, timeouts and hedging.
+
+use std::fmt;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::{Either, select};
+use http::request::Parts;
+use http::{Method, Request, Response};
+use http_body::Body;
+use parking_lot::Mutex;
+use tower::Service;
+use towergate_core::BoxError;
+
+use crate::algorithm::{BudgetWindow, LatencyHistogram, Random, ThreadRandom};
+use crate::body::{ReplaySource, RetryBody};
+use crate::classify::{Classify, DefaultClassify, Outcome};
+use crate::error::{BodyConsumed, BuildError, Timeout};
+use crate::future::ResponseFuture;
+use crate::pool::{Admission, Picked, Pool, Slot, now};
+use crate::retry::{HEDGE_MIN_SAMPLES, Hedge, HedgeDelay, RetryPolicy};
+
+/// Sends each request to an endpoint of a [`Pool`]: picks one, retries
+/// failures on another within a budget, enforces per-attempt and overall
+/// timeouts, and may hedge slow reads.
+///
+/// A `Balance` is the per-route half: several routes can share one pool
+/// (its endpoints, load and health) with their own retry and timeout
+/// policies. It has no inner service (the pool's endpoints are its inner
+/// services), so it is built from a pool rather than as a layer.
+///
+/// It is always ready; refusals (open circuit, no healthy endpoint) are
+/// errors from the future, at once. Errors are `BoxError`s holding
+/// [`Overloaded`](crate::error::Overloaded),
+/// [`NoHealthyEndpoint`](crate::error::NoHealthyEndpoint),
+/// [`Timeout`](crate::error::Timeout), or the last attempt's own error.
+/// When every attempt got a failure response (a 503), the last one is
+/// returned as it is.
+///
+/// Cloning is cheap: clones share the pool, the policy and the budget.
+///
+/// See the [crate docs](crate) for an example.
+pub struct Balance<S, C = DefaultClassify> {
+    pool: Pool<S>,
+    route: Arc<Route<C>>,
+}
+
+/// Settings for a [`Balance`]; see [`Balance::builder`].
+#[must_use]
+pub struct BalanceBuilder<S, C> {
+    pool: Pool<S>,
+    classify: C,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    hedge: Option<Hedge>,
+    buffer_limit: usize,
+}
+
+struct Route<C> {
+    classify: C,
+    retry: RetryPolicy,
+    budget: Option<Mutex<BudgetWindow>>,
+    timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    hedge: Option<Hedge>,
+    latencies: LatencyHistogram,
+    buffer_limit: usize,
+}
+
+type Attempted<RB> = (Result<Response<RB>, BoxError>, Outcome);
+
+// === impl Balance ===
+
+impl<S> Balance<S> {
+    /// Starts building a balance over `pool`.
+    pub fn builder(pool: Pool<S>) -> BalanceBuilder<S, DefaultClassify> {
+        BalanceBuilder {
+            pool,
+            classify: DefaultClassify,
+            retry: RetryPolicy::default(),
+            timeout: None,
+            attempt_timeout: None,
+            hedge: None,
+            buffer_limit: 0,
+        }
+    }
+
+    /// A balance with the default policy: [`RetryPolicy::default`], no
+    /// timeouts of its own, no hedging, default classification.
+    pub fn new(pool: Pool<S>) -> Self {
+        Self {
+            pool,
+            route: Arc::new(Route {
+                classify: DefaultClassify,
+                retry: RetryPolicy::default(),
+                budget: RetryPolicy::default()
+                    .budget
+                    .map(|b| Mutex::new(BudgetWindow::new(b.ttl, b.min_per_sec, b.ratio, now()))),
+                timeout: None,
+                attempt_timeout: None,
+                hedge: None,
+                latencies: LatencyHistogram::default(),
+                buffer_limit: 0,
+            }),
+        }
+    }
+}
+
+impl<S, C> Balance<S, C> {
+    /// The pool it sends to.
+    pub fn pool(&self) -> &Pool<S> {
+        &self.pool
+    }
+
+    /// Retries (and hedges) left in the budget now; `None` without a budget.
+    pub fn budget_left(&self) -> Option<f64> {
+        self.route.budget.as_ref().map(|b| b.lock().balance(now()))
+    }
+}
+
+impl<S, C> Clone for Balance<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            route: self.route.clone(),
+        }
+    }
+}
+
+impl<S, C> fmt::Debug for Balance<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("pool", &self.pool)
+            .field("retry", &self.route.retry)
+            .field("timeout", &self.route.timeout)
+            .field("attempt_timeout", &self.route.attempt_timeout)
+            .field("hedge", &self.route.hedge)
+            .field("buffer_limit", &self.route.buffer_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, B, RB> Service<Request<B>> for Balance<S, C>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+    C: Classify,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<Response<RB>>;
+
+    /// Always ready: endpoints are chosen, and refusals made, per request.
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let admission = match self.pool.admit() {
+            Ok(a) => a,
+            Err(e) => return ResponseFuture::rejected(e),
+        };
+        let pool = self.pool.clone();
+        let route = self.route.clone();
+        match route.timeout {
+            None => ResponseFuture::inner(dispatch(pool, route, req, admission)),
+            Some(t) => ResponseFuture::inner(async move {
+                tokio::time::timeout(t, dispatch(pool, route, req, admission))
+                    .await
+                    .unwrap_or_else(|_| Err(Timeout::request(t).into()))
+            }),
+        }
+    }
+}
+
+/// One request: attempts until one succeeds or no retry is allowed.
+async fn dispatch<S, C, B, RB>(
+    pool: Pool<S>,
+    route: Arc<Route<C>>,
+    req: Request<B>,
+    _admission: Admission<S>,
+) -> Result<Response<RB>, BoxError>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+    C: Classify,
+{
+    let (parts, body) = req.into_parts();
+    let hash = pool.request_hash(&parts);
+    let method_allows = route.retry.method_allows(&parts.method);
+    let body = if route.buffer_limit > 0 && route.retry.max_retries > 0 && method_allows {
+        ReplaySource::buffered(body, route.buffer_limit).await?
+    } else {
+        ReplaySource::streaming(body)
+    };
+    route.deposit();
+    let hedge = route.hedge.is_some() && is_safe_read(&parts) && body.is_replayable();
+
+    let mut tried: Vec<Arc<Slot<S>>> = Vec::new();
+    let mut previous: Option<Result<Response<RB>, BoxError>> = None;
+    let mut retries = 0u32;
+    loop {
+        let picked = match pool.pick(hash, &tried) {
+            Ok(p) => p,
+            // A retry that finds no endpoint answers with the failure it
+            // was retrying.
+            Err(e) => return previous.unwrap_or(Err(e)),
+        };
+        let Some(attempt_body) = body.attempt() else {
+            picked.release();
+            return previous.unwrap_or_else(|| Err(BodyConsumed.into()));
+        };
+        tried.push(picked.slot.clone());
+        let req = Request::from_parts(parts.clone(), attempt_body);
+        let (result, outcome) = if hedge && retries == 0 {
+            hedged(&pool, &route, picked, req, hash, &body, &parts, &mut tried).await
+        } else {
+            attempt(&route, picked, req).await
+        };
+
+        let retry = outcome.is_failure()
+            && retries < route.retry.max_retries
+            && route.retry.on.matches(outcome)
+            && (method_allows || outcome == Outcome::ConnectFailure)
+            && body.attempt().is_some();
+        if !retry {
+            return result;
+        }
+        if !route.withdraw() {
+            tracing::debug!(pool = %pool.name(), ?outcome, "retry budget exhausted: not retrying");
+            return result;
+        }
+        tracing::debug!(pool = %pool.name(), ?outcome, retry = retries + 1, "retrying on another endpoint");
+        previous = Some(result);
+        let delay = route.retry.backoff.delay(retries, ThreadRandom.unit());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        retries += 1;
+    }
+}
+
+/// One attempt on the picked endpoint, classified and recorded.
+async fn attempt<S, C, B, RB>(
+    route: &Route<C>,
+    picked: Picked<S>,
+    req: Request<RetryBody<B>>,
+) -> Attempted<RB>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify,
+{
+    let mut svc = picked.slot.service().clone();
+    let started = now();
+    let call = async {
+        // Counted as pending only while the service makes us wait.
+        let mut waiting = None;
+        std::future::poll_fn(|cx| {
+            let p = svc.poll_ready(cx);
+            if p.is_pending() && waiting.is_none() {
+                waiting = Some(picked.pool().enter_pending(&picked.slot));
+            }
+            p
+        })
+        .await
+        .map_err(Into::into)?;
+        drop(waiting);
+        svc.call(req).await.map_err(Into::into)
+    };
+    let result = match route.attempt_timeout {
+        None => call.await,
+        Some(t) => tokio::time::timeout(t, call)
+            .await
+            .unwrap_or_else(|_| Err(Timeout::attempt(t).into())),
+    };
+    let outcome = match &result {
+        Ok(rsp) => route.classify.classify_response(rsp),
+        // Our own timeout, whatever the embedder's classifier knows.
+        Err(e) if e.is::<Timeout>() => Outcome::Timeout,
+        Err(e) => route.classify.classify_error(&**e),
+    };
+    if outcome == Outcome::Success && route.hedge.is_some() {
+        route
+            .latencies
+            .record(now().saturating_duration_since(started));
+    }
+    picked.finish(outcome);
+    (result, outcome)
+}
+
+/// The first attempt of a safe read, with a second one on another endpoint
+/// if the first is slow; the first good answer wins.
+#[allow(clippy::too_many_arguments)]
+async fn hedged<S, C, B, RB>(
+    pool: &Pool<S>,
+    route: &Route<C>,
+    picked: Picked<S>,
+    req: Request<RetryBody<B>>,
+    hash: Option<u64>,
+    body: &ReplaySource<B>,
+    parts: &Parts,
+    tried: &mut Vec<Arc<Slot<S>>>,
+) -> Attempted<RB>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify,
+{
+    let mut first = pin!(attempt(route, picked, req));
+    let delay = route.hedge_delay();
+    match select(first.as_mut(), pin!(tokio::time::sleep(delay))).await {
+        Either::Left((done, _)) => return done,
+        Either::Right(((), _)) => {}
+    }
+    let second = match pool.pick(hash, tried) {
+        Ok(p) if !tried.iter().any(|t| Arc::ptr_eq(t, &p.slot)) => p,
+        Ok(p) => {
+            // Only the endpoint already waited on: nothing to hedge with.
+            p.release();
+            return first.await;
+        }
+        Err(_) => return first.await,
+    };
+    let Some(second_body) = body.attempt() else {
+        second.release();
+        return first.await;
+    };
+    if !route.withdraw() {
+        second.release();
+        return first.await;
+    }
+    tracing::debug!(pool = %pool.name(), after = ?delay, "hedging a slow request on another endpoint");
+    tried.push(second.slot.clone());
+    let second = pin!(attempt(
+        route,
+        second,
+        Request::from_parts(parts.clone(), second_body)
+    ));
+    // The loser is dropped, which cancels it.
+    match select(first, second).await {
+        Either::Left((done, other)) | Either::Right((done, other)) => {
+            if done.1.is_failure() {
+                other.await
+            } else {
+                done
+            }
+        }
+    }
+}
+
+/// Reads that may be sent twice at once: no side effects, no upgrade.
+fn is_safe_read(parts: &Parts) -> bool {
+    matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && !parts.headers.contains_key(http::header::UPGRADE)
+}
+
+// === impl Route ===
+
+impl<C> Route<C> {
+    fn deposit(&self) {
+        if let Some(b) = &self.budget {
+            b.lock().deposit(now());
+        }
+    }
+
+    fn withdraw(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_none_or(|b| b.lock().try_withdraw(now()))
+    }
+
+    fn hedge_delay(&self) -> Duration {
+        let Some(h) = &self.hedge else {
+            return Duration::MAX;
+        };
+        let d = match h.delay {
+            HedgeDelay::Fixed(d) => d,
+            HedgeDelay::Percentile { q, initial } => self
+                .latencies
+                .quantile(q, HEDGE_MIN_SAMPLES)
+                .unwrap_or(initial),
+        };
+        d.max(h.min_delay)
+    }
+}
+
+// === impl BalanceBuilder ===
+
+impl<S, C> BalanceBuilder<S, C> {
+    /// How attempts are classified (default [`DefaultClassify`]).
+    pub fn classify<C2: Classify>(self, classify: C2) -> BalanceBuilder<S, C2> {
+        BalanceBuilder {
+            pool: self.pool,
+            classify,
+            retry: self.retry,
+            timeout: self.timeout,
+            attempt_timeout: self.attempt_timeout,
+            hedge: self.hedge,
+            buffer_limit: self.buffer_limit,
+        }
+    }
+
+    /// The retry policy (default [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The whole request's deadline, attempts and back-off included;
+    /// expiry fails it with [`Timeout`](crate::error::Timeout). Default none.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Each attempt's deadline (until the response headers); an attempt
+    /// that runs out is a [`Outcome::Timeout`], retried if the policy says
+    /// so. Default none. Connect timeouts are the endpoint service's.
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.attempt_timeout = Some(d);
+        self
+    }
+
+    /// Hedges slow safe reads (default off).
+    pub fn hedge(mut self, hedge: Hedge) -> Self {
+        self.hedge = Some(hedge);
+        self
+    }
+
+    /// Buffers request bodies of up to `limit` bytes before the first
+    /// attempt, so that retries can send them again (default 0: bodies
+    /// stream, and a request is retried only while its body is untouched).
+    /// A longer body streams on after the bytes read. Only requests that
+    /// the policy may retry are buffered.
+    pub fn buffer_requests(mut self, limit: usize) -> Self {
+        self.buffer_limit = limit;
+        self
+    }
+
+    /// Builds the service.
+    pub fn build(self) -> Result<Balance<S, C>, BuildError> {
+        self.retry.validate()?;
+        if let Some(h) = &self.hedge {
+            h.validate()?;
+        }
+        if self.timeout.is_some_and(|t| t.is_zero())
+            || self.attempt_timeout.is_some_and(|t| t.is_zero())
+        {
+            return Err(BuildError::new("balance: timeouts must not be zero"));
+        }
+        let budget = self
+            .retry
+            .budget
+            .map(|b| Mutex::new(BudgetWindow::new(b.ttl, b.min_per_sec, b.ratio, now())));
+        Ok(Balance {
+            pool: self.pool,
+            route: Arc::new(Route {
+                classify: self.classify,
+                retry: self.retry,
+                budget,
+                timeout: self.timeout,
+                attempt_timeout: self.attempt_timeout,
+                hedge: self.hedge,
+                latencies: LatencyHistogram::default(),
+                buffer_limit: self.buffer_limit,
+            }),
+        })
+    }
+}
+
+impl<S, C> fmt::Debug for BalanceBuilder<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalanceBuilder")
+            .field("pool", &self.pool)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("hedge", &self.hedge)
+            .field("buffer_limit", &self.buffer_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

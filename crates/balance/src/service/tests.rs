@@ -1,0 +1,849 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Empty, Full};
+use parking_lot::Mutex;
+use tower::{Service, ServiceExt};
+use towergate_core::{BoxError, cause_ref};
+
+use crate::error::{NoHealthyEndpoint, Overloaded, Timeout};
+use crate::state::Status;
+use crate::{
+    Algorithm, Balance, CircuitBreaker, Ejection, Endpoint, HashKey, HealthCheck, Hedge, Pool,
+    RetryBody, RetryBudget, RetryOn, RetryPolicy, discover,
+};
+
+#[derive(Clone, Debug)]
+enum Mode {
+    Ok,
+    Status(u16),
+    Refuse,
+    Delay(Duration),
+    Hang,
+    /// Reads the whole body, then answers 503.
+    Read503,
+}
+
+/// In-process endpoints whose behaviour tests set per URL.
+#[derive(Clone, Default)]
+struct Fake {
+    modes: Arc<Mutex<HashMap<String, Mode>>>,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+#[derive(Clone)]
+struct FakeSvc {
+    url: String,
+    fake: Fake,
+}
+
+impl Fake {
+    fn with(urls: &[(&str, Mode)]) -> Self {
+        let f = Self::default();
+        for (u, m) in urls {
+            f.set(u, m.clone());
+        }
+        f
+    }
+
+    fn set(&self, url: &str, mode: Mode) {
+        self.modes.lock().insert(url.to_owned(), mode);
+    }
+
+    fn hits(&self, url: &str) -> usize {
+        self.hits.lock().get(url).copied().unwrap_or(0)
+    }
+
+    fn total(&self) -> usize {
+        self.hits.lock().values().sum()
+    }
+
+    fn make(&self) -> impl Fn(&Endpoint) -> Result<FakeSvc, Infallible> + Send + Sync + 'static {
+        let fake = self.clone();
+        move |e: &Endpoint| {
+            Ok(FakeSvc {
+                url: e.url().to_owned(),
+                fake: fake.clone(),
+            })
+        }
+    }
+
+    fn pool(
+        &self,
+        algorithm: Algorithm,
+    ) -> crate::PoolBuilder<impl crate::MakeEndpoint<Service = FakeSvc>> {
+        let mut urls: Vec<String> = self.modes.lock().keys().cloned().collect();
+        urls.sort();
+        Pool::builder("test", self.make())
+            .algorithm(algorithm)
+            .endpoints(urls.into_iter().map(Endpoint::new))
+    }
+}
+
+impl<B> Service<Request<RetryBody<B>>> for FakeSvc
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<String>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<String>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RetryBody<B>>) -> Self::Future {
+        let mode = self
+            .fake
+            .modes
+            .lock()
+            .get(&self.url)
+            .cloned()
+            .unwrap_or(Mode::Ok);
+        let url = self.url.clone();
+        let fake = self.fake.clone();
+        Box::pin(async move {
+            if !matches!(mode, Mode::Refuse) {
+                *fake.hits.lock().entry(url.clone()).or_default() += 1;
+            }
+            let ok = |status: u16| {
+                Ok(Response::builder()
+                    .status(status)
+                    .body(url.clone())
+                    .unwrap())
+            };
+            match mode {
+                Mode::Ok => ok(200),
+                Mode::Status(s) => ok(s),
+                Mode::Refuse => Err(io::Error::from(io::ErrorKind::ConnectionRefused).into()),
+                Mode::Delay(d) => {
+                    tokio::time::sleep(d).await;
+                    ok(200)
+                }
+                Mode::Hang => std::future::pending().await,
+                Mode::Read503 => {
+                    let _ = req.into_body().collect().await?;
+                    ok(503)
+                }
+            }
+        })
+    }
+}
+
+fn get() -> Request<Empty<Bytes>> {
+    Request::get("/").body(Empty::new()).unwrap()
+}
+
+async fn send<S, C>(
+    b: &Balance<S, C>,
+    req: Request<Empty<Bytes>>,
+) -> Result<Response<String>, BoxError>
+where
+    Balance<S, C>: Service<Request<Empty<Bytes>>, Response = Response<String>, Error = BoxError>,
+{
+    b.clone().oneshot(req).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_hide_a_failing_endpoint_then_it_is_ejected() {
+    let fake = Fake::with(&[("a", Mode::Ok), ("b", Mode::Refuse), ("c", Mode::Ok)]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(
+            Ejection::default()
+                .consecutive_failures(2)
+                .base_time(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    let b = Balance::new(pool.clone());
+    for _ in 0..30 {
+        let rsp = send(&b, get()).await.unwrap();
+        assert_eq!(rsp.status(), 200);
+    }
+    let state = pool.snapshot();
+    let sb = state.iter().find(|s| s.url == "b").unwrap();
+    assert_eq!(sb.status, Status::Ejected);
+    assert_eq!(
+        sb.failures, 2,
+        "ejected after two failures: no more traffic"
+    );
+    assert_eq!(sb.ejections, 1);
+
+    // Back after the ejection; still failing: out again, for twice as long.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    for _ in 0..30 {
+        assert_eq!(send(&b, get()).await.unwrap().status(), 200);
+    }
+    let sb = pool.snapshot().into_iter().find(|s| s.url == "b").unwrap();
+    assert_eq!(sb.ejections, 2);
+    assert!(sb.ejected_for_ms.unwrap() > 10_000, "{sb:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_ejects_more_than_the_share() {
+    let fake = Fake::with(&[
+        ("a", Mode::Refuse),
+        ("b", Mode::Refuse),
+        ("c", Mode::Refuse),
+        ("d", Mode::Ok),
+    ]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(
+            Ejection::default()
+                .consecutive_failures(1)
+                .max_ejected_ratio(0.5),
+        )
+        .build()
+        .unwrap();
+    let b = Balance::builder(pool.clone())
+        .retry(RetryPolicy::default().max_retries(3))
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(send(&b, get()).await.unwrap().status(), 200);
+    }
+    let ejected = pool
+        .snapshot()
+        .iter()
+        .filter(|s| s.status == Status::Ejected)
+        .count();
+    assert_eq!(ejected, 2, "half of four");
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_idempotent_is_retried_only_when_nothing_was_sent() {
+    let fake = Fake::with(&[("a", Mode::Status(503)), ("b", Mode::Ok)]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .build()
+        .unwrap();
+    let b = Balance::new(pool);
+    // POST that got a 503: it reached the endpoint, so no retry.
+    let rsp = b
+        .clone()
+        .oneshot(Request::post("/").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(fake.hits("a"), 1);
+    assert_eq!(fake.hits("b"), 0);
+    // POST refused at connect: safe to send elsewhere.
+    fake.set("a", Mode::Refuse);
+    let rsp = b
+        .clone()
+        .oneshot(Request::post("/").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.into_body(), "b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_body_once_read_is_not_retried_but_a_buffered_one_is() {
+    let fake = Fake::with(&[("a", Mode::Read503), ("b", Mode::Ok)]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .build()
+        .unwrap();
+    let policy = RetryPolicy::default().non_idempotent(true);
+    let streaming = Balance::builder(pool.clone())
+        .retry(policy.clone())
+        .build()
+        .unwrap();
+    let body = || {
+        let frames: Vec<Result<http_body::Frame<Bytes>, Infallible>> = vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"hello "))),
+            Ok(http_body::Frame::data(Bytes::from_static(b"world"))),
+        ];
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+    };
+    let rsp = streaming
+        .oneshot(Request::post("/").body(body()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 503, "bytes were sent: not retried");
+    assert_eq!((fake.hits("a"), fake.hits("b")), (1, 0));
+
+    // A fresh pool, so that round-robin starts at a again.
+    drop(pool);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .build()
+        .unwrap();
+    let buffered = Balance::builder(pool)
+        .retry(policy)
+        .buffer_requests(1024)
+        .build()
+        .unwrap();
+    let rsp = buffered
+        .oneshot(Request::post("/").body(body()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200, "buffered: sent again");
+    assert_eq!((fake.hits("a"), fake.hits("b")), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_budget_caps_extra_attempts() {
+    let fake = Fake::with(&[
+        ("a", Mode::Status(503)),
+        ("b", Mode::Status(503)),
+        ("c", Mode::Status(503)),
+    ]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .build()
+        .unwrap();
+    let b = Balance::builder(pool)
+        .retry(
+            RetryPolicy::default()
+                .max_retries(3)
+                .backoff(Duration::ZERO, Duration::ZERO)
+                .budget(Some(RetryBudget::new(0.2, 1, Duration::from_secs(10)))),
+        )
+        .build()
+        .unwrap();
+    let n = 100;
+    for _ in 0..n {
+        assert_eq!(send(&b, get()).await.unwrap().status(), 503);
+    }
+    let extra = fake.total() - n;
+    assert_eq!(extra, 10 + 20, "floor of 10 plus 20% of 100");
+    assert!(b.budget_left().unwrap() < 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_retries_elsewhere_and_overall_timeout_is_typed() {
+    let fake = Fake::with(&[("a", Mode::Hang), ("b", Mode::Ok)]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .build()
+        .unwrap();
+    let b = Balance::builder(pool.clone())
+        .attempt_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let rsp = send(&b, get()).await.unwrap();
+    assert_eq!(rsp.into_body(), "b");
+
+    let b = Balance::builder(pool)
+        .retry(RetryPolicy::none())
+        .timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    // Round-robin: the next pick is a, which hangs.
+    let err = send(&b, get()).await.unwrap_err();
+    let t = cause_ref::<Timeout>(&*err).expect("typed timeout");
+    assert!(!t.is_attempt());
+    assert_eq!(started.elapsed(), Duration::from_millis(250));
+    assert_eq!(crate::error::to_problem(&*err).unwrap().status(), 504);
+}
+
+#[tokio::test(start_paused = true)]
+async fn circuit_breaker_fails_fast() {
+    let fake = Fake::with(&[("a", Mode::Hang), ("b", Mode::Hang)]);
+    let pool = fake
+        .pool(Algorithm::LeastRequests)
+        .circuit_breaker(
+            CircuitBreaker::new()
+                .max_endpoint_requests(1)
+                .retry_after(Duration::from_secs(3)),
+        )
+        .build()
+        .unwrap();
+    let b = Balance::new(pool.clone());
+    let h1 = tokio::spawn(b.clone().oneshot(get()));
+    let h2 = tokio::spawn(b.clone().oneshot(get()));
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let err = send(&b, get()).await.unwrap_err();
+    let o = cause_ref::<Overloaded>(&*err).expect("overloaded");
+    assert_eq!(o.scope(), "endpoint");
+    assert_eq!(o.retry_after(), Duration::from_secs(3));
+    assert_eq!(
+        pool.snapshot().iter().map(|s| s.in_flight).sum::<usize>(),
+        2
+    );
+    h1.abort();
+    h2.abort();
+    let _ = (h1.await, h2.await);
+    assert_eq!(
+        pool.snapshot().iter().map(|s| s.in_flight).sum::<usize>(),
+        0,
+        "cancelled attempts release"
+    );
+
+    let pool = fake
+        .pool(Algorithm::PeakEwma)
+        .circuit_breaker(CircuitBreaker::new().max_requests(1))
+        .build()
+        .unwrap();
+    let b = Balance::new(pool);
+    let h = tokio::spawn(b.clone().oneshot(get()));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let err = send(&b, get()).await.unwrap_err();
+    assert_eq!(cause_ref::<Overloaded>(&*err).unwrap().scope(), "pool");
+    h.abort();
+}
+
+#[tokio::test]
+async fn least_requests_picks_the_idle_one() {
+    let fake = Fake::with(&[("a", Mode::Hang), ("b", Mode::Hang)]);
+    let pool = fake.pool(Algorithm::LeastRequests).build().unwrap();
+    let b = Balance::new(pool.clone());
+    // Four requests that never finish: two on a, two on b.
+    let mut hanging = Vec::new();
+    for _ in 0..4 {
+        hanging.push(tokio::spawn(b.clone().oneshot(get())));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let loads: Vec<usize> = pool.snapshot().iter().map(|s| s.in_flight).collect();
+    assert_eq!(loads, [2, 2]);
+    // c joins idle: every pick goes to it.
+    pool.insert(Endpoint::new("c")).unwrap();
+    for _ in 0..20 {
+        assert_eq!(pool.select(None).unwrap().url(), "c");
+    }
+    for h in hanging {
+        h.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_sends_little_to_a_slow_endpoint() {
+    let fake = Fake::with(&[
+        ("a", Mode::Delay(Duration::from_millis(2))),
+        ("b", Mode::Delay(Duration::from_millis(2))),
+        ("c", Mode::Delay(Duration::from_millis(80))),
+    ]);
+    let pool = fake.pool(Algorithm::PeakEwma).build().unwrap();
+    let b = Balance::new(pool);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                send(&b, get()).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let slow = fake.hits("c");
+    assert!(
+        slow * 10 < fake.total(),
+        "slow got {slow} of {}",
+        fake.total()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedging_answers_from_the_second_endpoint() {
+    let fake = Fake::with(&[("a", Mode::Delay(Duration::from_secs(1))), ("b", Mode::Ok)]);
+    let pool = fake.pool(Algorithm::RoundRobin).build().unwrap();
+    let b = Balance::builder(pool.clone())
+        .hedge(Hedge::after(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let rsp = send(&b, get()).await.unwrap();
+    assert_eq!(rsp.into_body(), "b");
+    assert_eq!(started.elapsed(), Duration::from_millis(50));
+    assert_eq!((fake.hits("a"), fake.hits("b")), (1, 1));
+    // The cancelled attempt counts against a's latency.
+    let a = pool.snapshot().into_iter().find(|s| s.url == "a").unwrap();
+    assert!(a.ewma_ms >= 45.0, "{a:?}");
+    assert_eq!(a.in_flight, 0);
+
+    // A POST is never hedged.
+    let rsp = b
+        .clone()
+        .oneshot(Request::post("/").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn percentile_hedge_waits_for_enough_samples() {
+    let fake = Fake::with(&[
+        ("a", Mode::Delay(Duration::from_millis(10))),
+        ("b", Mode::Delay(Duration::from_millis(10))),
+    ]);
+    let pool = fake.pool(Algorithm::RoundRobin).build().unwrap();
+    let b = Balance::builder(pool)
+        .hedge(Hedge::percentile(0.9, Duration::from_secs(5)).min_delay(Duration::from_millis(1)))
+        .build()
+        .unwrap();
+    for _ in 0..40 {
+        send(&b, get()).await.unwrap();
+    }
+    assert_eq!(fake.total(), 40, "no hedge: nothing slower than p90");
+    fake.set("a", Mode::Delay(Duration::from_secs(2)));
+    fake.set("b", Mode::Delay(Duration::from_millis(10)));
+    let started = tokio::time::Instant::now();
+    for _ in 0..2 {
+        send(&b, get()).await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn empty_pool_and_unhealthy_pool_fail_fast() {
+    let fake = Fake::default();
+    let pool = Pool::builder("empty", fake.make()).build().unwrap();
+    let err = send(&Balance::new(pool), get()).await.unwrap_err();
+    assert!(cause_ref::<NoHealthyEndpoint>(&*err).is_some());
+    assert_eq!(crate::error::to_problem(&*err).unwrap().status(), 503);
+
+    let fake = Fake::with(&[("a", Mode::Ok), ("b", Mode::Ok)]);
+    let check = HealthCheck::new(|_e: &Endpoint, _p: &str| async {
+        Ok::<_, BoxError>(StatusCode::SERVICE_UNAVAILABLE)
+    })
+    .interval(Duration::from_millis(10))
+    .unhealthy_threshold(1);
+    let pool = fake
+        .pool(Algorithm::PeakEwma)
+        .health_check(check)
+        .panic_threshold(0.0)
+        .build()
+        .unwrap();
+    wait_for(|| {
+        pool.snapshot()
+            .iter()
+            .all(|s| s.status == Status::Unhealthy)
+    })
+    .await;
+    let err = send(&Balance::new(pool.clone()), get()).await.unwrap_err();
+    assert!(cause_ref::<NoHealthyEndpoint>(&*err).is_some(), "{err}");
+    let a = &pool.snapshot()[0];
+    let check = a.active_check.as_ref().unwrap();
+    assert_eq!(check.last_status, Some(503));
+    assert!(!check.healthy);
+}
+
+#[tokio::test]
+async fn panic_mode_uses_every_endpoint() {
+    let fake = Fake::with(&[("a", Mode::Ok), ("b", Mode::Ok), ("c", Mode::Ok)]);
+    let check = HealthCheck::new(|e: &Endpoint, _p: &str| {
+        let up = e.url() == "a";
+        async move {
+            Ok::<_, BoxError>(if up {
+                StatusCode::OK
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            })
+        }
+    })
+    .interval(Duration::from_millis(10))
+    .unhealthy_threshold(1);
+    // One of three healthy: under the 0.5 threshold, so all take traffic.
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .health_check(check.clone())
+        .build()
+        .unwrap();
+    wait_for(|| {
+        pool.snapshot()
+            .iter()
+            .filter(|s| s.status == Status::Unhealthy)
+            .count()
+            == 2
+    })
+    .await;
+    let b = Balance::new(pool);
+    for _ in 0..9 {
+        send(&b, get()).await.unwrap();
+    }
+    assert_eq!((fake.hits("a"), fake.hits("b"), fake.hits("c")), (3, 3, 3));
+
+    // With the threshold at 0.3, one of three is enough: only a.
+    let fake = Fake::with(&[("a", Mode::Ok), ("b", Mode::Ok), ("c", Mode::Ok)]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .health_check(check)
+        .panic_threshold(0.3)
+        .build()
+        .unwrap();
+    wait_for(|| {
+        pool.snapshot()
+            .iter()
+            .filter(|s| s.status == Status::Unhealthy)
+            .count()
+            == 2
+    })
+    .await;
+    let b = Balance::new(pool);
+    for _ in 0..9 {
+        send(&b, get()).await.unwrap();
+    }
+    assert_eq!(fake.hits("a"), 9);
+}
+
+#[tokio::test]
+async fn active_checks_take_out_and_put_back() {
+    let fake = Fake::with(&[("a", Mode::Ok), ("b", Mode::Ok)]);
+    let up = Arc::new(Mutex::new(true));
+    let flag = up.clone();
+    let check = HealthCheck::new(move |e: &Endpoint, path: &str| {
+        assert_eq!(path, "/healthz");
+        let ok = e.url() == "a" || *flag.lock();
+        async move {
+            Ok::<_, BoxError>(if ok {
+                StatusCode::NO_CONTENT
+            } else {
+                StatusCode::BAD_GATEWAY
+            })
+        }
+    })
+    .path("/healthz")
+    .interval(Duration::from_millis(10))
+    .healthy_threshold(2)
+    .unhealthy_threshold(2);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .health_check(check)
+        .build()
+        .unwrap();
+    *up.lock() = false;
+    wait_for(|| pool.snapshot()[1].status == Status::Unhealthy).await;
+    let b = Balance::new(pool.clone());
+    let before = fake.hits("b");
+    for _ in 0..10 {
+        send(&b, get()).await.unwrap();
+    }
+    assert_eq!(fake.hits("b"), before, "out of rotation");
+    *up.lock() = true;
+    wait_for(|| pool.snapshot()[1].status == Status::Healthy).await;
+    for _ in 0..10 {
+        send(&b, get()).await.unwrap();
+    }
+    assert!(fake.hits("b") > before, "back in rotation");
+}
+
+#[tokio::test]
+async fn consistent_hash_sticks_and_moves_little() {
+    let urls: Vec<String> = (0..5).map(|i| format!("http://10.0.0.{i}")).collect();
+    let fake = Fake::with(
+        &urls
+            .iter()
+            .map(|u| (u.as_str(), Mode::Ok))
+            .collect::<Vec<_>>(),
+    );
+    let pool = fake
+        .pool(Algorithm::ConsistentHash(
+            HashKey::header("x-user").unwrap(),
+        ))
+        .build()
+        .unwrap();
+    let owner = |pool: &Pool<FakeSvc>, user: usize| {
+        let req = Request::get("/")
+            .header("x-user", user.to_string())
+            .body(())
+            .unwrap();
+        let h = pool.request_hash(&req.into_parts().0);
+        pool.select(h).unwrap().url().to_owned()
+    };
+    let before: Vec<String> = (0..2000).map(|u| owner(&pool, u)).collect();
+    assert!((0..2000).all(|u| owner(&pool, u) == before[u]), "sticky");
+    assert!(pool.remove(&urls[2]));
+    let moved = (0..2000).filter(|&u| owner(&pool, u) != before[u]).count();
+    assert!(
+        before
+            .iter()
+            .zip(0..)
+            .all(|(b, u)| b == &urls[2] || owner(&pool, u) == *b),
+        "only the leaver's keys move"
+    );
+    assert!((moved as f64 / 2000.0 - 0.2).abs() < 0.07, "moved {moved}");
+    // Through the service, the same key reaches the same endpoint.
+    let b = Balance::new(pool.clone());
+    let req = || {
+        Request::get("/")
+            .header("x-user", "7")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let first = b.clone().oneshot(req()).await.unwrap().into_body();
+    for _ in 0..10 {
+        assert_eq!(b.clone().oneshot(req()).await.unwrap().into_body(), first);
+    }
+}
+
+#[tokio::test]
+async fn weighted_round_robin_follows_weights() {
+    let fake = Fake::default();
+    let pool = Pool::builder("w", fake.make())
+        .algorithm(Algorithm::WeightedRoundRobin)
+        .endpoint(Endpoint::new("a").with_weight(1))
+        .endpoint(Endpoint::new("b").with_weight(3))
+        .endpoint(Endpoint::new("drain").with_weight(0))
+        .build()
+        .unwrap();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..400 {
+        *counts
+            .entry(pool.select(None).unwrap().url().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(counts.get("a"), Some(&100));
+    assert_eq!(counts.get("b"), Some(&300));
+    assert_eq!(counts.get("drain"), None);
+    assert_eq!(pool.snapshot()[2].status, Status::Draining);
+}
+
+#[tokio::test]
+async fn discovery_and_api_change_membership() {
+    let fake = Fake::default();
+    let (tx, rx) = discover::channel();
+    let pool = Pool::builder("d", fake.make())
+        .discover(rx)
+        .build()
+        .unwrap();
+    assert!(pool.is_empty());
+    tx.insert(Endpoint::new("x").with_weight(2));
+    tx.insert(Endpoint::new("y"));
+    wait_for(|| pool.len() == 2).await;
+    tx.remove("x");
+    wait_for(|| pool.len() == 1).await;
+    pool.insert(Endpoint::new("z")).unwrap();
+    let urls: Vec<String> = pool
+        .endpoints()
+        .iter()
+        .map(|e| e.url().to_owned())
+        .collect();
+    assert_eq!(urls, ["y", "z"]);
+    let state = pool.snapshot();
+    assert_eq!(state[0].source, "discover");
+    assert_eq!(state[1].source, "api");
+    let json = serde_json::to_value(&state[0]).unwrap();
+    assert_eq!(json["status"], "healthy");
+    assert_eq!(json["url"], "y");
+    assert!(json["ewma_ms"].is_number());
+}
+
+#[tokio::test]
+async fn dns_source_resolves_and_refreshes() {
+    let fake = Fake::default();
+    let pool = Pool::builder("dns", fake.make())
+        .dns(crate::Dns::new("localhost", 8080).interval(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    pool.refresh().await.unwrap();
+    assert!(!pool.is_empty());
+    assert!(
+        pool.endpoints()
+            .iter()
+            .all(|e| e.hostname() == Some("localhost"))
+    );
+    assert!(pool.snapshot().iter().all(|s| s.source == "dns"));
+}
+
+#[test]
+fn bad_settings_are_build_errors() {
+    let fake = Fake::default();
+    let err = |b: Result<Pool<FakeSvc>, crate::BuildError>| b.unwrap_err().to_string();
+    assert!(
+        err(Pool::builder("p", fake.make()).panic_threshold(2.0).build())
+            .contains("panic_threshold")
+    );
+    assert!(
+        err(Pool::builder("p", fake.make())
+            .endpoint(Endpoint::new("a"))
+            .endpoint(Endpoint::new("a"))
+            .build())
+        .contains("twice")
+    );
+    assert!(
+        err(Pool::builder("p", fake.make())
+            .ejection(Ejection::default().consecutive_failures(0))
+            .build())
+        .contains("consecutive")
+    );
+    assert!(
+        err(Pool::builder("p", fake.make())
+            .circuit_breaker(CircuitBreaker::new().max_requests(0))
+            .build())
+        .contains("0")
+    );
+    // Health checks need a runtime, and say so rather than panic.
+    let check =
+        HealthCheck::new(|_e: &Endpoint, _p: &str| async { Ok::<_, BoxError>(StatusCode::OK) });
+    assert!(err(Pool::builder("p", fake.make()).health_check(check).build()).contains("runtime"));
+    let pool = Pool::builder("p", fake.make()).build().unwrap();
+    assert!(
+        Balance::builder(pool.clone())
+            .timeout(Duration::ZERO)
+            .build()
+            .is_err()
+    );
+    assert!(
+        Balance::builder(pool)
+            .retry(RetryPolicy::default().backoff(Duration::from_secs(2), Duration::from_secs(1)))
+            .build()
+            .is_err()
+    );
+    let failing = Pool::builder("p", |_e: &Endpoint| Err::<FakeSvc, _>("no"))
+        .endpoint(Endpoint::new("a"))
+        .build();
+    assert!(err(failing).contains("endpoint a: no"));
+    let _ = RetryOn::none();
+}
+
+#[tokio::test]
+async fn full_body_through_a_retry() {
+    let fake = Fake::with(&[("a", Mode::Refuse), ("b", Mode::Read503), ("c", Mode::Ok)]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .build()
+        .unwrap();
+    let b = Balance::builder(pool)
+        .retry(RetryPolicy::default().max_retries(3))
+        .buffer_requests(16)
+        .build()
+        .unwrap();
+    let rsp = b
+        .oneshot(
+            Request::put("/")
+                .body(Full::new(Bytes::from_static(b"0123456789")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rsp.into_body(), "c");
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("condition within 5s");
+}

@@ -1,0 +1,526 @@
+//! An access log: one line per request, written off the request path.
+//!
+//! [`AccessLogLayer`] captures what a line needs while the request goes
+//! through, and when the response body has ended (or the client left) it
+//! hands the record to a writer thread over a bounded channel. It never
+//! blocks a request: when the writer falls behind, the line is dropped and
+//! counted ([`AccessLogLayer::dropped`], and
+//! `towergate_access_log_dropped_total` when given a [`Metrics`] handle).
+//! Formatting happens on the writer thread.
+//!
+//! # Lines
+//!
+//! The default format is one JSON object per line, with these members in
+//! this order ([`Field`] and [`AccessLogBuilder::fields`] choose others);
+//! a value that is not known is `null`:
+//!
+//! | member | |
+//! |---|---|
+//! | `ts` | when the request arrived, RFC 3339 in UTC with milliseconds |
+//! | `request_id` | the [`RequestId`](towergate_core::RequestId) |
+//! | `trace_id` | the trace, from [`TraceLayer`](crate::TraceLayer) or the incoming `traceparent` |
+//! | `client` | [`ClientAddr::client`](towergate_core::ClientAddr), the real client's IP |
+//! | `method` | |
+//! | `path` | the path as received, **without the query** except the parameters allowed by [`AccessLogBuilder::keep_query_params`] |
+//! | `route` | the matched route's name |
+//! | `upstream` | the endpoint from [`UpstreamInfo`](crate::UpstreamInfo) |
+//! | `status` | `499` when the client left before the response headers, `null` when the inner service failed without a response |
+//! | `bytes_in`, `bytes_out` | body bytes, counted as they streamed |
+//! | `latency_ms` | from the request to the end of the response body |
+//! | `consumer`, `subject` | from the [`Identity`](towergate_core::Identity) |
+//!
+//! [`LogFormat::Common`] and [`LogFormat::Combined`] write the classic
+//! Apache/nginx formats instead (`user` is the subject, or the consumer).
+//!
+//! No header is ever logged except `User-Agent` and `Referer` (the latter
+//! without credentials, fragment or query parameters that are not
+//! allowed), and only when asked for: never `Authorization`, cookies, API
+//! keys or tokens. Query parameters whose names look like credentials
+//! cannot be allowed.
+//!
+//! Route, upstream and identity are found as for the other layers: see
+//! [`Observation`](crate::Observation).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::io::Write;
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use towergate_observe::access_log::{AccessLogLayer, Sink};
+//!
+//! #[derive(Clone, Default)]
+//! struct Buffer(Arc<Mutex<Vec<u8>>>);
+//! impl Write for Buffer {
+//!     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+//!         self.0.lock().unwrap().extend_from_slice(b);
+//!         Ok(b.len())
+//!     }
+//!     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let buffer = Buffer::default();
+//! let log = AccessLogLayer::builder().sink(Sink::writer(buffer.clone())).build()?;
+//! let svc = ServiceBuilder::new()
+//!     .layer(log.clone())
+//!     .service(service_fn(|_req: Request<_>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from("hello"))))
+//!     }));
+//! let req = Request::get("/search?q=rust&api_key=s3cr3t")
+//!     .header("authorization", "Bearer s3cr3t")
+//!     .body(Full::<bytes::Bytes>::default())?;
+//! let rsp = svc.oneshot(req).await?;
+//! rsp.into_body().collect().await?; // the line is written once the body has ended
+//!
+//! assert!(log.flush(Duration::from_secs(5)));
+//! let text = String::from_utf8(buffer.0.lock().unwrap().clone())?;
+//! let line: serde_json::Value = serde_json::from_str(text.trim_end())?;
+//! assert_eq!(line["path"], "/search");
+//! assert_eq!(line["status"], 200);
+//! assert_eq!(line["bytes_out"], 5);
+//! assert!(!text.contains("s3cr3t"));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::Duration;
+
+use tower::Layer;
+
+use crate::error::BuildError;
+use crate::metrics::Metrics;
+
+mod format;
+mod service;
+
+pub(crate) use format::Record;
+pub(crate) use service::BodyWatch;
+pub use service::{AccessLog, ResponseFuture};
+
+use format::Config;
+
+/// The fields of a JSON line by default, in order.
+pub const DEFAULT_FIELDS: [Field; 14] = [
+    Field::Timestamp,
+    Field::RequestId,
+    Field::TraceId,
+    Field::Client,
+    Field::Method,
+    Field::Path,
+    Field::Route,
+    Field::Upstream,
+    Field::Status,
+    Field::BytesIn,
+    Field::BytesOut,
+    Field::LatencyMs,
+    Field::Consumer,
+    Field::Subject,
+];
+
+/// The default capacity of the channel to the writer, in lines.
+pub const DEFAULT_CAPACITY: usize = 8192;
+
+/// Writes an access-log line per request; see the [module docs](self).
+///
+/// Clones share the writer thread; it stops (after writing what it was
+/// given) when the last clone and the last in-flight request are gone.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct AccessLogLayer {
+    shared: Arc<Shared>,
+}
+
+/// Settings for an [`AccessLogLayer`]; see [`AccessLogLayer::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct AccessLogBuilder {
+    sink: Sink,
+    format: LogFormat,
+    fields: Vec<Field>,
+    keep_query: Vec<String>,
+    capacity: usize,
+    metrics: Option<Metrics>,
+}
+
+/// Where lines go.
+pub enum Sink {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A file, opened for appending (created if missing) when the layer is
+    /// built.
+    File(PathBuf),
+    /// Any writer: a pipe, a socket, a buffer in tests.
+    Writer(Box<dyn Write + Send>),
+}
+
+/// The shape of a line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, with the chosen [`Field`]s.
+    #[default]
+    Json,
+    /// The Common Log Format: `client - user [time] "request" status bytes`.
+    Common,
+    /// The Combined Log Format: Common plus `"referer" "user-agent"`.
+    Combined,
+}
+
+/// A member of a JSON line; its key is [`Field::key`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// `ts`: when the request arrived (RFC 3339, UTC, milliseconds).
+    Timestamp,
+    /// `request_id`.
+    RequestId,
+    /// `trace_id`: 32 hex digits.
+    TraceId,
+    /// `client`: the real client's IP.
+    Client,
+    /// `method`.
+    Method,
+    /// `path`: without the query, except allowed parameters.
+    Path,
+    /// `route`: the matched route's name.
+    Route,
+    /// `upstream`: the upstream endpoint.
+    Upstream,
+    /// `status`.
+    Status,
+    /// `bytes_in`: request body bytes.
+    BytesIn,
+    /// `bytes_out`: response body bytes.
+    BytesOut,
+    /// `latency_ms`: to the end of the response body, 3 decimals.
+    LatencyMs,
+    /// `consumer`.
+    Consumer,
+    /// `subject`.
+    Subject,
+    /// `protocol`: `HTTP/1.1`, `HTTP/2.0`.
+    Protocol,
+    /// `user_agent` (not in the defaults).
+    UserAgent,
+    /// `referer`, sanitised like the path (not in the defaults).
+    Referer,
+}
+
+/// What every clone of the layer and every request in flight share.
+pub(crate) struct Shared {
+    tx: SyncSender<Msg>,
+    pub(crate) config: Arc<Config>,
+    dropped: AtomicU64,
+    metrics: Option<Metrics>,
+}
+
+enum Msg {
+    Line(Box<Record>),
+    Flush(SyncSender<()>),
+}
+
+/// Query parameter names that may hold credentials: never logged, even
+/// when allowed.
+const SECRET_LIKE: [&str; 11] = [
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "apikey",
+    "api_key",
+    "api-key",
+    "auth",
+    "signature",
+    "session",
+    "credential",
+];
+
+// === impl AccessLogLayer ===
+
+impl AccessLogLayer {
+    /// Starts building: JSON to stdout by default.
+    pub fn builder() -> AccessLogBuilder {
+        AccessLogBuilder {
+            sink: Sink::Stdout,
+            format: LogFormat::Json,
+            fields: DEFAULT_FIELDS.to_vec(),
+            keep_query: Vec::new(),
+            capacity: DEFAULT_CAPACITY,
+            metrics: None,
+        }
+    }
+
+    /// How many lines were dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every line handed over so far is written and the sink
+    /// flushed, for at most `timeout`; false if that did not happen in
+    /// time. It blocks: call it at shutdown, or from a blocking task.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (ack, done) = mpsc::sync_channel(1);
+        if self.shared.tx.send(Msg::Flush(ack)).is_err() {
+            return false;
+        }
+        done.recv_timeout(timeout).is_ok()
+    }
+}
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog::from_shared(inner, self.shared.clone())
+    }
+}
+
+// === impl AccessLogBuilder ===
+
+impl AccessLogBuilder {
+    /// Where lines go. Default [`Sink::Stdout`].
+    pub fn sink(mut self, sink: Sink) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// The shape of lines. Default [`LogFormat::Json`].
+    pub fn format(mut self, format: LogFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The members of JSON lines, in order. Default [`DEFAULT_FIELDS`].
+    pub fn fields(mut self, fields: impl IntoIterator<Item = Field>) -> Self {
+        self.fields = fields.into_iter().collect();
+        self
+    }
+
+    /// Query parameters kept in the logged path (and referer), by exact
+    /// name (`page`, `limit`). Default none: the query is left out. Names
+    /// that look like credentials (containing `token`, `secret`,
+    /// `password`, `auth`, `session`, `signature`, `api_key`, ...) are
+    /// refused at [`build`](Self::build).
+    pub fn keep_query_params<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.keep_query = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How many lines may wait for the writer before new ones are dropped.
+    /// Default [`DEFAULT_CAPACITY`].
+    pub fn capacity(mut self, lines: usize) -> Self {
+        self.capacity = lines;
+        self
+    }
+
+    /// Counts dropped lines in `towergate_access_log_dropped_total` too.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Opens the sink, starts the writer thread and builds the layer.
+    pub fn build(self) -> Result<AccessLogLayer, BuildError> {
+        if self.capacity == 0 {
+            return Err(BuildError::new("access log: capacity must be at least 1"));
+        }
+        if self.format == LogFormat::Json && self.fields.is_empty() {
+            return Err(BuildError::new("access log: no fields to log"));
+        }
+        for name in &self.keep_query {
+            let lower = name.to_ascii_lowercase();
+            if name.is_empty() {
+                return Err(BuildError::new("access log: empty query parameter name"));
+            }
+            if let Some(s) = SECRET_LIKE.iter().find(|s| lower.contains(*s)) {
+                return Err(BuildError::new(format!(
+                    "access log: query parameter `{name}` looks like a credential (`{s}`) and is never logged"
+                )));
+            }
+        }
+        let writer: Box<dyn Write + Send> = match self.sink {
+            Sink::Stdout => Box::new(io::stdout()),
+            Sink::Stderr => Box::new(io::stderr()),
+            Sink::File(path) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| {
+                        BuildError::with_source(
+                            format!("access log: cannot open {}", path.display()),
+                            e,
+                        )
+                    })?,
+            ),
+            Sink::Writer(w) => w,
+        };
+        let config = Arc::new(Config {
+            format: self.format,
+            fields: self.fields,
+            keep_query: self.keep_query,
+        });
+        let (tx, rx) = mpsc::sync_channel(self.capacity);
+        let thread_config = config.clone();
+        std::thread::Builder::new()
+            .name("towergate-access-log".into())
+            .spawn(move || write_lines(rx, writer, &thread_config))
+            .map_err(|e| BuildError::with_source("access log: cannot start the writer", e))?;
+        Ok(AccessLogLayer {
+            shared: Arc::new(Shared {
+                tx,
+                config,
+                dropped: AtomicU64::new(0),
+                metrics: self.metrics,
+            }),
+        })
+    }
+}
+
+// === impl Sink ===
+
+impl Sink {
+    /// A file, opened for appending when the layer is built.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Sink::File(path.into())
+    }
+
+    /// Any writer.
+    pub fn writer(w: impl Write + Send + 'static) -> Self {
+        Sink::Writer(Box::new(w))
+    }
+}
+
+impl fmt::Debug for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sink::Stdout => f.write_str("Stdout"),
+            Sink::Stderr => f.write_str("Stderr"),
+            Sink::File(p) => f.debug_tuple("File").field(p).finish(),
+            Sink::Writer(_) => f.write_str("Writer(..)"),
+        }
+    }
+}
+
+// === impl Field ===
+
+impl Field {
+    /// The member's key in a JSON line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::Timestamp => "ts",
+            Field::RequestId => "request_id",
+            Field::TraceId => "trace_id",
+            Field::Client => "client",
+            Field::Method => "method",
+            Field::Path => "path",
+            Field::Route => "route",
+            Field::Upstream => "upstream",
+            Field::Status => "status",
+            Field::BytesIn => "bytes_in",
+            Field::BytesOut => "bytes_out",
+            Field::LatencyMs => "latency_ms",
+            Field::Consumer => "consumer",
+            Field::Subject => "subject",
+            Field::Protocol => "protocol",
+            Field::UserAgent => "user_agent",
+            Field::Referer => "referer",
+        }
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Hands a finished record to the writer, or drops and counts it.
+    pub(crate) fn send(&self, record: Record) {
+        match self.tx.try_send(Msg::Line(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.access_log_dropped();
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long the writer lets lines gather while they keep coming.
+const BATCH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The writer thread: formats and writes lines until every sender is gone.
+///
+/// While lines keep coming it wakes every [`BATCH_INTERVAL`] and drains the
+/// channel, rather than blocking on it: a sender only pays for a wake-up
+/// (a system call) when the writer was idle, never once per line.
+fn write_lines(rx: Receiver<Msg>, writer: Box<dyn Write + Send>, config: &Config) {
+    let mut out = BufWriter::with_capacity(64 * 1024, writer);
+    let mut line = String::with_capacity(512);
+    let mut handle = |msg: Msg, out: &mut BufWriter<Box<dyn Write + Send>>| match msg {
+        Msg::Line(record) => {
+            line.clear();
+            config.format(&record, &mut line);
+            line.push('\n');
+            // A failing sink loses lines; there is nowhere to report that
+            // but the sink itself.
+            let _ = out.write_all(line.as_bytes());
+        }
+        Msg::Flush(ack) => {
+            let _ = out.flush();
+            let _ = ack.send(());
+        }
+    };
+    // Idle: block until something comes.
+    while let Ok(first) = rx.recv() {
+        handle(first, &mut out);
+        // Busy: drain in rounds until a round finds nothing.
+        loop {
+            let _ = out.flush();
+            std::thread::sleep(BATCH_INTERVAL);
+            let mut drained = 0usize;
+            loop {
+                match rx.try_recv() {
+                    Ok(msg) => {
+                        handle(msg, &mut out);
+                        drained += 1;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        let _ = out.flush();
+                        return;
+                    }
+                }
+            }
+            if drained == 0 {
+                break;
+            }
+        }
+    }
+    let _ = out.flush();
+}

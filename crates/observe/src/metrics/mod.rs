@@ -1,0 +1,632 @@
+//! Prometheus metrics: the [`Metrics`] handle (an explicit
+//! `prometheus_client` [`Registry`] and every towergate metric family) and
+//! the [`MetricsLayer`] that measures requests.
+//!
+//! # What is measured
+//!
+//! The layer records, per request:
+//!
+//! | metric | labels | |
+//! |---|---|---|
+//! | `towergate_http_requests_total` | `route`, `status_class` | counted when the response headers come back |
+//! | `towergate_http_request_duration_seconds` | `route` | histogram, time to response headers, 0.5 ms .. 10 s |
+//! | `towergate_http_requests_in_flight` | | from the call until the response body ends |
+//! | `towergate_http_request_body_bytes_total` | `route` | request body bytes, as streamed |
+//! | `towergate_http_response_body_bytes_total` | `route` | response body bytes, counted frame by frame |
+//!
+//! [`RecordUpstreamLayer`](crate::RecordUpstreamLayer) with a handle adds
+//! `towergate_upstream_requests_total{upstream,status_class}` and
+//! `towergate_upstream_request_duration_seconds{upstream}`; the rest of the
+//! gateway feeds the other families through methods of [`Metrics`]
+//! (connections, authentication failures, rate-limit rejections, retries,
+//! ejections, circuit state, config reloads, Redis degradation).
+//!
+//! `status_class` is `1xx` .. `5xx`; a request whose inner service failed
+//! without a response counts as `5xx` at the edge (the rescue layer turns
+//! it into a 5xx problem) and as `error` at the upstream. A request whose
+//! caller left before the response headers is not counted (it was in
+//! flight, and is no longer).
+//!
+//! # Label cardinality
+//!
+//! Labels are route names, upstream endpoints, and the short reasons and
+//! limit names the gateway's own code passes: all bounded by the
+//! configuration. Raw paths, user ids and client addresses never become
+//! labels; a request that matched no route is `route="(none)"`.
+//!
+//! # Exposition
+//!
+//! [`Metrics::encode`] writes the OpenMetrics text format (what
+//! `prometheus_client` produces, ending in `# EOF`); serve it with
+//! [`CONTENT_TYPE`] so that Prometheus parses it as OpenMetrics.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use towergate_core::RouteMatch;
+//! use towergate_observe::Metrics;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let metrics = Metrics::new();
+//! let svc = ServiceBuilder::new()
+//!     .layer(metrics.layer())
+//!     .service(service_fn(|req: Request<_>| async move {
+//!         let _ = req;
+//!         Ok::<_, Infallible>(Response::builder().status(404).body(String::new()).unwrap())
+//!     }));
+//! let mut req = Request::new(String::new());
+//! // Normally the router puts it there.
+//! req.extensions_mut().insert(RouteMatch::new("users"));
+//! let rsp = svc.oneshot(req).await.unwrap();
+//! assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
+//! drop(rsp);
+//!
+//! metrics.auth_failure("expired");
+//! let text = metrics.encode();
+//! assert!(text.contains(r#"towergate_http_requests_total{route="users",status_class="4xx"} 1"#));
+//! assert!(text.contains(r#"towergate_auth_failures_total{reason="expired"} 1"#));
+//! assert!(text.contains("towergate_http_requests_in_flight 0"));
+//! assert!(text.ends_with("# EOF\n"));
+//! # }
+//! ```
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::error::BuildError;
+
+pub(crate) mod layer;
+
+pub use layer::{MetricsLayer, RecordMetrics, ResponseFuture};
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The default duration buckets, in seconds: 0.5 ms to 10 s.
+pub const DEFAULT_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// The `route` label of requests that matched no route.
+pub const NO_ROUTE: &str = "(none)";
+
+/// The handle on towergate's metrics: cheap to clone, all clones share one
+/// registry. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+/// Settings for [`Metrics`]; see [`Metrics::builder`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct MetricsBuilder {
+    registry: Option<Registry>,
+    buckets: Option<Vec<f64>>,
+}
+
+/// Drops the open-connections gauge by one when dropped; see
+/// [`Metrics::open_connection`].
+#[derive(Debug)]
+#[must_use = "the connection counts as open until the guard is dropped"]
+pub struct ConnectionGuard {
+    metrics: Metrics,
+}
+
+/// The state of a circuit breaker, as `towergate_circuit_state` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Requests flow (gauge value 0).
+    Closed,
+    /// Trial requests flow (1).
+    HalfOpen,
+    /// Requests are refused (2).
+    Open,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    registry: Registry,
+    pub(crate) requests: Family<RouteClass, Counter>,
+    pub(crate) duration: Family<RouteLabel, Histogram, Buckets>,
+    pub(crate) in_flight: Gauge,
+    pub(crate) request_bytes: Family<RouteLabel, Counter>,
+    pub(crate) response_bytes: Family<RouteLabel, Counter>,
+    upstream_requests: Family<UpstreamClass, Counter>,
+    upstream_duration: Family<UpstreamLabel, Histogram, Buckets>,
+    open_connections: Gauge,
+    connections: Counter,
+    auth_failures: Family<ReasonLabel, Counter>,
+    ratelimit_rejections: Family<LimitLabel, Counter>,
+    retries: Family<RouteLabel, Counter>,
+    ejections: Family<UpstreamLabel, Counter>,
+    circuit_state: Family<UpstreamLabel, Gauge>,
+    config_reloads: Family<ResultLabel, Counter>,
+    config_last_reload_ok: Gauge,
+    redis_degraded: Gauge,
+    access_log_dropped: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteClass {
+    pub(crate) route: Arc<str>,
+    pub(crate) status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabel {
+    pub(crate) route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamClass {
+    upstream: Arc<str>,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Builds every histogram of a family with the same buckets.
+#[derive(Clone, Debug)]
+pub(crate) struct Buckets(Arc<[f64]>);
+
+/// The `status_class` label of a status: `1xx` to `5xx`.
+///
+/// ```
+/// use towergate_observe::metrics::status_class;
+/// assert_eq!(status_class(http::StatusCode::TOO_MANY_REQUESTS), "4xx");
+/// assert_eq!(status_class(http::StatusCode::SWITCHING_PROTOCOLS), "1xx");
+/// ```
+pub fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// A handle with its own registry and the default buckets.
+    pub fn new() -> Self {
+        Self::from_parts(Registry::default(), Buckets(Arc::from(DEFAULT_BUCKETS)))
+    }
+
+    /// Starts building a handle over a given registry or with other buckets.
+    pub fn builder() -> MetricsBuilder {
+        MetricsBuilder::default()
+    }
+
+    /// A [`MetricsLayer`] that records into this handle.
+    pub fn layer(&self) -> MetricsLayer {
+        MetricsLayer::new(self.clone())
+    }
+
+    /// The registry, to encode it along with others.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The whole registry in the OpenMetrics text format; serve it with
+    /// [`CONTENT_TYPE`].
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail; a metric that cannot encode
+        // itself would be a prometheus_client bug, and a partial page
+        // beats none.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    /// Counts an accepted connection as open until the guard is dropped
+    /// (`towergate_open_connections`, `towergate_connections_total`).
+    pub fn open_connection(&self) -> ConnectionGuard {
+        self.inner.open_connections.inc();
+        self.inner.connections.inc();
+        ConnectionGuard {
+            metrics: self.clone(),
+        }
+    }
+
+    /// Counts a refused authentication, by a short fixed reason
+    /// (`missing`, `expired`, `bad_signature`, ...):
+    /// `towergate_auth_failures_total{reason}`.
+    pub fn auth_failure(&self, reason: impl Into<Cow<'static, str>>) {
+        self.inner
+            .auth_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a request refused by the named limit:
+    /// `towergate_ratelimit_rejections_total{limit}`.
+    pub fn rate_limited(&self, limit: impl Into<Cow<'static, str>>) {
+        self.inner
+            .ratelimit_rejections
+            .get_or_create(&LimitLabel {
+                limit: limit.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a retry on the route: `towergate_retries_total{route}`.
+    pub fn retry(&self, route: impl Into<Arc<str>>) {
+        self.inner
+            .retries
+            .get_or_create(&RouteLabel {
+                route: route.into(),
+            })
+            .inc();
+    }
+
+    /// Counts an endpoint ejected from its pool by passive health checks:
+    /// `towergate_upstream_ejections_total{upstream}`.
+    pub fn ejection(&self, upstream: impl Into<Arc<str>>) {
+        self.inner
+            .ejections
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.into(),
+            })
+            .inc();
+    }
+
+    /// Sets the circuit breaker state of an upstream:
+    /// `towergate_circuit_state{upstream}` (0 closed, 1 half-open, 2 open).
+    pub fn circuit_state(&self, upstream: impl Into<Arc<str>>, state: CircuitState) {
+        let v = match state {
+            CircuitState::Closed => 0,
+            CircuitState::HalfOpen => 1,
+            CircuitState::Open => 2,
+        };
+        self.inner
+            .circuit_state
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.into(),
+            })
+            .set(v);
+    }
+
+    /// Counts a configuration reload and whether it was applied:
+    /// `towergate_config_reloads_total{result="success"|"failure"}` and
+    /// `towergate_config_last_reload_successful` (1 or 0).
+    pub fn config_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.inner
+            .config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        self.inner.config_last_reload_ok.set(i64::from(success));
+    }
+
+    /// Whether the shared rate-limit store (Redis) is unreachable and the
+    /// gateway fell back to local limits: `towergate_redis_degraded` (1 or 0).
+    pub fn redis_degraded(&self, degraded: bool) {
+        self.inner.redis_degraded.set(i64::from(degraded));
+    }
+
+    /// Counts one call to an upstream endpoint: its status class (`error`
+    /// when it failed without a response) and its duration up to the
+    /// response headers. [`RecordUpstreamLayer`](crate::RecordUpstreamLayer)
+    /// calls it.
+    pub fn observe_upstream(
+        &self,
+        upstream: impl Into<Arc<str>>,
+        status: Option<StatusCode>,
+        elapsed: Duration,
+    ) {
+        let upstream = upstream.into();
+        let status_class = status.map(status_class).unwrap_or("error");
+        self.inner
+            .upstream_requests
+            .get_or_create(&UpstreamClass {
+                upstream: upstream.clone(),
+                status_class,
+            })
+            .inc();
+        self.inner
+            .upstream_duration
+            .get_or_create(&UpstreamLabel { upstream })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The number of requests in flight now.
+    pub fn in_flight(&self) -> i64 {
+        self.inner.in_flight.get()
+    }
+
+    pub(crate) fn access_log_dropped(&self) {
+        self.inner.access_log_dropped.inc();
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    fn from_parts(mut registry: Registry, buckets: Buckets) -> Self {
+        let inner = Inner {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(buckets.clone()),
+            in_flight: Gauge::default(),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(buckets),
+            open_connections: Gauge::default(),
+            connections: Counter::default(),
+            auth_failures: Family::default(),
+            ratelimit_rejections: Family::default(),
+            retries: Family::default(),
+            ejections: Family::default(),
+            circuit_state: Family::default(),
+            config_reloads: Family::default(),
+            config_last_reload_ok: Gauge::default(),
+            redis_degraded: Gauge::default(),
+            access_log_dropped: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = registry.sub_registry_with_prefix("towergate");
+        r.register(
+            "http_requests",
+            "Requests by route and status class",
+            inner.requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "Time from the request to its response headers",
+            Unit::Seconds,
+            inner.duration.clone(),
+        );
+        r.register(
+            "http_requests_in_flight",
+            "Requests whose response has not ended",
+            inner.in_flight.clone(),
+        );
+        r.register_with_unit(
+            "http_request_body",
+            "Request body bytes received",
+            Unit::Bytes,
+            inner.request_bytes.clone(),
+        );
+        r.register_with_unit(
+            "http_response_body",
+            "Response body bytes sent",
+            Unit::Bytes,
+            inner.response_bytes.clone(),
+        );
+        r.register(
+            "upstream_requests",
+            "Calls to upstream endpoints by status class (error: no response)",
+            inner.upstream_requests.clone(),
+        );
+        r.register_with_unit(
+            "upstream_request_duration",
+            "Time from the upstream call to its response headers",
+            Unit::Seconds,
+            inner.upstream_duration.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Client connections open now",
+            inner.open_connections.clone(),
+        );
+        r.register(
+            "connections",
+            "Client connections accepted",
+            inner.connections.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Refused authentications by reason",
+            inner.auth_failures.clone(),
+        );
+        r.register(
+            "ratelimit_rejections",
+            "Requests refused by rate limits, by limit",
+            inner.ratelimit_rejections.clone(),
+        );
+        r.register(
+            "retries",
+            "Upstream retries by route",
+            inner.retries.clone(),
+        );
+        r.register(
+            "upstream_ejections",
+            "Endpoints ejected by passive health checks",
+            inner.ejections.clone(),
+        );
+        r.register(
+            "circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            inner.circuit_state.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            inner.config_reloads.clone(),
+        );
+        r.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload was applied",
+            inner.config_last_reload_ok.clone(),
+        );
+        r.register(
+            "redis_degraded",
+            "Whether the shared rate-limit store is unreachable",
+            inner.redis_degraded.clone(),
+        );
+        r.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer fell behind",
+            inner.access_log_dropped.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner { registry, ..inner }),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl MetricsBuilder ===
+
+impl MetricsBuilder {
+    /// Registers towergate's families in `registry` (which may already hold
+    /// the application's own), so that one page serves both. Default: a new
+    /// registry.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The duration histogram buckets, in seconds, strictly increasing.
+    /// Default [`DEFAULT_BUCKETS`].
+    pub fn buckets(mut self, buckets: impl IntoIterator<Item = f64>) -> Self {
+        self.buckets = Some(buckets.into_iter().collect());
+        self
+    }
+
+    /// Checks the buckets and builds the handle.
+    pub fn build(self) -> Result<Metrics, BuildError> {
+        let buckets = match self.buckets {
+            None => Buckets(Arc::from(DEFAULT_BUCKETS)),
+            Some(b) => {
+                if b.is_empty() {
+                    return Err(BuildError::new("metrics: no histogram buckets"));
+                }
+                if b.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+                    return Err(BuildError::new(
+                        "metrics: histogram buckets must be finite and positive",
+                    ));
+                }
+                if b.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(BuildError::new(
+                        "metrics: histogram buckets must be strictly increasing",
+                    ));
+                }
+                Buckets(Arc::from(b))
+            }
+        };
+        Ok(Metrics::from_parts(
+            self.registry.unwrap_or_default(),
+            buckets,
+        ))
+    }
+}
+
+// === impl ConnectionGuard ===
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.metrics.inner.open_connections.dec();
+    }
+}
+
+// === impl Buckets ===
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_methods_land_in_their_families() {
+        let m = Metrics::new();
+        {
+            let _c = m.open_connection();
+            assert!(m.encode().contains("towergate_open_connections 1\n"));
+        }
+        m.rate_limited("per-ip");
+        m.rate_limited(String::from("per-ip"));
+        m.retry("users");
+        m.ejection("10.0.0.1:80");
+        m.circuit_state("10.0.0.1:80", CircuitState::Open);
+        m.config_reload(true);
+        m.config_reload(false);
+        m.redis_degraded(true);
+        m.observe_upstream("10.0.0.1:80", None, Duration::from_millis(3));
+        let t = m.encode();
+        for line in [
+            "towergate_open_connections 0\n",
+            "towergate_connections_total 1\n",
+            "towergate_ratelimit_rejections_total{limit=\"per-ip\"} 2\n",
+            "towergate_retries_total{route=\"users\"} 1\n",
+            "towergate_upstream_ejections_total{upstream=\"10.0.0.1:80\"} 1\n",
+            "towergate_circuit_state{upstream=\"10.0.0.1:80\"} 2\n",
+            "towergate_config_reloads_total{result=\"success\"} 1\n",
+            "towergate_config_reloads_total{result=\"failure\"} 1\n",
+            "towergate_config_last_reload_successful 0\n",
+            "towergate_redis_degraded 1\n",
+            "towergate_upstream_requests_total{upstream=\"10.0.0.1:80\",status_class=\"error\"} 1\n",
+            "towergate_upstream_request_duration_seconds_count{upstream=\"10.0.0.1:80\"} 1\n",
+        ] {
+            assert!(t.contains(line), "missing {line:?} in\n{t}");
+        }
+    }
+
+    #[test]
+    fn buckets_are_checked() {
+        assert!(Metrics::builder().buckets([]).build().is_err());
+        assert!(Metrics::builder().buckets([0.1, 0.1]).build().is_err());
+        assert!(Metrics::builder().buckets([f64::NAN]).build().is_err());
+        let m = Metrics::builder().buckets([0.1, 1.0]).build().unwrap();
+        m.observe_upstream("u", Some(StatusCode::OK), Duration::from_millis(500));
+        assert!(m.encode().contains(
+            "towergate_upstream_request_duration_seconds_bucket{le=\"1.0\",upstream=\"u\"} 1"
+        ));
+    }
+
+    #[test]
+    fn shares_a_given_registry() {
+        let mut reg = Registry::default();
+        let mine = Counter::<u64>::default();
+        reg.register("app_things", "Things", mine.clone());
+        mine.inc();
+        let m = Metrics::builder().registry(reg).build().unwrap();
+        let t = m.encode();
+        assert!(t.contains("app_things_total 1"));
+        assert!(t.contains("towergate_http_requests_in_flight 0"));
+    }
+}

@@ -1,0 +1,303 @@
+//! Layers that report to the observe layers from inside the router:
+//! [`RecordLayer`] (route and identity) and [`RecordUpstreamLayer`]
+//! (the upstream endpoint).
+//!
+//! See [`Observation`] for why they are needed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::metrics::Metrics;
+use crate::observation::{Observation, UpstreamInfo};
+
+/// Copies the matched route and the caller's identity from the request
+/// extensions into the [`Observation`], for the tracing, metrics and
+/// access-log layers that sit outside the router.
+///
+/// In a towergate route stack, put it first (so that requests refused by
+/// authentication or rate limiting are still counted under their route)
+/// and again right after authentication (so the access log knows the
+/// consumer). In a plain axum app, [`RecordLayer::route`] names the route
+/// itself.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use towergate_observe::RecordLayer;
+///
+/// let app: Router = Router::new()
+///     .route("/users/{id}", get(|| async { "alice" }).layer(RecordLayer::route("users")));
+/// # drop(app);
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct RecordLayer {
+    route: Option<Arc<str>>,
+}
+
+/// The service of [`RecordLayer`].
+#[derive(Clone, Debug)]
+pub struct Record<S> {
+    inner: S,
+    route: Option<Arc<str>>,
+}
+
+/// Marks the responses of one upstream endpoint: puts an [`UpstreamInfo`]
+/// in the [`Observation`] and in the response extensions, and, given a
+/// [`Metrics`] handle, counts the endpoint's requests by status class
+/// (`error` when the endpoint failed without a response) and their
+/// duration up to the response headers.
+///
+/// Wrap each endpoint's service with it (the proxy for one `host:port`),
+/// inside the balancer and retries, so each attempt is recorded.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use towergate_observe::{Metrics, RecordUpstreamLayer, UpstreamInfo};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let metrics = Metrics::new();
+/// let svc = ServiceBuilder::new()
+///     .layer(RecordUpstreamLayer::new("10.0.0.7:8080").metrics(metrics.clone()))
+///     .service(service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) }));
+/// let rsp = svc.oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(rsp.extensions().get::<UpstreamInfo>().unwrap().endpoint(), "10.0.0.7:8080");
+/// assert!(metrics.encode().contains(
+///     r#"towergate_upstream_requests_total{upstream="10.0.0.7:8080",status_class="2xx"} 1"#
+/// ));
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RecordUpstreamLayer {
+    info: UpstreamInfo,
+    metrics: Option<Metrics>,
+}
+
+/// The service of [`RecordUpstreamLayer`].
+#[derive(Clone, Debug)]
+pub struct RecordUpstream<S> {
+    inner: S,
+    info: UpstreamInfo,
+    metrics: Option<Metrics>,
+}
+
+pin_project! {
+    /// The response future of [`RecordUpstream`].
+    #[derive(Debug)]
+    pub struct RecordUpstreamFuture<F> {
+        #[pin]
+        inner: F,
+        info: UpstreamInfo,
+        metrics: Option<Metrics>,
+        start: Instant,
+    }
+}
+
+// === impl RecordLayer ===
+
+impl RecordLayer {
+    /// Copies [`RouteMatch`](towergate_core::RouteMatch) and
+    /// [`Identity`](towergate_core::Identity) from the request extensions.
+    pub fn new() -> Self {
+        Self { route: None }
+    }
+
+    /// Records `name` as the route of every request through it (and still
+    /// copies the identity): for apps without the towergate router. Use a
+    /// name, never a raw path: it becomes a metrics label.
+    pub fn route(name: impl Into<Arc<str>>) -> Self {
+        Self {
+            route: Some(name.into()),
+        }
+    }
+}
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Record {
+            inner,
+            route: self.route.clone(),
+        }
+    }
+}
+
+// === impl Record ===
+
+impl<S> Record<S> {
+    /// Wraps `inner`; see [`RecordLayer::new`].
+    pub fn new(inner: S) -> Self {
+        Self { inner, route: None }
+    }
+
+    /// A [`RecordLayer`] that copies from the request extensions.
+    pub fn layer() -> RecordLayer {
+        RecordLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for Record<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(obs) = Observation::from_extensions(req.extensions()) {
+            obs.record_from(req.extensions());
+            if let Some(route) = &self.route {
+                obs.set_route(route.clone());
+            }
+        }
+        self.inner.call(req)
+    }
+}
+
+// === impl RecordUpstreamLayer ===
+
+impl RecordUpstreamLayer {
+    /// Marks responses as coming from `endpoint` (`host:port` or a name).
+    pub fn new(endpoint: impl Into<Arc<str>>) -> Self {
+        Self {
+            info: UpstreamInfo::new(endpoint),
+            metrics: None,
+        }
+    }
+
+    /// Also counts the endpoint's requests in `metrics`.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+impl<S> Layer<S> for RecordUpstreamLayer {
+    type Service = RecordUpstream<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RecordUpstream {
+            inner,
+            info: self.info.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+// === impl RecordUpstream ===
+
+impl<S> RecordUpstream<S> {
+    /// Wraps `inner`, the service of `endpoint`.
+    pub fn new(inner: S, endpoint: impl Into<Arc<str>>) -> Self {
+        Self {
+            inner,
+            info: UpstreamInfo::new(endpoint),
+            metrics: None,
+        }
+    }
+
+    /// A [`RecordUpstreamLayer`] for `endpoint`.
+    pub fn layer(endpoint: impl Into<Arc<str>>) -> RecordUpstreamLayer {
+        RecordUpstreamLayer::new(endpoint)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RecordUpstream<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RecordUpstreamFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if let Some(obs) = Observation::from_extensions(req.extensions()) {
+            // This deep in the stack every extension is there: take the
+            // route and identity too, in case no RecordLayer was placed.
+            obs.record_from(req.extensions());
+            obs.set_upstream(self.info.clone());
+        }
+        RecordUpstreamFuture {
+            inner: self.inner.call(req),
+            info: self.info.clone(),
+            metrics: self.metrics.clone(),
+            start: Instant::now(),
+        }
+    }
+}
+
+impl<F, B, E> Future for RecordUpstreamFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = ready!(this.inner.poll(cx));
+        if let Some(m) = this.metrics.as_ref() {
+            let status = res.as_ref().ok().map(|r| r.status());
+            m.observe_upstream(
+                this.info.endpoint_arc().clone(),
+                status,
+                this.start.elapsed(),
+            );
+        }
+        if let Ok(rsp) = &mut res {
+            rsp.extensions_mut().insert(this.info.clone());
+        }
+        Poll::Ready(res)
+    }
+}

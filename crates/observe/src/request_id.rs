@@ -1,0 +1,332 @@
+//! Request ids: accept the client's `X-Request-Id` when it is well formed,
+//! otherwise generate one (a UUIDv7, so ids sort by time), and make it
+//! known everywhere: a [`RequestId`] in the request extensions (problem
+//! responses use it as `instance`, the proxy logs it), the header on the
+//! request that goes to the upstream, and the header on the response.
+//!
+//! A well-formed id is 1 to 128 bytes of `[A-Za-z0-9._:-]` (see
+//! [`is_valid`]); anything else is replaced, so that ids are safe in logs
+//! and headers whatever the client sent.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use towergate_core::RequestId;
+//! use towergate_observe::RequestIdLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(RequestIdLayer::new())
+//!     .service(service_fn(|req: Request<()>| async move {
+//!         let id = req.extensions().get::<RequestId>().unwrap().clone();
+//!         assert_eq!(req.headers()["x-request-id"], id.as_str());
+//!         Ok::<_, Infallible>(Response::new(()))
+//!     }));
+//!
+//! // Kept when valid...
+//! let req = Request::get("/").header("x-request-id", "abc-123").body(()).unwrap();
+//! let rsp = svc.clone().oneshot(req).await.unwrap();
+//! assert_eq!(rsp.headers()["x-request-id"], "abc-123");
+//!
+//! // ...replaced when not.
+//! let req = Request::get("/").header("x-request-id", "<script>").body(()).unwrap();
+//! let rsp = svc.oneshot(req).await.unwrap();
+//! assert_eq!(rsp.headers()["x-request-id"].len(), 36);
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+use towergate_core::RequestId;
+
+use crate::error::BuildError;
+
+/// The longest request id accepted from a client.
+pub const MAX_LEN: usize = 128;
+
+/// Accepts or generates the request id; see the [module docs](self).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RequestIdLayer {
+    shared: Arc<Shared>,
+}
+
+/// Settings for a [`RequestIdLayer`]; see [`RequestIdLayer::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct RequestIdBuilder {
+    header: String,
+    trust_incoming: bool,
+}
+
+/// The service of [`RequestIdLayer`].
+#[derive(Clone, Debug)]
+pub struct SetRequestId<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+pin_project! {
+    /// The response future of [`SetRequestId`]: sets the id header on the
+    /// response.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        id: HeaderValue,
+        shared: Arc<Shared>,
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    header: HeaderName,
+    trust_incoming: bool,
+}
+
+/// Whether `id` is acceptable as a request id: 1 to [`MAX_LEN`] bytes of
+/// ASCII letters, digits, `.`, `_`, `:` and `-`.
+///
+/// ```
+/// use towergate_observe::request_id::is_valid;
+/// assert!(is_valid(b"0190b7e4-7c1a-7cc3-9d5e-3f1f6b0c2d11"));
+/// assert!(is_valid(b"svc:frontend.42_a"));
+/// assert!(!is_valid(b""));
+/// assert!(!is_valid(b"a b"));
+/// assert!(!is_valid(&[b'a'; 129]));
+/// ```
+pub fn is_valid(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// A new request id: a UUIDv7 in its hyphenated form.
+pub fn generate() -> RequestId {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let s = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    RequestId(Arc::from(&*s))
+}
+
+// === impl RequestIdLayer ===
+
+impl RequestIdLayer {
+    /// Reads and writes `X-Request-Id`, trusting valid incoming ids.
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                header: HeaderName::from_static("x-request-id"),
+                trust_incoming: true,
+            }),
+        }
+    }
+
+    /// Starts building a layer with another header or policy.
+    pub fn builder() -> RequestIdBuilder {
+        RequestIdBuilder {
+            header: "x-request-id".to_owned(),
+            trust_incoming: true,
+        }
+    }
+
+    /// The header the id is read from and written to.
+    pub fn header(&self) -> &HeaderName {
+        &self.shared.header
+    }
+}
+
+impl Default for RequestIdLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = SetRequestId<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SetRequestId {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+// === impl RequestIdBuilder ===
+
+impl RequestIdBuilder {
+    /// The header to read and write (`x-correlation-id`, ...). Default
+    /// `x-request-id`.
+    pub fn header(mut self, name: impl Into<String>) -> Self {
+        self.header = name.into();
+        self
+    }
+
+    /// Whether a valid id sent by the client is kept. Default true; turn it
+    /// off at an edge where clients are not trusted to choose ids.
+    pub fn trust_incoming(mut self, yes: bool) -> Self {
+        self.trust_incoming = yes;
+        self
+    }
+
+    /// Checks the header name and builds the layer.
+    pub fn build(self) -> Result<RequestIdLayer, BuildError> {
+        let header = HeaderName::try_from(self.header.as_str()).map_err(|e| {
+            BuildError::with_source(
+                format!("request id: invalid header name `{}`", self.header),
+                e,
+            )
+        })?;
+        Ok(RequestIdLayer {
+            shared: Arc::new(Shared {
+                header,
+                trust_incoming: self.trust_incoming,
+            }),
+        })
+    }
+}
+
+// === impl SetRequestId ===
+
+impl<S> SetRequestId<S> {
+    /// Wraps `inner` with the default settings of [`RequestIdLayer::new`].
+    pub fn new(inner: S) -> Self {
+        RequestIdLayer::new().layer(inner)
+    }
+
+    /// A [`RequestIdLayer`] with the default settings.
+    pub fn layer() -> RequestIdLayer {
+        RequestIdLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SetRequestId<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.shared;
+        let incoming = shared
+            .trust_incoming
+            .then(|| {
+                // Several values are as bad as an invalid one: which would
+                // the upstream read?
+                let mut all = req.headers().get_all(&shared.header).iter();
+                match (all.next(), all.next()) {
+                    (Some(v), None) if is_valid(v.as_bytes()) => Some(v.clone()),
+                    _ => None,
+                }
+            })
+            .flatten();
+        let (id, value) = match incoming.as_ref().and_then(|v| {
+            v.to_str()
+                .ok()
+                .map(|s| (RequestId(Arc::from(s)), v.clone()))
+        }) {
+            Some(pair) => pair,
+            None => {
+                let id = generate();
+                // A UUID is always a valid header value.
+                let value = HeaderValue::from_str(id.as_str())
+                    .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+                (id, value)
+            }
+        };
+        req.headers_mut()
+            .insert(shared.header.clone(), value.clone());
+        req.extensions_mut().insert(id);
+        ResponseFuture {
+            inner: self.inner.call(req),
+            id: value,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = ready!(this.inner.poll(cx));
+        if let Ok(rsp) = &mut res {
+            // Ours wins over whatever the upstream echoed: the client should
+            // see the id that is in our logs.
+            rsp.headers_mut()
+                .insert(this.shared.header.clone(), this.id.clone());
+        }
+        Poll::Ready(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_valid_and_distinct() {
+        let a = generate();
+        let b = generate();
+        assert!(is_valid(a.as_str().as_bytes()));
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 36);
+        // Version 7 nibble.
+        assert_eq!(&a.as_str()[14..15], "7");
+    }
+
+    #[test]
+    fn charset_and_length() {
+        assert!(is_valid(&[b'x'; MAX_LEN]));
+        assert!(!is_valid(&[b'x'; MAX_LEN + 1]));
+        for bad in ["a/b", "a\"b", "é", "a\tb", "a,b", "a;b", "a=b"] {
+            assert!(!is_valid(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_header_name_is_a_build_error() {
+        assert!(RequestIdLayer::builder().header("x y").build().is_err());
+        let l = RequestIdLayer::builder()
+            .header("X-Correlation-Id")
+            .build()
+            .unwrap();
+        assert_eq!(l.header(), "x-correlation-id");
+    }
+}

@@ -1,0 +1,181 @@
+//! A tracing span per request, continued from the client's trace context
+//! and passed on to the upstream.
+//!
+//! [`TraceLayer`] opens an INFO span `request` (target
+//! `towergate_observe::trace`) around the inner service with these fields:
+//!
+//! | field | when | |
+//! |---|---|---|
+//! | `http.request.method` | at the start | |
+//! | `url.path` | at the start | the path only: the query may carry secrets |
+//! | `request_id` | at the start | the [`RequestId`](towergate_core::RequestId), when [`RequestIdLayer`](crate::RequestIdLayer) runs first |
+//! | `http.route` | at the response | the route name, never the raw path |
+//! | `upstream` | at the response | the endpoint from [`UpstreamInfo`](crate::UpstreamInfo) |
+//! | `http.response.status_code` | at the response | |
+//! | `latency_ms` | at the response | time to the response headers |
+//! | `otel.status_code` | at the response | `error` on a 5xx or a failure |
+//!
+//! The span ends when the response headers come back (a streamed body is
+//! not waited for).
+//!
+//! # Where the route comes from
+//!
+//! The route is matched after this layer has handed the request on, so
+//! `http.route` starts empty and is recorded when the response comes back,
+//! from (first found): the request's [`RouteMatch`](towergate_core::RouteMatch)
+//! when the layer sits inside the router; the [`Observation`](crate::Observation)
+//! that a [`RecordLayer`](crate::RecordLayer) inside the router filled; a
+//! `RouteMatch` in the response extensions. The upstream comes from the
+//! observation or an [`UpstreamInfo`](crate::UpstreamInfo) in the response
+//! extensions, as [`RecordUpstreamLayer`](crate::RecordUpstreamLayer) puts them.
+//!
+//! # OpenTelemetry
+//!
+//! With the subscriber layer of [`otel::layer`](crate::otel::layer) installed,
+//! the span is an OpenTelemetry server span:
+//!
+//! - its parent is the client's W3C `traceparent`/`tracestate` (or, with
+//!   [`TraceBuilder::b3`], a single `b3` header), so it joins the client's
+//!   trace, and the sampler of [`otel::init`](crate::otel::init) is
+//!   parent-based: a `-00` (not sampled) parent is not sampled here either;
+//! - its name is `{method} {route}` (`GET` alone when no route matched);
+//! - its context replaces the trace headers of the request that goes to the
+//!   upstream: the upstream sees the same trace id, this span's id as
+//!   parent, and the same sampling flag.
+//!
+//! Without that subscriber layer, or when the span is disabled by a
+//! filter, the trace headers go to the upstream as the client sent them.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use towergate_observe::TraceLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(TraceLayer::new())
+//!     .service(service_fn(|req: Request<()>| async move {
+//!         // No OpenTelemetry subscriber here: the client's context passes as is.
+//!         assert!(req.headers().contains_key("traceparent"));
+//!         Ok::<_, Infallible>(Response::new(()))
+//!     }));
+//! let req = Request::get("/")
+//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+//!     .body(())
+//!     .unwrap();
+//! assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use tower::Layer;
+
+mod propagation;
+mod service;
+
+pub(crate) use propagation::Propagator;
+pub use service::{ResponseFuture, Trace};
+
+/// Opens a span per request and propagates its trace context; see the
+/// [module docs](self).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct TraceLayer {
+    shared: Arc<Shared>,
+}
+
+/// Settings for a [`TraceLayer`]; see [`TraceLayer::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct TraceBuilder {
+    b3: bool,
+    inject: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) propagator: Propagator,
+    pub(crate) inject: bool,
+}
+
+// === impl TraceLayer ===
+
+impl TraceLayer {
+    /// W3C trace context in and out.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Starts building a layer with other propagation settings.
+    pub fn builder() -> TraceBuilder {
+        TraceBuilder {
+            b3: false,
+            inject: true,
+        }
+    }
+}
+
+impl Default for TraceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Trace::from_shared(inner, self.shared.clone())
+    }
+}
+
+// === impl TraceBuilder ===
+
+impl TraceBuilder {
+    /// Also read the single-header B3 format (`b3`) when no `traceparent`
+    /// came, and write it toward the upstream next to `traceparent`.
+    /// Default false.
+    pub fn b3(mut self, yes: bool) -> Self {
+        self.b3 = yes;
+        self
+    }
+
+    /// Whether the span's context replaces the trace headers toward the
+    /// upstream. Default true; turn it off when the upstream must not learn
+    /// about the gateway's spans.
+    pub fn inject(mut self, yes: bool) -> Self {
+        self.inject = yes;
+        self
+    }
+
+    /// Builds the layer (nothing here can be wrong).
+    pub fn build(self) -> TraceLayer {
+        TraceLayer {
+            shared: Arc::new(Shared {
+                propagator: Propagator::new(self.b3),
+                inject: self.inject,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_semantic_conventions::attribute;
+
+    // The span's field names are literals in `info_span!`; keep them equal
+    // to the semantic conventions.
+    #[test]
+    fn field_names_follow_semconv() {
+        assert_eq!(attribute::HTTP_REQUEST_METHOD, "http.request.method");
+        assert_eq!(attribute::HTTP_ROUTE, "http.route");
+        assert_eq!(
+            attribute::HTTP_RESPONSE_STATUS_CODE,
+            "http.response.status_code"
+        );
+        assert_eq!(attribute::URL_PATH, "url.path");
+    }
+}

@@ -1,0 +1,226 @@
+//! [`Trace`]: the service of [`TraceLayer`](super::TraceLayer).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use opentelemetry::trace::TraceContextExt;
+use pin_project_lite::pin_project;
+use tower::Service;
+use towergate_core::{RequestId, RouteMatch};
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::{Shared, TraceLayer};
+use crate::observation::{self, Observation};
+
+/// Opens a span per request; see the [module docs](crate::trace).
+#[derive(Clone, Debug)]
+pub struct Trace<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+pin_project! {
+    /// The response future of [`Trace`]: polls the inner future inside the
+    /// span and records the response on it.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        state: Option<Pending>,
+    }
+}
+
+struct Pending {
+    span: Span,
+    // The OpenTelemetry context, when an OpenTelemetry subscriber layer
+    // made one: to rename the span once the route is known.
+    otel: Option<opentelemetry::Context>,
+    method: Method,
+    route_at_call: Option<Arc<str>>,
+    obs: Observation,
+    start: Instant,
+}
+
+// === impl Trace ===
+
+impl<S> Trace<S> {
+    /// Wraps `inner` with the settings of [`TraceLayer::new`].
+    pub fn new(inner: S) -> Self {
+        tower::Layer::layer(&TraceLayer::new(), inner)
+    }
+
+    pub(super) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// A [`TraceLayer`] with the default settings.
+    pub fn layer() -> TraceLayer {
+        TraceLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Trace<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let method = req.method().clone();
+        let route_at_call = req
+            .extensions()
+            .get::<RouteMatch>()
+            .map(|m| m.route.clone());
+        let obs = Observation::get_or_insert(req.extensions_mut());
+        let span = {
+            let request_id = req.extensions().get::<RequestId>().map(RequestId::as_str);
+            tracing::info_span!(
+                target: "towergate_observe::trace",
+                "request",
+                otel.name = method.as_str(),
+                otel.kind = "server",
+                otel.status_code = Empty,
+                http.request.method = method.as_str(),
+                url.path = req.uri().path(),
+                request_id,
+                http.route = Empty,
+                upstream = Empty,
+                http.response.status_code = Empty,
+                latency_ms = Empty,
+            )
+        };
+
+        let parent = self.shared.propagator.extract(req.headers());
+        let remote = parent.span().span_context().clone();
+        let mut otel = None;
+        if !span.is_disabled() && span.set_parent(parent).is_ok() {
+            // Starts the OpenTelemetry span (sampled or not, it has its own
+            // span id) so that its context can go to the upstream.
+            let cx = span.context();
+            let sc = cx.span().span_context().clone();
+            if sc.is_valid() {
+                obs.set_trace_id(sc.trace_id());
+                if self.shared.inject {
+                    self.shared.propagator.inject(&cx, req.headers_mut());
+                }
+                otel = Some(cx);
+            }
+        }
+        if otel.is_none() && remote.is_valid() {
+            obs.set_trace_id(remote.trace_id());
+        }
+
+        let inner = span.in_scope(|| self.inner.call(req));
+        ResponseFuture {
+            inner,
+            state: Some(Pending {
+                span,
+                otel,
+                method,
+                route_at_call,
+                obs,
+                start: Instant::now(),
+            }),
+        }
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = {
+            let _entered = this.state.as_ref().map(|p| p.span.enter());
+            ready!(this.inner.poll(cx))
+        };
+        if let Some(p) = this.state.take() {
+            p.finish(res.as_ref().map_err(|_| ()));
+        }
+        Poll::Ready(res)
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("span", &self.state.as_ref().map(|p| &p.span))
+            .finish()
+    }
+}
+
+// === impl Pending ===
+
+impl Pending {
+    fn finish<B>(self, res: Result<&Response<B>, ()>) {
+        let span = &self.span;
+        let (route, upstream) = observation::resolve(
+            self.route_at_call,
+            &self.obs,
+            res.ok().map(|r| r.extensions()),
+        );
+        if let Some(route) = &route {
+            span.record("http.route", &**route);
+        }
+        if let Some(upstream) = &upstream {
+            span.record("upstream", &**upstream);
+        }
+        span.record("latency_ms", self.start.elapsed().as_secs_f64() * 1e3);
+        match res {
+            Ok(rsp) => {
+                // As i64: tracing-opentelemetry turns u64 fields into strings.
+                span.record(
+                    "http.response.status_code",
+                    i64::from(rsp.status().as_u16()),
+                );
+                // For a server span only 5xx are errors: a 4xx is the
+                // client's mistake, correctly answered.
+                if rsp.status().is_server_error() {
+                    span.record("otel.status_code", "error");
+                }
+            }
+            Err(()) => {
+                span.record("otel.status_code", "error");
+            }
+        }
+        if let (Some(cx), Some(route)) = (&self.otel, &route) {
+            let otel_span = cx.span();
+            if otel_span.is_recording() {
+                otel_span.update_name(format!("{} {}", self.method, route));
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Access-log lines from a real gateway over real sockets.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::{any, get};
+use serde_json::Value;
+use tower::ServiceBuilder;
+use tower::util::MapRequestLayer;
+use towergate_core::Identity;
+use towergate_observe::access_log::{AccessLogLayer, Field, LogFormat, Sink};
+use towergate_observe::{Metrics, RecordLayer, RecordUpstreamLayer, RequestIdLayer, TraceLayer};
+use towergate_test::{echo_router, spawn_upstream};
+
+use common::{MemoryWriter, eventually, forward, parse_metrics, sample, serve};
+
+const SECRETS: [&str; 6] = [
+    "SECRET1", "SECRET2", "SECRET3", "SECRET4", "SECRET5", "SECRET6",
+];
+
+/// Stands in for an authentication layer: an `Authorization` header makes
+/// the caller alice of acme.
+fn fake_auth() -> MapRequestLayer<fn(Request) -> Request> {
+    fn authenticate(mut req: Request) -> Request {
+        if req.headers().contains_key(http::header::AUTHORIZATION) {
+            req.extensions_mut().insert(Identity {
+                subject: Some("alice".into()),
+                consumer: Some("acme".into()),
+                method: Some("jwt"),
+                ..Identity::default()
+            });
+        }
+        req
+    }
+    MapRequestLayer::new(authenticate)
+}
+
+/// The gateway: request id, trace and access log outside the router; in
+/// the route stack, a `RecordLayer` before and after authentication.
+async fn gateway(log: AccessLogLayer, upstream: String) -> common::Server {
+    let routes = Router::new()
+        .route(
+            "/api/{*rest}",
+            any(forward(upstream)).layer(
+                ServiceBuilder::new()
+                    .layer(RecordLayer::route("api"))
+                    .layer(fake_auth())
+                    .layer(RecordLayer::new())
+                    .layer(RecordUpstreamLayer::new("echo:1")),
+            ),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            })
+            .layer(RecordLayer::route("slow")),
+        );
+    let stack = ServiceBuilder::new()
+        .layer(RequestIdLayer::new())
+        .layer(TraceLayer::new())
+        .layer(log)
+        .service(routes);
+    serve(Router::new().fallback_service(stack)).await
+}
+
+async fn flush(log: &AccessLogLayer) {
+    let log = log.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5)))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn json_line_has_the_documented_fields_and_no_secret() {
+    let dir = std::env::temp_dir().join(format!("towergate-observe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("access.log");
+    let _ = std::fs::remove_file(&path);
+    let log = AccessLogLayer::builder()
+        .sink(Sink::file(&path))
+        .keep_query_params(["page"])
+        .build()
+        .unwrap();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(log.clone(), upstream.url()).await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let rsp = reqwest::Client::new()
+        .post(gw.url("/api/users?page=2&api_key=SECRET1&token=SECRET2"))
+        .header("authorization", "Bearer SECRET3")
+        .header("cookie", "session=SECRET4")
+        .header("x-api-key", "SECRET5")
+        .header("x-request-id", "log-req-1")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .body("hello world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let body = rsp.bytes().await.unwrap();
+
+    // The line is written once the response body has ended on the server.
+    let line = eventually(|| {
+        let text = std::fs::read_to_string(&path).ok()?;
+        let first = text.lines().next()?.to_owned();
+        Some(first)
+    })
+    .await;
+    flush(&log).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected: Vec<&str> = towergate_observe::access_log::DEFAULT_FIELDS
+        .iter()
+        .map(|f| f.key())
+        .collect();
+    expected.sort_unstable();
+    let mut keys_sorted = keys.clone();
+    keys_sorted.sort_unstable();
+    assert_eq!(keys_sorted, expected);
+    assert!(
+        line.starts_with("{\"ts\":\""),
+        "fields in documented order: {line}"
+    );
+
+    let ts = v["ts"].as_str().unwrap();
+    assert_eq!(ts.len(), "2026-11-27T08:05:09.042Z".len(), "{ts}");
+    assert!(
+        ts.ends_with('Z') && &ts[10..11] == "T" && &ts[19..20] == ".",
+        "{ts}"
+    );
+    assert_eq!(v["request_id"], "log-req-1");
+    assert_eq!(v["trace_id"], trace_id);
+    assert_eq!(v["client"], "127.0.0.1");
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["path"], "/api/users?page=2");
+    assert_eq!(v["route"], "api");
+    assert_eq!(v["upstream"], "echo:1");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["bytes_in"], 11);
+    assert_eq!(v["bytes_out"], body.len());
+    assert!(v["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["consumer"], "acme");
+    assert_eq!(v["subject"], "alice");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn client_that_leaves_is_logged_as_499() {
+    let out = MemoryWriter::default();
+    let log = AccessLogLayer::builder()
+        .sink(Sink::writer(out.clone()))
+        .build()
+        .unwrap();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(log, upstream.url()).await;
+    let err = reqwest::Client::new()
+        .get(gw.url("/slow"))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    let line = eventually(|| out.lines().into_iter().next()).await;
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], 499);
+    assert_eq!(v["route"], "slow");
+    assert_eq!(v["bytes_out"], 0);
+}
+
+#[tokio::test]
+async fn common_and_combined_formats() {
+    let upstream = spawn_upstream(echo_router("users")).await;
+    for (format, combined) in [(LogFormat::Common, false), (LogFormat::Combined, true)] {
+        let out = MemoryWriter::default();
+        let log = AccessLogLayer::builder()
+            .sink(Sink::writer(out.clone()))
+            .format(format)
+            .build()
+            .unwrap();
+        let gw = gateway(log, upstream.url()).await;
+        let rsp = reqwest::Client::new()
+            .get(gw.url("/api/users?token=SECRET1"))
+            .header("authorization", "Bearer SECRET3")
+            .header(
+                "referer",
+                "https://me:SECRET6@site.example/page?api_key=SECRET2#x",
+            )
+            .header("user-agent", "test-agent/1.0")
+            .send()
+            .await
+            .unwrap();
+        let len = rsp.bytes().await.unwrap().len();
+        let line = eventually(|| out.lines().into_iter().next()).await;
+        for secret in SECRETS {
+            assert!(!line.contains(secret), "{secret} leaked: {line}");
+        }
+        // 127.0.0.1 - alice [27/Nov/2026:08:05:09 +0000] "GET /api/users HTTP/1.1" 200 123
+        let (head, rest) = line.split_once(" [").unwrap();
+        assert_eq!(head, "127.0.0.1 - alice");
+        let (time, rest) = rest.split_once("] ").unwrap();
+        assert!(time.ends_with(" +0000") && time.len() == 26, "{time}");
+        let expected = format!("\"GET /api/users HTTP/1.1\" 200 {len}");
+        if combined {
+            assert_eq!(
+                rest,
+                format!("{expected} \"https://site.example/page\" \"test-agent/1.0\"")
+            );
+        } else {
+            assert_eq!(rest, expected);
+        }
+    }
+}
+
+/// A sink that takes its time.
+struct SlowWriter(MemoryWriter);
+
+impl Write for SlowWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(200));
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_slow_sink_drops_and_counts_instead_of_blocking() {
+    let out = MemoryWriter::default();
+    let metrics = Metrics::new();
+    let log = AccessLogLayer::builder()
+        .sink(Sink::writer(SlowWriter(out.clone())))
+        .capacity(1)
+        .metrics(metrics.clone())
+        .fields([Field::Status])
+        .build()
+        .unwrap();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(log.clone(), upstream.url()).await;
+    let c = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let n = 30;
+    for _ in 0..n {
+        let rsp = c.get(gw.url("/api/x")).send().await.unwrap();
+        rsp.bytes().await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "requests never wait for the sink"
+    );
+    // Let the last lines arrive, then wait for the writer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    flush(&log).await;
+    let dropped = log.dropped();
+    assert!(dropped > 0, "a sink this slow cannot keep up");
+    assert_eq!(
+        out.lines().len() as u64 + dropped,
+        n,
+        "every line written or counted"
+    );
+    let page = parse_metrics(&metrics.encode());
+    assert_eq!(
+        sample(&page, "towergate_access_log_dropped_total"),
+        dropped as f64
+    );
+}
+
+#[test]
+fn credential_like_query_params_cannot_be_kept() {
+    for name in [
+        "api_key",
+        "access_token",
+        "X-Auth",
+        "password",
+        "client_secret",
+        "sessionid",
+    ] {
+        let err = AccessLogLayer::builder()
+            .sink(Sink::writer(std::io::sink()))
+            .keep_query_params([name])
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("credential"), "{name}: {err}");
+    }
+    assert!(
+        AccessLogLayer::builder()
+            .sink(Sink::writer(std::io::sink()))
+            .keep_query_params(["page", "limit"])
+            .build()
+            .is_ok()
+    );
+}

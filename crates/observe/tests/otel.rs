@@ -1,0 +1,348 @@
+//! OpenTelemetry end to end: a real client, the gateway with the tracing
+//! subscriber of `otel::layer`, a real upstream, and a real OTLP/HTTP
+//! receiver on loopback that decodes what the exporter sends.
+//!
+//! The subscriber is process-global, so every test here shares one
+//! pipeline and one receiver; each test tells its spans apart by trace id.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::{any, get, post};
+use http::StatusCode;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::{
+    Span, span::SpanKind, status::StatusCode as OtlpStatus,
+};
+use prost::Message;
+use serde_json::Value;
+use tower::ServiceBuilder;
+use towergate_observe::otel::{self, OtelConfig, OtelGuard};
+use towergate_observe::{RecordLayer, RecordUpstreamLayer, RequestIdLayer, TraceLayer};
+use towergate_test::{echo_router, spawn_upstream};
+use tracing_subscriber::prelude::*;
+
+use common::{forward, serve};
+
+/// A span as the receiver got it, with its resource's `service.name`.
+#[derive(Clone, Debug)]
+struct Exported {
+    service: String,
+    span: Span,
+}
+
+struct Pipeline {
+    guard: OtelGuard,
+    spans: Arc<Mutex<Vec<Exported>>>,
+}
+
+/// Starts the receiver (on its own thread and runtime, so it outlives each
+/// test's runtime), the export pipeline, and the global subscriber, once.
+fn pipeline() -> &'static Pipeline {
+    static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
+    PIPELINE.get_or_init(|| {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let addr = start_receiver(spans.clone());
+        let guard = otel::init(OtelConfig {
+            endpoint: format!("http://{addr}"),
+            service_name: "towergate-test".into(),
+            sample_ratio: 1.0,
+            ..OtelConfig::default()
+        })
+        .unwrap();
+        tracing_subscriber::registry()
+            .with(otel::layer(&guard))
+            .try_init()
+            .unwrap();
+        Pipeline { guard, spans }
+    })
+}
+
+fn start_receiver(spans: Arc<Mutex<Vec<Exported>>>) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = Router::new().route(
+                "/v1/traces",
+                post(move |headers: http::HeaderMap, body: Bytes| {
+                    let spans = spans.clone();
+                    async move {
+                        assert_eq!(headers["content-type"], "application/x-protobuf");
+                        let req = ExportTraceServiceRequest::decode(body).unwrap();
+                        let mut out = spans.lock().unwrap();
+                        for rs in req.resource_spans {
+                            let service = rs
+                                .resource
+                                .iter()
+                                .flat_map(|r| &r.attributes)
+                                .find(|kv| kv.key == "service.name")
+                                .and_then(|kv| string_value(kv.value.as_ref()?))
+                                .unwrap_or_default();
+                            for ss in rs.scope_spans {
+                                for span in ss.spans {
+                                    out.push(Exported {
+                                        service: service.clone(),
+                                        span,
+                                    });
+                                }
+                            }
+                        }
+                        (
+                            [("content-type", "application/x-protobuf")],
+                            ExportTraceServiceResponse::default().encode_to_vec(),
+                        )
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn string_value(v: &opentelemetry_proto::tonic::common::v1::AnyValue) -> Option<String> {
+    match v.value.as_ref()? {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+/// Exports everything ended so far, then returns the spans of `trace_id`.
+async fn exported(trace_id: &str) -> Vec<Exported> {
+    tokio::task::spawn_blocking(|| pipeline().guard.force_flush().unwrap())
+        .await
+        .unwrap();
+    let id = hex(trace_id);
+    pipeline()
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.span.trace_id == id)
+        .cloned()
+        .collect()
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn new_trace_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// The gateway: trace layers outside the router, as in the binary.
+async fn gateway(trace: TraceLayer, upstream: String) -> common::Server {
+    let routes = Router::new()
+        .route(
+            "/api/{*rest}",
+            any(forward(upstream)).layer(
+                ServiceBuilder::new()
+                    .layer(RecordLayer::route("api"))
+                    .layer(RecordUpstreamLayer::new("echo:1")),
+            ),
+        )
+        .route(
+            "/broken",
+            get(|| async { StatusCode::BAD_GATEWAY }).layer(RecordLayer::route("broken")),
+        );
+    let stack = ServiceBuilder::new()
+        .layer(RequestIdLayer::new())
+        .layer(trace)
+        .service(routes);
+    serve(Router::new().fallback_service(stack)).await
+}
+
+/// `traceparent` split into (trace id, span id, flags).
+fn split_traceparent(v: &str) -> (String, String, String) {
+    let parts: Vec<&str> = v.split('-').collect();
+    assert_eq!(parts.len(), 4, "{v}");
+    assert_eq!(parts[0], "00");
+    (parts[1].into(), parts[2].into(), parts[3].into())
+}
+
+/// Sends `GET /api/x` with `headers`, returns the echo of what the
+/// upstream received.
+async fn call(gw: &common::Server, headers: &[(&str, String)]) -> Value {
+    let mut req = reqwest::Client::new().get(gw.url("/api/x"));
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let rsp = req.send().await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    rsp.json().await.unwrap()
+}
+
+fn seen(echo: &Value, header: &str) -> Option<String> {
+    Some(echo["headers"][header][0].as_str()?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_parent_is_continued_and_exported() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(TraceLayer::new(), upstream.url()).await;
+    let trace_id = new_trace_id();
+    let client_span = "00f067aa0ba902b7";
+    let echo = call(
+        &gw,
+        &[
+            ("traceparent", format!("00-{trace_id}-{client_span}-01")),
+            ("tracestate", "vendor=abc".into()),
+        ],
+    )
+    .await;
+
+    // The upstream is in the same trace, below a new span, still sampled.
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!(t, trace_id);
+    assert_ne!(
+        s, client_span,
+        "the gateway's span is the upstream's parent"
+    );
+    assert_eq!(f, "01");
+    assert_eq!(seen(&echo, "tracestate").as_deref(), Some("vendor=abc"));
+    let request_id = seen(&echo, "x-request-id").unwrap();
+
+    let spans = exported(&trace_id).await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let e = &spans[0];
+    assert_eq!(e.service, "towergate-test");
+    let span = &e.span;
+    assert_eq!(span.name, "GET api");
+    assert_eq!(span.kind, SpanKind::Server as i32);
+    assert_eq!(span.parent_span_id, hex(client_span));
+    assert_eq!(
+        span.span_id,
+        hex(&s),
+        "the span the upstream saw is the exported one"
+    );
+    assert_eq!(
+        attr(span, "http.route"),
+        Some(&AnyValue::StringValue("api".into()))
+    );
+    assert_eq!(
+        attr(span, "http.request.method"),
+        Some(&AnyValue::StringValue("GET".into()))
+    );
+    assert_eq!(
+        attr(span, "http.response.status_code"),
+        Some(&AnyValue::IntValue(200))
+    );
+    assert_eq!(
+        attr(span, "url.path"),
+        Some(&AnyValue::StringValue("/api/x".into()))
+    );
+    assert_eq!(
+        attr(span, "upstream"),
+        Some(&AnyValue::StringValue("echo:1".into()))
+    );
+    assert_eq!(
+        attr(span, "request_id"),
+        Some(&AnyValue::StringValue(request_id))
+    );
+    assert!(matches!(attr(span, "latency_ms"), Some(AnyValue::DoubleValue(ms)) if *ms >= 0.0));
+    assert_ne!(
+        span.status.as_ref().map(|s| s.code),
+        Some(OtlpStatus::Error as i32)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_parent_is_honoured() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(TraceLayer::new(), upstream.url()).await;
+    let trace_id = new_trace_id();
+    let client_span = "b7ad6b7169203331";
+    let echo = call(
+        &gw,
+        &[("traceparent", format!("00-{trace_id}-{client_span}-00"))],
+    )
+    .await;
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!(t, trace_id);
+    assert_ne!(s, client_span, "a new span id even when not sampled");
+    assert_eq!(f, "00", "the decision not to sample travels on");
+    assert!(exported(&trace_id).await.is_empty(), "nothing exported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_parent_starts_a_trace() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(TraceLayer::new(), upstream.url()).await;
+    let echo = call(&gw, &[]).await;
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!(f, "01", "sample ratio 1.0");
+    let spans = exported(&t).await;
+    assert_eq!(spans.len(), 1);
+    assert!(spans[0].span.parent_span_id.is_empty(), "a root span");
+    assert_eq!(spans[0].span.span_id, hex(&s));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_mark_the_span() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(TraceLayer::new(), upstream.url()).await;
+    let trace_id = new_trace_id();
+    let rsp = reqwest::Client::new()
+        .get(gw.url("/broken"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 502);
+    let spans = exported(&trace_id).await;
+    assert_eq!(spans.len(), 1);
+    let span = &spans[0].span;
+    assert_eq!(span.name, "GET broken");
+    assert_eq!(
+        attr(span, "http.response.status_code"),
+        Some(&AnyValue::IntValue(502))
+    );
+    assert_eq!(
+        span.status.as_ref().map(|s| s.code),
+        Some(OtlpStatus::Error as i32)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_single_header_is_continued() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(TraceLayer::builder().b3(true).build(), upstream.url()).await;
+    let trace_id = new_trace_id();
+    let echo = call(&gw, &[("b3", format!("{trace_id}-e457b5a2e4d86bd1-1"))]).await;
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!((t.as_str(), f.as_str()), (trace_id.as_str(), "01"));
+    assert_eq!(seen(&echo, "b3"), Some(format!("{trace_id}-{s}-1")));
+    let spans = exported(&trace_id).await;
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].span.parent_span_id, hex("e457b5a2e4d86bd1"));
+}
