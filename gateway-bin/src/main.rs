@@ -162,7 +162,8 @@ async fn run(path: PathBuf) -> ExitCode {
     // The admin server stays up while draining, so /readyz reports it.
     let live = gateway.live();
     gateway.shutdown().await;
-    live.registry().flush_access_log(std::time::Duration::from_secs(2));
+    live.registry()
+        .flush_access_log(std::time::Duration::from_secs(2));
     if let Some(a) = admin {
         a.stop();
     }
