@@ -200,7 +200,17 @@ async fn routes(State(state): State<AdminState>) -> Json<Value> {
 }
 
 async fn upstreams(State(state): State<AdminState>) -> Json<Value> {
-    Json(upstream_list(&state.live.config()))
+    let mut list = upstream_list(&state.live.config());
+    let states = state.live.stack().upstream_states();
+    if let Value::Array(items) = &mut list {
+        for item in items.iter_mut() {
+            let name = item["name"].as_str().unwrap_or("").to_owned();
+            if let Some((_, eps)) = states.iter().find(|(n, _)| *n == name) {
+                item["endpoints"] = serde_json::to_value(eps).unwrap_or(Value::Null);
+            }
+        }
+    }
+    Json(list)
 }
 
 fn upstream_list(cfg: &Config) -> Value {
@@ -210,7 +220,10 @@ fn upstream_list(cfg: &Config) -> Value {
         .map(|(name, u)| {
             json!({
                 "name": name,
-                "url": u.url,
+                "url": u.url.clone().or_else(|| u.endpoints.first().map(|e| match e {
+                    crate::config::schema::EndpointSpec::Url(url) => url.clone(),
+                    crate::config::schema::EndpointSpec::Weighted { url, .. } => url.clone(),
+                })),
                 "http2": u.http2,
                 "routes": cfg.routes.iter().filter(|r| &r.upstream == name).map(|r| r.name.as_str()).collect::<Vec<_>>(),
             })

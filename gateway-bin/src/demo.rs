@@ -26,7 +26,10 @@ server:
   max_body: "1MB"
 upstreams:
   users:
-    url: "http://{users}"
+    # two instances, balanced by latency (P2C peak-EWMA), health-checked
+    endpoints: ["http://{users}", "http://{users2}"]
+    health_check: { path: /healthz, interval: "2s" }
+    retry: { max_retries: 1 }
     timeout: "5s"
 routes:
   - name: users
@@ -59,17 +62,20 @@ routes:
     upstream: "http://{notifications}"
 "#;
 
-/// The three demo services.
-pub fn users_service() -> Router {
+/// The users service; the demo runs two instances of it.
+pub fn users_service(instance: &'static str) -> Router {
     Router::new()
         .route(
             "/",
-            get(|| async { Json(json!([{"id": 42, "name": "Ada"}, {"id": 7, "name": "Linus"}])) }),
+            get(move || async move {
+                Json(json!({"instance": instance, "users": [{"id": 42, "name": "Ada"}, {"id": 7, "name": "Linus"}]}))
+            }),
         )
+        .route("/healthz", get(|| async { "ok" }))
         .route(
             "/{id}",
-            get(|Path(id): Path<u64>| async move {
-                Json(json!({"id": id, "name": format!("user-{id}"), "customer_id": id * 10}))
+            get(move |Path(id): Path<u64>| async move {
+                Json(json!({"id": id, "name": format!("user-{id}"), "customer_id": id * 10, "instance": instance}))
             }),
         )
 }
@@ -142,13 +148,15 @@ const DEMO_JWT_SECRET: &str = "towergate-demo-secret-not-for-production";
 
 /// Starts the three demo services and the gateway in front of them.
 pub async fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error + Send + Sync>> {
-    let users = spawn(users_service()).await?;
+    let users = spawn(users_service("users-1")).await?;
+    let users2 = spawn(users_service("users-2")).await?;
     let orders = spawn(orders_service()).await?;
     let notifications = spawn(notifications_service()).await?;
     let config = DEMO_CONFIG
         .replace("{jwt_secret}", DEMO_JWT_SECRET)
         .replace("{listen}", &listen.to_string())
         .replace("{users}", &users.to_string())
+        .replace("{users2}", &users2.to_string())
         .replace("{orders}", &orders.to_string())
         .replace("{notifications}", &notifications.to_string());
     let cfg = crate::config::parse_str(&config, crate::config::Format::Yaml)?;
@@ -192,7 +200,7 @@ pub fn curl_lines(addr: SocketAddr, token: &str) -> Vec<(String, &'static str)> 
         ),
         (
             format!("curl -i http://{addr}/users/42"),
-            "users service sees GET /42",
+            "users service sees GET /42; `instance` shows which of its two instances answered",
         ),
         (format!("curl -i http://{addr}/users/"), "the list"),
         (

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod admin;
+mod balance;
 pub mod config;
 pub mod demo;
 pub mod live;

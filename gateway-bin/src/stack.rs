@@ -32,6 +32,7 @@ use towergate_ratelimit::error::RateLimited;
 use towergate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use towergate_routing::{Route as RoutingRoute, Router};
 
+use crate::balance;
 use crate::config::schema::{self, Config, ValueMatch};
 use crate::config::validate::{check_structure, parse_net, size_value};
 use crate::config::{ConfigError, ConfigErrors, parse_duration};
@@ -90,6 +91,19 @@ pub struct ServerSettings {
 pub struct Stack {
     pub(crate) edge: RouteService,
     pub(crate) trusted: TrustedProxies,
+    pub(crate) pools: Vec<(String, balance::ProxyPool)>,
+}
+
+impl Stack {
+    /// Each balanced upstream's endpoints: health, load, latency, ejection.
+    pub fn upstream_states(&self) -> Vec<(String, Vec<towergate_balance::EndpointState>)> {
+        let mut seen = std::collections::HashSet::new();
+        self.pools
+            .iter()
+            .filter(|(name, _)| seen.insert(name.clone()))
+            .map(|(name, pool)| (name.clone(), pool.snapshot()))
+            .collect()
+    }
 }
 
 /// Compiles a configuration, reporting every error with its path.
@@ -137,6 +151,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
     // JWKS fetcher, one token cache).
     let providers = policy::providers(cfg, &registry, &mut errs);
 
+    let mut pools: HashMap<String, balance::ProxyPool> = HashMap::new();
     let mut builder = Router::builder();
     for (i, r) in cfg.routes.iter().enumerate() {
         let p = format!("routes[{i}]");
@@ -153,16 +168,21 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             errs.push(ConfigError::new(format!("{p}.match"), e.to_string()));
             continue;
         }
-        let (url, client, upstream_timeout) = if r.upstream.contains("://") {
+        let (url, client, upstream_timeout, upstream) = if r.upstream.contains("://") {
             match &inline_client {
-                Ok(c) => (r.upstream.clone(), c.clone(), None),
+                Ok(c) => (r.upstream.clone(), c.clone(), None, None),
                 Err(e) => {
                     errs.push(ConfigError::new(format!("{p}.upstream"), e.clone()));
                     continue;
                 }
             }
         } else if let Some((c, u)) = clients.get(&r.upstream) {
-            (u.url.clone(), c.clone(), u.timeout.as_deref())
+            (
+                u.url.clone().unwrap_or_default(),
+                c.clone(),
+                u.timeout.as_deref(),
+                Some(*u),
+            )
         } else {
             continue; // reported by check_structure, or its client failed
         };
@@ -172,21 +192,56 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             .or(upstream_timeout)
             .and_then(|t| parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(30));
-        let mut pb = Proxy::builder(&url)
-            .client(client)
-            .timeout(timeout)
-            .preserve_host(r.preserve_host)
-            .trusted_proxies(trusted.clone())
-            .via(via.clone());
-        if let Some(h) = &r.host_rewrite {
-            pb = pb.host_override(h.clone());
-        }
-        let proxy = match pb.build() {
-            Ok(p) => p,
-            Err(e) => {
-                errs.push(ConfigError::new(format!("{p}.upstream"), e.to_string()));
-                continue;
+        let settings = ProxySettings {
+            client,
+            timeout,
+            preserve_host: r.preserve_host,
+            host_rewrite: r.host_rewrite.clone(),
+            trusted: trusted.clone(),
+            via: via.clone(),
+        };
+        let forward = match upstream {
+            // Several endpoints: a balanced pool, shared by the routes that
+            // use this upstream with the same proxy settings.
+            Some(u) if !u.endpoints.is_empty() => {
+                let key = format!(
+                    "{}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+                    r.upstream, r.preserve_host, r.host_rewrite, timeout
+                );
+                let pool = match pools.get(&key) {
+                    Some(pool) => pool.clone(),
+                    None => match balance::pool(
+                        &r.upstream,
+                        u,
+                        &settings,
+                        registry.metrics(),
+                        &format!("upstreams.{}", r.upstream),
+                    ) {
+                        Ok(pool) => {
+                            pools.insert(key, pool.clone());
+                            pool
+                        }
+                        Err(e) => {
+                            errs.push(e);
+                            continue;
+                        }
+                    },
+                };
+                match balance::balance(pool, u, &format!("upstreams.{}", r.upstream)) {
+                    Ok(b) => Forward::Pool(b),
+                    Err(e) => {
+                        errs.push(e);
+                        continue;
+                    }
+                }
             }
+            _ => match settings.proxy(&url) {
+                Ok(p) => Forward::One(p),
+                Err(e) => {
+                    errs.push(ConfigError::new(format!("{p}.upstream"), e));
+                    continue;
+                }
+            },
         };
         let max_body = r
             .max_body
@@ -194,7 +249,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             .and_then(|s| size_value(s).ok())
             .unwrap_or(default_max_body);
         let target = RouteTarget {
-            proxy,
+            forward,
             max_body,
             route: Arc::from(r.name.as_str()),
         };
@@ -243,7 +298,14 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
     Ok(Compiled {
         registry,
         config: Arc::new(cfg.clone()),
-        stack: Arc::new(Stack { edge, trusted }),
+        stack: Arc::new(Stack {
+            edge,
+            trusted,
+            pools: pools
+                .into_iter()
+                .map(|(k, p)| (k.split('\u{0}').next().unwrap_or("").to_owned(), p))
+                .collect(),
+        }),
         listeners,
         server,
     })
@@ -282,12 +344,18 @@ where
 fn route_stack(target: RouteTarget, layers: RouteLayers, metrics: &Metrics) -> RouteService {
     // 6. The upstream's latency and status, per endpoint, for metrics, the
     //    span and the access log.
-    let upstream = target.proxy.upstream().to_owned();
-    let mut svc = BoxCloneSyncService::new(
-        ServiceBuilder::new()
-            .layer(RecordUpstreamLayer::new(upstream).metrics(metrics.clone()))
-            .service(target),
-    );
+    // A pool records each endpoint itself (see `balance.rs`).
+    let mut svc = match &target.forward {
+        Forward::One(proxy) => {
+            let upstream = proxy.upstream().to_owned();
+            BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(RecordUpstreamLayer::new(upstream).metrics(metrics.clone()))
+                    .service(target),
+            )
+        }
+        Forward::Pool(_) => BoxCloneSyncService::new(target),
+    };
     // 5. After authentication: the caller's identity goes to the access log.
     svc = BoxCloneSyncService::new(ServiceBuilder::new().layer(RecordLayer::new()).service(svc));
     // 4. A concurrency limit guards the upstream; requests refused by the
@@ -589,9 +657,42 @@ fn value_rule(v: &ValueMatch) -> Rule {
 /// turned into problem responses here so they carry the request id.
 #[derive(Clone, Debug)]
 struct RouteTarget {
-    proxy: Proxy,
+    forward: Forward,
     max_body: u64,
     route: Arc<str>,
+}
+
+/// Where a route forwards: one upstream URL, or a balanced pool.
+#[derive(Clone, Debug)]
+enum Forward {
+    One(Proxy),
+    Pool(balance::ProxyBalance),
+}
+
+/// What every proxy of a route shares, single or pooled.
+#[derive(Clone, Debug)]
+pub(crate) struct ProxySettings {
+    pub(crate) client: Client,
+    pub(crate) timeout: Duration,
+    pub(crate) preserve_host: bool,
+    pub(crate) host_rewrite: Option<String>,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) via: String,
+}
+
+impl ProxySettings {
+    pub(crate) fn proxy(&self, url: &str) -> Result<Proxy, String> {
+        let mut pb = Proxy::builder(url)
+            .client(self.client.clone())
+            .timeout(self.timeout)
+            .preserve_host(self.preserve_host)
+            .trusted_proxies(self.trusted.clone())
+            .via(self.via.clone());
+        if let Some(h) = &self.host_rewrite {
+            pb = pb.host_override(h.clone());
+        }
+        pb.build().map_err(|e| e.to_string())
+    }
 }
 
 // === impl RouteTarget ===
@@ -619,11 +720,15 @@ impl Service<Request<Body>> for RouteTarget {
         // Bodies without a declared length are counted as they stream.
         let max = usize::try_from(self.max_body).unwrap_or(usize::MAX);
         let req = req.map(|b| Body::new(Limited::new(b, max)));
-        let proxy = self.proxy.clone();
+        let forward = self.forward.clone();
         let route = self.route.clone();
         let max_body = self.max_body;
         Box::pin(async move {
-            match proxy.oneshot(req).await {
+            let result = match forward {
+                Forward::One(proxy) => proxy.oneshot(req).await,
+                Forward::Pool(pool) => pool.oneshot(req).await,
+            };
+            match result {
                 Ok(rsp) => Ok(rsp.map(Body::new)),
                 Err(err) => Ok(rescue(&*err, &route, max_body, request_id.as_ref())),
             }
@@ -655,7 +760,10 @@ fn rescue(
         return too_large(max_body, id);
     }
     tracing::warn!(request_id = id_str, route, error = %ErrorChain(err), "upstream request failed");
-    let mut p = towergate_proxy::error::to_problem(err);
+    // The balancer's own refusals (no healthy endpoint, circuit open,
+    // overall timeout) first, then the proxy's upstream failures.
+    let mut p = towergate_balance::error::to_problem(err)
+        .unwrap_or_else(|| towergate_proxy::error::to_problem(err));
     if let Some(id) = id {
         p = p.instance(id.as_str());
     }

@@ -35,7 +35,8 @@ async fn demo_curl_lines_work_as_printed() {
         .json()
         .await
         .unwrap();
-    assert!(v.as_array().unwrap().len() >= 2);
+    assert!(v["users"].as_array().unwrap().len() >= 2);
+    assert!(v["instance"].as_str().unwrap().starts_with("users-"));
     let v: Value = c
         .get(format!("{base}/orders/7"))
         .send()
@@ -127,5 +128,19 @@ async fn demo_curl_lines_work_as_printed() {
         .unwrap();
     assert_eq!(rsp.headers().get_all("www-authenticate").iter().count(), 2);
     towergate_test::assert_problem_reqwest(rsp, 401).await;
+    // Two users instances behind one upstream: both answer.
+    let mut instances = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let v: Value = c
+            .get(format!("{base}/users/1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        instances.insert(v["instance"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(instances.len(), 2, "{instances:?}");
     demo.gateway.shutdown().await;
 }

@@ -154,8 +154,23 @@ pub struct Server {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// Base URL: `http://host:port[/base]` or `https://...`.
-    pub url: String,
+    /// Base URL of a single endpoint: `http://host:port[/base]` or
+    /// `https://...`. Exclusive with `endpoints`.
+    pub url: Option<String>,
+    /// Several endpoints, load balanced: URLs or `{ url, weight }`.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    /// `p2c` (default: peak-EWMA), `least_requests`, `round_robin`,
+    /// `weighted_round_robin`, or `{ consistent_hash: KEY }`.
+    pub balance: Option<BalanceSpec>,
+    /// Active health checks.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive health: outlier ejection.
+    pub ejection: Option<EjectionConfig>,
+    /// Limits on requests in flight.
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// Retries to other endpoints.
+    pub retry: Option<RetryConfig>,
     /// TCP (and TLS) connect timeout. Default `5s`.
     pub connect_timeout: Option<String>,
     /// Time until the response headers arrive. Default `30s`.
@@ -696,4 +711,95 @@ pub struct TracingConfig {
     pub service_name: Option<String>,
     /// Share of new traces sampled, 0.0 to 1.0 (parent-based). Default `0.01`.
     pub sample_ratio: Option<f64>,
+}
+
+/// An endpoint of a balanced upstream.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum EndpointSpec {
+    /// A URL, weight 1.
+    Url(String),
+    /// A URL with a weight.
+    Weighted {
+        /// The URL.
+        url: String,
+        /// Relative weight (0 drains it).
+        weight: u32,
+    },
+}
+
+/// How a balanced upstream picks an endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum BalanceSpec {
+    /// `p2c`, `least_requests`, `round_robin`, `weighted_round_robin`.
+    Name(String),
+    /// `{ consistent_hash: "header:NAME" | "cookie:NAME" | "ip" | "identity:FIELD" | "param:NAME" }`.
+    Hash {
+        /// The key.
+        consistent_hash: String,
+    },
+}
+
+/// Active health checks.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested with GET. Default `/healthz`.
+    pub path: Option<String>,
+    /// Default `5s`.
+    pub interval: Option<String>,
+    /// Default `1s`.
+    pub timeout: Option<String>,
+    /// Healthy statuses. Default 200-399.
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
+    /// Passes in a row to be healthy again. Default 2.
+    pub healthy_threshold: Option<u32>,
+    /// Failures in a row to be taken out. Default 3.
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// Outlier ejection.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EjectionConfig {
+    /// Consecutive failures that eject. Default 5.
+    pub consecutive_failures: Option<u32>,
+    /// First ejection time, doubled on repeats. Default `10s`.
+    pub base_time: Option<String>,
+    /// Longest ejection. Default `5m`.
+    pub max_time: Option<String>,
+    /// Most of the pool ever ejected at once. Default 0.5.
+    pub max_ejected_ratio: Option<f64>,
+}
+
+/// Circuit breaking.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Requests in flight to the whole pool.
+    pub max_requests: Option<usize>,
+    /// Requests in flight to one endpoint.
+    pub max_endpoint_requests: Option<usize>,
+    /// `Retry-After` of the 503. Default `1s`.
+    pub retry_after: Option<String>,
+}
+
+/// Retries.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Extra attempts per request. Default 2.
+    pub max_retries: Option<u32>,
+    /// Conditions: `connect`, `timeout`, `failure`, or a status (502, 503, 504).
+    /// Default `[connect, 502, 503, 504]`.
+    #[serde(default)]
+    pub on: Vec<serde_json::Value>,
+    /// Extra load retries may add, as a share of requests. Default 0.2.
+    pub budget_ratio: Option<f64>,
+    /// Also retry non-idempotent methods after a failure where the request
+    /// may have been processed. Default `false`.
+    #[serde(default)]
+    pub non_idempotent: bool,
 }

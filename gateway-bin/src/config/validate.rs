@@ -105,7 +105,38 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
     // Upstreams.
     for (name, u) in &cfg.upstreams {
         let p = format!("upstreams.{name}");
-        check_url(&format!("{p}.url"), &u.url, errs);
+        match (&u.url, u.endpoints.is_empty()) {
+            (Some(url), true) => check_url(&format!("{p}.url"), url, errs),
+            (None, false) => {
+                for (i, e) in u.endpoints.iter().enumerate() {
+                    let url = match e {
+                        super::schema::EndpointSpec::Url(url) => url,
+                        super::schema::EndpointSpec::Weighted { url, .. } => url,
+                    };
+                    check_url(&format!("{p}.endpoints[{i}]"), url, errs);
+                }
+            }
+            (None, true) => errs.push(ConfigError::new(
+                format!("{p}.url"),
+                "give `url` or `endpoints`",
+            )),
+            (Some(_), false) => errs.push(ConfigError::new(
+                format!("{p}.endpoints"),
+                "`url` and `endpoints` exclude each other",
+            )),
+        }
+        if u.endpoints.is_empty()
+            && (u.balance.is_some()
+                || u.health_check.is_some()
+                || u.ejection.is_some()
+                || u.circuit_breaker.is_some()
+                || u.retry.is_some())
+        {
+            errs.push(ConfigError::new(
+                p.clone(),
+                "balancing settings (balance, health_check, ejection, circuit_breaker, retry) need `endpoints`",
+            ));
+        }
         if let Some(v) = &u.connect_timeout {
             check_duration(&format!("{p}.connect_timeout"), v, errs);
         }
@@ -119,7 +150,12 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
                     "`client_cert` and `client_key` go together",
                 ));
             }
-            if !u.url.starts_with("https://") {
+            if !u
+                .url
+                .as_deref()
+                .unwrap_or("https://")
+                .starts_with("https://")
+            {
                 errs.push(ConfigError::new(
                     format!("{p}.tls"),
                     "TLS settings on an upstream whose URL is not https://",

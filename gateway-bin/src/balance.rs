@@ -1,0 +1,277 @@
+//! Config → `towergate-balance`: an upstream with several endpoints becomes
+//! a pool of proxies (one per endpoint), and each route using it a
+//! `Balance` service over that pool with the upstream's retry policy.
+
+use std::time::Duration;
+
+use http::{HeaderName, Request, StatusCode};
+use http_body_util::Empty;
+use tower::Layer;
+use tower::ServiceExt;
+use towergate_balance::{
+    Algorithm, Balance, CircuitBreaker, Ejection, Endpoint, HashKey, HealthCheck, Outcome, Pool,
+    RetryBudget, RetryOn, RetryPolicy,
+};
+use towergate_balance::{Classify, classify};
+use towergate_core::{BoxError, cause_ref};
+use towergate_observe::{Metrics, RecordUpstream, RecordUpstreamLayer};
+use towergate_proxy::Proxy;
+use towergate_proxy::error::{RequestBodyFailed, UpstreamTimeout, UpstreamUnavailable};
+
+use crate::config::schema::{BalanceSpec, EndpointSpec, Upstream};
+use crate::config::{ConfigError, parse_duration};
+use crate::stack::ProxySettings;
+
+/// An endpoint: the proxy, recording its own latency and status.
+pub(crate) type ProxyEndpoint = RecordUpstream<Proxy>;
+/// A pool of proxy endpoints.
+pub(crate) type ProxyPool = Pool<ProxyEndpoint>;
+/// How the balancer reads the proxy's errors.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ProxyClassify;
+
+impl Classify for ProxyClassify {
+    fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Outcome {
+        classify_proxy_error(error)
+    }
+}
+/// A route's balancer.
+pub(crate) type ProxyBalance = Balance<ProxyEndpoint, ProxyClassify>;
+
+/// The proxy's typed errors, as the balancer needs them: whether the
+/// request left the gateway decides whether it is safe to retry.
+fn classify_proxy_error(e: &(dyn std::error::Error + 'static)) -> Outcome {
+    if let Some(u) = cause_ref::<UpstreamUnavailable>(e) {
+        return if u.is_connect() {
+            Outcome::ConnectFailure
+        } else {
+            Outcome::Failure
+        };
+    }
+    if let Some(t) = cause_ref::<UpstreamTimeout>(e) {
+        return if t.is_connect() {
+            Outcome::ConnectFailure
+        } else {
+            Outcome::Timeout
+        };
+    }
+    if cause_ref::<RequestBodyFailed>(e).is_some() {
+        // The client's body broke: not the endpoint's fault.
+        return Outcome::Ignore;
+    }
+    classify::default_error(e)
+}
+
+fn dur(
+    v: &Option<String>,
+    path: String,
+    default: Duration,
+    errs: &mut Vec<ConfigError>,
+) -> Duration {
+    match v {
+        None => default,
+        Some(t) => parse_duration(t).unwrap_or_else(|e| {
+            errs.push(ConfigError::new(path, e));
+            default
+        }),
+    }
+}
+
+/// Builds the pool of an upstream with `endpoints`.
+pub(crate) fn pool(
+    name: &str,
+    u: &Upstream,
+    settings: &ProxySettings,
+    metrics: &Metrics,
+    p: &str,
+) -> Result<ProxyPool, ConfigError> {
+    let mut errs = Vec::new();
+    let make_settings = settings.clone();
+    let make_metrics = metrics.clone();
+    let make = move |e: &Endpoint| -> Result<ProxyEndpoint, BoxError> {
+        let proxy = make_settings.proxy(e.url()).map_err(BoxError::from)?;
+        Ok(RecordUpstreamLayer::new(e.url().to_owned())
+            .metrics(make_metrics.clone())
+            .layer(proxy))
+    };
+    let endpoints = u.endpoints.iter().map(|e| match e {
+        EndpointSpec::Url(url) => Endpoint::new(url.as_str()),
+        EndpointSpec::Weighted { url, weight } => Endpoint::new(url.as_str()).with_weight(*weight),
+    });
+    let mut b = Pool::builder(name.to_owned(), make).endpoints(endpoints);
+    if let Some(spec) = &u.balance {
+        b = b.algorithm(algorithm(spec, &format!("{p}.balance"))?);
+    }
+    if let Some(h) = &u.health_check {
+        let client = settings.clone();
+        let checker = move |e: &Endpoint, path: &str| {
+            let proxy = client.proxy(e.url());
+            let req = Request::get(path.to_owned()).body(Empty::<bytes::Bytes>::new());
+            async move {
+                let proxy = proxy.map_err(BoxError::from)?;
+                let req = req.map_err(BoxError::from)?;
+                let rsp = proxy.oneshot(req).await?;
+                Ok::<StatusCode, BoxError>(rsp.status())
+            }
+        };
+        let mut hc = HealthCheck::new(checker)
+            .path(h.path.clone().unwrap_or_else(|| "/healthz".into()))
+            .interval(dur(
+                &h.interval,
+                format!("{p}.health_check.interval"),
+                Duration::from_secs(5),
+                &mut errs,
+            ))
+            .timeout(dur(
+                &h.timeout,
+                format!("{p}.health_check.timeout"),
+                Duration::from_secs(1),
+                &mut errs,
+            ));
+        if !h.expected_statuses.is_empty() {
+            hc = hc.expected_statuses(h.expected_statuses.iter().map(|s| *s..=*s));
+        }
+        if let Some(n) = h.healthy_threshold {
+            hc = hc.healthy_threshold(n);
+        }
+        if let Some(n) = h.unhealthy_threshold {
+            hc = hc.unhealthy_threshold(n);
+        }
+        b = b.health_check(hc);
+    }
+    if let Some(e) = &u.ejection {
+        let mut ej = Ejection::default();
+        if let Some(n) = e.consecutive_failures {
+            ej = ej.consecutive_failures(n);
+        }
+        ej = ej
+            .base_time(dur(
+                &e.base_time,
+                format!("{p}.ejection.base_time"),
+                Duration::from_secs(10),
+                &mut errs,
+            ))
+            .max_time(dur(
+                &e.max_time,
+                format!("{p}.ejection.max_time"),
+                Duration::from_secs(300),
+                &mut errs,
+            ));
+        if let Some(r) = e.max_ejected_ratio {
+            ej = ej.max_ejected_ratio(r);
+        }
+        b = b.ejection(ej);
+    }
+    if let Some(c) = &u.circuit_breaker {
+        let mut cb = CircuitBreaker::new();
+        if let Some(n) = c.max_requests {
+            cb = cb.max_requests(n);
+        }
+        if let Some(n) = c.max_endpoint_requests {
+            cb = cb.max_endpoint_requests(n);
+        }
+        cb = cb.retry_after(dur(
+            &c.retry_after,
+            format!("{p}.circuit_breaker.retry_after"),
+            Duration::from_secs(1),
+            &mut errs,
+        ));
+        b = b.circuit_breaker(cb);
+    }
+    if let Some(e) = errs.into_iter().next() {
+        return Err(e);
+    }
+    b.build()
+        .map_err(|e| ConfigError::new(format!("{p}.endpoints"), e.to_string()))
+}
+
+fn algorithm(spec: &BalanceSpec, p: &str) -> Result<Algorithm, ConfigError> {
+    match spec {
+        BalanceSpec::Name(n) => match n.as_str() {
+            "p2c" | "peak_ewma" => Ok(Algorithm::PeakEwma),
+            "least_requests" => Ok(Algorithm::LeastRequests),
+            "round_robin" => Ok(Algorithm::RoundRobin),
+            "weighted_round_robin" => Ok(Algorithm::WeightedRoundRobin),
+            other => Err(ConfigError::new(
+                p,
+                format!(
+                    "`{other}`: use p2c, least_requests, round_robin, weighted_round_robin or {{ consistent_hash: KEY }}"
+                ),
+            )),
+        },
+        BalanceSpec::Hash { consistent_hash } => {
+            let key = match consistent_hash.split_once(':') {
+                None if consistent_hash == "ip" => HashKey::ClientIp,
+                Some(("header", h)) => {
+                    HashKey::Header(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                        ConfigError::new(
+                            format!("{p}.consistent_hash"),
+                            format!("`{h}` is not a header name"),
+                        )
+                    })?)
+                }
+                Some(("cookie", c)) => HashKey::Cookie(c.into()),
+                Some(("identity", f)) => HashKey::Identity(f.into()),
+                Some(("param", n)) => HashKey::PathParam(n.into()),
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{p}.consistent_hash"),
+                        format!(
+                            "`{consistent_hash}`: use ip, header:NAME, cookie:NAME, identity:FIELD or param:NAME"
+                        ),
+                    ));
+                }
+            };
+            Ok(Algorithm::ConsistentHash(key))
+        }
+    }
+}
+
+/// A route's balancer over `pool`, with the upstream's retry policy.
+pub(crate) fn balance(pool: ProxyPool, u: &Upstream, p: &str) -> Result<ProxyBalance, ConfigError> {
+    let mut policy = RetryPolicy::default();
+    if let Some(r) = &u.retry {
+        if let Some(n) = r.max_retries {
+            policy = policy.max_retries(n);
+        }
+        if !r.on.is_empty() {
+            let mut on = RetryOn::none();
+            for (i, c) in r.on.iter().enumerate() {
+                on = match c {
+                    serde_json::Value::String(s) if s == "connect" => on.connect_failure(true),
+                    serde_json::Value::String(s) if s == "timeout" => on.timeout(true),
+                    serde_json::Value::String(s) if s == "failure" => on.failure(true),
+                    serde_json::Value::Number(n) => match n
+                        .as_u64()
+                        .and_then(|n| u16::try_from(n).ok())
+                        .and_then(|n| StatusCode::from_u16(n).ok())
+                    {
+                        Some(st) => on.status(st),
+                        None => {
+                            return Err(ConfigError::new(
+                                format!("{p}.retry.on[{i}]"),
+                                format!("`{n}` is not a status"),
+                            ));
+                        }
+                    },
+                    other => {
+                        return Err(ConfigError::new(
+                            format!("{p}.retry.on[{i}]"),
+                            format!("`{other}`: use connect, timeout, failure or a status code"),
+                        ));
+                    }
+                };
+            }
+            policy = policy.retry_on(on);
+        }
+        if let Some(ratio) = r.budget_ratio {
+            policy = policy.budget(Some(RetryBudget::new(ratio, 10, Duration::from_secs(10))));
+        }
+        policy = policy.non_idempotent(r.non_idempotent);
+    }
+    Balance::builder(pool)
+        .classify(ProxyClassify)
+        .retry(policy)
+        .build()
+        .map_err(|e| ConfigError::new(format!("{p}.retry"), e.to_string()))
+}

@@ -1,0 +1,239 @@
+//! Load balancing through the gateway: an upstream with several real
+//! endpoints, one killed during a request loop (zero failed requests), its
+//! return noticed by active health checks, weighted round-robin, consistent
+//! hashing, and a fast 503 when every endpoint is down.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use support::{client, gateway};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use towergate_test::echo_router;
+use towergate_test::tls::serve_io;
+
+/// A server that can be killed with its open connections, and restarted
+/// on the same port.
+struct Killable {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn killable(addr: SocketAddr, name: &'static str) -> Killable {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = echo_router(name).route("/healthz", get(|| async { "ok" }));
+    let task = tokio::spawn(async move {
+        // Owned here: aborting the task drops the set, which aborts every
+        // connection, as a crashed process would.
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let app: Router = app.clone();
+            conns.spawn(serve_io(TokioIo::new(tcp), app));
+        }
+    });
+    Killable { addr, task }
+}
+
+fn config(endpoints: &[String], extra: &str) -> String {
+    let list = endpoints.join(", ");
+    format!(
+        r#"listen: "127.0.0.1:0"
+upstreams:
+  svc:
+    endpoints: [{list}]
+{extra}
+routes:
+  - name: svc
+    match: {{ path_prefix: "/" }}
+    upstream: svc
+"#
+    )
+}
+
+async fn service_of(
+    c: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<String, u16> {
+    let mut rb = c.get(url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let rsp = rb.send().await.map_err(|_| 0u16)?;
+    if rsp.status() != 200 {
+        return Err(rsp.status().as_u16());
+    }
+    let v: Value = rsp.json().await.map_err(|_| 1u16)?;
+    Ok(v["service"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_endpoint_costs_no_request_and_comes_back() {
+    let a = killable("127.0.0.1:0".parse().unwrap(), "a").await;
+    let b = killable("127.0.0.1:0".parse().unwrap(), "b").await;
+    let c_srv = killable("127.0.0.1:0".parse().unwrap(), "c").await;
+    let eps: Vec<String> = [&a, &b, &c_srv]
+        .iter()
+        .map(|k| format!("\"http://{}\"", k.addr))
+        .collect();
+    let yaml = config(
+        &eps,
+        r#"    balance: round_robin
+    health_check: { path: /healthz, interval: "200ms", timeout: "500ms", healthy_threshold: 1, unhealthy_threshold: 1 }
+    ejection: { consecutive_failures: 1, base_time: "300ms" }
+    retry: { max_retries: 2, on: [connect, 502, 503] }"#,
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let c = client();
+    let url = format!("http://{addr}/x");
+    let b_addr = b.addr;
+    let mut failures = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut b = Some(b);
+    for i in 0..300 {
+        if i == 100 {
+            drop(b.take()); // killed mid-loop, connections and all
+        }
+        match service_of(&c, &url, &[]).await {
+            Ok(s) => *seen.entry(s).or_default() += 1,
+            Err(status) => failures.push((i, status)),
+        }
+    }
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(seen["a"] > 50 && seen["c"] > 50, "{seen:?}");
+    // It comes back on the same port; active checks put it back.
+    let _b = killable(b_addr, "b").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if service_of(&c, &url, &[]).await == Ok("b".into()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the endpoint did not rejoin");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(a);
+    drop(c_srv);
+}
+
+#[tokio::test]
+async fn weighted_round_robin_and_consistent_hash() {
+    let a = killable("127.0.0.1:0".parse().unwrap(), "a").await;
+    let b = killable("127.0.0.1:0".parse().unwrap(), "b").await;
+    let eps = vec![
+        format!("{{ url: \"http://{}\", weight: 2 }}", a.addr),
+        format!("{{ url: \"http://{}\", weight: 1 }}", b.addr),
+    ];
+    let (_gw, addr) = gateway(&config(&eps, "    balance: weighted_round_robin")).await;
+    let c = client();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        *seen
+            .entry(
+                service_of(&c, &format!("http://{addr}/x"), &[])
+                    .await
+                    .unwrap(),
+            )
+            .or_default() += 1;
+    }
+    assert_eq!(seen["a"], 200, "{seen:?}");
+    assert_eq!(seen["b"], 100, "{seen:?}");
+
+    let eps = vec![
+        format!("\"http://{}\"", a.addr),
+        format!("\"http://{}\"", b.addr),
+    ];
+    let (_gw2, addr2) = gateway(&config(
+        &eps,
+        "    balance: { consistent_hash: \"header:x-user\" }",
+    ))
+    .await;
+    let mut by_user: HashMap<String, String> = HashMap::new();
+    for round in 0..5 {
+        for user in ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"] {
+            let s = service_of(&c, &format!("http://{addr2}/x"), &[("x-user", user)])
+                .await
+                .unwrap();
+            let first = by_user.entry(user.to_owned()).or_insert_with(|| s.clone());
+            assert_eq!(*first, s, "{user} moved in round {round}");
+        }
+    }
+    let distinct: std::collections::HashSet<_> = by_user.values().collect();
+    assert_eq!(
+        distinct.len(),
+        2,
+        "8 users all on one endpoint: {by_user:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_endpoint_down_is_503_quickly() {
+    let dead: Vec<String> = (0..3)
+        .map(|_| {
+            let a = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            format!("\"http://{a}\"")
+        })
+        .collect();
+    let (_gw, addr) = gateway(&config(&dead, "    retry: { max_retries: 2 }")).await;
+    let c = client();
+    let started = Instant::now();
+    for _ in 0..5 {
+        let rsp = c.get(format!("http://{addr}/x")).send().await.unwrap();
+        let s = rsp.status().as_u16();
+        assert!(s == 502 || s == 503, "status {s}");
+        towergate_test::assert_problem_reqwest(rsp, s).await;
+    }
+    // A hang guard, not a speed target.
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn bad_balance_config_names_its_path() {
+    let cases = [
+        ("upstreams: { u: { } }", "upstreams.u.url"),
+        (
+            "upstreams: { u: { endpoints: [\"ftp://x\"] } }",
+            "upstreams.u.endpoints[0]",
+        ),
+        (
+            "upstreams: { u: { endpoints: [\"http://127.0.0.1:1\"], balance: fastest } }",
+            "upstreams.u.balance",
+        ),
+        (
+            "upstreams: { u: { url: \"http://127.0.0.1:1\", retry: { max_retries: 1 } } }",
+            "upstreams.u",
+        ),
+        (
+            "upstreams: { u: { endpoints: [\"http://127.0.0.1:1\"], retry: { on: [teapot] } } }",
+            "upstreams.u.retry.on[0]",
+        ),
+    ];
+    for (ups, path) in cases {
+        let yaml =
+            format!("listen: \"127.0.0.1:0\"\n{ups}\nroutes:\n  - name: r\n    upstream: u\n");
+        let cfg = towergate::config::parse_str(&yaml, towergate::config::Format::Yaml).unwrap();
+        let e = towergate::stack::compile(&cfg).unwrap_err();
+        assert!(e.has_path(path), "{ups}: {e}");
+    }
+}
