@@ -12,7 +12,7 @@ use towergate_balance::{
     Algorithm, Balance, CircuitBreaker, Ejection, Endpoint, HashKey, HealthCheck, Outcome, Pool,
     RetryBudget, RetryOn, RetryPolicy,
 };
-use towergate_balance::{Classify, classify};
+use towergate_balance::{Classify, Dns, Hedge, classify};
 use towergate_core::{BoxError, cause_ref};
 use towergate_observe::{Metrics, RecordUpstream, RecordUpstreamLayer};
 use towergate_proxy::Proxy;
@@ -99,6 +99,24 @@ pub(crate) fn pool(
         EndpointSpec::Weighted { url, weight } => Endpoint::new(url.as_str()).with_weight(*weight),
     });
     let mut b = Pool::builder(name.to_owned(), make).endpoints(endpoints);
+    if let Some(d) = &u.dns {
+        let mut dns = Dns::new(d.host.clone(), d.port).interval(dur(
+            &d.interval,
+            format!("{p}.dns.interval"),
+            Duration::from_secs(30),
+            &mut errs,
+        ));
+        if let Some(s) = &d.scheme {
+            if s != "http" && s != "https" {
+                errs.push(ConfigError::new(
+                    format!("{p}.dns.scheme"),
+                    "use http or https",
+                ));
+            }
+            dns = dns.scheme(s.clone());
+        }
+        b = b.dns(dns);
+    }
     if let Some(spec) = &u.balance {
         b = b.algorithm(algorithm(spec, &format!("{p}.balance"))?);
     }
@@ -269,9 +287,29 @@ pub(crate) fn balance(pool: ProxyPool, u: &Upstream, p: &str) -> Result<ProxyBal
         }
         policy = policy.non_idempotent(r.non_idempotent);
     }
-    Balance::builder(pool)
-        .classify(ProxyClassify)
-        .retry(policy)
-        .build()
+    let mut b = Balance::builder(pool).classify(ProxyClassify).retry(policy);
+    if let Some(t) = &u.request_timeout {
+        b = b.timeout(
+            parse_duration(t).map_err(|e| ConfigError::new(format!("{p}.request_timeout"), e))?,
+        );
+    }
+    if let Some(h) = &u.hedge {
+        let hedge = match (&h.after, h.percentile) {
+            (Some(a), None) => Hedge::after(
+                parse_duration(a).map_err(|e| ConfigError::new(format!("{p}.hedge.after"), e))?,
+            ),
+            (None, Some(q)) if (0.5..=0.999).contains(&q) => {
+                Hedge::percentile(q, Duration::from_millis(100))
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    format!("{p}.hedge"),
+                    "give `after: DURATION` or `percentile: 0.5..0.999`",
+                ));
+            }
+        };
+        b = b.hedge(hedge);
+    }
+    b.build()
         .map_err(|e| ConfigError::new(format!("{p}.retry"), e.to_string()))
 }

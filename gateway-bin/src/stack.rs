@@ -203,7 +203,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         let forward = match upstream {
             // Several endpoints: a balanced pool, shared by the routes that
             // use this upstream with the same proxy settings.
-            Some(u) if !u.endpoints.is_empty() => {
+            Some(u) if !u.endpoints.is_empty() || u.dns.is_some() => {
                 let key = format!(
                     "{}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
                     r.upstream, r.preserve_host, r.host_rewrite, timeout

@@ -237,3 +237,62 @@ fn bad_balance_config_names_its_path() {
         assert!(e.has_path(path), "{ups}: {e}");
     }
 }
+
+async fn slow_server(name: &'static str, delay: Duration) -> towergate_test::Upstream {
+    towergate_test::spawn_upstream(Router::new().fallback(move || async move {
+        tokio::time::sleep(delay).await;
+        axum::Json(serde_json::json!({ "service": name }))
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_endpoints_hedging_and_request_timeout() {
+    // Endpoints from DNS: `localhost` resolves to this machine.
+    let a = killable("127.0.0.1:0".parse().unwrap(), "dns-a").await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+upstreams:
+  svc:
+    dns: {{ host: localhost, port: {}, interval: "1s" }}
+    retry: {{ max_retries: 2, on: [connect] }}
+routes:
+  - name: svc
+    match: {{ path_prefix: "/" }}
+    upstream: svc
+"#,
+        a.addr.port()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(
+            service_of(&c, &format!("http://{addr}/x"), &[]).await,
+            Ok("dns-a".into())
+        );
+    }
+
+    // Hedging: a slow first attempt is raced by a second one elsewhere.
+    let slow = slow_server("slow", Duration::from_secs(3)).await;
+    let fast = slow_server("fast", Duration::from_millis(0)).await;
+    let eps = vec![format!("\"{}\"", slow.url()), format!("\"{}\"", fast.url())];
+    let (_gw2, addr2) = gateway(&config(
+        &eps,
+        "    balance: round_robin\n    hedge: { after: \"50ms\" }",
+    ))
+    .await;
+    for _ in 0..6 {
+        assert_eq!(
+            service_of(&c, &format!("http://{addr2}/x"), &[]).await,
+            Ok("fast".into())
+        );
+    }
+
+    // The overall deadline across attempts.
+    let s1 = slow_server("s1", Duration::from_secs(5)).await;
+    let s2 = slow_server("s2", Duration::from_secs(5)).await;
+    let eps = vec![format!("\"{}\"", s1.url()), format!("\"{}\"", s2.url())];
+    let (_gw3, addr3) = gateway(&config(&eps, "    request_timeout: \"300ms\"")).await;
+    let rsp = c.get(format!("http://{addr3}/x")).send().await.unwrap();
+    towergate_test::assert_problem_reqwest(rsp, 504).await;
+}

@@ -160,6 +160,13 @@ pub struct Upstream {
     /// Several endpoints, load balanced: URLs or `{ url, weight }`.
     #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
+    /// Endpoints from DNS A/AAAA records, re-resolved on an interval.
+    pub dns: Option<DnsConfig>,
+    /// Overall deadline of a request across its attempts (504 beyond).
+    pub request_timeout: Option<String>,
+    /// Send a second attempt to another endpoint when the first is slow
+    /// (idempotent requests only): `{ after: "50ms" }` or `{ percentile: 0.95 }`.
+    pub hedge: Option<HedgeConfig>,
     /// `p2c` (default: peak-EWMA), `least_requests`, `round_robin`,
     /// `weighted_round_robin`, or `{ consistent_hash: KEY }`.
     pub balance: Option<BalanceSpec>,
@@ -802,4 +809,28 @@ pub struct RetryConfig {
     /// may have been processed. Default `false`.
     #[serde(default)]
     pub non_idempotent: bool,
+}
+
+/// Endpoints from DNS.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Name to resolve (A and AAAA).
+    pub host: String,
+    /// Port of every endpoint.
+    pub port: u16,
+    /// `http` (default) or `https`.
+    pub scheme: Option<String>,
+    /// Re-resolution interval. Default `30s`.
+    pub interval: Option<String>,
+}
+
+/// Hedging.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeConfig {
+    /// A fixed delay.
+    pub after: Option<String>,
+    /// A latency quantile of recent attempts (0.5 to 0.999).
+    pub percentile: Option<f64>,
 }

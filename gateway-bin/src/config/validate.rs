@@ -105,7 +105,8 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
     // Upstreams.
     for (name, u) in &cfg.upstreams {
         let p = format!("upstreams.{name}");
-        match (&u.url, u.endpoints.is_empty()) {
+        let balanced = !u.endpoints.is_empty() || u.dns.is_some();
+        match (&u.url, !balanced) {
             (Some(url), true) => check_url(&format!("{p}.url"), url, errs),
             (None, false) => {
                 for (i, e) in u.endpoints.iter().enumerate() {
@@ -125,8 +126,10 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
                 "`url` and `endpoints` exclude each other",
             )),
         }
-        if u.endpoints.is_empty()
+        if !balanced
             && (u.balance.is_some()
+                || u.hedge.is_some()
+                || u.request_timeout.is_some()
                 || u.health_check.is_some()
                 || u.ejection.is_some()
                 || u.circuit_breaker.is_some()
