@@ -229,10 +229,16 @@ fn upstream_list(cfg: &Config) -> Value {
             })
         })
         .collect();
+    // Inline URLs: one entry per URL, with every route that uses it.
+    let mut inline: Vec<(&str, Vec<&str>)> = Vec::new();
     for r in cfg.routes.iter().filter(|r| r.upstream.contains("://")) {
-        out.push(
-            json!({ "name": r.upstream, "url": r.upstream, "http2": false, "routes": [r.name] }),
-        );
+        match inline.iter_mut().find(|(u, _)| *u == r.upstream) {
+            Some((_, routes)) => routes.push(&r.name),
+            None => inline.push((&r.upstream, vec![&r.name])),
+        }
+    }
+    for (url, routes) in inline {
+        out.push(json!({ "name": url, "url": url, "http2": false, "routes": routes }));
     }
     Value::Array(out)
 }
