@@ -214,3 +214,31 @@ fn non_loopback_admin_needs_a_token() {
     let e = towergate::stack::compile(&cfg).unwrap_err();
     assert!(e.has_path("admin.token"), "{e}");
 }
+
+#[test]
+fn secrets_are_redacted_in_the_shown_config() {
+    let yaml = r#"listen: "127.0.0.1:0"
+admin: { token: "admin-token-0123456789" }
+auth_providers:
+  j: { jwt: { secret: "jwt-secret-that-is-long-enough-0123456789", algorithms: [HS256] } }
+  k: { api_key: { keys: [{ consumer: acme, key: "plain-api-key-0123456789" }, { consumer: b, key_sha256: "ab12" }] } }
+  i: { introspection: { url: "http://127.0.0.1:1/i", client_id: gw, client_secret: "introspection-secret-42" } }
+  b: { basic: { users: ["alice:$2b$04$hashhashhashhashhashhu"] } }
+routes:
+  - name: r
+    upstream: "http://127.0.0.1:1"
+"#;
+    let cfg = towergate::config::parse_str(yaml, towergate::config::Format::Yaml).unwrap();
+    let shown = serde_json::to_string(&cfg).unwrap();
+    for secret in [
+        "admin-token-0123456789",
+        "jwt-secret-that-is-long-enough-0123456789",
+        "plain-api-key-0123456789",
+        "ab12",
+        "introspection-secret-42",
+        "hashhash",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+    assert!(shown.contains("alice:<redacted>"));
+}
