@@ -165,7 +165,7 @@ async fn many_instances_share_redis() {
 admin: {{ enabled: false }}
 rate_limiting:
   store: redis
-  redis: {{ url: "redis://127.0.0.1:{redis_port}", prefix: "e2e-{pid}:", timeout: "100ms" }}
+  redis: {{ url: "redis://127.0.0.1:{redis_port}", prefix: "e2e-{pid}:", timeout: "2s" }}
 routes:
   - name: closed
     match: {{ path_prefix: "/closed/" }}
@@ -200,6 +200,15 @@ routes:
     // 1000 concurrent requests over three instances against 100 per hour
     // (the refill during the run is nil): exactly 100 admitted, not ~100.
     let s = burst(&c, &gateways, "/closed/x", "acme", 1000).await;
+    // A generous per-call timeout: this test is about exactness and
+    // failure handling, and a loaded CI machine must not turn slow Redis
+    // answers into fail-closed 503s.
+    let other: Vec<u16> = s
+        .iter()
+        .copied()
+        .filter(|x| *x != 200 && *x != 429)
+        .collect();
+    assert!(other.is_empty(), "statuses other than 200/429: {other:?}");
     assert_eq!(count(&s, 200), 100, "admitted");
     assert_eq!(count(&s, 429), 900, "refused");
     // 100 per minute refills one every 600 ms while the burst runs, so the
