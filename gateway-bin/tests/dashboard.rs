@@ -85,8 +85,13 @@ async fn dashboard_renders_in_headless_chromium() {
         let (bin, url, profile) = (bin.to_owned(), url.clone(), profile.clone());
         move || {
             let dom = run_chromium(&bin, &profile, &["--dump-dom"], &url);
-            let out = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/dashboard.png");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
+                });
+            let _ = std::fs::create_dir_all(&target);
+            let out = target.join("dashboard.png");
             let shot = run_chromium(
                 &bin,
                 &profile,
