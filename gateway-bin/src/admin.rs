@@ -153,6 +153,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     // Gauges read from the stores at scrape time.
     let degraded = registry.redis_stores().iter().any(|s| s.degraded());
     registry.metrics().redis_degraded(degraded);
+    registry.record_pool_states(&state.live.stack().upstream_states());
     (
         [(
             header::CONTENT_TYPE,

@@ -120,6 +120,48 @@ async fn a_killed_endpoint_costs_no_request_and_comes_back() {
     }
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert!(seen["a"] > 50 && seen["c"] > 50, "{seen:?}");
+    // The operator sees it: one of three out is a half-open circuit.
+    let admin = towergate::admin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        towergate::admin::AdminState {
+            live: _gw.live(),
+            config_path: None,
+            token: None,
+        },
+    )
+    .await
+    .unwrap();
+    let page = c
+        .get(format!("http://{}/metrics", admin.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("towergate_circuit_state{upstream=\"svc\"} 1"),
+        "{page}"
+    );
+    let ups: Value = c
+        .get(format!("http://{}/admin/upstreams", admin.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = ups[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "healthy").count(),
+        2,
+        "{statuses:?}"
+    );
     // It comes back on the same port; active checks put it back.
     let _b = killable(b_addr, "b").await;
     let deadline = Instant::now() + Duration::from_secs(15);

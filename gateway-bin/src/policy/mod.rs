@@ -32,6 +32,7 @@ pub struct Registry {
     memory: Mutex<HashMap<String, MemoryStore>>,
     redis: Mutex<HashMap<String, RedisStore>>,
     authenticators: Mutex<HashMap<String, Arc<dyn towergate_auth::Authenticator>>>,
+    ejections_seen: Mutex<HashMap<String, u64>>,
 }
 
 impl Registry {
@@ -39,6 +40,42 @@ impl Registry {
     /// counters survive reloads.
     pub fn metrics(&self) -> &towergate_observe::Metrics {
         &self.metrics
+    }
+
+    /// Feeds the balancer's state to the metrics at scrape time: new
+    /// ejections since the last scrape, and each upstream's circuit state
+    /// (closed: every endpoint healthy; half-open: some out; open: none
+    /// healthy, so requests only go out in panic mode).
+    pub(crate) fn record_pool_states(
+        &self,
+        pools: &[(String, Vec<towergate_balance::EndpointState>)],
+    ) {
+        use towergate_balance::state::Status;
+        use towergate_observe::metrics::CircuitState;
+        let Ok(mut seen) = self.ejections_seen.lock() else {
+            return;
+        };
+        for (upstream, endpoints) in pools {
+            for e in endpoints {
+                let key = format!("{upstream}\\u{0}{}", e.url);
+                let before = seen.insert(key, e.ejections).unwrap_or(0);
+                for _ in before..e.ejections {
+                    self.metrics.ejection(upstream.clone());
+                }
+            }
+            let healthy = endpoints
+                .iter()
+                .filter(|e| e.status == Status::Healthy)
+                .count();
+            let state = if healthy == endpoints.len() {
+                CircuitState::Closed
+            } else if healthy == 0 {
+                CircuitState::Open
+            } else {
+                CircuitState::HalfOpen
+            };
+            self.metrics.circuit_state(upstream.clone(), state);
+        }
     }
 
     /// Every Redis store in use, for the degraded gauge.
