@@ -355,10 +355,19 @@ fn ca_roots(pem: &[u8]) -> Result<RootCertStore, BuildError> {
     Ok(roots)
 }
 
-/// The system's trust store. A machine without one still gets a client
-/// (plain-HTTP upstreams work); HTTPS upstreams then fail verification,
-/// which the warning explains ahead of time.
+/// The system's trust store, read once per process: loading and parsing it
+/// costs tens of millions of instructions, and every client built at start
+/// and at each reload would pay it again. A restart picks up a changed
+/// store.
 fn system_roots() -> RootCertStore {
+    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(load_system_roots).clone()
+}
+
+/// A machine without a trust store still gets a client (plain-HTTP
+/// upstreams work); HTTPS upstreams then fail verification, which the
+/// warning explains ahead of time.
+fn load_system_roots() -> RootCertStore {
     let loaded = rustls_native_certs::load_native_certs();
     for error in &loaded.errors {
         tracing::warn!(%error, "could not load some system root certificates");
