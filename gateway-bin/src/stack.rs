@@ -343,21 +343,28 @@ where
 /// the order a request meets them.
 fn route_stack(target: RouteTarget, layers: RouteLayers, metrics: &Metrics) -> RouteService {
     // 6. The upstream's latency and status, per endpoint, for metrics, the
-    //    span and the access log.
-    // A pool records each endpoint itself (see `balance.rs`).
+    //    span and the access log (a pool records each endpoint itself, see
+    //    `balance.rs`).
+    // 5. After authentication the caller's identity goes to the access log;
+    //    without auth there is no identity, and the route is recorded at 0.
+    // Both in one box: this is the per-request hot path.
+    let record_identity = layers.auth.is_some().then(RecordLayer::new);
     let mut svc = match &target.forward {
         Forward::One(proxy) => {
             let upstream = proxy.upstream().to_owned();
             BoxCloneSyncService::new(
                 ServiceBuilder::new()
+                    .option_layer(record_identity)
                     .layer(RecordUpstreamLayer::new(upstream).metrics(metrics.clone()))
                     .service(target),
             )
         }
-        Forward::Pool(_) => BoxCloneSyncService::new(target),
+        Forward::Pool(_) => BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .option_layer(record_identity)
+                .service(target),
+        ),
     };
-    // 5. After authentication: the caller's identity goes to the access log.
-    svc = BoxCloneSyncService::new(ServiceBuilder::new().layer(RecordLayer::new()).service(svc));
     // 4. A concurrency limit guards the upstream; requests refused by the
     //    rate limit never take a slot, so it sits inside the rate limit.
     if let Some(c) = layers.concurrency {
