@@ -57,6 +57,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/upstreams", get(upstreams))
         .route("/admin/status", get(status))
         .route("/admin/reload", post(reload))
+        .route("/admin/cache/purge", post(purge_cache))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -154,6 +155,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     let degraded = registry.redis_stores().iter().any(|s| s.degraded());
     registry.metrics().redis_degraded(degraded);
     registry.record_pool_states(&state.live.stack().upstream_states());
+    if let Some(cache) = registry.cache() {
+        let stats = cache.stats();
+        registry
+            .metrics()
+            .cache_size(stats.bytes_stored, stats.entries);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -290,6 +297,49 @@ async fn reload(State(state): State<AdminState>) -> Response {
             .into_full_response()
             .into_response(),
     }
+}
+
+/// What to purge from the response cache: `{"route": NAME}` (every entry
+/// of a route), `{"prefix": "/users/", "route": NAME?}` (paths starting
+/// with it), or `{"key": KEY}` (one entry, as `Cache-Status` keys show it).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    route: Option<String>,
+    prefix: Option<String>,
+    key: Option<String>,
+}
+
+async fn purge_cache(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let bad = |detail: String| {
+        Problem::new(StatusCode::BAD_REQUEST)
+            .detail(detail)
+            .into_full_response()
+            .into_response()
+    };
+    let req: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad(format!(
+                "expected {{\"route\"|\"prefix\"|\"key\": ...}}: {e}"
+            ));
+        }
+    };
+    let sel = match (req.key, req.prefix, req.route) {
+        (Some(k), None, None) => towergate_cache::Purge::Key(k),
+        (None, Some(prefix), route) => towergate_cache::Purge::Prefix {
+            namespace: route,
+            path_prefix: prefix,
+        },
+        (None, None, Some(route)) => towergate_cache::Purge::Namespace(route),
+        _ => return bad("give `key`, or `prefix` (with an optional `route`), or `route`".into()),
+    };
+    let Some(cache) = state.live.registry().cache() else {
+        return Json(json!({"purged": 0})).into_response();
+    };
+    let n = cache.purge(&sel);
+    tracing::info!(?sel, purged = n, "cache purged through the admin API");
+    Json(json!({"purged": n})).into_response()
 }
 
 async fn dashboard() -> Html<&'static str> {

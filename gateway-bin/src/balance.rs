@@ -2,12 +2,14 @@
 //! a pool of proxies (one per endpoint), and each route using it a
 //! `Balance` service over that pool with the upstream's retry policy.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, Request, StatusCode};
 use http_body_util::Empty;
 use tower::Layer;
 use tower::ServiceExt;
+use towergate_balance::discover::Srv;
 use towergate_balance::{
     Algorithm, Balance, CircuitBreaker, Ejection, Endpoint, HashKey, HealthCheck, Outcome, Pool,
     RetryBudget, RetryOn, RetryPolicy,
@@ -116,6 +118,33 @@ pub(crate) fn pool(
             dns = dns.scheme(s.clone());
         }
         b = b.dns(dns);
+    }
+    if let Some(d) = &u.srv {
+        let mut srv = Srv::new(d.name.clone()).interval(dur(
+            &d.interval,
+            format!("{p}.srv.interval"),
+            Duration::from_secs(30),
+            &mut errs,
+        ));
+        if let Some(s) = &d.scheme {
+            if s != "http" && s != "https" {
+                errs.push(ConfigError::new(
+                    format!("{p}.srv.scheme"),
+                    "use http or https",
+                ));
+            }
+            srv = srv.scheme(s.clone());
+        }
+        if let Some(ns) = &d.nameserver {
+            match ns.parse() {
+                Ok(addr) => srv = srv.nameserver(addr),
+                Err(_) => errs.push(ConfigError::new(
+                    format!("{p}.srv.nameserver"),
+                    format!("`{ns}` is not an address like 127.0.0.1:8600"),
+                )),
+            }
+        }
+        b = b.srv(srv);
     }
     if let Some(spec) = &u.balance {
         b = b.algorithm(algorithm(spec, &format!("{p}.balance"))?);
@@ -246,7 +275,15 @@ fn algorithm(spec: &BalanceSpec, p: &str) -> Result<Algorithm, ConfigError> {
 }
 
 /// A route's balancer over `pool`, with the upstream's retry policy.
-pub(crate) fn balance(pool: ProxyPool, u: &Upstream, p: &str) -> Result<ProxyBalance, ConfigError> {
+/// The route's balance over `pool`; each retry or hedge counts in
+/// `towergate_retries_total{route}`.
+pub(crate) fn balance(
+    pool: ProxyPool,
+    u: &Upstream,
+    p: &str,
+    route: &str,
+    metrics: &Metrics,
+) -> Result<ProxyBalance, ConfigError> {
     let mut policy = RetryPolicy::default();
     if let Some(r) = &u.retry {
         if let Some(n) = r.max_retries {
@@ -287,7 +324,11 @@ pub(crate) fn balance(pool: ProxyPool, u: &Upstream, p: &str) -> Result<ProxyBal
         }
         policy = policy.non_idempotent(r.non_idempotent);
     }
-    let mut b = Balance::builder(pool).classify(ProxyClassify).retry(policy);
+    let (metrics, route): (Metrics, Arc<str>) = (metrics.clone(), Arc::from(route));
+    let mut b = Balance::builder(pool)
+        .classify(ProxyClassify)
+        .retry(policy)
+        .on_retry(move || metrics.retry(route.clone()));
     if let Some(t) = &u.request_timeout {
         b = b.timeout(
             parse_duration(t).map_err(|e| ConfigError::new(format!("{p}.request_timeout"), e))?,

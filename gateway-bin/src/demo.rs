@@ -60,6 +60,53 @@ routes:
     match: { path_prefix: "/orders/", methods: [GET, POST], headers: { x-beta: "1" } }
     strip_prefix: true
     upstream: "http://{notifications}"
+  # One request, three services: the caller's user (by the JWT's subject),
+  # that user's orders (by a field of the first answer) and their inbox.
+  - name: home
+    match: { path: "/screens/home", methods: [GET] }
+    auth: { any_of: [demo-jwt] }
+    aggregate:
+      deadline: "2s"
+      calls:
+        - { name: user, upstream: users, path: "/{identity.sub}", allow: [id, name, customer_id] }
+        - { name: orders, upstream: "http://{orders}", path: "/{user.customer_id}", required: false, timeout: "1s" }
+        - { name: notifications, upstream: "http://{notifications}", path: "/inbox/{identity.sub}", required: false, allow: [unread] }
+  # Cached for 30 s by the service's Cache-Control, compressed for clients
+  # that ask, served without the upstream's Server header.
+  - name: catalog
+    match: { path: "/catalog", methods: [GET, HEAD] }
+    rewrite: "/catalog"
+    upstream: "http://{orders}"
+    cache: { ttl: "10s" }
+    compression: true
+    response_headers: { hide_server: true, set: { x-served-by: "towergate ({route})" } }
+  # A browser app on another origin creates orders: CORS preflights are
+  # answered here, and bodies are checked against a JSON Schema first.
+  - name: new-order
+    match: { path: "/api/orders", methods: [POST, OPTIONS] }
+    rewrite: "/new"
+    upstream: "http://{orders}"
+    cors:
+      origins: ["https://app.example.com", "https://*.example.dev"]
+      methods: [POST]
+      headers: [content-type, authorization]
+      max_age: "10m"
+    validate:
+      content_types: [application/json]
+      max_body: "16KB"
+      schema:
+        type: object
+        required: [item, qty]
+        additionalProperties: false
+        properties:
+          item: { type: string, minLength: 1 }
+          qty: { type: integer, minimum: 1, maximum: 100 }
+  - name: old-users
+    match: { path: "/old/users/{*rest}" }
+    redirect: { to: "/users/{params.rest}", status: 308 }
+  - name: maintenance
+    match: { path: "/maintenance" }
+    respond: { status: 503, body: "down for maintenance, back soon\n", headers: { retry-after: "120" } }
 "#;
 
 /// The users service; the demo runs two instances of it.
@@ -74,15 +121,46 @@ pub fn users_service(instance: &'static str) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/{id}",
-            get(move |Path(id): Path<u64>| async move {
-                Json(json!({"id": id, "name": format!("user-{id}"), "customer_id": id * 10, "instance": instance}))
+            get(move |Path(id): Path<String>| async move {
+                // Numeric ids, or a login (the demo JWT's subject, `ada`).
+                let (id, num) = match id.parse::<u64>() {
+                    Ok(n) => (json!(n), n),
+                    Err(_) => (json!(id), id.bytes().map(u64::from).sum()),
+                };
+                Json(json!({"id": id, "name": format!("user-{id}"), "customer_id": num * 10, "instance": instance}))
             }),
         )
 }
 
-/// Orders: a list per user, and POST to create one.
+/// Orders: a list per user, and POST to create one; a cacheable catalog.
 pub fn orders_service() -> Router {
-    Router::new().route(
+    Router::new()
+        .route(
+            "/catalog",
+            get(|| async {
+                let items: Vec<Value> = (1..=40)
+                    .map(|i| json!({"sku": format!("sku-{i}"), "name": format!("item number {i}"), "price": i * 3}))
+                    .collect();
+                (
+                    [
+                        (http::header::CACHE_CONTROL, "public, max-age=30"),
+                        (http::header::SERVER, "demo-orders/1.0"),
+                    ],
+                    Json(json!({"items": items})),
+                )
+            }),
+        )
+        .route(
+            "/new",
+            axum::routing::post(|body: axum::body::Bytes| async move {
+                let order: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                (
+                    http::StatusCode::CREATED,
+                    Json(json!({"created": true, "order": order})),
+                )
+            }),
+        )
+        .route(
         "/{id}",
         get(|Path(id): Path<u64>| async move {
             Json(json!({"id": id, "items": ["book", "pen"], "total": 12.5}))
@@ -233,6 +311,40 @@ pub fn curl_lines(addr: SocketAddr, token: &str) -> Vec<(String, &'static str)> 
         (
             format!("curl -i --path-as-is http://{addr}/users/../orders/7"),
             "normalised before matching: the orders route",
+        ),
+        (
+            format!("curl -s -H 'Authorization: Bearer {token}' http://{addr}/screens/home"),
+            "one request, three services: user (by the JWT's subject), their orders (by the user's customer_id) and inbox, merged",
+        ),
+        (
+            format!(
+                "curl -s -o /dev/null -D - http://{addr}/catalog; curl -s -o /dev/null -D - http://{addr}/catalog"
+            ),
+            "Cache-Status: miss then hit (the second never reaches the service); no Server header",
+        ),
+        (
+            format!("curl -s --compressed -D - -o /dev/null http://{addr}/catalog"),
+            "Content-Encoding: br (or gzip/zstd, as the client asks)",
+        ),
+        (
+            format!(
+                "curl -i -X OPTIONS -H 'Origin: https://shop.example.dev' -H 'Access-Control-Request-Method: POST' http://{addr}/api/orders"
+            ),
+            "CORS preflight answered by the gateway (a wildcard-subdomain origin)",
+        ),
+        (
+            format!(
+                "curl -i -H 'content-type: application/json' -d '{{\"item\":\"pen\",\"qty\":0}}' http://{addr}/api/orders"
+            ),
+            "400 problem+json listing /qty (minimum 1); with qty 2 the order is created",
+        ),
+        (
+            format!("curl -i http://{addr}/old/users/42"),
+            "308 to /users/42",
+        ),
+        (
+            format!("curl -i http://{addr}/maintenance"),
+            "a fixed 503 answered by the gateway",
         ),
     ]
 }

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod admin;
+mod aggregate;
 mod balance;
 pub mod config;
 pub mod demo;

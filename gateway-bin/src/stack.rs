@@ -18,10 +18,10 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{LengthLimitError, Limited};
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use towergate_auth::{AuthFailure, AuthLayer, IpFilterLayer};
 use towergate_core::body::ResponseBody;
-use towergate_core::{Problem, RequestId, TrustedProxies};
+use towergate_core::{BoxError, Problem, RequestId, TrustedProxies};
 use towergate_observe::access_log::{LogFormat, Sink};
 use towergate_observe::body::RequestBody;
 use towergate_observe::{
@@ -136,22 +136,19 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
 
     // One pooled client per named upstream, one shared by inline URLs of
     // each protocol: pools are shared by all routes using them.
-    let mut clients: HashMap<String, (Client, &schema::Upstream)> = HashMap::new();
-    for (name, u) in &cfg.upstreams {
-        match build_client(u, base.as_deref()) {
-            Ok(c) => {
-                clients.insert(name.clone(), (c, u));
-            }
-            Err(e) => errs.push(ConfigError::new(format!("upstreams.{name}.tls"), e)),
-        }
-    }
-    let inline_client = Client::builder().build().map_err(|e| e.to_string());
-
+    let mut forwards = Forwards::new(cfg, &registry, &trusted, &via, base.as_deref(), &mut errs);
     // Authentication methods are shared by the routes that name them (one
     // JWKS fetcher, one token cache).
     let providers = policy::providers(cfg, &registry, &mut errs);
 
-    let mut pools: HashMap<String, balance::ProxyPool> = HashMap::new();
+    // One response cache for the gateway, if any route caches.
+    let cache_store = if cfg.routes.iter().any(|r| r.cache.is_some()) {
+        policy::cache_store(&cfg.cache, &registry, &mut errs)
+    } else {
+        None
+    };
+    let mut cache_routes = HashMap::new();
+
     let mut builder = Router::builder();
     for (i, r) in cfg.routes.iter().enumerate() {
         let p = format!("routes[{i}]");
@@ -168,90 +165,51 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             errs.push(ConfigError::new(format!("{p}.match"), e.to_string()));
             continue;
         }
-        let (url, client, upstream_timeout, upstream) = if r.upstream.contains("://") {
-            match &inline_client {
-                Ok(c) => (r.upstream.clone(), c.clone(), None, None),
-                Err(e) => {
-                    errs.push(ConfigError::new(format!("{p}.upstream"), e.clone()));
-                    continue;
-                }
-            }
-        } else if let Some((c, u)) = clients.get(&r.upstream) {
-            (
-                u.url.clone().unwrap_or_default(),
-                c.clone(),
-                u.timeout.as_deref(),
-                Some(*u),
-            )
-        } else {
-            continue; // reported by check_structure, or its client failed
-        };
-        let timeout = r
-            .timeout
-            .as_deref()
-            .or(upstream_timeout)
-            .and_then(|t| parse_duration(t).ok())
-            .unwrap_or(Duration::from_secs(30));
-        let settings = ProxySettings {
-            client,
-            timeout,
-            preserve_host: r.preserve_host,
-            host_rewrite: r.host_rewrite.clone(),
-            trusted: trusted.clone(),
-            via: via.clone(),
-        };
-        let forward = match upstream {
-            // Several endpoints: a balanced pool, shared by the routes that
-            // use this upstream with the same proxy settings.
-            Some(u) if !u.endpoints.is_empty() || u.dns.is_some() => {
-                let key = format!(
-                    "{}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
-                    r.upstream, r.preserve_host, r.host_rewrite, timeout
-                );
-                let pool = match pools.get(&key) {
-                    Some(pool) => pool.clone(),
-                    None => match balance::pool(
-                        &r.upstream,
-                        u,
-                        &settings,
-                        registry.metrics(),
-                        &format!("upstreams.{}", r.upstream),
-                    ) {
-                        Ok(pool) => {
-                            pools.insert(key, pool.clone());
-                            pool
-                        }
-                        Err(e) => {
-                            errs.push(e);
-                            continue;
-                        }
-                    },
-                };
-                match balance::balance(pool, u, &format!("upstreams.{}", r.upstream)) {
-                    Ok(b) => Forward::Pool(b),
-                    Err(e) => {
-                        errs.push(e);
-                        continue;
-                    }
-                }
-            }
-            _ => match settings.proxy(&url) {
-                Ok(p) => Forward::One(p),
-                Err(e) => {
-                    errs.push(ConfigError::new(format!("{p}.upstream"), e));
-                    continue;
-                }
-            },
-        };
         let max_body = r
             .max_body
             .as_ref()
             .and_then(|s| size_value(s).ok())
             .unwrap_or(default_max_body);
-        let target = RouteTarget {
-            forward,
-            max_body,
-            route: Arc::from(r.name.as_str()),
+        // The route's target: a proxied upstream, an aggregate of several
+        // upstream calls, a redirect or a fixed answer.
+        let target = if !r.upstream.is_empty() {
+            let opts = ForwardOpts {
+                preserve_host: r.preserve_host,
+                host_rewrite: r.host_rewrite.clone(),
+                timeout: r.timeout.clone(),
+                route: r.name.clone(),
+            };
+            match forwards.get(&r.upstream, &opts, &format!("{p}.upstream")) {
+                Ok(forward) => Target::Proxy(RouteTarget {
+                    forward,
+                    max_body,
+                    route: Arc::from(r.name.as_str()),
+                }),
+                Err(e) => {
+                    errs.extend(e);
+                    continue;
+                }
+            }
+        } else if let Some(a) = &r.aggregate {
+            match crate::aggregate::target(a, r, &mut forwards, &format!("{p}.aggregate")) {
+                Ok(svc) => Target::Other(svc),
+                Err(mut es) => {
+                    errs.append(&mut es);
+                    continue;
+                }
+            }
+        } else if let Some(red) = &r.redirect {
+            match policy::redirect(red, &format!("{p}.redirect"), &mut errs) {
+                Some(svc) => Target::Other(svc),
+                None => continue,
+            }
+        } else if let Some(f) = &r.respond {
+            match policy::fixed_response(f, &format!("{p}.respond"), &mut errs) {
+                Some(svc) => Target::Other(svc),
+                None => continue,
+            }
+        } else {
+            continue; // reported by check_structure
         };
         let rate_limit = r.rate_limit.as_ref().and_then(|rl| {
             policy::rate_limit_layer(
@@ -276,13 +234,59 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         let ip =
             r.ip.as_ref()
                 .and_then(|i| policy::ip_layer(i, &format!("{p}.ip"), &mut errs));
+        let cors = r
+            .cors
+            .as_ref()
+            .and_then(|c| policy::cors_layer(c, &format!("{p}.cors"), &mut errs));
+        let compression = r
+            .compression
+            .as_ref()
+            .and_then(|c| policy::compression_layer(c, &format!("{p}.compression"), &mut errs));
+        let validate = r.validate.as_ref().and_then(|v| {
+            policy::validate_layer(v, base.as_deref(), &format!("{p}.validate"), &mut errs)
+        });
+        let transform = policy::transform_layer(
+            r.request_headers.as_ref(),
+            r.response_headers.as_ref(),
+            &p,
+            &mut errs,
+        );
+        let cache = match (&r.cache, &cache_store) {
+            (Some(c), Some(store)) => {
+                cache_routes.insert(r.name.clone(), serde_json::to_string(c).unwrap_or_default());
+                policy::cache_layer(&r.name, c, store.clone(), &format!("{p}.cache"), &mut errs)
+            }
+            _ => None,
+        };
+        let redirect_https = if r.redirect_https {
+            policy::redirect(
+                &schema::RedirectConfig {
+                    https: true,
+                    ..Default::default()
+                },
+                &format!("{p}.redirect_https"),
+                &mut errs,
+            )
+        } else {
+            None
+        };
         let layers = RouteLayers {
+            redirect_https,
+            cors,
+            compression,
             ip,
             auth,
             rate_limit,
+            decompress: r.decompress_request.then(policy::decompression),
+            validate,
+            transform,
+            cache,
             concurrency,
         };
-        builder = builder.route(route, route_stack(target, layers, registry.metrics()));
+        builder = builder.route(
+            route,
+            route_stack(target, layers, &r.name, registry.metrics()),
+        );
     }
 
     if !errs.is_empty() {
@@ -295,28 +299,244 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         .build()
         .map_err(|e| ConfigErrors::one(None, ConfigError::new("routes", e.to_string())))?;
     let edge = edge_stack(cfg, &registry, router)?;
+    let pools = forwards
+        .pools
+        .into_iter()
+        .map(|(k, p)| (k.split('\u{0}').next().unwrap_or("").to_owned(), p))
+        .collect();
+    registry.commit_cache_routes(cache_routes);
     Ok(Compiled {
         registry,
         config: Arc::new(cfg.clone()),
         stack: Arc::new(Stack {
             edge,
             trusted,
-            pools: pools
-                .into_iter()
-                .map(|(k, p)| (k.split('\u{0}').next().unwrap_or("").to_owned(), p))
-                .collect(),
+            pools,
         }),
         listeners,
         server,
     })
 }
 
+/// What a route or an aggregate call forwards to, by upstream name or URL:
+/// the clients and balanced pools built so far, shared by every user of
+/// the same upstream with the same proxy settings.
+pub(crate) struct Forwards<'a> {
+    clients: HashMap<String, (Client, &'a schema::Upstream)>,
+    inline_client: Result<Client, String>,
+    pools: HashMap<String, balance::ProxyPool>,
+    registry: &'a Registry,
+    trusted: TrustedProxies,
+    via: String,
+}
+
+/// Per-route proxy settings.
+pub(crate) struct ForwardOpts {
+    pub(crate) preserve_host: bool,
+    pub(crate) host_rewrite: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) route: String,
+}
+
+impl<'a> Forwards<'a> {
+    fn new(
+        cfg: &'a Config,
+        registry: &'a Registry,
+        trusted: &TrustedProxies,
+        via: &str,
+        base: Option<&Path>,
+        errs: &mut Vec<ConfigError>,
+    ) -> Self {
+        let mut clients = HashMap::new();
+        for (name, u) in &cfg.upstreams {
+            match build_client(u, base) {
+                Ok(c) => {
+                    clients.insert(name.clone(), (c, u));
+                }
+                Err(e) => errs.push(ConfigError::new(format!("upstreams.{name}.tls"), e)),
+            }
+        }
+        Self {
+            clients,
+            inline_client: Client::builder().build().map_err(|e| e.to_string()),
+            pools: HashMap::new(),
+            registry,
+            trusted: trusted.clone(),
+            via: via.to_owned(),
+        }
+    }
+
+    /// The metrics handle, for the upstream recorders of aggregate calls.
+    pub(crate) fn metrics(&self) -> towergate_observe::Metrics {
+        self.registry.metrics().clone()
+    }
+
+    /// The forwarding service for `upstream`; `Err(None)` when the error
+    /// was reported already (unknown upstream, client that failed).
+    pub(crate) fn get(
+        &mut self,
+        upstream: &str,
+        o: &ForwardOpts,
+        path: &str,
+    ) -> Result<Forward, Option<ConfigError>> {
+        let (url, client, upstream_timeout, named) = if upstream.contains("://") {
+            match &self.inline_client {
+                Ok(c) => (upstream.to_owned(), c.clone(), None, None),
+                Err(e) => return Err(Some(ConfigError::new(path, e.clone()))),
+            }
+        } else if let Some((c, u)) = self.clients.get(upstream) {
+            (
+                u.url.clone().unwrap_or_default(),
+                c.clone(),
+                u.timeout.as_deref(),
+                Some(*u),
+            )
+        } else {
+            return Err(None);
+        };
+        let timeout = o
+            .timeout
+            .as_deref()
+            .or(upstream_timeout)
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(30));
+        let settings = ProxySettings {
+            client,
+            timeout,
+            preserve_host: o.preserve_host,
+            host_rewrite: o.host_rewrite.clone(),
+            trusted: self.trusted.clone(),
+            via: self.via.clone(),
+        };
+        match named {
+            // Several endpoints: a balanced pool, shared by the routes that
+            // use this upstream with the same proxy settings.
+            Some(u) if !u.endpoints.is_empty() || u.dns.is_some() || u.srv.is_some() => {
+                let key = format!(
+                    "{upstream}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+                    o.preserve_host, o.host_rewrite, timeout
+                );
+                let at = format!("upstreams.{upstream}");
+                let pool = match self.pools.get(&key) {
+                    Some(pool) => pool.clone(),
+                    None => {
+                        let pool =
+                            balance::pool(upstream, u, &settings, self.registry.metrics(), &at)
+                                .map_err(Some)?;
+                        self.pools.insert(key, pool.clone());
+                        pool
+                    }
+                };
+                balance::balance(pool, u, &at, &o.route, self.registry.metrics())
+                    .map(Forward::Pool)
+                    .map_err(Some)
+            }
+            _ => settings
+                .proxy(&url)
+                .map(Forward::One)
+                .map_err(|e| Some(ConfigError::new(path, e))),
+        }
+    }
+}
+
 /// The optional layers of one route.
 struct RouteLayers {
+    redirect_https: Option<RouteService>,
+    cors: Option<Wrap>,
+    compression: Option<Wrap>,
     ip: Option<IpFilterLayer>,
     auth: Option<AuthLayer>,
     rate_limit: Option<RateLimitLayer>,
+    decompress: Option<Wrap>,
+    validate: Option<Wrap>,
+    transform: Option<Wrap>,
+    cache: Option<Wrap>,
     concurrency: Option<ConcurrencyLimitLayer>,
+}
+
+/// Puts one layer around a route's service (built from config by
+/// `policy`), boxing the result.
+pub(crate) type Wrap = Box<dyn FnOnce(RouteService) -> RouteService>;
+
+/// What a route ends in.
+enum Target {
+    /// Proxied to an upstream (one URL or a pool).
+    Proxy(RouteTarget),
+    /// Answered by the gateway or by several upstream calls: aggregate,
+    /// redirect, fixed response.
+    Other(RouteService),
+}
+
+/// Boxes any service into a [`RouteService`]: its body becomes the common
+/// one, and an error (a layer's own failure) becomes a 500 problem, logged.
+pub(crate) fn boxed<S, B>(svc: S) -> RouteService
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(Rescue {
+        inner: svc,
+        not_ready: None,
+    })
+}
+
+/// See [`boxed`]: errors become 500 problems, bodies the common body.
+#[derive(Clone)]
+struct Rescue<S> {
+    inner: S,
+    /// A readiness error, answered on the next call.
+    not_ready: Option<Arc<str>>,
+}
+
+impl<S, B> Service<Request<Body>> for Rescue<S>
+where
+    S: Service<Request<Body>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                let e: BoxError = e.into();
+                self.not_ready = Some(Arc::from(ErrorChain(&*e).to_string()));
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if let Some(e) = self.not_ready.take() {
+            return Box::pin(async move { Ok(layer_failed(&e)) });
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            Ok(match fut.await {
+                Ok(rsp) => rsp.map(Body::new),
+                Err(e) => {
+                    let e: BoxError = e.into();
+                    layer_failed(&ErrorChain(&*e).to_string())
+                }
+            })
+        })
+    }
+}
+
+fn layer_failed(e: &str) -> Response<Body> {
+    tracing::error!(error = %e, "route layer failed");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
+        .into_full_response()
+        .map(Body::new)
 }
 
 /// Wraps `svc` in `layer`, mapping the layer's response body back to the
@@ -341,51 +561,101 @@ where
 
 /// A route's stack, built inside out; read the comments bottom to top for
 /// the order a request meets them.
-fn route_stack(target: RouteTarget, layers: RouteLayers, metrics: &Metrics) -> RouteService {
-    // 6. The upstream's latency and status, per endpoint, for metrics, the
-    //    span and the access log (a pool records each endpoint itself, see
-    //    `balance.rs`).
-    // 5. After authentication the caller's identity goes to the access log;
-    //    without auth there is no identity, and the route is recorded at 0.
+fn route_stack(
+    target: Target,
+    layers: RouteLayers,
+    route: &str,
+    metrics: &Metrics,
+) -> RouteService {
+    // 11. The upstream's latency and status, per endpoint, for metrics, the
+    //     span and the access log (a pool records each endpoint itself, see
+    //     `balance.rs`; an aggregate records each call's upstream).
+    // 10. After authentication the caller's identity goes to the access log;
+    //     without auth there is no identity, and the route is recorded at 0.
     // Both in one box: this is the per-request hot path.
     let record_identity = layers.auth.is_some().then(RecordLayer::new);
-    let mut svc = match &target.forward {
-        Forward::One(proxy) => {
-            let upstream = proxy.upstream().to_owned();
-            BoxCloneSyncService::new(
+    let mut svc = match target {
+        Target::Proxy(target) => match &target.forward {
+            Forward::One(proxy) => {
+                let upstream = proxy.upstream().to_owned();
+                BoxCloneSyncService::new(
+                    ServiceBuilder::new()
+                        .option_layer(record_identity)
+                        .layer(RecordUpstreamLayer::new(upstream).metrics(metrics.clone()))
+                        .service(target),
+                )
+            }
+            Forward::Pool(_) => BoxCloneSyncService::new(
                 ServiceBuilder::new()
                     .option_layer(record_identity)
-                    .layer(RecordUpstreamLayer::new(upstream).metrics(metrics.clone()))
                     .service(target),
-            )
-        }
-        Forward::Pool(_) => BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .option_layer(record_identity)
-                .service(target),
-        ),
+            ),
+        },
+        Target::Other(svc) => match record_identity {
+            Some(r) => BoxCloneSyncService::new(r.layer(svc)),
+            None => svc,
+        },
     };
-    // 4. A concurrency limit guards the upstream; requests refused by the
-    //    rate limit never take a slot, so it sits inside the rate limit.
+    // 9. A concurrency limit guards the upstream: only requests that will
+    //    reach it (not refused, not cache hits) take a slot.
     if let Some(c) = layers.concurrency {
         svc = wrap(svc, c);
     }
-    // 3. Rate limits and quotas: after auth, so they can key on the caller's
+    // 8. The response cache: hits never reach the upstream; per-user
+    //    responses are keyed by identity (known only after auth).
+    if let Some(c) = layers.cache {
+        svc = c(svc);
+        let metrics = metrics.clone();
+        let route: Arc<str> = Arc::from(route);
+        svc = BoxCloneSyncService::new(svc.map_response(move |rsp: Response<Body>| {
+            count_cache(&metrics, &route, &rsp);
+            rsp
+        }));
+    }
+    // 7. Header transforms: request edits are what the upstream (and the
+    //    cache key) see; response edits sit outside the cache, so per-request
+    //    values (request id) are never stored and replayed.
+    if let Some(t) = layers.transform {
+        svc = t(svc);
+    }
+    // 6. Validation of the request (methods, content type, JSON Schema,
+    //    required parameters): after auth and limits, so anonymous or
+    //    over-limit callers cannot make the gateway parse their bodies.
+    if let Some(v) = layers.validate {
+        svc = v(svc);
+    }
+    // 5. Compressed request bodies are decoded before validation reads them.
+    if let Some(d) = layers.decompress {
+        svc = d(svc);
+    }
+    // 4. Rate limits and quotas: after auth, so they can key on the caller's
     //    identity; refused requests get 429 with `RateLimit-*` and
     //    `Retry-After` and never reach the upstream.
     if let Some(l) = layers.rate_limit {
         svc = wrap(svc, l);
     }
-    // 2. Authentication and authorization: 401/403 here; on success the
+    // 3. Authentication and authorization: 401/403 here; on success the
     //    `Identity` is in the extensions and the identity headers are set
     //    (incoming copies removed first, so clients cannot spoof them).
     if let Some(a) = layers.auth {
         svc = wrap(svc, a);
     }
-    // 1. IP allow/deny first: the cheapest refusal, before any credential
-    //    is even read.
+    // 2. IP allow/deny: the cheapest refusal, before any credential is read.
     if let Some(i) = layers.ip {
         svc = wrap(svc, i);
+    }
+    // 1. Compression of responses (cached ones included), then CORS:
+    //    preflights carry no credentials, so they are answered before auth,
+    //    and CORS headers go on refusals too, so a browser can read a 401.
+    if let Some(c) = layers.compression {
+        svc = c(svc);
+    }
+    if let Some(c) = layers.cors {
+        svc = c(svc);
+    }
+    // 0b. Plain-HTTP requests are sent to HTTPS before anything else.
+    if let Some(redirect) = layers.redirect_https {
+        svc = https_only(redirect, svc);
     }
     // 0. The route's name goes to the observation first, so refusals above
     //    are counted under their route; refusals are counted by reason.
@@ -399,6 +669,41 @@ fn route_stack(target: RouteTarget, layers: RouteLayers, metrics: &Metrics) -> R
             })
             .service(svc),
     )
+}
+
+/// Requests that came over TLS go to `inner`, the others to `redirect`.
+fn https_only(redirect: RouteService, inner: RouteService) -> RouteService {
+    BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        let tls = req
+            .extensions()
+            .get::<towergate_core::ClientAddr>()
+            .is_some_and(|c| c.tls);
+        let svc = if tls { inner.clone() } else { redirect.clone() };
+        svc.oneshot(req)
+    }))
+}
+
+/// Counts what the cache did with a request, from its `Cache-Status`.
+fn count_cache(metrics: &Metrics, route: &Arc<str>, rsp: &Response<Body>) {
+    let Some(v) = rsp
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let result = if v.contains("fwd-status=304") {
+        "revalidated"
+    } else if v.contains("fwd=stale") || v.contains("detail=stale") {
+        "stale"
+    } else if v.contains("; hit") {
+        "hit"
+    } else if v.contains("fwd=miss") || v.contains("fwd=uri-miss") || v.contains("fwd=vary-miss") {
+        "miss"
+    } else {
+        "bypass"
+    };
+    metrics.cache_request(route.clone(), result);
 }
 
 fn count_refusal(metrics: &Metrics, rsp: &Response<Body>) {
@@ -671,7 +976,7 @@ struct RouteTarget {
 
 /// Where a route forwards: one upstream URL, or a balanced pool.
 #[derive(Clone, Debug)]
-enum Forward {
+pub(crate) enum Forward {
     One(Proxy),
     Pool(balance::ProxyBalance),
 }

@@ -143,6 +143,14 @@ async fn a_killed_endpoint_costs_no_request_and_comes_back() {
         page.contains("towergate_circuit_state{upstream=\"svc\"} 1"),
         "{page}"
     );
+    // The requests that met the dead endpoint were retried elsewhere, and
+    // counted.
+    let retries: u64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("towergate_retries_total{route=\"svc\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(retries >= 1, "no retry counted:\n{page}");
     let ups: Value = c
         .get(format!("http://{}/admin/upstreams", admin.addr))
         .send()

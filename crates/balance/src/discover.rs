@@ -4,12 +4,17 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+#[cfg(feature = "srv")]
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
+#[cfg(feature = "srv")]
+use hickory_resolver::TokioResolver;
 use tokio::sync::mpsc;
 use towergate_core::BoxError;
 
@@ -77,10 +82,49 @@ pub struct Dns {
     pub(crate) weight: u32,
 }
 
-/// SRV records (`_http._tcp.svc.example`) resolved with hickory-resolver
-/// and re-resolved on an interval: the targets of the lowest priority
-/// become endpoints `{scheme}://{ip}:{port}{path}` with the record's
-/// weight (at least 1).
+/// SRV records (`_http._tcp.users.service.consul`) resolved with
+/// hickory-resolver and re-resolved on an interval (feature `srv`).
+///
+/// Each resolution asks for the SRV records of the name and keeps those of
+/// the lowest priority value; records of other priorities are ignored (the
+/// pool does not fall back to them when those targets are unhealthy: its
+/// health checks and ejection work within the kept set). Each target
+/// becomes the endpoints `{scheme}://{ip}:{port}{path}`, with the record's
+/// weight (at least 1; a weight-0 record is kept at 1, it does not drain)
+/// and the target name as [`hostname`](Endpoint::hostname). A target is
+/// resolved to addresses in this order:
+///
+/// 1. an IP literal (`10.0.0.7.`) is used as is;
+/// 2. A/AAAA records for it in the answer's additional section (which is
+///    what Consul sends) are used;
+/// 3. otherwise it is looked up: with the [`nameserver`](Srv::nameserver)
+///    when one is set, with the system resolver (`getaddrinfo`) when not.
+///
+/// A target that does not resolve is left out, with a warning. A failed
+/// resolution (a timeout, SERVFAIL, NXDOMAIN, no SRV record at all, or no
+/// target that resolved) keeps the endpoints the last good one gave (a DNS
+/// blip must not empty a pool) and logs a warning; a good one replaces
+/// them.
+///
+/// Queries go to the system's name servers (`/etc/resolv.conf`) unless
+/// [`nameserver`](Srv::nameserver) points them at one server. The
+/// resolver is built once per pool source, at its first resolution, and
+/// caches answers for at most their TTL (negative answers: the SOA's
+/// negative TTL; errors such as SERVFAIL or timeouts are not cached), so a
+/// re-resolution sees changed records once their TTL has run out (a change
+/// shows in the pool at most TTL + interval after it is made). Consul
+/// answers with TTL 0 by default, so every re-resolution asks the agent.
+///
+/// ```
+/// use std::time::Duration;
+/// use towergate_balance::Srv;
+///
+/// // Ask the local Consul agent's DNS interface.
+/// let users = Srv::new("_users._tcp.service.consul")
+///     .nameserver(([127, 0, 0, 1], 8600).into())
+///     .interval(Duration::from_secs(5));
+/// # drop(users);
+/// ```
 #[cfg(feature = "srv")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Srv {
@@ -88,6 +132,15 @@ pub struct Srv {
     pub(crate) scheme: Arc<str>,
     pub(crate) path: Arc<str>,
     pub(crate) interval: Duration,
+    pub(crate) nameserver: Option<SocketAddr>,
+}
+
+/// An [`Srv`] in a pool, with its resolver once built.
+#[cfg(feature = "srv")]
+#[derive(Clone, Debug)]
+pub(crate) struct SrvSource {
+    srv: Srv,
+    resolver: OnceLock<TokioResolver>,
 }
 
 /// A source the pool re-resolves by itself.
@@ -95,7 +148,7 @@ pub struct Srv {
 pub(crate) enum Resolver {
     Dns(Dns),
     #[cfg(feature = "srv")]
-    Srv(Srv),
+    Srv(Box<SrvSource>),
 }
 
 // === impl Discover ===
@@ -189,10 +242,9 @@ impl Dns {
     }
 
     async fn resolve(&self) -> Result<Vec<Endpoint>, BoxError> {
-        let addrs: BTreeSet<std::net::SocketAddr> =
-            tokio::net::lookup_host((&*self.host, self.port))
-                .await?
-                .collect();
+        let addrs: BTreeSet<SocketAddr> = tokio::net::lookup_host((&*self.host, self.port))
+            .await?
+            .collect();
         Ok(addrs
             .into_iter()
             .map(|a| {
@@ -217,14 +269,15 @@ fn validate_path(path: &str) -> Result<(), BuildError> {
 
 #[cfg(feature = "srv")]
 impl Srv {
-    /// Resolves the SRV records of `name` every 30 s; endpoints are
-    /// `http://ip:port`.
+    /// Resolves the SRV records of `name` every 30 s, with the system's
+    /// name servers; endpoints are `http://ip:port`.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
         Self {
             name: name.into(),
             scheme: "http".into(),
             path: "".into(),
             interval: Duration::from_secs(30),
+            nameserver: None,
         }
     }
 
@@ -246,6 +299,19 @@ impl Srv {
         self
     }
 
+    /// Sends every query (the SRV one, and the A/AAAA ones for targets the
+    /// answer gave no address for) to this one server, over UDP, retried
+    /// over TCP when an answer comes back truncated, instead of to the
+    /// system's name servers; `/etc/hosts` is not consulted either.
+    ///
+    /// For service registries with a DNS interface, such as a Consul agent
+    /// (`127.0.0.1:8600`) or CoreDNS in front of a registry. Default: none,
+    /// the system's configuration (`/etc/resolv.conf`).
+    pub fn nameserver(mut self, addr: SocketAddr) -> Self {
+        self.nameserver = Some(addr);
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), BuildError> {
         if self.name.is_empty() {
             return Err(BuildError::new("srv: empty record name"));
@@ -255,39 +321,145 @@ impl Srv {
                 "srv: the re-resolution interval must not be zero",
             ));
         }
+        if let Some(ns) = self.nameserver
+            && (ns.port() == 0 || ns.ip().is_unspecified())
+        {
+            return Err(BuildError::new(format!(
+                "srv: `{ns}` is not a name server address"
+            )));
+        }
         validate_path(&self.path)
     }
 
-    async fn resolve(&self) -> Result<Vec<Endpoint>, BoxError> {
-        let resolver = hickory_resolver::Resolver::builder_tokio()?.build()?;
+    /// A resolver for this source: the system's configuration, or the one
+    /// name server, UDP then TCP.
+    fn build_resolver(&self) -> Result<TokioResolver, BoxError> {
+        use hickory_resolver::config::{
+            ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig,
+        };
+        use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+        let Some(ns) = self.nameserver else {
+            return Ok(TokioResolver::builder_tokio()?.build()?);
+        };
+        let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+            .into_iter()
+            .map(|mut c| {
+                c.port = ns.port();
+                c
+            })
+            .collect();
+        let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+            ns.ip(),
+            true,
+            connections,
+        )]);
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+        builder.options_mut().use_hosts_file = ResolveHosts::Never;
+        Ok(builder.build()?)
+    }
+
+    async fn resolve(&self, resolver: &TokioResolver) -> Result<Vec<Endpoint>, BoxError> {
+        use hickory_resolver::proto::rr::RData;
+
         let answer = resolver.srv_lookup(&*self.name).await?;
         let records: Vec<&hickory_resolver::proto::rr::rdata::SRV> = answer
             .answers()
             .iter()
             .filter_map(|r| match &r.data {
-                hickory_resolver::proto::rr::RData::SRV(srv) => Some(srv),
+                RData::SRV(srv) => Some(srv),
                 _ => None,
             })
             .collect();
         let Some(best) = records.iter().map(|r| r.priority).min() else {
-            return Ok(Vec::new());
+            return Err(format!("no SRV records for {}", self.name).into());
         };
         let mut out = Vec::new();
+        let mut first_error = None;
         for r in records.into_iter().filter(|r| r.priority == best) {
-            let target = r.target.to_utf8();
-            let target = target.trim_end_matches('.');
             let weight = u32::from(r.weight).max(1);
-            for a in tokio::net::lookup_host((target, r.port)).await? {
+            let target = r.target.to_utf8();
+            let host = target.trim_end_matches('.');
+            let ips: Vec<std::net::IpAddr> = if let Ok(ip) = host.parse() {
+                vec![ip]
+            } else {
+                let glue: Vec<std::net::IpAddr> = answer
+                    .additionals()
+                    .iter()
+                    .filter(|a| a.name == r.target)
+                    .filter_map(|a| match &a.data {
+                        RData::A(a) => Some(a.0.into()),
+                        RData::AAAA(a) => Some(a.0.into()),
+                        _ => None,
+                    })
+                    .collect();
+                if !glue.is_empty() {
+                    glue
+                } else if self.nameserver.is_some() {
+                    match resolver.lookup_ip(r.target.clone()).await {
+                        Ok(ips) => ips.iter().collect(),
+                        Err(e) => {
+                            tracing::warn!(srv = %self.name, target = %host, error = %e, "SRV target left out: it did not resolve");
+                            first_error.get_or_insert_with(|| BoxError::from(e));
+                            continue;
+                        }
+                    }
+                } else {
+                    match tokio::net::lookup_host((host, r.port)).await {
+                        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+                        Err(e) => {
+                            tracing::warn!(srv = %self.name, target = %host, error = %e, "SRV target left out: it did not resolve");
+                            first_error.get_or_insert_with(|| BoxError::from(e));
+                            continue;
+                        }
+                    }
+                }
+            };
+            for ip in ips {
+                let a = SocketAddr::new(ip, r.port);
                 out.push(
                     Endpoint::new(format!("{}://{a}{}", self.scheme, self.path))
                         .with_weight(weight)
-                        .with_hostname(target),
+                        .with_hostname(host),
                 );
             }
+        }
+        if out.is_empty() {
+            return Err(first_error
+                .unwrap_or_else(|| format!("no SRV target of {} resolved", self.name).into()));
         }
         out.sort_by(|a, b| a.url().cmp(b.url()));
         out.dedup_by(|a, b| a.url() == b.url());
         Ok(out)
+    }
+}
+
+// === impl SrvSource ===
+
+#[cfg(feature = "srv")]
+impl SrvSource {
+    pub(crate) fn new(srv: Srv) -> Self {
+        Self {
+            srv,
+            resolver: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        self.srv.validate()
+    }
+
+    async fn resolve(&self) -> Result<Vec<Endpoint>, BoxError> {
+        let resolver = match self.resolver.get() {
+            Some(r) => r,
+            None => {
+                // Built outside the lock: a race builds two, one is kept.
+                let built = self.srv.build_resolver()?;
+                self.resolver.get_or_init(|| built)
+            }
+        };
+        self.srv.resolve(resolver).await
     }
 }
 
@@ -298,7 +470,7 @@ impl Resolver {
         match self {
             Self::Dns(d) => d.interval,
             #[cfg(feature = "srv")]
-            Self::Srv(s) => s.interval,
+            Self::Srv(s) => s.srv.interval,
         }
     }
 
@@ -316,7 +488,10 @@ impl fmt::Display for Resolver {
         match self {
             Self::Dns(d) => write!(f, "dns {}:{}", d.host, d.port),
             #[cfg(feature = "srv")]
-            Self::Srv(s) => write!(f, "srv {}", s.name),
+            Self::Srv(s) => match s.srv.nameserver {
+                Some(ns) => write!(f, "srv {} @{ns}", s.srv.name),
+                None => write!(f, "srv {}", s.srv.name),
+            },
         }
     }
 }

@@ -3,9 +3,12 @@
 //! and hide their failures.
 //!
 //! - A [`Pool`] is a named set of [`Endpoint`]s (static, from [DNS](Dns),
-//!   or from a [`Discover`](discover::Discover) source), each made into a
-//!   service by a [`MakeEndpoint`] (towergate's binary makes a `Proxy` per
-//!   endpoint; any `tower::Service` over `http` works).
+//!   from SRV records (`Srv`, feature `srv`), or from a
+//!   [`Discover`](discover::Discover) source), each made into a service by
+//!   a [`MakeEndpoint`] (towergate's binary makes a `Proxy` per endpoint;
+//!   any `tower::Service` over `http` works). DNS and SRV sources are
+//!   re-resolved on an interval; a failed resolution keeps the endpoints
+//!   of the last good one.
 //! - It picks with an [`Algorithm`]: P2C over peak-EWMA latency (the
 //!   default, as in linkerd2-proxy), least requests, round-robin, smooth
 //!   weighted round-robin, or consistent hashing on a [`HashKey`].
@@ -31,7 +34,7 @@
 //!
 //! | Name | Description | Default? |
 //! |---|---|---|
-//! | `srv` | SRV record sources (`Srv`), through hickory-resolver | no |
+//! | `srv` | SRV record sources (`Srv`, `PoolBuilder::srv`), through hickory-resolver: the lowest-priority targets, weighted as the records say, asked of the system's name servers or of one `Srv::nameserver` (a Consul agent's `127.0.0.1:8600`) | no |
 //!
 //! # Example
 //!

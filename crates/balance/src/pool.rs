@@ -827,10 +827,15 @@ impl<M: MakeEndpoint> PoolBuilder<M> {
         self
     }
 
-    /// Adds the targets of SRV records, re-resolved on their interval.
+    /// Adds the targets of SRV records, re-resolved on their interval; a
+    /// failed re-resolution keeps the endpoints of the last good one (see
+    /// [`Srv`](crate::Srv)).
     #[cfg(feature = "srv")]
     pub fn srv(mut self, srv: crate::discover::Srv) -> Self {
-        self.resolvers.push(Resolver::Srv(srv));
+        self.resolvers
+            .push(Resolver::Srv(Box::new(crate::discover::SrvSource::new(
+                srv,
+            ))));
         self
     }
 

@@ -59,7 +59,11 @@ pub struct BalanceBuilder<S, C> {
     attempt_timeout: Option<Duration>,
     hedge: Option<Hedge>,
     buffer_limit: usize,
+    on_retry: Option<OnRetry>,
 }
+
+/// Called once per retry (and per hedge) the balance sends.
+type OnRetry = Arc<dyn Fn() + Send + Sync>;
 
 struct Route<C> {
     classify: C,
@@ -70,6 +74,7 @@ struct Route<C> {
     hedge: Option<Hedge>,
     latencies: LatencyHistogram,
     buffer_limit: usize,
+    on_retry: Option<OnRetry>,
 }
 
 type Attempted<RB> = (Result<Response<RB>, BoxError>, Outcome);
@@ -87,6 +92,7 @@ impl<S> Balance<S> {
             attempt_timeout: None,
             hedge: None,
             buffer_limit: 0,
+            on_retry: None,
         }
     }
 
@@ -106,6 +112,7 @@ impl<S> Balance<S> {
                 hedge: None,
                 latencies: LatencyHistogram::default(),
                 buffer_limit: 0,
+                on_retry: None,
             }),
         }
     }
@@ -245,6 +252,9 @@ where
             return result;
         }
         tracing::debug!(pool = %pool.name(), ?outcome, retry = retries + 1, "retrying on another endpoint");
+        if let Some(f) = &route.on_retry {
+            f();
+        }
         previous = Some(result);
         let delay = route.retry.backoff.delay(retries, ThreadRandom.unit());
         if !delay.is_zero() {
@@ -345,6 +355,9 @@ where
         return first.await;
     }
     tracing::debug!(pool = %pool.name(), after = ?delay, "hedging a slow request on another endpoint");
+    if let Some(f) = &route.on_retry {
+        f();
+    }
     tried.push(second.slot.clone());
     let second = pin!(attempt(
         route,
@@ -412,6 +425,7 @@ impl<S, C> BalanceBuilder<S, C> {
             attempt_timeout: self.attempt_timeout,
             hedge: self.hedge,
             buffer_limit: self.buffer_limit,
+            on_retry: self.on_retry,
         }
     }
 
@@ -439,6 +453,13 @@ impl<S, C> BalanceBuilder<S, C> {
     /// Hedges slow safe reads (default off).
     pub fn hedge(mut self, hedge: Hedge) -> Self {
         self.hedge = Some(hedge);
+        self
+    }
+
+    /// Calls `f` each time a request is retried on another endpoint (for a
+    /// retries counter: the gateway feeds `towergate_retries_total{route}`).
+    pub fn on_retry(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_retry = Some(Arc::new(f));
         self
     }
 
@@ -478,6 +499,7 @@ impl<S, C> BalanceBuilder<S, C> {
                 hedge: self.hedge,
                 latencies: LatencyHistogram::default(),
                 buffer_limit: self.buffer_limit,
+                on_retry: self.on_retry,
             }),
         })
     }

@@ -8,6 +8,7 @@
 //! its path.
 
 mod load;
+pub mod policies;
 pub mod schema;
 mod units;
 pub(crate) mod validate;

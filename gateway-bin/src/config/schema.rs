@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::policies::*;
+
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,9 @@ pub struct Config {
     /// Request ids, access log, tracing.
     #[serde(default)]
     pub observability: Observability,
+    /// The shared response cache.
+    #[serde(default)]
+    pub cache: CacheStoreConfig,
     /// The admin server (`towergate run` only).
     #[serde(default)]
     pub admin: Admin,
@@ -162,6 +167,9 @@ pub struct Upstream {
     pub endpoints: Vec<EndpointSpec>,
     /// Endpoints from DNS A/AAAA records, re-resolved on an interval.
     pub dns: Option<DnsConfig>,
+    /// Endpoints from DNS SRV records (Consul, Kubernetes headless
+    /// services), re-resolved on an interval.
+    pub srv: Option<SrvConfig>,
     /// Overall deadline of a request across its attempts (504 beyond).
     pub request_timeout: Option<String>,
     /// Send a second attempt to another endpoint when the first is slow
@@ -221,7 +229,9 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Replace the path with this template (`{param}` from the match).
     pub rewrite: Option<String>,
-    /// A URL, or the name of an entry of `upstreams`.
+    /// A URL, or the name of an entry of `upstreams`. A route has exactly
+    /// one target: `upstream`, `aggregate`, `redirect` or `respond`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub upstream: String,
     /// Send the client's `Host` upstream instead of the upstream's.
     #[serde(default)]
@@ -240,6 +250,31 @@ pub struct Route {
     pub rate_limit: Option<RouteRateLimit>,
     /// Most requests in flight on this route; more get 503 at once.
     pub concurrency: Option<Concurrency>,
+    /// Cross-origin resource sharing.
+    pub cors: Option<CorsConfig>,
+    /// Edits of the request's headers before it goes upstream.
+    pub request_headers: Option<HeaderOps>,
+    /// Edits of the response's headers before it goes to the client.
+    pub response_headers: Option<HeaderOps>,
+    /// Request validation (methods, content types, JSON Schema, required
+    /// query parameters and headers).
+    pub validate: Option<ValidateConfig>,
+    /// Response compression by `Accept-Encoding`.
+    pub compression: Option<CompressionSpec>,
+    /// Decode `Content-Encoding` (gzip, br, zstd) request bodies.
+    #[serde(default)]
+    pub decompress_request: bool,
+    /// Plain-HTTP requests are redirected to HTTPS; HTTPS ones go on.
+    #[serde(default)]
+    pub redirect_https: bool,
+    /// Response caching.
+    pub cache: Option<RouteCacheConfig>,
+    /// Target: several upstream calls merged into one JSON answer.
+    pub aggregate: Option<AggregateConfig>,
+    /// Target: a redirect.
+    pub redirect: Option<RedirectConfig>,
+    /// Target: a fixed response.
+    pub respond: Option<RespondConfig>,
 }
 
 /// The rate-limit store, shared by every route.
@@ -823,6 +858,21 @@ pub struct DnsConfig {
     pub scheme: Option<String>,
     /// Re-resolution interval. Default `30s`.
     pub interval: Option<String>,
+}
+
+/// Endpoints from SRV records.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SrvConfig {
+    /// Record name, like `_http._tcp.users.service.consul`.
+    pub name: String,
+    /// `http` (default) or `https`.
+    pub scheme: Option<String>,
+    /// Re-resolution interval. Default `30s`.
+    pub interval: Option<String>,
+    /// DNS server to ask (`127.0.0.1:8600` for a Consul agent) instead of
+    /// the system's resolvers.
+    pub nameserver: Option<String>,
 }
 
 /// Hedging.

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::schema::{Config, Size, ValueMatch};
+use super::schema::{Config, Route, Size, ValueMatch};
 use super::{ConfigError, ConfigErrors, parse_duration, parse_size};
 
 /// Checks everything that can be checked without building the stack, then
@@ -105,7 +105,7 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
     // Upstreams.
     for (name, u) in &cfg.upstreams {
         let p = format!("upstreams.{name}");
-        let balanced = !u.endpoints.is_empty() || u.dns.is_some();
+        let balanced = !u.endpoints.is_empty() || u.dns.is_some() || u.srv.is_some();
         match (&u.url, !balanced) {
             (Some(url), true) => check_url(&format!("{p}.url"), url, errs),
             (None, false) => {
@@ -186,17 +186,7 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
                 format!("duplicate route name `{}` (also routes[{j}])", r.name),
             ));
         }
-        if r.upstream.contains("://") {
-            check_url(&format!("{p}.upstream"), &r.upstream, errs);
-        } else if !cfg.upstreams.contains_key(&r.upstream) {
-            errs.push(ConfigError::new(
-                format!("{p}.upstream"),
-                format!(
-                    "`{}` is neither a URL nor the name of an entry in `upstreams`",
-                    r.upstream
-                ),
-            ));
-        }
+        check_target(cfg, r, &p, errs);
         if let Some(v) = &r.timeout {
             check_duration(&format!("{p}.timeout"), v, errs);
         }
@@ -266,6 +256,81 @@ pub(crate) fn size_value(v: &Size) -> Result<u64, String> {
     match v {
         Size::Bytes(n) => Ok(*n),
         Size::Text(t) => parse_size(t),
+    }
+}
+
+/// A route has exactly one target, and the upstreams it names exist.
+fn check_target(cfg: &Config, r: &Route, p: &str, errs: &mut Vec<ConfigError>) {
+    let targets: Vec<&str> = [
+        (!r.upstream.is_empty(), "upstream"),
+        (r.aggregate.is_some(), "aggregate"),
+        (r.redirect.is_some(), "redirect"),
+        (r.respond.is_some(), "respond"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    match targets.as_slice() {
+        [] => errs.push(ConfigError::new(
+            format!("{p}.upstream"),
+            "a route needs a target: `upstream`, `aggregate`, `redirect` or `respond`",
+        )),
+        [_] => {}
+        [first, rest @ ..] => errs.push(ConfigError::new(
+            format!("{p}.{}", rest[0]),
+            format!(
+                "`{first}` and `{}` exclude each other: a route has one target",
+                rest[0]
+            ),
+        )),
+    }
+    if !r.upstream.is_empty() {
+        check_upstream_ref(cfg, &format!("{p}.upstream"), &r.upstream, errs);
+    }
+    if let Some(a) = &r.aggregate {
+        if a.calls.is_empty() {
+            errs.push(ConfigError::new(
+                format!("{p}.aggregate.calls"),
+                "needs at least one call",
+            ));
+        }
+        for (i, c) in a.calls.iter().enumerate() {
+            let cp = format!("{p}.aggregate.calls[{i}]");
+            check_upstream_ref(cfg, &format!("{cp}.upstream"), &c.upstream, errs);
+            if let Some(t) = &c.timeout {
+                check_duration(&format!("{cp}.timeout"), t, errs);
+            }
+        }
+        if let Some(t) = &a.deadline {
+            check_duration(&format!("{p}.aggregate.deadline"), t, errs);
+        }
+        if let Some(v) = &a.max_response_size {
+            check_size(&format!("{p}.aggregate.max_response_size"), v, errs);
+        }
+    }
+    let proxied = !r.upstream.is_empty();
+    for (set, key) in [
+        (r.cache.is_some() && !proxied, "cache"),
+        (r.strip_prefix && !proxied, "strip_prefix"),
+        (r.rewrite.is_some() && !proxied, "rewrite"),
+    ] {
+        if set {
+            errs.push(ConfigError::new(
+                format!("{p}.{key}"),
+                "only applies to a route with an `upstream`",
+            ));
+        }
+    }
+}
+
+fn check_upstream_ref(cfg: &Config, path: &str, v: &str, errs: &mut Vec<ConfigError>) {
+    if v.contains("://") {
+        check_url(path, v, errs);
+    } else if !cfg.upstreams.contains_key(v) {
+        errs.push(ConfigError::new(
+            path,
+            format!("`{v}` is neither a URL nor the name of an entry in `upstreams`"),
+        ));
     }
 }
 

@@ -3,8 +3,13 @@
 //! with their path; `stack.rs` decides the order the layers run in.
 
 mod auth;
+mod route;
 
 pub(crate) use auth::{auth_layer, check_require, ip_layer, providers};
+pub(crate) use route::{
+    cache_layer, compression_layer, cors_layer, decompression, fixed_response, redirect,
+    store as cache_store, transform_layer, validate_layer,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +38,11 @@ pub struct Registry {
     redis: Mutex<HashMap<String, RedisStore>>,
     authenticators: Mutex<HashMap<String, Arc<dyn towergate_auth::Authenticator>>>,
     ejections_seen: Mutex<HashMap<String, u64>>,
+    /// The response cache and the settings it was built with.
+    cache: Mutex<Option<(String, towergate_cache::CacheStore)>>,
+    /// Each cached route's cache settings when last compiled, to purge a
+    /// route's entries when they change.
+    cache_routes: Mutex<HashMap<String, String>>,
 }
 
 impl Registry {
@@ -76,6 +86,46 @@ impl Registry {
             };
             self.metrics.circuit_state(upstream.clone(), state);
         }
+    }
+
+    /// The response cache, if a configuration ever used one.
+    pub fn cache(&self) -> Option<towergate_cache::CacheStore> {
+        self.cache.lock().ok()?.as_ref().map(|(_, c)| c.clone())
+    }
+
+    /// The response cache for these settings: the running one while they
+    /// do not change (entries survive reloads), a new one otherwise.
+    pub(crate) fn cache_store(
+        &self,
+        key: &str,
+        build: impl FnOnce() -> towergate_cache::CacheStore,
+    ) -> Option<towergate_cache::CacheStore> {
+        let mut slot = self.cache.lock().ok()?;
+        if let Some((k, c)) = &*slot
+            && k == key
+        {
+            return Some(c.clone());
+        }
+        let c = build();
+        *slot = Some((key.to_owned(), c.clone()));
+        Some(c)
+    }
+
+    /// Records each cached route's settings after a successful compile and
+    /// purges the entries of routes whose settings changed or that left.
+    pub(crate) fn commit_cache_routes(&self, routes: HashMap<String, String>) {
+        let Ok(mut old) = self.cache_routes.lock() else {
+            return;
+        };
+        if let Some(store) = self.cache() {
+            for (name, settings) in old.iter() {
+                if routes.get(name) != Some(settings) {
+                    let n = store.purge(&towergate_cache::Purge::Namespace(name.clone()));
+                    tracing::info!(route = %name, purged = n, "cache settings changed: route's entries purged");
+                }
+            }
+        }
+        *old = routes;
     }
 
     /// Every Redis store in use, for the degraded gauge.

@@ -156,6 +156,15 @@ pub(crate) struct Inner {
     config_last_reload_ok: Gauge,
     redis_degraded: Gauge,
     access_log_dropped: Counter,
+    cache_requests: Family<CacheLabel, Counter>,
+    cache_size: Gauge,
+    cache_entries: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabel {
+    route: Arc<str>,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -332,6 +341,30 @@ impl Metrics {
         self.inner.config_last_reload_ok.set(i64::from(success));
     }
 
+    /// Counts a request on a cached route by what the cache did with it
+    /// (`hit`, `miss`, `stale`, `revalidated`, `bypass`):
+    /// `towergate_cache_requests_total{route,result}`.
+    pub fn cache_request(&self, route: impl Into<Arc<str>>, result: &'static str) {
+        self.inner
+            .cache_requests
+            .get_or_create(&CacheLabel {
+                route: route.into(),
+                result,
+            })
+            .inc();
+    }
+
+    /// The response cache's size now: `towergate_cache_size_bytes` and
+    /// `towergate_cache_entries` (set when metrics are scraped).
+    pub fn cache_size(&self, bytes: u64, entries: u64) {
+        self.inner
+            .cache_size
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.inner
+            .cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
     /// Whether the shared rate-limit store (Redis) is unreachable and the
     /// gateway fell back to local limits: `towergate_redis_degraded` (1 or 0).
     pub fn redis_degraded(&self, degraded: bool) {
@@ -396,6 +429,9 @@ impl Metrics {
             config_last_reload_ok: Gauge::default(),
             redis_degraded: Gauge::default(),
             access_log_dropped: Counter::default(),
+            cache_requests: Family::default(),
+            cache_size: Gauge::default(),
+            cache_entries: Gauge::default(),
             registry: Registry::default(),
         };
         let r = registry.sub_registry_with_prefix("towergate");
@@ -493,6 +529,22 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
             inner.access_log_dropped.clone(),
         );
+        r.register(
+            "cache_requests",
+            "Requests on cached routes by cache result (hit, miss, stale, revalidated, bypass)",
+            inner.cache_requests.clone(),
+        );
+        r.register_with_unit(
+            "cache_size",
+            "Bytes held by the response cache",
+            Unit::Bytes,
+            inner.cache_size.clone(),
+        );
+        r.register(
+            "cache_entries",
+            "Responses held by the response cache",
+            inner.cache_entries.clone(),
+        );
         Self {
             inner: Arc::new(Inner { registry, ..inner }),
         }
@@ -586,6 +638,8 @@ mod tests {
         m.config_reload(true);
         m.config_reload(false);
         m.redis_degraded(true);
+        m.cache_request("users", "hit");
+        m.cache_size(2048, 3);
         m.observe_upstream("10.0.0.1:80", None, Duration::from_millis(3));
         let t = m.encode();
         for line in [
@@ -599,6 +653,9 @@ mod tests {
             "towergate_config_reloads_total{result=\"failure\"} 1\n",
             "towergate_config_last_reload_successful 0\n",
             "towergate_redis_degraded 1\n",
+            "towergate_cache_requests_total{route=\"users\",result=\"hit\"} 1\n",
+            "towergate_cache_size_bytes 2048\n",
+            "towergate_cache_entries 3\n",
             "towergate_upstream_requests_total{upstream=\"10.0.0.1:80\",status_class=\"error\"} 1\n",
             "towergate_upstream_request_duration_seconds_count{upstream=\"10.0.0.1:80\"} 1\n",
         ] {

@@ -1,0 +1,306 @@
+//! The primary cache key (RFC 9111 §2): which stored responses a request
+//! may be answered from, before `Vary` selects among them.
+//!
+//! The key is a printable string, so that an operator can list keys and
+//! purge one:
+//!
+//! ```text
+//! {namespace}|GET|{host}{path}[?{query}][|h:{name}={value}]...[|id:{identity}]
+//! ```
+//!
+//! - `GET` is the method class: `HEAD` shares the entries of `GET`.
+//! - `host` is the lowercased authority of the request (URI authority, else
+//!   `Host`), `path` the path as received.
+//! - `query` per [`KeyQuery`]: parameters sorted (so `?a=1&b=2` and
+//!   `?b=2&a=1` share an entry), optionally filtered; left out when empty.
+//! - one `h:` member per configured key header, in configuration order;
+//!   `h:{name}` without `=` means the request lacked the header.
+//! - `id:` the configured `Identity` field.
+//!
+//! Header values and the identity are percent-encoded (`%`, `|`, space,
+//! controls and non-ASCII bytes), so no value can forge another member;
+//! the path and query are escaped the same way except for `%`, which they
+//! already use for their own escaping.
+
+use std::sync::Arc;
+
+use http::header::HOST;
+use http::{HeaderMap, HeaderName, Uri};
+use towergate_core::Identity;
+
+/// Which query parameters are part of the cache key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum KeyQuery {
+    /// Every parameter, sorted by name then value.
+    #[default]
+    All,
+    /// No query at all: `/a?x=1` and `/a?x=2` share one entry.
+    None,
+    /// Only these parameters (sorted); others are ignored.
+    Only(Vec<String>),
+}
+
+/// How a layer builds primary keys.
+#[derive(Clone, Debug)]
+pub(crate) struct KeySpec {
+    pub(crate) namespace: Arc<str>,
+    pub(crate) query: KeyQuery,
+    pub(crate) headers: Vec<HeaderName>,
+    pub(crate) identity: Option<String>,
+}
+
+/// A primary key with the parts purging filters on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PrimaryKey {
+    /// The full key string.
+    pub(crate) key: Arc<str>,
+    pub(crate) namespace: Arc<str>,
+    /// The path as received, for `Purge::Prefix`.
+    pub(crate) path: Arc<str>,
+}
+
+/// Why a request has no key: it is not cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoKey {
+    /// The route keys by identity and the request has none (or lacks the
+    /// field).
+    NoIdentity,
+}
+
+// === impl KeySpec ===
+
+impl KeySpec {
+    /// The key of a request for `uri`.
+    pub(crate) fn primary(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+        identity: Option<&Identity>,
+    ) -> Result<PrimaryKey, NoKey> {
+        let host = request_host(uri, headers);
+        self.build(&host, uri.path(), uri.query(), headers, identity)
+    }
+
+    /// The key a request would have for another URI on `host`: the
+    /// invalidation of `Location`/`Content-Location` targets (§4.4).
+    pub(crate) fn build(
+        &self,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        identity: Option<&Identity>,
+    ) -> Result<PrimaryKey, NoKey> {
+        let mut key = String::with_capacity(self.namespace.len() + host.len() + path.len() + 16);
+        key.push_str(&self.namespace);
+        key.push_str("|GET|");
+        push_escaped(&mut key, host, false);
+        push_escaped(&mut key, path, false);
+        let query = self.query(query.unwrap_or(""));
+        if !query.is_empty() {
+            key.push('?');
+            push_escaped(&mut key, &query, false);
+        }
+        for name in &self.headers {
+            key.push_str("|h:");
+            key.push_str(name.as_str());
+            if let Some(value) = combined_value(headers, name) {
+                key.push('=');
+                push_escaped(&mut key, &value, true);
+            }
+        }
+        if let Some(field) = &self.identity {
+            let value = identity
+                .and_then(|id| id.field(field))
+                .ok_or(NoKey::NoIdentity)?;
+            key.push_str("|id:");
+            push_escaped(&mut key, &value, true);
+        }
+        Ok(PrimaryKey {
+            key: key.into(),
+            namespace: self.namespace.clone(),
+            path: path.into(),
+        })
+    }
+
+    /// The query as it enters the key: filtered and sorted.
+    pub(crate) fn query(&self, query: &str) -> String {
+        if matches!(self.query, KeyQuery::None) {
+            return String::new();
+        }
+        let mut pairs: Vec<(&str, &str)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .filter(|(name, _)| match &self.query {
+                KeyQuery::Only(names) => names.iter().any(|n| n == name),
+                _ => true,
+            })
+            .collect();
+        pairs.sort_unstable();
+        let mut out = String::with_capacity(query.len());
+        for (i, (name, value)) in pairs.iter().enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            out.push_str(name);
+            out.push('=');
+            out.push_str(value);
+        }
+        out
+    }
+}
+
+/// The request's authority, lowercased: the URI's (HTTP/2, absolute form),
+/// else `Host`.
+pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> String {
+    if let Some(authority) = uri.authority() {
+        return authority.as_str().to_ascii_lowercase();
+    }
+    headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| h.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// All field lines of `name`, joined with `,`; `None` when absent.
+pub(crate) fn combined_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let parts: Vec<String> = values
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+        .collect();
+    Some(parts.join(","))
+}
+
+/// Percent-encodes `|`, space, controls and non-ASCII (and `%` when
+/// `percent`).
+pub(crate) fn push_escaped(out: &mut String, s: &str, percent: bool) {
+    for b in s.bytes() {
+        let escape = b == b'|' || b <= b' ' || b >= 0x7f || (percent && b == b'%');
+        if escape {
+            out.push('%');
+            out.push(hex(b >> 4));
+            out.push(hex(b & 0xf));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+}
+
+fn hex(n: u8) -> char {
+    char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn spec(query: KeyQuery) -> KeySpec {
+        KeySpec {
+            namespace: "users".into(),
+            query,
+            headers: vec![],
+            identity: None,
+        }
+    }
+
+    fn host_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("API.example.com"));
+        h
+    }
+
+    fn key(spec: &KeySpec, uri: &str) -> String {
+        let uri: Uri = uri.parse().unwrap();
+        spec.primary(&uri, &host_headers(), None)
+            .unwrap()
+            .key
+            .to_string()
+    }
+
+    #[test]
+    fn format() {
+        let s = spec(KeyQuery::All);
+        assert_eq!(key(&s, "/a/b?x=1"), "users|GET|api.example.com/a/b?x=1");
+        assert_eq!(key(&s, "/a/b"), "users|GET|api.example.com/a/b");
+        assert_eq!(key(&s, "/a/b?"), "users|GET|api.example.com/a/b");
+        assert_eq!(
+            key(&s, "http://Other:8080/p"),
+            "users|GET|other:8080/p",
+            "URI authority wins over Host"
+        );
+    }
+
+    #[test]
+    fn query_is_sorted() {
+        let s = spec(KeyQuery::All);
+        assert_eq!(key(&s, "/a?a=1&b=2"), key(&s, "/a?b=2&a=1"));
+        assert_eq!(
+            key(&s, "/a?b=2&&a=1"),
+            "users|GET|api.example.com/a?a=1&b=2"
+        );
+        assert_ne!(key(&s, "/a?a=1"), key(&s, "/a?a=2"));
+        // `a` and `a=` are the same parameter.
+        assert_eq!(key(&s, "/a?a"), key(&s, "/a?a="));
+    }
+
+    #[test]
+    fn query_none_and_only() {
+        let s = spec(KeyQuery::None);
+        assert_eq!(key(&s, "/a?x=1"), key(&s, "/a?x=2"));
+        assert_eq!(key(&s, "/a?x=1"), "users|GET|api.example.com/a");
+        let s = spec(KeyQuery::Only(vec!["page".into(), "size".into()]));
+        assert_eq!(
+            key(&s, "/a?utm=x&size=10&page=2"),
+            "users|GET|api.example.com/a?page=2&size=10"
+        );
+        assert_eq!(key(&s, "/a?utm=x"), key(&s, "/a?utm=y"));
+    }
+
+    #[test]
+    fn key_headers_and_escaping() {
+        let mut s = spec(KeyQuery::All);
+        s.headers = vec![HeaderName::from_static("x-tenant")];
+        let uri: Uri = "/a".parse().unwrap();
+        let mut h = host_headers();
+        assert_eq!(
+            s.primary(&uri, &h, None).unwrap().key.as_ref(),
+            "users|GET|api.example.com/a|h:x-tenant"
+        );
+        h.insert("x-tenant", HeaderValue::from_static("a b|c%"));
+        assert_eq!(
+            s.primary(&uri, &h, None).unwrap().key.as_ref(),
+            "users|GET|api.example.com/a|h:x-tenant=a%20b%7Cc%25"
+        );
+    }
+
+    fn user(sub: &str) -> Identity {
+        Identity {
+            subject: Some(sub.into()),
+            ..Identity::default()
+        }
+    }
+
+    #[test]
+    fn identity() {
+        let mut s = spec(KeyQuery::All);
+        s.identity = Some("sub".into());
+        let uri: Uri = "/me".parse().unwrap();
+        assert_eq!(
+            s.primary(&uri, &host_headers(), None),
+            Err(NoKey::NoIdentity)
+        );
+        let alice = user("alice");
+        let k = s.primary(&uri, &host_headers(), Some(&alice)).unwrap();
+        assert_eq!(k.key.as_ref(), "users|GET|api.example.com/me|id:alice");
+        assert_eq!(k.path.as_ref(), "/me");
+        let bob = user("bob");
+        assert_ne!(s.primary(&uri, &host_headers(), Some(&bob)).unwrap(), k);
+        // No identity value can forge another member.
+        let evil = user("x|id:alice");
+        assert_ne!(s.primary(&uri, &host_headers(), Some(&evil)).unwrap(), k);
+    }
+}

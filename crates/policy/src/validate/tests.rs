@@ -1,0 +1,216 @@
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tower::{ServiceExt, service_fn};
+
+use super::*;
+
+/// A streamed body of several frames, of unknown length (as a chunked
+/// request is).
+struct Chunks(VecDeque<&'static str>);
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|s| Ok(Frame::data(Bytes::from_static(s.as_bytes())))),
+        )
+    }
+}
+
+async fn call<B>(layer: &ValidateLayer, req: Request<B>) -> (StatusCode, Value)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<towergate_core::BoxError>,
+{
+    let svc = layer.layer(service_fn(|req: Request<ValidatedBody<B>>| async move {
+        let cl = req
+            .headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let te = req.headers().contains_key("transfer-encoding");
+        let buffered = matches!(req.body(), ValidatedBody::Buffered { .. });
+        let bytes = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let v = json!({"cl": cl, "te": te, "buffered": buffered, "body": String::from_utf8_lossy(&bytes)});
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(v.to_string()))))
+    }));
+    let rsp = svc.oneshot(req).await.unwrap();
+    let status = rsp.status();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+fn schema_layer() -> ValidateLayer {
+    ValidateLayer::builder()
+        .json_schema(json!({"type": "object", "required": ["a"]}))
+        .max_body_bytes(16)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn chunked_body_is_buffered_with_a_length() {
+    let req = Request::post("/")
+        .header("content-type", "application/json")
+        .header("transfer-encoding", "chunked")
+        .body(Chunks(VecDeque::from(["{\"a\"", ": 1", "}"])))
+        .unwrap();
+    let (status, v) = call(&schema_layer(), req).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"cl": "8", "te": false, "buffered": true, "body": "{\"a\": 1}"})
+    );
+}
+
+#[tokio::test]
+async fn streamed_body_over_the_limit() {
+    let req = Request::post("/")
+        .header("content-type", "application/json")
+        .body(Chunks(VecDeque::from([
+            "{\"a\": \"0123",
+            "456789abcdef\"}",
+        ])))
+        .unwrap();
+    let (status, v) = call(&schema_layer(), req).await;
+    assert_eq!(status, 413);
+    assert_eq!(v["limit"], 16);
+}
+
+#[tokio::test]
+async fn without_a_schema_the_body_streams_untouched() {
+    let layer = ValidateLayer::builder()
+        .content_types(["text/*"])
+        .build()
+        .unwrap();
+    let req = Request::post("/")
+        .header("content-type", "text/plain")
+        .body(Chunks(VecDeque::from(["not", " json"])))
+        .unwrap();
+    let (status, v) = call(&layer, req).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"cl": null, "te": false, "buffered": false, "body": "not json"})
+    );
+}
+
+#[tokio::test]
+async fn schema_skips_bodiless_get_but_not_post() {
+    let get = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+    let (status, v) = call(&schema_layer(), get).await;
+    assert_eq!(
+        (status, v["buffered"].clone()),
+        (StatusCode::OK, json!(false))
+    );
+    let post = Request::post("/")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, v) = call(&schema_layer(), post).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["title"], "Invalid JSON body");
+}
+
+#[tokio::test]
+async fn problems_carry_the_request_id() {
+    let mut req = Request::delete("/").body(Full::new(Bytes::new())).unwrap();
+    req.extensions_mut()
+        .insert(towergate_core::RequestId("req-9".into()));
+    let layer = ValidateLayer::builder()
+        .methods([Method::GET])
+        .build()
+        .unwrap();
+    let (status, v) = call(&layer, req).await;
+    assert_eq!(status, 405);
+    assert_eq!(v["instance"], "req-9");
+}
+
+#[test]
+fn schema_errors_sorted_and_capped() {
+    let schema = jsonschema::validator_for(&json!({
+        "type": "array",
+        "items": {"type": "integer"}
+    }))
+    .unwrap();
+    let body: Vec<Value> = (0..120).map(|i| json!(format!("s{i}"))).collect();
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let p = service::check_json(&bytes, &schema).unwrap_err().to_json();
+    let errors = p["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), MAX_LISTED_ERRORS);
+    assert_eq!(p["detail"], "120 schema violation(s)");
+    let paths: Vec<&str> = errors.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted);
+    assert_eq!(paths[0], "/0");
+}
+
+#[test]
+fn invalid_json_names_line_and_column() {
+    let schema = jsonschema::validator_for(&json!({})).unwrap();
+    let p = service::check_json(b"{\n  \"a\": }", &schema)
+        .unwrap_err()
+        .to_json();
+    assert_eq!(p["status"], 400);
+    assert_eq!(p["line"], 2);
+    assert_eq!(p["column"], 8);
+    assert!(p["detail"].as_str().unwrap().contains("line 2 column 8"));
+}
+
+#[test]
+fn build_errors() {
+    let e = ValidateLayer::builder()
+        .json_schema(json!({"type": "no-such-type"}))
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, BuildError::InvalidSchema { .. }), "{e}");
+    let e = ValidateLayer::builder()
+        .json_schema(json!({"$ref": "https://example.com/schema.json"}))
+        .build()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("https://example.com/schema.json"),
+        "{e}"
+    );
+    let e = ValidateLayer::builder()
+        .content_types(["json"])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        BuildError::InvalidMediaType {
+            value: "json".into()
+        }
+    );
+    let e = ValidateLayer::builder()
+        .methods(Vec::new())
+        .build()
+        .unwrap_err();
+    assert_eq!(e, BuildError::NoMethods);
+    // local $refs work
+    let _ = ValidateLayer::builder()
+        .json_schema(json!({
+            "$defs": {"qty": {"type": "integer"}},
+            "properties": {"qty": {"$ref": "#/$defs/qty"}}
+        }))
+        .build()
+        .unwrap();
+}

@@ -1,0 +1,237 @@
+//! Response caching through the assembled gateway: hits never reach the
+//! upstream, per-user responses stay apart, writes invalidate, the admin
+//! API purges, a reload that changes a route's cache settings purges it,
+//! and the metrics count what the cache did.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::get;
+use serde_json::{Value, json};
+use support::client;
+
+/// An upstream that counts its requests and answers per path.
+async fn counting() -> (towergate_test::Upstream, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let app = Router::new().fallback(
+        get(move |req: Request| {
+            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                let path = req.uri().path().to_owned();
+                let cc = if path.starts_with("/private") {
+                    "private, max-age=60"
+                } else {
+                    "max-age=60"
+                };
+                (
+                    [("cache-control", cc)],
+                    axum::Json(json!({"path": path, "n": n,
+                    "user": req.headers().get("x-user").map(|v| v.to_str().unwrap().to_owned())})),
+                )
+            }
+        })
+        .post(|| async { "written" }),
+    );
+    (towergate_test::spawn_upstream(app).await, count)
+}
+
+fn config(url: &str, ttl: &str) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+cache: {{ max_size: "8MB", max_entry_size: "256KB" }}
+routes:
+  - name: items
+    match: {{ path_prefix: "/" }}
+    upstream: "{url}"
+    cache: {{ ttl: "{ttl}", key: {{ query: [page] }} }}
+"#
+    )
+}
+
+async fn get_json(c: &reqwest::Client, url: &str, auth: Option<&str>) -> (Value, String) {
+    let mut req = c.get(url);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let rsp = req.send().await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let status = rsp
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (rsp.json().await.unwrap(), status)
+}
+
+#[tokio::test]
+async fn hits_skip_the_upstream_and_writes_and_purges_invalidate() {
+    let (up, count) = counting().await;
+    let (gw, addr) = support::gateway(&config(&up.url(), "30s")).await;
+    let c = client();
+    let base = format!("http://{addr}");
+
+    let (a, s1) = get_json(&c, &format!("{base}/items/1?page=2&utm=x"), None).await;
+    let (b, s2) = get_json(&c, &format!("{base}/items/1?utm=y&page=2"), None).await;
+    assert_eq!(a, b, "the second answer is the stored one");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert!(s1.contains("fwd=") && s1.contains("stored"), "{s1}");
+    assert!(s2.contains("hit"), "{s2}");
+    // Another page is another entry.
+    get_json(&c, &format!("{base}/items/1?page=3"), None).await;
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+
+    // `private` answers and requests with credentials are not shared.
+    get_json(&c, &format!("{base}/private/x"), None).await;
+    get_json(&c, &format!("{base}/private/x"), None).await;
+    assert_eq!(count.load(Ordering::SeqCst), 4);
+    get_json(&c, &format!("{base}/mine"), Some("Bearer a")).await;
+    get_json(&c, &format!("{base}/mine"), Some("Bearer b")).await;
+    assert_eq!(count.load(Ordering::SeqCst), 6);
+
+    // A successful POST invalidates the entry for its URL.
+    let rsp = c
+        .post(format!("{base}/items/1?page=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let before = count.load(Ordering::SeqCst);
+    get_json(&c, &format!("{base}/items/1?page=2"), None).await;
+    assert_eq!(count.load(Ordering::SeqCst), before + 1);
+    get_json(&c, &format!("{base}/items/1?page=2"), None).await;
+    assert_eq!(count.load(Ordering::SeqCst), before + 1);
+
+    // The admin API purges by prefix and by route.
+    let admin = towergate::admin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        towergate::admin::AdminState {
+            live: gw.live(),
+            config_path: None,
+            token: None,
+        },
+    )
+    .await
+    .unwrap();
+    let purge = |body: Value| {
+        c.post(format!("http://{}/admin/cache/purge", admin.addr))
+            .json(&body)
+            .send()
+    };
+    let v: Value = purge(json!({"prefix": "/items/"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["purged"], 2, "{v}");
+    get_json(&c, &format!("{base}/items/1?page=2"), None).await;
+    assert_eq!(count.load(Ordering::SeqCst), before + 2);
+    let v: Value = purge(json!({"route": "items"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["purged"].as_u64().unwrap() >= 1, "{v}");
+    let rsp = purge(json!({"nonsense": 1})).await.unwrap();
+    assert_eq!(rsp.status(), 400);
+
+    // The metrics say what happened, per route.
+    let page = c
+        .get(format!("http://{}/metrics", admin.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("towergate_cache_requests_total{route=\"items\",result=\"hit\"}"),
+        "{page}"
+    );
+    assert!(
+        page.contains("towergate_cache_requests_total{route=\"items\",result=\"miss\"}"),
+        "{page}"
+    );
+    assert!(page.contains("towergate_cache_size_bytes"), "{page}");
+    admin.stop();
+}
+
+#[tokio::test]
+async fn concurrent_misses_make_one_upstream_request() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c2 = count.clone();
+    let app = Router::new().fallback(get(move || {
+        c2.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            ([("cache-control", "max-age=60")], "slow and shared")
+        }
+    }));
+    let up = towergate_test::spawn_upstream(app).await;
+    let (_gw, addr) = support::gateway(&config(&up.url(), "30s")).await;
+    let c = client();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.get(format!("http://{addr}/hot"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "slow and shared");
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_cache_settings_purges_the_route() {
+    let (up, count) = counting().await;
+    let dir = std::env::temp_dir().join(format!("tg-cache-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gw.yaml");
+    std::fs::write(&path, config(&up.url(), "30s")).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let addr = gw.local_addrs()[0];
+    let c = client();
+    let url = format!("http://{addr}/items/9");
+    get_json(&c, &url, None).await;
+    get_json(&c, &url, None).await;
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    // Same settings: entries survive the reload.
+    std::fs::write(&path, config(&up.url(), "30s")).unwrap();
+    let out = towergate::reload::reload_now(&path, &gw.live());
+    assert!(
+        matches!(out, towergate::reload::ReloadOutcome::Applied { .. }),
+        "{out:?}"
+    );
+    get_json(&c, &url, None).await;
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    // Changed settings: the route's entries go.
+    std::fs::write(&path, config(&up.url(), "45s")).unwrap();
+    let out = towergate::reload::reload_now(&path, &gw.live());
+    assert!(
+        matches!(out, towergate::reload::ReloadOutcome::Applied { .. }),
+        "{out:?}"
+    );
+    get_json(&c, &url, None).await;
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    gw.shutdown().await;
+}
