@@ -58,6 +58,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/status", get(status))
         .route("/admin/reload", post(reload))
         .route("/admin/cache/purge", post(purge_cache))
+        .route("/admin/cache/keys", get(cache_keys))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -197,7 +198,23 @@ async fn routes(State(state): State<AdminState>) -> Json<Value> {
                 "name": r.name,
                 "priority": r.priority,
                 "match": r.matcher,
+                "target": if !r.upstream.is_empty() {
+                    "upstream"
+                } else if r.aggregate.is_some() {
+                    "aggregate"
+                } else if r.redirect.is_some() {
+                    "redirect"
+                } else {
+                    "respond"
+                },
                 "upstream": r.upstream,
+                "aggregate_calls": r.aggregate.as_ref().map(|a| {
+                    a.calls
+                        .iter()
+                        .map(|c| json!({"name": c.name, "upstream": c.upstream, "path": c.path}))
+                        .collect::<Vec<_>>()
+                }),
+                "cached": r.cache.is_some(),
                 "strip_prefix": r.strip_prefix,
                 "rewrite": r.rewrite,
                 "timeout": r.timeout,
@@ -299,9 +316,29 @@ async fn reload(State(state): State<AdminState>) -> Response {
     }
 }
 
+/// The response cache's primary keys (`?route=NAME` for one route's), for
+/// `{"key": ...}` purges; at most 10,000.
+async fn cache_keys(
+    State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let Some(cache) = state.live.registry().cache() else {
+        return Json(json!({"keys": [], "total": 0}));
+    };
+    let prefix = q.get("route").map(|r| format!("{r}|"));
+    let keys: Vec<String> = cache
+        .keys()
+        .into_iter()
+        .filter(|k| prefix.as_ref().is_none_or(|p| k.starts_with(p.as_str())))
+        .collect();
+    let total = keys.len();
+    Json(json!({"keys": keys.into_iter().take(10_000).collect::<Vec<_>>(), "total": total}))
+}
+
 /// What to purge from the response cache: `{"route": NAME}` (every entry
 /// of a route), `{"prefix": "/users/", "route": NAME?}` (paths starting
-/// with it), or `{"key": KEY}` (one entry, as `Cache-Status` keys show it).
+/// with it: the path the upstream is sent, after `strip_prefix`/`rewrite`),
+/// or `{"key": KEY}` (one entry, as `/admin/cache/keys` lists them).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeRequest {

@@ -6,8 +6,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
+use bytes::Bytes;
+use http::{HeaderName, Method, Request, Response};
+use http_body_util::Full;
+use tower::ServiceExt;
 use towergate_aggregate::{Aggregate, Call};
+use towergate_core::BoxError;
 use towergate_observe::RecordUpstreamLayer;
 
 use crate::config::schema::{AggregateConfig, Route};
@@ -15,15 +19,59 @@ use crate::config::validate::size_value;
 use crate::config::{ConfigError, parse_duration};
 use crate::stack::{Forward, ForwardOpts, Forwards, RouteService, boxed};
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const B3: HeaderName = HeaderName::from_static("b3");
+
+/// A call's target, answering its operational failures itself as the
+/// proxied routes do (502, 503 no healthy endpoint or open circuit, 504
+/// timeout), so the aggregate reports the right status for a required
+/// call.
+fn answered<S, B>(
+    svc: S,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<axum::body::Body>,
+    Error = BoxError,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<B>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    svc.map_result(|r: Result<Response<B>, BoxError>| {
+        Ok::<_, BoxError>(match r {
+            Ok(rsp) => rsp.map(axum::body::Body::new),
+            Err(e) => towergate_balance::error::to_problem(&*e)
+                .unwrap_or_else(|| towergate_proxy::error::to_problem(&*e))
+                .into_full_response()
+                .map(axum::body::Body::new),
+        })
+    })
+}
+
 /// The aggregate target of route `r`.
 pub(crate) fn target(
     a: &AggregateConfig,
     r: &Route,
     forwards: &mut Forwards<'_>,
+    request_id_header: Option<&str>,
     p: &str,
 ) -> Result<RouteService, Vec<ConfigError>> {
     let mut errs = Vec::new();
     let mut b = Aggregate::builder();
+    let request_id = request_id_header
+        .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .unwrap_or(HeaderName::from_static("x-request-id"));
     if let Some(d) = &a.deadline {
         match parse_duration(d) {
             Ok(d) => b = b.deadline(d),
@@ -54,13 +102,21 @@ pub(crate) fn target(
                 Ok(Forward::One(proxy)) => {
                     let record = RecordUpstreamLayer::new(proxy.upstream().to_owned())
                         .metrics(forwards.metrics());
-                    b = b.target(c.upstream.clone(), tower::Layer::layer(&record, proxy));
+                    b = b.target(
+                        c.upstream.clone(),
+                        answered(tower::Layer::layer(&record, proxy)),
+                    );
                 }
-                Ok(Forward::Pool(pool)) => b = b.target(c.upstream.clone(), pool),
+                Ok(Forward::Pool(pool)) => b = b.target(c.upstream.clone(), answered(pool)),
                 Err(e) => errs.extend(e),
             }
         }
         let mut call = Call::new(c.name.clone(), c.upstream.clone()).path(c.path.clone());
+        // The request id and the trace context follow every call, as they
+        // follow a proxied request.
+        for h in [request_id.clone(), TRACEPARENT, TRACESTATE, B3] {
+            call = call.pass_header(h);
+        }
         if let Some(m) = &c.method {
             match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 Ok(m) => call = call.method(m),

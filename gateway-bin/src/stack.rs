@@ -191,7 +191,13 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
                 }
             }
         } else if let Some(a) = &r.aggregate {
-            match crate::aggregate::target(a, r, &mut forwards, &format!("{p}.aggregate")) {
+            match crate::aggregate::target(
+                a,
+                r,
+                &mut forwards,
+                cfg.observability.request_id_header.as_deref(),
+                &format!("{p}.aggregate"),
+            ) {
                 Ok(svc) => Target::Other(svc),
                 Err(mut es) => {
                     errs.append(&mut es);
@@ -252,8 +258,20 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             &mut errs,
         );
         let cache = match (&r.cache, &cache_store) {
-            (Some(c), Some(store)) => {
-                cache_routes.insert(r.name.clone(), serde_json::to_string(c).unwrap_or_default());
+            (Some(c), Some((_, store))) => {
+                // Everything that decides what a cached entry holds: a
+                // change to any of it purges the route's entries on reload.
+                let settings = serde_json::json!([
+                    c,
+                    r.upstream,
+                    r.matcher,
+                    r.strip_prefix,
+                    r.rewrite,
+                    r.request_headers,
+                    r.preserve_host,
+                    r.host_rewrite
+                ]);
+                cache_routes.insert(r.name.clone(), settings.to_string());
                 policy::cache_layer(&r.name, c, store.clone(), &format!("{p}.cache"), &mut errs)
             }
             _ => None,
@@ -285,7 +303,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         };
         builder = builder.route(
             route,
-            route_stack(target, layers, &r.name, registry.metrics()),
+            route_stack(target, layers, &r.name, registry.metrics(), &trusted),
         );
     }
 
@@ -304,7 +322,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         .into_iter()
         .map(|(k, p)| (k.split('\u{0}').next().unwrap_or("").to_owned(), p))
         .collect();
-    registry.commit_cache_routes(cache_routes);
+    registry.commit_cache(cache_store, cache_routes);
     Ok(Compiled {
         registry,
         config: Arc::new(cfg.clone()),
@@ -566,35 +584,24 @@ fn route_stack(
     layers: RouteLayers,
     route: &str,
     metrics: &Metrics,
+    trusted: &TrustedProxies,
 ) -> RouteService {
-    // 11. The upstream's latency and status, per endpoint, for metrics, the
+    // 10. The upstream's latency and status, per endpoint, for metrics, the
     //     span and the access log (a pool records each endpoint itself, see
     //     `balance.rs`; an aggregate records each call's upstream).
-    // 10. After authentication the caller's identity goes to the access log;
-    //     without auth there is no identity, and the route is recorded at 0.
-    // Both in one box: this is the per-request hot path.
-    let record_identity = layers.auth.is_some().then(RecordLayer::new);
     let mut svc = match target {
         Target::Proxy(target) => match &target.forward {
             Forward::One(proxy) => {
                 let upstream = proxy.upstream().to_owned();
                 BoxCloneSyncService::new(
                     ServiceBuilder::new()
-                        .option_layer(record_identity)
                         .layer(RecordUpstreamLayer::new(upstream).metrics(metrics.clone()))
                         .service(target),
                 )
             }
-            Forward::Pool(_) => BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .option_layer(record_identity)
-                    .service(target),
-            ),
+            Forward::Pool(_) => BoxCloneSyncService::new(target),
         },
-        Target::Other(svc) => match record_identity {
-            Some(r) => BoxCloneSyncService::new(r.layer(svc)),
-            None => svc,
-        },
+        Target::Other(svc) => svc,
     };
     // 9. A concurrency limit guards the upstream: only requests that will
     //    reach it (not refused, not cache hits) take a slot.
@@ -637,7 +644,10 @@ fn route_stack(
     // 3. Authentication and authorization: 401/403 here; on success the
     //    `Identity` is in the extensions and the identity headers are set
     //    (incoming copies removed first, so clients cannot spoof them).
+    //    The caller's identity goes to the access log right after, so the
+    //    answers of every later layer (429, 400, cache hits) carry it.
     if let Some(a) = layers.auth {
+        svc = BoxCloneSyncService::new(RecordLayer::new().layer(svc));
         svc = wrap(svc, a);
     }
     // 2. IP allow/deny: the cheapest refusal, before any credential is read.
@@ -655,7 +665,7 @@ fn route_stack(
     }
     // 0b. Plain-HTTP requests are sent to HTTPS before anything else.
     if let Some(redirect) = layers.redirect_https {
-        svc = https_only(redirect, svc);
+        svc = https_only(redirect, svc, trusted.clone());
     }
     // 0. The route's name goes to the observation first, so refusals above
     //    are counted under their route; refusals are counted by reason.
@@ -672,38 +682,79 @@ fn route_stack(
 }
 
 /// Requests that came over TLS go to `inner`, the others to `redirect`.
-fn https_only(redirect: RouteService, inner: RouteService) -> RouteService {
+/// Behind a TLS-terminating proxy the gateway sees plain HTTP: a trusted
+/// peer's `X-Forwarded-Proto: https` counts as TLS (no redirect loop).
+fn https_only(
+    redirect: RouteService,
+    inner: RouteService,
+    trusted: TrustedProxies,
+) -> RouteService {
     BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
-        let tls = req
-            .extensions()
-            .get::<towergate_core::ClientAddr>()
-            .is_some_and(|c| c.tls);
+        let addr = req.extensions().get::<towergate_core::ClientAddr>();
+        let forwarded_https = || {
+            addr.is_some_and(|a| trusted.contains(a.peer.ip()))
+                && req
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| {
+                        v.split(',')
+                            .next_back()
+                            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+                    })
+        };
+        let tls = addr.is_some_and(|a| a.tls) || forwarded_https();
         let svc = if tls { inner.clone() } else { redirect.clone() };
         svc.oneshot(req)
     }))
 }
 
-/// Counts what the cache did with a request, from its `Cache-Status`.
+/// Counts what the cache did with a request, from its `Cache-Status`
+/// entry (ours is the last: RFC 9211 appends each cache's entry after the
+/// upstream caches').
 fn count_cache(metrics: &Metrics, route: &Arc<str>, rsp: &Response<Body>) {
-    let Some(v) = rsp
+    let Some(entry) = rsp
         .headers()
-        .get("cache-status")
+        .get_all("cache-status")
+        .iter()
+        .next_back()
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
     else {
         return;
     };
-    let result = if v.contains("fwd-status=304") {
-        "revalidated"
-    } else if v.contains("fwd=stale") || v.contains("detail=stale") {
+    metrics.cache_request(route.clone(), cache_result(entry));
+}
+
+/// The metric label of one `Cache-Status` entry.
+fn cache_result(entry: &str) -> &'static str {
+    let params: Vec<&str> = entry.split(';').map(str::trim).skip(1).collect();
+    let has = |p: &str| params.contains(&p);
+    let fwd = params
+        .iter()
+        .find_map(|p| p.strip_prefix("fwd="))
+        .unwrap_or("");
+    let detail = params
+        .iter()
+        .find_map(|p| p.strip_prefix("detail="))
+        .unwrap_or("");
+    if has("hit") {
+        if detail.starts_with("stale") || detail == "max-stale" {
+            "stale"
+        } else {
+            "hit"
+        }
+    } else if detail == "stale-if-error" {
         "stale"
-    } else if v.contains("; hit") {
-        "hit"
-    } else if v.contains("fwd=miss") || v.contains("fwd=uri-miss") || v.contains("fwd=vary-miss") {
-        "miss"
-    } else {
+    } else if params.contains(&"fwd-status=304") {
+        "revalidated"
+    } else if matches!(fwd, "bypass" | "method") {
         "bypass"
-    };
-    metrics.cache_request(route.clone(), result);
+    } else {
+        // uri-miss, vary-miss, miss, a stale entry fetched anew, a refetch
+        // the client asked for.
+        "miss"
+    }
 }
 
 fn count_refusal(metrics: &Metrics, rsp: &Response<Body>) {
@@ -739,6 +790,9 @@ fn edge_stack(
             .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
             .service(router),
     );
+    if !obs.enabled {
+        return Ok(routed);
+    }
     let inner: RouteService = match access_log_layer(obs, registry).map_err(|(p, e)| one(&p, e))? {
         Some(log) => BoxCloneSyncService::new(
             ServiceBuilder::new()
@@ -1094,5 +1148,44 @@ impl std::fmt::Display for ErrorChain<'_> {
             cur = e.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_result;
+
+    #[test]
+    fn cache_status_entries_map_to_metric_results() {
+        for (entry, want) in [
+            ("towergate; hit; ttl=60", "hit"),
+            ("towergate; hit; ttl=3; detail=collapsed", "hit"),
+            (
+                "towergate; hit; ttl=-2; detail=stale-while-revalidate",
+                "stale",
+            ),
+            ("towergate; hit; ttl=-2; detail=max-stale", "stale"),
+            ("towergate; fwd=uri-miss; stored", "miss"),
+            ("towergate; fwd=vary-miss", "miss"),
+            ("towergate; fwd=miss", "miss"),
+            (
+                "towergate; fwd=stale; fwd-status=304; ttl=60",
+                "revalidated",
+            ),
+            (
+                "towergate; fwd=request; fwd-status=304; ttl=60",
+                "revalidated",
+            ),
+            ("towergate; fwd=stale; stored", "miss"),
+            ("towergate; fwd=request", "miss"),
+            (
+                "towergate; fwd=stale; fwd-status=503; ttl=-5; detail=stale-if-error",
+                "stale",
+            ),
+            ("towergate; fwd=bypass", "bypass"),
+            ("towergate; fwd=method", "bypass"),
+        ] {
+            assert_eq!(cache_result(entry), want, "{entry}");
+        }
     }
 }

@@ -277,3 +277,108 @@ async fn a_required_upstream_down_is_a_502_and_bad_plans_are_config_errors() {
         assert!(e.errors.iter().any(|e| e.path == path), "{calls}: {e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_run_concurrently_and_client_values_cannot_escape_their_segment() {
+    // Three upstreams that each wait until all three calls are in flight:
+    // with calls made one after another the barrier never opens and the
+    // deadline answers 504 instead.
+    let barrier = Arc::new(tokio::sync::Barrier::new(3));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mk = |name: &'static str| {
+        let barrier = barrier.clone();
+        let seen = seen.clone();
+        Router::new().fallback(move |req: axum::extract::Request| {
+            let barrier = barrier.clone();
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(format!(
+                    "{name} {} {}",
+                    req.uri(),
+                    req.headers()
+                        .get("x-request-id")
+                        .map(|v| v.to_str().unwrap())
+                        .unwrap_or("-")
+                ));
+                barrier.wait().await;
+                Json(json!({"from": name}))
+            }
+        })
+    };
+    let (a, b, c) = (
+        spawn_upstream(mk("a")).await,
+        spawn_upstream(mk("b")).await,
+        spawn_upstream(mk("c")).await,
+    );
+    let (_gw, addr) = gateway(&format!(
+        r#"listen: "127.0.0.1:0"
+routes:
+  - name: fan
+    match: {{ path: "/fan" }}
+    aggregate:
+      deadline: "5s"
+      calls:
+        - {{ name: a, upstream: "{}", path: "/items/{{query.id}}" }}
+        - {{ name: b, upstream: "{}", path: "/search?q={{query.q}}&limit=5" }}
+        - {{ name: c, upstream: "{}", path: "/c" }}
+"#,
+        a.url(),
+        b.url(),
+        c.url()
+    ))
+    .await;
+    // The client controls `id` and `q`; neither may add path segments,
+    // climb directories or start a second query parameter.
+    let rsp = client()
+        .get(format!(
+            "http://{addr}/fan?id=..%2Fadmin%3Fx%3D1&q=a%26limit%3D9999%23frag"
+        ))
+        .header("x-request-id", "fan-out-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let v: Value = rsp.json().await.unwrap();
+    assert_eq!(
+        v,
+        json!({"a": {"from": "a"}, "b": {"from": "b"}, "c": {"from": "c"}})
+    );
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "a /items/..%2Fadmin%3Fx=1 fan-out-1",
+            "b /search?q=a%26limit%3D9999%23frag&limit=5 fan-out-1",
+            "c /c fan-out-1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_required_call_that_times_out_is_a_504() {
+    let slow = spawn_upstream(Router::new().fallback(|| async {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        Json(json!({}))
+    }))
+    .await;
+    let (_gw, addr) = gateway(&format!(
+        r#"listen: "127.0.0.1:0"
+upstreams:
+  slow: {{ url: "{}", timeout: "200ms" }}
+routes:
+  - name: fan
+    match: {{ path: "/fan" }}
+    aggregate: {{ calls: [{{ name: slow, upstream: slow, path: "/" }}] }}
+"#,
+        slow.url()
+    ))
+    .await;
+    let rsp = client()
+        .get(format!("http://{addr}/fan"))
+        .send()
+        .await
+        .unwrap();
+    let p = assert_problem_reqwest(rsp, 504).await;
+    assert_eq!(p["call"], "slow");
+}

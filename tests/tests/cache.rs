@@ -235,3 +235,59 @@ async fn a_reload_that_changes_cache_settings_purges_the_route() {
     assert_eq!(count.load(Ordering::SeqCst), 2);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn authenticated_answers_are_never_shared_between_callers() {
+    let (up, count) = counting().await;
+    let (_gw, addr) = support::gateway(&format!(
+        r#"listen: "127.0.0.1:0"
+auth_providers:
+  keys:
+    api_key:
+      keys:
+        - {{ consumer: alice, key: "alice-key-0123456789" }}
+        - {{ consumer: bob, key: "bob-key-0123456789ab" }}
+routes:
+  - name: shared-by-mistake
+    match: {{ path_prefix: "/plain/" }}
+    upstream: "{url}"
+    auth: {{ any_of: [keys], strip_credentials: true }}
+    cache: {{ ttl: "30s" }}
+  - name: per-caller
+    match: {{ path_prefix: "/mine/" }}
+    upstream: "{url}"
+    auth: {{ any_of: [keys], identity_headers: {{ consumer: x-user }}, strip_credentials: true }}
+    cache: {{ ttl: "30s", key: {{ identity: consumer }} }}
+"#,
+        url = up.url()
+    ))
+    .await;
+    let c = client();
+    let get = |path: &str, key: &'static str| {
+        c.get(format!("http://{addr}{path}"))
+            .header("x-api-key", key)
+            .send()
+    };
+    // Credentials stripped and sent as an API key: the cache still knows
+    // the request was authenticated, and does not share the answer.
+    for key in [
+        "alice-key-0123456789",
+        "bob-key-0123456789ab",
+        "alice-key-0123456789",
+    ] {
+        assert_eq!(get("/plain/x", key).await.unwrap().status(), 200);
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+    // Keyed by the caller: one entry each, never crossed.
+    let before = count.load(Ordering::SeqCst);
+    for (key, user) in [
+        ("alice-key-0123456789", "alice"),
+        ("bob-key-0123456789ab", "bob"),
+        ("alice-key-0123456789", "alice"),
+        ("bob-key-0123456789ab", "bob"),
+    ] {
+        let v: Value = get("/mine/x", key).await.unwrap().json().await.unwrap();
+        assert_eq!(v["user"], user, "{v}");
+    }
+    assert_eq!(count.load(Ordering::SeqCst), before + 2);
+}

@@ -14,7 +14,7 @@ async fn demo_curl_lines_work_as_printed() {
         .unwrap();
     let addr = demo.gateway.local_addrs()[0];
     let lines = towergate::demo::curl_lines(addr, &demo.token);
-    assert_eq!(lines.len(), 13);
+    assert_eq!(lines.len(), 20);
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{addr}");
 
@@ -142,5 +142,82 @@ async fn demo_curl_lines_work_as_printed() {
         instances.insert(v["instance"].as_str().unwrap().to_owned());
     }
     assert_eq!(instances.len(), 2, "{instances:?}");
+
+    // One request, three services, for the JWT's subject.
+    let v: Value = c
+        .get(format!("{base}/screens/home"))
+        .bearer_auth(&demo.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["user"]["id"], "ada", "{v}");
+    assert!(v["user"].get("instance").is_none(), "allow-list: {v}");
+    assert_eq!(v["orders"]["id"], v["user"]["customer_id"], "{v}");
+    assert_eq!(v["notifications"]["unread"], 3, "{v}");
+    assert!(v.get("_partial").is_none(), "{v}");
+    // The catalog: a miss, then a hit; no Server header; compressed on request.
+    let status = |r: &reqwest::Response| r.headers()["cache-status"].to_str().unwrap().to_owned();
+    let first = c.get(format!("{base}/catalog")).send().await.unwrap();
+    assert!(status(&first).contains("miss"), "{}", status(&first));
+    assert!(first.headers().get("server").is_none());
+    assert_eq!(first.headers()["x-served-by"], "towergate (catalog)");
+    let second = c.get(format!("{base}/catalog")).send().await.unwrap();
+    assert!(status(&second).contains("hit"), "{}", status(&second));
+    assert_eq!(first.bytes().await.unwrap(), second.bytes().await.unwrap());
+    let br = c
+        .get(format!("{base}/catalog"))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(br.headers()["content-encoding"], "br");
+    // CORS preflight from a wildcard-subdomain origin, and validation.
+    let rsp = c
+        .request(reqwest::Method::OPTIONS, format!("{base}/api/orders"))
+        .header("origin", "https://shop.example.dev")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rsp.headers()["access-control-allow-origin"],
+        "https://shop.example.dev"
+    );
+    let rsp = c
+        .post(format!("{base}/api/orders"))
+        .header("content-type", "application/json")
+        .body(r#"{"item":"pen","qty":0}"#)
+        .send()
+        .await
+        .unwrap();
+    let p = towergate_test::assert_problem_reqwest(rsp, 400).await;
+    assert_eq!(p["errors"][0]["path"], "/qty", "{p}");
+    let rsp = c
+        .post(format!("{base}/api/orders"))
+        .header("content-type", "application/json")
+        .body(r#"{"item":"pen","qty":2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 201);
+    // The redirect and the maintenance page.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let rsp = no_redirects
+        .get(format!("{base}/old/users/42"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 308);
+    assert_eq!(rsp.headers()["location"], "/users/42");
+    let rsp = c.get(format!("{base}/maintenance")).send().await.unwrap();
+    assert_eq!(rsp.status(), 503);
+    assert_eq!(rsp.headers()["retry-after"], "120");
     demo.gateway.shutdown().await;
 }

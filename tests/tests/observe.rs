@@ -232,3 +232,29 @@ routes:
     admin.stop();
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn observation_can_be_switched_off() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let (gw, addr) = support::gateway(&format!(
+        "listen: \"127.0.0.1:0\"\nobservability: {{ enabled: false }}\nroutes:\n  - name: quiet\n    match: {{ path_prefix: \"/\" }}\n    upstream: \"{}\"\n",
+        echo.url()
+    ))
+    .await;
+    let rsp = client()
+        .get(format!("http://{addr}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert!(rsp.headers().get("x-request-id").is_none());
+    let page = gw.live().registry().metrics().encode();
+    assert_eq!(
+        sample(
+            &page,
+            "towergate_http_requests_total{route=\"quiet\",status_class=\"2xx\"}"
+        ),
+        0.0,
+        "{page}"
+    );
+}

@@ -126,7 +126,7 @@ pub enum CallFailure {
     #[error("transport error")]
     Transport,
     /// The upstream answered with a non-2xx status. Status: the same for
-    /// 4xx, 502 otherwise.
+    /// 4xx, 503 and 504, 502 otherwise.
     #[error("upstream answered {0}")]
     Status(StatusCode),
     /// The answer is not JSON (content type or body). Status 502.
@@ -170,7 +170,15 @@ impl CallFailure {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingInput { .. } | Self::InvalidInput { .. } => StatusCode::BAD_REQUEST,
-            Self::Status(s) if s.is_client_error() => *s,
+            // The client's fault, and "unavailable"/"timed out" (a
+            // gateway in front of the upstream said so), pass through.
+            Self::Status(s)
+                if s.is_client_error()
+                    || *s == StatusCode::SERVICE_UNAVAILABLE
+                    || *s == StatusCode::GATEWAY_TIMEOUT =>
+            {
+                *s
+            }
             Self::DependencyFailed { cause, .. } => cause.status(),
             Self::Timeout | Self::Deadline => StatusCode::GATEWAY_TIMEOUT,
             Self::DependencyFieldMissing { .. }
@@ -194,6 +202,14 @@ mod tests {
             502
         );
         assert_eq!(CallFailure::Status(StatusCode::FOUND).status(), 502);
+        assert_eq!(
+            CallFailure::Status(StatusCode::SERVICE_UNAVAILABLE).status(),
+            503
+        );
+        assert_eq!(
+            CallFailure::Status(StatusCode::GATEWAY_TIMEOUT).status(),
+            504
+        );
         assert_eq!(CallFailure::Timeout.status(), 504);
         assert_eq!(CallFailure::Deadline.status(), 504);
         assert_eq!(

@@ -153,8 +153,8 @@
 //! | Failure | Status |
 //! |---|---|
 //! | `missing_input`, `invalid_input` | 400 (the problem's `detail` names the variable) |
-//! | upstream 4xx | the same status (e.g. 404 for an unknown user) |
-//! | upstream 5xx or other non-2xx, `transport`, `not_json`, `too_large`, `dependency_field_missing` | 502 |
+//! | upstream 4xx, 503, 504 | the same status (e.g. 404 for an unknown user; 503/504 from a gateway or balancer in front of the upstream) |
+//! | upstream 500, 502, other 5xx or non-2xx, `transport`, `not_json`, `too_large`, `dependency_field_missing` | 502 |
 //! | `timeout`, `deadline` | 504 |
 //! | `dependency_failed` | the status of the dependency's failure |
 //!

@@ -80,7 +80,10 @@
 //!   [`DEFAULT_CACHEABLE_STATUSES`]); `206` and `304` never are;
 //! - it carries `Set-Cookie`: a shared cache would hand one client's cookie
 //!   to every other client;
-//! - the request carried `Authorization`, unless the route keys by
+//! - the request carried `Authorization` or was authenticated by a layer
+//!   in front (an [`Identity`](towergate_core::Identity) in its extensions:
+//!   the credentials may have been stripped, or sent as an API key), unless
+//!   the route keys by
 //!   identity ([`key_identity`](CacheLayerBuilder::key_identity)) or the
 //!   response says `public`, `s-maxage` or `must-revalidate` (§3.5);
 //! - it states no freshness (`s-maxage`, `max-age`, `Expires`) and the layer

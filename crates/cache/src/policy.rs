@@ -31,6 +31,11 @@ pub(crate) struct Rules<'a> {
     pub(crate) statuses: &'a [u16],
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) keyed_by_identity: bool,
+    /// The request was authenticated by a layer in front (an `Identity` in
+    /// its extensions): treated like a request with `Authorization`
+    /// (§3.5), since the credentials may have been stripped or sent in
+    /// another header (an API key).
+    pub(crate) authenticated: bool,
     pub(crate) max_entry_bytes: u64,
 }
 
@@ -59,7 +64,7 @@ pub(crate) fn storable(
     if headers.contains_key(SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    if request.contains_key(AUTHORIZATION)
+    if (request.contains_key(AUTHORIZATION) || rules.authenticated)
         && !rules.keyed_by_identity
         && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
     {
@@ -286,6 +291,7 @@ mod tests {
             statuses: &[200, 404],
             default_ttl: None,
             keyed_by_identity: false,
+            authenticated: false,
             max_entry_bytes: 100,
         };
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -358,6 +364,19 @@ mod tests {
             ..rules
         };
         assert_eq!(check(&auth, 200, &[ma], by_id), Ok(()));
+        // Authenticated in front (credentials stripped, or an API key).
+        let authed = Rules {
+            authenticated: true,
+            ..rules
+        };
+        assert_eq!(
+            check(&[], 200, &[ma], authed),
+            Err(NotStored::Authorization)
+        );
+        assert_eq!(
+            check(&[], 200, &[("cache-control", "public, max-age=60")], authed),
+            Ok(())
+        );
         assert_eq!(check(&[], 200, &[], rules), Err(NotStored::NoFreshness));
         let ttl = Rules {
             default_ttl: Some(Duration::from_secs(5)),

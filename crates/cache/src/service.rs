@@ -336,6 +336,7 @@ where
         match pending(
             &self.cfg,
             &self.parts.headers,
+            self.parts.extensions.get::<Identity>().is_some(),
             key,
             head.status,
             &head.headers,
@@ -572,6 +573,7 @@ where
     match pending(
         &cfg,
         &parts.headers,
+        parts.extensions.get::<Identity>().is_some(),
         key,
         head.status,
         &head.headers,
@@ -589,9 +591,11 @@ where
 }
 
 /// The storable head of a response to the request with `request` headers.
+#[allow(clippy::too_many_arguments)]
 fn pending(
     cfg: &Config,
     request: &HeaderMap,
+    authenticated: bool,
     key: PrimaryKey,
     status: StatusCode,
     headers: &HeaderMap,
@@ -604,6 +608,7 @@ fn pending(
         statuses: &cfg.statuses,
         default_ttl: cfg.default_ttl,
         keyed_by_identity: cfg.key.identity.is_some(),
+        authenticated,
         max_entry_bytes: cfg.store.inner.max_entry_bytes,
     };
     let vary = policy::storable(rules, request, status, headers, &cc, &timing)?;

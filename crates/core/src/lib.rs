@@ -57,6 +57,13 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// The request's path as the client sent it, before a router replaced it
+/// with a normalised, stripped or rewritten one; put in the extensions by
+/// the router only when it changed the path. Redirects to the same URL
+/// (HTTP to HTTPS) read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginalPath(pub std::sync::Arc<str>);
+
 /// Returns whether `err`, or any error in its `source()` chain, is a `T`.
 pub fn is_caused_by<T: std::error::Error + 'static>(
     err: &(dyn std::error::Error + 'static),

@@ -143,7 +143,12 @@ impl Redirect {
                     Some(p) if *p != 443 => format!(":{p}"),
                     _ => String::new(),
                 };
-                format!("https://{host}{port}{}", req.uri().path())
+                // The path the client sent, not the one a router rewrote.
+                let path = req
+                    .extensions()
+                    .get::<towergate_core::OriginalPath>()
+                    .map_or(req.uri().path(), |p| &*p.0);
+                format!("https://{host}{port}{path}")
             }
             Target::To(template) => {
                 let mut rendered = template

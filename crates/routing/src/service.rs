@@ -149,7 +149,11 @@ where
         if forward != req.uri().path() && !authority_form {
             let uri = with_path(req.uri(), &forward);
             match uri {
-                Ok(uri) => *req.uri_mut() = uri,
+                Ok(uri) => {
+                    let original = towergate_core::OriginalPath(Arc::from(req.uri().path()));
+                    req.extensions_mut().insert(original);
+                    *req.uri_mut() = uri;
+                }
                 Err(_) => {
                     let detail = format!("cannot forward path {forward}");
                     return ResponseFuture::rejected(problem(

@@ -116,7 +116,8 @@ pub struct RedirectConfig {
     pub https: bool,
     /// HTTPS port (with `https`), when not 443.
     pub port: Option<u16>,
-    /// 301, 302, 303, 307 or 308. Default 301 (`https`) or 302 (`to`).
+    /// 301, 302, 303, 307 or 308. Default 301 (`https`) or 302 (`to`):
+    /// browsers remember a 301 for good.
     pub status: Option<u16>,
     /// Append the request's query string. Default `true`.
     pub keep_query: Option<bool>,

@@ -713,9 +713,15 @@ fn redact_all<S: serde::Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Erro
 }
 
 /// Request ids, access log and tracing.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Observability {
+    /// Request ids, spans, metrics and the access log for each request.
+    /// Default `true`; `false` leaves only what the routes themselves do
+    /// (for benchmarks of the observation cost, or behind a proxy that
+    /// already observes).
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Header carrying the request id. Default `x-request-id`.
     pub request_id_header: Option<String>,
     /// Keep a well-formed incoming request id. Default `true`.
@@ -725,6 +731,18 @@ pub struct Observability {
     pub access_log: AccessLogConfig,
     /// OpenTelemetry export (read at start; a reload does not change it).
     pub tracing: Option<TracingConfig>,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            request_id_header: None,
+            trust_request_id: None,
+            access_log: AccessLogConfig::default(),
+            tracing: None,
+        }
+    }
 }
 
 /// The access log.
@@ -864,7 +882,8 @@ pub struct DnsConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SrvConfig {
-    /// Record name, like `_http._tcp.users.service.consul`.
+    /// Record name, like `_users._tcp.service.consul` (Consul) or
+    /// `_http._tcp.users.default.svc.cluster.local` (Kubernetes).
     pub name: String,
     /// `http` (default) or `https`.
     pub scheme: Option<String>,

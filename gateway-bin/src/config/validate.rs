@@ -313,6 +313,10 @@ fn check_target(cfg: &Config, r: &Route, p: &str, errs: &mut Vec<ConfigError>) {
         (r.cache.is_some() && !proxied, "cache"),
         (r.strip_prefix && !proxied, "strip_prefix"),
         (r.rewrite.is_some() && !proxied, "rewrite"),
+        (r.timeout.is_some() && !proxied, "timeout"),
+        (r.preserve_host && !proxied, "preserve_host"),
+        (r.host_rewrite.is_some() && !proxied, "host_rewrite"),
+        (r.max_body.is_some() && !proxied, "max_body"),
     ] {
         if set {
             errs.push(ConfigError::new(

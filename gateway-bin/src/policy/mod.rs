@@ -93,27 +93,35 @@ impl Registry {
         self.cache.lock().ok()?.as_ref().map(|(_, c)| c.clone())
     }
 
-    /// The response cache for these settings: the running one while they
-    /// do not change (entries survive reloads), a new one otherwise.
+    /// The response cache for these settings (its key): the running one
+    /// while they do not change (entries survive reloads), a new one
+    /// otherwise. Nothing changes until [`commit_cache`](Self::commit_cache):
+    /// a configuration that fails to compile leaves the running cache alone.
     pub(crate) fn cache_store(
         &self,
         key: &str,
         build: impl FnOnce() -> towergate_cache::CacheStore,
-    ) -> Option<towergate_cache::CacheStore> {
-        let mut slot = self.cache.lock().ok()?;
+    ) -> Option<(String, towergate_cache::CacheStore)> {
+        let slot = self.cache.lock().ok()?;
         if let Some((k, c)) = &*slot
             && k == key
         {
-            return Some(c.clone());
+            return Some((key.to_owned(), c.clone()));
         }
-        let c = build();
-        *slot = Some((key.to_owned(), c.clone()));
-        Some(c)
+        Some((key.to_owned(), build()))
     }
 
-    /// Records each cached route's settings after a successful compile and
+    /// After a successful compile: keeps the configuration's cache (none if
+    /// no route caches any more), records each cached route's settings, and
     /// purges the entries of routes whose settings changed or that left.
-    pub(crate) fn commit_cache_routes(&self, routes: HashMap<String, String>) {
+    pub(crate) fn commit_cache(
+        &self,
+        store: Option<(String, towergate_cache::CacheStore)>,
+        routes: HashMap<String, String>,
+    ) {
+        if let Ok(mut slot) = self.cache.lock() {
+            *slot = store;
+        }
         let Ok(mut old) = self.cache_routes.lock() else {
             return;
         };
@@ -121,7 +129,7 @@ impl Registry {
             for (name, settings) in old.iter() {
                 if routes.get(name) != Some(settings) {
                     let n = store.purge(&towergate_cache::Purge::Namespace(name.clone()));
-                    tracing::info!(route = %name, purged = n, "cache settings changed: route's entries purged");
+                    tracing::info!(route = %name, purged = n, "route's cache settings changed: its entries purged");
                 }
             }
         }

@@ -276,7 +276,8 @@ pub(crate) fn validate_layer(
         if s.is_empty() {
             return Some(None);
         }
-        match regex::Regex::new(&format!("^(?:{s})$")) {
+        // The policy crate matches the whole value.
+        match regex::Regex::new(s) {
             Ok(r) => Some(Some(r)),
             Err(e) => {
                 err(errs, path, format!("bad regex: {e}"));
@@ -401,7 +402,10 @@ pub(crate) fn redirect(
             }
         },
     };
-    if let Some(s) = r.status {
+    // A path redirect is temporary unless the route says otherwise
+    // (browsers cache a 301 for good); HTTP to HTTPS is permanent.
+    let status = r.status.or(if r.to.is_some() { Some(302) } else { None });
+    if let Some(s) = status {
         match StatusCode::from_u16(s)
             .map_err(|e| e.to_string())
             .and_then(|st| red.clone().status(st).map_err(|e| e.to_string()))
@@ -467,7 +471,7 @@ pub(crate) fn store(
     c: &CacheStoreConfig,
     registry: &Registry,
     errs: &mut Vec<ConfigError>,
-) -> Option<CacheStore> {
+) -> Option<(String, CacheStore)> {
     let size = |v: &Option<crate::config::schema::Size>,
                 key: &str,
                 d: u64,
