@@ -258,14 +258,15 @@ class Run:
             self.notes.append("%s round %d %s: no result (see %s)" % (scenario, rnd, peer, path))
         self.load[(scenario, kind)].append(r)
 
-    # ratio of peer's metric to nginx's in the same round, then the median
-    def ratio(self, rows, peer, metric):
+    # ratio of peer's metric to nginx's (or BASE's) in the same round, then
+    # the median
+    def ratio(self, rows, peer, metric, base="nginx"):
         by_round = defaultdict(dict)
         for r in rows:
             by_round[r["round"]][r["peer"]] = r
         ratios = []
         for rr in by_round.values():
-            a, b = rr.get(peer, {}).get(metric), rr.get("nginx", {}).get(metric)
+            a, b = rr.get(peer, {}).get(metric), rr.get(base, {}).get(metric)
             if a is not None and b:
                 ratios.append(a / b)
         return med(ratios)
@@ -404,6 +405,125 @@ FOOT = {
 FOOT["tls"] = FOOT["wrk"]
 
 
+# The towergate variants (run.sh variant_scenario; lib.sh `variant`): each
+# scenario's rows are compared with its base row from the same round.
+VARIANTS = {
+    "features": (
+        "tg-plain",
+        ["nginx", "tg-plain", "tg-jwt", "tg-rl", "tg-full"],
+        "Features on the request path (wrk, {conns} connections)",
+    ),
+    "observe": (
+        "tg-obs-off",
+        ["nginx", "tg-obs-off", "tg-obs-on", "tg-obs-log", "tg-obs-trace"],
+        "Observation cost: observe layers off vs on (wrk, {conns} connections)",
+    ),
+    "cache": (
+        "tg-nocache",
+        ["nginx", "tg-nocache", "tg-cached"],
+        "Response cache: hits vs the same path proxied (wrk, {conns} connections)",
+    ),
+}
+VARIANT_NAME = {
+    "nginx": "nginx, plain route",
+    "tg-plain": "towergate, plain route `/api/s0/`",
+    "tg-jwt": "+ JWT RS256 `/jwt/`",
+    "tg-rl": "+ rate limit, in memory `/rl/`",
+    "tg-full": "+ JWT + rate limit + metrics + access log (file) `/full/` ³",
+    "tg-obs-off": "towergate, `observability.enabled: false`",
+    "tg-obs-on": "towergate, observe on: request id, span, metrics, access log (file), OTLP tracing at 1 % ³",
+    "tg-obs-log": "towergate, observe on with access log (file), no tracing",
+    "tg-obs-trace": "towergate, observe on with OTLP tracing at 1 %, no access log",
+    "tg-nocache": "towergate, route without cache (proxied)",
+    "tg-cached": "towergate, route with `cache: { ttl: 60s }` (hits)",
+}
+
+
+def variant_table(run, scenario, out, settings):
+    base, labels, title = VARIANTS[scenario]
+    rows = run.load.get((scenario, "wrk"), [])
+    if not rows:
+        return
+    nrounds = len({r["round"] for r in rows})
+    out.append("### %s\n" % title.format(**settings))
+    head = (
+        "| variant | req/s, median (min–max) | ×base | ×nginx | proxy CPU µs/req, median (min–max) "
+        "| ×base | ×nginx | p50 ms | p99 ms | p99 ×base | busy % ² | errors |"
+    )
+    out.append(head)
+    out.append("|" + "---|" * (head.count("|") - 1))
+    present = {r["peer"] for r in rows}
+    for peer in [l for l in labels if l in present] + sorted(present - set(labels)):
+        pr = [r for r in rows if r["peer"] == peer]
+        out.append(
+            "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |"
+            % (
+                VARIANT_NAME.get(peer, peer),
+                fmt_spread([r.get("rps") for r in pr], 0),
+                fmt_ratio(run.ratio(rows, peer, "rps", base)),
+                fmt_ratio(run.ratio(rows, peer, "rps")),
+                fmt_spread([r.get("cpu_us") for r in pr]),
+                fmt_ratio(run.ratio(rows, peer, "cpu_us", base)),
+                fmt_ratio(run.ratio(rows, peer, "cpu_us")),
+                fmt(med([r.get("p50") for r in pr]), 2),
+                fmt(med([r.get("p99") for r in pr]), 2),
+                fmt_ratio(run.ratio(rows, peer, "p99", base)),
+                fmt_busy(pr),
+                sum(r.get("errors", 0) or 0 for r in pr),
+            )
+        )
+    out.append("")
+    out.append(
+        "%d round(s). ×base = median over rounds of the ratio to `%s` in the same round; "
+        "×nginx the same against nginx (plain route) in the same round. "
+        % (nrounds, VARIANT_NAME[base].replace("`", ""))
+        + FOOT["wrk"].split(" ¹")[0]
+        + BUSY
+        + " ³ A second towergate process with its own config (the access log is global), "
+        "pinned on the same core, idle while the others are measured."
+    )
+    out.append("")
+
+
+def variant_instr_table(run, out):
+    labels = [l for l in run.instr if l.startswith("tg-")] + [
+        l for l in run.sys if l.startswith("tg-") and l not in run.instr
+    ]
+    if not labels:
+        return
+    kv0 = run.instr.get(labels[0], {})
+    out.append("### Instructions and syscalls per request, towergate variants (noise-free)\n")
+    out.append("| variant | instructions/req | ×base | syscalls/req | ×base |")
+    out.append("|---|---|---|---|---|")
+    for scenario, (base, order_, _) in VARIANTS.items():
+        b_ir = per_req(run.instr.get(base, {}))
+        b_sys = sys_per_req(run.sys[base])[0] if base in run.sys else None
+        for l in order_:
+            if l not in labels:
+                continue
+            ir = per_req(run.instr.get(l, {}))
+            tot = sys_per_req(run.sys[l])[0] if l in run.sys else None
+            out.append(
+                "| %s | %s | %s | %s | %s |"
+                % (
+                    VARIANT_NAME.get(l, l),
+                    fmt(ir, 0),
+                    fmt_ratio(ir / b_ir if ir and b_ir else None),
+                    fmt(tot, 2),
+                    fmt_ratio(tot / b_sys if tot and b_sys else None),
+                )
+            )
+    out.append("")
+    out.append(
+        "Same method as the table above (callgrind, N1=%s, N2=%s, 4 connections; bench-client "
+        "sends the bearer token on the JWT routes). ×base: against the plain route, observability "
+        "off, and the uncached route respectively. The JWT is the same token on every request, so "
+        "after the first it is a verified-token cache hit (as for a client reusing its token)."
+        % (kv0.get("n1", "?"), kv0.get("n2", "?"))
+    )
+    out.append("")
+
+
 def memory_table(run, out):
     if not run.memory:
         return
@@ -514,7 +634,9 @@ def instr_table(run, out):
     if not run.instr and not run.sys:
         return
     labels = [l for l in ["nginx", "haproxy", "bare", "bare-mt", "towergate", "towergate-r100", "towergate-r10k"] if l in run.instr or l in run.sys]
-    labels += sorted((set(run.instr) | set(run.sys)) - set(labels))
+    labels += sorted((set(run.instr) | set(run.sys)) - set(labels) - {l for l in set(run.instr) | set(run.sys) if l.startswith("tg-")})
+    if not labels:
+        return
     tool = next((kv.get("tool") for kv in run.sys.values()), "–")
     bare_ir = per_req(run.instr.get("bare", {}))
     bare_sys = sys_per_req(run.sys.get("bare", {}))[0] if "bare" in run.sys else None
@@ -628,6 +750,51 @@ def goals(run, out):
     m_t = run.figure("mib", "mib", "towergate", "cpu_us")
     m_n = run.figure("mib", "mib", "nginx", "cpu_us")
     rm = run.ratio(mrows, "towergate", "cpu_us") if mrows else None
+    frows = run.load.get(("features", "wrk"), [])
+    if frows:
+        rj = run.ratio(frows, "tg-jwt", "cpu_us", "tg-plain")
+        out.append(
+            "| JWT RS256 (token cached): CPU per request ≤ 1.5× plain towergate | %s µs vs %s µs | %s | %s |"
+            % (
+                fmt(run.figure("features", "wrk", "tg-jwt", "cpu_us"), 1),
+                fmt(run.figure("features", "wrk", "tg-plain", "cpu_us"), 1),
+                fmt_ratio(rj),
+                status(None if rj is None else rj <= 1.5),
+            )
+        )
+    ir_rl, ir_pl = per_req(run.instr.get("tg-rl", {})), per_req(run.instr.get("tg-plain", {}))
+    if ir_rl and ir_pl:
+        out.append(
+            "| rate limit, in memory: instructions per request ≤ 1.1× plain towergate | %s vs %s | %s | %s |"
+            % (fmt(ir_rl, 0), fmt(ir_pl, 0), fmt_ratio(ir_rl / ir_pl), status(ir_rl / ir_pl <= 1.1))
+        )
+    # Observation cost. Requests/s on vs off only measure it when the proxy
+    # saturates its core, which a shared machine does not guarantee: the
+    # status is read from CPU time per request (what one saturated core's
+    # requests/s is the inverse of), requests/s are shown beside it.
+    orows = run.load.get(("observe", "wrk"), [])
+    if orows:
+        rc = run.ratio(orows, "tg-obs-on", "cpu_us", "tg-obs-off")
+        ro = run.ratio(orows, "tg-obs-on", "rps", "tg-obs-off")
+        out.append(
+            "| observe on (metrics, access log, 1 %% tracing) costs < 10 %%: CPU per request on vs off "
+            "| %s µs vs %s µs (req/s %s, proxy busy %s %% vs %s %%) | %s | %s |"
+            % (
+                fmt(run.figure("observe", "wrk", "tg-obs-on", "cpu_us"), 1),
+                fmt(run.figure("observe", "wrk", "tg-obs-off", "cpu_us"), 1),
+                fmt_ratio(ro),
+                fmt(run.figure("observe", "wrk", "tg-obs-on", "busy"), 0),
+                fmt(run.figure("observe", "wrk", "tg-obs-off", "busy"), 0),
+                fmt_ratio(rc),
+                status(None if rc is None else rc <= 1.1),
+            )
+        )
+    ir_on, ir_off = per_req(run.instr.get("tg-obs-on", {})), per_req(run.instr.get("tg-obs-off", {}))
+    if ir_on and ir_off:
+        out.append(
+            "| observe on costs < 10 %%: instructions per request on vs off | %s vs %s | %s | %s |"
+            % (fmt(ir_on, 0), fmt(ir_off, 0), fmt_ratio(ir_on / ir_off), status(ir_on / ir_off <= 1.1))
+        )
     out.append(
         "| 1 MiB responses: proxy CPU per MiB ≤ nginx | towergate %s ms, nginx %s ms | %s | %s |"
         % (
@@ -680,9 +847,12 @@ def main():
         ("h2", "h2"),
     ]:
         load_table(run, key[0], key[1], out, settings)
+    for scenario in VARIANTS:
+        variant_table(run, scenario, out, settings)
     memory_table(run, out)
     reload_table(run, out)
     instr_table(run, out)
+    variant_instr_table(run, out)
     if run.notes:
         out.append("### Notes\n")
         out.extend("- " + n for n in run.notes)

@@ -2,6 +2,7 @@
 """Writes the peers' configurations for one benchmark run from bench/conf/*.in.
 
     genconf.py WORK ROUTES [--probe NAME] [--no-master]
+    genconf.py WORK variants
 
 writes, under WORK:
   nginx/nginx-ROUTES.conf      ROUTES prefix locations /api/s0/ .. /api/sN-1/
@@ -11,6 +12,19 @@ With --probe NAME, towergate-ROUTES-NAME.yaml also has a route /NAME/
 (declared first), to tell when a reload has taken effect.
 With --no-master, nginx-ROUTES-single.conf has `master_process off` (for
 callgrind, where nginx must be one process).
+
+`variants` writes the towergate configurations of the features, observe and
+cache scenarios (see VARIANTS below), without TLS listener:
+  towergate-features.yaml      /api/s0/ plain, /jwt/ JWT RS256, /rl/ rate limit
+  towergate-features-log.yaml  /full/ JWT + rate limit, access log to a file
+                               (alternate port: it runs beside the first)
+  towergate-obs-off.yaml       /api/s0/, observability.enabled: false
+  towergate-obs-on.yaml        /api/s0/, access log to a file, OTLP tracing at
+                               1 % sampling to the bench upstream (alternate port)
+  towergate-obs-log.yaml       /api/s0/, access log only    } the two halves of
+  towergate-obs-trace.yaml     /api/s0/, OTLP tracing only  } obs-on
+  towergate-cache.yaml         /api/s0/ uncached, /cached/ cached (ttl 60s)
+The JWT routes read WORK/jwt-public.pem (written by the jwt-token binary).
 
 Ports come from the environment (PORT_UP, PORT_NGINX, ...), set by lib.sh.
 Standard library only.
@@ -62,14 +76,108 @@ def write(path, text):
     os.replace(tmp, path)
 
 
+# A limit that never refuses: it measures the decision, not refusals.
+RATE_LIMIT = '{ limits: [ { rate: "100000000/s" } ] }'
+JWT_PROVIDER = """auth_providers:
+  bench-jwt:
+    jwt:
+      pem_files: ["@WORK@/jwt-public.pem"]
+      algorithms: [RS256]
+      issuer: bench
+      audience: bench"""
+
+
+def route(name, prefix, extra=""):
+    return '  - { name: %s, match: { path_prefix: "%s" }, upstream: up%s }' % (
+        name,
+        prefix,
+        ", " + extra if extra else "",
+    )
+
+
+def access_log(work, name):
+    return '  access_log: { enabled: true, format: json, sink: "%s/access-%s.jsonl" }' % (work, name)
+
+
+def variants(work):
+    """name -> (alternate port?, routes, extra top-level YAML)."""
+    up = env_port("PORT_UP", 19000)
+    return {
+        "features": (
+            False,
+            [
+                route("s0", "/api/s0/"),
+                route("jwt", "/jwt/", "auth: { any_of: [bench-jwt] }"),
+                route("rl", "/rl/", "rate_limit: %s" % RATE_LIMIT),
+            ],
+            JWT_PROVIDER,
+        ),
+        "features-log": (
+            True,
+            [
+                route(
+                    "full",
+                    "/full/",
+                    "auth: { any_of: [bench-jwt] }, rate_limit: %s" % RATE_LIMIT,
+                )
+            ],
+            JWT_PROVIDER + "\nobservability:\n" + access_log(work, "features"),
+        ),
+        "obs-off": (False, [route("s0", "/api/s0/")], "observability:\n  enabled: false"),
+        "obs-on": (
+            True,
+            [route("s0", "/api/s0/")],
+            "observability:\n  enabled: true\n"
+            + access_log(work, "obs")
+            + '\n  tracing: { otlp_endpoint: "http://127.0.0.1:%s", sample_ratio: 0.01 }' % up,
+        ),
+        # The two halves of obs-on, for the instruction counts.
+        "obs-log": (False, [route("s0", "/api/s0/")], "observability:\n" + access_log(work, "obs-log")),
+        "obs-trace": (
+            False,
+            [route("s0", "/api/s0/")],
+            'observability:\n  tracing: { otlp_endpoint: "http://127.0.0.1:%s", sample_ratio: 0.01 }' % up,
+        ),
+        "cache": (
+            False,
+            [route("s0", "/api/s0/"), route("cached", "/cached/", 'cache: { ttl: "60s" }')],
+            "",
+        ),
+    }
+
+
+def write_variants(work, common):
+    for name, (alt, lines, extra) in variants(work).items():
+        port = ("PORT_TOWERGATE_ALT", 19006) if alt else ("PORT_TOWERGATE", 19004)
+        admin = ("PORT_TOWERGATE_ALT_ADMIN", 19007) if alt else ("PORT_TOWERGATE_ADMIN", 19005)
+        write(
+            os.path.join(work, "towergate-%s.yaml" % name),
+            fill(
+                "towergate.yaml.in",
+                dict(
+                    common,
+                    ROUTES_YAML="\n".join(lines),
+                    EXTRA_YAML=extra.replace("@WORK@", work),
+                    PORT_PLAIN=env_port(*port),
+                    PORT_TLS="0",
+                    PORT_ADMIN=env_port(*admin),
+                ),
+                False,
+            ),
+        )
+
+
 def main(argv):
     if len(argv) < 3:
         sys.exit(__doc__)
+    common = {"WORK": argv[1], "PORT_UP": env_port("PORT_UP", 19000)}
+    if argv[2] == "variants":
+        write_variants(argv[1], common)
+        return
     work, routes = argv[1], int(argv[2])
     probe = None
     if "--probe" in argv:
         probe = argv[argv.index("--probe") + 1]
-    common = {"WORK": work, "PORT_UP": env_port("PORT_UP", 19000)}
     tls = os.path.exists(os.path.join(work, "cert.pem"))
 
     # nginx
@@ -132,6 +240,7 @@ def main(argv):
             dict(
                 common,
                 ROUTES_YAML="\n".join(lines),
+                EXTRA_YAML="",
                 PORT_PLAIN=env_port("PORT_TOWERGATE", 19004),
                 PORT_TLS=env_port("PORT_TOWERGATE_TLS", 19014),
                 PORT_ADMIN=env_port("PORT_TOWERGATE_ADMIN", 19005),

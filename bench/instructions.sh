@@ -31,6 +31,12 @@
 # towergate towergate-r10k" (also towergate-r100; -rN: N routes, the last
 # matching; bare-mt: bare-proxy on tokio's multi-thread scheduler with one
 # worker, as towergate runs, which tells the scheduler's cost apart).
+# The towergate variants of run.sh's features, observe and cache scenarios
+# are labels too (tg-plain tg-jwt tg-rl tg-full tg-obs-off tg-obs-on
+# tg-obs-log tg-obs-trace tg-nocache tg-cached, see `variant` in lib.sh):
+# their config, path and request header (the JWT) come from there.
+# tg-cached: the first request stores the entry, so the N2 - N1 difference
+# is all hits.
 set -euo pipefail
 
 : "${N1:=1000}" "${N2:=3000}" "${ICONNS:=4}"
@@ -58,6 +64,7 @@ make_certs || true
 python3 "$BENCH_DIR/genconf.py" "$WORK" 1 --no-master >/dev/null || die "genconf failed"
 python3 "$BENCH_DIR/genconf.py" "$WORK" 100 --no-master >/dev/null || die "genconf failed"
 python3 "$BENCH_DIR/genconf.py" "$WORK" 10000 --no-master >/dev/null || die "genconf failed"
+variant_configs
 start_upstream
 # Under valgrind, start-up (10,000 routes compiled) takes a while.
 export WAIT_PORT_S=180
@@ -67,14 +74,27 @@ record() {
     echo "$*" >>"$INDEX"
 }
 
-# label -> peer, routes, request path
-peer_of() { case $1 in towergate*) echo towergate ;; *) echo "$1" ;; esac; }
-routes_of() { case $1 in *-r100) echo 100 ;; *-r10k) echo 10000 ;; *) echo 1 ;; esac; }
-path_of() { echo "/api/s$(($(routes_of "$1") - 1))/x"; }
+# label -> peer, routes (or variant config), request path, request header
+peer_of() {
+    if variant "$1"; then echo "$V_PEER"; return; fi
+    case $1 in towergate*) echo towergate ;; *) echo "$1" ;; esac
+}
+routes_of() {
+    if variant "$1"; then echo "$V_CONF"; return; fi
+    case $1 in *-r100) echo 100 ;; *-r10k) echo 10000 ;; *) echo 1 ;; esac
+}
+path_of() {
+    if variant "$1"; then echo "$V_PATH"; return; fi
+    echo "/api/s$(($(routes_of "$1") - 1))/x"
+}
+header_of() { if variant "$1"; then echo "$V_HDR"; fi; }
 
+HDR="" # the current label's request header, if any
 client() { # port path requests connections
+    local h=()
+    [ -n "$HDR" ] && h=(--header "$HDR")
     taskset -c "$LOAD_CPU" "$BIN/bench-client" --target "127.0.0.1:$1" --path "$2" \
-        --requests "$3" --connections "$4"
+        --requests "$3" --connections "$4" "${h[@]}"
 }
 
 # Until the peer answers (valgrind makes start-up slow).
@@ -116,6 +136,7 @@ done
 
 for label in $IPEERS; do
     peer=$(peer_of "$label") routes=$(routes_of "$label") path=$(path_of "$label")
+    HDR=$(header_of "$label")
     port=$(peer_port "$peer")
     case $peer in nginx | haproxy)
         command -v "$peer" >/dev/null 2>&1 || { log "$peer missing, skipped"; continue; } ;;

@@ -6,7 +6,9 @@
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
-BIN="$ROOT/target/release"
+# The binaries under test. BIN=DIR (with BUILD=0) runs copies set aside,
+# e.g. built from a snapshot while others keep building in this tree.
+: "${BIN:=$ROOT/target/release}"
 
 : "${PROXY_CPU:=0}"      # the proxy under test, alone
 : "${LOAD_CPU:=1}"       # load generator and upstream
@@ -16,6 +18,8 @@ BIN="$ROOT/target/release"
 export PORT_UP=19000
 export PORT_NGINX=19001 PORT_HAPROXY=19002 PORT_BARE=19003 PORT_TOWERGATE=19004
 export PORT_TOWERGATE_ADMIN=19005
+# A second towergate beside the first (features, observe): its own config.
+export PORT_TOWERGATE_ALT=19006 PORT_TOWERGATE_ALT_ADMIN=19007
 export PORT_NGINX_TLS=19011 PORT_HAPROXY_TLS=19012 PORT_TOWERGATE_TLS=19014
 # nginx cannot speak h2c and HTTP/1.1 on one plain port; the others can.
 export PORT_NGINX_H2C=19021 PORT_HAPROXY_H2C=19022
@@ -82,7 +86,7 @@ build_binaries() {
         (cd "$ROOT" && cargo build --release -q -p towergate -p towergate-bench) ||
             die "build failed"
     fi
-    for b in towergate bench-upstream bare-proxy bench-client; do
+    for b in towergate bench-upstream bare-proxy bench-client jwt-token; do
         [ -x "$BIN/$b" ] || die "$BIN/$b missing (run with BUILD=1)"
     done
 }
@@ -127,6 +131,37 @@ configs() { # ROUTES [--probe NAME]
     python3 "$BENCH_DIR/genconf.py" "$WORK" "$@" || die "genconf failed"
 }
 
+# The RS256 key pair and token of the JWT routes (bench/src/bin/jwt_token.rs):
+# WORK/jwt-public.pem, WORK/jwt-token.txt; then the variant configs.
+variant_configs() {
+    "$BIN/jwt-token" --public-key "$WORK/jwt-public.pem" >"$WORK/jwt-token.txt" ||
+        die "jwt-token failed"
+    python3 "$BENCH_DIR/genconf.py" "$WORK" variants || die "genconf variants failed"
+}
+
+# The towergate variants of the features, observe and cache scenarios: one
+# label each, for run.sh and instructions.sh. Sets V_PEER (what start_peer
+# starts), V_CONF (its config: towergate-V_CONF.yaml), V_PATH (the request)
+# and V_HDR (a request header, or empty).
+variant() {
+    V_PEER=towergate V_HDR="" V_PATH=/api/s0/x
+    case $1 in
+    tg-plain) V_CONF=features ;;
+    tg-jwt) V_CONF=features V_PATH=/jwt/x V_HDR="Authorization: Bearer $(cat "$WORK/jwt-token.txt")" ;;
+    tg-rl) V_CONF=features V_PATH=/rl/x ;;
+    tg-full) V_PEER=towergate-alt V_CONF=features-log V_PATH=/full/x
+        V_HDR="Authorization: Bearer $(cat "$WORK/jwt-token.txt")" ;;
+    tg-obs-off) V_CONF=obs-off ;;
+    tg-obs-on) V_PEER=towergate-alt V_CONF=obs-on ;;
+    tg-obs-log) V_CONF=obs-log ;;
+    tg-obs-trace) V_CONF=obs-trace ;;
+    tg-nocache) V_CONF=cache ;;
+    tg-cached) V_CONF=cache V_PATH=/cached/x ;;
+    *) return 1 ;;
+    esac
+}
+is_variant() { [[ $1 == tg-* ]]; }
+
 # --- processes ---------------------------------------------------------------
 
 # Waits until something accepts on PORT (WAIT_PORT_S seconds, default 10).
@@ -164,6 +199,7 @@ peer_port() {
     nginx) echo "$PORT_NGINX" ;;
     haproxy) echo "$PORT_HAPROXY" ;;
     bare*) echo "$PORT_BARE" ;;
+    towergate-alt) echo "$PORT_TOWERGATE_ALT" ;;
     towergate*) echo "$PORT_TOWERGATE" ;;
     esac
 }
@@ -207,7 +243,7 @@ start_peer() {
     bare-mt) # the same on tokio's multi-thread scheduler (one worker), as towergate
         cmd=("$BIN/bare-proxy" --listen "127.0.0.1:$PORT_BARE" --upstream "127.0.0.1:$PORT_UP" --threads 1 --multi-thread)
         ;;
-    towergate)
+    towergate | towergate-alt) # -alt: a config listening on PORT_TOWERGATE_ALT
         cmd=("$BIN/towergate" --worker-threads 1 run --config "$WORK/towergate-$routes.yaml")
         ;;
     *) die "unknown peer $peer" ;;

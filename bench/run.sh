@@ -3,7 +3,7 @@
 # (the floor) and the upstream alone (the limit), on one machine, loopback
 # only. Method and latest figures: docs/benchmarks.md.
 #
-#   bench/run.sh                       # defaults: about 12 minutes
+#   bench/run.sh                       # defaults: about 15 minutes
 #   ROUNDS=5 DURATION=10 bench/run.sh  # steadier figures
 #   SCENARIOS="plain mib" bench/run.sh # a subset
 #
@@ -24,10 +24,19 @@
 #   H2_CONNS=10 H2_STREAMS=10   h2load connections and streams per connection
 #   IDLE_CONNS=10000 IDLE_HOLD=5   idle keep-alive connections, seconds held
 #   RELOADS=3         reloads under load (10,000 routes)
-#   SCENARIOS="plain routes100 routes10k tls mib h2 memory reload instructions"
+#   SCENARIOS="plain routes100 routes10k tls mib h2 memory reload features
+#             observe cache instructions"; features, observe and cache run
+#             towergate variants against its own plain route, with nginx in
+#             every round. Not in the default (about 3 more minutes):
+#             instructions-variants, the variants' instruction counts, e.g.
+#             SCENARIOS="plain features observe cache instructions-variants"
+#   VIPEERS="tg-plain tg-jwt ..."   the labels of instructions-variants
+#             (default: all of `variant` in lib.sh)
 #   PEERS="direct nginx haproxy bare towergate"   restrict the peers
 #   PROXY_CPU=0 LOAD_CPU=1   CPUs for the proxy / for load and upstream
 #   BUILD=1 INSTALL=1        0 to skip the build / the apt-get installs
+#   BIN=target/release       where the binaries are (with BUILD=0: copies
+#                            set aside while others build in the tree)
 #   KEEP_WORK=0              1 keeps the temp dir (configs, certificates, logs)
 #   N1=1000 N2=3000          request counts of instructions.sh
 set -euo pipefail
@@ -35,7 +44,7 @@ set -euo pipefail
 : "${ROUNDS:=3}" "${DURATION:=5}" "${CONNS:=50}" "${RATE:=5000}"
 : "${MIB_CONNS:=10}" "${H2_CONNS:=10}" "${H2_STREAMS:=10}"
 : "${IDLE_CONNS:=10000}" "${IDLE_HOLD:=5}" "${RELOADS:=3}"
-: "${SCENARIOS:=plain routes100 routes10k tls mib h2 memory reload instructions}"
+: "${SCENARIOS:=plain routes100 routes10k tls mib h2 memory reload features observe cache instructions}"
 : "${PEERS:=direct nginx haproxy bare towergate}"
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -73,6 +82,7 @@ log "raw outputs in $RAW, work dir $WORK"
 TLS_OK=0
 if make_certs; then TLS_OK=1; fi
 configs 1
+variant_configs
 start_upstream
 
 has_peer() { [[ " $PEERS " == *" $1 "* ]]; }
@@ -92,13 +102,16 @@ record() {
 
 # Runs the load tool of KIND against PEER once and records what it cost:
 # the proxy's CPU ticks (all its processes), the upstream's, wall time, and
-# how busy each of the two CPUs was.
-measure() { # scenario round peer kind path pid
+# how busy each of the two CPUs was. PORT and HEADER (wrk only) are for the
+# towergate variants, whose label is not a peer.
+measure() { # scenario round peer kind path pid [port [header]]
     local scenario=$1 round=$2 peer=$3 kind=$4 path=$5 pid=$6
+    local port=${7:-$(peer_port "$peer")} hdr=()
+    [ -n "${8:-}" ] && hdr=(-H "$8")
     local out="$RAW/$scenario-$round-$peer.$kind"
     local cmd
     case $kind in
-    wrk) cmd=(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$(peer_port "$peer")$path") ;;
+    wrk) cmd=(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdr[@]}" "http://127.0.0.1:$port$path") ;;
     tls) cmd=(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "https://127.0.0.1:$(peer_tls_port "$peer")$path") ;;
     mib) cmd=(wrk -t1 -c"$MIB_CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$(peer_port "$peer")$path") ;;
     rate) cmd=("$BIN/bench-client" --target "127.0.0.1:$(peer_port "$peer")" --path "$path"
@@ -152,6 +165,52 @@ load_scenario() { # scenario routes path "kinds" peers...
         done
     done
     for p in "${peers[@]}"; do stop_peer "$p" "${pid[$p]}"; done
+}
+
+# Towergate variants (bench/lib.sh `variant`: one label = one config, one
+# path, maybe a header) against each other and nginx on its plain route,
+# wrk only. Labels of one config share one towergate process; every label
+# runs once per round, in turn, as in load_scenario.
+variant_scenario() { # scenario labels...
+    local scenario=$1
+    shift
+    local labels=() l key r
+    declare -A pid=() lpid=() lport=() lpath=() lhdr=()
+    for l in "$@"; do
+        if [ "$l" = nginx ]; then
+            has_peer nginx || continue
+            key=nginx:1 lport[$l]=$PORT_NGINX lpath[$l]=/api/s0/x lhdr[$l]=""
+        else
+            variant "$l" || die "unknown variant $l"
+            key=$V_PEER:$V_CONF lport[$l]=$(peer_port "$V_PEER") lpath[$l]=$V_PATH lhdr[$l]=$V_HDR
+        fi
+        if [ -z "${pid[$key]:-}" ]; then
+            if start_peer "${key%%:*}" "${key#*:}"; then pid[$key]=$PEER_PID; else pid[$key]=failed; fi
+        fi
+        if [ "${pid[$key]}" = failed ]; then
+            record "$scenario" 0 "$l" failed - "note=did not start"
+            continue
+        fi
+        lpid[$l]=${pid[$key]}
+        labels+=("$l")
+    done
+    log "$scenario: ${labels[*]} (${ROUNDS}x ${DURATION}s, wrk)"
+    for l in "${labels[@]}"; do
+        local hdr=()
+        [ -n "${lhdr[$l]}" ] && hdr=(-H "${lhdr[$l]}")
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" \
+            "http://127.0.0.1:${lport[$l]}${lpath[$l]}" >/dev/null 2>&1 || true
+    done
+    for r in $(seq 1 "$ROUNDS"); do
+        for l in "${labels[@]}"; do
+            measure "$scenario" "$r" "$l" wrk "${lpath[$l]}" "${lpid[$l]}" "${lport[$l]}" "${lhdr[$l]}"
+        done
+    done
+    for key in "${!pid[@]}"; do
+        [ "${pid[$key]}" = failed ] || stop_peer "${key%%:*}" "${pid[$key]}"
+    done
+    # Evidence that the access logs were written (lines, bytes).
+    wc -lc "$WORK"/access-*.jsonl >"$RAW/$scenario-access-logs.txt" 2>&1 || true
 }
 
 memory_scenario() {
@@ -263,10 +322,16 @@ for s in $SCENARIOS; do
         ;;
     memory) memory_scenario ;;
     reload) reload_scenario ;;
-    instructions)
+    features) variant_scenario features nginx tg-plain tg-jwt tg-rl tg-full ;;
+    observe) variant_scenario observe nginx tg-obs-off tg-obs-on ;;
+    cache) variant_scenario cache nginx tg-nocache tg-cached ;;
+    instructions | instructions-variants)
+        ipeers=${IPEERS:-}
+        [ "$s" = instructions-variants ] &&
+            ipeers="${VIPEERS:-tg-plain tg-jwt tg-rl tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached}"
         stop_pid "$UPSTREAM_PID"
         wait_port_free "$PORT_UP" || true
-        BUILD=0 INSTALL="$INSTALL" RAW="$RAW" INDEX="$INDEX" "$BENCH_DIR/instructions.sh" ||
+        BUILD=0 INSTALL="$INSTALL" RAW="$RAW" INDEX="$INDEX" IPEERS="$ipeers" "$BENCH_DIR/instructions.sh" ||
             log "instructions.sh failed"
         start_upstream
         ;;

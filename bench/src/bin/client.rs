@@ -17,7 +17,8 @@
 //!   to PID (with `kill`), then polls PATH every millisecond until it
 //!   answers 2xx; prints `until-ok ms M polls P`.
 //!
-//! Every mode exits non-zero when a request fails.
+//! `--header "Name: value"` adds one header to every request (e.g. a bearer
+//! token). Every mode exits non-zero when a request fails.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +37,7 @@ struct Target {
     addr: std::net::SocketAddr,
     path: Arc<str>,
     host: Arc<str>,
+    header: Option<(http::HeaderName, http::HeaderValue)>,
 }
 
 fn main() -> Result<(), Error> {
@@ -43,6 +45,7 @@ fn main() -> Result<(), Error> {
         addr: towergate_bench::addr_arg("--target", "127.0.0.1:19004")?,
         path: Arc::from(towergate_bench::arg("--path", "/")),
         host: Arc::from(towergate_bench::arg("--host", "localhost")),
+        header: header_arg()?,
     };
     let conns: usize = towergate_bench::parsed::<usize>("--connections", "4")?.max(1);
     towergate_bench::runtime(1)?.block_on(async move {
@@ -75,6 +78,18 @@ fn main() -> Result<(), Error> {
     })
 }
 
+/// `--header "Name: value"`, if given.
+fn header_arg() -> Result<Option<(http::HeaderName, http::HeaderValue)>, Error> {
+    let h = towergate_bench::arg("--header", "");
+    if h.is_empty() {
+        return Ok(None);
+    }
+    let (name, value) = h
+        .split_once(':')
+        .ok_or_else(|| format!("--header {h}: write \"Name: value\""))?;
+    Ok(Some((name.trim().parse()?, value.trim().parse()?)))
+}
+
 /// Opens a keep-alive HTTP/1.1 connection; `alive` is decremented when the
 /// connection ends.
 async fn connect(
@@ -99,9 +114,12 @@ async fn connect(
 /// One GET; whether it answered 2xx. The body is read to the end.
 async fn get(send: &mut SendRequest<Empty<Bytes>>, t: &Target) -> Result<bool, Error> {
     send.ready().await?;
-    let req = Request::get(&*t.path)
+    let mut req = Request::get(&*t.path)
         .header("host", &*t.host)
         .body(Empty::new())?;
+    if let Some((name, value)) = &t.header {
+        req.headers_mut().insert(name.clone(), value.clone());
+    }
     let rsp = send.send_request(req).await?;
     let ok = rsp.status().is_success();
     rsp.into_body().collect().await?;
