@@ -174,6 +174,7 @@ fn init_tracing(
     format: LogFormat,
     otel: Option<&towergate::config::schema::TracingConfig>,
 ) -> Option<towergate_observe::otel::OtelGuard> {
+    use towergate::config::schema::TracingProtocol;
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::Layer;
     use tracing_subscriber::filter::FilterExt;
@@ -186,7 +187,12 @@ fn init_tracing(
             endpoint: t.otlp_endpoint.clone(),
             service_name: t.service_name.clone().unwrap_or_else(|| "towergate".into()),
             sample_ratio: t.sample_ratio.unwrap_or(0.01).clamp(0.0, 1.0),
-            protocol: Default::default(),
+            protocol: match t.protocol {
+                TracingProtocol::Http => towergate_observe::otel::Protocol::HttpProtobuf,
+                // Needs a Tokio runtime: `main` calls this inside `rt.enter()`
+                // and drops the guard before the runtime.
+                TracingProtocol::Grpc => towergate_observe::otel::Protocol::Grpc,
+            },
             timeout: std::time::Duration::from_secs(10),
         }) {
             Ok(g) => (Some(g), None),

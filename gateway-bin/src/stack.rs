@@ -1083,9 +1083,15 @@ impl Service<Request<Body>> for RouteTarget {
             let rsp = too_large(self.max_body, request_id.as_ref());
             return Box::pin(async move { Ok(rsp) });
         }
-        // Bodies without a declared length are counted as they stream.
-        let max = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        let req = req.map(|b| Body::new(Limited::new(b, max)));
+        // Bodies without a declared length are counted as they stream. A
+        // request without a body (most GETs) has nothing to count: it goes
+        // on as it is instead of being wrapped and boxed again.
+        let req = if http_body::Body::is_end_stream(req.body()) {
+            req
+        } else {
+            let max = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+            req.map(|b| Body::new(Limited::new(b, max)))
+        };
         let forward = self.forward.clone();
         let route = self.route.clone();
         let max_body = self.max_body;

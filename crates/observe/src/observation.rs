@@ -19,6 +19,8 @@ use http::Extensions;
 use opentelemetry::trace::TraceId;
 use towergate_core::{Identity, RouteMatch};
 
+use crate::metrics::RouteMetricsSlot;
+
 /// The upstream endpoint that served a request: put in the response
 /// extensions (and in the [`Observation`]) by
 /// [`RecordUpstreamLayer`](crate::RecordUpstreamLayer), read by the
@@ -59,7 +61,17 @@ pub struct UpstreamInfo {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Observation {
-    inner: Arc<Mutex<Observed>>,
+    inner: Arc<Mutex<Slot>>,
+}
+
+/// What the slot holds: the public part, and the route's metric handles
+/// (kept out of [`Observed`], which is a plain copyable record).
+#[derive(Debug, Default)]
+struct Slot {
+    observed: Observed,
+    /// Where the route's metric handles are kept once resolved, so the
+    /// metrics layer need not look its label sets up on every request.
+    route_metrics: Option<Arc<RouteMetricsSlot>>,
 }
 
 /// A copy of what an [`Observation`] holds.
@@ -114,38 +126,57 @@ impl Observation {
 
     /// Records the matched route's name.
     pub fn set_route(&self, route: impl Into<Arc<str>>) {
-        self.lock().route = Some(route.into());
+        self.lock().observed.route = Some(route.into());
     }
 
     /// Records the upstream endpoint; a later call (a retry on another
     /// endpoint) replaces it.
     pub fn set_upstream(&self, upstream: UpstreamInfo) {
-        self.lock().upstream = Some(upstream);
+        self.lock().observed.upstream = Some(upstream);
     }
 
     /// Records the subject and consumer of the caller. Other identity
     /// fields (claims, scopes) are not kept: they are not logged.
     pub fn set_identity(&self, identity: &Identity) {
-        let mut o = self.lock();
+        let o = &mut self.lock().observed;
         o.subject.clone_from(&identity.subject);
         o.consumer.clone_from(&identity.consumer);
     }
 
     /// Records the trace id.
     pub fn set_trace_id(&self, trace_id: TraceId) {
-        self.lock().trace_id = Some(trace_id);
+        self.lock().observed.trace_id = Some(trace_id);
     }
 
     /// Copies what the request extensions tell (a [`RouteMatch`], an
     /// [`Identity`]) into the observation.
     pub fn record_from(&self, extensions: &Extensions) {
-        let route = extensions.get::<RouteMatch>();
+        self.record(extensions, None, None);
+    }
+
+    /// [`record_from`](Self::record_from), then `route` (a fixed route
+    /// name) and where the route's metric handles are kept, under one lock.
+    pub(crate) fn record(
+        &self,
+        extensions: &Extensions,
+        route: Option<&Arc<str>>,
+        metrics: Option<&Arc<RouteMetricsSlot>>,
+    ) {
+        let matched = extensions.get::<RouteMatch>();
         let identity = extensions.get::<Identity>();
-        if route.is_none() && identity.is_none() {
+        if matched.is_none() && identity.is_none() && route.is_none() {
             return;
         }
-        let mut o = self.lock();
-        if let Some(m) = route {
+        let mut slot = self.lock();
+        if let Some(m) = metrics
+            && (matched.is_some() || route.is_some())
+        {
+            slot.route_metrics = Some(m.clone());
+        }
+        let o = &mut slot.observed;
+        if let Some(r) = route {
+            o.route = Some(r.clone());
+        } else if let Some(m) = matched {
             o.route = Some(m.route.clone());
         }
         if let Some(id) = identity {
@@ -156,24 +187,31 @@ impl Observation {
 
     /// A copy of what has been recorded so far.
     pub fn snapshot(&self) -> Observed {
-        self.lock().clone()
+        self.lock().observed.clone()
     }
 
     /// The route recorded so far.
     pub fn route(&self) -> Option<Arc<str>> {
-        self.lock().route.clone()
+        self.lock().observed.route.clone()
     }
 
     /// Route and upstream, the two things every observe layer needs.
     pub(crate) fn route_and_upstream(&self) -> (Option<Arc<str>>, Option<Arc<str>>) {
-        let o = self.lock();
+        let slot = self.lock();
+        let o = &slot.observed;
         (
             o.route.clone(),
             o.upstream.as_ref().map(|u| u.endpoint.clone()),
         )
     }
 
-    fn lock(&self) -> MutexGuard<'_, Observed> {
+    /// The route recorded so far and where its metric handles are kept.
+    pub(crate) fn route_and_metrics(&self) -> (Option<Arc<str>>, Option<Arc<RouteMetricsSlot>>) {
+        let slot = self.lock();
+        (slot.observed.route.clone(), slot.route_metrics.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot> {
         // A panic while holding this lock leaves plain data behind, still
         // good to read.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

@@ -14,7 +14,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetricsSlot, UpstreamMetrics};
 use crate::observation::{Observation, UpstreamInfo};
 
 /// Copies the matched route and the caller's identity from the request
@@ -46,6 +46,10 @@ pub struct RecordLayer {
 pub struct Record<S> {
     inner: S,
     route: Option<Arc<str>>,
+    /// The route's metric handles, resolved by the metrics layer at the
+    /// first response and kept here (shared by clones) for the next ones.
+    /// One per service built: in a towergate route stack, one per route.
+    metrics: Arc<RouteMetricsSlot>,
 }
 
 /// Marks the responses of one upstream endpoint: puts an [`UpstreamInfo`]
@@ -80,7 +84,7 @@ pub struct Record<S> {
 #[must_use]
 pub struct RecordUpstreamLayer {
     info: UpstreamInfo,
-    metrics: Option<Metrics>,
+    metrics: Option<Arc<UpstreamMetrics>>,
 }
 
 /// The service of [`RecordUpstreamLayer`].
@@ -88,7 +92,7 @@ pub struct RecordUpstreamLayer {
 pub struct RecordUpstream<S> {
     inner: S,
     info: UpstreamInfo,
-    metrics: Option<Metrics>,
+    metrics: Option<Arc<UpstreamMetrics>>,
 }
 
 pin_project! {
@@ -98,7 +102,7 @@ pin_project! {
         #[pin]
         inner: F,
         info: UpstreamInfo,
-        metrics: Option<Metrics>,
+        metrics: Option<Arc<UpstreamMetrics>>,
         start: Instant,
     }
 }
@@ -129,6 +133,7 @@ impl<S> Layer<S> for RecordLayer {
         Record {
             inner,
             route: self.route.clone(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -138,7 +143,11 @@ impl<S> Layer<S> for RecordLayer {
 impl<S> Record<S> {
     /// Wraps `inner`; see [`RecordLayer::new`].
     pub fn new(inner: S) -> Self {
-        Self { inner, route: None }
+        Self {
+            inner,
+            route: None,
+            metrics: Arc::default(),
+        }
     }
 
     /// A [`RecordLayer`] that copies from the request extensions.
@@ -177,10 +186,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Some(obs) = Observation::from_extensions(req.extensions()) {
-            obs.record_from(req.extensions());
-            if let Some(route) = &self.route {
-                obs.set_route(route.clone());
-            }
+            obs.record(req.extensions(), self.route.as_ref(), Some(&self.metrics));
         }
         self.inner.call(req)
     }
@@ -199,7 +205,12 @@ impl RecordUpstreamLayer {
 
     /// Also counts the endpoint's requests in `metrics`.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
-        self.metrics = Some(metrics);
+        // Resolved once per endpoint, shared by every service this layer
+        // makes, instead of a label lookup per call.
+        self.metrics = Some(Arc::new(UpstreamMetrics::new(
+            metrics,
+            self.info.endpoint_arc().clone(),
+        )));
         self
     }
 }
@@ -289,11 +300,7 @@ where
         let mut res = ready!(this.inner.poll(cx));
         if let Some(m) = this.metrics.as_ref() {
             let status = res.as_ref().ok().map(|r| r.status());
-            m.observe_upstream(
-                this.info.endpoint_arc().clone(),
-                status,
-                this.start.elapsed(),
-            );
+            m.observe(status, this.start.elapsed());
         }
         if let Ok(rsp) = &mut res {
             rsp.extensions_mut().insert(this.info.clone());

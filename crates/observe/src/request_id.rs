@@ -42,6 +42,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -81,7 +82,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        id: HeaderValue,
+        // Taken when the response comes: it goes on it as it is.
+        id: Option<HeaderValue>,
         shared: Arc<Shared>,
     }
 }
@@ -109,6 +111,25 @@ pub fn is_valid(id: &[u8]) -> bool {
         && id
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The text of an id as the bytes of a header value: the header shares the
+/// id's allocation instead of copying it (and a copied `Bytes` allocates
+/// again at its first clone, for the request and the response).
+struct IdBytes(Arc<str>);
+
+impl AsRef<[u8]> for IdBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// The header value of a generated id, sharing its text.
+fn header_value(id: &RequestId) -> HeaderValue {
+    // A UUID is always a valid header value; the fallback is unreachable
+    // but keeps the request going.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(IdBytes(id.0.clone())))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// A new request id: a UUIDv7 in its hyphenated form.
@@ -260,9 +281,7 @@ where
             Some(pair) => pair,
             None => {
                 let id = generate();
-                // A UUID is always a valid header value.
-                let value = HeaderValue::from_str(id.as_str())
-                    .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+                let value = header_value(&id);
                 (id, value)
             }
         };
@@ -271,7 +290,7 @@ where
         req.extensions_mut().insert(id);
         ResponseFuture {
             inner: self.inner.call(req),
-            id: value,
+            id: Some(value),
             shared: self.shared.clone(),
         }
     }
@@ -286,11 +305,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx));
-        if let Ok(rsp) = &mut res {
+        if let (Ok(rsp), Some(id)) = (&mut res, this.id.take()) {
             // Ours wins over whatever the upstream echoed: the client should
             // see the id that is in our logs.
-            rsp.headers_mut()
-                .insert(this.shared.header.clone(), this.id.clone());
+            rsp.headers_mut().insert(this.shared.header.clone(), id);
         }
         Poll::Ready(res)
     }
@@ -309,6 +327,14 @@ mod tests {
         assert_eq!(a.as_str().len(), 36);
         // Version 7 nibble.
         assert_eq!(&a.as_str()[14..15], "7");
+    }
+
+    #[test]
+    fn generated_header_value_is_the_id() {
+        let id = generate();
+        let v = header_value(&id);
+        assert_eq!(v.to_str().unwrap(), id.as_str());
+        assert_eq!(v.clone(), v);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 use http::header::{
-    CONNECTION, FORWARDED, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING,
-    UPGRADE, VIA,
+    CONNECTION, Entry, FORWARDED, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
@@ -179,18 +179,58 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
     }
 }
 
+/// This proxy's `Via` entries (`1.1 towergate`, ...), one per protocol
+/// version, made once when the proxy is built: most messages carry no `Via`,
+/// and then the entry goes in as a clone (which shares its bytes) instead of
+/// being formatted and validated on every request and response.
+#[derive(Clone, Debug)]
+pub(crate) struct ViaEntries {
+    http_09: HeaderValue,
+    http_10: HeaderValue,
+    http_11: HeaderValue,
+    http_2: HeaderValue,
+    http_3: HeaderValue,
+}
+
+impl ViaEntries {
+    /// The entries for `pseudonym`, which the caller has checked is a token
+    /// (token characters are always valid in a header value).
+    pub(crate) fn new(pseudonym: &str) -> Result<Self, http::header::InvalidHeaderValue> {
+        let entry = |protocol: &str| {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from([protocol, " ", pseudonym].concat()))
+        };
+        Ok(Self {
+            http_09: entry("0.9")?,
+            http_10: entry("1.0")?,
+            http_11: entry("1.1")?,
+            http_2: entry("2")?,
+            http_3: entry("3")?,
+        })
+    }
+
+    /// The entry for a message received with `version`.
+    fn get(&self, version: Version) -> &HeaderValue {
+        match version {
+            Version::HTTP_09 => &self.http_09,
+            Version::HTTP_10 => &self.http_10,
+            Version::HTTP_2 => &self.http_2,
+            Version::HTTP_3 => &self.http_3,
+            _ => &self.http_11,
+        }
+    }
+}
+
 /// Appends this proxy to `Via` (RFC 9110 7.6.3): `1.1 towergate`, with the
 /// version of the message as it was received.
-pub(crate) fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
-    let protocol = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    let entry = [protocol, " ", pseudonym].concat();
-    append_list(headers, VIA, entry.as_bytes());
+pub(crate) fn append_via(headers: &mut HeaderMap, version: Version, via: &ViaEntries) {
+    let entry = via.get(version);
+    // One hash for the common case, where there is no `Via` to extend.
+    match headers.entry(VIA) {
+        Entry::Vacant(slot) => {
+            slot.insert(entry.clone());
+        }
+        Entry::Occupied(_) => append_list(headers, VIA, entry.as_bytes()),
+    }
 }
 
 /// Joins the upstream's base path and the request's path and query:

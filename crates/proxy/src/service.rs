@@ -17,7 +17,7 @@ use towergate_core::{BoxError, ClientAddr, RequestId, TrustedProxies};
 use crate::client::{Client, ProxyBody};
 use crate::error::{BodyError, BuildError};
 use crate::future::{Exchange, ResponseFuture};
-use crate::headers::{self, Hop, Keep};
+use crate::headers::{self, Hop, Keep, ViaEntries};
 
 /// Forwards requests to one upstream base URL.
 ///
@@ -65,8 +65,8 @@ pub(crate) struct Shared {
     pub(crate) timeout: Duration,
     host: HostPolicy,
     trusted: TrustedProxies,
-    /// The `Via` pseudonym.
-    pub(crate) via: String,
+    /// This proxy's `Via` entries, per protocol version.
+    pub(crate) via: ViaEntries,
 }
 
 #[derive(Debug)]
@@ -257,6 +257,9 @@ impl ProxyBuilder {
                 self.via
             )));
         }
+        let via = ViaEntries::new(&self.via).map_err(|e| {
+            BuildError::with_source(format!("Via pseudonym `{}` is not a token", self.via), e)
+        })?;
         let client = match self.client {
             Some(c) => c,
             None => Client::builder().build()?,
@@ -272,7 +275,7 @@ impl ProxyBuilder {
                 timeout: self.timeout,
                 host,
                 trusted: self.trusted,
-                via: self.via,
+                via,
             }),
         })
     }

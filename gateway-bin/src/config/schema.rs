@@ -761,16 +761,32 @@ pub struct AccessLogConfig {
     pub keep_query: Vec<String>,
 }
 
-/// OpenTelemetry traces over OTLP/HTTP.
+/// OpenTelemetry traces over OTLP (HTTP/protobuf or gRPC).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
-    /// Collector base URL, e.g. `http://127.0.0.1:4318`.
+    /// Collector URL: the OTLP/HTTP base URL (`http://127.0.0.1:4318`,
+    /// `/v1/traces` is appended), or for gRPC the collector's address as
+    /// given (`http://127.0.0.1:4317`).
     pub otlp_endpoint: String,
+    /// The OTLP wire protocol: `http` (default) or `grpc`.
+    #[serde(default)]
+    pub protocol: TracingProtocol,
     /// `service.name`. Default `towergate`.
     pub service_name: Option<String>,
     /// Share of new traces sampled, 0.0 to 1.0 (parent-based). Default `0.01`.
     pub sample_ratio: Option<f64>,
+}
+
+/// The OTLP wire protocol of [`TracingConfig`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TracingProtocol {
+    /// Protobuf over HTTP (`POST /v1/traces`, port 4318 by convention).
+    #[default]
+    Http,
+    /// Protobuf over gRPC (port 4317 by convention).
+    Grpc,
 }
 
 /// An endpoint of a balanced upstream.

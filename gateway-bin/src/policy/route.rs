@@ -210,7 +210,13 @@ pub(crate) fn transform_layer(
     match b.build() {
         Ok(layer) => Some(Box::new(move |svc: RouteService| boxed(layer.layer(svc)))),
         Err(e) => {
-            err(errs, format!("{p}.request_headers"), e.to_string());
+            // The builder does not say which side; name the one configured.
+            let side = if req.is_some() {
+                "request_headers"
+            } else {
+                "response_headers"
+            };
+            err(errs, format!("{p}.{side}"), e.to_string());
             None
         }
     }
@@ -336,7 +342,10 @@ pub(crate) fn compression_layer(
     let mut b = CompressionPolicy::new();
     if let Some(m) = &settings.min_size {
         match size_value(m) {
-            Ok(n) => b = b.min_size(u16::try_from(n).unwrap_or(u16::MAX)),
+            Ok(n) => match u16::try_from(n) {
+                Ok(n) => b = b.min_size(n),
+                Err(_) => err(errs, format!("{p}.min_size"), "at most 65535 bytes"),
+            },
             Err(e) => err(errs, format!("{p}.min_size"), e),
         }
     }

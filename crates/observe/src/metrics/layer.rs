@@ -16,7 +16,7 @@ use towergate_core::RouteMatch;
 
 use super::{Metrics, NO_ROUTE, RouteClass, RouteLabel, status_class};
 use crate::body::{RequestBody, ResponseBody, Watch};
-use crate::observation::{self, Observation};
+use crate::observation::Observation;
 
 /// Counts requests, their duration, their bytes and how many are in
 /// flight, per route; see the [module docs](crate::metrics).
@@ -169,31 +169,53 @@ where
         };
         let metrics = p.in_flight.0.clone();
         let m = metrics.inner();
-        let (route, _) = observation::resolve(
-            p.route_at_call,
-            &p.obs,
-            res.as_ref().ok().map(|r| r.extensions()),
-        );
-        let route = route.unwrap_or_else(|| Arc::from(NO_ROUTE));
-        let class = match &res {
-            Ok(rsp) => status_class(rsp.status()),
-            Err(_) => "5xx",
-        };
-        m.requests
-            .get_or_create(&RouteClass {
-                route: route.clone(),
-                status_class: class,
+        // The route as `observation::resolve` finds it (the upstream is not
+        // needed here), with the route's resolved handles when a
+        // RecordLayer left them in the observation.
+        let (recorded, slot) = p.obs.route_and_metrics();
+        let route = p
+            .route_at_call
+            .or(recorded)
+            .or_else(|| {
+                res.as_ref()
+                    .ok()
+                    .and_then(|r| r.extensions().get::<RouteMatch>())
+                    .map(|m| m.route.clone())
             })
-            .inc();
+            .unwrap_or_else(|| Arc::from(NO_ROUTE));
+        let status = res.as_ref().ok().map(|r| r.status());
+        let elapsed = p.start.elapsed().as_secs_f64();
+        let handles = slot.as_deref().and_then(|s| s.get(&metrics, &route));
         let label = RouteLabel { route };
-        m.duration
-            .get_or_create(&label)
-            .observe(p.start.elapsed().as_secs_f64());
-        let bytes_in_counter = m.request_bytes.get_or_create_owned(&label);
+        match handles {
+            Some(h) => {
+                h.requests(status).inc();
+                h.duration.observe(elapsed);
+            }
+            None => {
+                m.requests
+                    .get_or_create(&RouteClass {
+                        route: label.route.clone(),
+                        status_class: status.map_or("5xx", status_class),
+                    })
+                    .inc();
+                m.duration.get_or_create(&label).observe(elapsed);
+            }
+        }
+        let bytes_in_counter = match handles {
+            Some(h) => h.request_bytes.clone(),
+            None => m.request_bytes.get_or_create_owned(&label),
+        };
         match res {
             Ok(rsp) => {
+                // Only a response has a body to count: its series is made
+                // here, not for a failure.
+                let bytes_out = match handles {
+                    Some(h) => h.response_bytes().clone(),
+                    None => m.response_bytes.get_or_create_owned(&label),
+                };
                 let watch = BodyWatch {
-                    bytes_out: m.response_bytes.get_or_create_owned(&label),
+                    bytes_out,
                     bytes_in_counter,
                     bytes_in: p.bytes_in,
                     in_flight: Some(p.in_flight),

@@ -73,7 +73,7 @@
 //! ```
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -208,6 +208,57 @@ struct ResultLabel {
 #[derive(Clone, Debug)]
 pub(crate) struct Buckets(Arc<[f64]>);
 
+/// The `status_class` labels, in the order of [`class_index`].
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A route's metric handles, resolved once from the families: looking a
+/// label set up hashes it (SipHash) and takes the family's lock, four times
+/// per request otherwise. Handles share their values with the families, so
+/// what is exposed is the same.
+///
+/// Each label set is still created when the first request needs it, as
+/// `get_or_create` would, so no series appears before its first sample.
+#[derive(Debug)]
+pub(crate) struct RouteMetrics {
+    /// The handle the series belong to.
+    metrics: Metrics,
+    route: Arc<str>,
+    /// `towergate_http_requests_total`, by [`class_index`].
+    requests: [OnceLock<Counter>; 5],
+    pub(crate) duration: Histogram,
+    pub(crate) request_bytes: Counter,
+    /// Made at the first response: a failure has no body to count.
+    response_bytes: OnceLock<Counter>,
+}
+
+/// Where a route's [`RouteMetrics`] are kept once resolved: one per route
+/// stack ([`RecordLayer`](crate::RecordLayer) makes it), handed to the
+/// metrics layer through the [`Observation`](crate::Observation).
+#[derive(Debug, Default)]
+pub(crate) struct RouteMetricsSlot(OnceLock<RouteMetrics>);
+
+/// An upstream endpoint's metric handles, resolved once; see
+/// [`RouteMetrics`].
+#[derive(Debug)]
+pub(crate) struct UpstreamMetrics {
+    metrics: Metrics,
+    upstream: Arc<str>,
+    /// `towergate_upstream_requests_total`, by [`class_index`], then `error`.
+    requests: [OnceLock<Counter>; 6],
+    duration: OnceLock<Histogram>,
+}
+
+/// The index of a status's class in [`CLASSES`].
+fn class_index(status: StatusCode) -> usize {
+    match status.as_u16() {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
 /// The `status_class` label of a status: `1xx` to `5xx`.
 ///
 /// ```
@@ -216,12 +267,103 @@ pub(crate) struct Buckets(Arc<[f64]>);
 /// assert_eq!(status_class(http::StatusCode::SWITCHING_PROTOCOLS), "1xx");
 /// ```
 pub fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+    CLASSES[class_index(status)]
+}
+
+// === impl RouteMetrics ===
+
+impl RouteMetrics {
+    fn resolve(metrics: &Metrics, route: Arc<str>) -> Self {
+        let m = metrics.inner();
+        let label = RouteLabel {
+            route: route.clone(),
+        };
+        Self {
+            duration: m.duration.get_or_create_owned(&label),
+            request_bytes: m.request_bytes.get_or_create_owned(&label),
+            response_bytes: OnceLock::new(),
+            metrics: metrics.clone(),
+            route,
+            requests: Default::default(),
+        }
+    }
+
+    /// `towergate_http_response_body_bytes_total{route}`.
+    pub(crate) fn response_bytes(&self) -> &Counter {
+        self.response_bytes.get_or_init(|| {
+            self.metrics
+                .inner()
+                .response_bytes
+                .get_or_create_owned(&RouteLabel {
+                    route: self.route.clone(),
+                })
+        })
+    }
+
+    /// `towergate_http_requests_total{route, status_class}`; `None` is a
+    /// failure without a response, counted as `5xx`.
+    pub(crate) fn requests(&self, status: Option<StatusCode>) -> &Counter {
+        let i = status.map_or(4, class_index);
+        self.requests[i].get_or_init(|| {
+            self.metrics
+                .inner()
+                .requests
+                .get_or_create_owned(&RouteClass {
+                    route: self.route.clone(),
+                    status_class: CLASSES[i],
+                })
+        })
+    }
+}
+
+// === impl RouteMetricsSlot ===
+
+impl RouteMetricsSlot {
+    /// The handles of `route` in `metrics`, resolved on the first call.
+    /// `None` when this slot already holds another route's or another
+    /// registry's (a layer shared between routes): then the caller looks
+    /// the label sets up itself.
+    pub(crate) fn get(&self, metrics: &Metrics, route: &Arc<str>) -> Option<&RouteMetrics> {
+        let rm = self
+            .0
+            .get_or_init(|| RouteMetrics::resolve(metrics, route.clone()));
+        let same_route = Arc::ptr_eq(&rm.route, route) || rm.route == *route;
+        (same_route && Arc::ptr_eq(&rm.metrics.inner, &metrics.inner)).then_some(rm)
+    }
+}
+
+// === impl UpstreamMetrics ===
+
+impl UpstreamMetrics {
+    pub(crate) fn new(metrics: Metrics, upstream: Arc<str>) -> Self {
+        Self {
+            metrics,
+            upstream,
+            requests: Default::default(),
+            duration: OnceLock::new(),
+        }
+    }
+
+    /// What [`Metrics::observe_upstream`] does, with the handles resolved
+    /// on first use.
+    pub(crate) fn observe(&self, status: Option<StatusCode>, elapsed: Duration) {
+        let m = self.metrics.inner();
+        let i = status.map_or(5, class_index);
+        self.requests[i]
+            .get_or_init(|| {
+                m.upstream_requests.get_or_create_owned(&UpstreamClass {
+                    upstream: self.upstream.clone(),
+                    status_class: CLASSES.get(i).copied().unwrap_or("error"),
+                })
+            })
+            .inc();
+        self.duration
+            .get_or_init(|| {
+                m.upstream_duration.get_or_create_owned(&UpstreamLabel {
+                    upstream: self.upstream.clone(),
+                })
+            })
+            .observe(elapsed.as_secs_f64());
     }
 }
 

@@ -370,29 +370,53 @@ fn forwarded_host_quotes_special_characters() {
 
 // === Via ===
 
+fn via(pseudonym: &str) -> ViaEntries {
+    ViaEntries::new(pseudonym).unwrap()
+}
+
 #[test]
 fn via_is_added_with_received_version() {
     let mut h = HeaderMap::new();
-    append_via(&mut h, Version::HTTP_11, "towergate");
+    append_via(&mut h, Version::HTTP_11, &via("towergate"));
     assert_eq!(all(&h, "via"), ["1.1 towergate"]);
 
     let mut h = HeaderMap::new();
-    append_via(&mut h, Version::HTTP_2, "towergate");
+    append_via(&mut h, Version::HTTP_2, &via("towergate"));
     assert_eq!(all(&h, "via"), ["2 towergate"]);
 
     let mut h = HeaderMap::new();
-    append_via(&mut h, Version::HTTP_10, "edge");
+    append_via(&mut h, Version::HTTP_10, &via("edge"));
     assert_eq!(all(&h, "via"), ["1.0 edge"]);
 }
 
 #[test]
 fn via_is_appended_to_existing() {
     let mut h = headers(&[("via", "1.0 fred, 1.1 p.example.net"), ("via", "2 cdn")]);
-    append_via(&mut h, Version::HTTP_11, "towergate");
+    append_via(&mut h, Version::HTTP_11, &via("towergate"));
     assert_eq!(
         all(&h, "via"),
         ["1.0 fred, 1.1 p.example.net, 2 cdn, 1.1 towergate"]
     );
+}
+
+#[test]
+fn via_entries_for_every_version() {
+    let v = via("edge");
+    for (version, want) in [
+        (Version::HTTP_09, "0.9 edge"),
+        (Version::HTTP_10, "1.0 edge"),
+        (Version::HTTP_11, "1.1 edge"),
+        (Version::HTTP_2, "2 edge"),
+        (Version::HTTP_3, "3 edge"),
+    ] {
+        let mut h = HeaderMap::new();
+        append_via(&mut h, version, &v);
+        assert_eq!(all(&h, "via"), [want]);
+    }
+    // An empty incoming line is dropped, as before.
+    let mut h = headers(&[("via", "")]);
+    append_via(&mut h, Version::HTTP_11, &v);
+    assert_eq!(all(&h, "via"), ["1.1 edge"]);
 }
 
 #[test]
