@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{LengthLimitError, Limited};
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 use towergate_auth::{AuthFailure, AuthLayer, IpFilterLayer};
 use towergate_core::body::ResponseBody;
 use towergate_core::{BoxError, Problem, RequestId, TrustedProxies};
@@ -647,8 +647,14 @@ fn route_stack(
     //    The caller's identity goes to the access log right after, so the
     //    answers of every later layer (429, 400, cache hits) carry it.
     if let Some(a) = layers.auth {
-        svc = BoxCloneSyncService::new(RecordLayer::new().layer(svc));
-        svc = wrap(svc, a);
+        // One box for both: this is on every authenticated request.
+        svc = wrap(
+            svc,
+            ServiceBuilder::new()
+                .layer(a)
+                .layer(RecordLayer::new())
+                .into_inner(),
+        );
     }
     // 2. IP allow/deny: the cheapest refusal, before any credential is read.
     if let Some(i) = layers.ip {
