@@ -26,8 +26,11 @@ server:
   max_body: "1MB"
 upstreams:
   users:
-    # two instances, balanced by latency (P2C peak-EWMA), health-checked
+    # two instances, health-checked. Round-robin so that a curl loop sees
+    # both; the default, P2C peak-EWMA, would send a lone sequential client
+    # to the faster one (it spreads load, not single requests).
     endpoints: ["http://{users}", "http://{users2}"]
+    balance: round_robin
     health_check: { path: /healthz, interval: "2s" }
     retry: { max_retries: 1 }
     timeout: "5s"
