@@ -95,12 +95,14 @@ async fn a_killed_endpoint_costs_no_request_and_comes_back() {
         .iter()
         .map(|k| format!("\"http://{}\"", k.addr))
         .collect();
+    // `failure` too: a GET in flight on a connection the kill resets is
+    // safe to send again (idempotent), and must be, for zero failures.
     let yaml = config(
         &eps,
         r#"    balance: round_robin
     health_check: { path: /healthz, interval: "200ms", timeout: "500ms", healthy_threshold: 1, unhealthy_threshold: 1 }
     ejection: { consecutive_failures: 1, base_time: "300ms" }
-    retry: { max_retries: 2, on: [connect, 502, 503] }"#,
+    retry: { max_retries: 2, on: [connect, failure, 502, 503] }"#,
     );
     let (_gw, addr) = gateway(&yaml).await;
     let c = client();
