@@ -186,7 +186,9 @@ fn init_tracing(
         Some(t) => match towergate_observe::otel::init(towergate_observe::otel::OtelConfig {
             endpoint: t.otlp_endpoint.clone(),
             service_name: t.service_name.clone().unwrap_or_else(|| "towergate".into()),
-            sample_ratio: t.sample_ratio.unwrap_or(0.01).clamp(0.0, 1.0),
+            // The request layer samples (`stack::trace_layer`,
+            // `tracing.sample_ratio`): every span it opens is exported.
+            sample_ratio: 1.0,
             protocol: match t.protocol {
                 TracingProtocol::Http => towergate_observe::otel::Protocol::HttpProtobuf,
                 // Needs a Tokio runtime: `main` calls this inside `rt.enter()`

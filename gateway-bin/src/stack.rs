@@ -25,7 +25,8 @@ use towergate_core::{BoxError, Problem, RequestId, TrustedProxies};
 use towergate_observe::access_log::{LogFormat, Sink};
 use towergate_observe::body::RequestBody;
 use towergate_observe::{
-    AccessLogLayer, Metrics, RecordLayer, RecordUpstreamLayer, RequestIdLayer, TraceLayer,
+    AccessLogLayer, Metrics, ObserveLayer, RecordLayer, RecordUpstreamLayer, RequestIdLayer,
+    TraceLayer,
 };
 use towergate_proxy::{Client, Proxy};
 use towergate_ratelimit::error::RateLimited;
@@ -790,39 +791,65 @@ fn edge_stack(
     let rid = rid
         .build()
         .map_err(|e| one("observability.request_id_header", e.to_string()))?;
-    let metrics = registry.metrics().clone();
-    let routed: RouteService = BoxCloneSyncService::new(
-        ServiceBuilder::new()
-            .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
-            .service(router),
-    );
     if !obs.enabled {
-        return Ok(routed);
-    }
-    let inner: RouteService = match access_log_layer(obs, registry).map_err(|(p, e)| one(&p, e))? {
-        Some(log) => BoxCloneSyncService::new(
+        return Ok(BoxCloneSyncService::new(
             ServiceBuilder::new()
-                .map_response(|r: Response<towergate_observe::body::ResponseBody<Body>>| {
-                    r.map(Body::new)
-                })
-                .layer(log)
-                .map_request(|r: Request<RequestBody<Body>>| r.map(Body::new))
-                .service(routed),
-        ),
-        None => routed,
-    };
+                .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
+                .service(router),
+        ));
+    }
+    let mut layer = ObserveLayer::builder()
+        .request_id(rid)
+        .metrics(registry.metrics().clone());
+    if let Some(trace) = trace_layer(obs) {
+        layer = layer.trace(trace);
+    }
+    if let Some(log) = access_log_layer(obs, registry).map_err(|(p, e)| one(&p, e))? {
+        layer = layer.access_log(log);
+    }
+    // One layer for the four: one future, one body wrapper each way (the
+    // separate layers stacked cost a future, a box and a body wrapper
+    // each).
     Ok(BoxCloneSyncService::new(
         ServiceBuilder::new()
-            .layer(rid)
-            .layer(TraceLayer::new())
-            .map_response(|r: Response<towergate_observe::body::ResponseBody<Body>>| {
-                r.map(Body::new)
+            .map_response(
+                |r: Response<towergate_observe::body::ResponseBody<ResponseBody<Body>>>| {
+                    r.map(Body::new)
+                },
+            )
+            .layer(layer.build())
+            .map_request(|r: Request<RequestBody<Body>>| {
+                // A request without a body has no bytes to count: it goes on
+                // unwrapped, without a box.
+                r.map(|b| {
+                    if http_body::Body::is_end_stream(b.get_ref()) {
+                        b.into_inner()
+                    } else {
+                        Body::new(b)
+                    }
+                })
             })
-            .layer(metrics.layer())
-            .map_request(|r: Request<RequestBody<Body>>| r.map(Body::new))
-            .service(inner),
+            .service(router),
     ))
 }
+
+/// The request span, when traces are exported: sampling is decided here
+/// (parent-based, then `tracing.sample_ratio`), before any span is built,
+/// so a request that is not sampled costs its trace context only
+/// (`init_tracing` gives the OpenTelemetry SDK an always-on, parent-based
+/// sampler to match). Without an exporter no subscriber layer wants the
+/// span (the log layer filters it out), so there is none, and the client's
+/// trace headers go to the upstream as they came.
+fn trace_layer(obs: &schema::Observability) -> Option<TraceLayer> {
+    obs.tracing.as_ref().map(|t| {
+        TraceLayer::builder()
+            .sample_ratio(t.sample_ratio.unwrap_or(DEFAULT_SAMPLE_RATIO))
+            .build()
+    })
+}
+
+/// `observability.tracing.sample_ratio` when not given.
+const DEFAULT_SAMPLE_RATIO: f64 = 0.01;
 
 fn access_log_layer(
     obs: &schema::Observability,

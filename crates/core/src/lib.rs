@@ -27,11 +27,13 @@
 pub mod body;
 mod client_addr;
 mod identity;
+mod ip_text;
 mod problem;
 mod route_match;
 
 pub use client_addr::{ClientAddr, TrustedProxies};
 pub use identity::Identity;
+pub use ip_text::write_ip;
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
 pub use route_match::RouteMatch;
 

@@ -26,7 +26,7 @@ pin_project! {
     pub struct RequestBody<B> {
         #[pin]
         inner: B,
-        count: Arc<AtomicU64>,
+        count: ByteCount,
     }
 }
 
@@ -48,18 +48,43 @@ pub(crate) enum Watch {
     None,
     Metrics(MetricsWatch),
     AccessLog(LogWatch),
+    /// Both, for [`ObserveLayer`](crate::ObserveLayer): the metrics first.
+    Both(MetricsWatch, LogWatch),
+}
+
+/// The bytes a [`RequestBody`] counted, shared with whoever reports them.
+/// A request that has no body (its body is at its end from the start)
+/// gets no counter at all: nothing to allocate, and 0 to report.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ByteCount(Option<Arc<AtomicU64>>);
+
+impl ByteCount {
+    /// A counter for `body`, or none when it is already at its end.
+    pub(crate) fn for_body<B: Body>(body: &B) -> Self {
+        Self((!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(0))))
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.as_ref().map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn add(&self, n: u64) {
+        if let Some(c) = &self.0 {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 }
 
 // === impl RequestBody ===
 
 impl<B> RequestBody<B> {
-    pub(crate) fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(inner: B, count: ByteCount) -> Self {
         Self { inner, count }
     }
 
     /// The bytes read so far.
     pub fn bytes(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.count.get()
     }
 
     /// The wrapped body.
@@ -86,8 +111,7 @@ impl<B: Body> Body for RequestBody<B> {
         if let Poll::Ready(Some(Ok(frame))) = &res
             && let Some(data) = frame.data_ref()
         {
-            this.count
-                .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+            this.count.add(data.remaining() as u64);
         }
         res
     }
@@ -106,13 +130,6 @@ impl<B: Body> Body for RequestBody<B> {
 impl<B> ResponseBody<B> {
     pub(crate) fn new(inner: B, watch: Watch) -> Self {
         Self { inner, watch }
-    }
-
-    pub(crate) fn passthrough(inner: B) -> Self {
-        Self {
-            inner,
-            watch: Watch::None,
-        }
     }
 
     /// The wrapped body.
@@ -152,6 +169,14 @@ impl<B: Body> Body for ResponseBody<B> {
     }
 }
 
+/// `res` with its body reporting to `watch`.
+pub(crate) fn wrap<B, E>(
+    res: Result<http::Response<B>, E>,
+    watch: Watch,
+) -> Result<http::Response<ResponseBody<B>>, E> {
+    res.map(|rsp| rsp.map(|b| ResponseBody::new(b, watch)))
+}
+
 // === impl Watch ===
 
 impl Watch {
@@ -160,6 +185,10 @@ impl Watch {
             Watch::None => {}
             Watch::Metrics(w) => w.data(n),
             Watch::AccessLog(w) => w.data(n),
+            Watch::Both(m, l) => {
+                m.data(n);
+                l.data(n);
+            }
         }
     }
 
@@ -170,6 +199,10 @@ impl Watch {
             Watch::None => {}
             Watch::Metrics(w) => w.end(),
             Watch::AccessLog(w) => w.end(),
+            Watch::Both(m, l) => {
+                m.end();
+                l.end();
+            }
         }
     }
 }

@@ -94,6 +94,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod edge;
 pub mod error;
 pub mod metrics;
 mod observation;
@@ -103,6 +104,7 @@ pub mod request_id;
 pub mod trace;
 
 pub use access_log::AccessLogLayer;
+pub use edge::{Observe, ObserveBuilder, ObserveLayer};
 pub use error::BuildError;
 pub use metrics::{Metrics, MetricsLayer};
 pub use observation::{Observation, Observed, UpstreamInfo};

@@ -57,7 +57,7 @@ pub const MAX_LEN: usize = 128;
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct RequestIdLayer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Settings for a [`RequestIdLayer`]; see [`RequestIdLayer::builder`].
@@ -89,7 +89,7 @@ pin_project! {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     header: HeaderName,
     trust_incoming: bool,
 }
@@ -134,8 +134,18 @@ fn header_value(id: &RequestId) -> HeaderValue {
 
 /// A new request id: a UUIDv7 in its hyphenated form.
 pub fn generate() -> RequestId {
+    // The millisecond and 74 random bits (uuid's `now_v7` also keeps a
+    // shared counter for ordering within a millisecond, at several times
+    // the cost; ids of one millisecond need no order).
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let random = fastrand::u128(..).to_le_bytes();
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&random[..10]);
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid();
     let mut buf = uuid::Uuid::encode_buffer();
-    let s = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    let s = id.hyphenated().encode_lower(&mut buf);
     RequestId(Arc::from(&*s))
 }
 
@@ -260,34 +270,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.shared;
-        let incoming = shared
-            .trust_incoming
-            .then(|| {
-                // Several values are as bad as an invalid one: which would
-                // the upstream read?
-                let mut all = req.headers().get_all(&shared.header).iter();
-                match (all.next(), all.next()) {
-                    (Some(v), None) if is_valid(v.as_bytes()) => Some(v.clone()),
-                    _ => None,
-                }
-            })
-            .flatten();
-        let (id, value) = match incoming.as_ref().and_then(|v| {
-            v.to_str()
-                .ok()
-                .map(|s| (RequestId(Arc::from(s)), v.clone()))
-        }) {
-            Some(pair) => pair,
-            None => {
-                let id = generate();
-                let value = header_value(&id);
-                (id, value)
-            }
-        };
-        req.headers_mut()
-            .insert(shared.header.clone(), value.clone());
-        req.extensions_mut().insert(id);
+        let value = self.shared.apply(&mut req);
         ResponseFuture {
             inner: self.inner.call(req),
             id: Some(value),
@@ -306,11 +289,51 @@ where
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx));
         if let (Ok(rsp), Some(id)) = (&mut res, this.id.take()) {
-            // Ours wins over whatever the upstream echoed: the client should
-            // see the id that is in our logs.
-            rsp.headers_mut().insert(this.shared.header.clone(), id);
+            this.shared.respond(rsp, id);
         }
         Poll::Ready(res)
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Takes or makes the id of `req`, puts it in the extensions and on
+    /// the request's header; returns the header value for the response.
+    pub(crate) fn apply<B>(&self, req: &mut Request<B>) -> HeaderValue {
+        let incoming = self
+            .trust_incoming
+            .then(|| {
+                // Several values are as bad as an invalid one: which would
+                // the upstream read?
+                let mut all = req.headers().get_all(&self.header).iter();
+                match (all.next(), all.next()) {
+                    (Some(v), None) if is_valid(v.as_bytes()) => Some(v.clone()),
+                    _ => None,
+                }
+            })
+            .flatten();
+        let (id, value) = match incoming.as_ref().and_then(|v| {
+            v.to_str()
+                .ok()
+                .map(|s| (RequestId(Arc::from(s)), v.clone()))
+        }) {
+            Some(pair) => pair,
+            None => {
+                let id = generate();
+                let value = header_value(&id);
+                (id, value)
+            }
+        };
+        req.headers_mut().insert(self.header.clone(), value.clone());
+        req.extensions_mut().insert(id);
+        value
+    }
+
+    /// Puts the id on the response. Ours wins over whatever the upstream
+    /// echoed: the client should see the id that is in our logs.
+    pub(crate) fn respond<B>(&self, rsp: &mut Response<B>, value: HeaderValue) {
+        rsp.headers_mut().insert(self.header.clone(), value);
     }
 }
 

@@ -346,3 +346,188 @@ async fn b3_single_header_is_continued() {
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].span.parent_span_id, hex("e457b5a2e4d86bd1"));
 }
+
+// --- sampling decided by the layer (`TraceBuilder::sample_ratio`) ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_sampling_keeps_the_context_without_a_span() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(
+        TraceLayer::builder().sample_ratio(0.0).build(),
+        upstream.url(),
+    )
+    .await;
+
+    // No parent, ratio 0: a new trace, not sampled, nothing exported.
+    let echo = call(&gw, &[]).await;
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!((t.len(), s.len(), f.as_str()), (32, 16, "00"));
+    assert_ne!(t, "0".repeat(32));
+    assert!(exported(&t).await.is_empty());
+
+    // An unsampled parent: same trace, a new parent id, still unsampled;
+    // tracestate passes as it came.
+    let trace_id = new_trace_id();
+    let client_span = "00f067aa0ba902b7";
+    let echo = call(
+        &gw,
+        &[
+            ("traceparent", format!("00-{trace_id}-{client_span}-00")),
+            ("tracestate", "vendor=abc".into()),
+        ],
+    )
+    .await;
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!(t, trace_id);
+    assert_ne!(s, client_span);
+    assert_eq!(f, "00");
+    assert_eq!(seen(&echo, "tracestate").as_deref(), Some("vendor=abc"));
+    assert!(exported(&trace_id).await.is_empty());
+
+    // A sampled parent wins over the ratio: the span is made and exported,
+    // and it is the upstream's parent.
+    let trace_id = new_trace_id();
+    let echo = call(
+        &gw,
+        &[("traceparent", format!("00-{trace_id}-{client_span}-01"))],
+    )
+    .await;
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!((t.as_str(), f.as_str()), (trace_id.as_str(), "01"));
+    let spans = exported(&trace_id).await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].span.span_id, hex(&s));
+    assert_eq!(spans[0].span.parent_span_id, hex(client_span));
+    assert_eq!(spans[0].span.name, "GET api");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_sampling_ratio_one_samples_new_traces() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(
+        TraceLayer::builder().sample_ratio(1.0).build(),
+        upstream.url(),
+    )
+    .await;
+    let echo = call(&gw, &[]).await;
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!(f, "01");
+    let spans = exported(&t).await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].span.span_id, hex(&s));
+    assert!(spans[0].span.parent_span_id.is_empty(), "a root span");
+}
+
+/// The four parts in one `ObserveLayer`, as the binary's edge has them:
+/// the id, the span, the metrics and the log line all describe the same
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_layer_does_the_work_of_the_four_layers() {
+    use common::{MemoryWriter, eventually, parse_metrics, sample};
+    use towergate_observe::access_log::Sink;
+    use towergate_observe::{AccessLogLayer, Metrics, ObserveLayer};
+
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let metrics = Metrics::new();
+    let log = MemoryWriter::default();
+    let layer = ObserveLayer::builder()
+        .request_id(RequestIdLayer::new())
+        .trace(TraceLayer::builder().sample_ratio(0.0).build())
+        .metrics(metrics.clone())
+        .access_log(
+            AccessLogLayer::builder()
+                .sink(Sink::writer(log.clone()))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let routes = Router::new().route(
+        "/api/{*rest}",
+        any(forward(upstream.url())).layer(
+            ServiceBuilder::new()
+                .layer(RecordLayer::route("api"))
+                .layer(RecordUpstreamLayer::new("echo:1")),
+        ),
+    );
+    let gw =
+        serve(Router::new().fallback_service(ServiceBuilder::new().layer(layer).service(routes)))
+            .await;
+
+    let trace_id = new_trace_id();
+    let client_span = "00f067aa0ba902b7";
+    let rsp = reqwest::Client::new()
+        .post(gw.url("/api/x?token=secret"))
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .body("12345")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let request_id = rsp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let echo: Value = rsp.json().await.unwrap();
+
+    // The upstream got the id and the context of the gateway's span.
+    assert_eq!(seen(&echo, "x-request-id").as_deref(), Some(&*request_id));
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!((t.as_str(), f.as_str()), (trace_id.as_str(), "01"));
+
+    // The span, with the route the router found and the request id.
+    let spans = exported(&trace_id).await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let span = &spans[0].span;
+    assert_eq!(span.span_id, hex(&s));
+    assert_eq!(span.name, "POST api");
+    assert_eq!(
+        attr(span, "request_id"),
+        Some(&AnyValue::StringValue(request_id.clone()))
+    );
+    assert_eq!(
+        attr(span, "upstream"),
+        Some(&AnyValue::StringValue("echo:1".into()))
+    );
+
+    // The metrics: one request of route `api`, its bytes both ways (counted
+    // when the response body has ended, which the client may see first).
+    let page = eventually(|| {
+        let page = parse_metrics(&metrics.encode());
+        (sample(&page, "towergate_http_requests_in_flight") == 0.0).then_some(page)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &page,
+            r#"towergate_http_requests_total{route="api",status_class="2xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &page,
+            r#"towergate_http_request_body_bytes_total{route="api"}"#
+        ),
+        5.0
+    );
+    assert!(
+        sample(
+            &page,
+            r#"towergate_http_response_body_bytes_total{route="api"}"#
+        ) > 0.0
+    );
+
+    // The log line: the same id and trace, the route and upstream, the
+    // bytes, and no query secret.
+    let line = eventually(|| log.lines().into_iter().next()).await;
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["request_id"], request_id.as_str());
+    assert_eq!(v["trace_id"], trace_id.as_str());
+    assert_eq!(v["route"], "api");
+    assert_eq!(v["upstream"], "echo:1");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["bytes_in"], 5);
+    assert!(v["bytes_out"].as_u64().unwrap() > 0);
+    assert_eq!(v["path"], "/api/x");
+    assert!(!line.contains("secret"), "{line}");
+}

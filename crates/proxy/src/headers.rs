@@ -276,25 +276,9 @@ fn is_tchar(b: u8) -> bool {
 /// An address as text. IPv4, the common case, without `core::fmt`, whose
 /// machinery costs more than the rest of the forwarding headers together.
 fn ip_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
-            }
-            out
-        }
-        IpAddr::V6(v6) => v6.to_string(),
-    }
+    let mut out = String::with_capacity(15);
+    towergate_core::write_ip(&mut out, ip);
+    out
 }
 
 /// The comma-separated tokens of every `Connection` header.

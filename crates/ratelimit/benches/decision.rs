@@ -3,10 +3,12 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
+use std::net::SocketAddr;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderName, Request, Response};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use towergate_core::ClientAddr;
 use towergate_ratelimit::gcra::Gcra;
 use towergate_ratelimit::store::{Batch, Bucket};
 use towergate_ratelimit::{Key, Limit, MemoryStore, RateLimitLayer};
@@ -102,6 +104,30 @@ fn layer(c: &mut Criterion) {
                 .header("x-api-key", "k")
                 .body(())
                 .unwrap_or_default();
+            rt.block_on(async { black_box(svc.ready().await?.call(req).await) })
+        })
+    });
+
+    // The gateway's usual setup: one limit per client IP.
+    let Ok(layer) = RateLimitLayer::builder()
+        .limit(Limit::per_second(1_000_000).name("per-ip"))
+        .key(Key::ClientIp)
+        .build()
+    else {
+        return;
+    };
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+    let mut i = 0u8;
+    c.bench_function("layer/call_in_memory_client_ip", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let peer = SocketAddr::from(([203, 0, 113, i], 40_000));
+            let mut req = Request::new(());
+            req.extensions_mut().insert(ClientAddr::direct(peer, false));
             rt.block_on(async { black_box(svc.ready().await?.call(req).await) })
         })
     });

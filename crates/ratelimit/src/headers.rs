@@ -71,22 +71,53 @@ pub(crate) fn policy_item(name: &str, gcra: Gcra) -> String {
     )
 }
 
+/// The constant start of a limit's `RateLimit` member, `"name";r=`: made
+/// once per limit, so that a report only formats its two numbers.
+pub(crate) fn rate_prefix(name: &str) -> Box<[u8]> {
+    format!("\"{name}\";r=").into_bytes().into_boxed_slice()
+}
+
+/// The longest `RateLimit` member: a 64-byte name (the most the layer
+/// accepts) and two 20-digit numbers.
+const RATE_MAX: usize = 1 + 64 + 4 + 20 + 3 + 20;
+
 // === impl Report ===
 
 impl Report {
+    /// `rate_prefix` is the limit's [`rate_prefix`].
     pub(crate) fn new(
         policy: HeaderValue,
-        name: &str,
+        rate_prefix: &[u8],
         gcra: Gcra,
         outcome: &Outcome,
         legacy: bool,
     ) -> Self {
         let reset = seconds_ceil(outcome.reset_after);
-        let rate = format!("\"{name}\";r={};t={reset}", outcome.remaining);
+        // Per request: two numbers into a stack buffer, one copy into the
+        // header value; no `core::fmt`.
+        let (mut remaining, mut reset_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let mut buf = [0; RATE_MAX];
+        let mut len = 0;
+        for part in [
+            rate_prefix,
+            remaining.format(outcome.remaining).as_bytes(),
+            b";t=",
+            reset_digits.format(reset).as_bytes(),
+        ] {
+            // A longer prefix than any checked name yields an empty value
+            // rather than a panic.
+            if let Some(dst) = buf.get_mut(len..len + part.len()) {
+                dst.copy_from_slice(part);
+            }
+            len += part.len();
+        }
         Self {
             policy,
             // Names are checked tokens and numbers are digits: always valid.
-            rate: HeaderValue::from_str(&rate).unwrap_or(HeaderValue::from_static("")),
+            rate: buf
+                .get(..len)
+                .and_then(|rate| HeaderValue::from_bytes(rate).ok())
+                .unwrap_or(HeaderValue::from_static("")),
             legacy: legacy.then_some(Legacy {
                 limit: gcra.burst(),
                 remaining: outcome.remaining,
@@ -132,7 +163,7 @@ mod tests {
         let mut h = HeaderMap::new();
         Report::new(
             HeaderValue::from_static("\"per-ip\";q=20;w=2"),
-            "per-ip",
+            &rate_prefix("per-ip"),
             g,
             &o,
             true,
@@ -149,7 +180,7 @@ mod tests {
         let more = Outcome { remaining: 50, ..o };
         Report::new(
             HeaderValue::from_static("\"b\";q=60;w=6"),
-            "b",
+            &rate_prefix("b"),
             g,
             &more,
             true,
@@ -158,7 +189,37 @@ mod tests {
         assert_eq!(h.get_all("ratelimit").iter().count(), 2);
         assert_eq!(h["x-ratelimit-remaining"], "7");
         assert_eq!(seconds_ceil(0), 0);
+        assert_eq!(seconds_ceil(u64::MAX), u64::MAX / MICROS + 1);
         assert_eq!(seconds_ceil(1), 1);
         assert_eq!(seconds_ceil(1_000_000), 1);
+    }
+
+    #[test]
+    fn longest_rate_fits() {
+        let name = "n".repeat(64);
+        let o = Outcome {
+            allowed: true,
+            remaining: u64::MAX,
+            reset_after: u64::MAX,
+            retry_after: 0,
+            tat: 0,
+        };
+        let g = Gcra::new(1, 1).unwrap();
+        let report = Report::new(
+            HeaderValue::from_static(""),
+            &rate_prefix(&name),
+            g,
+            &o,
+            false,
+        );
+        let expected = format!("\"{name}\";r={};t={}", u64::MAX, u64::MAX / MICROS + 1);
+        assert_eq!(report.rate, expected.as_str());
+        assert_eq!(expected.len(), RATE_MAX - 6, "reset has fewer digits");
+
+        // Never reached through the layer (names are at most 64 bytes), but
+        // no panic either.
+        let long = rate_prefix(&"n".repeat(100));
+        let report = Report::new(HeaderValue::from_static(""), &long, g, &o, false);
+        assert_eq!(report.rate, "");
     }
 }

@@ -3,7 +3,7 @@
 //! compute from the request head.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -119,38 +119,70 @@ impl Key {
 
 impl KeyExtractor for Key {
     fn extract(&self, parts: &Parts) -> Option<String> {
+        if let Key::Custom(extractor) = self {
+            return extractor.extract(parts);
+        }
+        let mut value = String::new();
+        self.extract_into(parts, &mut value).then_some(value)
+    }
+}
+
+impl Key {
+    /// Appends what [`extract`](KeyExtractor::extract) returns to `out`
+    /// without allocating for the built-in keys (the layer builds bucket
+    /// ids on every request); `false`, with `out` as it was, when the
+    /// request has no key.
+    pub(crate) fn extract_into(&self, parts: &Parts, out: &mut String) -> bool {
         match self {
-            Key::ClientIp => parts
+            Key::ClientIp => match parts.extensions.get::<ClientAddr>() {
+                Some(a) => {
+                    push_ip(out, canonical(a.client));
+                    true
+                }
+                None => false,
+            },
+            Key::ClientNet { v4, v6 } => match parts.extensions.get::<ClientAddr>() {
+                Some(a) => {
+                    push_network(out, a.client, *v4, *v6);
+                    true
+                }
+                None => false,
+            },
+            Key::Header(name) => match parts.headers.get(name) {
+                Some(v) if !v.is_empty() => {
+                    out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                    true
+                }
+                _ => false,
+            },
+            Key::Identity(field) => parts
                 .extensions
-                .get::<ClientAddr>()
-                .map(|a| canonical(a.client).to_string()),
-            Key::ClientNet { v4, v6 } => parts
-                .extensions
-                .get::<ClientAddr>()
-                .map(|a| network(a.client, *v4, *v6)),
-            Key::Header(name) => parts
-                .headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .filter(|v| !v.is_empty()),
-            Key::Identity(field) => parts.extensions.get::<Identity>()?.field(field),
+                .get::<Identity>()
+                .and_then(|id| id.field(field))
+                .map(|v| out.push_str(&v))
+                .is_some(),
             Key::Route => parts
                 .extensions
                 .get::<RouteMatch>()
-                .map(|m| m.route.to_string()),
-            Key::Global => Some(String::new()),
+                .map(|m| out.push_str(&m.route))
+                .is_some(),
+            Key::Global => true,
             Key::All(keys) => {
                 // Length-prefixed so that ("a:b", "c") and ("a", "b:c") differ.
-                let mut joined = String::new();
+                let start = out.len();
                 for key in keys {
-                    let part = key.extract(parts)?;
-                    joined.push_str(&part.len().to_string());
-                    joined.push(':');
-                    joined.push_str(&part);
+                    let at = out.len();
+                    if !key.extract_into(parts, out) {
+                        out.truncate(start);
+                        return false;
+                    }
+                    let len = out.len() - at;
+                    out.insert(at, ':');
+                    out.insert_str(at, itoa::Buffer::new().format(len));
                 }
-                Some(joined)
+                true
             }
-            Key::Custom(extractor) => extractor.extract(parts),
+            Key::Custom(extractor) => extractor.extract(parts).map(|v| out.push_str(&v)).is_some(),
         }
     }
 }
@@ -232,17 +264,26 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn network(ip: IpAddr, v4: u8, v6: u8) -> String {
-    match canonical(ip) {
+/// `a.b.c.d/len` or `x:y::/len`: the network of `ip`, as
+/// `Ipv4Addr`/`Ipv6Addr` display it.
+fn push_network(out: &mut String, ip: IpAddr, v4: u8, v6: u8) {
+    let len = match canonical(ip) {
         IpAddr::V4(a) => {
-            let bits = u32::from(a) & mask32(v4);
-            format!("{}/{v4}", std::net::Ipv4Addr::from(bits))
+            push_ip(out, IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask32(v4))));
+            v4
         }
         IpAddr::V6(a) => {
-            let bits = u128::from(a) & mask128(v6);
-            format!("{}/{v6}", std::net::Ipv6Addr::from(bits))
+            push_ip(out, IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask128(v6))));
+            v6
         }
-    }
+    };
+    out.push('/');
+    out.push_str(itoa::Buffer::new().format(len));
+}
+
+/// `ip` as its `Display` writes it, without `core::fmt`.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    towergate_core::write_ip(out, ip);
 }
 
 fn mask32(len: u8) -> u32 {
@@ -348,6 +389,78 @@ mod tests {
         assert_eq!(one, "3:x:y1:z");
         let missing = Key::all([Key::Route, Key::header(HeaderName::from_static("a"))]);
         assert_eq!(missing.extract(&hk("1", "2")), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_ips_print_as_display_does(
+            v4: u32,
+            v6: u128,
+            // Mostly-zero groups, so that runs of zeros of every length and
+            // position come up.
+            groups in proptest::collection::vec(proptest::sample::select(vec![0u16, 0, 0, 1, 0xabc, 0xffff]), 8),
+            v4_len in 0u8..=32,
+            v6_len in 0u8..=128,
+        ) {
+            let sparse: [u16; 8] = groups.try_into().unwrap();
+            for ip in [
+                IpAddr::V4(v4.into()),
+                IpAddr::V6(v6.into()),
+                IpAddr::V6(Ipv6Addr::from(sparse)),
+            ] {
+                let mut out = String::new();
+                push_ip(&mut out, ip);
+                proptest::prop_assert_eq!(&out, &ip.to_string());
+
+                // The allocating formatter this replaced.
+                let expected = match canonical(ip) {
+                    IpAddr::V4(a) => {
+                        format!("{}/{v4_len}", Ipv4Addr::from(u32::from(a) & mask32(v4_len)))
+                    }
+                    IpAddr::V6(a) => {
+                        format!("{}/{v6_len}", Ipv6Addr::from(u128::from(a) & mask128(v6_len)))
+                    }
+                };
+                let mut out = String::from("keep");
+                push_network(&mut out, ip, v4_len, v6_len);
+                proptest::prop_assert_eq!(out, format!("keep{expected}"));
+            }
+        }
+    }
+
+    #[test]
+    fn extract_into_appends_or_leaves_alone() {
+        let key = Key::all([Key::header(HeaderName::from_static("a")), Key::Route]);
+        let with_a = parts(|r| {
+            r.headers_mut().insert("a", "xy".parse().unwrap());
+        });
+        let mut out = String::from("p:");
+        assert!(!key.extract_into(&with_a, &mut out), "no route");
+        assert_eq!(out, "p:", "a partial combination is rolled back");
+        assert!(!Key::ClientIp.extract_into(&with_a, &mut out));
+        assert_eq!(out, "p:");
+
+        let both = parts(|r| {
+            r.headers_mut().insert("a", "xy".parse().unwrap());
+            r.extensions_mut().insert(RouteMatch::new("users"));
+        });
+        assert!(key.extract_into(&both, &mut out));
+        assert_eq!(out, "p:2:xy5:users");
+        let long = Key::all((0..12).map(|_| Key::Route));
+        assert_eq!(
+            long.extract(&both).unwrap(),
+            "5:users".repeat(12),
+            "many parts"
+        );
+        let long = parts(|r| {
+            r.headers_mut()
+                .insert("a", "x".repeat(123).parse().unwrap());
+        });
+        let key = Key::all([Key::header(HeaderName::from_static("a")), Key::Global]);
+        assert_eq!(
+            key.extract(&long).unwrap(),
+            format!("123:{}0:", "x".repeat(123))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`RateLimitLayer`] and its builder, and the decision logic its services
 //! share.
 
+use std::any::Any;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
@@ -13,9 +14,9 @@ use towergate_core::Problem;
 use towergate_core::body::ResponseBody;
 
 use crate::error::{BuildError, RateLimited, StoreError, StoreUnavailable};
-use crate::gcra::{Gcra, Verdict};
-use crate::headers::{Report, policy_item, seconds_ceil};
-use crate::key::{Key, KeyExtractor, MissingKey};
+use crate::gcra::{Gcra, Outcome, Verdict};
+use crate::headers::{Report, policy_item, rate_prefix, seconds_ceil};
+use crate::key::{Key, MissingKey};
 use crate::limit::{FailurePolicy, Limit};
 use crate::service::RateLimit;
 use crate::store::{Batch, Bucket, MemoryStore, Store};
@@ -54,6 +55,8 @@ pub struct RateLimitLayerBuilder {
     limits: Vec<Limit>,
     key: Option<Key>,
     store: Option<Arc<dyn Store>>,
+    /// The store again, when it is a [`MemoryStore`].
+    memory: Option<MemoryStore>,
     fallback: Option<MemoryStore>,
     scope: String,
     missing: MissingKey,
@@ -64,9 +67,15 @@ pub struct RateLimitLayerBuilder {
 pub(crate) struct Shared {
     limits: Box<[Compiled]>,
     store: Arc<dyn Store>,
+    /// The store again, when it is a [`MemoryStore`]: layers of one limit
+    /// then decide in `call` without a `Batch`, a `Verdict` or dynamic
+    /// dispatch, all of which a memory store has no use for.
+    memory: Option<MemoryStore>,
     /// The local limiter of fail-open limits while the store is down.
     fallback: MemoryStore,
     scope: Arc<str>,
+    /// `<scope>|`, the start of every batch tag.
+    tag_prefix: Box<str>,
     /// Every limit counts by the same key: the key value is the store's
     /// co-location tag, so keys spread over a Redis Cluster.
     uniform: bool,
@@ -77,6 +86,10 @@ pub(crate) struct Shared {
 
 struct Compiled {
     name: Arc<str>,
+    /// `<scope>:<name>:`, the start of its bucket ids.
+    id_prefix: Box<str>,
+    /// The start of its `RateLimit` member.
+    rate_prefix: Box<[u8]>,
     gcra: Gcra,
     key: Key,
     on_failure: FailurePolicy,
@@ -108,6 +121,7 @@ impl RateLimitLayer {
             limits: Vec::new(),
             key: None,
             store: None,
+            memory: None,
             fallback: None,
             scope: "default".to_owned(),
             missing: MissingKey::Refuse(StatusCode::BAD_REQUEST),
@@ -152,12 +166,14 @@ impl RateLimitLayerBuilder {
     /// The store (default: a new [`MemoryStore`]); pass a
     /// [`RedisStore`](crate::RedisStore) to share limits between instances.
     pub fn store(mut self, store: impl Store) -> Self {
+        self.memory = (&store as &dyn Any).downcast_ref::<MemoryStore>().cloned();
         self.store = Some(Arc::new(store));
         self
     }
 
     /// The store, already shared.
     pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.memory = None;
         self.store = Some(store);
         self
     }
@@ -228,6 +244,8 @@ impl RateLimitLayerBuilder {
                 reason,
             })?;
             limits.push(Compiled {
+                id_prefix: format!("{}:{name}:", self.scope).into(),
+                rate_prefix: rate_prefix(&name),
                 name,
                 gcra,
                 key,
@@ -242,11 +260,20 @@ impl RateLimitLayerBuilder {
         let policy =
             HeaderValue::from_str(&policy).map_err(|_| BuildError::InvalidName(policy.clone()))?;
         let uniform = limits.windows(2).all(|w| w[0].key == w[1].key);
+        let (store, memory) = match self.store {
+            Some(store) => (store, self.memory),
+            None => {
+                let memory = MemoryStore::new();
+                (Arc::new(memory.clone()) as Arc<dyn Store>, Some(memory))
+            }
+        };
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 limits: limits.into(),
-                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                store,
+                memory,
                 fallback: self.fallback.unwrap_or_default(),
+                tag_prefix: format!("{}|", self.scope).into(),
                 scope: self.scope.into(),
                 uniform,
                 missing: self.missing,
@@ -277,52 +304,87 @@ impl Shared {
         &*self.store
     }
 
+    /// The decision on this request when it can be made at once, without
+    /// a [`Batch`]: one limit in a [`MemoryStore`], the common case.
+    /// `None` otherwise: then [`batch`](Self::batch) and the store decide.
+    pub(crate) fn decide_at_once(&self, parts: &Parts) -> Option<Decision> {
+        let (Some(memory), [limit]) = (&self.memory, &*self.limits) else {
+            return None;
+        };
+        let id = match self.bucket_id(parts, limit, None) {
+            Ok(id) => id,
+            Err(refusal) => return Some(Decision::Refuse(refusal)),
+        };
+        // What `conclude` makes of a verdict of one outcome: a memory store
+        // never fails, and the only limit is the tightest.
+        let outcome = memory.decide_one(&id, limit.gcra);
+        Some(self.answer(limit, outcome.allowed, &outcome, outcome.retry_after))
+    }
+
     /// The buckets of this request, or the refusal of a request without a key.
+    ///
+    /// A bucket id is `<scope>:<limit>:<part>`, where the key part is
+    /// `=<key value>`, or `*` for the shared bucket of key-less requests:
+    /// the two can never collide. A bucket's tag must be a function of its
+    /// id: with one key for all limits it is `<scope>|<part>` (spread over
+    /// Cluster slots), otherwise `<scope>|` (one slot per layer). Never
+    /// empty, thanks to the `|`, so the `{}` is always a real hash tag.
     pub(crate) fn batch(&self, parts: &Parts) -> Result<Batch, Box<Refusal>> {
+        // Built in place, one allocation per id and one for the tag: this
+        // runs on every request.
+        let (first, rest) = match &*self.limits {
+            [first, rest @ ..] => (first, rest),
+            [] => return Ok(Batch::new(self.tag_prefix.to_string(), Vec::new())),
+        };
+        let id = self.bucket_id(parts, first, None)?;
+        let part = &id[first.id_prefix.len()..];
+        let uniform = self.uniform.then_some(part);
+        let mut tag = String::with_capacity(self.tag_prefix.len() + uniform.map_or(0, str::len));
+        tag.push_str(&self.tag_prefix);
+        tag.push_str(uniform.unwrap_or_default());
+        if rest.is_empty() {
+            return Ok(Batch::one(tag, Bucket::new(id, first.gcra)));
+        }
         let mut buckets = Vec::with_capacity(self.limits.len());
-        let mut uniform_part: Option<String> = None;
-        for limit in self.limits.iter() {
-            let part = match &uniform_part {
-                Some(part) => part.clone(),
-                None => {
-                    let part = self.key_part(parts, limit)?;
-                    if self.uniform {
-                        uniform_part = Some(part.clone());
-                    }
-                    part
-                }
-            };
+        for limit in rest {
             buckets.push(Bucket::new(
-                format!("{}:{}:{}", self.scope, limit.name, part),
+                self.bucket_id(parts, limit, uniform)?,
                 limit.gcra,
             ));
         }
-        // A bucket's tag must be a function of its id: with one key for all
-        // limits it is the scope and key value (spread over Cluster slots),
-        // otherwise the scope alone (one slot per layer). Never empty,
-        // thanks to the '|', so the `{}` is always a real hash tag.
-        let tag = match uniform_part {
-            Some(part) => format!("{}|{part}", self.scope),
-            None => format!("{}|", self.scope),
-        };
+        // The first goes in last: `uniform` borrows its id until here.
+        buckets.insert(0, Bucket::new(id, first.gcra));
         Ok(Batch::new(tag, buckets))
     }
 
-    /// `=value` for a key, `*` for the shared bucket of key-less requests:
-    /// the two can never collide.
-    fn key_part(&self, parts: &Parts, limit: &Compiled) -> Result<String, Box<Refusal>> {
-        match limit.key.extract(parts) {
-            Some(value) => {
-                let mut part = String::with_capacity(value.len() + 1);
-                part.push('=');
-                part.push_str(&value);
-                Ok(part)
-            }
-            None => match self.missing {
-                MissingKey::Shared => Ok("*".to_owned()),
-                MissingKey::Refuse(status) => Err(Box::new(Refusal::missing_key(status, limit))),
-            },
+    /// `<scope>:<limit>:` and the key part: `uniform` if given (already
+    /// extracted), else this limit's.
+    fn bucket_id(
+        &self,
+        parts: &Parts,
+        limit: &Compiled,
+        uniform: Option<&str>,
+    ) -> Result<String, Box<Refusal>> {
+        // Room for an IPv6 address without growing.
+        let mut id = String::with_capacity(limit.id_prefix.len() + 48);
+        id.push_str(&limit.id_prefix);
+        if let Some(part) = uniform {
+            id.push_str(part);
+            return Ok(id);
         }
+        id.push('=');
+        if !limit.key.extract_into(parts, &mut id) {
+            match self.missing {
+                MissingKey::Shared => {
+                    id.truncate(limit.id_prefix.len());
+                    id.push('*');
+                }
+                MissingKey::Refuse(status) => {
+                    return Err(Box::new(Refusal::missing_key(status, limit)));
+                }
+            }
+        }
+        Ok(id)
     }
 
     /// Turns a store's answer into what to do with the request, applying
@@ -354,19 +416,34 @@ impl Shared {
         let Some(i) = verdict.tightest() else {
             return Decision::Allow(None);
         };
-        let limit = &self.limits[i];
-        let outcome = &verdict.outcomes[i];
+        self.answer(
+            &self.limits[i],
+            verdict.allowed,
+            &verdict.outcomes[i],
+            verdict.retry_after(),
+        )
+    }
+
+    /// The decision, reporting `limit`'s `outcome` (the tightest), with
+    /// `retry_after` µs to wait on a refusal.
+    fn answer(
+        &self,
+        limit: &Compiled,
+        allowed: bool,
+        outcome: &Outcome,
+        retry_after: u64,
+    ) -> Decision {
         let report = Report::new(
             self.policy.clone(),
-            &limit.name,
+            &limit.rate_prefix,
             limit.gcra,
             outcome,
             self.legacy,
         );
-        if verdict.allowed {
+        if allowed {
             Decision::Allow(Some(report))
         } else {
-            let retry = Duration::from_micros(verdict.retry_after());
+            let retry = Duration::from_micros(retry_after);
             Decision::Refuse(Box::new(Refusal::limited(limit, retry, report)))
         }
     }

@@ -72,25 +72,36 @@ where
         let shared = &self.layer.shared;
         // Keys read the head only; splitting and rejoining moves, not copies.
         let (parts, body) = req.into_parts();
-        let batch = match shared.batch(&parts) {
-            Ok(batch) => batch,
-            Err(refusal) => return ResponseFuture::answered(refusal.into_response()),
-        };
-        let req = Request::from_parts(parts, body);
-        match shared.store().check(&batch).into_ready() {
-            // In-memory: decided already, no allocation, no extra poll.
-            Ok(result) => match shared.conclude(result, &batch) {
-                Decision::Allow(report) => ResponseFuture::inner(self.inner.call(req), report),
-                Decision::Refuse(refusal) => ResponseFuture::answered(refusal.into_response()),
-            },
-            Err(check) => {
-                // The decision needs I/O. `self.inner` was made ready by
-                // `poll_ready` for this call, so it goes into the future and
-                // a fresh clone takes its place for the next one.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::deciding(check, inner, req, batch, shared.clone())
+        let decision = match shared.decide_at_once(&parts) {
+            // One limit in memory: no batch, no store call.
+            Some(decision) => decision,
+            None => {
+                let batch = match shared.batch(&parts) {
+                    Ok(batch) => batch,
+                    Err(refusal) => return ResponseFuture::answered(refusal.into_response()),
+                };
+                match shared.store().check(&batch).into_ready() {
+                    // In-memory: decided already, no extra poll.
+                    Ok(result) => shared.conclude(result, &batch),
+                    Err(check) => {
+                        // The decision needs I/O. `self.inner` was made ready
+                        // by `poll_ready` for this call, so it goes into the
+                        // future and a fresh clone takes its place for the
+                        // next one.
+                        let req = Request::from_parts(parts, body);
+                        let clone = self.inner.clone();
+                        let inner = std::mem::replace(&mut self.inner, clone);
+                        return ResponseFuture::deciding(check, inner, req, batch, shared.clone());
+                    }
+                }
             }
+        };
+        match decision {
+            Decision::Allow(report) => {
+                let req = Request::from_parts(parts, body);
+                ResponseFuture::inner(self.inner.call(req), report)
+            }
+            Decision::Refuse(refusal) => ResponseFuture::answered(refusal.into_response()),
         }
     }
 }

@@ -32,10 +32,10 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 }
 
 /// All the buckets of one request, decided together.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Batch {
     tag: String,
-    buckets: Vec<Bucket>,
+    buckets: Buckets,
 }
 
 /// One limit's bucket for one key.
@@ -52,6 +52,13 @@ pub struct Bucket {
 #[must_use = "a check does nothing unless polled"]
 pub struct Check {
     kind: CheckKind,
+}
+
+/// One limit per layer is the common case: its batch needs no `Vec`.
+#[derive(Clone)]
+enum Buckets {
+    One(Bucket),
+    Many(Vec<Bucket>),
 }
 
 type BoxCheck = Pin<Box<dyn Future<Output = Result<Verdict, StoreError>> + Send + 'static>>;
@@ -71,7 +78,15 @@ impl Batch {
     pub fn new(tag: impl Into<String>, buckets: Vec<Bucket>) -> Self {
         Self {
             tag: tag.into(),
-            buckets,
+            buckets: Buckets::Many(buckets),
+        }
+    }
+
+    /// A batch of one bucket, without allocating a `Vec`.
+    pub(crate) fn one(tag: String, bucket: Bucket) -> Self {
+        Self {
+            tag,
+            buckets: Buckets::One(bucket),
         }
     }
 
@@ -82,7 +97,27 @@ impl Batch {
 
     /// The buckets, in limit order.
     pub fn buckets(&self) -> &[Bucket] {
-        &self.buckets
+        match &self.buckets {
+            Buckets::One(bucket) => std::slice::from_ref(bucket),
+            Buckets::Many(buckets) => buckets,
+        }
+    }
+}
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Self) -> bool {
+        self.tag == other.tag && self.buckets() == other.buckets()
+    }
+}
+
+impl Eq for Batch {}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("tag", &self.tag)
+            .field("buckets", &self.buckets())
+            .finish()
     }
 }
 

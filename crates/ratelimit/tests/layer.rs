@@ -234,6 +234,88 @@ async fn missing_keys_can_share_one_bucket() {
     assert_eq!(hits.load(Ordering::SeqCst), 4);
 }
 
+/// A layer of one limit over a `MemoryStore` decides in `call` without a
+/// batch; behind `shared_store` it goes through `Store::check`. Both must
+/// answer alike, request for request.
+#[tokio::test]
+async fn one_memory_limit_answers_like_the_store_path() {
+    use http::HeaderValue;
+    use towergate_core::ClientAddr;
+
+    let mut seen = std::collections::BTreeSet::new();
+    for missing in [
+        MissingKey::Shared,
+        MissingKey::Refuse(StatusCode::UNAUTHORIZED),
+    ] {
+        for key in [Key::ClientIp, Key::ClientNet { v4: 24, v6: 48 }, api_key()] {
+            let clock = ManualClock::new();
+            let build = |memory: Option<MemoryStore>| {
+                let b = RateLimitLayer::builder()
+                    .limit(Limit::per_second(2).burst(3).name("per-client"))
+                    .key(key.clone())
+                    .scope("same")
+                    .on_missing_key(missing)
+                    .legacy_headers(true);
+                match memory {
+                    Some(memory) => b.store(memory),
+                    None => b.shared_store(Arc::new(store(&clock))),
+                }
+                .build()
+                .unwrap()
+            };
+            let fast = build(Some(store(&clock))).layer(counting().1);
+            let slow = build(None).layer(counting().1);
+            let clients = [
+                Some("203.0.113.7:1"),
+                Some("[2001:db8:0:1::5]:1"),
+                Some("[::ffff:203.0.113.8]:1"),
+                None,
+                Some("203.0.113.7:2"),
+            ];
+            for round in 0..20 {
+                let client = clients[round % clients.len()];
+                let request = || {
+                    let mut r = req(client.map(|_| "k"));
+                    if let Some(addr) = client {
+                        r.extensions_mut()
+                            .insert(ClientAddr::direct(addr.parse().unwrap(), false));
+                    }
+                    r
+                };
+                let (a, b) = (
+                    fast.clone().oneshot(request()).await.unwrap(),
+                    slow.clone().oneshot(request()).await.unwrap(),
+                );
+                let context = format!("{missing:?} {key:?} round {round}");
+                assert_eq!(a.status(), b.status(), "{context}");
+                seen.insert(a.status().as_u16());
+                for name in [
+                    "ratelimit",
+                    "ratelimit-policy",
+                    "x-ratelimit-limit",
+                    "x-ratelimit-remaining",
+                    "x-ratelimit-reset",
+                    "retry-after",
+                ] {
+                    let all = |r: &Rsp| -> Vec<HeaderValue> {
+                        r.headers().get_all(name).iter().cloned().collect()
+                    };
+                    assert_eq!(all(&a), all(&b), "{name}, {context}");
+                }
+                let body = |r: Rsp| async move {
+                    http_body_util::BodyExt::collect(r.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes()
+                };
+                assert_eq!(body(a).await, body(b).await, "{context}");
+                clock.advance(Duration::from_millis(100));
+            }
+        }
+    }
+    assert_eq!(Vec::from_iter(seen), [200, 401, 429]);
+}
+
 #[tokio::test]
 async fn several_limits_tightest_reported_refusals_consume_nothing() {
     let clock = ManualClock::new();

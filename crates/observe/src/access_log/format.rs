@@ -1,8 +1,15 @@
 //! Formatting of access-log lines: JSON, Common and Combined Log Format.
 //! Pure: no I/O, no tower; the writer thread calls it.
+//!
+//! The writer formats a line per request, so the usual line stays off
+//! `core::fmt` and the allocator: the date and time of day are formatted
+//! once per second and reused, numbers go through `itoa`, trace ids and
+//! IPv4 addresses are written by hand, and strings are checked for what
+//! to escape 8 bytes at a time. Only IPv6 addresses and the first line of
+//! each second use `write!`.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,6 +52,38 @@ pub(crate) struct Config {
     pub(crate) keep_query: Vec<String>,
 }
 
+/// Formats lines for one writer, remembering what lines share: the JSON
+/// text before each member, and the time up to the second.
+///
+/// Lines are bytes, UTF-8 by construction: every piece is a `str`, a
+/// `str` cut at ASCII bytes, or ASCII, so nothing is validated again.
+#[derive(Debug)]
+pub(crate) struct LineFormatter<'a> {
+    config: &'a Config,
+    /// Each JSON field with what precedes its value: `{"ts":` for the
+    /// first, `,"request_id":` for the others.
+    members: Vec<(Field, Vec<u8>)>,
+    rfc3339: SecondText,
+    clf: SecondText,
+}
+
+/// A time's text up to its second, kept while lines of that second come.
+#[derive(Debug, Default)]
+struct SecondText {
+    secs: Option<u64>,
+    text: Vec<u8>,
+}
+
+/// A calendar date and time of day, in UTC.
+struct Parts {
+    y: i64,
+    mo: u32,
+    d: u32,
+    h: u64,
+    mi: u64,
+    s: u64,
+}
+
 // === impl Config ===
 
 impl Config {
@@ -55,176 +94,254 @@ impl Config {
             LogFormat::Combined => matches!(field, Field::UserAgent | Field::Referer),
         }
     }
+}
+
+// === impl LineFormatter ===
+
+impl<'a> LineFormatter<'a> {
+    pub(crate) fn new(config: &'a Config) -> Self {
+        let members = config
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, &field)| {
+                let mut before = vec![if i == 0 { b'{' } else { b',' }];
+                json_str(&mut before, field.key());
+                before.push(b':');
+                (field, before)
+            })
+            .collect();
+        LineFormatter {
+            config,
+            members,
+            rfc3339: SecondText::default(),
+            clf: SecondText::default(),
+        }
+    }
 
     /// Appends one line (without its newline) to `out`.
-    pub(crate) fn format(&self, r: &Record, out: &mut String) {
-        match self.format {
+    pub(crate) fn format(&mut self, r: &Record, out: &mut Vec<u8>) {
+        match self.config.format {
             LogFormat::Json => self.json(r, out),
             LogFormat::Common => self.clf(r, out, false),
             LogFormat::Combined => self.clf(r, out, true),
         }
     }
 
-    fn json(&self, r: &Record, out: &mut String) {
-        out.push('{');
-        for (i, field) in self.fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            json_str(out, field.key());
-            out.push(':');
+    fn json(&mut self, r: &Record, out: &mut Vec<u8>) {
+        let keep = &self.config.keep_query;
+        if self.members.is_empty() {
+            out.push(b'{');
+        }
+        for (field, before) in &self.members {
+            out.extend_from_slice(before);
             match field {
-                Field::Timestamp => json_display(out, Rfc3339(r.start)),
+                Field::Timestamp => {
+                    let (secs, millis) = since_epoch(r.start);
+                    out.push(b'"');
+                    out.extend_from_slice(self.rfc3339.get(secs, rfc3339_seconds));
+                    push_fraction(out, millis);
+                    push_str(out, "Z\"");
+                }
                 Field::RequestId => json_opt(out, r.request_id.as_ref().map(RequestId::as_str)),
                 Field::TraceId => match r.trace_id {
-                    Some(t) => json_display(out, t),
-                    None => out.push_str("null"),
+                    Some(t) => {
+                        out.push(b'"');
+                        push_trace_id(out, t);
+                        out.push(b'"');
+                    }
+                    None => push_str(out, "null"),
                 },
                 Field::Client => match r.client {
-                    Some(ip) => json_display(out, ip),
-                    None => out.push_str("null"),
+                    Some(ip) => {
+                        out.push(b'"');
+                        push_ip(out, ip);
+                        out.push(b'"');
+                    }
+                    None => push_str(out, "null"),
                 },
                 Field::Method => json_str(out, r.method.as_str()),
-                Field::Path => json_str(out, &path_and_kept_query(&r.uri, &self.keep_query)),
+                Field::Path => {
+                    out.push(b'"');
+                    write_path(out, &r.uri, keep, json_escape);
+                    out.push(b'"');
+                }
                 Field::Route => json_opt(out, r.route.as_deref()),
                 Field::Upstream => json_opt(out, r.upstream.as_deref()),
                 Field::Status => match r.status {
-                    Some(s) => {
-                        let _ = write!(out, "{s}");
-                    }
-                    None => out.push_str("null"),
+                    Some(s) => push_str(out, itoa::Buffer::new().format(s)),
+                    None => push_str(out, "null"),
                 },
-                Field::BytesIn => {
-                    let _ = write!(out, "{}", r.bytes_in);
-                }
-                Field::BytesOut => {
-                    let _ = write!(out, "{}", r.bytes_out);
-                }
-                Field::LatencyMs => {
-                    let _ = write!(out, "{:.3}", r.latency.as_secs_f64() * 1e3);
-                }
+                Field::BytesIn => push_str(out, itoa::Buffer::new().format(r.bytes_in)),
+                Field::BytesOut => push_str(out, itoa::Buffer::new().format(r.bytes_out)),
+                Field::LatencyMs => push_millis(out, r.latency),
                 Field::Consumer => json_opt(out, r.consumer.as_deref()),
                 Field::Subject => json_opt(out, r.subject.as_deref()),
                 Field::Protocol => json_str(out, version_str(r.version)),
                 Field::UserAgent => {
                     json_opt(out, r.user_agent.as_ref().map(lossy).as_deref());
                 }
-                Field::Referer => json_opt(
-                    out,
-                    r.referer
-                        .as_ref()
-                        .map(|v| sanitize_url(&lossy(v), &self.keep_query))
-                        .as_deref(),
-                ),
+                Field::Referer => match &r.referer {
+                    Some(v) => {
+                        out.push(b'"');
+                        write_sanitized_url(out, &lossy(v), keep, json_escape);
+                        out.push(b'"');
+                    }
+                    None => push_str(out, "null"),
+                },
             }
         }
-        out.push('}');
+        out.push(b'}');
     }
 
     /// `client - user [time] "request" status bytes ["referer" "agent"]`.
-    fn clf(&self, r: &Record, out: &mut String, combined: bool) {
+    fn clf(&mut self, r: &Record, out: &mut Vec<u8>, combined: bool) {
+        let keep = &self.config.keep_query;
         match r.client {
-            Some(ip) => {
-                let _ = write!(out, "{ip}");
-            }
-            None => out.push('-'),
+            Some(ip) => push_ip(out, ip),
+            None => out.push(b'-'),
         }
-        out.push_str(" - ");
+        push_str(out, " - ");
         match r.subject.as_deref().or(r.consumer.as_deref()) {
-            Some(u) if !u.is_empty() => clf_escape(out, &u.replace(' ', "_")),
-            _ => out.push('-'),
+            Some(u) if !u.is_empty() => clf_escape_as(out, u, true),
+            _ => out.push(b'-'),
         }
-        out.push_str(" [");
-        out.push_str(&clf_time(r.start));
-        out.push_str("] \"");
+        push_str(out, " [");
+        let (secs, _) = since_epoch(r.start);
+        out.extend_from_slice(self.clf.get(secs, clf_seconds));
+        push_str(out, "] \"");
         clf_escape(out, r.method.as_str());
-        out.push(' ');
-        clf_escape(out, &path_and_kept_query(&r.uri, &self.keep_query));
-        out.push(' ');
-        out.push_str(version_str(r.version));
-        out.push_str("\" ");
+        out.push(b' ');
+        write_path(out, &r.uri, keep, clf_escape);
+        out.push(b' ');
+        push_str(out, version_str(r.version));
+        push_str(out, "\" ");
         match r.status {
-            Some(s) => {
-                let _ = write!(out, "{s}");
-            }
-            None => out.push('-'),
+            Some(s) => push_str(out, itoa::Buffer::new().format(s)),
+            None => out.push(b'-'),
         }
         if r.bytes_out == 0 {
-            out.push_str(" -");
+            push_str(out, " -");
         } else {
-            let _ = write!(out, " {}", r.bytes_out);
+            out.push(b' ');
+            push_str(out, itoa::Buffer::new().format(r.bytes_out));
         }
         if combined {
-            out.push_str(" \"");
+            push_str(out, " \"");
             match &r.referer {
-                Some(v) => clf_escape(out, &sanitize_url(&lossy(v), &self.keep_query)),
-                None => out.push('-'),
+                Some(v) => write_sanitized_url(out, &lossy(v), keep, clf_escape),
+                None => out.push(b'-'),
             }
-            out.push_str("\" \"");
+            push_str(out, "\" \"");
             match &r.user_agent {
                 Some(v) => clf_escape(out, &lossy(v)),
-                None => out.push('-'),
+                None => out.push(b'-'),
             }
-            out.push('"');
+            out.push(b'"');
         }
     }
 }
 
-/// The path, and of the query only the parameters whose name is in `keep`
-/// (in their original order and encoding): query strings carry API keys
-/// and tokens often enough that none is logged unless asked for.
-pub(crate) fn path_and_kept_query<'a>(uri: &'a Uri, keep: &[String]) -> Cow<'a, str> {
-    let path = uri.path();
-    match uri.query() {
-        Some(q) if !keep.is_empty() => {
-            let kept = filter_query(q, keep);
-            if kept.is_empty() {
-                Cow::Borrowed(path)
-            } else {
-                Cow::Owned(format!("{path}?{kept}"))
-            }
+// === impl SecondText ===
+
+impl SecondText {
+    /// The text of second `secs` since the epoch, as `write` puts it.
+    fn get(&mut self, secs: u64, write: fn(&mut Vec<u8>, &Parts)) -> &[u8] {
+        if self.secs != Some(secs) {
+            self.text.clear();
+            write(&mut self.text, &Parts::of(secs));
+            self.secs = Some(secs);
         }
-        _ => Cow::Borrowed(path),
+        &self.text
     }
 }
 
-fn filter_query(query: &str, keep: &[String]) -> String {
-    let mut out = String::new();
+// === impl Parts ===
+
+impl Parts {
+    fn of(secs: u64) -> Self {
+        let (y, mo, d) = civil((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        Parts {
+            y,
+            mo,
+            d,
+            h: rem / 3600,
+            mi: rem % 3600 / 60,
+            s: rem % 60,
+        }
+    }
+}
+
+/// The path, escaped, and of the query only the parameters whose name is
+/// in `keep` (in their original order and encoding): query strings carry
+/// API keys and tokens often enough that none is logged unless asked for.
+fn write_path(out: &mut Vec<u8>, uri: &Uri, keep: &[String], escape: fn(&mut Vec<u8>, &str)) {
+    escape(out, uri.path());
+    if let Some(q) = uri.query() {
+        write_kept_query(out, q, keep, escape);
+    }
+}
+
+/// `?` and the kept parameters of `query` joined by `&`, escaped; nothing
+/// when none is kept.
+fn write_kept_query(
+    out: &mut Vec<u8>,
+    query: &str,
+    keep: &[String],
+    escape: fn(&mut Vec<u8>, &str),
+) {
+    if keep.is_empty() {
+        return;
+    }
+    let mut any = false;
     for pair in query.split('&') {
         let name = pair.split_once('=').map_or(pair, |(k, _)| k);
-        if keep.iter().any(|k| k == name) {
-            if !out.is_empty() {
-                out.push('&');
-            }
-            out.push_str(pair);
+        if !keep.iter().any(|k| k == name) {
+            continue;
         }
+        if any {
+            out.push(b'&');
+        } else if pair.is_empty() {
+            continue;
+        } else {
+            out.push(b'?');
+            any = true;
+        }
+        escape(out, pair);
     }
-    out
 }
 
-/// A URL (a `Referer`) without credentials, fragment, or query parameters
-/// other than the kept ones.
-pub(crate) fn sanitize_url(url: &str, keep: &[String]) -> String {
+/// A URL (a `Referer`), escaped, without credentials, fragment, or query
+/// parameters other than the kept ones.
+fn write_sanitized_url(
+    out: &mut Vec<u8>,
+    url: &str,
+    keep: &[String],
+    escape: fn(&mut Vec<u8>, &str),
+) {
     let url = url.split('#').next().unwrap_or("");
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
     };
     // Drop `user:password@` from the authority.
-    let base = match base.find("://") {
+    match base.find("://") {
         Some(i) => {
             let rest = &base[i + 3..];
             let auth_end = rest.find('/').unwrap_or(rest.len());
             match rest[..auth_end].rfind('@') {
-                Some(at) => format!("{}{}", &base[..i + 3], &rest[at + 1..]),
-                None => base.to_owned(),
+                Some(at) => {
+                    escape(out, &base[..i + 3]);
+                    escape(out, &rest[at + 1..]);
+                }
+                None => escape(out, base),
             }
         }
-        None => base.to_owned(),
-    };
-    match query.map(|q| filter_query(q, keep)) {
-        Some(q) if !q.is_empty() => format!("{base}?{q}"),
-        _ => base,
+        None => escape(out, base),
+    }
+    if let Some(q) = query {
+        write_kept_query(out, q, keep, escape);
     }
 }
 
@@ -239,64 +356,234 @@ fn version_str(v: Version) -> &'static str {
     }
 }
 
-fn lossy(v: &HeaderValue) -> String {
-    String::from_utf8_lossy(v.as_bytes()).into_owned()
+/// Borrowed unless the value is not UTF-8.
+fn lossy(v: &HeaderValue) -> Cow<'_, str> {
+    String::from_utf8_lossy(v.as_bytes())
 }
 
-fn json_opt(out: &mut String, v: Option<&str>) {
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// An IP address as `Display` writes it.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    towergate_core::write_ip(&mut Bytes(out), ip);
+}
+
+/// `fmt::Write` into a line's bytes.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// 32 lowercase hex digits, as `Display` writes a trace id.
+fn push_trace_id(out: &mut Vec<u8>, id: TraceId) {
+    let mut hex = [0u8; 32];
+    let bytes = id.to_bytes();
+    for (digits, word) in hex.chunks_exact_mut(8).zip(bytes.chunks_exact(4)) {
+        let word = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        digits.copy_from_slice(&hex8(word).to_be_bytes());
+    }
+    out.extend_from_slice(&hex);
+}
+
+/// The 8 lowercase hex digits of `x`, most significant first, as the
+/// bytes of a big-endian `u64`: the nibbles are spread one to a byte, and
+/// each byte gets `'0'`, plus what leads from `'9'` to `'a'` for 10 to 15.
+fn hex8(x: u32) -> u64 {
+    let mut v = u64::from(x);
+    v = (v | v << 16) & 0x0000_ffff_0000_ffff;
+    v = (v | v << 8) & 0x00ff_00ff_00ff_00ff;
+    v = (v | v << 4) & 0x0f0f_0f0f_0f0f_0f0f;
+    let letters = ((v + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    v + 0x3030_3030_3030_3030 + letters * u64::from(b'a' - b'9' - 1)
+}
+
+/// Milliseconds with 3 decimals, rounded to the nearest microsecond (half
+/// a microsecond up).
+fn push_millis(out: &mut Vec<u8>, d: Duration) {
+    let micros = d
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from((d.subsec_nanos() + 500) / 1000));
+    push_str(out, itoa::Buffer::new().format(micros / 1000));
+    push_fraction(out, (micros % 1000) as u32);
+}
+
+/// `.` and three digits of `n` (below 1000).
+fn push_fraction(out: &mut Vec<u8>, n: u32) {
+    let digit = |d: u32| b'0' + (d % 10) as u8;
+    out.extend_from_slice(&[b'.', digit(n / 100), digit(n / 10), digit(n)]);
+}
+
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn json_opt(out: &mut Vec<u8>, v: Option<&str>) {
     match v {
         Some(s) => json_str(out, s),
-        None => out.push_str("null"),
+        None => push_str(out, "null"),
     }
 }
 
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    if !s
-        .bytes()
-        .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
-    {
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    json_escape(out, s);
+    out.push(b'"');
+}
+
+/// The inside of a JSON string: `"`, `\` and control characters escaped.
+fn json_escape(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    if !any_byte(bytes, json_escaped, json_escaped_in) {
         // The common case: nothing to escape.
-        out.push_str(s);
-        out.push('"');
+        out.extend_from_slice(bytes);
         return;
     }
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Escaped bytes are ASCII: the runs between them stay UTF-8.
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !json_escaped(b) {
+            continue;
         }
+        out.extend_from_slice(&bytes[run..i]);
+        match b {
+            b'"' => push_str(out, "\\\""),
+            b'\\' => push_str(out, "\\\\"),
+            b'\n' => push_str(out, "\\n"),
+            b'\r' => push_str(out, "\\r"),
+            b'\t' => push_str(out, "\\t"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX_LOWER[usize::from(b >> 4)],
+                HEX_LOWER[usize::from(b & 0xf)],
+            ]),
+        }
+        run = i + 1;
     }
-    out.push('"');
+    out.extend_from_slice(&bytes[run..]);
 }
 
-/// A JSON string of something that displays without characters to escape
-/// (ids, addresses, times), written without an intermediate `String`.
-fn json_display(out: &mut String, v: impl std::fmt::Display) {
-    let _ = write!(out, "\"{v}\"");
+fn json_escaped(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f)
+}
+
+/// [`json_escaped`] for the 8 bytes of a word: not 0 if it holds for one.
+fn json_escaped_in(w: u64) -> u64 {
+    bytes_below(w, 0x20) | bytes_equal(w, b'"') | bytes_equal(w, b'\\') | bytes_equal(w, 0x7f)
+}
+
+/// Whether `byte` holds for a byte of `bytes`, where `word` tells the same
+/// of 8 bytes at once. Strings in a line are short and rarely have anything
+/// to escape, so they are read a word at a time and without early exit:
+/// a byte at a time costs several times as much.
+fn any_byte(bytes: &[u8], byte: impl Fn(u8) -> bool, word: impl Fn(u64) -> u64) -> bool {
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return bytes.iter().fold(false, |acc, &b| acc | byte(b));
+    };
+    let load = |eight: &[u8]| {
+        let mut w = [0; 8];
+        w.copy_from_slice(eight);
+        u64::from_le_bytes(w)
+    };
+    let mut words = bytes.chunks_exact(8);
+    let mut found = 0;
+    for eight in &mut words {
+        found |= word(load(eight));
+    }
+    // The last bytes, in a word overlapping the previous one.
+    found |= word(load(&bytes[last..]));
+    found != 0
+}
+
+const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// Not 0 if a byte of `w` is below `n` (at most 0x80): a byte below `n`
+/// borrows, and ends with its high bit set where it had none. Borrows
+/// only start at such a byte, so a word without one gives 0.
+fn bytes_below(w: u64, n: u8) -> u64 {
+    w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS
+}
+
+/// Not 0 if a byte of `w` is `b`.
+fn bytes_equal(w: u64, b: u8) -> u64 {
+    bytes_below(w ^ (ONES * u64::from(b)), 1)
+}
+
+/// Not 0 if a byte of `w` has its high bit set (is not ASCII).
+fn bytes_high(w: u64) -> u64 {
+    w & HIGHS
 }
 
 /// Escapes as nginx does in its log: `"` and `\` with a backslash, bytes
 /// outside printable ASCII as `\xHH`, so that a line stays one line and its
 /// quoted fields stay parseable.
-fn clf_escape(out: &mut String, s: &str) {
-    for b in s.bytes() {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => {
-                let _ = write!(out, "\\x{b:02X}");
-            }
-        }
+fn clf_escape(out: &mut Vec<u8>, s: &str) {
+    clf_escape_as(out, s, false);
+}
+
+/// [`clf_escape`], with spaces as `_` for a field that must not contain
+/// any (the user).
+fn clf_escape_as(out: &mut Vec<u8>, s: &str, underscore_spaces: bool) {
+    let escaped = |b| clf_escaped(b, underscore_spaces);
+    let escaped_in = |w| clf_escaped_in(w, underscore_spaces);
+    let bytes = s.as_bytes();
+    if !any_byte(bytes, escaped, escaped_in) {
+        out.extend_from_slice(bytes);
+        return;
     }
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !escaped(b) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        match b {
+            b' ' => out.push(b'_'),
+            b'"' => push_str(out, "\\\""),
+            b'\\' => push_str(out, "\\\\"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX_UPPER[usize::from(b >> 4)],
+                HEX_UPPER[usize::from(b & 0xf)],
+            ]),
+        }
+        run = i + 1;
+    }
+    out.extend_from_slice(&bytes[run..]);
+}
+
+/// Not as is in a Common Log Format line: all but printable ASCII, `"`
+/// and `\`, and maybe spaces.
+fn clf_escaped(b: u8, spaces: bool) -> bool {
+    !(0x20..=0x7e).contains(&b) | (b == b'"') | (b == b'\\') | (spaces & (b == b' '))
+}
+
+/// [`clf_escaped`] for the 8 bytes of a word: not 0 if it holds for one.
+fn clf_escaped_in(w: u64, spaces: bool) -> u64 {
+    let spaces = if spaces { bytes_equal(w, b' ') } else { 0 };
+    bytes_below(w, 0x20)
+        | bytes_high(w)
+        | bytes_equal(w, 0x7f)
+        | bytes_equal(w, b'"')
+        | bytes_equal(w, b'\\')
+        | spaces
+}
+
+/// Whole seconds and milliseconds since the epoch; the epoch itself for a
+/// time before it (only with a broken clock).
+fn since_epoch(t: SystemTime) -> (u64, u32) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    (since.as_secs(), since.subsec_millis())
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
@@ -314,63 +601,27 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-struct Parts {
-    y: i64,
-    mo: u32,
-    d: u32,
-    h: u64,
-    mi: u64,
-    s: u64,
-    ms: u32,
-}
-
-fn parts(t: SystemTime) -> Parts {
-    // Before 1970 only with a broken clock; print the epoch then.
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (y, mo, d) = civil((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    Parts {
-        y,
-        mo,
-        d,
-        h: rem / 3600,
-        mi: rem % 3600 / 60,
-        s: rem % 60,
-        ms: since.subsec_millis(),
-    }
-}
-
-/// RFC 3339 in UTC with milliseconds: `2026-11-27T08:05:09.042Z`.
-pub(crate) struct Rfc3339(pub(crate) SystemTime);
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let p = parts(self.0);
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            p.y, p.mo, p.d, p.h, p.mi, p.s, p.ms
-        )
-    }
-}
-
-#[cfg(test)]
-fn rfc3339(t: SystemTime) -> String {
-    Rfc3339(t).to_string()
+/// RFC 3339 up to the second, `2026-11-27T08:05:09`; lines add the
+/// milliseconds and `Z`.
+fn rfc3339_seconds(out: &mut Vec<u8>, p: &Parts) {
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        p.y, p.mo, p.d, p.h, p.mi, p.s
+    );
 }
 
 /// The Common Log Format time, in UTC: `27/Nov/2026:08:05:09 +0000`.
-pub(crate) fn clf_time(t: SystemTime) -> String {
+fn clf_seconds(out: &mut Vec<u8>, p: &Parts) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let p = parts(t);
     let month = MONTHS.get(p.mo as usize - 1).copied().unwrap_or("Jan");
-    format!(
+    let _ = write!(
+        out,
         "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
         p.d, month, p.y, p.h, p.mi, p.s
-    )
+    );
 }
 
 #[cfg(test)]
@@ -413,23 +664,76 @@ mod tests {
         }
     }
 
+    fn line(c: &Config, r: &Record) -> String {
+        text(|out| LineFormatter::new(c).format(r, out))
+    }
+
+    /// What `write` appends, which must be UTF-8.
+    fn text(write: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        write(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn plain(out: &mut Vec<u8>, s: &str) {
+        push_str(out, s);
+    }
+
+    /// A deterministic pseudo-random sequence (SplitMix64).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len() as u64) as usize]
+        }
+    }
+
     #[test]
     fn times() {
-        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(at(1_795_752_000, 42)), "2026-11-27T04:00:00.042Z");
-        // A leap day.
-        assert_eq!(rfc3339(at(951_782_400, 999)), "2000-02-29T00:00:00.999Z");
+        let ts = config(LogFormat::Json, &[Field::Timestamp], &[]);
+        let mut r = record();
+        let mut at_time = |t| {
+            r.start = t;
+            line(&ts, &r)
+        };
+        assert_eq!(at_time(at(0, 0)), r#"{"ts":"1970-01-01T00:00:00.000Z"}"#);
         assert_eq!(
-            clf_time(at(1_795_752_000, 42)),
-            "27/Nov/2026:04:00:00 +0000"
+            at_time(at(1_795_752_000, 42)),
+            r#"{"ts":"2026-11-27T04:00:00.042Z"}"#
+        );
+        // A leap day.
+        assert_eq!(
+            at_time(at(951_782_400, 999)),
+            r#"{"ts":"2000-02-29T00:00:00.999Z"}"#
+        );
+        // Before the epoch: a broken clock.
+        assert_eq!(
+            at_time(UNIX_EPOCH - Duration::from_secs(1)),
+            r#"{"ts":"1970-01-01T00:00:00.000Z"}"#
+        );
+        let mut r = record();
+        r.start = at(1_795_752_000, 42);
+        assert!(
+            line(&config(LogFormat::Common, &[], &[]), &r).contains("[27/Nov/2026:04:00:00 +0000]")
         );
     }
 
     #[test]
     fn json_line_has_every_default_field_and_no_secret() {
         let c = config(LogFormat::Json, &super::super::DEFAULT_FIELDS, &["page"]);
-        let mut out = String::new();
-        c.format(&record(), &mut out);
+        let out = line(&c, &record());
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["ts"], "2026-11-27T04:00:00.042Z");
         assert_eq!(v["request_id"], "req-1");
@@ -446,6 +750,7 @@ mod tests {
         assert_eq!(v["consumer"], "acme");
         assert_eq!(v["subject"], "alice");
         assert!(!out.contains("secret") && !out.contains("t0k"));
+        assert!(out.contains(r#","latency_ms":1.500,"#));
     }
 
     #[test]
@@ -462,8 +767,7 @@ mod tests {
         );
         let mut r = record();
         r.status = None;
-        let mut out = String::new();
-        c.format(&r, &mut out);
+        let out = line(&c, &r);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v.as_object().unwrap().len(), 4);
         assert!(v["status"].is_null());
@@ -474,16 +778,12 @@ mod tests {
 
     #[test]
     fn common_and_combined() {
-        let mut out = String::new();
-        config(LogFormat::Common, &[], &[]).format(&record(), &mut out);
         assert_eq!(
-            out,
+            line(&config(LogFormat::Common, &[], &[]), &record()),
             "203.0.113.9 - alice [27/Nov/2026:04:00:00 +0000] \"GET /users/42 HTTP/1.1\" 200 512"
         );
-        let mut out = String::new();
-        config(LogFormat::Combined, &[], &["page"]).format(&record(), &mut out);
         assert_eq!(
-            out,
+            line(&config(LogFormat::Combined, &[], &["page"]), &record()),
             "203.0.113.9 - alice [27/Nov/2026:04:00:00 +0000] \"GET /users/42?page=2 HTTP/1.1\" 200 512 \
              \"https://site.example/a?page=1\" \"curl/8.0 \\\"x\\\"\""
         );
@@ -492,19 +792,546 @@ mod tests {
     #[test]
     fn query_filter_and_url_sanitising() {
         let keep = vec!["a".to_string(), "c".to_string()];
-        assert_eq!(filter_query("a=1&b=2&c&d=4&a=5", &keep), "a=1&c&a=5");
-        assert_eq!(filter_query("b=2", &keep), "");
-        assert_eq!(sanitize_url("http://x/y?b=1", &keep), "http://x/y");
-        assert_eq!(sanitize_url("http://u@x/y@z", &keep), "http://x/y@z");
-        assert_eq!(sanitize_url("/rel?a=1", &keep), "/rel?a=1");
-        let uri: Uri = "/p?x=1".parse().unwrap();
-        assert_eq!(path_and_kept_query(&uri, &keep), "/p");
+        let kept = |q: &str| text(|out| write_kept_query(out, q, &keep, plain));
+        let sanitize = |url: &str| text(|out| write_sanitized_url(out, url, &keep, plain));
+        let path = |uri: &str| text(|out| write_path(out, &uri.parse().unwrap(), &keep, plain));
+        assert_eq!(kept("a=1&b=2&c&d=4&a=5"), "?a=1&c&a=5");
+        assert_eq!(kept("b=2"), "");
+        assert_eq!(sanitize("http://x/y?b=1"), "http://x/y");
+        assert_eq!(sanitize("http://u@x/y@z"), "http://x/y@z");
+        assert_eq!(sanitize("/rel?a=1"), "/rel?a=1");
+        assert_eq!(
+            sanitize("https://u:p@h/p?c=3&token=t#a=1"),
+            "https://h/p?c=3"
+        );
+        assert_eq!(path("/p?x=1"), "/p");
+        assert_eq!(path("/p?c=%20&x=1&a"), "/p?c=%20&a");
     }
 
     #[test]
     fn clf_escapes_control_and_quotes() {
-        let mut out = String::new();
-        clf_escape(&mut out, "a\"b\\c\nd\u{e9}");
+        let out = text(|out| clf_escape(out, "a\"b\\c\nd\u{e9}"));
         assert_eq!(out, "a\\\"b\\\\c\\x0Ad\\xC3\\xA9");
+        let out = text(|out| clf_escape_as(out, "\u{e9} a\x7f b ", true));
+        assert_eq!(out, "\\xC3\\xA9_a\\x7F_b_");
+    }
+
+    #[test]
+    fn json_escapes_in_runs() {
+        let out = text(|out| json_str(out, "\u{e9}t\u{e9} \"q\"\\\n\r\t\x01\x1f\x7f \u{1f600}x"));
+        assert_eq!(
+            out,
+            "\"\u{e9}t\u{e9} \\\"q\\\"\\\\\\n\\r\\t\\u0001\\u001f\\u007f \u{1f600}x\""
+        );
+        // Longer than a block, with the character to escape in each place.
+        for i in 0..40 {
+            let mut s = "abcdefghijklmnopqrstuvwxyz0123456789ABCD".to_string();
+            s.replace_range(i..=i, "\"");
+            let out = text(|out| json_str(out, &s));
+            assert_eq!(out, previous::json(&s), "{s}");
+        }
+    }
+
+    /// The word-at-a-time scan against the byte predicates, with each byte
+    /// value in each place of some lengths, among each other byte value.
+    #[test]
+    fn scans_find_what_bytes_find() {
+        type Scan<'a> = (&'a dyn Fn(u8) -> bool, &'a dyn Fn(u64) -> u64);
+        let scans: [Scan<'_>; 3] = [
+            (&json_escaped, &json_escaped_in),
+            (&|b| clf_escaped(b, false), &|w| clf_escaped_in(w, false)),
+            (&|b| clf_escaped(b, true), &|w| clf_escaped_in(w, true)),
+        ];
+        for (byte, word) in scans {
+            let check = |bytes: &[u8]| {
+                assert_eq!(
+                    any_byte(bytes, byte, word),
+                    bytes.iter().any(|&b| byte(b)),
+                    "{bytes:?}"
+                );
+            };
+            for len in [1, 7, 8, 9, 13, 16, 17] {
+                for place in [0, len / 2, len - 1] {
+                    for filler in 0..=255 {
+                        let mut bytes = vec![filler; len];
+                        for b in 0..=255 {
+                            bytes[place] = b;
+                            check(&bytes);
+                        }
+                    }
+                }
+            }
+            let mut rng = Rng(5);
+            for _ in 0..100_000 {
+                let len = rng.below(40) as usize;
+                // Mostly bytes that are kept, so that the one that is not
+                // decides.
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| match rng.below(64) {
+                        0 => rng.next() as u8,
+                        _ => b'!' + rng.below(90) as u8,
+                    })
+                    .collect();
+                check(&bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn latency_matches_float_formatting() {
+        let check = |d: Duration| {
+            let out = text(|out| push_millis(out, d));
+            let old = format!("{:.3}", d.as_secs_f64() * 1e3);
+            if out != old {
+                // Only where the old float value was a tie in decimal:
+                // a whole number of microseconds and a half.
+                assert_eq!(d.subsec_nanos() % 1000, 500, "{d:?}: {out} != {old}");
+            }
+        };
+        // Every nanosecond up to 3 ms.
+        for n in 0..3_000_000 {
+            check(Duration::from_nanos(n));
+        }
+        // Around every microsecond boundary up to 10 s, and anything up to
+        // a day and a half.
+        let mut rng = Rng(7);
+        for _ in 0..1_000_000 {
+            let micros = rng.below(10_000_000);
+            check(Duration::from_nanos(micros * 1000 + 495 + rng.below(10)));
+            check(Duration::new(
+                rng.below(130_000),
+                rng.below(1_000_000_000) as u32,
+            ));
+        }
+        let out = text(|out| push_millis(out, Duration::MAX));
+        assert_eq!(out, "18446744073709551.615");
+    }
+
+    #[test]
+    fn ip_addresses_like_display() {
+        let check = |ip: IpAddr| {
+            let out = text(|out| push_ip(out, ip));
+            assert_eq!(out, ip.to_string());
+        };
+        for octet in 0..=255u8 {
+            for place in 0..4 {
+                let mut o = [1, 20, 255, 3];
+                o[place] = octet;
+                check(IpAddr::from(o));
+                check(IpAddr::from([octet; 4]));
+            }
+        }
+        let mut rng = Rng(42);
+        for _ in 0..100_000 {
+            check(IpAddr::from((rng.next() as u32).to_be_bytes()));
+        }
+        for v6 in [
+            "::",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.0.2.1",
+            "fe80::1:2:3:4",
+            "1:2:3:4:5:6:7:8",
+        ] {
+            check(v6.parse().unwrap());
+        }
+        for _ in 0..10_000 {
+            let bits = u128::from(rng.next()) << 64 | u128::from(rng.next());
+            // Runs of zero groups, so that `::` is exercised.
+            check(IpAddr::from((bits & u128::from(rng.next())).to_be_bytes()));
+        }
+    }
+
+    #[test]
+    fn trace_ids_like_display() {
+        let mut rng = Rng(3);
+        let ids = [0, 1, u128::MAX, 0xf0]
+            .into_iter()
+            .chain((0..10_000).map(|_| u128::from(rng.next()) << 64 | u128::from(rng.next())));
+        for id in ids.map(TraceId::from) {
+            let out = text(|out| push_trace_id(out, id));
+            assert_eq!(out, id.to_string());
+        }
+    }
+
+    #[test]
+    fn second_cache_follows_the_clock() {
+        for format in [LogFormat::Json, LogFormat::Common] {
+            let c = config(format, &[Field::Timestamp, Field::Status], &[]);
+            let mut f = LineFormatter::new(&c);
+            let mut r = record();
+            // Forwards over a day boundary, and back (a slow request
+            // logged after quicker ones).
+            for ms in [
+                86_399_998, 86_399_999, 86_400_000, 86_400_001, 86_399_999, 86_401_000, 0,
+            ] {
+                r.start = UNIX_EPOCH + Duration::from_millis(ms);
+                let out = text(|out| f.format(&r, out));
+                assert_eq!(out, line(&c, &r));
+                assert_eq!(out, previous::line(&c, &r));
+            }
+        }
+    }
+
+    /// Lines as the `core::fmt` formatter before this one wrote them, over
+    /// records of every kind: same bytes, except latencies on a tie.
+    #[test]
+    fn same_lines_as_before() {
+        let all: Vec<Field> = super::super::DEFAULT_FIELDS
+            .into_iter()
+            .chain([Field::Protocol, Field::UserAgent, Field::Referer])
+            .collect();
+        let configs = [
+            config(LogFormat::Json, &super::super::DEFAULT_FIELDS, &[]),
+            config(LogFormat::Json, &all, &["page", "q"]),
+            config(LogFormat::Common, &[], &[]),
+            config(LogFormat::Combined, &[], &["page"]),
+        ];
+        let mut formatters: Vec<_> = configs.iter().map(LineFormatter::new).collect();
+        let uris = [
+            "/",
+            "/users/42",
+            "/users/42?page=2&api_key=secret&token=t0k",
+            "/s?q=a%22b&page=&page=3&x",
+            "/p%20q?&&page",
+            "*",
+            "http://h.example/abs?q=1",
+        ];
+        let agents: [&[u8]; 5] = [
+            b"curl/8.0",
+            b"Mozilla/5.0 (X11; Linux x86_64) \"quoted\" \\slash",
+            b"caf\xc3\xa9",
+            b"bad \xff\xfe utf-8",
+            b"",
+        ];
+        let referers = [
+            "https://u:p@site.example/a?token=zzz&page=1#frag",
+            "http://x/y@z?page=2",
+            "/relative?q=1&page=2",
+            "https://site.example",
+            "not a url",
+        ];
+        let users = ["alice", "", "bob smith", "\u{e9}ve \"x\"", "tab\tnl\n"];
+        let mut rng = Rng(1);
+        let mut start = at(1_795_752_000, 0);
+        for _ in 0..20_000 {
+            // Mostly forwards, now and then back a little.
+            start += Duration::from_micros(rng.below(400_000));
+            start -= Duration::from_micros(rng.below(100_000));
+            let client = match rng.below(3) {
+                0 => None,
+                1 => Some(IpAddr::from((rng.next() as u32).to_be_bytes())),
+                _ => Some(IpAddr::from(
+                    (u128::from(rng.next()) << 64 & u128::from(rng.next())).to_be_bytes(),
+                )),
+            };
+            let header = |b: &[u8]| HeaderValue::from_bytes(b).ok();
+            let r = Record {
+                start,
+                request_id: (rng.below(4) > 0)
+                    .then(|| RequestId(Arc::from(rng.pick(&["req-1", "a\"b", "0193f5a2"])))),
+                trace_id: (rng.below(2) > 0)
+                    .then(|| TraceId::from(u128::from(rng.next()) << 64 | u128::from(rng.next()))),
+                client,
+                method: [
+                    Method::GET,
+                    Method::POST,
+                    Method::from_bytes(b"PURGE").unwrap(),
+                ][rng.below(3) as usize]
+                    .clone(),
+                uri: rng.pick(&uris).parse().unwrap(),
+                version: [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2]
+                    [rng.below(3) as usize],
+                route: (rng.below(2) > 0).then(|| Arc::from(rng.pick(&["users", "r\\n"]))),
+                upstream: (rng.below(2) > 0).then(|| Arc::from("10.0.0.7:8080")),
+                status: (rng.below(5) > 0).then(|| rng.below(600) as u16),
+                bytes_in: if rng.below(3) > 0 {
+                    rng.next() >> rng.below(64)
+                } else {
+                    0
+                },
+                bytes_out: if rng.below(3) > 0 {
+                    rng.next() >> rng.below(64)
+                } else {
+                    0
+                },
+                // Up to five hours.
+                latency: Duration::from_nanos(rng.next() >> (20 + rng.below(44))),
+                subject: (rng.below(2) > 0).then(|| rng.pick(&users).to_string()),
+                consumer: (rng.below(2) > 0).then(|| rng.pick(&users).to_string()),
+                user_agent: (rng.below(2) > 0)
+                    .then(|| header(agents[rng.below(agents.len() as u64) as usize]))
+                    .flatten(),
+                referer: (rng.below(2) > 0)
+                    .then(|| header(rng.pick(&referers).as_bytes()))
+                    .flatten(),
+            };
+            let tie = r.latency.subsec_nanos() % 1000 == 500;
+            for (c, f) in configs.iter().zip(&mut formatters) {
+                let out = text(|out| f.format(&r, out));
+                let old = previous::line(c, &r);
+                if tie && c.fields.contains(&Field::LatencyMs) {
+                    continue;
+                }
+                assert_eq!(out, old, "{r:?}");
+                if c.format == LogFormat::Json {
+                    let _: serde_json::Value = serde_json::from_str(&out).unwrap();
+                }
+            }
+        }
+    }
+
+    /// The formatter as it was, on `core::fmt`, to compare with.
+    mod previous {
+        use std::fmt::Write as _;
+
+        use super::super::*;
+
+        pub(super) fn line(c: &Config, r: &Record) -> String {
+            let mut out = String::new();
+            match c.format {
+                LogFormat::Json => json_line(c, r, &mut out),
+                LogFormat::Common => clf(c, r, &mut out, false),
+                LogFormat::Combined => clf(c, r, &mut out, true),
+            }
+            out
+        }
+
+        pub(super) fn json(s: &str) -> String {
+            let mut out = String::new();
+            json_str(&mut out, s);
+            out
+        }
+
+        fn json_line(c: &Config, r: &Record, out: &mut String) {
+            out.push('{');
+            for (i, field) in c.fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_str(out, field.key());
+                out.push(':');
+                match field {
+                    Field::Timestamp => json_display(out, rfc3339(r.start)),
+                    Field::RequestId => json_opt(out, r.request_id.as_ref().map(RequestId::as_str)),
+                    Field::TraceId => match r.trace_id {
+                        Some(t) => json_display(out, t),
+                        None => out.push_str("null"),
+                    },
+                    Field::Client => match r.client {
+                        Some(ip) => json_display(out, ip),
+                        None => out.push_str("null"),
+                    },
+                    Field::Method => json_str(out, r.method.as_str()),
+                    Field::Path => json_str(out, &path_and_kept_query(&r.uri, &c.keep_query)),
+                    Field::Route => json_opt(out, r.route.as_deref()),
+                    Field::Upstream => json_opt(out, r.upstream.as_deref()),
+                    Field::Status => match r.status {
+                        Some(s) => {
+                            let _ = write!(out, "{s}");
+                        }
+                        None => out.push_str("null"),
+                    },
+                    Field::BytesIn => {
+                        let _ = write!(out, "{}", r.bytes_in);
+                    }
+                    Field::BytesOut => {
+                        let _ = write!(out, "{}", r.bytes_out);
+                    }
+                    Field::LatencyMs => {
+                        let _ = write!(out, "{:.3}", r.latency.as_secs_f64() * 1e3);
+                    }
+                    Field::Consumer => json_opt(out, r.consumer.as_deref()),
+                    Field::Subject => json_opt(out, r.subject.as_deref()),
+                    Field::Protocol => json_str(out, version_str(r.version)),
+                    Field::UserAgent => {
+                        json_opt(out, r.user_agent.as_ref().map(lossy).as_deref());
+                    }
+                    Field::Referer => json_opt(
+                        out,
+                        r.referer
+                            .as_ref()
+                            .map(|v| sanitize_url(&lossy(v), &c.keep_query))
+                            .as_deref(),
+                    ),
+                }
+            }
+            out.push('}');
+        }
+
+        fn clf(c: &Config, r: &Record, out: &mut String, combined: bool) {
+            match r.client {
+                Some(ip) => {
+                    let _ = write!(out, "{ip}");
+                }
+                None => out.push('-'),
+            }
+            out.push_str(" - ");
+            match r.subject.as_deref().or(r.consumer.as_deref()) {
+                Some(u) if !u.is_empty() => clf_escape(out, &u.replace(' ', "_")),
+                _ => out.push('-'),
+            }
+            out.push_str(" [");
+            out.push_str(&clf_time(r.start));
+            out.push_str("] \"");
+            clf_escape(out, r.method.as_str());
+            out.push(' ');
+            clf_escape(out, &path_and_kept_query(&r.uri, &c.keep_query));
+            out.push(' ');
+            out.push_str(version_str(r.version));
+            out.push_str("\" ");
+            match r.status {
+                Some(s) => {
+                    let _ = write!(out, "{s}");
+                }
+                None => out.push('-'),
+            }
+            if r.bytes_out == 0 {
+                out.push_str(" -");
+            } else {
+                let _ = write!(out, " {}", r.bytes_out);
+            }
+            if combined {
+                out.push_str(" \"");
+                match &r.referer {
+                    Some(v) => clf_escape(out, &sanitize_url(&lossy(v), &c.keep_query)),
+                    None => out.push('-'),
+                }
+                out.push_str("\" \"");
+                match &r.user_agent {
+                    Some(v) => clf_escape(out, &lossy(v)),
+                    None => out.push('-'),
+                }
+                out.push('"');
+            }
+        }
+
+        fn path_and_kept_query(uri: &Uri, keep: &[String]) -> String {
+            let path = uri.path();
+            match uri.query() {
+                Some(q) if !keep.is_empty() => {
+                    let kept = filter_query(q, keep);
+                    if kept.is_empty() {
+                        path.to_owned()
+                    } else {
+                        format!("{path}?{kept}")
+                    }
+                }
+                _ => path.to_owned(),
+            }
+        }
+
+        fn filter_query(query: &str, keep: &[String]) -> String {
+            let mut out = String::new();
+            for pair in query.split('&') {
+                let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+                if keep.iter().any(|k| k == name) {
+                    if !out.is_empty() {
+                        out.push('&');
+                    }
+                    out.push_str(pair);
+                }
+            }
+            out
+        }
+
+        fn sanitize_url(url: &str, keep: &[String]) -> String {
+            let url = url.split('#').next().unwrap_or("");
+            let (base, query) = match url.split_once('?') {
+                Some((b, q)) => (b, Some(q)),
+                None => (url, None),
+            };
+            let base = match base.find("://") {
+                Some(i) => {
+                    let rest = &base[i + 3..];
+                    let auth_end = rest.find('/').unwrap_or(rest.len());
+                    match rest[..auth_end].rfind('@') {
+                        Some(at) => format!("{}{}", &base[..i + 3], &rest[at + 1..]),
+                        None => base.to_owned(),
+                    }
+                }
+                None => base.to_owned(),
+            };
+            match query.map(|q| filter_query(q, keep)) {
+                Some(q) if !q.is_empty() => format!("{base}?{q}"),
+                _ => base,
+            }
+        }
+
+        fn lossy(v: &HeaderValue) -> String {
+            String::from_utf8_lossy(v.as_bytes()).into_owned()
+        }
+
+        fn json_opt(out: &mut String, v: Option<&str>) {
+            match v {
+                Some(s) => json_str(out, s),
+                None => out.push_str("null"),
+            }
+        }
+
+        fn json_str(out: &mut String, s: &str) {
+            out.push('"');
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                        let _ = write!(out, "\\u{:04x}", c as u32);
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+
+        fn json_display(out: &mut String, v: impl std::fmt::Display) {
+            let _ = write!(out, "\"{v}\"");
+        }
+
+        fn clf_escape(out: &mut String, s: &str) {
+            for b in s.bytes() {
+                match b {
+                    b'"' => out.push_str("\\\""),
+                    b'\\' => out.push_str("\\\\"),
+                    0x20..=0x7e => out.push(b as char),
+                    _ => {
+                        let _ = write!(out, "\\x{b:02X}");
+                    }
+                }
+            }
+        }
+
+        fn old_parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
+            let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let secs = since.as_secs();
+            let (y, mo, d) = civil((secs / 86_400) as i64);
+            let rem = secs % 86_400;
+            (
+                y,
+                mo,
+                d,
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                since.subsec_millis(),
+            )
+        }
+
+        fn rfc3339(t: SystemTime) -> String {
+            let (y, mo, d, h, mi, s, ms) = old_parts(t);
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+        }
+
+        fn clf_time(t: SystemTime) -> String {
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            let (y, mo, d, h, mi, s, _) = old_parts(t);
+            let month = MONTHS.get(mo as usize - 1).copied().unwrap_or("Jan");
+            format!("{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000")
+        }
     }
 }

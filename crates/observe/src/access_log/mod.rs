@@ -105,8 +105,8 @@ mod format;
 mod service;
 
 pub(crate) use format::Record;
-pub(crate) use service::BodyWatch;
 pub use service::{AccessLog, ResponseFuture};
+pub(crate) use service::{BodyWatch, Pending, TraceIdFrom};
 
 use format::Config;
 
@@ -138,7 +138,7 @@ pub const DEFAULT_CAPACITY: usize = 8192;
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct AccessLogLayer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Settings for an [`AccessLogLayer`]; see [`AccessLogLayer::builder`].
@@ -449,8 +449,8 @@ impl Field {
 
 impl Shared {
     /// Hands a finished record to the writer, or drops and counts it.
-    pub(crate) fn send(&self, record: Record) {
-        match self.tx.try_send(Msg::Line(Box::new(record))) {
+    pub(crate) fn send(&self, record: Box<Record>) {
+        match self.tx.try_send(Msg::Line(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -481,15 +481,17 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(5);
 /// (a system call) when the writer was idle, never once per line.
 fn write_lines(rx: Receiver<Msg>, writer: Box<dyn Write + Send>, config: &Config) {
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
-    let mut line = String::with_capacity(512);
+    let mut formatter = format::LineFormatter::new(config);
+    // Reused: a line allocates only when it is the longest yet.
+    let mut line = Vec::with_capacity(512);
     let mut handle = |msg: Msg, out: &mut BufWriter<Box<dyn Write + Send>>| match msg {
         Msg::Line(record) => {
             line.clear();
-            config.format(&record, &mut line);
-            line.push('\n');
+            formatter.format(&record, &mut line);
+            line.push(b'\n');
             // A failing sink loses lines; there is nowhere to report that
             // but the sink itself.
-            let _ = out.write_all(line.as_bytes());
+            let _ = out.write_all(&line);
         }
         Msg::Flush(ack) => {
             let _ = out.flush();

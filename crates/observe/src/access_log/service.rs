@@ -4,7 +4,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,7 +15,7 @@ use tower::Service;
 use towergate_core::{ClientAddr, Identity, RequestId, RouteMatch};
 
 use super::{Field, Record, Shared};
-use crate::body::{RequestBody, ResponseBody, Watch};
+use crate::body::{self, ByteCount, RequestBody, ResponseBody, Watch};
 use crate::observation::{Observation, UpstreamInfo};
 
 /// Writes an access-log line per request; see the
@@ -38,13 +37,13 @@ pin_project! {
 
 /// A line being put together. Dropped before the response headers came
 /// back, it is written with status 499 (the client left), as nginx does.
-struct Pending {
+pub(crate) struct Pending {
     shared: Arc<Shared>,
     record: Option<Box<Record>>,
     started: Instant,
     route_at_call: Option<Arc<str>>,
     obs: Observation,
-    bytes_in: Arc<AtomicU64>,
+    bytes_in: ByteCount,
 }
 
 /// What an access-log [`ResponseBody`] reports to.
@@ -81,6 +80,7 @@ impl<S> AccessLog<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AccessLog<S>
 where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -93,20 +93,89 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        let config = &self.shared.config;
+        let bytes_in = ByteCount::for_body(&body);
+        let pending = Pending::start(
+            &self.shared,
+            &mut parts,
+            bytes_in.clone(),
+            TraceIdFrom::Header,
+        );
+        let req = Request::from_parts(parts, RequestBody::new(body, bytes_in));
+        ResponseFuture {
+            inner: self.inner.call(req),
+            pending: Some(pending),
+        }
+    }
+}
+
+/// Where a line's trace id comes from.
+pub(crate) enum TraceIdFrom {
+    /// The request's `traceparent`, as the client sent it or a trace layer
+    /// in front rewrote it.
+    Header,
+    /// A trace layer in the same [`ObserveLayer`](crate::ObserveLayer)
+    /// already knows it.
+    Known(Option<TraceId>),
+}
+
+/// The trace id of a W3C `traceparent` (`00-{32 hex}-{16 hex}-{2 hex}`).
+fn traceparent_trace_id(v: &[u8]) -> Option<TraceId> {
+    crate::trace::parse_traceparent(v).map(|(trace_id, _, _)| trace_id)
+}
+
+// === impl ResponseFuture ===
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx));
+        let Some(pending) = this.pending.take() else {
+            return Poll::Ready(body::wrap(res, Watch::None));
+        };
+        let watch = pending
+            .respond(res.as_ref().ok())
+            .map_or(Watch::None, Watch::AccessLog);
+        Poll::Ready(body::wrap(res, watch))
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("done", &self.pending.is_none())
+            .finish()
+    }
+}
+
+// === impl Pending ===
+
+impl Pending {
+    /// Captures what the line needs of the request; `bytes_in` is what its
+    /// body wrapper counts into.
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        parts: &mut http::request::Parts,
+        bytes_in: ByteCount,
+        trace_id: TraceIdFrom,
+    ) -> Self {
+        let config = &shared.config;
         let ext = &parts.extensions;
         let identity = ext.get::<Identity>();
         let record = Record {
             start: SystemTime::now(),
             request_id: ext.get::<RequestId>().cloned(),
-            trace_id: if config.wants(Field::TraceId) {
-                parts
+            trace_id: match trace_id {
+                TraceIdFrom::Known(id) => id,
+                TraceIdFrom::Header if config.wants(Field::TraceId) => parts
                     .headers
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(traceparent_trace_id)
-            } else {
-                None
+                    .get(crate::trace::TRACEPARENT)
+                    .and_then(|v| traceparent_trace_id(v.as_bytes())),
+                TraceIdFrom::Header => None,
             },
             client: ext.get::<ClientAddr>().map(|a| a.client),
             method: parts.method.clone(),
@@ -131,85 +200,39 @@ where
         };
         let route_at_call = ext.get::<RouteMatch>().map(|m| m.route.clone());
         let obs = Observation::get_or_insert(&mut parts.extensions);
-        let bytes_in = Arc::new(AtomicU64::new(0));
-        let req = Request::from_parts(parts, RequestBody::new(body, bytes_in.clone()));
-        ResponseFuture {
-            inner: self.inner.call(req),
-            pending: Some(Pending {
-                shared: self.shared.clone(),
-                record: Some(Box::new(record)),
-                started: Instant::now(),
-                route_at_call,
-                obs,
-                bytes_in,
-            }),
+        Pending {
+            shared: shared.clone(),
+            record: Some(Box::new(record)),
+            started: Instant::now(),
+            route_at_call,
+            obs,
+            bytes_in,
         }
     }
-}
 
-/// The trace id of a W3C `traceparent` (`00-{32 hex}-{16 hex}-{2 hex}`).
-fn traceparent_trace_id(v: &str) -> Option<TraceId> {
-    let mut parts = v.trim().split('-');
-    let (_version, trace) = (parts.next()?, parts.next()?);
-    if trace.len() != 32 {
-        return None;
-    }
-    TraceId::from_hex(trace)
-        .ok()
-        .filter(|t| *t != TraceId::INVALID)
-}
-
-// === impl ResponseFuture ===
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let res = ready!(this.inner.poll(cx));
-        let Some(mut pending) = this.pending.take() else {
-            return Poll::Ready(res.map(|r| r.map(ResponseBody::passthrough)));
+    /// The response came (or not: `None`, then the line is written now,
+    /// with no status): returns what its body reports to, which writes the
+    /// line when the body ends.
+    pub(crate) fn respond<B>(mut self, rsp: Option<&Response<B>>) -> Option<BodyWatch> {
+        let Some(rsp) = rsp else {
+            self.emit();
+            return None;
         };
-        match res {
-            Ok(rsp) => {
-                if let Some(rec) = pending.record.as_mut() {
-                    rec.status = Some(rsp.status().as_u16());
-                    // Fallbacks, for when no observation was filled.
-                    rec.route = rsp
-                        .extensions()
-                        .get::<RouteMatch>()
-                        .map(|m| m.route.clone());
-                    rec.upstream = rsp
-                        .extensions()
-                        .get::<UpstreamInfo>()
-                        .map(|u| u.endpoint_arc().clone());
-                }
-                let watch = Watch::AccessLog(BodyWatch { pending });
-                Poll::Ready(Ok(rsp.map(|b| ResponseBody::new(b, watch))))
-            }
-            Err(e) => {
-                // No response: the status stays null.
-                pending.emit();
-                Poll::Ready(Err(e))
-            }
+        if let Some(rec) = self.record.as_mut() {
+            rec.status = Some(rsp.status().as_u16());
+            // Fallbacks, for when no observation was filled.
+            rec.route = rsp
+                .extensions()
+                .get::<RouteMatch>()
+                .map(|m| m.route.clone());
+            rec.upstream = rsp
+                .extensions()
+                .get::<UpstreamInfo>()
+                .map(|u| u.endpoint_arc().clone());
         }
+        Some(BodyWatch { pending: self })
     }
-}
 
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("done", &self.pending.is_none())
-            .finish()
-    }
-}
-
-// === impl Pending ===
-
-impl Pending {
     /// Completes the record with what inner layers reported, and hands it
     /// to the writer. Only the first call does anything.
     fn emit(&mut self) {
@@ -217,7 +240,7 @@ impl Pending {
             return;
         };
         rec.latency = self.started.elapsed();
-        rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        rec.bytes_in = self.bytes_in.get();
         let seen = self.obs.snapshot();
         rec.route = self
             .route_at_call
@@ -235,7 +258,7 @@ impl Pending {
         if seen.trace_id.is_some() {
             rec.trace_id = seen.trace_id;
         }
-        self.shared.send(*rec);
+        self.shared.send(rec);
     }
 }
 
@@ -279,15 +302,15 @@ mod tests {
     #[test]
     fn trace_id_from_traceparent() {
         assert_eq!(
-            traceparent_trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            traceparent_trace_id(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
                 .map(|t| t.to_string())
                 .as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
         assert!(
-            traceparent_trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+            traceparent_trace_id(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01")
                 .is_none()
         );
-        assert!(traceparent_trace_id("garbage").is_none());
+        assert!(traceparent_trace_id(b"garbage").is_none());
     }
 }

@@ -4,7 +4,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -15,7 +14,7 @@ use tower::{Layer, Service};
 use towergate_core::RouteMatch;
 
 use super::{Metrics, NO_ROUTE, RouteClass, RouteLabel, status_class};
-use crate::body::{RequestBody, ResponseBody, Watch};
+use crate::body::{self, ByteCount, RequestBody, ResponseBody, Watch};
 use crate::observation::Observation;
 
 /// Counts requests, their duration, their bytes and how many are in
@@ -46,12 +45,12 @@ pin_project! {
 }
 
 /// What a request in flight needs at its response.
-struct Pending {
+pub(crate) struct Pending {
     in_flight: InFlight,
     route_at_call: Option<Arc<str>>,
     obs: Observation,
     start: Instant,
-    bytes_in: Arc<AtomicU64>,
+    bytes_in: ByteCount,
 }
 
 /// Counts a request as in flight until dropped.
@@ -62,7 +61,7 @@ struct InFlight(Metrics);
 pub(crate) struct BodyWatch {
     bytes_out: Counter,
     bytes_in_counter: Counter,
-    bytes_in: Arc<AtomicU64>,
+    bytes_in: ByteCount,
     in_flight: Option<InFlight>,
 }
 
@@ -118,6 +117,7 @@ impl<S> RecordMetrics<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RecordMetrics<S>
 where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -129,24 +129,13 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let in_flight = InFlight::new(&self.metrics);
         let (mut parts, body) = req.into_parts();
-        let route_at_call = parts
-            .extensions
-            .get::<RouteMatch>()
-            .map(|m| m.route.clone());
-        let obs = Observation::get_or_insert(&mut parts.extensions);
-        let bytes_in = Arc::new(AtomicU64::new(0));
-        let req = Request::from_parts(parts, RequestBody::new(body, bytes_in.clone()));
+        let bytes_in = ByteCount::for_body(&body);
+        let pending = Pending::start(&self.metrics, &mut parts.extensions, bytes_in.clone());
+        let req = Request::from_parts(parts, RequestBody::new(body, bytes_in));
         ResponseFuture {
             inner: self.inner.call(req),
-            state: Some(Pending {
-                in_flight,
-                route_at_call,
-                obs,
-                start: Instant::now(),
-                bytes_in,
-            }),
+            state: Some(pending),
         }
     }
 }
@@ -163,28 +152,54 @@ where
         let this = self.project();
         let res = ready!(this.inner.poll(cx));
         let Some(p) = this.state.take() else {
-            // Polled after completion: the inner future decides what that
-            // means; there is nothing left to record.
-            return Poll::Ready(res.map(|r| r.map(ResponseBody::passthrough)));
+            return Poll::Ready(body::wrap(res, Watch::None));
         };
-        let metrics = p.in_flight.0.clone();
+        let watch = p
+            .finish(res.as_ref().ok())
+            .map_or(Watch::None, Watch::Metrics);
+        Poll::Ready(body::wrap(res, watch))
+    }
+}
+
+// === impl Pending ===
+
+impl Pending {
+    /// Counts the request in flight; `bytes_in` is what its body wrapper
+    /// counts into.
+    pub(crate) fn start(
+        metrics: &Metrics,
+        extensions: &mut http::Extensions,
+        bytes_in: ByteCount,
+    ) -> Self {
+        let in_flight = InFlight::new(metrics);
+        let route_at_call = extensions.get::<RouteMatch>().map(|m| m.route.clone());
+        let obs = Observation::get_or_insert(extensions);
+        Self {
+            in_flight,
+            route_at_call,
+            obs,
+            start: Instant::now(),
+            bytes_in,
+        }
+    }
+
+    /// Records the request and its duration; for a response, returns what
+    /// its body reports to (bytes out, then bytes in and in-flight at its
+    /// end). `None` (no response): the request is finished here.
+    pub(crate) fn finish<B>(self, rsp: Option<&Response<B>>) -> Option<BodyWatch> {
+        let metrics = self.in_flight.0.clone();
         let m = metrics.inner();
-        // The route as `observation::resolve` finds it (the upstream is not
-        // needed here), with the route's resolved handles when a
-        // RecordLayer left them in the observation.
-        let (recorded, slot) = p.obs.route_and_metrics();
-        let route = p
+        let (recorded, slot) = self.obs.route_and_metrics();
+        let route = self
             .route_at_call
             .or(recorded)
             .or_else(|| {
-                res.as_ref()
-                    .ok()
-                    .and_then(|r| r.extensions().get::<RouteMatch>())
+                rsp.and_then(|r| r.extensions().get::<RouteMatch>())
                     .map(|m| m.route.clone())
             })
             .unwrap_or_else(|| Arc::from(NO_ROUTE));
-        let status = res.as_ref().ok().map(|r| r.status());
-        let elapsed = p.start.elapsed().as_secs_f64();
+        let status = rsp.map(Response::status);
+        let elapsed = self.start.elapsed().as_secs_f64();
         let handles = slot.as_deref().and_then(|s| s.get(&metrics, &route));
         let label = RouteLabel { route };
         match handles {
@@ -206,27 +221,22 @@ where
             Some(h) => h.request_bytes.clone(),
             None => m.request_bytes.get_or_create_owned(&label),
         };
-        match res {
-            Ok(rsp) => {
-                // Only a response has a body to count: its series is made
-                // here, not for a failure.
-                let bytes_out = match handles {
-                    Some(h) => h.response_bytes().clone(),
-                    None => m.response_bytes.get_or_create_owned(&label),
-                };
-                let watch = BodyWatch {
-                    bytes_out,
-                    bytes_in_counter,
-                    bytes_in: p.bytes_in,
-                    in_flight: Some(p.in_flight),
-                };
-                Poll::Ready(Ok(rsp.map(|b| ResponseBody::new(b, Watch::Metrics(watch)))))
-            }
-            Err(e) => {
-                bytes_in_counter.inc_by(p.bytes_in.load(Ordering::Relaxed));
-                Poll::Ready(Err(e))
-            }
+        if rsp.is_none() {
+            bytes_in_counter.inc_by(self.bytes_in.get());
+            return None;
         }
+        // Only a response has a body to count: its series is made here,
+        // not for a failure.
+        let bytes_out = match handles {
+            Some(h) => h.response_bytes().clone(),
+            None => m.response_bytes.get_or_create_owned(&label),
+        };
+        Some(BodyWatch {
+            bytes_out,
+            bytes_in_counter,
+            bytes_in: self.bytes_in,
+            in_flight: Some(self.in_flight),
+        })
     }
 }
 
@@ -262,8 +272,7 @@ impl BodyWatch {
 
     pub(crate) fn end(&mut self) {
         if self.in_flight.take().is_some() {
-            self.bytes_in_counter
-                .inc_by(self.bytes_in.load(Ordering::Relaxed));
+            self.bytes_in_counter.inc_by(self.bytes_in.get());
         }
     }
 }

@@ -73,6 +73,124 @@ impl Propagator {
     }
 }
 
+/// What a sampling decision needs of the client's trace context: read by
+/// hand, without building an OpenTelemetry context (which parses and
+/// allocates the `tracestate` too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Remote {
+    pub(crate) trace_id: TraceId,
+    pub(crate) sampled: bool,
+}
+
+impl Propagator {
+    /// The client's trace id and sampling flag: W3C `traceparent`, then
+    /// (when enabled) `b3`; the same rules as [`Propagator::extract`].
+    pub(crate) fn remote(&self, headers: &HeaderMap) -> Option<Remote> {
+        if let Some((trace_id, _, flags)) = headers
+            .get(TRACEPARENT)
+            .and_then(|v| parse_traceparent(v.as_bytes()))
+        {
+            return Some(Remote {
+                trace_id,
+                sampled: flags.is_sampled(),
+            });
+        }
+        if !self.b3 {
+            return None;
+        }
+        let sc = headers
+            .get(B3)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_b3)?;
+        Some(Remote {
+            trace_id: sc.trace_id(),
+            sampled: sc.is_sampled(),
+        })
+    }
+
+    /// Writes a context that this hop does not record: the trace goes on
+    /// with `span_id` as the parent and the sampled flag off. `tracestate`
+    /// stays as the client sent it (this hop adds nothing to it).
+    pub(crate) fn inject_unsampled(
+        &self,
+        trace_id: TraceId,
+        span_id: SpanId,
+        headers: &mut HeaderMap,
+    ) {
+        // 00-{32 hex}-{16 hex}-00
+        let mut tp = [b'0'; 55];
+        tp[2] = b'-';
+        hex_into(&mut tp[3..35], &trace_id.to_bytes());
+        tp[35] = b'-';
+        hex_into(&mut tp[36..52], &span_id.to_bytes());
+        tp[52] = b'-';
+        if let Ok(v) = HeaderValue::from_bytes(&tp) {
+            headers.insert(TRACEPARENT, v);
+        }
+        if self.b3 {
+            // {32 hex}-{16 hex}-0
+            let mut b3 = [b'0'; 51];
+            b3[..32].copy_from_slice(&tp[3..35]);
+            b3[32] = b'-';
+            b3[33..49].copy_from_slice(&tp[36..52]);
+            b3[49] = b'-';
+            if let Ok(v) = HeaderValue::from_bytes(&b3) {
+                headers.insert(B3, v);
+            }
+        }
+    }
+}
+
+/// Parses a W3C `traceparent` (trace-context level 1): `{version}-{trace
+/// id}-{parent id}-{flags}`, lowercase hex, version `ff` refused, version
+/// `00` exactly four fields, later versions may append fields; ids must
+/// not be all zeros. Surrounding whitespace is ignored. Flags other than
+/// sampled are dropped, as [`TraceContextPropagator`] does.
+pub(crate) fn parse_traceparent(v: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
+    let v = v.trim_ascii();
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let version = hex_value(&v[..2])?;
+    if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+        return None;
+    }
+    let trace = hex_value(&v[3..35])?;
+    let span = hex_value(&v[36..52])?;
+    let flags = hex_value(&v[53..55])?;
+    if trace == 0 || span == 0 {
+        return None;
+    }
+    Some((
+        TraceId::from(trace),
+        SpanId::from(span as u64),
+        TraceFlags::new(flags as u8) & TraceFlags::SAMPLED,
+    ))
+}
+
+/// The value of up to 32 lowercase hex digits.
+fn hex_value(digits: &[u8]) -> Option<u128> {
+    let mut n: u128 = 0;
+    for &d in digits {
+        let x = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        n = (n << 4) | u128::from(x);
+    }
+    Some(n)
+}
+
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
 /// Parses a single-header B3 value:
 /// `{trace_id}-{span_id}[-{sampling}[-{parent_span_id}]]`, where the trace
 /// id has 16 or 32 hex digits and sampling is `1`, `0` or `d` (debug,
@@ -250,6 +368,79 @@ mod tests {
             out[B3],
             "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"
         );
+    }
+
+    #[test]
+    fn traceparent_by_hand_agrees_with_the_propagator() {
+        let p = Propagator::new(false);
+        for v in [
+            TP,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "garbage",
+            "",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(TRACEPARENT, HeaderValue::from_str(v).unwrap());
+            let sc = p.extract(&h).span().span_context().clone();
+            let expected = sc.is_valid().then(|| Remote {
+                trace_id: sc.trace_id(),
+                sampled: sc.is_sampled(),
+            });
+            assert_eq!(p.remote(&h), expected, "{v:?}");
+        }
+        // Stricter than the propagator: a short id is not a W3C id.
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01"),
+        );
+        assert_eq!(p.remote(&h), None);
+    }
+
+    #[test]
+    fn unsampled_context_injected() {
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
+        Propagator::new(true).inject_unsampled(trace_id, span_id, &mut h);
+        assert_eq!(
+            h[TRACEPARENT],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        );
+        assert_eq!(h[B3], "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0");
+        assert_eq!(h[TRACESTATE], "vendor=x");
+        // What was written reads back the same, not sampled.
+        assert_eq!(
+            Propagator::new(false).remote(&h),
+            Some(Remote {
+                trace_id,
+                sampled: false
+            })
+        );
+    }
+
+    #[test]
+    fn b3_remote_when_enabled() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            B3,
+            HeaderValue::from_static("4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"),
+        );
+        assert_eq!(Propagator::new(false).remote(&h), None);
+        let r = Propagator::new(true).remote(&h).unwrap();
+        assert!(r.sampled);
+        assert_eq!(r.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     fn sc_sampled() -> SpanContext {

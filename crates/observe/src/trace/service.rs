@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::{Method, Request, Response};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use pin_project_lite::pin_project;
 use tower::Service;
 use towergate_core::{RequestId, RouteMatch};
@@ -36,8 +36,8 @@ pin_project! {
     }
 }
 
-struct Pending {
-    span: Span,
+pub(crate) struct Pending {
+    pub(crate) span: Span,
     // The OpenTelemetry context, when an OpenTelemetry subscriber layer
     // made one: to rename the span once the route is known.
     otel: Option<opentelemetry::Context>,
@@ -94,6 +94,39 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let (state, _) = self.shared.start(&mut req);
+        let inner = match &state {
+            Some(p) => p.span.in_scope(|| self.inner.call(req)),
+            None => self.inner.call(req),
+        };
+        ResponseFuture { inner, state }
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Decides sampling, opens the span (when sampled or when this layer
+    /// does not sample) and writes the trace context toward the upstream.
+    /// Returns what to finish (`None`: not sampled, nothing) and the
+    /// request's trace id, if it has one.
+    pub(crate) fn start<B>(&self, req: &mut Request<B>) -> (Option<Pending>, Option<TraceId>) {
+        if let Some(ratio) = self.sample_ratio {
+            let remote = self.propagator.remote(req.headers());
+            let sampled = match remote {
+                Some(r) => r.sampled,
+                None => fastrand::f64() < ratio,
+            };
+            if !sampled {
+                let trace_id = remote.map_or_else(new_trace_id, |r| r.trace_id);
+                if self.inject {
+                    self.propagator
+                        .inject_unsampled(trace_id, new_span_id(), req.headers_mut());
+                }
+                Observation::get_or_insert(req.extensions_mut()).set_trace_id(trace_id);
+                return (None, Some(trace_id));
+            }
+        }
         let method = req.method().clone();
         let route_at_call = req
             .extensions()
@@ -118,39 +151,49 @@ where
             )
         };
 
-        let parent = self.shared.propagator.extract(req.headers());
+        let parent = self.propagator.extract(req.headers());
         let remote = parent.span().span_context().clone();
         let mut otel = None;
+        let mut trace_id = None;
         if !span.is_disabled() && span.set_parent(parent).is_ok() {
             // Starts the OpenTelemetry span (sampled or not, it has its own
             // span id) so that its context can go to the upstream.
             let cx = span.context();
             let sc = cx.span().span_context().clone();
             if sc.is_valid() {
+                trace_id = Some(sc.trace_id());
                 obs.set_trace_id(sc.trace_id());
-                if self.shared.inject {
-                    self.shared.propagator.inject(&cx, req.headers_mut());
+                if self.inject {
+                    self.propagator.inject(&cx, req.headers_mut());
                 }
                 otel = Some(cx);
             }
         }
         if otel.is_none() && remote.is_valid() {
+            trace_id = Some(remote.trace_id());
             obs.set_trace_id(remote.trace_id());
         }
 
-        let inner = span.in_scope(|| self.inner.call(req));
-        ResponseFuture {
-            inner,
-            state: Some(Pending {
-                span,
-                otel,
-                method,
-                route_at_call,
-                obs,
-                start: Instant::now(),
-            }),
-        }
+        let pending = Pending {
+            span,
+            otel,
+            method,
+            route_at_call,
+            obs,
+            start: Instant::now(),
+        };
+        (Some(pending), trace_id)
     }
+}
+
+/// A random trace id, never the invalid all-zero one.
+fn new_trace_id() -> TraceId {
+    TraceId::from(fastrand::u128(1..))
+}
+
+/// A random span id, never the invalid all-zero one.
+fn new_span_id() -> SpanId {
+    SpanId::from(fastrand::u64(1..))
 }
 
 // === impl ResponseFuture ===
@@ -185,7 +228,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 // === impl Pending ===
 
 impl Pending {
-    fn finish<B>(self, res: Result<&Response<B>, ()>) {
+    pub(crate) fn finish<B>(self, res: Result<&Response<B>, ()>) {
         let span = &self.span;
         let (route, upstream) = observation::resolve(
             self.route_at_call,

@@ -1,14 +1,16 @@
 //! The in-memory store: sharded, bounded, exact.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use foldhash::fast::RandomState;
 
 use super::{Batch, Check, Store};
 use crate::clock::{Clock, SystemClock};
 use crate::error::BuildError;
-use crate::gcra::{Verdict, decide};
+use crate::gcra::{Gcra, Outcome, Verdict, decide};
 
 /// Rate-limit state in this process: N shards of `Mutex<HashMap<key, TAT>>`
 /// holding at most `max_keys` keys in all.
@@ -67,7 +69,7 @@ struct Inner {
 
 #[derive(Default)]
 struct Shard {
-    tats: HashMap<Box<str>, u64>,
+    tats: HashMap<Box<str>, u64, RandomState>,
 }
 
 const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -101,7 +103,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..shards).map(|_| Mutex::default()).collect(),
                 per_shard: (max_keys / shards).max(1),
-                hasher: RandomState::new(),
+                hasher: RandomState::default(),
                 clock,
                 evictions: AtomicU64::new(0),
             }),
@@ -117,13 +119,7 @@ impl MemoryStore {
         // One limit per layer is the common case: no allocation but the
         // outcome itself.
         if let [bucket] = buckets {
-            let mut shard = inner.lock(inner.shard_of(bucket.id()));
-            let outcome = bucket
-                .gcra()
-                .check(shard.tats.get(bucket.id()).copied(), now);
-            if outcome.allowed {
-                inner.store(&mut shard, bucket.id(), outcome.tat, now);
-            }
+            let outcome = inner.decide_one(bucket.id(), bucket.gcra(), now);
             return Verdict {
                 allowed: outcome.allowed,
                 outcomes: vec![outcome],
@@ -152,6 +148,13 @@ impl MemoryStore {
             }
         }
         verdict
+    }
+
+    /// Decides one bucket now: [`decide`](Self::decide) for a batch of
+    /// one, without the batch.
+    pub(crate) fn decide_one(&self, id: &str, gcra: Gcra) -> Outcome {
+        let inner = &*self.inner;
+        inner.decide_one(id, gcra, inner.clock.now_micros())
     }
 
     /// Keys held now, at most [`max_keys`](Self::max_keys). Locks every
@@ -233,9 +236,32 @@ impl MemoryStoreBuilder {
 // === impl Inner ===
 
 impl Inner {
+    fn decide_one(&self, id: &str, gcra: Gcra, now: u64) -> Outcome {
+        let mut shard = self.lock(self.shard_of(id));
+        // One lookup for a key already held, the usual case.
+        match shard.tats.get_mut(id) {
+            Some(tat) => {
+                let outcome = gcra.check(Some(*tat), now);
+                if outcome.allowed {
+                    *tat = outcome.tat;
+                }
+                outcome
+            }
+            None => {
+                let outcome = gcra.check(None, now);
+                if outcome.allowed {
+                    self.store(&mut shard, id, outcome.tat, now);
+                }
+                outcome
+            }
+        }
+    }
+
     fn shard_of(&self, id: &str) -> usize {
-        // A keyed (SipHash) hash: clients choose keys, and must not be able
-        // to aim them all at one shard.
+        // A keyed hash with a random seed: clients choose keys, and must
+        // not be able to aim them all at one shard. Each shard's map has
+        // its own seed, so the keys of one shard still spread over its map.
+        // foldhash rather than SipHash: this runs on every request.
         (self.hasher.hash_one(id) % self.shards.len() as u64) as usize
     }
 
@@ -306,7 +332,6 @@ mod tests {
 
     use super::*;
     use crate::ManualClock;
-    use crate::gcra::Gcra;
     use crate::store::Bucket;
 
     fn one(id: &str, gcra: Gcra) -> Batch {

@@ -1,0 +1,293 @@
+//! [`ObserveLayer`]: request id, trace, metrics and access log in one
+//! layer, for the edge of a gateway or an app.
+//!
+//! Stacking the four layers of this crate works, but each of them wraps
+//! the request and the response on its own: its own future, its own body
+//! wrapper in each direction, its own byte counter, its own look at the
+//! request's extensions. In a gateway, where a whole proxied request costs
+//! a few tens of microseconds, that bookkeeping is a visible share. This
+//! layer does the same work once: one future, one request body wrapper
+//! counting bytes for both the metrics and the log, one response body
+//! wrapper that reports to both, one [`Observation`].
+//!
+//! What it does is exactly what the separate layers do, in the same order
+//! (outermost first): [`RequestIdLayer`], [`TraceLayer`],
+//! [`MetricsLayer`](crate::MetricsLayer), [`AccessLogLayer`]; each part is
+//! optional and keeps its own settings:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use towergate_observe::{Metrics, ObserveLayer, RequestIdLayer, TraceLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let metrics = Metrics::new();
+//! let svc = ServiceBuilder::new()
+//!     .layer(
+//!         ObserveLayer::builder()
+//!             .request_id(RequestIdLayer::new())
+//!             .trace(TraceLayer::builder().sample_ratio(0.01).build())
+//!             .metrics(metrics.clone())
+//!             .build(),
+//!     )
+//!     .service(service_fn(|_req| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("hi")))
+//!     }));
+//! let rsp = svc.oneshot(Request::new(String::new())).await.unwrap();
+//! assert!(rsp.headers().contains_key("x-request-id"));
+//! assert!(metrics.encode().contains("towergate_http_requests_total"));
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::access_log::{self, AccessLogLayer, TraceIdFrom};
+use crate::body::{self, ByteCount, RequestBody, ResponseBody, Watch};
+use crate::metrics::{Metrics, layer as metrics_layer};
+use crate::request_id::{self, RequestIdLayer};
+use crate::trace::{self, TraceLayer};
+
+/// Request id, trace, metrics and access log in one layer; see the
+/// [module docs](self).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ObserveLayer {
+    shared: Arc<Shared>,
+}
+
+/// The parts of an [`ObserveLayer`]; see [`ObserveLayer::builder`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct ObserveBuilder {
+    request_id: Option<RequestIdLayer>,
+    trace: Option<TraceLayer>,
+    metrics: Option<Metrics>,
+    access_log: Option<AccessLogLayer>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    request_id: Option<Arc<request_id::Shared>>,
+    trace: Option<Arc<trace::Shared>>,
+    metrics: Option<Metrics>,
+    access_log: Option<Arc<access_log::Shared>>,
+}
+
+/// The service of [`ObserveLayer`].
+#[derive(Clone, Debug)]
+pub struct Observe<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+pin_project! {
+    /// The response future of [`Observe`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        state: Option<Pending>,
+    }
+}
+
+struct Pending {
+    shared: Arc<Shared>,
+    request_id: Option<HeaderValue>,
+    trace: Option<trace::Pending>,
+    metrics: Option<metrics_layer::Pending>,
+    access_log: Option<access_log::Pending>,
+}
+
+// === impl ObserveLayer ===
+
+impl ObserveLayer {
+    /// Starts with no part; add the ones wanted.
+    pub fn builder() -> ObserveBuilder {
+        ObserveBuilder::default()
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+// === impl ObserveBuilder ===
+
+impl ObserveBuilder {
+    /// Accept or generate request ids, with the settings of `layer`.
+    pub fn request_id(mut self, layer: RequestIdLayer) -> Self {
+        self.request_id = Some(layer);
+        self
+    }
+
+    /// A span per request and trace-context propagation, with the settings
+    /// of `layer` (its sampling included).
+    pub fn trace(mut self, layer: TraceLayer) -> Self {
+        self.trace = Some(layer);
+        self
+    }
+
+    /// RED metrics per route into `metrics`.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// A line per request through `layer`'s writer.
+    pub fn access_log(mut self, layer: AccessLogLayer) -> Self {
+        self.access_log = Some(layer);
+        self
+    }
+
+    /// Builds the layer (the parts were checked when they were built).
+    pub fn build(self) -> ObserveLayer {
+        ObserveLayer {
+            shared: Arc::new(Shared {
+                request_id: self.request_id.map(|l| l.shared),
+                trace: self.trace.map(|l| l.shared),
+                metrics: self.metrics,
+                access_log: self.access_log.map(|l| l.shared),
+            }),
+        }
+    }
+}
+
+// === impl Observe ===
+
+impl<S> Observe<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observe<S>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.shared;
+        // The order of the separate layers: the id first (the span and the
+        // log show it), then the trace context (the log shows its id).
+        let request_id = shared.request_id.as_ref().map(|r| r.apply(&mut req));
+        let (trace, trace_id) = match &shared.trace {
+            Some(t) => {
+                let (pending, id) = t.start(&mut req);
+                (pending, TraceIdFrom::Known(id))
+            }
+            None => (None, TraceIdFrom::Header),
+        };
+        let (mut parts, body) = req.into_parts();
+        let bytes_in = ByteCount::for_body(&body);
+        let metrics = shared
+            .metrics
+            .as_ref()
+            .map(|m| metrics_layer::Pending::start(m, &mut parts.extensions, bytes_in.clone()));
+        let access_log = shared
+            .access_log
+            .as_ref()
+            .map(|l| access_log::Pending::start(l, &mut parts, bytes_in.clone(), trace_id));
+        let req = Request::from_parts(parts, RequestBody::new(body, bytes_in));
+        let inner = match &trace {
+            Some(t) => t.span.in_scope(|| self.inner.call(req)),
+            None => self.inner.call(req),
+        };
+        ResponseFuture {
+            inner,
+            state: Some(Pending {
+                shared: shared.clone(),
+                request_id,
+                trace,
+                metrics,
+                access_log,
+            }),
+        }
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = {
+            let _entered = this
+                .state
+                .as_ref()
+                .and_then(|p| p.trace.as_ref())
+                .map(|t| t.span.enter());
+            ready!(this.inner.poll(cx))
+        };
+        let Some(p) = this.state.take() else {
+            return Poll::Ready(body::wrap(res, Watch::None));
+        };
+        // Inside out, as the separate layers would: the log and the metrics
+        // see the response as the inner service made it.
+        let rsp = res.as_ref().ok();
+        let log = p.access_log.and_then(|l| l.respond(rsp));
+        let metrics = p.metrics.and_then(|m| m.finish(rsp));
+        if let Some(t) = p.trace {
+            t.finish(res.as_ref().map_err(|_| ()));
+        }
+        let watch = match (metrics, log) {
+            (Some(m), Some(l)) => Watch::Both(m, l),
+            (Some(m), None) => Watch::Metrics(m),
+            (None, Some(l)) => Watch::AccessLog(l),
+            (None, None) => Watch::None,
+        };
+        let mut res = res;
+        if let (Ok(rsp), Some(r), Some(id)) = (&mut res, &p.shared.request_id, p.request_id) {
+            r.respond(rsp, id);
+        }
+        Poll::Ready(body::wrap(res, watch))
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("done", &self.state.is_none())
+            .finish()
+    }
+}
