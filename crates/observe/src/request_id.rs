@@ -132,7 +132,9 @@ fn header_value(id: &RequestId) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// A new request id: a UUIDv7 in its hyphenated form.
+/// A new request id: a UUIDv7 in its hyphenated form. Its random bits come
+/// from a fast, non-cryptographic generator: ids are unique, not secret
+/// (never use one as a token).
 pub fn generate() -> RequestId {
     // The millisecond and 74 random bits (uuid's `now_v7` also keeps a
     // shared counter for ordering within a millisecond, at several times

@@ -359,10 +359,12 @@ async fn layer_sampling_keeps_the_context_without_a_span() {
     )
     .await;
 
-    // No parent, ratio 0: a new trace, not sampled, nothing exported.
-    let echo = call(&gw, &[]).await;
+    // No parent, ratio 0: a new trace, not sampled, nothing exported; a
+    // stray tracestate belongs to no trace of ours and is dropped.
+    let echo = call(&gw, &[("tracestate", "vendor=stale".into())]).await;
     let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
     assert_eq!((t.len(), s.len(), f.as_str()), (32, 16, "00"));
+    assert_eq!(seen(&echo, "tracestate"), None);
     assert_ne!(t, "0".repeat(32));
     assert!(exported(&t).await.is_empty());
 

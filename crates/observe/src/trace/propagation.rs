@@ -80,6 +80,9 @@ impl Propagator {
 pub(crate) struct Remote {
     pub(crate) trace_id: TraceId,
     pub(crate) sampled: bool,
+    /// From a valid `traceparent` (not B3): its `tracestate` belongs to
+    /// the same trace.
+    pub(crate) w3c: bool,
 }
 
 impl Propagator {
@@ -93,6 +96,7 @@ impl Propagator {
             return Some(Remote {
                 trace_id,
                 sampled: flags.is_sampled(),
+                w3c: true,
             });
         }
         if !self.b3 {
@@ -105,18 +109,25 @@ impl Propagator {
         Some(Remote {
             trace_id: sc.trace_id(),
             sampled: sc.is_sampled(),
+            w3c: false,
         })
     }
 
     /// Writes a context that this hop does not record: the trace goes on
     /// with `span_id` as the parent and the sampled flag off. `tracestate`
-    /// stays as the client sent it (this hop adds nothing to it).
+    /// stays as the client sent it when it goes with the client's valid
+    /// `traceparent` (`same_trace`: this hop adds nothing to it); with a
+    /// new trace, or one read from B3, it is dropped, as W3C asks.
     pub(crate) fn inject_unsampled(
         &self,
         trace_id: TraceId,
         span_id: SpanId,
+        same_trace: bool,
         headers: &mut HeaderMap,
     ) {
+        if !same_trace {
+            headers.remove(TRACESTATE);
+        }
         // 00-{32 hex}-{16 hex}-00
         let mut tp = [b'0'; 55];
         tp[2] = b'-';
@@ -395,6 +406,7 @@ mod tests {
             let expected = sc.is_valid().then(|| Remote {
                 trace_id: sc.trace_id(),
                 sampled: sc.is_sampled(),
+                w3c: true,
             });
             assert_eq!(p.remote(&h), expected, "{v:?}");
         }
@@ -413,7 +425,7 @@ mod tests {
         let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
         let mut h = HeaderMap::new();
         h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
-        Propagator::new(true).inject_unsampled(trace_id, span_id, &mut h);
+        Propagator::new(true).inject_unsampled(trace_id, span_id, true, &mut h);
         assert_eq!(
             h[TRACEPARENT],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
@@ -425,9 +437,13 @@ mod tests {
             Propagator::new(false).remote(&h),
             Some(Remote {
                 trace_id,
-                sampled: false
+                sampled: false,
+                w3c: true,
             })
         );
+        // Another trace's state does not go with a new trace.
+        Propagator::new(false).inject_unsampled(trace_id, span_id, false, &mut h);
+        assert!(h.get(TRACESTATE).is_none());
     }
 
     #[test]
@@ -439,7 +455,7 @@ mod tests {
         );
         assert_eq!(Propagator::new(false).remote(&h), None);
         let r = Propagator::new(true).remote(&h).unwrap();
-        assert!(r.sampled);
+        assert!(r.sampled && !r.w3c);
         assert_eq!(r.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 

@@ -120,8 +120,13 @@ impl Shared {
             if !sampled {
                 let trace_id = remote.map_or_else(new_trace_id, |r| r.trace_id);
                 if self.inject {
-                    self.propagator
-                        .inject_unsampled(trace_id, new_span_id(), req.headers_mut());
+                    let same_trace = remote.is_some_and(|r| r.w3c);
+                    self.propagator.inject_unsampled(
+                        trace_id,
+                        new_span_id(),
+                        same_trace,
+                        req.headers_mut(),
+                    );
                 }
                 Observation::get_or_insert(req.extensions_mut()).set_trace_id(trace_id);
                 return (None, Some(trace_id));

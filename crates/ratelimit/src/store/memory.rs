@@ -1,11 +1,9 @@
 //! The in-memory store: sharded, bounded, exact.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-use foldhash::fast::RandomState;
 
 use super::{Batch, Check, Store};
 use crate::clock::{Clock, SystemClock};
@@ -261,7 +259,9 @@ impl Inner {
         // A keyed hash with a random seed: clients choose keys, and must
         // not be able to aim them all at one shard. Each shard's map has
         // its own seed, so the keys of one shard still spread over its map.
-        // foldhash rather than SipHash: this runs on every request.
+        // SipHash, not a faster hash: its secret cannot be learnt from
+        // timing, so a client cannot fill one shard on purpose to evict
+        // others' buckets, nor slow a map down with collisions.
         (self.hasher.hash_one(id) % self.shards.len() as u64) as usize
     }
 
