@@ -1,7 +1,6 @@
 //! The pure part of forwarding: which headers go upstream and which come
 //! back, and how the forwarding headers are written. No tower, no I/O.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
@@ -134,11 +133,15 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
         .map(|c| if c.tls { "https" } else { "http" })
         .or(hop.proto);
 
-    // Formatted once, for both headers.
-    let peer_text = peer.map(ip_text);
+    // Room for the four headers at once: one growth of the map at most.
+    headers.reserve(4);
+
+    // Formatted once, for both headers, on the stack.
+    let mut ip_buf = IpText::new();
+    let peer_text = peer.map(|ip| ip_buf.write(ip));
 
     // X-Forwarded-For
-    match &peer_text {
+    match peer_text {
         Some(ip) => {
             if trusted {
                 append_list(headers, X_FORWARDED_FOR, ip.as_bytes());
@@ -152,11 +155,19 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
     }
 
     // Forwarded
-    let element = forwarded_element(peer.zip(peer_text.as_deref()), proto, hop.host);
+    let element = forwarded_element(peer.zip(peer_text), proto, hop.host);
     if trusted {
-        append_list(headers, FORWARDED, element.as_bytes());
+        append_list(headers, FORWARDED, &element);
     } else {
-        replace(headers, FORWARDED, element.as_bytes());
+        // Ours alone: the value takes the element's bytes as they are.
+        match HeaderValue::from_maybe_shared(bytes::Bytes::from(element)) {
+            Ok(v) => {
+                headers.insert(FORWARDED, v);
+            }
+            Err(_) => {
+                headers.remove(FORWARDED);
+            }
+        }
     }
 
     // X-Forwarded-Proto and -Host describe the first hop: a trusted proxy's
@@ -275,10 +286,37 @@ fn is_tchar(b: u8) -> bool {
 
 /// An address as text. IPv4, the common case, without `core::fmt`, whose
 /// machinery costs more than the rest of the forwarding headers together.
-fn ip_text(ip: IpAddr) -> String {
-    let mut out = String::with_capacity(15);
-    towergate_core::write_ip(&mut out, ip);
-    out
+/// An IP address as text in a buffer on the stack (45 bytes is the longest
+/// IPv6 text).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    fn new() -> Self {
+        Self {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+
+    fn write(&mut self, ip: IpAddr) -> &str {
+        self.len = 0;
+        towergate_core::write_ip(self, ip);
+        // Digits, dots, colons and hex letters only.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// The comma-separated tokens of every `Connection` header.
@@ -298,47 +336,46 @@ fn forwarded_element(
     peer: Option<(IpAddr, &str)>,
     proto: Option<&str>,
     host: Option<&HeaderValue>,
-) -> String {
-    let mut out = String::with_capacity(64);
-    out.push_str("for=");
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(b"for=");
     match peer {
-        Some((IpAddr::V4(_), text)) => out.push_str(text),
+        Some((IpAddr::V4(_), text)) => out.extend_from_slice(text.as_bytes()),
         // An IPv6 node is bracketed, and the brackets and colons make it a
         // quoted-string (RFC 7239 6).
         Some((IpAddr::V6(_), text)) => {
-            out.push_str("\"[");
-            out.push_str(text);
-            out.push_str("]\"");
+            out.extend_from_slice(b"\"[");
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b"]\"");
         }
-        None => out.push_str("unknown"),
+        None => out.extend_from_slice(b"unknown"),
     }
     if let Some(proto) = proto {
-        out.push_str(";proto=");
-        out.push_str(proto);
+        out.extend_from_slice(b";proto=");
+        out.extend_from_slice(proto.as_bytes());
     }
     if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        out.push_str(";host=");
-        out.push_str(&quote_if_needed(host));
+        out.extend_from_slice(b";host=");
+        push_quoted_if_needed(&mut out, host);
     }
     out
 }
 
 /// A `Forwarded` value: bare when it is a token, else a quoted-string
 /// (`host="example.com:8080"`: the colon is not a token character).
-fn quote_if_needed(value: &str) -> Cow<'_, str> {
+fn push_quoted_if_needed(out: &mut Vec<u8>, value: &str) {
     if is_token(value) {
-        return Cow::Borrowed(value);
+        out.extend_from_slice(value.as_bytes());
+        return;
     }
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+    out.push(b'"');
+    for b in value.bytes() {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
         }
-        out.push(c);
+        out.push(b);
     }
-    out.push('"');
-    Cow::Owned(out)
+    out.push(b'"');
 }
 
 /// Folds every line of a list header into one and appends `item`, so the

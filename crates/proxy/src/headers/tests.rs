@@ -361,6 +361,13 @@ fn forwarded_from_untrusted_peer_is_replaced() {
     assert_eq!(all(&h, "x-forwarded-host"), ["api.example"]);
 }
 
+/// The quoted form `forwarded_element` writes, as a string.
+fn quote_if_needed(value: &str) -> String {
+    let mut out = Vec::new();
+    push_quoted_if_needed(&mut out, value);
+    String::from_utf8(out).unwrap()
+}
+
 #[test]
 fn forwarded_host_quotes_special_characters() {
     assert_eq!(quote_if_needed("a.example"), "a.example");
@@ -458,6 +465,11 @@ fn requested_host_prefers_header_then_authority() {
         "h2.example"
     );
     assert!(requested_host(&HeaderMap::new(), &"/x".parse().unwrap()).is_none());
+}
+
+/// The peer text `set_forwarding` writes, as a string.
+fn ip_text(ip: IpAddr) -> String {
+    IpText::new().write(ip).to_owned()
 }
 
 #[test]
