@@ -8,7 +8,7 @@
 //! a few tens of microseconds, that bookkeeping is a visible share. This
 //! layer does the same work once: one future, one request body wrapper
 //! counting bytes for both the metrics and the log, one response body
-//! wrapper that reports to both, one [`Observation`].
+//! wrapper that reports to both, one [`Observation`](crate::Observation).
 //!
 //! What it does is exactly what the separate layers do, in the same order
 //! (outermost first): [`RequestIdLayer`], [`TraceLayer`],

@@ -5,7 +5,8 @@
 //!   UUIDv7; puts a [`RequestId`](towergate_core::RequestId) in the request
 //!   extensions and the header on the upstream request and the response.
 //! - [`TraceLayer`]: a `tracing` span per request with method, route,
-//!   status, upstream and latency; with [`otel`], an OpenTelemetry server
+//!   status, upstream and latency (with a sample ratio, per sampled request
+//!   only: the others just pass their trace context on); with [`otel`], an OpenTelemetry server
 //!   span exported over OTLP/HTTP, continued from the client's W3C
 //!   `traceparent` (or B3) and passed on to the upstream.
 //! - [`MetricsLayer`] and the [`Metrics`] handle: Prometheus RED metrics per
@@ -14,6 +15,9 @@
 //! - [`AccessLogLayer`]: one JSON (or Common/Combined) line per request,
 //!   written by a background thread, never the query string or a
 //!   credential.
+//! - [`ObserveLayer`]: the four above in one layer, in that order, with one
+//!   future and one body wrapper each way instead of four (what the
+//!   towergate binary mounts; see [`edge`]).
 //!
 //! # Routes and upstreams
 //!
