@@ -12,6 +12,8 @@
 //! - [`body::ResponseBody`]: the one body type of generated responses.
 //! - Request extensions: [`RouteMatch`], [`Identity`], [`ClientAddr`],
 //!   [`RequestId`].
+//! - [`write_ip`]: an IP address as text, identical to `Display`, without
+//!   `core::fmt` (forwarding headers, rate-limit keys and log lines use it).
 //!
 //! ```
 //! use http::StatusCode;
