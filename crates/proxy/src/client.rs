@@ -1,23 +1,25 @@
-//! The pooled upstream client: hyper-util's legacy client over a rustls
-//! connector, with one connect deadline for TCP and TLS together.
+//! The pooled upstream client: per-upstream connection pools
+//! ([`pool`](crate::pool)) over a rustls connector, with one connect
+//! deadline for TCP and TLS together.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Uri};
+use http::Uri;
+use http::uri::{Authority, Scheme};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper_rustls::{
     DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, MaybeHttpsStream,
     ResolveServerName,
 };
-use hyper_util::client::legacy;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -28,12 +30,11 @@ use tower::Service;
 use towergate_core::BoxError;
 
 use crate::error::{BuildError, ConnectTimedOut};
+use crate::pool::{Host, Settings};
 
 /// The body the client sends upstream: the caller's body, boxed so one pool
 /// serves every body type, and never buffered.
 pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
-
-type Pool = legacy::Client<Connector, ProxyBody>;
 
 /// A shared, pooled upstream HTTP client.
 ///
@@ -48,8 +49,17 @@ type Pool = legacy::Client<Connector, ProxyBody>;
 ///   needs installing), verifying against the system roots or the CA given
 ///   with [`ca_pem`](ClientBuilder::ca_pem), optionally presenting a client
 ///   certificate.
-/// - Protocol upgrades (WebSocket) always go over a separate HTTP/1.1 pool,
+/// - Protocol upgrades (WebSocket) always go over HTTP/1.1 connections,
 ///   since an HTTP/2 connection cannot carry them.
+/// - Each upstream (scheme and authority) has its own pool, found once when
+///   a [`Proxy`](crate::Proxy) is built: idle HTTP/1.1 connections are
+///   reused most recent first, at most
+///   [`pool_max_idle_per_host`](ClientBuilder::pool_max_idle_per_host) of
+///   them are kept, and they are closed after
+///   [`pool_idle_timeout`](ClientBuilder::pool_idle_timeout); one HTTP/2
+///   connection carries all of an upstream's requests. A request that a
+///   pooled connection refused unsent (the upstream had closed it) is sent
+///   again on a new connection.
 ///
 /// ```
 /// use std::time::Duration;
@@ -84,10 +94,10 @@ pub struct ClientBuilder {
 }
 
 struct Inner {
-    /// Ordinary requests: HTTP/1.1, or HTTP/2 by ALPN or prior knowledge.
-    any: Pool,
-    /// Upgrade requests: HTTP/1.1 only, whatever the upstream prefers.
-    http1: Pool,
+    settings: Settings,
+    /// Each upstream's pool, looked up when a proxy is built (never per
+    /// request); a pool lives as long as a proxy or a request uses it.
+    hosts: Mutex<HashMap<(Scheme, Authority), Weak<Host>>>,
     http2_only: bool,
     connect_timeout: Duration,
     trusts: &'static str,
@@ -108,8 +118,7 @@ pub(crate) struct Connector {
 type InnerConnecting = <HttpsConnector<HttpConnector> as Service<Uri>>::Future;
 
 /// Connecting under the connect deadline. Both fields are `Unpin` (the
-/// rustls connector boxes its future, the sleep is boxed here), which the
-/// pooled client requires of a connector's future.
+/// rustls connector boxes its future, the sleep is boxed here).
 pub(crate) struct Connecting {
     inner: InnerConnecting,
     sleep: Pin<Box<Sleep>>,
@@ -131,13 +140,30 @@ impl Client {
         self.inner.http2_only
     }
 
-    /// Sends a request on the pool that suits it.
-    pub(crate) fn send(&self, req: Request<ProxyBody>, upgrade: bool) -> legacy::ResponseFuture {
-        if upgrade {
-            self.inner.http1.request(req)
-        } else {
-            self.inner.any.request(req)
+    /// The connection pool of one upstream, shared by every proxy to it.
+    pub(crate) fn host(&self, scheme: &Scheme, authority: &Authority) -> Arc<Host> {
+        let mut hosts = self
+            .inner
+            .hosts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (scheme.clone(), authority.clone());
+        if let Some(host) = hosts.get(&key).and_then(Weak::upgrade) {
+            return host;
         }
+        hosts.retain(|_, h| h.strong_count() > 0);
+        let host = Arc::new(Host::new(
+            self.inner.settings.clone(),
+            scheme.clone(),
+            authority.clone(),
+        ));
+        hosts.insert(key, Arc::downgrade(&host));
+        host
+    }
+
+    #[cfg(test)]
+    pub(crate) fn settings(&self) -> Settings {
+        self.inner.settings.clone()
     }
 }
 
@@ -271,31 +297,23 @@ impl ClientBuilder {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         };
 
-        let any = self
-            .pool()
-            .http2_only(self.http2_only)
-            .build(self.connector(tls, resolver.clone()));
-        let http1 = self.pool().build(self.connector(tls_http1, resolver));
+        let settings = Settings {
+            any: self.connector(tls, resolver.clone()),
+            http1: self.connector(tls_http1, resolver),
+            http2_only: self.http2_only,
+            idle_timeout: self.pool_idle_timeout,
+            max_idle: self.pool_max_idle_per_host,
+        };
         Ok(Client {
             inner: Arc::new(Inner {
-                any,
-                http1,
+                settings,
+                hosts: Mutex::new(HashMap::new()),
                 http2_only: self.http2_only,
                 connect_timeout: self.connect_timeout,
                 trusts,
                 mtls: self.client_cert.is_some(),
             }),
         })
-    }
-
-    fn pool(&self) -> legacy::Builder {
-        let mut b = legacy::Client::builder(TokioExecutor::new());
-        // Without a timer the idle timeout is never enforced.
-        b.pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host);
-        b
     }
 
     fn connector(

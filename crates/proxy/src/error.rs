@@ -16,6 +16,8 @@ use std::time::Duration;
 use http::StatusCode;
 use towergate_core::{BoxError, Problem, cause_ref};
 
+use crate::pool::SendError;
+
 /// The upstream could not be reached or failed the exchange: connection
 /// refused or reset, DNS failure, TLS handshake or certificate failure, or
 /// a connection closed before the response headers arrived.
@@ -110,36 +112,40 @@ pub fn to_problem(err: &(dyn StdError + 'static)) -> Problem {
     Problem::new(StatusCode::BAD_GATEWAY).detail("the upstream request failed")
 }
 
-/// Classifies a failure of the pooled client: timeout, body, or upstream.
-pub(crate) fn classify(err: hyper_util::client::legacy::Error, upstream: &Arc<str>) -> BoxError {
+/// Classifies a failure of the pool: timeout, body, or upstream.
+pub(crate) fn classify(err: SendError, upstream: &Arc<str>) -> BoxError {
     let upstream = upstream.clone();
-    if err.is_connect() {
-        if let Some(t) = cause_ref::<ConnectTimedOut>(&err) {
-            let after = Some(t.after);
-            return Box::new(UpstreamTimeout::connect(upstream, after, Box::new(err)));
+    match err {
+        SendError::Connect(err) => {
+            if let Some(t) = cause_ref::<ConnectTimedOut>(&*err) {
+                let after = Some(t.after);
+                return Box::new(UpstreamTimeout::connect(upstream, after, err));
+            }
+            // The TCP connector's own per-address timeout, or the kernel
+            // giving up on the SYN, surfaces as an io error of kind TimedOut.
+            if cause_ref::<io::Error>(&*err).is_some_and(|e| e.kind() == io::ErrorKind::TimedOut) {
+                return Box::new(UpstreamTimeout::connect(upstream, None, err));
+            }
+            Box::new(UpstreamUnavailable {
+                upstream,
+                connect: true,
+                source: err,
+            })
         }
-        // The TCP connector's own per-address timeout, or the kernel giving
-        // up on the SYN, surfaces as an io error of kind TimedOut.
-        if cause_ref::<io::Error>(&err).is_some_and(|e| e.kind() == io::ErrorKind::TimedOut) {
-            return Box::new(UpstreamTimeout::connect(upstream, None, Box::new(err)));
+        SendError::Request(err) => {
+            if cause_ref::<BodyError>(&err).is_some() {
+                return Box::new(RequestBodyFailed {
+                    upstream,
+                    source: Box::new(err),
+                });
+            }
+            Box::new(UpstreamUnavailable {
+                upstream,
+                connect: false,
+                source: Box::new(err),
+            })
         }
-        return Box::new(UpstreamUnavailable {
-            upstream,
-            connect: true,
-            source: Box::new(err),
-        });
     }
-    if cause_ref::<BodyError>(&err).is_some() {
-        return Box::new(RequestBodyFailed {
-            upstream,
-            source: Box::new(err),
-        });
-    }
-    Box::new(UpstreamUnavailable {
-        upstream,
-        connect: false,
-        source: Box::new(err),
-    })
 }
 
 // === impl UpstreamUnavailable ===

@@ -9,13 +9,13 @@ use std::task::{Context, Poll};
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use towergate_core::{BoxError, RequestId};
 
 use crate::error::{self, Chain, UpstreamTimeout};
 use crate::headers::{self, Keep};
+use crate::pool::SendFuture;
 use crate::service::Shared;
 use crate::upgrade;
 
@@ -40,7 +40,7 @@ pin_project! {
         },
         Waiting {
             #[pin]
-            response: legacy::ResponseFuture,
+            response: SendFuture,
             // Created on first poll, so that building the future needs no
             // runtime.
             #[pin]
@@ -62,7 +62,7 @@ pub(crate) struct Exchange {
 // === impl ResponseFuture ===
 
 impl ResponseFuture {
-    pub(crate) fn waiting(response: legacy::ResponseFuture, exchange: Exchange) -> Self {
+    pub(crate) fn waiting(response: SendFuture, exchange: Exchange) -> Self {
         Self {
             state: State::Waiting {
                 response,

@@ -19,6 +19,9 @@
 //! - **Upgrades.** `Connection: upgrade` requests (WebSocket) go over
 //!   HTTP/1.1; on a 101 answer the two connections are joined by a tunnel
 //!   task. This needs the request to come from a hyper or axum server.
+//! - **Pooling.** Connections are kept per upstream in a pool of our own
+//!   over `hyper::client::conn`, found when the proxy is built rather than
+//!   looked up per request; see [`Client`].
 //! - **Protocols and TLS.** HTTP/1.1 with keep-alive, HTTP/2 by ALPN, h2c
 //!   by prior knowledge ([`ClientBuilder::http2_only`]); rustls with the
 //!   aws-lc-rs provider, system roots or a given CA, optional client
@@ -84,6 +87,7 @@ mod client;
 pub mod error;
 pub mod future;
 mod headers;
+mod pool;
 mod service;
 mod upgrade;
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::HOST;
 use http::request::Parts;
-use http::uri::{Authority, Scheme};
+use http::uri::PathAndQuery;
+use http::uri::Scheme;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -18,6 +19,7 @@ use crate::client::{Client, ProxyBody};
 use crate::error::{BodyError, BuildError};
 use crate::future::{Exchange, ResponseFuture};
 use crate::headers::{self, Hop, Keep, ViaEntries};
+use crate::pool::Host;
 
 /// Forwards requests to one upstream base URL.
 ///
@@ -57,8 +59,10 @@ pub struct ProxyBuilder {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) client: Client,
+    /// This upstream's connections, found once at build time.
+    pool: Arc<Host>,
+    #[cfg(test)]
     scheme: Scheme,
-    authority: Authority,
     base_path: String,
     /// The upstream's authority, for errors and logs.
     pub(crate) upstream: Arc<str>,
@@ -140,7 +144,7 @@ where
         };
         match self.shared.outgoing(parts, body, upgrade) {
             Ok(out) => {
-                let response = self.shared.client.send(out, upgrade);
+                let response = self.shared.pool.send(out, upgrade);
                 ResponseFuture::waiting(response, exchange)
             }
             Err(error) => {
@@ -265,12 +269,14 @@ impl ProxyBuilder {
             None => Client::builder().build()?,
         };
 
+        let pool = client.host(&scheme, &authority);
         Ok(Proxy {
             shared: Arc::new(Shared {
                 client,
+                pool,
+                #[cfg(test)]
                 scheme,
                 upstream: Arc::from(authority.as_str()),
-                authority,
                 base_path,
                 timeout: self.timeout,
                 host,
@@ -334,11 +340,11 @@ impl Shared {
         };
         headers.insert(HOST, host);
 
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(headers::join_path(&self.base_path, uri.path_and_query()))
-            .build()?;
+        // Origin form, as HTTP/1.1 sends it; the pool adds the scheme and
+        // authority for an HTTP/2 connection.
+        let path =
+            PathAndQuery::try_from(headers::join_path(&self.base_path, uri.path_and_query()))?;
+        let uri = Uri::from(path);
 
         // Marking body errors lets a failed exchange be blamed on the caller
         // rather than on a healthy upstream.
@@ -441,7 +447,7 @@ mod tests {
             .insert(ClientAddr::direct("192.0.2.1:5000".parse().unwrap(), true));
         let (parts, body) = req.into_parts();
         let out = p.shared.outgoing(parts, body, false).unwrap();
-        assert_eq!(out.uri(), "http://127.0.0.1:7001/api/42?x=1");
+        assert_eq!(out.uri(), "/api/42?x=1");
         assert_eq!(out.version(), Version::HTTP_11);
         let h = out.headers();
         assert_eq!(h["host"], "api.example");

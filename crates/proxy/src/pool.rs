@@ -1,0 +1,461 @@
+//! The connection pool of one upstream (scheme and authority), written over
+//! hyper's connection API.
+//!
+//! Each [`Proxy`](crate::Proxy) takes its upstream's [`Host`] once, when it
+//! is built, so that a request finds its connections without hashing a key
+//! (hyper-util's legacy client hashed `(Scheme, Authority)` with SipHash
+//! twice per request, and built and rebuilt the request URI).
+//!
+//! - HTTP/1.1 connections wait in a last-in-first-out stack while idle; a
+//!   request takes the most recently used one that is ready, or connects.
+//!   A connection goes back as soon as it is ready for the next request,
+//!   which for a response read whole with its headers is at once, and
+//!   otherwise when its body has been read (a small task waits for that).
+//! - One HTTP/2 connection per upstream carries every request, once ALPN
+//!   (or [`http2_only`](crate::ClientBuilder::http2_only)) has chosen it.
+//! - A request that a reused connection refused before sending anything
+//!   (the upstream closed it while idle) is sent again on a new connection.
+//! - Idle connections older than the idle timeout are closed by a task
+//!   that runs only while the pool holds any.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, Parts, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::client::legacy::connect::Connection;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tower::Service;
+use towergate_core::BoxError;
+
+use crate::client::{Connector, ProxyBody};
+
+/// What sending a request can fail with, before any classification.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection: TCP, TLS or the connect deadline (a `BoxError` from
+    /// [`Connector`]), or the HTTP handshake. Nothing reached the upstream.
+    Connect(BoxError),
+    /// The exchange failed on an established connection.
+    Request(hyper::Error),
+}
+
+/// The future of one exchange: checkout or connect, send, and the answer's
+/// headers.
+pub(crate) type SendFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, SendError>> + Send>>;
+
+/// Pool settings shared by every [`Host`] of a client.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    /// Ordinary requests: HTTP/1.1, or HTTP/2 by ALPN or prior knowledge.
+    pub(crate) any: Connector,
+    /// Upgrade requests: HTTP/1.1 whatever the upstream prefers.
+    pub(crate) http1: Connector,
+    pub(crate) http2_only: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_idle: usize,
+}
+
+/// The connections to one upstream.
+pub(crate) struct Host {
+    settings: Settings,
+    scheme: Scheme,
+    authority: Authority,
+    /// `scheme://authority/`, what the connector is called with.
+    target: Uri,
+    state: Mutex<State>,
+    /// Held while an HTTP/2 connection is being made.
+    h2_connect: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Ready HTTP/1.1 connections, the most recently used last.
+    idle: Vec<Idle>,
+    /// The shared HTTP/2 connection, and when it was last used.
+    h2: Option<(http2::SendRequest<ProxyBody>, Instant)>,
+    /// Whether the task closing expired idle connections is running.
+    reaping: bool,
+    /// Whether the upstream has chosen HTTP/2 by ALPN before.
+    speaks_h2: bool,
+}
+
+struct Idle {
+    tx: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// A connection taken for one request.
+enum Conn {
+    Http1(http1::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>),
+}
+
+// === impl Host ===
+
+impl Host {
+    pub(crate) fn new(settings: Settings, scheme: Scheme, authority: Authority) -> Self {
+        let target = Uri::from_parts({
+            let mut p = Parts::default();
+            p.scheme = Some(scheme.clone());
+            p.authority = Some(authority.clone());
+            p.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+            p
+        })
+        // Scheme, authority and path are all present and valid.
+        .unwrap_or_default();
+        Self {
+            settings,
+            scheme,
+            authority,
+            target,
+            state: Mutex::new(State::default()),
+            h2_connect: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) over a pooled or new
+    /// connection. An upgrade request goes over HTTP/1.1.
+    pub(crate) fn send(self: &Arc<Self>, req: Request<ProxyBody>, upgrade: bool) -> SendFuture {
+        Box::pin(self.clone().exchange(req, upgrade))
+    }
+
+    async fn exchange(
+        self: Arc<Self>,
+        mut req: Request<ProxyBody>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, SendError> {
+        // A request refused by a pooled connection is sent once more, on a
+        // new connection, so this loop runs at most twice.
+        let mut pooled = true;
+        loop {
+            let checked_out = if pooled { self.checkout(upgrade) } else { None };
+            let (conn, reused) = match checked_out {
+                Some(conn) => (conn, true),
+                None if !upgrade && self.expects_h2() => {
+                    // One HTTP/2 connection for everyone: wait for a connect
+                    // already under way rather than start another.
+                    let _connecting = self.h2_connect.lock().await;
+                    match self.checkout(false) {
+                        Some(conn) => (conn, true),
+                        None => (self.connect(false).await?, false),
+                    }
+                }
+                None => (self.connect(upgrade).await?, false),
+            };
+            pooled = false;
+            match conn {
+                Conn::Http1(mut tx) => {
+                    // An HTTP/2-only client prepared an HTTP/2 request; this
+                    // connection (taken for an upgrade) speaks 1.1.
+                    if req.version() == Version::HTTP_2 {
+                        *req.version_mut() = Version::HTTP_11;
+                    }
+                    match tx.try_send_request(req).await {
+                        Ok(rsp) => {
+                            // A 101 hands the connection over to the upgrade.
+                            if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                                self.checkin(tx);
+                            }
+                            return Ok(rsp);
+                        }
+                        Err(mut e) => match e.take_message() {
+                            Some(back) if reused => req = back,
+                            _ => return Err(SendError::Request(e.into_error())),
+                        },
+                    }
+                }
+                Conn::Http2(mut tx) => {
+                    absolute_form(&mut req, &self.scheme, &self.authority);
+                    *req.version_mut() = Version::HTTP_2;
+                    match tx.try_send_request(req).await {
+                        Ok(rsp) => return Ok(rsp),
+                        Err(mut e) => match e.take_message() {
+                            Some(back) if reused => {
+                                self.forget_closed_h2();
+                                req = back;
+                            }
+                            _ => return Err(SendError::Request(e.into_error())),
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    fn expects_h2(&self) -> bool {
+        self.settings.http2_only || self.lock().speaks_h2
+    }
+
+    /// A pooled connection that is ready, if there is one.
+    fn checkout(&self, upgrade: bool) -> Option<Conn> {
+        let mut state = self.lock();
+        if !upgrade && let Some((tx, used)) = &mut state.h2 {
+            if tx.is_ready() {
+                *used = Instant::now();
+                return Some(Conn::Http2(tx.clone()));
+            }
+            // Closed, or going away: the next request connects again.
+            state.h2 = None;
+        }
+        if self.settings.http2_only && !upgrade {
+            return None;
+        }
+        while let Some(idle) = state.idle.pop() {
+            // Idle connections went in ready; one that is not ready now has
+            // been closed since.
+            if idle.tx.is_ready() {
+                return Some(Conn::Http1(idle.tx));
+            }
+        }
+        None
+    }
+
+    /// Returns an HTTP/1.1 connection to the pool once it is ready for
+    /// another request.
+    fn checkin(self: &Arc<Self>, tx: http1::SendRequest<ProxyBody>) {
+        if self.settings.max_idle == 0 || tx.is_closed() {
+            return;
+        }
+        if tx.is_ready() {
+            self.put_idle(tx);
+            return;
+        }
+        // The response body (or the rest of the request body) is still on
+        // the connection; it is ready again once both are through.
+        let host = Arc::downgrade(self);
+        spawn(async move {
+            let mut tx = tx;
+            if tx.ready().await.is_ok()
+                && let Some(host) = host.upgrade()
+            {
+                host.put_idle(tx);
+            }
+        });
+    }
+
+    fn put_idle(self: &Arc<Self>, tx: http1::SendRequest<ProxyBody>) {
+        let since = Instant::now();
+        let mut state = self.lock();
+        if state.idle.len() >= self.settings.max_idle {
+            // Full: this one closes once dropped.
+            return;
+        }
+        state.idle.push(Idle { tx, since });
+        self.reap_later(&mut state);
+    }
+
+    /// Connects and handshakes; an HTTP/2 connection is shared at once.
+    async fn connect(self: &Arc<Self>, upgrade: bool) -> Result<Conn, SendError> {
+        let mut connector = if upgrade {
+            self.settings.http1.clone()
+        } else {
+            self.settings.any.clone()
+        };
+        let io = connector
+            .call(self.target.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let h2 = !upgrade && (self.settings.http2_only || negotiated_h2(&io));
+        if !h2 {
+            let (tx, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| SendError::Connect(Box::new(e)))?;
+            spawn_connection(async move {
+                if let Err(error) = conn.with_upgrades().await {
+                    tracing::debug!(%error, "upstream HTTP/1.1 connection failed");
+                }
+            })?;
+            return Ok(Conn::Http1(tx));
+        }
+        let (mut tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
+        spawn_connection(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "upstream HTTP/2 connection failed");
+            }
+        })?;
+        tx.ready()
+            .await
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
+        let mut state = self.lock();
+        state.speaks_h2 = true;
+        match &state.h2 {
+            // Another request connected first: keep that one shared, and
+            // let this one close after this request.
+            Some((shared, _)) if shared.is_ready() => {}
+            _ => {
+                state.h2 = Some((tx.clone(), Instant::now()));
+                self.reap_later(&mut state);
+            }
+        }
+        Ok(Conn::Http2(tx))
+    }
+
+    /// Drops the shared HTTP/2 connection if it has closed.
+    fn forget_closed_h2(&self) {
+        let mut state = self.lock();
+        if state
+            .h2
+            .as_ref()
+            .is_some_and(|(shared, _)| !shared.is_ready())
+        {
+            state.h2 = None;
+        }
+    }
+
+    /// Starts the reaper if it is not running.
+    fn reap_later(self: &Arc<Self>, state: &mut State) {
+        if state.reaping {
+            return;
+        }
+        let host = Arc::downgrade(self);
+        let every = (self.settings.idle_timeout / 4).max(Duration::from_millis(10));
+        state.reaping = spawn(reap(host, every));
+    }
+
+    /// Closes expired connections; false once nothing is left to watch.
+    fn reap(&self, now: Instant) -> bool {
+        let timeout = self.settings.idle_timeout;
+        let mut state = self.lock();
+        state
+            .idle
+            .retain(|i| i.tx.is_ready() && now.saturating_duration_since(i.since) < timeout);
+        if let Some((tx, used)) = &state.h2
+            && (!tx.is_ready() || now.saturating_duration_since(*used) >= timeout)
+        {
+            state.h2 = None;
+        }
+        let busy = !state.idle.is_empty() || state.h2.is_some();
+        state.reaping = busy;
+        busy
+    }
+
+    /// How many idle HTTP/1.1 connections are pooled, and whether an
+    /// HTTP/2 connection is shared; for tests.
+    #[cfg(test)]
+    fn counts(&self) -> (usize, bool) {
+        let state = self.lock();
+        (state.idle.len(), state.h2.is_some())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing in the pool's critical sections can panic half-way, so a
+        // poisoned lock still guards consistent data.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Spawns on the current tokio runtime; false (and `fut` dropped) outside
+/// one, where the caller does without.
+fn spawn(fut: impl Future<Output = ()> + Send + 'static) -> bool {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(fut);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A connection's task must run, or the connection is useless.
+fn spawn_connection(fut: impl Future<Output = ()> + Send + 'static) -> Result<(), SendError> {
+    if spawn(fut) {
+        Ok(())
+    } else {
+        Err(SendError::Connect(
+            "no tokio runtime to drive the upstream connection".into(),
+        ))
+    }
+}
+
+async fn reap(host: Weak<Host>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match host.upgrade() {
+            Some(host) if host.reap(Instant::now()) => {}
+            _ => return,
+        }
+    }
+}
+
+/// HTTP/2 needs the scheme and authority (`:scheme`, `:authority`); the
+/// request was prepared in origin form, which HTTP/1.1 sends as it is.
+fn absolute_form(req: &mut Request<ProxyBody>, scheme: &Scheme, authority: &Authority) {
+    let uri = req.uri_mut();
+    if uri.scheme().is_some() {
+        return;
+    }
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(authority.clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    // Scheme, authority and path are present, so this cannot fail.
+    if let Ok(absolute) = Uri::from_parts(parts) {
+        *uri = absolute;
+    }
+}
+
+fn negotiated_h2(io: &MaybeHttpsStream<TokioIo<TcpStream>>) -> bool {
+    io.connected().is_negotiated_h2()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_form_adds_scheme_and_authority() {
+        let mut req = Request::new(ProxyBody::default());
+        *req.uri_mut() = Uri::from_static("/a/b?c=1");
+        absolute_form(
+            &mut req,
+            &Scheme::HTTPS,
+            &Authority::from_static("svc:8443"),
+        );
+        assert_eq!(req.uri(), "https://svc:8443/a/b?c=1");
+
+        // Already absolute: kept.
+        *req.uri_mut() = Uri::from_static("http://other/x");
+        absolute_form(&mut req, &Scheme::HTTPS, &Authority::from_static("svc"));
+        assert_eq!(req.uri(), "http://other/x");
+    }
+
+    #[test]
+    fn empty_pool_reaps_nothing_and_stops() {
+        let settings = crate::Client::builder().build().unwrap().settings();
+        let host = Host::new(
+            settings,
+            Scheme::HTTP,
+            Authority::from_static("127.0.0.1:1"),
+        );
+        assert!(!host.reap(Instant::now()));
+        assert_eq!(host.counts(), (0, false));
+        assert!(host.checkout(false).is_none());
+    }
+}

@@ -1,0 +1,232 @@
+//! The upstream connection pool, seen from the upstream's side: how many
+//! connections it accepts, and how many are still open.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get as route_get;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use towergate_proxy::{Client, Proxy};
+use towergate_test::tls::serve_io;
+
+use common::{call, get};
+
+const MIB: usize = 1 << 20;
+
+/// Connections an upstream has accepted, and how many are open now.
+#[derive(Clone, Default)]
+struct Tally {
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Tally {
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until `open` connections are left.
+    async fn settle_open(&self, open: usize) -> usize {
+        for _ in 0..200 {
+            if self.open() == open {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.open()
+    }
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/", route_get(|| async { "ok" }))
+        .route(
+            "/slow",
+            route_get(|| async {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                "slow"
+            }),
+        )
+        .route("/big", route_get(|| async { vec![7u8; MIB] }))
+        .fallback(|| async { "any" })
+}
+
+/// Serves [`app`] on 127.0.0.1, keeping a [`Tally`] of its connections.
+async fn spawn_tallied() -> (String, Tally, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tally = Tally::default();
+    let t = tally.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            t.accepted.fetch_add(1, Ordering::SeqCst);
+            t.open.fetch_add(1, Ordering::SeqCst);
+            let open = t.open.clone();
+            tokio::spawn(async move {
+                serve_io(TokioIo::new(tcp), app()).await;
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (url, tally, task)
+}
+
+fn proxy(url: &str, client: Client) -> Proxy {
+    Proxy::builder(url).client(client).build().unwrap()
+}
+
+async fn body_of(rsp: http::Response<hyper::body::Incoming>) -> Bytes {
+    assert_eq!(rsp.status(), 200);
+    rsp.into_body().collect().await.unwrap().to_bytes()
+}
+
+#[tokio::test]
+async fn idle_connections_are_reused_up_to_the_limit() {
+    let (url, tally, _server) = spawn_tallied().await;
+    let client = Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let p = proxy(&url, client);
+
+    // Three at once need three connections...
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { body_of(call(&p, get("/slow")).await).await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), "slow");
+    }
+    assert_eq!(tally.accepted(), 3);
+    // ...but only one is kept idle; the pool closes the others.
+    assert_eq!(tally.settle_open(1).await, 1);
+
+    // The kept one serves what follows, one request after the other.
+    for _ in 0..3 {
+        assert_eq!(body_of(call(&p, get("/")).await).await, "ok");
+    }
+    assert_eq!(tally.accepted(), 3);
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_connections() {
+    let (url, tally, _server) = spawn_tallied().await;
+    let client = Client::builder()
+        .pool_idle_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let p = proxy(&url, client);
+
+    assert_eq!(body_of(call(&p, get("/")).await).await, "ok");
+    assert_eq!(tally.open(), 1);
+    // The pool closes it: the upstream sees the connection end.
+    assert_eq!(tally.settle_open(0).await, 0, "idle connection not closed");
+
+    // And the next request connects anew.
+    assert_eq!(body_of(call(&p, get("/")).await).await, "ok");
+    assert_eq!(tally.accepted(), 2);
+}
+
+#[tokio::test]
+async fn zero_idle_connections_disables_pooling() {
+    let (url, tally, _server) = spawn_tallied().await;
+    let client = Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let p = proxy(&url, client);
+    for _ in 0..3 {
+        assert_eq!(body_of(call(&p, get("/")).await).await, "ok");
+    }
+    assert_eq!(tally.accepted(), 3);
+    assert_eq!(tally.settle_open(0).await, 0);
+}
+
+#[tokio::test]
+async fn connection_returns_once_a_large_body_is_read() {
+    let (url, tally, _server) = spawn_tallied().await;
+    let p = proxy(&url, Client::builder().build().unwrap());
+
+    // The body is not through when the headers arrive: the connection goes
+    // back to the pool only after it has been read.
+    for _ in 0..3 {
+        let body = body_of(call(&p, get("/big")).await).await;
+        assert_eq!(body.len(), MIB);
+        assert!(body.iter().all(|b| *b == 7));
+    }
+    // Let the connection's task see the end of the last body.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(body_of(call(&p, get("/")).await).await, "ok");
+    assert_eq!(tally.accepted(), 1, "one connection serves them all");
+
+    // A body dropped unread leaves the connection unusable: it is closed,
+    // not pooled, and the next request gets a new one.
+    let rsp = call(&p, get("/big")).await;
+    drop(rsp);
+    assert_eq!(tally.settle_open(0).await, 0);
+    assert_eq!(body_of(call(&p, get("/")).await).await, "ok");
+    assert_eq!(tally.accepted(), 2);
+}
+
+#[tokio::test]
+async fn connection_closed_by_the_upstream_is_not_reused() {
+    // An upstream that answers one request per connection and then closes
+    // it without saying so (no `Connection: close`).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let _server = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Dropping the socket closes it.
+            });
+        }
+    });
+
+    let p = proxy(&url, Client::builder().build().unwrap());
+    for _ in 0..3 {
+        assert_eq!(body_of(call(&p, get("/")).await).await, "ok");
+        // Long enough for the pooled connection to see the close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn proxies_to_one_upstream_share_its_pool() {
+    let (url, tally, _server) = spawn_tallied().await;
+    let client = Client::builder().build().unwrap();
+    let a = proxy(&url, client.clone());
+    let b = proxy(&format!("{url}/base"), client.clone());
+    assert_eq!(body_of(call(&a, get("/")).await).await, "ok");
+    assert_eq!(body_of(call(&b, get("/x")).await).await, "any");
+    assert_eq!(body_of(call(&a, get("/")).await).await, "ok");
+    assert_eq!(tally.accepted(), 1);
+
+    // Another client has pools of its own.
+    let c = proxy(&url, Client::builder().build().unwrap());
+    assert_eq!(body_of(call(&c, get("/")).await).await, "ok");
+    assert_eq!(tally.accepted(), 2);
+}
