@@ -101,7 +101,8 @@ pub(crate) fn target(
             match forwards.get(&c.upstream, &opts, &format!("{cp}.upstream")) {
                 Ok(Forward::One(proxy)) => {
                     let record = RecordUpstreamLayer::new(proxy.upstream().to_owned())
-                        .metrics(forwards.metrics());
+                        .metrics(forwards.metrics())
+                        .mark_response(false);
                     b = b.target(
                         c.upstream.clone(),
                         answered(tower::Layer::layer(&record, proxy)),

@@ -94,6 +94,7 @@ pub(crate) fn pool(
         let proxy = make_settings.proxy(e.url()).map_err(BoxError::from)?;
         Ok(RecordUpstreamLayer::new(e.url().to_owned())
             .metrics(make_metrics.clone())
+            .mark_response(false)
             .layer(proxy))
     };
     let endpoints = u.endpoints.iter().map(|e| match e {

@@ -29,6 +29,7 @@ pub mod live;
 pub mod policy;
 pub mod reload;
 pub mod serve;
+pub mod shared;
 pub mod stack;
 mod tls;
 

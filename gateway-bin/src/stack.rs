@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::shared::SharedService;
 use axum::body::Body;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{LengthLimitError, Limited};
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use towergate_auth::{AuthFailure, AuthLayer, IpFilterLayer};
 use towergate_core::body::ResponseBody;
@@ -41,7 +41,7 @@ use crate::policy::{self, Registry};
 use crate::tls;
 
 /// The service a route resolves to.
-pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+pub type RouteService = SharedService<Request<Body>, Response<Body>, Infallible>;
 
 /// A compiled configuration: everything needed to serve, nothing bound yet.
 #[derive(Debug)]
@@ -496,7 +496,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    BoxCloneSyncService::new(Rescue {
+    SharedService::new(Rescue {
         inner: svc,
         not_ready: None,
     })
@@ -570,7 +570,7 @@ where
         + 'static,
     <L::Service as Service<Request<Body>>>::Future: Send + 'static,
 {
-    BoxCloneSyncService::new(
+    SharedService::new(
         ServiceBuilder::new()
             .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
             .layer(layer)
@@ -594,13 +594,19 @@ fn route_stack(
         Target::Proxy(target) => match &target.forward {
             Forward::One(proxy) => {
                 let upstream = proxy.upstream().to_owned();
-                BoxCloneSyncService::new(
+                SharedService::new(
                     ServiceBuilder::new()
-                        .layer(RecordUpstreamLayer::new(upstream).metrics(metrics.clone()))
+                        .layer(
+                            // The observe layers read the endpoint from the
+                            // observation; no response extension needed.
+                            RecordUpstreamLayer::new(upstream)
+                                .metrics(metrics.clone())
+                                .mark_response(false),
+                        )
                         .service(target),
                 )
             }
-            Forward::Pool(_) => BoxCloneSyncService::new(target),
+            Forward::Pool(_) => SharedService::new(target),
         },
         Target::Other(svc) => svc,
     };
@@ -615,7 +621,7 @@ fn route_stack(
         svc = c(svc);
         let metrics = metrics.clone();
         let route: Arc<str> = Arc::from(route);
-        svc = BoxCloneSyncService::new(svc.map_response(move |rsp: Response<Body>| {
+        svc = SharedService::new(svc.map_response(move |rsp: Response<Body>| {
             count_cache(&metrics, &route, &rsp);
             rsp
         }));
@@ -677,7 +683,7 @@ fn route_stack(
     // 0. The route's name goes to the observation first, so refusals above
     //    are counted under their route; refusals are counted by reason.
     let metrics = metrics.clone();
-    BoxCloneSyncService::new(
+    SharedService::new(
         ServiceBuilder::new()
             .layer(RecordLayer::new())
             .map_response(move |rsp: Response<Body>| {
@@ -696,7 +702,7 @@ fn https_only(
     inner: RouteService,
     trusted: TrustedProxies,
 ) -> RouteService {
-    BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+    SharedService::new(tower::service_fn(move |req: Request<Body>| {
         let addr = req.extensions().get::<towergate_core::ClientAddr>();
         let forwarded_https = || {
             addr.is_some_and(|a| trusted.contains(a.peer.ip()))
@@ -792,7 +798,7 @@ fn edge_stack(
         .build()
         .map_err(|e| one("observability.request_id_header", e.to_string()))?;
     if !obs.enabled {
-        return Ok(BoxCloneSyncService::new(
+        return Ok(SharedService::new(
             ServiceBuilder::new()
                 .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
                 .service(router),
@@ -810,7 +816,7 @@ fn edge_stack(
     // One layer for the four: one future, one body wrapper each way (the
     // separate layers stacked cost a future, a box and a body wrapper
     // each).
-    Ok(BoxCloneSyncService::new(
+    Ok(SharedService::new(
         ServiceBuilder::new()
             .map_response(
                 |r: Response<towergate_observe::body::ResponseBody<ResponseBody<Body>>>| {

@@ -61,6 +61,10 @@ pub struct Record<S> {
 /// Wrap each endpoint's service with it (the proxy for one `host:port`),
 /// inside the balancer and retries, so each attempt is recorded.
 ///
+/// Where only the observe layers read the endpoint (they take it from the
+/// [`Observation`]), [`mark_response(false)`](Self::mark_response) saves
+/// the response extension (an allocation and a map per response).
+///
 /// ```
 /// use std::convert::Infallible;
 /// use http::{Request, Response};
@@ -85,6 +89,7 @@ pub struct Record<S> {
 pub struct RecordUpstreamLayer {
     info: UpstreamInfo,
     metrics: Option<Arc<UpstreamMetrics>>,
+    mark_response: bool,
 }
 
 /// The service of [`RecordUpstreamLayer`].
@@ -93,6 +98,7 @@ pub struct RecordUpstream<S> {
     inner: S,
     info: UpstreamInfo,
     metrics: Option<Arc<UpstreamMetrics>>,
+    mark_response: bool,
 }
 
 pin_project! {
@@ -101,7 +107,8 @@ pin_project! {
     pub struct RecordUpstreamFuture<F> {
         #[pin]
         inner: F,
-        info: UpstreamInfo,
+        // What goes in the response extensions, if anything.
+        info: Option<UpstreamInfo>,
         metrics: Option<Arc<UpstreamMetrics>>,
         start: Instant,
     }
@@ -200,7 +207,17 @@ impl RecordUpstreamLayer {
         Self {
             info: UpstreamInfo::new(endpoint),
             metrics: None,
+            mark_response: true,
         }
+    }
+
+    /// Whether the [`UpstreamInfo`] also goes in the response extensions
+    /// (it always goes in the [`Observation`] when there is one). Default
+    /// true; the towergate binary turns it off, since its observe layers
+    /// read the observation.
+    pub fn mark_response(mut self, yes: bool) -> Self {
+        self.mark_response = yes;
+        self
     }
 
     /// Also counts the endpoint's requests in `metrics`.
@@ -223,6 +240,7 @@ impl<S> Layer<S> for RecordUpstreamLayer {
             inner,
             info: self.info.clone(),
             metrics: self.metrics.clone(),
+            mark_response: self.mark_response,
         }
     }
 }
@@ -236,6 +254,7 @@ impl<S> RecordUpstream<S> {
             inner,
             info: UpstreamInfo::new(endpoint),
             metrics: None,
+            mark_response: true,
         }
     }
 
@@ -282,7 +301,7 @@ where
         }
         RecordUpstreamFuture {
             inner: self.inner.call(req),
-            info: self.info.clone(),
+            info: self.mark_response.then(|| self.info.clone()),
             metrics: self.metrics.clone(),
             start: Instant::now(),
         }
@@ -302,8 +321,8 @@ where
             let status = res.as_ref().ok().map(|r| r.status());
             m.observe(status, this.start.elapsed());
         }
-        if let Ok(rsp) = &mut res {
-            rsp.extensions_mut().insert(this.info.clone());
+        if let (Ok(rsp), Some(info)) = (&mut res, this.info.take()) {
+            rsp.extensions_mut().insert(info);
         }
         Poll::Ready(res)
     }

@@ -1,0 +1,135 @@
+//! [`SharedService`]: a type-erased service whose clones share one
+//! allocation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use tower::{Service, ServiceExt};
+
+/// A type-erased, always-ready service behind an `Arc`.
+///
+/// tower's `BoxCloneSyncService` allocates a new box on every clone, and
+/// the router and the edge clone their service on every request, once per
+/// boxed layer in the route. Here a clone is a reference count: each call
+/// clones the concrete service inside (a few reference counts, no
+/// allocation), drives it to readiness and calls it, in one boxed future
+/// as before.
+pub struct SharedService<Req, Rsp, E> {
+    inner: Arc<dyn Erased<Req, Rsp, E>>,
+}
+
+trait Erased<Req, Rsp, E>: Send + Sync {
+    fn call(&self, req: Req) -> BoxFuture<'static, Result<Rsp, E>>;
+}
+
+impl<S, Req> Erased<Req, S::Response, S::Error> for S
+where
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    Req: Send + 'static,
+{
+    fn call(&self, req: Req) -> BoxFuture<'static, Result<S::Response, S::Error>> {
+        Box::pin(self.clone().oneshot(req))
+    }
+}
+
+impl<Req, Rsp, E> SharedService<Req, Rsp, E> {
+    /// Erases `svc`'s type.
+    pub fn new<S>(svc: S) -> Self
+    where
+        S: Service<Req, Response = Rsp, Error = E> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        Req: Send + 'static,
+    {
+        Self {
+            inner: Arc::new(svc),
+        }
+    }
+}
+
+impl<Req, Rsp, E> Clone for SharedService<Req, Rsp, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<Req, Rsp, E> Service<Req> for SharedService<Req, Rsp, E> {
+    type Response = Rsp;
+    type Error = E;
+    type Future = BoxFuture<'static, Result<Rsp, E>>;
+
+    /// Always ready: readiness is awaited inside the call, on the clone
+    /// that serves it.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.inner.call(req)
+    }
+}
+
+impl<Req, Rsp, E> fmt::Debug for SharedService<Req, Rsp, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedService").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Ready only every other poll, counting calls: readiness is still
+    /// awaited through the shared service.
+    #[derive(Clone)]
+    struct Flaky {
+        polls: Arc<AtomicUsize>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Service<u32> for Flaky {
+        type Response = u32;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<u32, Infallible>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.polls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        fn call(&mut self, req: u32) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(req * 2))
+        }
+    }
+
+    #[tokio::test]
+    async fn clones_share_the_service_and_readiness_is_awaited() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = SharedService::new(Flaky {
+            polls: Arc::default(),
+            calls: calls.clone(),
+        });
+        let a = svc.clone();
+        let b = svc.clone();
+        assert_eq!(a.oneshot(3).await.unwrap(), 6);
+        let out = tokio::time::timeout(Duration::from_secs(5), b.oneshot(4)).await;
+        assert_eq!(out.unwrap().unwrap(), 8);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // One allocation for all: the clones point at the same service.
+        assert_eq!(Arc::strong_count(&svc.inner), 1);
+    }
+}
