@@ -2,6 +2,7 @@
 //! per-route host, method, header and query predicates, and a precedence
 //! rank computed once at build time. No tower here.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -234,7 +235,9 @@ impl RouteTable {
         if !path.starts_with('/') {
             return Outcome::NotFound;
         }
-        let host = host.map(normalize_host);
+        // Normalized only if some candidate has a host pattern: most
+        // routes have none.
+        let mut normalized: Option<Option<Cow<'_, str>>> = None;
         let mut query_pairs: Option<QueryPairs<'_>> = None;
         let mut best: Option<Best> = None;
         let mut best_spans: Vec<(usize, usize)> = Vec::new();
@@ -252,10 +255,11 @@ impl RouteTable {
                 let Some(route) = self.routes.get(entry.route) else {
                     continue;
                 };
-                if let Some(pattern) = &entry.host
-                    && !host.as_deref().is_some_and(|h| pattern.matches(h))
-                {
-                    continue;
+                if let Some(pattern) = &entry.host {
+                    let host = normalized.get_or_insert_with(|| host.map(normalize_host));
+                    if !host.as_deref().is_some_and(|h| pattern.matches(h)) {
+                        continue;
+                    }
                 }
                 if !route.headers.iter().all(|m| m.matches(headers)) {
                     continue;
