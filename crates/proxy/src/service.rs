@@ -342,8 +342,17 @@ impl Shared {
 
         // Origin form, as HTTP/1.1 sends it; the pool adds the scheme and
         // authority for an HTTP/2 connection.
-        let path =
-            PathAndQuery::try_from(headers::join_path(&self.base_path, uri.path_and_query()))?;
+        let path = match uri.path_and_query() {
+            // Without a base path the request's own path and query go as
+            // they are: a clone that shares their bytes, nothing to parse.
+            Some(pq)
+                if self.base_path.is_empty()
+                    && (pq.path().starts_with('/') || pq.path() == "*") =>
+            {
+                pq.clone()
+            }
+            pq => PathAndQuery::try_from(headers::join_path(&self.base_path, pq))?,
+        };
         let uri = Uri::from(path);
 
         // Marking body errors lets a failed exchange be blamed on the caller
