@@ -13,9 +13,14 @@ use tower::{Service, ServiceExt};
 /// tower's `BoxCloneSyncService` allocates a new box on every clone, and
 /// the router and the edge clone their service on every request, once per
 /// boxed layer in the route. Here a clone is a reference count: each call
-/// clones the concrete service inside (a few reference counts, no
-/// allocation), drives it to readiness and calls it, in one boxed future
-/// as before.
+/// clones the concrete service inside (for the gateway's services, a few
+/// reference counts and no allocation), drives it to readiness and calls
+/// it, in one boxed future as before.
+///
+/// Readiness is awaited inside the call, so an outer layer never sees the
+/// inner service's backpressure in `poll_ready`: fine for the route
+/// services, whose layers that limit (concurrency) refuse or queue inside
+/// `call`.
 pub struct SharedService<Req, Rsp, E> {
     inner: Arc<dyn Erased<Req, Rsp, E>>,
 }
@@ -125,11 +130,11 @@ mod tests {
         });
         let a = svc.clone();
         let b = svc.clone();
+        // One allocation for all: the clones point at the same service.
+        assert_eq!(Arc::strong_count(&svc.inner), 3);
         assert_eq!(a.oneshot(3).await.unwrap(), 6);
         let out = tokio::time::timeout(Duration::from_secs(5), b.oneshot(4)).await;
         assert_eq!(out.unwrap().unwrap(), 8);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
-        // One allocation for all: the clones point at the same service.
-        assert_eq!(Arc::strong_count(&svc.inner), 1);
     }
 }

@@ -56,10 +56,13 @@ pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 ///   reused most recent first, at most
 ///   [`pool_max_idle_per_host`](ClientBuilder::pool_max_idle_per_host) of
 ///   them are kept, and they are closed after
-///   [`pool_idle_timeout`](ClientBuilder::pool_idle_timeout); one HTTP/2
-///   connection carries all of an upstream's requests. A request that a
-///   pooled connection refused unsent (the upstream had closed it) is sent
-///   again on a new connection.
+///   [`pool_idle_timeout`](ClientBuilder::pool_idle_timeout) (never reused
+///   past it). Once an upstream speaks HTTP/2, one connection carries its
+///   requests, and requests that arrive while it is being made wait for it
+///   (the very first requests to an ALPN upstream, before any connection
+///   has told which protocol it speaks, may each open one). A request that
+///   a pooled connection refused before sending any of it (the upstream
+///   had just closed it) is sent once more, on a new connection.
 ///
 /// ```
 /// use std::time::Duration;
@@ -207,7 +210,9 @@ impl ClientBuilder {
         self
     }
 
-    /// How many idle connections are kept per upstream. Default 64.
+    /// How many idle HTTP/1.1 connections are kept per upstream. Default
+    /// 64; 0 closes each after its request. An HTTP/2 connection is shared
+    /// whatever this says.
     pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
         self.pool_max_idle_per_host = n;
         self

@@ -132,6 +132,13 @@ pub(crate) fn classify(err: SendError, upstream: &Arc<str>) -> BoxError {
                 source: err,
             })
         }
+        // Refused before anything was sent: as safe to retry elsewhere as
+        // a failed connect.
+        SendError::Unsent(err) => Box::new(UpstreamUnavailable {
+            upstream,
+            connect: true,
+            source: Box::new(err),
+        }),
         SendError::Request(err) => {
             if cause_ref::<BodyError>(&err).is_some() {
                 return Box::new(RequestBodyFailed {

@@ -43,6 +43,10 @@ pub(crate) enum SendError {
     /// No connection: TCP, TLS or the connect deadline (a `BoxError` from
     /// [`Connector`]), or the HTTP handshake. Nothing reached the upstream.
     Connect(BoxError),
+    /// A new connection refused the request before sending any of it.
+    /// Nothing reached the upstream, so it is as safe to retry as a
+    /// failed connect.
+    Unsent(hyper::Error),
     /// The exchange failed on an established connection.
     Request(hyper::Error),
 }
@@ -72,8 +76,8 @@ pub(crate) struct Host {
     /// `scheme://authority/`, what the connector is called with.
     target: Uri,
     state: Mutex<State>,
-    /// Held while an HTTP/2 connection is being made.
-    h2_connect: tokio::sync::Mutex<()>,
+    /// Wakes the requests waiting for an HTTP/2 connect to end.
+    h2_connected: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -84,8 +88,11 @@ struct State {
     h2: Option<(http2::SendRequest<ProxyBody>, Instant)>,
     /// Whether the task closing expired idle connections is running.
     reaping: bool,
-    /// Whether the upstream has chosen HTTP/2 by ALPN before.
+    /// Whether new connections are expected to be HTTP/2: `http2_only`,
+    /// or ALPN chose `h2` for the last connection made.
     speaks_h2: bool,
+    /// Whether an HTTP/2 connection is being made; others wait for it.
+    h2_connecting: bool,
 }
 
 struct Idle {
@@ -118,7 +125,7 @@ impl Host {
             authority,
             target,
             state: Mutex::new(State::default()),
-            h2_connect: tokio::sync::Mutex::new(()),
+            h2_connected: tokio::sync::Notify::new(),
         }
     }
 
@@ -133,32 +140,34 @@ impl Host {
         mut req: Request<ProxyBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, SendError> {
-        // A request refused by a pooled connection is sent once more, on a
-        // new connection, so this loop runs at most twice.
+        // A request refused unsent by a pooled connection is sent once
+        // more, on a new connection: this loop runs at most twice.
         let mut pooled = true;
         loop {
             let checked_out = if pooled { self.checkout(upgrade) } else { None };
             let (conn, reused) = match checked_out {
                 Some(conn) => (conn, true),
-                None if !upgrade && self.expects_h2() => {
-                    // One HTTP/2 connection for everyone: wait for a connect
-                    // already under way rather than start another.
-                    let _connecting = self.h2_connect.lock().await;
-                    match self.checkout(false) {
-                        Some(conn) => (conn, true),
-                        None => (self.connect(false).await?, false),
+                None if pooled && !upgrade => match self.wait_for_h2().await {
+                    H2Turn::Shared(conn) => (conn, true),
+                    H2Turn::Connect(lead) => {
+                        let conn = self.connect(false).await;
+                        // Wakes the requests that waited for this connect.
+                        drop(lead);
+                        (conn?, false)
                     }
-                }
+                },
                 None => (self.connect(upgrade).await?, false),
             };
             pooled = false;
             match conn {
                 Conn::Http1(mut tx) => {
-                    // An HTTP/2-only client prepared an HTTP/2 request; this
-                    // connection (taken for an upgrade) speaks 1.1.
+                    // The request may have been prepared for HTTP/2 (an
+                    // HTTP/2-only client, or a retry after the HTTP/2
+                    // connection refused it): HTTP/1.1 sends origin form.
                     if req.version() == Version::HTTP_2 {
                         *req.version_mut() = Version::HTTP_11;
                     }
+                    origin_form(&mut req);
                     match tx.try_send_request(req).await {
                         Ok(rsp) => {
                             // A 101 hands the connection over to the upgrade.
@@ -169,7 +178,8 @@ impl Host {
                         }
                         Err(mut e) => match e.take_message() {
                             Some(back) if reused => req = back,
-                            _ => return Err(SendError::Request(e.into_error())),
+                            Some(_) => return Err(SendError::Unsent(e.into_error())),
+                            None => return Err(SendError::Request(e.into_error())),
                         },
                     }
                 }
@@ -183,7 +193,8 @@ impl Host {
                                 self.forget_closed_h2();
                                 req = back;
                             }
-                            _ => return Err(SendError::Request(e.into_error())),
+                            Some(_) => return Err(SendError::Unsent(e.into_error())),
+                            None => return Err(SendError::Request(e.into_error())),
                         },
                     }
                 }
@@ -191,8 +202,29 @@ impl Host {
         }
     }
 
-    fn expects_h2(&self) -> bool {
-        self.settings.http2_only || self.lock().speaks_h2
+    /// When the upstream speaks HTTP/2 and another request is already
+    /// connecting, waits for that connect and shares its connection. None
+    /// when this request should connect itself (it is the first, or the
+    /// other's connect failed: then each tries on its own, none waits for
+    /// a queue of failures).
+    async fn wait_for_h2(&self) -> H2Turn<'_> {
+        let notified = {
+            let mut state = self.lock();
+            if !(self.settings.http2_only || state.speaks_h2) {
+                return H2Turn::Connect(None);
+            }
+            if !state.h2_connecting {
+                state.h2_connecting = true;
+                return H2Turn::Connect(Some(ConnectDone { host: self }));
+            }
+            // Registered before the lock is released: no wake-up is lost.
+            self.h2_connected.notified()
+        };
+        notified.await;
+        match self.checkout(false) {
+            Some(conn) => H2Turn::Shared(conn),
+            None => H2Turn::Connect(None),
+        }
     }
 
     /// A pooled connection that is ready, if there is one.
@@ -209,10 +241,17 @@ impl Host {
         if self.settings.http2_only && !upgrade {
             return None;
         }
+        if state.idle.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
         while let Some(idle) = state.idle.pop() {
             // Idle connections went in ready; one that is not ready now has
-            // been closed since.
-            if idle.tx.is_ready() {
+            // been closed since. An expired one may be closed by the
+            // upstream at any moment: it is closed here instead.
+            if idle.tx.is_ready()
+                && now.saturating_duration_since(idle.since) < self.settings.idle_timeout
+            {
                 return Some(Conn::Http1(idle.tx));
             }
         }
@@ -246,8 +285,12 @@ impl Host {
         let since = Instant::now();
         let mut state = self.lock();
         if state.idle.len() >= self.settings.max_idle {
-            // Full: this one closes once dropped.
-            return;
+            // Full: closed connections go first, then the oldest; the one
+            // just used is the one to keep.
+            state.idle.retain(|i| i.tx.is_ready());
+            if state.idle.len() >= self.settings.max_idle {
+                state.idle.remove(0);
+            }
         }
         state.idle.push(Idle { tx, since });
         self.reap_later(&mut state);
@@ -265,6 +308,11 @@ impl Host {
             .await
             .map_err(SendError::Connect)?;
         let h2 = !upgrade && (self.settings.http2_only || negotiated_h2(&io));
+        if !upgrade && !self.settings.http2_only {
+            // The upstream (or the one behind its address now) may change
+            // its mind: follow what the last connection chose.
+            self.lock().speaks_h2 = h2;
+        }
         if !h2 {
             let (tx, conn) = http1::Builder::new()
                 .handshake(io)
@@ -291,7 +339,6 @@ impl Host {
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
         let mut state = self.lock();
-        state.speaks_h2 = true;
         match &state.h2 {
             // Another request connected first: keep that one shared, and
             // let this one close after this request.
@@ -391,12 +438,51 @@ fn spawn_connection(fut: impl Future<Output = ()> + Send + 'static) -> Result<()
     }
 }
 
+/// What a request does when it finds no HTTP/2 connection to share.
+enum H2Turn<'a> {
+    /// Another request's connect made one.
+    Shared(Conn),
+    /// Connect; with a guard if others wait for this connect.
+    Connect(Option<ConnectDone<'a>>),
+}
+
+/// Held by the request that makes the HTTP/2 connection others wait for:
+/// dropped when the connect ends, however it ends (the request may be
+/// dropped too), it clears `h2_connecting` and wakes them.
+struct ConnectDone<'a> {
+    host: &'a Host,
+}
+
+impl Drop for ConnectDone<'_> {
+    fn drop(&mut self) {
+        self.host.lock().h2_connecting = false;
+        self.host.h2_connected.notify_waiters();
+    }
+}
+
+/// Marks the reaper stopped if its task is dropped before it ends (its
+/// runtime shut down), so that the next idle connection starts another.
+struct Reaping(Option<Weak<Host>>);
+
+impl Drop for Reaping {
+    fn drop(&mut self) {
+        if let Some(host) = self.0.take().and_then(|h| h.upgrade()) {
+            host.lock().reaping = false;
+        }
+    }
+}
+
 async fn reap(host: Weak<Host>, every: Duration) {
+    let mut running = Reaping(Some(host.clone()));
     loop {
         tokio::time::sleep(every).await;
         match host.upgrade() {
             Some(host) if host.reap(Instant::now()) => {}
-            _ => return,
+            // Ended on its own: `reap` cleared the flag (or the host is gone).
+            _ => {
+                running.0 = None;
+                return;
+            }
         }
     }
 }
@@ -418,6 +504,18 @@ fn absolute_form(req: &mut Request<ProxyBody>, scheme: &Scheme, authority: &Auth
     if let Ok(absolute) = Uri::from_parts(parts) {
         *uri = absolute;
     }
+}
+
+/// HTTP/1.1 sends the path and query alone.
+fn origin_form(req: &mut Request<ProxyBody>) {
+    let uri = req.uri_mut();
+    if uri.scheme().is_none() {
+        return;
+    }
+    *uri = match uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
 }
 
 fn negotiated_h2(io: &MaybeHttpsStream<TokioIo<TcpStream>>) -> bool {

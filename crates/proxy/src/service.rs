@@ -362,13 +362,9 @@ impl Shared {
         let mut out = Request::new(body);
         *out.method_mut() = method;
         *out.uri_mut() = uri;
-        // The pooled client picks h1 or h2 per connection; an HTTP/2 version
-        // on an HTTP/1.1 connection would be refused, and an upgrade needs 1.1.
-        *out.version_mut() = if http2_only && !upgrade {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
+        // HTTP/1.1 unless the pool finds an HTTP/2 connection, which sets
+        // the version (and the absolute URI) itself.
+        *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = headers;
         Ok(out)
     }

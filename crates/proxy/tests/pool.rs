@@ -27,6 +27,8 @@ const MIB: usize = 1 << 20;
 struct Tally {
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
+    /// The connections' tasks: aborting one closes its connection.
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Tally {
@@ -36,6 +38,13 @@ impl Tally {
 
     fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection from the upstream's side.
+    fn close_all(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 
     /// Waits (bounded) until `open` connections are left.
@@ -75,10 +84,19 @@ async fn spawn_tallied() -> (String, Tally, tokio::task::JoinHandle<()>) {
             t.accepted.fetch_add(1, Ordering::SeqCst);
             t.open.fetch_add(1, Ordering::SeqCst);
             let open = t.open.clone();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
+                // Counted down when the connection ends, or when the task
+                // is aborted.
+                struct Open(Arc<AtomicUsize>);
+                impl Drop for Open {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let _open = Open(open);
                 serve_io(TokioIo::new(tcp), app()).await;
-                open.fetch_sub(1, Ordering::SeqCst);
             });
+            t.tasks.lock().unwrap().push(task);
         }
     });
     (url, tally, task)
@@ -229,4 +247,62 @@ async fn proxies_to_one_upstream_share_its_pool() {
     let c = proxy(&url, Client::builder().build().unwrap());
     assert_eq!(body_of(call(&c, get("/")).await).await, "ok");
     assert_eq!(tally.accepted(), 2);
+}
+
+#[tokio::test]
+async fn http2_connection_is_shared_and_replaced_once_closed() {
+    let (url, tally, _server) = spawn_tallied().await;
+    let client = Client::builder().http2_only(true).build().unwrap();
+    let p = proxy(&url, client);
+
+    // Concurrent first requests wait for one connect and share it.
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { body_of(call(&p, get("/slow")).await).await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), "slow");
+    }
+    assert_eq!(tally.accepted(), 1);
+
+    // The upstream closes it: the next request connects again.
+    tally.close_all();
+    assert_eq!(tally.settle_open(0).await, 0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rsp = call(&p, get("/")).await;
+    assert_eq!(rsp.version(), http::Version::HTTP_2);
+    assert_eq!(body_of(rsp).await, "ok");
+    assert_eq!(tally.accepted(), 2);
+}
+
+#[tokio::test]
+async fn closed_idle_connections_make_room_for_fresh_ones() {
+    let (url, tally, _server) = spawn_tallied().await;
+    let client = Client::builder().pool_max_idle_per_host(2).build().unwrap();
+    let p = proxy(&url, client);
+
+    // Two idle connections, then the upstream closes both.
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { body_of(call(&p, get("/slow")).await).await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), "slow");
+    }
+    assert_eq!(tally.settle_open(2).await, 2);
+    tally.close_all();
+    assert_eq!(tally.settle_open(0).await, 0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // The dead ones are dropped, never used: a new connection serves the
+    // next request, and is kept for the one after.
+    for _ in 0..2 {
+        assert_eq!(body_of(call(&p, get("/")).await).await, "ok");
+    }
+    assert_eq!(tally.accepted(), 3);
+    assert_eq!(tally.open(), 1);
 }
