@@ -83,6 +83,9 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
     })
 }
 
+/// Headers the stack may add to a request before it goes upstream.
+const REQUEST_HEADERS_ADDED: usize = 8;
+
 /// How often the timer pacer ticks; see [`pace_timers`].
 const PACE: Duration = Duration::from_millis(250);
 
@@ -309,5 +312,8 @@ pub(crate) async fn handle(
     // and everything else is the edge stack's job.
     let client = ClientAddr::resolve(peer, tls, req.headers(), &stack.trusted);
     req.extensions_mut().insert(client);
+    // Room, in one growth of the map, for what the stack adds on the way
+    // up: request id, trace context, four forwarding headers, `Via`.
+    req.headers_mut().reserve(REQUEST_HEADERS_ADDED);
     stack.edge.clone().oneshot(req.map(Body::new)).await
 }
