@@ -177,7 +177,6 @@ fn init_tracing(
     use towergate::config::schema::TracingProtocol;
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -201,14 +200,6 @@ fn init_tracing(
             Err(e) => (None, Some(e.to_string())),
         },
     };
-    // The per-request span exists for OpenTelemetry: the log layer never
-    // prints it, and formatting its fields on every request was 30% of the
-    // gateway's instructions per request (docs/benchmarks.md). So the log
-    // layer filters it out, and without an exporter no layer wants it and
-    // it is never created.
-    let not_request_span = tracing_subscriber::filter::filter_fn(|meta| {
-        !(meta.is_span() && meta.target().starts_with("towergate_observe"))
-    });
     let otel_layer = guard.as_ref().map(|g| {
         towergate_observe::otel::layer(g).with_filter(tracing_subscriber::filter::LevelFilter::INFO)
     });
@@ -218,7 +209,7 @@ fn init_tracing(
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
-                    .with_filter(filter.and(not_request_span)),
+                    .with_filter(log_filter(filter)),
             )
             .init(),
         LogFormat::Json => registry
@@ -226,7 +217,7 @@ fn init_tracing(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_writer(std::io::stderr)
-                    .with_filter(filter.and(not_request_span)),
+                    .with_filter(log_filter(filter)),
             )
             .init(),
     }
@@ -234,4 +225,50 @@ fn init_tracing(
         tracing::error!(error = %e, "OpenTelemetry export disabled");
     }
     guard
+}
+
+/// The log layer's filter: `RUST_LOG` (default `info`), without the
+/// per-request span.
+///
+/// The per-request span exists for OpenTelemetry: the log layer never
+/// prints it, and formatting its fields on every request was 30% of the
+/// gateway's instructions per request (docs/benchmarks.md). So the log
+/// layer filters it out, and without an exporter no layer wants it and it
+/// is never created.
+///
+/// The level hint matters: without one the combined filter has none
+/// (`And` gives up when either side has none), the subscriber's maximum
+/// level is unknown, and every `trace_span!` of a dependency is checked
+/// and *created* at run time. The h2 crate opens one per frame poll: that
+/// was half the instructions of an HTTP/2 request.
+fn log_filter<S>(
+    filter: tracing_subscriber::EnvFilter,
+) -> impl tracing_subscriber::layer::Filter<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
+    let not_request_span =
+        filter_fn(|meta| !(meta.is_span() && meta.target().starts_with("towergate_observe")))
+            .with_max_level_hint(LevelFilter::TRACE);
+    filter.and(not_request_span)
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::Filter;
+
+    use super::log_filter;
+
+    /// Without a hint the subscriber would create every dependency's
+    /// `trace_span!` at run time (see `log_filter`).
+    #[test]
+    fn log_filter_keeps_the_level_hint() {
+        let f = log_filter::<tracing_subscriber::Registry>(EnvFilter::new("info"));
+        assert_eq!(f.max_level_hint(), Some(LevelFilter::INFO));
+        let f = log_filter::<tracing_subscriber::Registry>(EnvFilter::new("warn,towergate=debug"));
+        assert_eq!(f.max_level_hint(), Some(LevelFilter::DEBUG));
+    }
 }
