@@ -314,6 +314,8 @@ pub(crate) async fn handle(
     req.extensions_mut().insert(client);
     // Room, in one growth of the map, for what the stack adds on the way
     // up: request id, trace context, four forwarding headers, `Via`.
-    req.headers_mut().reserve(REQUEST_HEADERS_ADDED);
+    // (`try_reserve`: a map already near its maximum size is left as it
+    // is, and fails later, where an insert is refused, not here.)
+    let _ = req.headers_mut().try_reserve(REQUEST_HEADERS_ADDED);
     stack.edge.clone().oneshot(req.map(Body::new)).await
 }

@@ -327,3 +327,42 @@ where
         Poll::Ready(res)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::{Request, Response};
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    use super::*;
+
+    async fn through(layer: RecordUpstreamLayer) -> (Response<()>, Observation) {
+        let svc =
+            ServiceBuilder::new()
+                .layer(layer)
+                .service(service_fn(|_req: Request<()>| async {
+                    Ok::<_, Infallible>(Response::new(()))
+                }));
+        let mut req = Request::new(());
+        let obs = Observation::get_or_insert(req.extensions_mut());
+        (svc.oneshot(req).await.unwrap(), obs)
+    }
+
+    #[tokio::test]
+    async fn mark_response_false_reports_to_the_observation_only() {
+        let (rsp, obs) = through(RecordUpstreamLayer::new("svc:1").mark_response(false)).await;
+        assert!(rsp.extensions().get::<UpstreamInfo>().is_none());
+        let upstream = obs.snapshot().upstream.unwrap();
+        assert_eq!(upstream.endpoint(), "svc:1");
+
+        // The default marks both.
+        let (rsp, obs) = through(RecordUpstreamLayer::new("svc:2")).await;
+        assert_eq!(
+            rsp.extensions().get::<UpstreamInfo>().unwrap().endpoint(),
+            "svc:2"
+        );
+        assert_eq!(obs.snapshot().upstream.unwrap().endpoint(), "svc:2");
+    }
+}

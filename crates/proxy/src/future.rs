@@ -139,8 +139,9 @@ impl Exchange {
     /// The upstream's response as it goes back to the caller.
     fn finish(&mut self, mut rsp: Response<Incoming>) -> Response<Incoming> {
         // Room, in one growth of the map, for what the gateway adds on the
-        // way back: `Via`, the request id, rate-limit and CORS headers.
-        rsp.headers_mut().reserve(4);
+        // way back in most cases: `Via`, the request id and a couple more
+        // (rate-limit or CORS headers may grow it again).
+        let _ = rsp.headers_mut().try_reserve(4);
         let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(
             rsp.headers_mut(),

@@ -134,7 +134,7 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
         .or(hop.proto);
 
     // Room for the four headers at once: one growth of the map at most.
-    headers.reserve(4);
+    let _ = headers.try_reserve(4);
 
     // Formatted once, for both headers, on the stack.
     let mut ip_buf = IpText::new();

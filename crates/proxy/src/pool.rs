@@ -93,6 +93,8 @@ struct State {
     speaks_h2: bool,
     /// Whether an HTTP/2 connection is being made; others wait for it.
     h2_connecting: bool,
+    /// How many of those connects failed, so that their waiters fail too.
+    h2_failures: u64,
 }
 
 struct Idle {
@@ -140,17 +142,33 @@ impl Host {
         mut req: Request<ProxyBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, SendError> {
-        // A request refused unsent by a pooled connection is sent once
-        // more, on a new connection: this loop runs at most twice.
-        let mut pooled = true;
+        // A request refused unsent by a reused connection is sent again:
+        // after one refusal no idle HTTP/1.1 connection is tried (a new
+        // one is made), and a new connection's refusal is an error, so
+        // this loop ends; `MAX_TRIES` bounds it whatever happens.
+        const MAX_TRIES: usize = 3;
+        let mut tries = 0;
         loop {
-            let checked_out = if pooled { self.checkout(upgrade) } else { None };
+            tries += 1;
+            let last = tries >= MAX_TRIES;
+            let checked_out = if tries == 1 {
+                self.checkout(upgrade)
+            } else {
+                None
+            };
             let (conn, reused) = match checked_out {
                 Some(conn) => (conn, true),
-                None if pooled && !upgrade => match self.wait_for_h2().await {
+                // HTTP/2: share the connection another request is making
+                // (after a refusal too: a GOAWAY refuses many at once).
+                None if !upgrade && !last => match self.wait_for_h2().await? {
                     H2Turn::Shared(conn) => (conn, true),
                     H2Turn::Connect(lead) => {
                         let conn = self.connect(false).await;
+                        if conn.is_err()
+                            && let Some(lead) = &lead
+                        {
+                            lead.failed();
+                        }
                         // Wakes the requests that waited for this connect.
                         drop(lead);
                         (conn?, false)
@@ -158,7 +176,7 @@ impl Host {
                 },
                 None => (self.connect(upgrade).await?, false),
             };
-            pooled = false;
+            let reused = reused && !last;
             match conn {
                 Conn::Http1(mut tx) => {
                     // The request may have been prepared for HTTP/2 (an
@@ -202,29 +220,41 @@ impl Host {
         }
     }
 
-    /// When the upstream speaks HTTP/2 and another request is already
-    /// connecting, waits for that connect and shares its connection. None
-    /// when this request should connect itself (it is the first, or the
-    /// other's connect failed: then each tries on its own, none waits for
-    /// a queue of failures).
-    async fn wait_for_h2(&self) -> H2Turn<'_> {
-        let notified = {
+    /// For an upstream that speaks HTTP/2: the shared connection if there
+    /// is one; else, when another request is connecting, waits for it and
+    /// shares its connection, or fails with it (a down upstream is not
+    /// tried again by every waiter); else this request connects, and others
+    /// wait for it. An HTTP/1.1 upstream: connect.
+    async fn wait_for_h2(&self) -> Result<H2Turn<'_>, SendError> {
+        let (notified, failures) = {
             let mut state = self.lock();
             if !(self.settings.http2_only || state.speaks_h2) {
-                return H2Turn::Connect(None);
+                return Ok(H2Turn::Connect(None));
+            }
+            if let Some((tx, used)) = &mut state.h2
+                && tx.is_ready()
+            {
+                *used = Instant::now();
+                return Ok(H2Turn::Shared(Conn::Http2(tx.clone())));
             }
             if !state.h2_connecting {
                 state.h2_connecting = true;
-                return H2Turn::Connect(Some(ConnectDone { host: self }));
+                return Ok(H2Turn::Connect(Some(ConnectDone { host: self })));
             }
             // Registered before the lock is released: no wake-up is lost.
-            self.h2_connected.notified()
+            (self.h2_connected.notified(), state.h2_failures)
         };
         notified.await;
-        match self.checkout(false) {
-            Some(conn) => H2Turn::Shared(conn),
-            None => H2Turn::Connect(None),
+        if let Some(conn) = self.checkout(false) {
+            return Ok(H2Turn::Shared(conn));
         }
+        if self.lock().h2_failures != failures {
+            return Err(SendError::Connect(
+                "the HTTP/2 connection this request waited for could not be made".into(),
+            ));
+        }
+        // The connecting request was dropped before it finished: connect.
+        Ok(H2Turn::Connect(None))
     }
 
     /// A pooled connection that is ready, if there is one.
@@ -451,6 +481,14 @@ enum H2Turn<'a> {
 /// dropped too), it clears `h2_connecting` and wakes them.
 struct ConnectDone<'a> {
     host: &'a Host,
+}
+
+impl ConnectDone<'_> {
+    /// The connect failed: the waiters fail with it.
+    fn failed(&self) {
+        let mut state = self.host.lock();
+        state.h2_failures = state.h2_failures.wrapping_add(1);
+    }
 }
 
 impl Drop for ConnectDone<'_> {

@@ -345,9 +345,11 @@ impl Shared {
         let path = match uri.path_and_query() {
             // Without a base path the request's own path and query go as
             // they are: a clone that shares their bytes, nothing to parse.
+            // (`as_str`, not `path`: an empty path reads as "/" through
+            // `path` but is stored empty, and HTTP/2 sends it as stored.)
             Some(pq)
                 if self.base_path.is_empty()
-                    && (pq.path().starts_with('/') || pq.path() == "*") =>
+                    && (pq.as_str().starts_with('/') || pq.as_str() == "*") =>
             {
                 pq.clone()
             }
@@ -431,6 +433,43 @@ mod tests {
         assert_eq!(p.upstream(), "svc.internal");
         assert_eq!(p.shared.base_path, "/base");
         assert_eq!(p.shared.scheme, Scheme::HTTPS);
+    }
+
+    /// The request's path and query as they go upstream, with and without
+    /// a base path: odd request targets come out in origin form.
+    #[test]
+    fn outgoing_paths() {
+        let client = Client::builder().build().unwrap();
+        let bare = Proxy::builder("http://127.0.0.1:7001")
+            .client(client.clone())
+            .build()
+            .unwrap();
+        let based = Proxy::builder("http://127.0.0.1:7001/api")
+            .client(client)
+            .build()
+            .unwrap();
+        for (target, plain, with_base) in [
+            ("/a/b?x=1", "/a/b?x=1", "/api/a/b?x=1"),
+            ("/", "/", "/api/"),
+            ("*", "*", "/api"),
+            ("http://h?x=1", "/?x=1", "/api/?x=1"),
+            ("http://h", "/", "/api/"),
+            ("http://h/p?q", "/p?q", "/api/p?q"),
+        ] {
+            for (proxy, want) in [(&bare, plain), (&based, with_base)] {
+                let req = Request::builder()
+                    .uri(target)
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap();
+                let (parts, body) = req.into_parts();
+                let out = proxy.shared.outgoing(parts, body, false).unwrap();
+                assert_eq!(
+                    out.uri().path_and_query().unwrap().as_str(),
+                    want,
+                    "{target}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

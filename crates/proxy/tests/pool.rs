@@ -306,3 +306,37 @@ async fn closed_idle_connections_make_room_for_fresh_ones() {
     assert_eq!(tally.accepted(), 3);
     assert_eq!(tally.open(), 1);
 }
+
+#[tokio::test]
+async fn requests_waiting_for_a_failed_http2_connect_fail_with_it() {
+    // Accepts and hangs up at once: every TLS handshake, so every
+    // connect, fails.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let _server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(tcp);
+        }
+    });
+    let client = Client::builder().http2_only(true).build().unwrap();
+    let p = proxy(&url, client);
+
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { common::call_err(&p, get("/")).await })
+        })
+        .collect();
+    for c in calls {
+        let err = c.await.unwrap();
+        let unavailable =
+            towergate_core::cause_ref::<towergate_proxy::error::UpstreamUnavailable>(&*err)
+                .expect("a 502 kind of failure");
+        assert!(unavailable.is_connect(), "nothing was sent: {err}");
+    }
+    // One attempt for the five: the others waited for it and failed with it.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
