@@ -106,6 +106,19 @@ fn proxy(url: &str, client: Client) -> Proxy {
     Proxy::builder(url).client(client).build().unwrap()
 }
 
+/// `n` requests to `/slow` at once, each answered.
+async fn slow_at_once(p: &Proxy, n: usize) {
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { body_of(call(&p, get("/slow")).await).await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), "slow");
+    }
+}
+
 async fn body_of(rsp: http::Response<hyper::body::Incoming>) -> Bytes {
     assert_eq!(rsp.status(), 200);
     rsp.into_body().collect().await.unwrap().to_bytes()
@@ -118,15 +131,7 @@ async fn idle_connections_are_reused_up_to_the_limit() {
     let p = proxy(&url, client);
 
     // Three at once need three connections...
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let p = p.clone();
-            tokio::spawn(async move { body_of(call(&p, get("/slow")).await).await })
-        })
-        .collect();
-    for c in calls {
-        assert_eq!(c.await.unwrap(), "slow");
-    }
+    slow_at_once(&p, 3).await;
     assert_eq!(tally.accepted(), 3);
     // ...but only one is kept idle; the pool closes the others.
     assert_eq!(tally.settle_open(1).await, 1);
@@ -256,15 +261,7 @@ async fn http2_connection_is_shared_and_replaced_once_closed() {
     let p = proxy(&url, client);
 
     // Concurrent first requests wait for one connect and share it.
-    let calls: Vec<_> = (0..5)
-        .map(|_| {
-            let p = p.clone();
-            tokio::spawn(async move { body_of(call(&p, get("/slow")).await).await })
-        })
-        .collect();
-    for c in calls {
-        assert_eq!(c.await.unwrap(), "slow");
-    }
+    slow_at_once(&p, 5).await;
     assert_eq!(tally.accepted(), 1);
 
     // The upstream closes it: the next request connects again.
@@ -284,15 +281,7 @@ async fn closed_idle_connections_make_room_for_fresh_ones() {
     let p = proxy(&url, client);
 
     // Two idle connections, then the upstream closes both.
-    let calls: Vec<_> = (0..2)
-        .map(|_| {
-            let p = p.clone();
-            tokio::spawn(async move { body_of(call(&p, get("/slow")).await).await })
-        })
-        .collect();
-    for c in calls {
-        assert_eq!(c.await.unwrap(), "slow");
-    }
+    slow_at_once(&p, 2).await;
     assert_eq!(tally.settle_open(2).await, 2);
     tally.close_all();
     assert_eq!(tally.settle_open(0).await, 0);
