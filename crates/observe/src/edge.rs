@@ -46,6 +46,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
@@ -203,26 +204,38 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
+        // The clocks are read once for all the parts: the wall clock only
+        // when an id is generated or a line logged.
+        let now = Instant::now();
+        let mut wall = None;
+        let mut wall_clock = || *wall.get_or_insert_with(SystemTime::now);
         // The order of the separate layers: the id first (the span and the
         // log show it), then the trace context (the log shows its id).
-        let request_id = shared.request_id.as_ref().map(|r| r.apply(&mut req));
+        let request_id = shared
+            .request_id
+            .as_ref()
+            .map(|r| r.apply_at(&mut req, &mut wall_clock));
         let (trace, trace_id) = match &shared.trace {
             Some(t) => {
-                let (pending, id) = t.start(&mut req);
+                let (pending, id) = t.start(&mut req, false);
                 (pending, TraceIdFrom::Known(id))
             }
             None => (None, TraceIdFrom::Header),
         };
         let (mut parts, body) = req.into_parts();
         let bytes_in = ByteCount::for_body(&body);
-        let metrics = shared
-            .metrics
-            .as_ref()
-            .map(|m| metrics_layer::Pending::start(m, &mut parts.extensions, bytes_in.clone()));
-        let access_log = shared
-            .access_log
-            .as_ref()
-            .map(|l| access_log::Pending::start(l, &mut parts, bytes_in.clone(), trace_id));
+        let metrics = shared.metrics.as_ref().map(|m| {
+            metrics_layer::Pending::start(m, &mut parts.extensions, bytes_in.clone(), now)
+        });
+        let access_log = shared.access_log.as_ref().map(|l| {
+            access_log::Pending::start(
+                l,
+                &mut parts,
+                bytes_in.clone(),
+                trace_id,
+                (wall_clock(), now),
+            )
+        });
         let req = Request::from_parts(parts, RequestBody::new(body, bytes_in));
         let inner = match &trace {
             Some(t) => t.span.in_scope(|| self.inner.call(req)),

@@ -151,23 +151,28 @@ impl Observation {
     /// Copies what the request extensions tell (a [`RouteMatch`], an
     /// [`Identity`]) into the observation.
     pub fn record_from(&self, extensions: &Extensions) {
-        self.record(extensions, None, None);
+        self.record(extensions, None, None, None);
     }
 
     /// [`record_from`](Self::record_from), then `route` (a fixed route
-    /// name) and where the route's metric handles are kept, under one lock.
+    /// name), where the route's metric handles are kept and the upstream,
+    /// under one lock.
     pub(crate) fn record(
         &self,
         extensions: &Extensions,
         route: Option<&Arc<str>>,
         metrics: Option<&Arc<RouteMetricsSlot>>,
+        upstream: Option<&UpstreamInfo>,
     ) {
         let matched = extensions.get::<RouteMatch>();
         let identity = extensions.get::<Identity>();
-        if matched.is_none() && identity.is_none() && route.is_none() {
+        if matched.is_none() && identity.is_none() && route.is_none() && upstream.is_none() {
             return;
         }
         let mut slot = self.lock();
+        if let Some(u) = upstream {
+            slot.observed.upstream = Some(u.clone());
+        }
         if let Some(m) = metrics
             && (matched.is_some() || route.is_some())
         {

@@ -193,7 +193,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Some(obs) = Observation::from_extensions(req.extensions()) {
-            obs.record(req.extensions(), self.route.as_ref(), Some(&self.metrics));
+            obs.record(
+                req.extensions(),
+                self.route.as_ref(),
+                Some(&self.metrics),
+                None,
+            );
         }
         self.inner.call(req)
     }
@@ -296,8 +301,7 @@ where
         if let Some(obs) = Observation::from_extensions(req.extensions()) {
             // This deep in the stack every extension is there: take the
             // route and identity too, in case no RecordLayer was placed.
-            obs.record_from(req.extensions());
-            obs.set_upstream(self.info.clone());
+            obs.record(req.extensions(), None, None, Some(&self.info));
         }
         RecordUpstreamFuture {
             inner: self.inner.call(req),

@@ -136,10 +136,16 @@ fn header_value(id: &RequestId) -> HeaderValue {
 /// from a fast, non-cryptographic generator: ids are unique, not secret
 /// (never use one as a token).
 pub fn generate() -> RequestId {
+    generate_at(std::time::SystemTime::now())
+}
+
+/// [`generate`] with the time of `now`: a layer that reads the clock for
+/// other reasons too reads it once.
+pub(crate) fn generate_at(now: std::time::SystemTime) -> RequestId {
     // The millisecond and 74 random bits (uuid's `now_v7` also keeps a
     // shared counter for ordering within a millisecond, at several times
     // the cost; ids of one millisecond need no order).
-    let millis = std::time::SystemTime::now()
+    let millis = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let random = fastrand::u128(..).to_le_bytes();
@@ -303,6 +309,16 @@ impl Shared {
     /// Takes or makes the id of `req`, puts it in the extensions and on
     /// the request's header; returns the header value for the response.
     pub(crate) fn apply<B>(&self, req: &mut Request<B>) -> HeaderValue {
+        self.apply_at(req, std::time::SystemTime::now)
+    }
+
+    /// [`apply`](Self::apply), reading the clock through `now` only when
+    /// an id is generated.
+    pub(crate) fn apply_at<B>(
+        &self,
+        req: &mut Request<B>,
+        now: impl FnOnce() -> std::time::SystemTime,
+    ) -> HeaderValue {
         let incoming = self
             .trust_incoming
             .then(|| {
@@ -322,7 +338,7 @@ impl Shared {
         }) {
             Some(pair) => pair,
             None => {
-                let id = generate();
+                let id = generate_at(now());
                 let value = header_value(&id);
                 (id, value)
             }

@@ -24,7 +24,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// Hop-by-hop headers that are never forwarded as they are (RFC 9110
 /// 7.6.1), besides `Connection` itself and the names it lists. Proxy-Auth*
 /// are meant for this proxy, not for the next hop.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     KEEP_ALIVE,
     PROXY_CONNECTION,
     TE,
@@ -33,6 +33,23 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION,
 ];
+
+/// Whether `name` is `Connection` or in [`HOP_BY_HOP`]: by its text, which
+/// the compiler turns into a switch on the length and a comparison or two
+/// (comparing with each of the eight names costs several times that).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
 
 /// What [`strip_hop_by_hop`] keeps although it is hop-by-hop.
 #[derive(Clone, Copy, Debug, Default)]
@@ -70,10 +87,7 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
     // Most messages carry none of them: one pass over the names is cheaper
     // than the removals below, each a hash and a probe.
-    if !headers
-        .keys()
-        .any(|name| *name == CONNECTION || HOP_BY_HOP.contains(name))
-    {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     let listed: Vec<HeaderName> = connection_tokens(headers)

@@ -65,6 +65,9 @@ pub(crate) struct LineFormatter<'a> {
     members: Vec<(Field, Vec<u8>)>,
     rfc3339: SecondText,
     clf: SecondText,
+    /// The last client address and its text: a keep-alive client sends
+    /// many requests, and a line writes its address once or twice.
+    client: Option<(IpAddr, Vec<u8>)>,
 }
 
 /// A time's text up to its second, kept while lines of that second come.
@@ -116,6 +119,7 @@ impl<'a> LineFormatter<'a> {
             members,
             rfc3339: SecondText::default(),
             clf: SecondText::default(),
+            client: None,
         }
     }
 
@@ -155,12 +159,17 @@ impl<'a> LineFormatter<'a> {
                 Field::Client => match r.client {
                     Some(ip) => {
                         out.push(b'"');
-                        push_ip(out, ip);
+                        out.extend_from_slice(ip_text(&mut self.client, ip));
                         out.push(b'"');
                     }
                     None => push_str(out, "null"),
                 },
-                Field::Method => json_str(out, r.method.as_str()),
+                // A method is a token: nothing in it needs escaping.
+                Field::Method => {
+                    out.push(b'"');
+                    push_str(out, r.method.as_str());
+                    out.push(b'"');
+                }
                 Field::Path => {
                     out.push(b'"');
                     write_path(out, &r.uri, keep, json_escape);
@@ -198,7 +207,7 @@ impl<'a> LineFormatter<'a> {
     fn clf(&mut self, r: &Record, out: &mut Vec<u8>, combined: bool) {
         let keep = &self.config.keep_query;
         match r.client {
-            Some(ip) => push_ip(out, ip),
+            Some(ip) => out.extend_from_slice(ip_text(&mut self.client, ip)),
             None => out.push(b'-'),
         }
         push_str(out, " - ");
@@ -210,7 +219,7 @@ impl<'a> LineFormatter<'a> {
         let (secs, _) = since_epoch(r.start);
         out.extend_from_slice(self.clf.get(secs, clf_seconds));
         push_str(out, "] \"");
-        clf_escape(out, r.method.as_str());
+        push_str(out, r.method.as_str());
         out.push(b' ');
         write_path(out, &r.uri, keep, clf_escape);
         out.push(b' ');
@@ -365,9 +374,16 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// An IP address as `Display` writes it.
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    towergate_core::write_ip(&mut Bytes(out), ip);
+/// The text of `ip` (as `Display` writes it), from `last` when it is the
+/// address of the line before.
+fn ip_text(last: &mut Option<(IpAddr, Vec<u8>)>, ip: IpAddr) -> &[u8] {
+    let (seen, text) = last.get_or_insert_with(|| (ip, Vec::new()));
+    if *seen != ip || text.is_empty() {
+        *seen = ip;
+        text.clear();
+        towergate_core::write_ip(&mut Bytes(text), ip);
+    }
+    text
 }
 
 /// `fmt::Write` into a line's bytes.
@@ -909,9 +925,14 @@ mod tests {
 
     #[test]
     fn ip_addresses_like_display() {
-        let check = |ip: IpAddr| {
-            let out = text(|out| push_ip(out, ip));
-            assert_eq!(out, ip.to_string());
+        // One cache through all of them: each address follows another one
+        // (the text is made again) or itself (it is reused).
+        let mut last = None;
+        let mut check = |ip: IpAddr| {
+            for _ in 0..2 {
+                let out = String::from_utf8(ip_text(&mut last, ip).to_vec()).unwrap();
+                assert_eq!(out, ip.to_string());
+            }
         };
         for octet in 0..=255u8 {
             for place in 0..4 {

@@ -99,6 +99,7 @@ where
             &mut parts,
             bytes_in.clone(),
             TraceIdFrom::Header,
+            (SystemTime::now(), Instant::now()),
         );
         let req = Request::from_parts(parts, RequestBody::new(body, bytes_in));
         ResponseFuture {
@@ -156,18 +157,20 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 
 impl Pending {
     /// Captures what the line needs of the request; `bytes_in` is what its
-    /// body wrapper counts into.
+    /// body wrapper counts into; `(wall, now)` is when the request came,
+    /// on the two clocks.
     pub(crate) fn start(
         shared: &Arc<Shared>,
         parts: &mut http::request::Parts,
         bytes_in: ByteCount,
         trace_id: TraceIdFrom,
+        (wall, now): (SystemTime, Instant),
     ) -> Self {
         let config = &shared.config;
         let ext = &parts.extensions;
         let identity = ext.get::<Identity>();
         let record = Record {
-            start: SystemTime::now(),
+            start: wall,
             request_id: ext.get::<RequestId>().cloned(),
             trace_id: match trace_id {
                 TraceIdFrom::Known(id) => id,
@@ -203,7 +206,7 @@ impl Pending {
         Pending {
             shared: shared.clone(),
             record: Some(Box::new(record)),
-            started: Instant::now(),
+            started: now,
             route_at_call,
             obs,
             bytes_in,

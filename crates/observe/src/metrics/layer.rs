@@ -131,7 +131,12 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         let bytes_in = ByteCount::for_body(&body);
-        let pending = Pending::start(&self.metrics, &mut parts.extensions, bytes_in.clone());
+        let pending = Pending::start(
+            &self.metrics,
+            &mut parts.extensions,
+            bytes_in.clone(),
+            Instant::now(),
+        );
         let req = Request::from_parts(parts, RequestBody::new(body, bytes_in));
         ResponseFuture {
             inner: self.inner.call(req),
@@ -170,6 +175,7 @@ impl Pending {
         metrics: &Metrics,
         extensions: &mut http::Extensions,
         bytes_in: ByteCount,
+        start: Instant,
     ) -> Self {
         let in_flight = InFlight::new(metrics);
         let route_at_call = extensions.get::<RouteMatch>().map(|m| m.route.clone());
@@ -178,7 +184,7 @@ impl Pending {
             in_flight,
             route_at_call,
             obs,
-            start: Instant::now(),
+            start,
             bytes_in,
         }
     }

@@ -94,7 +94,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let (state, _) = self.shared.start(&mut req);
+        let (state, _) = self.shared.start(&mut req, true);
         let inner = match &state {
             Some(p) => p.span.in_scope(|| self.inner.call(req)),
             None => self.inner.call(req),
@@ -109,8 +109,15 @@ impl Shared {
     /// Decides sampling, opens the span (when sampled or when this layer
     /// does not sample) and writes the trace context toward the upstream.
     /// Returns what to finish (`None`: not sampled, nothing) and the
-    /// request's trace id, if it has one.
-    pub(crate) fn start<B>(&self, req: &mut Request<B>) -> (Option<Pending>, Option<TraceId>) {
+    /// request's trace id, if it has one. `record_unsampled`: whether an
+    /// unsampled request's trace id goes to the [`Observation`] too (for
+    /// an access log behind this layer; the edge layer hands it over
+    /// itself).
+    pub(crate) fn start<B>(
+        &self,
+        req: &mut Request<B>,
+        record_unsampled: bool,
+    ) -> (Option<Pending>, Option<TraceId>) {
         if let Some(ratio) = self.sample_ratio {
             let remote = self.propagator.remote(req.headers());
             let sampled = match remote {
@@ -128,7 +135,9 @@ impl Shared {
                         req.headers_mut(),
                     );
                 }
-                Observation::get_or_insert(req.extensions_mut()).set_trace_id(trace_id);
+                if record_unsampled {
+                    Observation::get_or_insert(req.extensions_mut()).set_trace_id(trace_id);
+                }
                 return (None, Some(trace_id));
             }
         }

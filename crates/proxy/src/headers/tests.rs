@@ -487,3 +487,20 @@ fn ip_text_is_display() {
     let v6: IpAddr = "2001:db8::1".parse().unwrap();
     assert_eq!(ip_text(v6), "2001:db8::1");
 }
+
+#[test]
+fn hop_by_hop_names_by_text() {
+    for name in HOP_BY_HOP.iter().chain([&CONNECTION]) {
+        assert!(is_hop_by_hop(name), "{name}");
+    }
+    for name in [
+        "host",
+        "user-agent",
+        "x-request-id",
+        "trailer",
+        "tes",
+        "keep-alivex",
+    ] {
+        assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+    }
+}
