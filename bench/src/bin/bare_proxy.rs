@@ -1,5 +1,6 @@
 //! The floor: a minimal hyper reverse proxy with a pooled client and
-//! streaming bodies, no routing, no header rules. Whatever towergate costs
+//! streaming bodies, no routing, no header rules, on the same allocator
+//! (mimalloc) as towergate. Whatever towergate costs
 //! beyond this is the price of its features.
 //!
 //! HTTP/1.1 and HTTP/2 by prior knowledge on the one listener; HTTP/1.1 to
@@ -23,6 +24,11 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 type Body = BoxBody<bytes::Bytes, hyper::Error>;
+
+/// The allocator towergate's binary uses: the floor compares code, not
+/// allocators.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), towergate_bench::Error> {
     let listen = towergate_bench::addr_arg("--listen", "127.0.0.1:19003")?;

@@ -87,17 +87,28 @@ pub(crate) fn canonicalize_into(s: &str, out: &mut String) -> Result<(), PathErr
 /// Whether the path after its leading `/` is already in canonical form, so
 /// the common case costs one scan and no allocation.
 fn is_canonical(rest: &str) -> bool {
-    let mut segments = rest.split('/').peekable();
-    while let Some(seg) = segments.next() {
-        let last = segments.peek().is_none();
-        if (seg.is_empty() && !last) || seg == "." || seg == ".." {
+    // By hand rather than `split('/')`: paths are short, and a memchr per
+    // segment costs more than looking at each byte once.
+    let bytes = rest.as_bytes();
+    let mut start = 0;
+    loop {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(bytes.len(), |i| start + i);
+        let seg = &bytes[start..end];
+        let last = end == bytes.len();
+        if (seg.is_empty() && !last) || seg == b"." || seg == b".." {
             return false;
         }
-        if !is_canonical_segment(seg.as_bytes()) {
+        if !is_canonical_segment(seg) {
             return false;
         }
+        if last {
+            return true;
+        }
+        start = end + 1;
     }
-    true
 }
 
 fn is_canonical_segment(seg: &[u8]) -> bool {
