@@ -35,7 +35,9 @@
 #   PEERS="direct nginx haproxy bare towergate"   restrict the peers
 #   PROXY_CPU=0 LOAD_CPU=1   CPUs for the proxy / for load and upstream
 #   BUILD=1 INSTALL=1        0 to skip the build / the apt-get installs
-#   BIN=target/release       where the binaries are (with BUILD=0: copies
+#   PROFILE=dist             the cargo profile built and measured (dist: fat
+#                            LTO, the production build; release: quicker)
+#   BIN=target/$PROFILE      where the binaries are (with BUILD=0: copies
 #                            set aside while others build in the tree)
 #   KEEP_WORK=0              1 keeps the temp dir (configs, certificates, logs)
 #   N1=1000 N2=3000          request counts of instructions.sh
