@@ -86,7 +86,10 @@ pub struct Observed {
     pub subject: Option<String>,
     /// [`Identity::consumer`] of the caller.
     pub consumer: Option<String>,
-    /// The trace the request belongs to.
+    /// The trace the request belongs to: set by [`TraceLayer`](crate::TraceLayer),
+    /// and by [`ObserveLayer`](crate::ObserveLayer) for sampled requests
+    /// only (it hands an unsampled request's trace id to its access log
+    /// itself).
     pub trace_id: Option<TraceId>,
 }
 
