@@ -11,7 +11,12 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 # PROFILE: the cargo profile they are built with: `dist` (fat LTO), the
 # production build; `release` builds in half the time.
 : "${PROFILE:=dist}"
-: "${BIN:=$ROOT/target/$PROFILE}"
+case $PROFILE in
+dev | test) PROFILE_DIR=debug ;;
+bench) PROFILE_DIR=release ;;
+*) PROFILE_DIR=$PROFILE ;;
+esac
+: "${BIN:=$ROOT/target/$PROFILE_DIR}"
 
 : "${PROXY_CPU:=0}"      # the proxy under test, alone
 : "${LOAD_CPU:=1}"       # load generator and upstream
@@ -85,6 +90,8 @@ install_tools() {
 
 build_binaries() {
     if [ "$BUILD" = 1 ]; then
+        [ "$(realpath -m "$BIN")" = "$(realpath -m "$ROOT/target/$PROFILE_DIR")" ] ||
+            log "warning: building profile $PROFILE into target/$PROFILE_DIR, but running the binaries in BIN=$BIN"
         log "cargo build --profile $PROFILE -p towergate -p towergate-bench"
         (cd "$ROOT" && cargo build --profile "$PROFILE" -q -p towergate -p towergate-bench) ||
             die "build failed"

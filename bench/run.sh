@@ -8,7 +8,8 @@
 #   SCENARIOS="plain mib" bench/run.sh # a subset
 #
 # It installs what is missing (apt-get: nginx haproxy wrk nghttp2-client
-# openssl; never starting the distro services), builds the release binaries,
+# openssl; never starting the distro services), builds the binaries (profile
+# PROFILE, default dist),
 # runs the scenarios with the proxy under test pinned alone on PROXY_CPU and
 # the load generator + upstream on LOAD_CPU, every proxy limited to one
 # worker, peers interleaved in rounds; then prints the markdown tables and

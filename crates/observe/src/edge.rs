@@ -217,7 +217,9 @@ where
             .map(|r| r.apply_at(&mut req, &mut wall_clock));
         let (trace, trace_id) = match &shared.trace {
             Some(t) => {
-                let (pending, id) = t.start(&mut req, false);
+                // The edge's own log is handed the id below; without one,
+                // the observation keeps it for whoever reads it inside.
+                let (pending, id) = t.start(&mut req, shared.access_log.is_none());
                 (pending, TraceIdFrom::Known(id))
             }
             None => (None, TraceIdFrom::Header),

@@ -87,9 +87,9 @@ pub struct Observed {
     /// [`Identity::consumer`] of the caller.
     pub consumer: Option<String>,
     /// The trace the request belongs to: set by [`TraceLayer`](crate::TraceLayer),
-    /// and by [`ObserveLayer`](crate::ObserveLayer) for sampled requests
-    /// only (it hands an unsampled request's trace id to its access log
-    /// itself).
+    /// and by [`ObserveLayer`](crate::ObserveLayer), except for an
+    /// unsampled request when the `ObserveLayer` has an access log of its
+    /// own (it hands that log the trace id itself).
     pub trace_id: Option<TraceId>,
 }
 
