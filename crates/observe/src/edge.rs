@@ -306,3 +306,44 @@ impl<F> fmt::Debug for ResponseFuture<F> {
             .finish()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::{Request, Response};
+    use tower::{ServiceExt, service_fn};
+
+    use super::*;
+    use crate::Observation;
+    use crate::access_log::Sink;
+
+    /// What the layers inside see of an unsampled request's trace id.
+    async fn trace_id_inside(layer: ObserveLayer) -> Option<opentelemetry::trace::TraceId> {
+        let svc = layer.layer(service_fn(|req: Request<RequestBody<String>>| async move {
+            let obs = Observation::from_extensions(req.extensions()).cloned();
+            Ok::<_, Infallible>(Response::new(obs))
+        }));
+        let rsp = svc.oneshot(Request::new(String::new())).await.unwrap();
+        rsp.body().get_ref().as_ref().unwrap().snapshot().trace_id
+    }
+
+    #[tokio::test]
+    async fn unsampled_trace_id_is_observed_unless_the_edge_logs_it_itself() {
+        let trace = || TraceLayer::builder().sample_ratio(0.0).build();
+        // No log of its own: the observation keeps the id for the inside.
+        let alone = ObserveLayer::builder().trace(trace()).build();
+        assert!(trace_id_inside(alone).await.is_some());
+        // With its own log, the edge hands the id to it directly.
+        let log = AccessLogLayer::builder()
+            .sink(Sink::writer(std::io::sink()))
+            .build()
+            .unwrap();
+        let logged = ObserveLayer::builder()
+            .trace(trace())
+            .access_log(log)
+            .build();
+        assert!(trace_id_inside(logged).await.is_none());
+    }
+}
