@@ -102,6 +102,31 @@ async fn spawn_tallied() -> (String, Tally, tokio::task::JoinHandle<()>) {
     (url, tally, task)
 }
 
+/// An upstream on raw sockets, for misbehaviour no HTTP server would
+/// show: each accepted connection goes to `serve` on its own task. Returns
+/// the URL (with `scheme`), the count of accepted connections and the
+/// accept loop.
+async fn raw_upstream<F, Fut>(
+    scheme: &str,
+    serve: F,
+) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(tcp));
+        }
+    });
+    (url, accepted, server)
+}
+
 fn proxy(url: &str, client: Client) -> Proxy {
     Proxy::builder(url).client(client).build().unwrap()
 }
@@ -204,29 +229,21 @@ async fn connection_returns_once_a_large_body_is_read() {
 async fn connection_closed_by_the_upstream_is_not_reused() {
     // An upstream that answers one request per connection and then closes
     // it without saying so (no `Connection: close`).
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let _server = tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                // Dropping the socket closes it.
-            });
+    let (url, accepted, _server) = raw_upstream("http", |mut tcp| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
+        let _ = tcp
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        // Dropping the socket closes it.
+    })
+    .await;
 
     let p = proxy(&url, Client::builder().build().unwrap());
     for _ in 0..3 {
@@ -300,16 +317,7 @@ async fn closed_idle_connections_make_room_for_fresh_ones() {
 async fn requests_waiting_for_a_failed_http2_connect_fail_with_it() {
     // Accepts and hangs up at once: every TLS handshake, so every
     // connect, fails.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let _server = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            drop(tcp);
-        }
-    });
+    let (url, accepted, _server) = raw_upstream("https", |tcp| async move { drop(tcp) }).await;
     let client = Client::builder().http2_only(true).build().unwrap();
     let p = proxy(&url, client);
 
