@@ -3,13 +3,14 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
@@ -86,6 +87,68 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
 /// Headers the stack may add to a request before it goes upstream.
 const REQUEST_HEADERS_ADDED: usize = 8;
 
+/// An empty extension map with room for seven entries: what a request
+/// collects on its way (client address, request id, observation, route
+/// match, identity, trace context, ...). Cloning it allocates the table at
+/// that size; a map built by inserting allocates at the first entry and
+/// again (moving the entries) at the fourth.
+fn presized_extensions() -> http::Extensions {
+    static EMPTY: LazyLock<http::Extensions> = LazyLock::new(|| {
+        #[derive(Clone, Copy)]
+        struct Room<const N: usize>;
+        let mut e = http::Extensions::new();
+        e.insert(Room::<0>);
+        e.insert(Room::<1>);
+        e.insert(Room::<2>);
+        e.insert(Room::<3>);
+        e.insert(Room::<4>);
+        e.insert(Room::<5>);
+        e.insert(Room::<6>);
+        // `clear` keeps the table and marks every slot empty again.
+        e.clear();
+        e
+    });
+    EMPTY.clone()
+}
+
+/// hyper's timer (the header-read timeout of every keep-alive request,
+/// HTTP/2 keep-alive pings) on [`towergate_core::timer`]: arming and
+/// disarming it costs a lock and a slab entry, where tokio's timer costs
+/// a box, a registration with the time driver and a deregistration (~800
+/// instructions per request, see `docs/benchmarks.md`).
+#[derive(Clone, Copy, Debug)]
+struct CoarseTimer;
+
+/// A [`towergate_core::timer::Sleep`] as hyper's [`hyper::rt::Sleep`].
+struct CoarseSleep(towergate_core::timer::Sleep);
+
+impl hyper::rt::Timer for CoarseTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoarseSleep(towergate_core::timer::sleep(duration)))
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoarseSleep(towergate_core::timer::sleep_until(deadline)))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
+        match sleep.as_mut().downcast_mut_pin::<CoarseSleep>() {
+            Some(mut s) => s.0.reset(new_deadline),
+            None => *sleep = self.sleep_until(new_deadline),
+        }
+    }
+}
+
+impl std::future::Future for CoarseSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for CoarseSleep {}
+
 /// How often the timer pacer ticks; see [`pace_timers`].
 const PACE: Duration = Duration::from_millis(250);
 
@@ -93,12 +156,14 @@ const PACE: Duration = Duration::from_millis(250);
 ///
 /// The driver writes to its eventfd (a `write(2)`, and an `epoll_wait`
 /// that returns at once) whenever a timer is armed that is due earlier
-/// than the earliest one it knew of when it last parked. Between requests
-/// every keep-alive connection arms hyper's header-read timer (10 s by
-/// default), and every proxied request arms its response timer; when the
-/// driver last parked with none of those pending, the next one moved its
-/// wake-up earlier: 0.2 to 0.3 extra syscalls per request in
-/// `bench/instructions.sh`. A timer that is always due within [`PACE`]
+/// than the earliest one it knew of when it last parked. hyper's
+/// header-read timer and the proxy's response timer are on
+/// [`towergate_core::timer`] and never reach the driver, but the timeouts
+/// of balanced routes, aggregate calls and the cache's collapsing are
+/// tokio timers, armed per request; when the driver last parked with none
+/// of those pending, the next one moved its wake-up earlier (0.2 to 0.3
+/// extra syscalls per request in `bench/instructions.sh`, measured when
+/// every request armed one). A timer that is always due within [`PACE`]
 /// keeps the known wake-up earlier than any request's, for the cost of
 /// four wake-ups a second.
 async fn pace_timers(mut shutdown: watch::Receiver<bool>) {
@@ -181,13 +246,13 @@ async fn accept_loop(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(CoarseTimer)
         .header_read_timeout(ctx.server.header_read_timeout)
         .max_buf_size(ctx.server.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
         .http2()
-        .timer(TokioTimer::new())
+        .timer(CoarseTimer)
         .max_header_list_size(u32::try_from(ctx.server.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     if !ctx.plan.http2 {
@@ -311,11 +376,32 @@ pub(crate) async fn handle(
     // Who is calling, believed only through trusted proxies; the request id
     // and everything else is the edge stack's job.
     let client = ClientAddr::resolve(peer, tls, req.headers(), &stack.trusted);
-    req.extensions_mut().insert(client);
+    // The extensions start at the size they end at, in one allocation,
+    // instead of growing (a rehash) at the fourth entry.
+    let mut extensions = presized_extensions();
+    extensions.extend(std::mem::take(req.extensions_mut()));
+    extensions.insert(client);
+    *req.extensions_mut() = extensions;
     // Room, in one growth of the map, for what the stack adds on the way
     // up: request id, trace context, four forwarding headers, `Via`.
     // (`try_reserve`: a map already near its maximum size is left as it
     // is, and fails later, where an insert is refused, not here.)
     let _ = req.headers_mut().try_reserve(REQUEST_HEADERS_ADDED);
     stack.edge.clone().oneshot(req.map(Body::new)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presized_extensions_start_empty() {
+        let mut e = presized_extensions();
+        assert!(e.is_empty());
+        assert_eq!(e.len(), 0);
+        e.insert(7u32);
+        assert_eq!(e.get::<u32>(), Some(&7));
+        // The template is not touched by what a request adds.
+        assert!(presized_extensions().is_empty());
+    }
 }

@@ -32,6 +32,7 @@ mod identity;
 mod ip_text;
 mod problem;
 mod route_match;
+pub mod timer;
 
 pub use client_addr::{ClientAddr, TrustedProxies};
 pub use identity::Identity;

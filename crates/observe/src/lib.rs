@@ -100,6 +100,7 @@ pub mod access_log;
 pub mod body;
 pub mod edge;
 pub mod error;
+mod hex;
 pub mod metrics;
 mod observation;
 pub mod otel;

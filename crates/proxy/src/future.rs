@@ -10,7 +10,7 @@ use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use towergate_core::timer::Sleep;
 use towergate_core::{BoxError, RequestId};
 
 use crate::error::{self, Chain, UpstreamTimeout};
@@ -102,7 +102,7 @@ impl Future for ResponseFuture {
                     Poll::Pending => {}
                 }
                 if sleep.is_none() {
-                    sleep.set(Some(tokio::time::sleep(exchange.shared.timeout)));
+                    sleep.set(Some(towergate_core::timer::sleep(exchange.shared.timeout)));
                 }
                 if let Some(sleep) = sleep.as_pin_mut()
                     && sleep.poll(cx).is_ready()

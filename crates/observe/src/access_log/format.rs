@@ -399,24 +399,8 @@ impl std::fmt::Write for Bytes<'_> {
 /// 32 lowercase hex digits, as `Display` writes a trace id.
 fn push_trace_id(out: &mut Vec<u8>, id: TraceId) {
     let mut hex = [0u8; 32];
-    let bytes = id.to_bytes();
-    for (digits, word) in hex.chunks_exact_mut(8).zip(bytes.chunks_exact(4)) {
-        let word = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        digits.copy_from_slice(&hex8(word).to_be_bytes());
-    }
+    crate::hex::hex_into(&mut hex, &id.to_bytes());
     out.extend_from_slice(&hex);
-}
-
-/// The 8 lowercase hex digits of `x`, most significant first, as the
-/// bytes of a big-endian `u64`: the nibbles are spread one to a byte, and
-/// each byte gets `'0'`, plus what leads from `'9'` to `'a'` for 10 to 15.
-fn hex8(x: u32) -> u64 {
-    let mut v = u64::from(x);
-    v = (v | v << 16) & 0x0000_ffff_0000_ffff;
-    v = (v | v << 8) & 0x00ff_00ff_00ff_00ff;
-    v = (v | v << 4) & 0x0f0f_0f0f_0f0f_0f0f;
-    let letters = ((v + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
-    v + 0x3030_3030_3030_3030 + letters * u64::from(b'a' - b'9' - 1)
 }
 
 /// Milliseconds with 3 decimals, rounded to the nearest microsecond (half

@@ -131,9 +131,9 @@ impl Propagator {
         // 00-{32 hex}-{16 hex}-00
         let mut tp = [b'0'; 55];
         tp[2] = b'-';
-        hex_into(&mut tp[3..35], &trace_id.to_bytes());
+        crate::hex::hex_into(&mut tp[3..35], &trace_id.to_bytes());
         tp[35] = b'-';
-        hex_into(&mut tp[36..52], &span_id.to_bytes());
+        crate::hex::hex_into(&mut tp[36..52], &span_id.to_bytes());
         tp[52] = b'-';
         if let Ok(v) = HeaderValue::from_bytes(&tp) {
             headers.insert(TRACEPARENT, v);
@@ -191,15 +191,6 @@ fn hex_value(digits: &[u8]) -> Option<u128> {
         n = (n << 4) | u128::from(x);
     }
     Some(n)
-}
-
-/// Lowercase hex of `bytes` into `out` (twice as long).
-fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
 }
 
 /// Parses a single-header B3 value:

@@ -202,12 +202,24 @@ impl Shared {
 
 /// A random trace id, never the invalid all-zero one.
 fn new_trace_id() -> TraceId {
-    TraceId::from(fastrand::u128(1..))
+    // Drawing the full range and retrying on zero (once in 2^128) is a
+    // few instructions; a range draw costs a 128-bit division.
+    loop {
+        let id = fastrand::u128(..);
+        if id != 0 {
+            return TraceId::from(id);
+        }
+    }
 }
 
 /// A random span id, never the invalid all-zero one.
 fn new_span_id() -> SpanId {
-    SpanId::from(fastrand::u64(1..))
+    loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            return SpanId::from(id);
+        }
+    }
 }
 
 // === impl ResponseFuture ===
