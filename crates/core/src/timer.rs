@@ -20,7 +20,10 @@
 //!
 //! A [`Sleep`] never completes before its deadline; it completes at most a
 //! thread wake-up after it (well under a millisecond on an idle machine).
-//! It needs no runtime: it works under any executor.
+//! It needs no runtime: it works under any executor. It reads the real
+//! clock, so it does not follow tokio's paused test clock
+//! (`tokio::time::pause`): timeouts that tests drive with paused time (the
+//! balancer's, the caches') stay on tokio's timer.
 //!
 //! ```
 //! use std::time::{Duration, Instant};

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::header::Entry;
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -319,31 +320,37 @@ impl Shared {
         req: &mut Request<B>,
         now: impl FnOnce() -> std::time::SystemTime,
     ) -> HeaderValue {
-        let incoming = self
-            .trust_incoming
-            .then(|| {
+        // One look-up of the header for both the incoming id and ours.
+        let (id, value) = match req.headers_mut().entry(&self.header) {
+            Entry::Occupied(mut e) => {
                 // Several values are as bad as an invalid one: which would
                 // the upstream read?
-                let mut all = req.headers().get_all(&self.header).iter();
-                match (all.next(), all.next()) {
-                    (Some(v), None) if is_valid(v.as_bytes()) => Some(v.clone()),
+                let mut all = e.iter();
+                let trusted = match (all.next(), all.next()) {
+                    (Some(v), None) if self.trust_incoming && is_valid(v.as_bytes()) => v
+                        .to_str()
+                        .ok()
+                        .map(|s| (RequestId(Arc::from(s)), v.clone())),
                     _ => None,
+                };
+                match trusted {
+                    Some(pair) => pair,
+                    None => {
+                        let id = generate_at(now());
+                        let value = header_value(&id);
+                        // Replaces every value that came.
+                        e.insert(value.clone());
+                        (id, value)
+                    }
                 }
-            })
-            .flatten();
-        let (id, value) = match incoming.as_ref().and_then(|v| {
-            v.to_str()
-                .ok()
-                .map(|s| (RequestId(Arc::from(s)), v.clone()))
-        }) {
-            Some(pair) => pair,
-            None => {
+            }
+            Entry::Vacant(e) => {
                 let id = generate_at(now());
                 let value = header_value(&id);
+                e.insert(value.clone());
                 (id, value)
             }
         };
-        req.headers_mut().insert(self.header.clone(), value.clone());
         req.extensions_mut().insert(id);
         value
     }
