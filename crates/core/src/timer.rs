@@ -1,25 +1,29 @@
-//! A cheap timer for timeouts that almost never fire.
+//! A cheap timer for timeouts that seldom fire.
 //!
 //! A gateway arms two timeouts per request: the wait for the next request
 //! head on a keep-alive connection (hyper's header-read timeout), and the
 //! wait for the upstream's answer. Both are armed and disarmed on every
-//! request and almost never fire. tokio's timer wheel does this well for
-//! timers that fire, but arming one (a registration with the time driver,
-//! under its lock), disarming it (the same again) and, for hyper, boxing
-//! it costs 600 to 800 instructions per timer, a few percent of a proxied
-//! request.
+//! request, and seldom fire (an idle connection's header-read timeout
+//! does, once, when it closes the connection). tokio's timer wheel is
+//! built for timers that fire, and arming one there (a registration with
+//! the time driver, under its lock) and disarming it (the same again) cost
+//! 600 to 800 instructions per timer, a few percent of a proxied request.
 //!
 //! This timer keeps armed deadlines in a few slabs behind their own locks
 //! (sharded by thread), and one background thread, `towergate-timer`,
 //! sleeps until the earliest deadline it knows of, wakes the tasks whose
 //! deadline has passed, and sleeps again. Arming is a lock, a slab insert
 //! and a waker clone; disarming is a lock and a remove. A deadline earlier
-//! than the one the thread sleeps towards wakes it; every other one (the
-//! common case: timeouts of one kind all lie the same distance ahead) costs
-//! it nothing.
+//! than the one the thread sleeps towards wakes it (a lock and a notify);
+//! the others (the common case: timeouts of one kind all lie the same
+//! distance ahead) cost the thread nothing.
 //!
-//! A [`Sleep`] never completes before its deadline; it completes at most a
-//! thread wake-up after it (well under a millisecond on an idle machine).
+//! Each round of the thread looks at every armed deadline, so there is at
+//! most one round per [`GRAIN`], whatever the number of deadlines that
+//! fall due: those due meanwhile are served together.
+//!
+//! A [`Sleep`] never completes before its deadline; it completes at most
+//! a grain and a thread wake-up after it.
 //! It needs no runtime: it works under any executor. It reads the real
 //! clock, so it does not follow tokio's paused test clock
 //! (`tokio::time::pause`): timeouts that tests drive with paused time (the
@@ -75,6 +79,10 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
     }
 }
 
+/// The rounds in which the thread serves deadlines: a deadline is served
+/// up to this much after it has passed.
+pub const GRAIN: Duration = Duration::from_millis(5);
+
 /// Shards of the armed deadlines: threads arm in their own shard, so
 /// worker threads seldom meet on a lock.
 const SHARDS: usize = 8;
@@ -89,7 +97,8 @@ const SCANNING: u64 = u64::MAX;
 
 struct Timer {
     shards: [Mutex<Slab<Entry>>; SHARDS],
-    /// When the thread will next look, in nanoseconds since `base`.
+    /// When the thread will look next at the latest (in nanoseconds since
+    /// `base`): an arm with an earlier deadline wakes it.
     next_wake: AtomicU64,
     base: Instant,
     /// Set (under its lock) when a deadline earlier than `next_wake` came.
@@ -125,9 +134,10 @@ impl Sleep {
 
     fn disarm(&mut self) {
         if let Some(a) = self.armed.take() {
-            let mut shard = lock(&timer().shards[a.shard]);
-            // The key is ours until we remove it.
-            let _ = shard.try_remove(a.key);
+            // The key is ours until we remove it. The waker is dropped
+            // after the lock: dropping one may run arbitrary code.
+            let removed = lock(&timer().shards[a.shard]).try_remove(a.key);
+            drop(removed);
         }
     }
 }
@@ -145,20 +155,18 @@ impl Future for Sleep {
             Some(a) => {
                 // Polled again before the deadline: keep the latest waker.
                 let mut shard = lock(&t.shards[a.shard]);
-                let fired = match shard.get_mut(a.key) {
+                let (fired, old) = match shard.get_mut(a.key) {
                     Some(e) => match &e.waker {
                         // The thread fired it between the clock read above
                         // and this lock: the deadline has passed.
-                        None => true,
-                        Some(w) if w.will_wake(cx.waker()) => false,
-                        Some(_) => {
-                            e.waker = Some(cx.waker().clone());
-                            false
-                        }
+                        None => (true, None),
+                        Some(w) if w.will_wake(cx.waker()) => (false, None),
+                        Some(_) => (false, e.waker.replace(cx.waker().clone())),
                     },
-                    None => true,
+                    None => (true, None),
                 };
                 drop(shard);
+                drop(old);
                 if fired {
                     cx.waker().wake_by_ref();
                 }
@@ -232,11 +240,20 @@ impl Timer {
 
     fn run(&'static self) {
         let mut due = Vec::new();
+        let mut last_scan: Option<Instant> = None;
         loop {
+            // One round per grain at most: what falls due meanwhile waits
+            // for the round, and is served with the others.
+            if let Some(since) = last_scan.map(|at| at.elapsed())
+                && since < GRAIN
+            {
+                std::thread::sleep(GRAIN - since);
+            }
             // Arms from now on see SCANNING and mark the timer dirty: this
             // scan may miss them, the next one will not.
             self.next_wake.store(SCANNING, Ordering::SeqCst);
             let now = Instant::now();
+            last_scan = Some(now);
             let mut earliest: Option<Instant> = None;
             for shard in &self.shards {
                 let mut shard = lock(shard);
@@ -252,8 +269,10 @@ impl Timer {
                 }
             }
             // Woken outside the locks: a wake may run the task right here.
+            // A waker that panics must not end this thread (every timeout
+            // would stop) nor cost the others their wake-up.
             for w in due.drain(..) {
-                w.wake();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
             }
             let mut dirty = lock(&self.dirty);
             if !*dirty {
@@ -405,6 +424,27 @@ mod tests {
         assert!(s.is_elapsed());
         assert!(poll_once(&mut s, &flag).is_ready());
         assert!(s.armed.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_waker_does_not_stop_the_timer() {
+        struct Bomb;
+        impl Wake for Bomb {
+            fn wake(self: Arc<Self>) {
+                panic!("a waker that panics (expected in this test)");
+            }
+        }
+        let mut s = sleep(Duration::from_millis(5));
+        let waker = Waker::from(Arc::new(Bomb));
+        assert!(
+            Pin::new(&mut s)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        // The thread survives the bomb and serves the next deadline.
+        let next = tokio::time::timeout(Duration::from_secs(20), sleep(Duration::from_millis(40)));
+        assert!(next.await.is_ok(), "the timer thread stopped");
+        drop(s);
     }
 
     #[test]

@@ -41,8 +41,8 @@ pin_project! {
         Waiting {
             #[pin]
             response: SendFuture,
-            // Created on first poll, so that building the future needs no
-            // runtime.
+            // Created at the first poll that finds no response: the
+            // timeout counts from there.
             #[pin]
             sleep: Option<Sleep>,
             exchange: Exchange,
@@ -93,8 +93,13 @@ impl Future for ResponseFuture {
                 exchange,
             } => {
                 match response.poll(cx) {
-                    Poll::Ready(Ok(rsp)) => return Poll::Ready(Ok(exchange.finish(rsp))),
+                    Poll::Ready(Ok(rsp)) => {
+                        // Disarmed now, not when the future is dropped.
+                        sleep.set(None);
+                        return Poll::Ready(Ok(exchange.finish(rsp)));
+                    }
                     Poll::Ready(Err(e)) => {
+                        sleep.set(None);
                         let error = error::classify(e, &exchange.shared.upstream);
                         exchange.log_failure(&*error);
                         return Poll::Ready(Err(error));
