@@ -14,9 +14,10 @@
 //! sleeps until the earliest deadline it knows of, wakes the tasks whose
 //! deadline has passed, and sleeps again. Arming is a lock, a slab insert
 //! and a waker clone; disarming is a lock and a remove. A deadline earlier
-//! than the one the thread sleeps towards wakes it (a lock and a notify);
-//! the others (the common case: timeouts of one kind all lie the same
-//! distance ahead) cost the thread nothing.
+//! than the one the thread sleeps towards wakes it (a lock and a notify,
+//! by the first such arm of a round only); the others (the common case:
+//! timeouts of one kind all lie the same distance ahead) cost the thread
+//! nothing.
 //!
 //! Each round of the thread looks at every armed deadline, so there is at
 //! most one round per [`GRAIN`], whatever the number of deadlines that
@@ -103,6 +104,10 @@ struct Timer {
     base: Instant,
     /// Set (under its lock) when a deadline earlier than `next_wake` came.
     dirty: Mutex<bool>,
+    /// Set by the first arm of a round that must wake the thread: the
+    /// others see it and leave the lock and the notify (a `futex` call)
+    /// alone. Cleared by the thread when a round starts.
+    pending: AtomicBool,
     wake: Condvar,
     started: AtomicBool,
 }
@@ -209,6 +214,7 @@ fn timer() -> &'static Timer {
         next_wake: AtomicU64::new(SCANNING),
         base: Instant::now(),
         dirty: Mutex::new(false),
+        pending: AtomicBool::new(false),
         wake: Condvar::new(),
         started: AtomicBool::new(false),
     })
@@ -218,6 +224,11 @@ impl Timer {
     /// A deadline was just armed: wake the thread if it sleeps past it.
     fn armed_until(&'static self, deadline: Instant) {
         if self.nanos(deadline) >= self.next_wake.load(Ordering::SeqCst) {
+            return;
+        }
+        // Another arm of this round has woken the thread already: the
+        // round it wakes for starts after that arm, so it finds this one.
+        if self.pending.swap(true, Ordering::SeqCst) && self.started.load(Ordering::Relaxed) {
             return;
         }
         let mut dirty = lock(&self.dirty);
@@ -251,6 +262,7 @@ impl Timer {
             }
             // Arms from now on see SCANNING and mark the timer dirty: this
             // scan may miss them, the next one will not.
+            self.pending.store(false, Ordering::SeqCst);
             self.next_wake.store(SCANNING, Ordering::SeqCst);
             let now = Instant::now();
             last_scan = Some(now);
@@ -445,6 +457,27 @@ mod tests {
         let next = tokio::time::timeout(Duration::from_secs(20), sleep(Duration::from_millis(40)));
         assert!(next.await.is_ok(), "the timer thread stopped");
         drop(s);
+    }
+
+    #[tokio::test]
+    async fn arms_in_a_burst_all_complete() {
+        // Many arms while the thread has nothing armed (each could wake
+        // it): one wakes it, the round it runs finds them all.
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..500u64)
+            .map(|i| tokio::spawn(sleep(Duration::from_millis(1 + i % 7))))
+            .collect();
+        let all = async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(20), all)
+                .await
+                .is_ok()
+        );
+        assert!(start.elapsed() >= Duration::from_millis(1));
     }
 
     #[test]
