@@ -321,8 +321,15 @@ impl Shared {
         now: impl FnOnce() -> std::time::SystemTime,
     ) -> HeaderValue {
         // One look-up of the header for both the incoming id and ours.
-        let (id, value) = match req.headers_mut().entry(&self.header) {
-            Entry::Occupied(mut e) => {
+        // (`try_`: a map at its maximum size keeps the request going with
+        // the id in the extensions and on the response, not a panic.)
+        let fresh = move || {
+            let id = generate_at(now());
+            let value = header_value(&id);
+            (id, value)
+        };
+        let (id, value) = match req.headers_mut().try_entry(&self.header) {
+            Ok(Entry::Occupied(mut e)) => {
                 // Several values are as bad as an invalid one: which would
                 // the upstream read?
                 let mut all = e.iter();
@@ -336,20 +343,19 @@ impl Shared {
                 match trusted {
                     Some(pair) => pair,
                     None => {
-                        let id = generate_at(now());
-                        let value = header_value(&id);
+                        let (id, value) = fresh();
                         // Replaces every value that came.
                         e.insert(value.clone());
                         (id, value)
                     }
                 }
             }
-            Entry::Vacant(e) => {
-                let id = generate_at(now());
-                let value = header_value(&id);
-                e.insert(value.clone());
+            Ok(Entry::Vacant(e)) => {
+                let (id, value) = fresh();
+                let _ = e.try_insert(value.clone());
                 (id, value)
             }
+            Err(_) => fresh(),
         };
         req.extensions_mut().insert(id);
         value
