@@ -55,6 +55,7 @@ use tower::{Layer, Service};
 use crate::access_log::{self, AccessLogLayer, TraceIdFrom};
 use crate::body::{self, ByteCount, RequestBody, ResponseBody, Watch};
 use crate::metrics::{Metrics, layer as metrics_layer};
+use crate::observation::Found;
 use crate::request_id::{self, RequestIdLayer};
 use crate::trace::{self, TraceLayer};
 
@@ -226,13 +227,19 @@ where
         };
         let (mut parts, body) = req.into_parts();
         let bytes_in = ByteCount::for_body(&body);
-        let metrics = shared.metrics.as_ref().map(|m| {
-            metrics_layer::Pending::start(m, &mut parts.extensions, bytes_in.clone(), now)
-        });
-        let access_log = shared.access_log.as_ref().map(|l| {
+        // Looked up once for both.
+        let found = (shared.metrics.is_some() || shared.access_log.is_some())
+            .then(|| Found::take(&mut parts.extensions));
+        let metrics = shared
+            .metrics
+            .as_ref()
+            .zip(found.clone())
+            .map(|(m, found)| metrics_layer::Pending::start(m, found, bytes_in.clone(), now));
+        let access_log = shared.access_log.as_ref().zip(found).map(|(l, found)| {
             access_log::Pending::start(
                 l,
-                &mut parts,
+                &parts,
+                found,
                 bytes_in.clone(),
                 trace_id,
                 (wall_clock(), now),

@@ -230,6 +230,26 @@ impl Observation {
 /// response comes back, most specific first: the request's own
 /// [`RouteMatch`] (the layer sits inside the router), the observation, then
 /// the response extensions.
+/// What the metrics and access-log parts of a request read from its
+/// extensions when it comes in: the route, if matched already, and the
+/// request's [`Observation`]. [`ObserveLayer`](crate::ObserveLayer) looks
+/// them up once for both.
+#[derive(Clone, Debug)]
+pub(crate) struct Found {
+    pub(crate) route_at_call: Option<Arc<str>>,
+    pub(crate) obs: Observation,
+}
+
+impl Found {
+    /// The route, and the observation (put in `extensions` if missing).
+    pub(crate) fn take(extensions: &mut Extensions) -> Self {
+        Self {
+            route_at_call: extensions.get::<RouteMatch>().map(|m| m.route.clone()),
+            obs: Observation::get_or_insert(extensions),
+        }
+    }
+}
+
 pub(crate) fn resolve(
     route_at_call: Option<Arc<str>>,
     obs: &Observation,

@@ -16,7 +16,7 @@ use towergate_core::{ClientAddr, Identity, RequestId, RouteMatch};
 
 use super::{Field, Record, Shared};
 use crate::body::{self, ByteCount, RequestBody, ResponseBody, Watch};
-use crate::observation::{Observation, UpstreamInfo};
+use crate::observation::{Found, Observation, UpstreamInfo};
 
 /// Writes an access-log line per request; see the
 /// [module docs](crate::access_log).
@@ -94,9 +94,11 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         let bytes_in = ByteCount::for_body(&body);
+        let found = Found::take(&mut parts.extensions);
         let pending = Pending::start(
             &self.shared,
-            &mut parts,
+            &parts,
+            found,
             bytes_in.clone(),
             TraceIdFrom::Header,
             (SystemTime::now(), Instant::now()),
@@ -161,7 +163,8 @@ impl Pending {
     /// on the two clocks.
     pub(crate) fn start(
         shared: &Arc<Shared>,
-        parts: &mut http::request::Parts,
+        parts: &http::request::Parts,
+        Found { route_at_call, obs }: Found,
         bytes_in: ByteCount,
         trace_id: TraceIdFrom,
         (wall, now): (SystemTime, Instant),
@@ -201,8 +204,6 @@ impl Pending {
                 .then(|| parts.headers.get(REFERER).cloned())
                 .flatten(),
         };
-        let route_at_call = ext.get::<RouteMatch>().map(|m| m.route.clone());
-        let obs = Observation::get_or_insert(&mut parts.extensions);
         Pending {
             shared: shared.clone(),
             record: Some(Box::new(record)),

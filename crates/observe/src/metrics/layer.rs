@@ -15,7 +15,7 @@ use towergate_core::RouteMatch;
 
 use super::{Metrics, NO_ROUTE, RouteClass, RouteLabel, status_class};
 use crate::body::{self, ByteCount, RequestBody, ResponseBody, Watch};
-use crate::observation::Observation;
+use crate::observation::{Found, Observation};
 
 /// Counts requests, their duration, their bytes and how many are in
 /// flight, per route; see the [module docs](crate::metrics).
@@ -133,7 +133,7 @@ where
         let bytes_in = ByteCount::for_body(&body);
         let pending = Pending::start(
             &self.metrics,
-            &mut parts.extensions,
+            Found::take(&mut parts.extensions),
             bytes_in.clone(),
             Instant::now(),
         );
@@ -173,13 +173,11 @@ impl Pending {
     /// counts into.
     pub(crate) fn start(
         metrics: &Metrics,
-        extensions: &mut http::Extensions,
+        Found { route_at_call, obs }: Found,
         bytes_in: ByteCount,
         start: Instant,
     ) -> Self {
         let in_flight = InFlight::new(metrics);
-        let route_at_call = extensions.get::<RouteMatch>().map(|m| m.route.clone());
-        let obs = Observation::get_or_insert(extensions);
         Self {
             in_flight,
             route_at_call,
