@@ -50,6 +50,9 @@ pub(crate) struct Config {
     pub(crate) format: LogFormat,
     pub(crate) fields: Vec<Field>,
     pub(crate) keep_query: Vec<String>,
+    /// What [`Config::wants`] answers, one bit per [`Field`]: it is asked
+    /// on every request.
+    wanted: u32,
 }
 
 /// Formats lines for one writer, remembering what lines share: the JSON
@@ -90,12 +93,31 @@ struct Parts {
 // === impl Config ===
 
 impl Config {
-    pub(crate) fn wants(&self, field: Field) -> bool {
-        match self.format {
-            LogFormat::Json => self.fields.contains(&field),
+    pub(crate) fn new(format: LogFormat, fields: Vec<Field>, keep_query: Vec<String>) -> Self {
+        let wants = |field: Field| match format {
+            LogFormat::Json => fields.contains(&field),
             LogFormat::Common => false,
             LogFormat::Combined => matches!(field, Field::UserAgent | Field::Referer),
+        };
+        let wanted = Field::ALL
+            .iter()
+            .filter(|&&f| wants(f))
+            .fold(0, |bits, &f| bits | Self::bit(f));
+        Config {
+            format,
+            fields,
+            keep_query,
+            wanted,
         }
+    }
+
+    /// Whether a line shows `field`.
+    pub(crate) fn wants(&self, field: Field) -> bool {
+        self.wanted & Self::bit(field) != 0
+    }
+
+    fn bit(field: Field) -> u32 {
+        1 << field as u32
     }
 }
 
@@ -657,11 +679,11 @@ mod tests {
     }
 
     fn config(format: LogFormat, fields: &[Field], keep: &[&str]) -> Config {
-        Config {
+        Config::new(
             format,
-            fields: fields.to_vec(),
-            keep_query: keep.iter().map(|s| s.to_string()).collect(),
-        }
+            fields.to_vec(),
+            keep.iter().map(|s| s.to_string()).collect(),
+        )
     }
 
     fn line(c: &Config, r: &Record) -> String {
@@ -728,6 +750,30 @@ mod tests {
         assert!(
             line(&config(LogFormat::Common, &[], &[]), &r).contains("[27/Nov/2026:04:00:00 +0000]")
         );
+    }
+
+    #[test]
+    fn wants_is_what_the_format_and_fields_say() {
+        // `Field::ALL` is every field, in order (a new one goes at the end).
+        for (i, f) in Field::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, i);
+        }
+        assert_eq!(Field::ALL.len(), Field::Referer as usize + 1);
+        let json = config(LogFormat::Json, &[Field::Path, Field::Referer], &[]);
+        for f in Field::ALL {
+            assert_eq!(
+                json.wants(f),
+                matches!(f, Field::Path | Field::Referer),
+                "{f:?}"
+            );
+        }
+        let combined = config(LogFormat::Combined, &[], &[]);
+        let common = config(LogFormat::Common, &[], &[]);
+        for f in Field::ALL {
+            let agent = matches!(f, Field::UserAgent | Field::Referer);
+            assert_eq!(combined.wants(f), agent, "{f:?}");
+            assert!(!common.wants(f));
+        }
     }
 
     #[test]

@@ -371,11 +371,7 @@ impl AccessLogBuilder {
             ),
             Sink::Writer(w) => w,
         };
-        let config = Arc::new(Config {
-            format: self.format,
-            fields: self.fields,
-            keep_query: self.keep_query,
-        });
+        let config = Arc::new(Config::new(self.format, self.fields, self.keep_query));
         let (tx, rx) = mpsc::sync_channel(self.capacity);
         let thread_config = config.clone();
         std::thread::Builder::new()
@@ -421,6 +417,27 @@ impl fmt::Debug for Sink {
 // === impl Field ===
 
 impl Field {
+    /// Every field, in declaration order.
+    pub(crate) const ALL: [Field; 17] = [
+        Field::Timestamp,
+        Field::RequestId,
+        Field::TraceId,
+        Field::Client,
+        Field::Method,
+        Field::Path,
+        Field::Route,
+        Field::Upstream,
+        Field::Status,
+        Field::BytesIn,
+        Field::BytesOut,
+        Field::LatencyMs,
+        Field::Consumer,
+        Field::Subject,
+        Field::Protocol,
+        Field::UserAgent,
+        Field::Referer,
+    ];
+
     /// The member's key in a JSON line.
     pub fn key(self) -> &'static str {
         match self {
