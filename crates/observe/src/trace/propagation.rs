@@ -11,6 +11,10 @@ pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent"
 pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub(crate) const B3: HeaderName = HeaderName::from_static("b3");
 
+/// Up to this many header names, [`Propagator::scan`] reads them one by
+/// one rather than looking the trace headers up.
+const SCAN_MAX: usize = 8;
+
 /// Reads and writes trace context: W3C always, B3 single-header when
 /// enabled. When both come in, W3C wins.
 #[derive(Debug)]
@@ -89,9 +93,45 @@ impl Propagator {
     /// The client's trace id and sampling flag: W3C `traceparent`, then
     /// (when enabled) `b3`; the same rules as [`Propagator::extract`].
     pub(crate) fn remote(&self, headers: &HeaderMap) -> Option<Remote> {
-        if let Some((trace_id, _, flags)) = headers
-            .get(TRACEPARENT)
-            .and_then(|v| parse_traceparent(v.as_bytes()))
+        self.remote_from(headers.get(TRACEPARENT), || headers.get(B3))
+    }
+
+    /// [`Propagator::remote`], and whether `headers` may hold a
+    /// `tracestate` (`false` only when they surely do not).
+    ///
+    /// A request of a few headers is read one name at a time, once: that
+    /// is cheaper than hashing `traceparent`, then `tracestate`, then
+    /// `b3`, to look each up (names are compared by length first, and most
+    /// differ). Beyond [`SCAN_MAX`] names the look-ups are cheaper.
+    pub(crate) fn scan(&self, headers: &HeaderMap) -> (Option<Remote>, bool) {
+        if headers.keys_len() > SCAN_MAX {
+            return (self.remote(headers), true);
+        }
+        let (mut traceparent, mut tracestate, mut b3) = (None, false, None);
+        for (name, value) in headers {
+            match name.as_str() {
+                "traceparent" => {
+                    traceparent.get_or_insert(value);
+                }
+                "tracestate" => tracestate = true,
+                "b3" => {
+                    b3.get_or_insert(value);
+                }
+                _ => {}
+            }
+        }
+        (self.remote_from(traceparent, || b3), tracestate)
+    }
+
+    /// The rules of [`Propagator::remote`] over the first `traceparent`
+    /// and `b3` values (the latter read only when needed).
+    fn remote_from<'a>(
+        &self,
+        traceparent: Option<&HeaderValue>,
+        b3: impl FnOnce() -> Option<&'a HeaderValue>,
+    ) -> Option<Remote> {
+        if let Some((trace_id, _, flags)) =
+            traceparent.and_then(|v| parse_traceparent(v.as_bytes()))
         {
             return Some(Remote {
                 trace_id,
@@ -102,10 +142,7 @@ impl Propagator {
         if !self.b3 {
             return None;
         }
-        let sc = headers
-            .get(B3)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_b3)?;
+        let sc = b3().and_then(|v| v.to_str().ok()).and_then(parse_b3)?;
         Some(Remote {
             trace_id: sc.trace_id(),
             sampled: sc.is_sampled(),
@@ -116,16 +153,17 @@ impl Propagator {
     /// Writes a context that this hop does not record: the trace goes on
     /// with `span_id` as the parent and the sampled flag off. `tracestate`
     /// stays as the client sent it when it goes with the client's valid
-    /// `traceparent` (`same_trace`: this hop adds nothing to it); with a
-    /// new trace, or one read from B3, it is dropped, as W3C asks.
+    /// `traceparent` (this hop adds nothing to it); with a new trace, or
+    /// one read from B3, it is dropped, as W3C asks: the caller says so
+    /// with `drop_tracestate` (`false` too when there is none to drop).
     pub(crate) fn inject_unsampled(
         &self,
         trace_id: TraceId,
         span_id: SpanId,
-        same_trace: bool,
+        drop_tracestate: bool,
         headers: &mut HeaderMap,
     ) {
-        if !same_trace {
+        if drop_tracestate {
             headers.remove(TRACESTATE);
         }
         // 00-{32 hex}-{16 hex}-00
@@ -416,7 +454,7 @@ mod tests {
         let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
         let mut h = HeaderMap::new();
         h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
-        Propagator::new(true).inject_unsampled(trace_id, span_id, true, &mut h);
+        Propagator::new(true).inject_unsampled(trace_id, span_id, false, &mut h);
         assert_eq!(
             h[TRACEPARENT],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
@@ -433,8 +471,53 @@ mod tests {
             })
         );
         // Another trace's state does not go with a new trace.
-        Propagator::new(false).inject_unsampled(trace_id, span_id, false, &mut h);
+        Propagator::new(false).inject_unsampled(trace_id, span_id, true, &mut h);
         assert!(h.get(TRACESTATE).is_none());
+    }
+
+    #[test]
+    fn scan_is_remote_and_sees_tracestate() {
+        let tp = HeaderValue::from_static(TP);
+        let b3 = HeaderValue::from_static("4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1");
+        for extra in [0, 3, SCAN_MAX - 2, SCAN_MAX + 5] {
+            for (with_tp, with_ts, with_b3) in [
+                (false, false, false),
+                (true, false, false),
+                (false, true, false),
+                (true, true, true),
+                (false, false, true),
+                (false, true, true),
+            ] {
+                let mut h = HeaderMap::new();
+                for i in 0..extra {
+                    h.insert(
+                        HeaderName::try_from(format!("x-extra-{i}")).unwrap(),
+                        HeaderValue::from_static("v"),
+                    );
+                }
+                if with_tp {
+                    h.append(TRACEPARENT, tp.clone());
+                    // Only the first value counts, as for `get`.
+                    h.append(TRACEPARENT, HeaderValue::from_static("garbage"));
+                }
+                if with_ts {
+                    h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
+                }
+                if with_b3 {
+                    h.insert(B3, b3.clone());
+                }
+                for p in [Propagator::new(false), Propagator::new(true)] {
+                    let (remote, tracestate) = p.scan(&h);
+                    let case = (extra, with_tp, with_ts, with_b3, p.b3);
+                    assert_eq!(remote, p.remote(&h), "{case:?}");
+                    // Never `false` with a tracestate there.
+                    assert!(tracestate || !with_ts, "{case:?}");
+                    if h.keys_len() <= SCAN_MAX {
+                        assert_eq!(tracestate, with_ts, "{case:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

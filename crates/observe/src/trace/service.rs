@@ -119,7 +119,7 @@ impl Shared {
         record_unsampled: bool,
     ) -> (Option<Pending>, Option<TraceId>) {
         if let Some(ratio) = self.sample_ratio {
-            let remote = self.propagator.remote(req.headers());
+            let (remote, tracestate) = self.propagator.scan(req.headers());
             let sampled = match remote {
                 Some(r) => r.sampled,
                 None => fastrand::f64() < ratio,
@@ -131,7 +131,7 @@ impl Shared {
                     self.propagator.inject_unsampled(
                         trace_id,
                         new_span_id(),
-                        same_trace,
+                        tracestate && !same_trace,
                         req.headers_mut(),
                     );
                 }
