@@ -415,7 +415,7 @@ VARIANTS = {
     ),
     "observe": (
         "tg-obs-off",
-        ["nginx", "tg-obs-off", "tg-obs-on", "tg-obs-log", "tg-obs-trace"],
+        ["nginx", "nginx-log", "tg-obs-off", "tg-obs-on", "tg-obs-log", "tg-obs-trace"],
         "Observation cost: observe layers off vs on (wrk, {conns} connections)",
     ),
     "cache": (
@@ -430,6 +430,7 @@ VARIANT_NAME = {
     "tg-jwt": "+ JWT RS256 `/jwt/`",
     "tg-rl": "+ rate limit, in memory `/rl/`",
     "tg-full": "+ JWT + rate limit + metrics + access log (file) `/full/` ³",
+    "nginx-log": "nginx, plain route, with a JSON access log (file, 64 KiB buffer) ⁴",
     "tg-obs-off": "towergate, `observability.enabled: false`",
     "tg-obs-on": "towergate, observe on: request id, span, metrics, access log (file), OTLP tracing at 1 % ³",
     "tg-obs-log": "towergate, observe on with access log (file), no tracing",
@@ -481,6 +482,13 @@ def variant_table(run, scenario, out, settings):
         + BUSY
         + " ³ A second towergate process with its own config (the access log is global), "
         "pinned on the same core, idle while the others are measured."
+        + (
+            " ⁴ A second nginx (its own ports and config), the same way; its line has "
+            "the members of towergate's that nginx knows (time, request id, client, method, "
+            "path, upstream, status, bytes, and its request time), through a 64 KiB buffer."
+            if "nginx-log" in labels
+            else ""
+        )
     )
     out.append("")
 
@@ -789,6 +797,19 @@ def goals(run, out):
                 status(None if rc is None else rc <= 1.1),
             )
         )
+        # What nginx pays for its access log alone, in the same rounds: the
+        # yardstick for the goal above (no goal of its own).
+        rn = run.ratio(orows, "nginx-log", "cpu_us", "nginx")
+        if rn is not None:
+            out.append(
+                "| reference: nginx's own JSON access log, CPU per request on vs off "
+                "| %s µs vs %s µs | %s | (no goal) |"
+                % (
+                    fmt(run.figure("observe", "wrk", "nginx-log", "cpu_us"), 1),
+                    fmt(run.figure("observe", "wrk", "nginx", "cpu_us"), 1),
+                    fmt_ratio(rn),
+                )
+            )
     ir_on, ir_off = per_req(run.instr.get("tg-obs-on", {})), per_req(run.instr.get("tg-obs-off", {}))
     if ir_on and ir_off:
         out.append(

@@ -146,7 +146,38 @@ def variants(work):
     }
 
 
+# nginx's own JSON access log, for the observe scenario: the members of
+# towergate's line that nginx has (its $request_id is 32 hex digits it
+# makes), written through a 64 KiB buffer as towergate's writer does.
+NGINX_ACCESS_LOG = (
+    "log_format bench escape=json '{\"ts\":\"$time_iso8601\",\"request_id\":\"$request_id\","
+    '\"client\":\"$remote_addr\",\"method\":\"$request_method\",\"path\":\"$uri\",'
+    '\"upstream\":\"$upstream_addr\",\"status\":$status,\"bytes_in\":$request_length,'
+    "\"bytes_out\":$bytes_sent,\"request_time\":$request_time}';\n"
+    "    access_log %s/access-nginx.jsonl bench buffer=64k flush=1s;"
+)
+
+
 def write_variants(work, common):
+    # nginx-log.conf: nginx with its access log, on ports of its own so
+    # that it runs beside the plain nginx.
+    write(
+        os.path.join(work, "nginx", "nginx-log.conf"),
+        fill(
+            "nginx.conf.in",
+            dict(
+                common,
+                NAME="nginx-log",
+                ACCESS_LOG=NGINX_ACCESS_LOG % work,
+                MASTER="on",
+                LOCATIONS="        location /api/s0/ { proxy_pass http://up; }",
+                PORT_PLAIN=env_port("PORT_NGINX_ALT", 19008),
+                PORT_TLS=env_port("PORT_NGINX_ALT_TLS", 19018),
+                PORT_H2C=env_port("PORT_NGINX_ALT_H2C", 19028),
+            ),
+            False,
+        ),
+    )
     for name, (alt, lines, extra) in variants(work).items():
         port = ("PORT_TOWERGATE_ALT", 19006) if alt else ("PORT_TOWERGATE", 19004)
         admin = ("PORT_TOWERGATE_ALT_ADMIN", 19007) if alt else ("PORT_TOWERGATE_ADMIN", 19005)
@@ -193,6 +224,8 @@ def main(argv):
                 "nginx.conf.in",
                 dict(
                     common,
+                    NAME="nginx",
+                    ACCESS_LOG="access_log off;",
                     MASTER=master,
                     LOCATIONS=locs,
                     PORT_PLAIN=env_port("PORT_NGINX", 19001),

@@ -28,6 +28,8 @@ export PORT_NGINX=19001 PORT_HAPROXY=19002 PORT_BARE=19003 PORT_TOWERGATE=19004
 export PORT_TOWERGATE_ADMIN=19005
 # A second towergate beside the first (features, observe): its own config.
 export PORT_TOWERGATE_ALT=19006 PORT_TOWERGATE_ALT_ADMIN=19007
+# A second nginx (observe: nginx with its access log).
+export PORT_NGINX_ALT=19008 PORT_NGINX_ALT_TLS=19018 PORT_NGINX_ALT_H2C=19028
 export PORT_NGINX_TLS=19011 PORT_HAPROXY_TLS=19012 PORT_TOWERGATE_TLS=19014
 # nginx cannot speak h2c and HTTP/1.1 on one plain port; the others can.
 export PORT_NGINX_H2C=19021 PORT_HAPROXY_H2C=19022
@@ -207,6 +209,7 @@ peer_port() {
     case $1 in
     direct) echo "$PORT_UP" ;;
     nginx) echo "$PORT_NGINX" ;;
+    nginx-alt) echo "$PORT_NGINX_ALT" ;;
     haproxy) echo "$PORT_HAPROXY" ;;
     bare*) echo "$PORT_BARE" ;;
     towergate-alt) echo "$PORT_TOWERGATE_ALT" ;;
@@ -243,6 +246,9 @@ start_peer() {
         local conf="$WORK/nginx/nginx-$routes.conf"
         [ "${SINGLE:-0}" = 1 ] && conf="$WORK/nginx/nginx-$routes-single.conf"
         cmd=(nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$conf")
+        ;;
+    nginx-alt) # nginx-ROUTES.conf on PORT_NGINX_ALT (ROUTES: "log")
+        cmd=(nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx-$routes.conf")
         ;;
     haproxy)
         cmd=(haproxy -db -f "$WORK/haproxy/haproxy-$routes.cfg")

@@ -28,7 +28,8 @@
 #   SCENARIOS="plain routes100 routes10k tls mib h2 memory reload features
 #             observe cache instructions"; features, observe and cache run
 #             towergate variants against its own plain route, with nginx in
-#             every round. Not in the default (about 3 more minutes):
+#             every round (observe: also nginx with a JSON access log, what
+#             nginx pays for its log). Not in the default (about 3 more minutes):
 #             instructions-variants, the variants' instruction counts, e.g.
 #             SCENARIOS="plain features observe cache instructions-variants"
 #   VIPEERS="tg-plain tg-jwt ..."   the labels of instructions-variants
@@ -183,6 +184,9 @@ variant_scenario() { # scenario labels...
         if [ "$l" = nginx ]; then
             has_peer nginx || continue
             key=nginx:1 lport[$l]=$PORT_NGINX lpath[$l]=/api/s0/x lhdr[$l]=""
+        elif [ "$l" = nginx-log ]; then # nginx with its JSON access log
+            has_peer nginx || continue
+            key=nginx-alt:log lport[$l]=$PORT_NGINX_ALT lpath[$l]=/api/s0/x lhdr[$l]=""
         else
             variant "$l" || die "unknown variant $l"
             key=$V_PEER:$V_CONF lport[$l]=$(peer_port "$V_PEER") lpath[$l]=$V_PATH lhdr[$l]=$V_HDR
@@ -326,7 +330,7 @@ for s in $SCENARIOS; do
     memory) memory_scenario ;;
     reload) reload_scenario ;;
     features) variant_scenario features nginx tg-plain tg-jwt tg-rl tg-full ;;
-    observe) variant_scenario observe nginx tg-obs-off tg-obs-on ;;
+    observe) variant_scenario observe nginx nginx-log tg-obs-off tg-obs-on ;;
     cache) variant_scenario cache nginx tg-nocache tg-cached ;;
     instructions | instructions-variants)
         ipeers=${IPEERS:-}
