@@ -65,12 +65,21 @@ pub(crate) struct LineFormatter<'a> {
     config: &'a Config,
     /// Each JSON field with what precedes its value: `{"ts":` for the
     /// first, `,"request_id":` for the others.
-    members: Vec<(Field, Vec<u8>)>,
+    members: Vec<(Field, Before)>,
     rfc3339: SecondText,
     clf: SecondText,
     /// The last client address and its text: a keep-alive client sends
     /// many requests, and a line writes its address once or twice.
     client: Option<(IpAddr, Vec<u8>)>,
+}
+
+/// The text before a member's value (at most [`Before::MAX`] bytes: every
+/// key is short), kept in a fixed array so that it is copied as one
+/// 16-byte move rather than by a call to `memcpy`, 14 times a line.
+#[derive(Debug)]
+struct Before {
+    bytes: [u8; Before::MAX],
+    len: usize,
 }
 
 /// A time's text up to its second, kept while lines of that second come.
@@ -130,10 +139,10 @@ impl<'a> LineFormatter<'a> {
             .iter()
             .enumerate()
             .map(|(i, &field)| {
-                let mut before = vec![if i == 0 { b'{' } else { b',' }];
-                json_str(&mut before, field.key());
-                before.push(b':');
-                (field, before)
+                let mut text = vec![if i == 0 { b'{' } else { b',' }];
+                json_str(&mut text, field.key());
+                text.push(b':');
+                (field, Before::new(&text))
             })
             .collect();
         LineFormatter {
@@ -160,7 +169,7 @@ impl<'a> LineFormatter<'a> {
             out.push(b'{');
         }
         for (field, before) in &self.members {
-            out.extend_from_slice(before);
+            before.push_to(out);
             match field {
                 Field::Timestamp => {
                     let (secs, millis) = since_epoch(r.start);
@@ -274,6 +283,25 @@ impl<'a> LineFormatter<'a> {
 }
 
 // === impl SecondText ===
+
+impl Before {
+    const MAX: usize = 16;
+
+    fn new(text: &[u8]) -> Self {
+        let mut bytes = [0; Self::MAX];
+        // Keys are at most 12 bytes (`"user_agent"` with its quotes), so
+        // this never cuts; a test checks every field.
+        let len = text.len().min(Self::MAX);
+        bytes[..len].copy_from_slice(&text[..len]);
+        Self { bytes, len }
+    }
+
+    /// Appends the text: all 16 bytes, then the tail beyond it cut off.
+    fn push_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.bytes);
+        out.truncate(out.len() - (Self::MAX - self.len));
+    }
+}
 
 impl SecondText {
     /// The text of second `secs` since the epoch, as `write` puts it.
@@ -750,6 +778,17 @@ mod tests {
         assert!(
             line(&config(LogFormat::Common, &[], &[]), &r).contains("[27/Nov/2026:04:00:00 +0000]")
         );
+    }
+
+    #[test]
+    fn every_member_fits_before() {
+        for f in Field::ALL {
+            // `,"key":`
+            assert!(f.key().len() + 4 <= Before::MAX, "{f:?}");
+        }
+        let mut out = b"x".to_vec();
+        Before::new(b",\"status\":").push_to(&mut out);
+        assert_eq!(out, b"x,\"status\":");
     }
 
     #[test]

@@ -89,7 +89,7 @@
 
 use std::fmt;
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -491,47 +491,55 @@ impl fmt::Debug for Shared {
 /// How long the writer lets lines gather while they keep coming.
 const BATCH_INTERVAL: Duration = Duration::from_millis(5);
 
+/// The writer's buffer: it goes to the sink when within [`MARGIN`] of
+/// full (a line is a few hundred bytes), and at the end of every round.
+const BUFFER: usize = 64 * 1024;
+const MARGIN: usize = 2 * 1024;
+
 /// The writer thread: formats and writes lines until every sender is gone.
 ///
 /// While lines keep coming it wakes every [`BATCH_INTERVAL`] and drains the
 /// channel, rather than blocking on it: a sender only pays for a wake-up
 /// (a system call) when the writer was idle, never once per line.
-fn write_lines(rx: Receiver<Msg>, writer: Box<dyn Write + Send>, config: &Config) {
-    let mut out = BufWriter::with_capacity(64 * 1024, writer);
+fn write_lines(rx: Receiver<Msg>, mut writer: Box<dyn Write + Send>, config: &Config) {
     let mut formatter = format::LineFormatter::new(config);
-    // Reused: a line allocates only when it is the longest yet.
-    let mut line = Vec::with_capacity(512);
-    let mut handle = |msg: Msg, out: &mut BufWriter<Box<dyn Write + Send>>| match msg {
+    // Lines are formatted straight into this buffer, which goes to the
+    // sink when nearly full and at the end of every round: no copy of a
+    // line from a scratch buffer into a `BufWriter`'s.
+    let mut buf = Vec::with_capacity(BUFFER);
+    let mut handle = |msg: Msg, buf: &mut Vec<u8>, writer: &mut Box<dyn Write + Send>| match msg {
         Msg::Line(record) => {
-            line.clear();
-            formatter.format(&record, &mut line);
-            line.push(b'\n');
-            // A failing sink loses lines; there is nowhere to report that
-            // but the sink itself.
-            let _ = out.write_all(&line);
+            formatter.format(&record, buf);
+            buf.push(b'\n');
+            if buf.len() >= BUFFER - MARGIN {
+                write_out(buf, writer);
+            }
         }
         Msg::Flush(ack) => {
-            let _ = out.flush();
+            write_out(buf, writer);
+            let _ = writer.flush();
             let _ = ack.send(());
         }
     };
     // Idle: block until something comes.
     while let Ok(first) = rx.recv() {
-        handle(first, &mut out);
+        handle(first, &mut buf, &mut writer);
         // Busy: drain in rounds until a round finds nothing.
         loop {
-            let _ = out.flush();
+            write_out(&mut buf, &mut writer);
+            let _ = writer.flush();
             std::thread::sleep(BATCH_INTERVAL);
             let mut drained = 0usize;
             loop {
                 match rx.try_recv() {
                     Ok(msg) => {
-                        handle(msg, &mut out);
+                        handle(msg, &mut buf, &mut writer);
                         drained += 1;
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
-                        let _ = out.flush();
+                        write_out(&mut buf, &mut writer);
+                        let _ = writer.flush();
                         return;
                     }
                 }
@@ -541,5 +549,15 @@ fn write_lines(rx: Receiver<Msg>, writer: Box<dyn Write + Send>, config: &Config
             }
         }
     }
-    let _ = out.flush();
+    write_out(&mut buf, &mut writer);
+    let _ = writer.flush();
+}
+
+/// Writes out and empties `buf`. A failing sink loses lines; there is
+/// nowhere to report that but the sink itself.
+fn write_out(buf: &mut Vec<u8>, writer: &mut Box<dyn Write + Send>) {
+    if !buf.is_empty() {
+        let _ = writer.write_all(buf);
+        buf.clear();
+    }
 }
