@@ -227,14 +227,21 @@ where
         };
         let (mut parts, body) = req.into_parts();
         let bytes_in = ByteCount::for_body(&body);
-        // Looked up once for both.
-        let found = (shared.metrics.is_some() || shared.access_log.is_some())
+        // Looked up once for both (and cloned only when both want it).
+        let mut found = (shared.metrics.is_some() || shared.access_log.is_some())
             .then(|| Found::take(&mut parts.extensions));
-        let metrics = shared
-            .metrics
-            .as_ref()
-            .zip(found.clone())
-            .map(|(m, found)| metrics_layer::Pending::start(m, found, bytes_in.clone(), now));
+        let metrics = shared.metrics.as_ref().and_then(|m| {
+            let found = match shared.access_log {
+                Some(_) => found.clone(),
+                None => found.take(),
+            }?;
+            Some(metrics_layer::Pending::start(
+                m,
+                found,
+                bytes_in.clone(),
+                now,
+            ))
+        });
         let access_log = shared.access_log.as_ref().zip(found).map(|(l, found)| {
             access_log::Pending::start(
                 l,

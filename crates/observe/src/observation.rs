@@ -226,10 +226,6 @@ impl Observation {
     }
 }
 
-/// Where the route and the upstream of an exchange are found when its
-/// response comes back, most specific first: the request's own
-/// [`RouteMatch`] (the layer sits inside the router), the observation, then
-/// the response extensions.
 /// What the metrics and access-log parts of a request read from its
 /// extensions when it comes in: the route, if matched already, and the
 /// request's [`Observation`]. [`ObserveLayer`](crate::ObserveLayer) looks
@@ -250,6 +246,10 @@ impl Found {
     }
 }
 
+/// Where the route and the upstream of an exchange are found when its
+/// response comes back, most specific first: the request's own
+/// [`RouteMatch`] (the layer sits inside the router), the observation, then
+/// the response extensions.
 pub(crate) fn resolve(
     route_at_call: Option<Arc<str>>,
     obs: &Observation,

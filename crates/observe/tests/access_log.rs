@@ -226,6 +226,63 @@ async fn common_and_combined_formats() {
     }
 }
 
+/// A sink that takes a few bytes at a time and fails every third write,
+/// as a pipe that fills up does.
+struct FitfulWriter {
+    out: MemoryWriter,
+    calls: usize,
+}
+
+impl Write for FitfulWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        if self.calls.is_multiple_of(3) {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(4096 + self.calls % 97);
+        self.out.write(&buf[..n])
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn lines_stay_whole_and_in_order_through_the_writers_buffer() {
+    // More lines than the writer's 64 KiB buffer holds, to a sink that
+    // takes part of each write and fails some: every line arrives, whole,
+    // in the order of the requests.
+    let out = MemoryWriter::default();
+    let log = AccessLogLayer::builder()
+        .sink(Sink::writer(FitfulWriter {
+            out: out.clone(),
+            calls: 0,
+        }))
+        .build()
+        .unwrap();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(log.clone(), upstream.url()).await;
+    let c = reqwest::Client::new();
+    let n = 600;
+    for i in 0..n {
+        let rsp = c.get(gw.url(&format!("/api/{i}"))).send().await.unwrap();
+        rsp.bytes().await.unwrap();
+    }
+    // The writer keeps what the sink did not take and goes on from there
+    // in the next rounds: wait for all of it.
+    eventually(|| (out.lines().len() >= n).then_some(())).await;
+    flush(&log).await;
+    let lines = out.lines();
+    assert_eq!(lines.len(), n);
+    assert!(lines.iter().map(String::len).sum::<usize>() > 2 * 64 * 1024);
+    for (i, line) in lines.iter().enumerate() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["path"], format!("/api/{i}"));
+        assert_eq!(v["status"], 200);
+    }
+}
+
 /// A sink that takes its time.
 struct SlowWriter(MemoryWriter);
 

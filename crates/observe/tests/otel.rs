@@ -350,6 +350,46 @@ async fn b3_single_header_is_continued() {
 // --- sampling decided by the layer (`TraceBuilder::sample_ratio`) ----------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_b3_parent_drops_tracestate_few_headers_or_many() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(
+        TraceLayer::builder().b3(true).sample_ratio(0.0).build(),
+        upstream.url(),
+    )
+    .await;
+    // A few header names are read in one pass, many by look-up: the
+    // outcome is the same. A B3 parent continues its trace, but W3C's
+    // tracestate belongs to no W3C parent here and is dropped.
+    for pad in [0, 12] {
+        let trace_id = new_trace_id();
+        let mut headers = vec![
+            ("b3".to_string(), format!("{trace_id}-e457b5a2e4d86bd1-0")),
+            ("tracestate".to_string(), "vendor=stale".to_string()),
+        ];
+        headers.extend((0..pad).map(|i| (format!("x-pad-{i}"), "1".to_string())));
+        let headers: Vec<(&str, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let echo = call(&gw, &headers).await;
+        let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+        assert_eq!(
+            (t.as_str(), f.as_str()),
+            (trace_id.as_str(), "00"),
+            "pad {pad}"
+        );
+        assert_eq!(
+            seen(&echo, "b3"),
+            Some(format!("{trace_id}-{s}-0")),
+            "pad {pad}"
+        );
+        assert_eq!(seen(&echo, "tracestate"), None, "pad {pad}");
+        assert!(exported(&trace_id).await.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_sampling_keeps_the_context_without_a_span() {
     pipeline();
     let upstream = spawn_upstream(echo_router("users")).await;

@@ -130,6 +130,9 @@ impl Config {
     }
 }
 
+// One bit per field in a `u32`.
+const _: () = assert!(Field::ALL.len() <= 32);
+
 // === impl LineFormatter ===
 
 impl<'a> LineFormatter<'a> {
@@ -282,7 +285,7 @@ impl<'a> LineFormatter<'a> {
     }
 }
 
-// === impl SecondText ===
+// === impl Before ===
 
 impl Before {
     const MAX: usize = 16;
@@ -291,6 +294,7 @@ impl Before {
         let mut bytes = [0; Self::MAX];
         // Keys are at most 12 bytes (`"user_agent"` with its quotes), so
         // this never cuts; a test checks every field.
+        debug_assert!(text.len() <= Self::MAX, "member prefix too long");
         let len = text.len().min(Self::MAX);
         bytes[..len].copy_from_slice(&text[..len]);
         Self { bytes, len }
@@ -302,6 +306,8 @@ impl Before {
         out.truncate(out.len() - (Self::MAX - self.len));
     }
 }
+
+// === impl SecondText ===
 
 impl SecondText {
     /// The text of second `secs` since the epoch, as `write` puts it.
@@ -793,11 +799,32 @@ mod tests {
 
     #[test]
     fn wants_is_what_the_format_and_fields_say() {
-        // `Field::ALL` is every field, in order (a new one goes at the end).
+        // `Field::ALL` is every field, in order: a new variant fails to
+        // compile here until it has its index (and a place in `ALL`).
+        let index = |f: Field| match f {
+            Field::Timestamp => 0,
+            Field::RequestId => 1,
+            Field::TraceId => 2,
+            Field::Client => 3,
+            Field::Method => 4,
+            Field::Path => 5,
+            Field::Route => 6,
+            Field::Upstream => 7,
+            Field::Status => 8,
+            Field::BytesIn => 9,
+            Field::BytesOut => 10,
+            Field::LatencyMs => 11,
+            Field::Consumer => 12,
+            Field::Subject => 13,
+            Field::Protocol => 14,
+            Field::UserAgent => 15,
+            Field::Referer => 16,
+        };
         for (i, f) in Field::ALL.iter().enumerate() {
             assert_eq!(*f as usize, i);
+            assert_eq!(index(*f), i);
         }
-        assert_eq!(Field::ALL.len(), Field::Referer as usize + 1);
+        assert_eq!(Field::ALL.len(), 17);
         let json = config(LogFormat::Json, &[Field::Path, Field::Referer], &[]);
         for f in Field::ALL {
             assert_eq!(

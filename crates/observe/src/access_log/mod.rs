@@ -495,6 +495,8 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(5);
 /// full (a line is a few hundred bytes), and at the end of every round.
 const BUFFER: usize = 64 * 1024;
 const MARGIN: usize = 2 * 1024;
+/// How much a failing sink may leave unwritten before lines are dropped.
+const MAX_BACKLOG: usize = 1024 * 1024;
 
 /// The writer thread: formats and writes lines until every sender is gone.
 ///
@@ -544,7 +546,9 @@ fn write_lines(rx: Receiver<Msg>, mut writer: Box<dyn Write + Send>, config: &Co
                     }
                 }
             }
-            if drained == 0 {
+            // Idle again once nothing came and the sink took everything
+            // (a sink that failed is tried again next round).
+            if drained == 0 && buf.is_empty() {
                 break;
             }
         }
@@ -553,11 +557,136 @@ fn write_lines(rx: Receiver<Msg>, mut writer: Box<dyn Write + Send>, config: &Co
     let _ = writer.flush();
 }
 
-/// Writes out and empties `buf`. A failing sink loses lines; there is
-/// nowhere to report that but the sink itself.
+/// Writes out `buf`, keeping in it what the sink did not take (a sink that
+/// fails is tried again the next round, from where it stopped, so no line
+/// reaches it cut). A sink that keeps failing loses lines: past
+/// [`MAX_BACKLOG`] bytes, only the rest of the line it was in the middle
+/// of is kept. There is nowhere to report that but the sink itself.
 fn write_out(buf: &mut Vec<u8>, writer: &mut Box<dyn Write + Send>) {
-    if !buf.is_empty() {
-        let _ = writer.write_all(buf);
-        buf.clear();
+    let mut written = 0;
+    while written < buf.len() {
+        match writer.write(&buf[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    buf.drain(..written);
+    if buf.len() > MAX_BACKLOG {
+        let rest_of_line = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        buf.truncate(rest_of_line);
+    }
+    // One very long line made it grow: give the memory back.
+    if buf.capacity() > 2 * BUFFER {
+        buf.shrink_to(BUFFER);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Takes `take` bytes per write into `out`, or fails.
+    struct TestSink {
+        out: Arc<Mutex<Vec<u8>>>,
+        take: usize,
+        fail: bool,
+    }
+
+    impl Write for TestSink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.fail {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.take);
+            self.out.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(n: usize, from: usize) -> Vec<u8> {
+        (from..from + n)
+            .flat_map(|i| format!("{{\"line\":{i}}}\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn what_the_sink_does_not_take_is_kept_for_the_next_round() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut writer: Box<dyn Write + Send> = Box::new(TestSink {
+            out: out.clone(),
+            take: 7,
+            fail: false,
+        });
+        let mut buf = lines(100, 0);
+        let all = buf.clone();
+        write_out(&mut buf, &mut writer);
+        assert!(buf.is_empty());
+        assert_eq!(*out.lock().unwrap(), all);
+
+        // A sink that fails keeps everything back, then takes it all.
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut failing: Box<dyn Write + Send> = Box::new(TestSink {
+            out: out.clone(),
+            take: usize::MAX,
+            fail: true,
+        });
+        let mut buf = lines(10, 0);
+        write_out(&mut buf, &mut failing);
+        assert_eq!(buf, lines(10, 0));
+        buf.extend_from_slice(&lines(10, 10));
+        let mut working: Box<dyn Write + Send> = Box::new(TestSink {
+            out: out.clone(),
+            take: 5,
+            fail: false,
+        });
+        write_out(&mut buf, &mut working);
+        assert!(buf.is_empty());
+        assert_eq!(*out.lock().unwrap(), lines(20, 0));
+    }
+
+    #[test]
+    fn a_sink_that_keeps_failing_loses_whole_lines_only() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        // It takes part of a line, then fails from there on.
+        let mut writer: Box<dyn Write + Send> = Box::new(TestSink {
+            out: out.clone(),
+            take: 5,
+            fail: false,
+        });
+        let mut buf = lines(200_000, 0);
+        assert!(buf.len() > MAX_BACKLOG);
+        // One write of 5 bytes, then the failure.
+        let mut once = |buf: &mut Vec<u8>| {
+            let n = writer.write(buf).unwrap();
+            buf.drain(..n);
+        };
+        once(&mut buf);
+        let mut failing: Box<dyn Write + Send> = Box::new(TestSink {
+            out: out.clone(),
+            take: 0,
+            fail: true,
+        });
+        write_out(&mut buf, &mut failing);
+        // Only the rest of the cut line is kept, so the sink's text stays
+        // whole lines once it works again.
+        assert!(buf.len() <= MAX_BACKLOG);
+        assert_eq!(buf, b"e\":0}\n");
+        assert!(buf.capacity() <= 2 * BUFFER);
+        let mut working: Box<dyn Write + Send> = Box::new(TestSink {
+            out: out.clone(),
+            take: usize::MAX,
+            fail: false,
+        });
+        write_out(&mut buf, &mut working);
+        assert_eq!(*out.lock().unwrap(), b"{\"line\":0}\n");
     }
 }

@@ -99,10 +99,11 @@ impl Propagator {
     /// [`Propagator::remote`], and whether `headers` may hold a
     /// `tracestate` (`false` only when they surely do not).
     ///
-    /// A request of a few headers is read one name at a time, once: that
-    /// is cheaper than hashing `traceparent`, then `tracestate`, then
-    /// `b3`, to look each up (names are compared by length first, and most
-    /// differ). Beyond [`SCAN_MAX`] names the look-ups are cheaper.
+    /// A request of a few headers is read in one walk over its header
+    /// values (each with its name): that is cheaper than hashing
+    /// `traceparent`, then `tracestate`, then `b3`, to look each up (names
+    /// are compared by length first, and most differ). Beyond
+    /// [`SCAN_MAX`] names the look-ups are cheaper.
     pub(crate) fn scan(&self, headers: &HeaderMap) -> (Option<Remote>, bool) {
         if headers.keys_len() > SCAN_MAX {
             return (self.remote(headers), true);

@@ -307,6 +307,62 @@ fn forwarded_ipv6_is_quoted_and_bracketed() {
 }
 
 #[test]
+fn peer_text_follows_the_peer_on_one_thread() {
+    // The text of the last peer is kept per thread: each request must
+    // still get its own peer's address, whatever came before.
+    let peers = [
+        ("192.0.2.43:1", "192.0.2.43", "for=192.0.2.43"),
+        ("192.0.2.43:2", "192.0.2.43", "for=192.0.2.43"),
+        ("[2001:db8::1]:3", "2001:db8::1", "for=\"[2001:db8::1]\""),
+        // IPv4-mapped: written as the IPv4 address it is.
+        (
+            "[::ffff:198.51.100.7]:4",
+            "198.51.100.7",
+            "for=198.51.100.7",
+        ),
+        ("192.0.2.44:5", "192.0.2.44", "for=192.0.2.44"),
+        ("192.0.2.43:6", "192.0.2.43", "for=192.0.2.43"),
+    ];
+    for (peer, xff, forwarded) in peers {
+        let mut h = headers(&[("x-forwarded-for", "203.0.113.9")]);
+        let c = addr(peer, false);
+        set_forwarding(
+            &mut h,
+            &Hop {
+                client: Some(&c),
+                trusted: &trusted(),
+                host: None,
+                proto: None,
+            },
+        );
+        assert_eq!(all(&h, "x-forwarded-for"), [xff], "{peer}");
+        assert_eq!(
+            all(&h, "forwarded"),
+            [format!("{forwarded};proto=http")],
+            "{peer}"
+        );
+    }
+    // A trusted peer's list is extended with the cached text too.
+    let mut h = headers(&[("x-forwarded-for", "203.0.113.9")]);
+    let c = addr("10.1.2.3:7", false);
+    for _ in 0..2 {
+        set_forwarding(
+            &mut h,
+            &Hop {
+                client: Some(&c),
+                trusted: &trusted(),
+                host: None,
+                proto: None,
+            },
+        );
+    }
+    assert_eq!(
+        all(&h, "x-forwarded-for"),
+        ["203.0.113.9, 10.1.2.3, 10.1.2.3"]
+    );
+}
+
+#[test]
 fn forwarded_from_trusted_peer_is_appended() {
     let mut h = headers(&[
         ("forwarded", "for=203.0.113.9;proto=https;host=api.example"),
