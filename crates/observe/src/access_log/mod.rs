@@ -509,12 +509,18 @@ fn write_lines(rx: Receiver<Msg>, mut writer: Box<dyn Write + Send>, config: &Co
     // sink when nearly full and at the end of every round: no copy of a
     // line from a scratch buffer into a `BufWriter`'s.
     let mut buf = Vec::with_capacity(BUFFER);
-    let mut handle = |msg: Msg, buf: &mut Vec<u8>, writer: &mut Box<dyn Write + Send>| match msg {
+    // The sink did not take everything this round: the lines wait for the
+    // next round rather than trying it again line after line.
+    let mut stalled = false;
+    let mut handle = |msg: Msg,
+                      buf: &mut Vec<u8>,
+                      writer: &mut Box<dyn Write + Send>,
+                      stalled: &mut bool| match msg {
         Msg::Line(record) => {
             formatter.format(&record, buf);
             buf.push(b'\n');
-            if buf.len() >= BUFFER - MARGIN {
-                write_out(buf, writer);
+            if !*stalled && buf.len() >= BUFFER - MARGIN {
+                *stalled = !write_out(buf, writer);
             }
         }
         Msg::Flush(ack) => {
@@ -525,17 +531,17 @@ fn write_lines(rx: Receiver<Msg>, mut writer: Box<dyn Write + Send>, config: &Co
     };
     // Idle: block until something comes.
     while let Ok(first) = rx.recv() {
-        handle(first, &mut buf, &mut writer);
+        handle(first, &mut buf, &mut writer, &mut stalled);
         // Busy: drain in rounds until a round finds nothing.
         loop {
-            write_out(&mut buf, &mut writer);
+            stalled = !write_out(&mut buf, &mut writer);
             let _ = writer.flush();
             std::thread::sleep(BATCH_INTERVAL);
             let mut drained = 0usize;
             loop {
                 match rx.try_recv() {
                     Ok(msg) => {
-                        handle(msg, &mut buf, &mut writer);
+                        handle(msg, &mut buf, &mut writer, &mut stalled);
                         drained += 1;
                     }
                     Err(TryRecvError::Empty) => break,
@@ -562,7 +568,8 @@ fn write_lines(rx: Receiver<Msg>, mut writer: Box<dyn Write + Send>, config: &Co
 /// reaches it cut). A sink that keeps failing loses lines: past
 /// [`MAX_BACKLOG`] bytes, only the rest of the line it was in the middle
 /// of is kept. There is nowhere to report that but the sink itself.
-fn write_out(buf: &mut Vec<u8>, writer: &mut Box<dyn Write + Send>) {
+/// Returns whether the sink took everything.
+fn write_out(buf: &mut Vec<u8>, writer: &mut Box<dyn Write + Send>) -> bool {
     let mut written = 0;
     while written < buf.len() {
         match writer.write(&buf[written..]) {
@@ -581,6 +588,7 @@ fn write_out(buf: &mut Vec<u8>, writer: &mut Box<dyn Write + Send>) {
     if buf.capacity() > 2 * BUFFER {
         buf.shrink_to(BUFFER);
     }
+    buf.is_empty()
 }
 
 #[cfg(test)]
@@ -628,7 +636,7 @@ mod tests {
         });
         let mut buf = lines(100, 0);
         let all = buf.clone();
-        write_out(&mut buf, &mut writer);
+        assert!(write_out(&mut buf, &mut writer));
         assert!(buf.is_empty());
         assert_eq!(*out.lock().unwrap(), all);
 
@@ -640,7 +648,7 @@ mod tests {
             fail: true,
         });
         let mut buf = lines(10, 0);
-        write_out(&mut buf, &mut failing);
+        assert!(!write_out(&mut buf, &mut failing));
         assert_eq!(buf, lines(10, 0));
         buf.extend_from_slice(&lines(10, 10));
         let mut working: Box<dyn Write + Send> = Box::new(TestSink {
@@ -648,7 +656,7 @@ mod tests {
             take: 5,
             fail: false,
         });
-        write_out(&mut buf, &mut working);
+        assert!(write_out(&mut buf, &mut working));
         assert!(buf.is_empty());
         assert_eq!(*out.lock().unwrap(), lines(20, 0));
     }
@@ -675,7 +683,7 @@ mod tests {
             take: 0,
             fail: true,
         });
-        write_out(&mut buf, &mut failing);
+        assert!(!write_out(&mut buf, &mut failing));
         // Only the rest of the cut line is kept, so the sink's text stays
         // whole lines once it works again.
         assert!(buf.len() <= MAX_BACKLOG);
@@ -686,7 +694,7 @@ mod tests {
             take: usize::MAX,
             fail: false,
         });
-        write_out(&mut buf, &mut working);
+        assert!(write_out(&mut buf, &mut working));
         assert_eq!(*out.lock().unwrap(), b"{\"line\":0}\n");
     }
 }
