@@ -410,7 +410,7 @@ FOOT["tls"] = FOOT["wrk"]
 VARIANTS = {
     "features": (
         "tg-plain",
-        ["nginx", "tg-plain", "tg-jwt", "tg-rl", "tg-full"],
+        ["nginx", "tg-plain", "tg-jwt", "tg-rl", "tg-rl-keys", "tg-full"],
         "Features on the request path (wrk, {conns} connections)",
     ),
     "observe": (
@@ -429,6 +429,7 @@ VARIANT_NAME = {
     "tg-plain": "towergate, plain route `/api/s0/`",
     "tg-jwt": "+ JWT RS256 `/jwt/`",
     "tg-rl": "+ rate limit, in memory `/rl/`",
+    "tg-rl-keys": "+ rate limit, in memory, a new key on every request `/rlkeys/` (instructions only)",
     "tg-full": "+ JWT + rate limit + metrics + access log (file) `/full/` ³",
     "nginx-log": "nginx, plain route, with a JSON access log (file, 64 KiB buffer) ⁴",
     "tg-obs-off": "towergate, `observability.enabled: false`",
@@ -524,7 +525,8 @@ def variant_instr_table(run, out):
     out.append("")
     out.append(
         "Same method as the table above (callgrind, N1=%s, N2=%s, 4 connections; bench-client "
-        "sends the bearer token on the JWT routes). ×base: against the plain route, observability "
+        "sends the bearer token on the JWT routes, and a new `x-api-key` on every request to "
+        "`/rlkeys/`). ×base: against the plain route, observability "
         "off, and the uncached route respectively. The JWT is the same token on every request, so "
         "after the first it is a verified-token cache hit (as for a client reusing its token)."
         % (kv0.get("n1", "?"), kv0.get("n2", "?"))

@@ -78,6 +78,7 @@ def write(path, text):
 
 # A limit that never refuses: it measures the decision, not refusals.
 RATE_LIMIT = '{ limits: [ { rate: "100000000/s" } ] }'
+RATE_LIMIT_KEYS = '{ key: "header:x-api-key", limits: [ { rate: "100000000/s" } ] }'
 JWT_PROVIDER = """auth_providers:
   bench-jwt:
     jwt:
@@ -109,6 +110,9 @@ def variants(work):
                 route("s0", "/api/s0/"),
                 route("jwt", "/jwt/", "auth: { any_of: [bench-jwt] }"),
                 route("rl", "/rl/", "rate_limit: %s" % RATE_LIMIT),
+                # Keyed by a header the client sets to a new value on every
+                # request (bench-client --distinct-header x-api-key).
+                route("rlkeys", "/rlkeys/", "rate_limit: %s" % RATE_LIMIT_KEYS),
             ],
             JWT_PROVIDER,
         ),

@@ -32,7 +32,7 @@
 # matching; bare-mt: bare-proxy on tokio's multi-thread scheduler with one
 # worker, as towergate runs, which tells the scheduler's cost apart).
 # The towergate variants of run.sh's features, observe and cache scenarios
-# are labels too (tg-plain tg-jwt tg-rl tg-full tg-obs-off tg-obs-on
+# are labels too (tg-plain tg-jwt tg-rl tg-rl-keys tg-full tg-obs-off tg-obs-on
 # tg-obs-log tg-obs-trace tg-nocache tg-cached, see `variant` in lib.sh):
 # their config, path and request header (the JWT) come from there.
 # tg-cached: the first request stores the entry, so the N2 - N1 difference
@@ -88,11 +88,14 @@ path_of() {
     echo "/api/s$(($(routes_of "$1") - 1))/x"
 }
 header_of() { if variant "$1"; then echo "$V_HDR"; fi; }
+distinct_of() { if variant "$1"; then echo "$V_DISTINCT"; fi; }
 
 HDR="" # the current label's request header, if any
+DISTINCT="" # the current label's header with a new value per request, if any
 client() { # port path requests connections
     local h=()
     [ -n "$HDR" ] && h=(--header "$HDR")
+    [ -n "$DISTINCT" ] && h+=(--distinct-header "$DISTINCT")
     taskset -c "$LOAD_CPU" "$BIN/bench-client" --target "127.0.0.1:$1" --path "$2" \
         --requests "$3" --connections "$4" "${h[@]}"
 }
@@ -137,6 +140,7 @@ done
 for label in $IPEERS; do
     peer=$(peer_of "$label") routes=$(routes_of "$label") path=$(path_of "$label")
     HDR=$(header_of "$label")
+    DISTINCT=$(distinct_of "$label")
     port=$(peer_port "$peer")
     case $peer in nginx | haproxy)
         command -v "$peer" >/dev/null 2>&1 || { log "$peer missing, skipped"; continue; } ;;

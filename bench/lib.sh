@@ -154,13 +154,16 @@ variant_configs() {
 # The towergate variants of the features, observe and cache scenarios: one
 # label each, for run.sh and instructions.sh. Sets V_PEER (what start_peer
 # starts), V_CONF (its config: towergate-V_CONF.yaml), V_PATH (the request)
-# and V_HDR (a request header, or empty).
+# and V_HDR (a request header, or empty); V_DISTINCT names a header that
+# bench-client sets to a new value on every request (instructions.sh only:
+# wrk sends the same request every time).
 variant() {
-    V_PEER=towergate V_HDR="" V_PATH=/api/s0/x
+    V_PEER=towergate V_HDR="" V_PATH=/api/s0/x V_DISTINCT=""
     case $1 in
     tg-plain) V_CONF=features ;;
     tg-jwt) V_CONF=features V_PATH=/jwt/x V_HDR="Authorization: Bearer $(cat "$WORK/jwt-token.txt")" ;;
     tg-rl) V_CONF=features V_PATH=/rl/x ;;
+    tg-rl-keys) V_CONF=features V_PATH=/rlkeys/x V_DISTINCT=x-api-key ;; # a new key every request
     tg-full) V_PEER=towergate-alt V_CONF=features-log V_PATH=/full/x
         V_HDR="Authorization: Bearer $(cat "$WORK/jwt-token.txt")" ;;
     tg-obs-off) V_CONF=obs-off ;;

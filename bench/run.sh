@@ -335,7 +335,7 @@ for s in $SCENARIOS; do
     instructions | instructions-variants)
         ipeers=${IPEERS:-}
         [ "$s" = instructions-variants ] &&
-            ipeers="${VIPEERS:-tg-plain tg-jwt tg-rl tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached}"
+            ipeers="${VIPEERS:-tg-plain tg-jwt tg-rl tg-rl-keys tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached}"
         stop_pid "$UPSTREAM_PID"
         wait_port_free "$PORT_UP" || true
         BUILD=0 INSTALL="$INSTALL" RAW="$RAW" INDEX="$INDEX" IPEERS="$ipeers" "$BENCH_DIR/instructions.sh" ||

@@ -18,7 +18,9 @@
 //!   answers 2xx; prints `until-ok ms M polls P`.
 //!
 //! `--header "Name: value"` adds one header to every request (e.g. a bearer
-//! token). Every mode exits non-zero when a request fails.
+//! token); `--distinct-header NAME` adds NAME with a value no other request
+//! of the run has (`0`, `1`, ...: a rate limit keyed by it sees a new key
+//! every time). Every mode exits non-zero when a request fails.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +40,8 @@ struct Target {
     path: Arc<str>,
     host: Arc<str>,
     header: Option<(http::HeaderName, http::HeaderValue)>,
+    /// `--distinct-header`: a new value on every request.
+    distinct: Option<(http::HeaderName, Arc<AtomicUsize>)>,
 }
 
 fn main() -> Result<(), Error> {
@@ -46,6 +50,7 @@ fn main() -> Result<(), Error> {
         path: Arc::from(towergate_bench::arg("--path", "/")),
         host: Arc::from(towergate_bench::arg("--host", "localhost")),
         header: header_arg()?,
+        distinct: distinct_arg()?,
     };
     let conns: usize = towergate_bench::parsed::<usize>("--connections", "4")?.max(1);
     towergate_bench::runtime(1)?.block_on(async move {
@@ -90,6 +95,15 @@ fn header_arg() -> Result<Option<(http::HeaderName, http::HeaderValue)>, Error> 
     Ok(Some((name.trim().parse()?, value.trim().parse()?)))
 }
 
+/// `--distinct-header NAME`, if given.
+fn distinct_arg() -> Result<Option<(http::HeaderName, Arc<AtomicUsize>)>, Error> {
+    let name = towergate_bench::arg("--distinct-header", "");
+    if name.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((name.trim().parse()?, Arc::new(AtomicUsize::new(0)))))
+}
+
 /// Opens a keep-alive HTTP/1.1 connection; `alive` is decremented when the
 /// connection ends.
 async fn connect(
@@ -119,6 +133,11 @@ async fn get(send: &mut SendRequest<Empty<Bytes>>, t: &Target) -> Result<bool, E
         .body(Empty::new())?;
     if let Some((name, value)) = &t.header {
         req.headers_mut().insert(name.clone(), value.clone());
+    }
+    if let Some((name, next)) = &t.distinct {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        req.headers_mut()
+            .insert(name.clone(), http::HeaderValue::from(n as u64));
     }
     let rsp = send.send_request(req).await?;
     let ok = rsp.status().is_success();
