@@ -248,7 +248,9 @@ impl Inner {
             None => {
                 let outcome = gcra.check(None, now);
                 if outcome.allowed {
-                    self.store(&mut shard, id, outcome.tat, now);
+                    // Known absent (the look-up above, under this lock):
+                    // no second look-up before the insert.
+                    self.insert_absent(&mut shard, id, outcome.tat, now);
                 }
                 outcome
             }
@@ -278,6 +280,12 @@ impl Inner {
             *slot = tat;
             return;
         }
+        self.insert_absent(shard, id, tat, now);
+    }
+
+    /// Stores the TAT of a key the shard does not hold, making room first
+    /// when the shard is full.
+    fn insert_absent(&self, shard: &mut Shard, id: &str, tat: u64, now: u64) {
         if shard.tats.len() >= self.per_shard {
             let evicted = shard.make_room(now, self.per_shard);
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
