@@ -96,8 +96,20 @@ def route(name, prefix, extra=""):
     )
 
 
+# Access logs go to WORK/logs, not beside the configs in WORK: towergate
+# watches its config's directory for hot reload, and a log written there
+# would wake the watcher on every write (as /var/log and /etc are apart).
+def logs_dir(work):
+    path = os.path.join(work, "logs")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def access_log(work, name):
-    return '  access_log: { enabled: true, format: json, sink: "%s/access-%s.jsonl" }' % (work, name)
+    return '  access_log: { enabled: true, format: json, sink: "%s/access-%s.jsonl" }' % (
+        logs_dir(work),
+        name,
+    )
 
 
 def variants(work):
@@ -172,7 +184,7 @@ def write_variants(work, common):
             dict(
                 common,
                 NAME="nginx-log",
-                ACCESS_LOG=NGINX_ACCESS_LOG % work,
+                ACCESS_LOG=NGINX_ACCESS_LOG % logs_dir(work),
                 MASTER="on",
                 LOCATIONS="        location /api/s0/ { proxy_pass http://up; }",
                 PORT_PLAIN=env_port("PORT_NGINX_ALT", 19008),

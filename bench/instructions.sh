@@ -32,7 +32,7 @@
 # matching; bare-mt: bare-proxy on tokio's multi-thread scheduler with one
 # worker, as towergate runs, which tells the scheduler's cost apart).
 # The towergate variants of run.sh's features, observe and cache scenarios
-# are labels too (tg-plain tg-jwt tg-rl tg-rl-keys tg-full tg-obs-off tg-obs-on
+# are labels too (tg-plain tg-plain-keys tg-jwt tg-rl tg-rl-keys tg-full tg-obs-off tg-obs-on
 # tg-obs-log tg-obs-trace tg-nocache tg-cached, see `variant` in lib.sh):
 # their config, path and request header (the JWT) come from there.
 # tg-cached: the first request stores the entry, so the N2 - N1 difference

@@ -164,6 +164,8 @@ variant() {
     tg-jwt) V_CONF=features V_PATH=/jwt/x V_HDR="Authorization: Bearer $(cat "$WORK/jwt-token.txt")" ;;
     tg-rl) V_CONF=features V_PATH=/rl/x ;;
     tg-rl-keys) V_CONF=features V_PATH=/rlkeys/x V_DISTINCT=x-api-key ;; # a new key every request
+    # tg-rl-keys's request on the plain route: what the header costs alone
+    tg-plain-keys) V_CONF=features V_DISTINCT=x-api-key ;;
     tg-full) V_PEER=towergate-alt V_CONF=features-log V_PATH=/full/x
         V_HDR="Authorization: Bearer $(cat "$WORK/jwt-token.txt")" ;;
     tg-obs-off) V_CONF=obs-off ;;

@@ -217,7 +217,7 @@ variant_scenario() { # scenario labels...
         [ "${pid[$key]}" = failed ] || stop_peer "${key%%:*}" "${pid[$key]}"
     done
     # Evidence that the access logs were written (lines, bytes).
-    wc -lc "$WORK"/access-*.jsonl >"$RAW/$scenario-access-logs.txt" 2>&1 || true
+    wc -lc "$WORK"/logs/access-*.jsonl >"$RAW/$scenario-access-logs.txt" 2>&1 || true
 }
 
 memory_scenario() {
@@ -335,7 +335,7 @@ for s in $SCENARIOS; do
     instructions | instructions-variants)
         ipeers=${IPEERS:-}
         [ "$s" = instructions-variants ] &&
-            ipeers="${VIPEERS:-tg-plain tg-jwt tg-rl tg-rl-keys tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached}"
+            ipeers="${VIPEERS:-tg-plain tg-plain-keys tg-jwt tg-rl tg-rl-keys tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached}"
         stop_pid "$UPSTREAM_PID"
         wait_port_free "$PORT_UP" || true
         BUILD=0 INSTALL="$INSTALL" RAW="$RAW" INDEX="$INDEX" IPEERS="$ipeers" "$BENCH_DIR/instructions.sh" ||

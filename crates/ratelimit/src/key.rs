@@ -150,7 +150,11 @@ impl Key {
             },
             Key::Header(name) => match parts.headers.get(name) {
                 Some(v) if !v.is_empty() => {
-                    out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                    // Visible ASCII, the usual value, is its own text.
+                    match v.to_str() {
+                        Ok(text) => out.push_str(text),
+                        Err(_) => out.push_str(&String::from_utf8_lossy(v.as_bytes())),
+                    }
                     true
                 }
                 _ => false,
@@ -301,6 +305,7 @@ fn mask128(len: u8) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use serde_json::json;
 
     fn parts(build: impl FnOnce(&mut http::Request<()>)) -> Parts {
@@ -348,6 +353,10 @@ mod tests {
         let p = parts(|r| {
             r.headers_mut().insert("x-api-key", "k1".parse().unwrap());
             r.headers_mut().insert("x-empty", "".parse().unwrap());
+            let utf8 = HeaderValue::from_bytes("caf\u{e9} k".as_bytes()).unwrap();
+            r.headers_mut().insert("x-utf8", utf8);
+            let obs = HeaderValue::from_bytes(b"a\xffb\tc").unwrap();
+            r.headers_mut().insert("x-obs", obs);
             let mut id = Identity {
                 consumer: Some("acme".into()),
                 ..Identity::default()
@@ -359,6 +368,9 @@ mod tests {
         let h = |n: &'static str| Key::header(HeaderName::from_static(n));
         assert_eq!(h("x-api-key").extract(&p).as_deref(), Some("k1"));
         assert_eq!(h("x-empty").extract(&p), None);
+        // Not visible ASCII: read as UTF-8, invalid bytes replaced.
+        assert_eq!(h("x-utf8").extract(&p).as_deref(), Some("caf\u{e9} k"));
+        assert_eq!(h("x-obs").extract(&p).as_deref(), Some("a\u{fffd}b\tc"));
         assert_eq!(h("x-none").extract(&p), None);
         assert_eq!(
             Key::identity("consumer").extract(&p).as_deref(),

@@ -1,9 +1,10 @@
 //! The in-memory store: sharded, bounded, exact.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use hashbrown::HashTable;
 
 use super::{Batch, Check, Store};
 use crate::clock::{Clock, SystemClock};
@@ -65,9 +66,12 @@ struct Inner {
     evictions: AtomicU64,
 }
 
+/// One shard's keys and TATs, placed by [`Inner::hash`]: the hash that
+/// picked the shard also places the key in it, so a request hashes its key
+/// once.
 #[derive(Default)]
 struct Shard {
-    tats: HashMap<Box<str>, u64, RandomState>,
+    tats: HashTable<(Box<str>, u64)>,
 }
 
 const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -124,7 +128,8 @@ impl MemoryStore {
             };
         }
 
-        let index: Vec<usize> = buckets.iter().map(|b| inner.shard_of(b.id())).collect();
+        let hashes: Vec<u64> = buckets.iter().map(|b| inner.hash(b.id())).collect();
+        let index: Vec<usize> = hashes.iter().map(|&h| inner.shard_of(h)).collect();
         let mut order = index.clone();
         order.sort_unstable();
         order.dedup();
@@ -134,15 +139,22 @@ impl MemoryStore {
         let slot = |shard: usize| order.binary_search(&shard).unwrap_or(0);
 
         let verdict = decide(
-            buckets.iter().zip(&index).map(|(b, &i)| {
-                let tat = guards[slot(i)].tats.get(b.id()).copied();
-                (b.gcra(), tat)
-            }),
+            buckets
+                .iter()
+                .zip(hashes.iter().zip(&index))
+                .map(|(b, (&h, &i))| {
+                    let tat = guards[slot(i)].find(h, b.id());
+                    (b.gcra(), tat)
+                }),
             now,
         );
         if verdict.allowed {
-            for ((b, &i), o) in buckets.iter().zip(&index).zip(&verdict.outcomes) {
-                inner.store(&mut guards[slot(i)], b.id(), o.tat, now);
+            for ((b, (&h, &i)), o) in buckets
+                .iter()
+                .zip(hashes.iter().zip(&index))
+                .zip(&verdict.outcomes)
+            {
+                inner.store(&mut guards[slot(i)], h, b.id(), o.tat, now);
             }
         }
         verdict
@@ -235,10 +247,11 @@ impl MemoryStoreBuilder {
 
 impl Inner {
     fn decide_one(&self, id: &str, gcra: Gcra, now: u64) -> Outcome {
-        let mut shard = self.lock(self.shard_of(id));
+        let hash = self.hash(id);
+        let mut shard = self.lock(self.shard_of(hash));
         // One lookup for a key already held, the usual case.
-        match shard.tats.get_mut(id) {
-            Some(tat) => {
+        match shard.tats.find_mut(hash, |(k, _)| **k == *id) {
+            Some((_, tat)) => {
                 let outcome = gcra.check(Some(*tat), now);
                 if outcome.allowed {
                     *tat = outcome.tat;
@@ -250,21 +263,35 @@ impl Inner {
                 if outcome.allowed {
                     // Known absent (the look-up above, under this lock):
                     // no second look-up before the insert.
-                    self.insert_absent(&mut shard, id, outcome.tat, now);
+                    self.insert_absent(&mut shard, hash, id, outcome.tat, now);
                 }
                 outcome
             }
         }
     }
 
-    fn shard_of(&self, id: &str) -> usize {
-        // A keyed hash with a random seed: clients choose keys, and must
-        // not be able to aim them all at one shard. Each shard's map has
-        // its own seed, so the keys of one shard still spread over its map.
-        // SipHash, not a faster hash: its secret cannot be learnt from
-        // timing, so a client cannot fill one shard on purpose to evict
-        // others' buckets, nor slow a map down with collisions.
-        (self.hasher.hash_one(id) % self.shards.len() as u64) as usize
+    /// A keyed hash with a random seed: clients choose keys, and must not
+    /// be able to aim them all at one shard. SipHash, not a faster hash:
+    /// its secret cannot be learnt from timing, so a client cannot fill
+    /// one shard on purpose to evict others' buckets, nor slow a map down
+    /// with collisions. It is computed once per key and request: it picks
+    /// the shard ([`shard_of`](Self::shard_of)) and places the key in the
+    /// shard's table.
+    fn hash(&self, id: &str) -> u64 {
+        // The bytes alone, in one write: `str`'s `Hash` adds a terminator
+        // byte (a second write) so that strings hashed one after another
+        // stay apart, and an id is hashed alone; SipHash's last block
+        // holds the length.
+        let mut h = self.hasher.build_hasher();
+        h.write(id.as_bytes());
+        h.finish()
+    }
+
+    fn shard_of(&self, hash: u64) -> usize {
+        // Bits 32 and up: the table places keys by the low bits and tags
+        // them with the top 7, so the keys of one shard still spread over
+        // its table (SipHash's bits are independent of each other).
+        ((hash >> 32) % self.shards.len() as u64) as usize
     }
 
     fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
@@ -275,22 +302,25 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn store(&self, shard: &mut Shard, id: &str, tat: u64, now: u64) {
-        if let Some(slot) = shard.tats.get_mut(id) {
+    fn store(&self, shard: &mut Shard, hash: u64, id: &str, tat: u64, now: u64) {
+        if let Some((_, slot)) = shard.tats.find_mut(hash, |(k, _)| **k == *id) {
             *slot = tat;
             return;
         }
-        self.insert_absent(shard, id, tat, now);
+        self.insert_absent(shard, hash, id, tat, now);
     }
 
     /// Stores the TAT of a key the shard does not hold, making room first
     /// when the shard is full.
-    fn insert_absent(&self, shard: &mut Shard, id: &str, tat: u64, now: u64) {
+    fn insert_absent(&self, shard: &mut Shard, hash: u64, id: &str, tat: u64, now: u64) {
         if shard.tats.len() >= self.per_shard {
             let evicted = shard.make_room(now, self.per_shard);
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
         }
-        shard.tats.insert(id.into(), tat);
+        // When the table grows, the keys it moves are hashed again.
+        shard
+            .tats
+            .insert_unique(hash, (id.into(), tat), |(k, _)| self.hash(k));
     }
 }
 
@@ -307,22 +337,29 @@ impl std::fmt::Debug for Inner {
 // === impl Shard ===
 
 impl Shard {
+    /// The TAT of `id`, whose hash is `hash`.
+    fn find(&self, hash: u64, id: &str) -> Option<u64> {
+        self.tats
+            .find(hash, |(k, _)| **k == *id)
+            .map(|&(_, tat)| tat)
+    }
+
     /// Shrinks a full shard to at most 7/8 of `capacity`; returns how many
     /// live keys it had to forget.
     fn make_room(&mut self, now: u64, capacity: usize) -> u64 {
         // Free: an expired TAT decides like no TAT.
-        self.tats.retain(|_, tat| *tat > now);
+        self.tats.retain(|(_, tat)| *tat > now);
         let target = capacity - (capacity / 8).max(1);
         if self.tats.len() <= target {
             return 0;
         }
         let excess = self.tats.len() - target;
-        let mut tats: Vec<u64> = self.tats.values().copied().collect();
+        let mut tats: Vec<u64> = self.tats.iter().map(|&(_, tat)| tat).collect();
         let threshold = *tats.select_nth_unstable(excess - 1).1;
         let mut removed = 0;
         // Ties at the threshold could match more than `excess` keys: stop
         // at `excess` so no more live state is lost than needed.
-        self.tats.retain(|_, tat| {
+        self.tats.retain(|(_, tat)| {
             if removed < excess && *tat <= threshold {
                 removed += 1;
                 false
@@ -365,6 +402,44 @@ mod tests {
         assert!(store.decide(&one("new", g)).allowed);
         assert_eq!(store.len(), 1, "only the new key is live");
         assert_eq!(store.evictions(), 0);
+    }
+
+    /// The one hash picks the shard and places the key in it: keys spread
+    /// over the shards, and every key is found again after its shard's
+    /// table has grown many times (and moved it).
+    #[test]
+    fn keys_spread_over_shards_and_are_found_after_growth() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::builder()
+            .max_keys(64_000)
+            .shards(64)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        // One request per interval: a second request at once is refused
+        // only if the first one's TAT was found.
+        let g = Gcra::new(1_000_000, 1).unwrap();
+        let keys: Vec<String> = (0..20_000).map(|i| format!("client-{i}")).collect();
+        for k in &keys {
+            assert!(store.decide(&one(k, g)).allowed, "{k} is new");
+        }
+        assert_eq!(store.len(), keys.len());
+        for k in &keys {
+            assert!(!store.decide(&one(k, g)).allowed, "{k} was found");
+        }
+        let sizes: Vec<usize> = (0..64).map(|i| store.inner.lock(i).tats.len()).collect();
+        let mean = keys.len() / 64;
+        assert!(
+            sizes.iter().all(|&n| n > mean / 2 && n < mean * 2),
+            "{sizes:?}"
+        );
+        // Batches look keys up by the same hash.
+        let batch = Batch::new("", vec![Bucket::new("client-7", g), Bucket::new("new", g)]);
+        assert!(!store.decide(&batch).allowed, "client-7 was found");
+        assert!(
+            store.decide(&one("new", g)).allowed,
+            "a refused batch stores nothing"
+        );
     }
 
     #[test]
