@@ -429,8 +429,8 @@ VARIANT_NAME = {
     "tg-plain": "towergate, plain route `/api/s0/`",
     "tg-jwt": "+ JWT RS256 `/jwt/`",
     "tg-rl": "+ rate limit, in memory `/rl/`",
-    "tg-rl-keys": "+ rate limit, in memory, a new key on every request `/rlkeys/` (instructions only)",
-    "tg-plain-keys": "towergate, plain route, the request of `/rlkeys/`: a new `x-api-key` every time (instructions only)",
+    "tg-rl-keys": "+ rate limit, in memory, a new key on every request `/rlkeys/`",
+    "tg-plain-keys": "towergate, plain route, with `/rlkeys/`'s new `x-api-key` on every request",
     "tg-full": "+ JWT + rate limit + metrics + access log (file) `/full/` ³",
     "nginx-log": "nginx, plain route, with a JSON access log (file, 64 KiB buffer) ⁴",
     "tg-obs-off": "towergate, `observability.enabled: false`",
@@ -785,17 +785,23 @@ def goals(run, out):
     # request without the header is shown beside it.
     ir_keys = per_req(run.instr.get("tg-rl-keys", {}))
     ir_plk = per_req(run.instr.get("tg-plain-keys", {}))
-    if ir_keys and ir_plk:
+    rk = run.ratio(frows, "tg-rl-keys", "cpu_us", "tg-plain-keys") if frows else None
+    if (ir_keys and ir_plk) or rk is not None:
+        ir_ratio = ir_keys / ir_plk if ir_keys and ir_plk else None
         out.append(
             "| rate limit, a new key on every request: instructions per request ≤ 1.1× plain towergate "
-            "(the same request) | %s vs %s (plain without the key header: %s, %s) | %s | %s |"
+            "(the same request) | %s vs %s (plain without the key header: %s, %s); CPU per request "
+            "%s µs vs %s µs (%s, wrk) | %s | %s |"
             % (
                 fmt(ir_keys, 0),
                 fmt(ir_plk, 0),
-                fmt(ir_pl, 0) if ir_pl else "–",
-                fmt_ratio(ir_keys / ir_pl) if ir_pl else "–",
-                fmt_ratio(ir_keys / ir_plk),
-                status(ir_keys / ir_plk <= 1.1),
+                fmt(ir_pl, 0),
+                fmt_ratio(ir_keys / ir_pl if ir_keys and ir_pl else None),
+                fmt(run.figure("features", "wrk", "tg-rl-keys", "cpu_us"), 1),
+                fmt(run.figure("features", "wrk", "tg-plain-keys", "cpu_us"), 1),
+                fmt_ratio(rk),
+                fmt_ratio(ir_ratio),
+                status(None if ir_ratio is None else ir_ratio <= 1.1),
             )
         )
     # Observation cost. Requests/s on vs off only measure it when the proxy

@@ -155,8 +155,8 @@ variant_configs() {
 # label each, for run.sh and instructions.sh. Sets V_PEER (what start_peer
 # starts), V_CONF (its config: towergate-V_CONF.yaml), V_PATH (the request)
 # and V_HDR (a request header, or empty); V_DISTINCT names a header that
-# bench-client sets to a new value on every request (instructions.sh only:
-# wrk sends the same request every time).
+# gets a new value on every request (bench-client --distinct-header in
+# instructions.sh, wrk with conf/distinct.lua in run.sh).
 variant() {
     V_PEER=towergate V_HDR="" V_PATH=/api/s0/x V_DISTINCT=""
     case $1 in

@@ -108,10 +108,13 @@ record() {
 # the proxy's CPU ticks (all its processes), the upstream's, wall time, and
 # how busy each of the two CPUs was. PORT and HEADER (wrk only) are for the
 # towergate variants, whose label is not a peer.
-measure() { # scenario round peer kind path pid [port [header]]
+measure() { # scenario round peer kind path pid [port [header [distinct-header]]]
     local scenario=$1 round=$2 peer=$3 kind=$4 path=$5 pid=$6
     local port=${7:-$(peer_port "$peer")} hdr=()
     [ -n "${8:-}" ] && hdr=(-H "$8")
+    # A header with a new value on every request (bench/conf/distinct.lua).
+    [ -n "${9:-}" ] && hdr+=(-s "$BENCH_DIR/conf/distinct.lua")
+    local dist=${9:-}
     local out="$RAW/$scenario-$round-$peer.$kind"
     local cmd
     case $kind in
@@ -127,7 +130,7 @@ measure() { # scenario round peer kind path pid [port [header]]
     read -r l0 lt0 < <(cpu_jiffies "$LOAD_CPU")
     read -r c0 ct0 < <(cpu_jiffies "$PROXY_CPU")
     p0=$(cpu_ticks "$pid") u0=$(cpu_ticks "$UPSTREAM_PID") t0=$(now)
-    taskset -c "$LOAD_CPU" "${cmd[@]}" >"$out" 2>&1 || log "$scenario $peer: ${cmd[0]} failed (see $out)"
+    DISTINCT_HEADER=$dist taskset -c "$LOAD_CPU" "${cmd[@]}" >"$out" 2>&1 || log "$scenario $peer: ${cmd[0]} failed (see $out)"
     t1=$(now) p1=$(cpu_ticks "$pid") u1=$(cpu_ticks "$UPSTREAM_PID")
     read -r l1 lt1 < <(cpu_jiffies "$LOAD_CPU")
     read -r c1 ct1 < <(cpu_jiffies "$PROXY_CPU")
@@ -179,17 +182,18 @@ variant_scenario() { # scenario labels...
     local scenario=$1
     shift
     local labels=() l key r
-    declare -A pid=() lpid=() lport=() lpath=() lhdr=()
+    declare -A pid=() lpid=() lport=() lpath=() lhdr=() ldist=()
     for l in "$@"; do
         if [ "$l" = nginx ]; then
             has_peer nginx || continue
-            key=nginx:1 lport[$l]=$PORT_NGINX lpath[$l]=/api/s0/x lhdr[$l]=""
+            key=nginx:1 lport[$l]=$PORT_NGINX lpath[$l]=/api/s0/x lhdr[$l]="" ldist[$l]=""
         elif [ "$l" = nginx-log ]; then # nginx with its JSON access log
             has_peer nginx || continue
-            key=nginx-alt:log lport[$l]=$PORT_NGINX_ALT lpath[$l]=/api/s0/x lhdr[$l]=""
+            key=nginx-alt:log lport[$l]=$PORT_NGINX_ALT lpath[$l]=/api/s0/x lhdr[$l]="" ldist[$l]=""
         else
             variant "$l" || die "unknown variant $l"
             key=$V_PEER:$V_CONF lport[$l]=$(peer_port "$V_PEER") lpath[$l]=$V_PATH lhdr[$l]=$V_HDR
+            ldist[$l]=$V_DISTINCT
         fi
         if [ -z "${pid[$key]:-}" ]; then
             if start_peer "${key%%:*}" "${key#*:}"; then pid[$key]=$PEER_PID; else pid[$key]=failed; fi
@@ -205,12 +209,13 @@ variant_scenario() { # scenario labels...
     for l in "${labels[@]}"; do
         local hdr=()
         [ -n "${lhdr[$l]}" ] && hdr=(-H "${lhdr[$l]}")
-        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" \
+        [ -n "${ldist[$l]}" ] && hdr+=(-s "$BENCH_DIR/conf/distinct.lua")
+        DISTINCT_HEADER=${ldist[$l]} taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" \
             "http://127.0.0.1:${lport[$l]}${lpath[$l]}" >/dev/null 2>&1 || true
     done
     for r in $(seq 1 "$ROUNDS"); do
         for l in "${labels[@]}"; do
-            measure "$scenario" "$r" "$l" wrk "${lpath[$l]}" "${lpid[$l]}" "${lport[$l]}" "${lhdr[$l]}"
+            measure "$scenario" "$r" "$l" wrk "${lpath[$l]}" "${lpid[$l]}" "${lport[$l]}" "${lhdr[$l]}" "${ldist[$l]}"
         done
     done
     for key in "${!pid[@]}"; do
@@ -329,7 +334,7 @@ for s in $SCENARIOS; do
         ;;
     memory) memory_scenario ;;
     reload) reload_scenario ;;
-    features) variant_scenario features nginx tg-plain tg-jwt tg-rl tg-full ;;
+    features) variant_scenario features nginx tg-plain tg-jwt tg-rl tg-full tg-plain-keys tg-rl-keys ;;
     observe) variant_scenario observe nginx nginx-log tg-obs-off tg-obs-on ;;
     cache) variant_scenario cache nginx tg-nocache tg-cached ;;
     instructions | instructions-variants)

@@ -11,7 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::BuildError;
 use crate::gcra::{Gcra, Outcome, Verdict, decide};
 
-/// Rate-limit state in this process: N shards of `Mutex<HashMap<key, TAT>>`
+/// Rate-limit state in this process: N shards of `Mutex<HashTable<(key, TAT)>>`
 /// holding at most `max_keys` keys in all.
 ///
 /// Decisions are exact: the shards of a batch are locked (in index order,
@@ -440,6 +440,12 @@ mod tests {
             store.decide(&one("new", g)).allowed,
             "a refused batch stores nothing"
         );
+        // And keys an allowed batch stored are found one at a time.
+        let batch = Batch::new("", vec![Bucket::new("b1", g), Bucket::new("b2", g)]);
+        assert!(store.decide(&batch).allowed);
+        for k in ["b1", "b2"] {
+            assert!(!store.decide(&one(k, g)).allowed, "{k} was found");
+        }
     }
 
     #[test]
