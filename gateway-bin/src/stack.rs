@@ -1105,7 +1105,7 @@ impl ProxySettings {
 impl Service<Request<Body>> for RouteTarget {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = RouteFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -1120,7 +1120,7 @@ impl Service<Request<Body>> for RouteTarget {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body) {
             let rsp = too_large(self.max_body, request_id.as_ref());
-            return Box::pin(async move { Ok(rsp) });
+            return RouteFuture::Ready { rsp: Some(rsp) };
         }
         // Bodies without a declared length are counted as they stream. A
         // request without a body (most GETs) has nothing to count: it goes
@@ -1131,19 +1131,100 @@ impl Service<Request<Body>> for RouteTarget {
             let max = usize::try_from(self.max_body).unwrap_or(usize::MAX);
             req.map(|b| Body::new(Limited::new(b, max)))
         };
-        let forward = self.forward.clone();
         let route = self.route.clone();
         let max_body = self.max_body;
-        Box::pin(async move {
-            let result = match forward {
-                Forward::One(proxy) => proxy.oneshot(req).await,
-                Forward::Pool(pool) => pool.oneshot(req).await,
-            };
-            match result {
-                Ok(rsp) => Ok(rsp.map(Body::new)),
-                Err(err) => Ok(rescue(&*err, &route, max_body, request_id.as_ref())),
+        match &mut self.forward {
+            // The proxy's own future, in place: no box, no `Oneshot`, no
+            // clone of the proxy. `Proxy` is always ready (it queues
+            // nothing); its readiness is still asked, as tower's contract
+            // wants, and a refusal is answered like any proxy error.
+            Forward::One(proxy) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match Service::<Request<Body>>::poll_ready(proxy, &mut cx) {
+                    Poll::Ready(Ok(())) => RouteFuture::Proxy {
+                        fut: proxy.call(req),
+                        route,
+                        max_body,
+                        request_id,
+                    },
+                    Poll::Ready(Err(err)) => RouteFuture::Ready {
+                        rsp: Some(rescue(&*err, &route, max_body, request_id.as_ref())),
+                    },
+                    Poll::Pending => {
+                        let proxy = proxy.clone();
+                        RouteFuture::Boxed {
+                            fut: Box::pin(async move {
+                                Ok(match proxy.oneshot(req).await {
+                                    Ok(rsp) => rsp.map(Body::new),
+                                    Err(err) => {
+                                        rescue(&*err, &route, max_body, request_id.as_ref())
+                                    }
+                                })
+                            }),
+                        }
+                    }
+                }
             }
-        })
+            Forward::Pool(pool) => {
+                let pool = pool.clone();
+                RouteFuture::Boxed {
+                    fut: Box::pin(async move {
+                        Ok(match pool.oneshot(req).await {
+                            Ok(rsp) => rsp.map(Body::new),
+                            Err(err) => rescue(&*err, &route, max_body, request_id.as_ref()),
+                        })
+                    }),
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`RouteTarget`]'s future. A route with one upstream (the usual
+    /// case) polls the proxy's future in place; a pool's future is boxed.
+    #[project = RouteFutureProj]
+    pub(crate) enum RouteFuture {
+        Proxy {
+            #[pin]
+            fut: towergate_proxy::future::ResponseFuture,
+            route: Arc<str>,
+            max_body: u64,
+            request_id: Option<RequestId>,
+        },
+        Boxed {
+            fut: BoxFuture<'static, Result<Response<Body>, Infallible>>,
+        },
+        Ready {
+            rsp: Option<Response<Body>>,
+        },
+    }
+}
+
+impl std::future::Future for RouteFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouteFutureProj::Proxy {
+                fut,
+                route,
+                max_body,
+                request_id,
+            } => Poll::Ready(Ok(match std::task::ready!(fut.poll(cx)) {
+                Ok(rsp) => rsp.map(Body::new),
+                Err(err) => rescue(&*err, route, *max_body, request_id.as_ref()),
+            })),
+            RouteFutureProj::Boxed { fut } => fut.as_mut().poll(cx),
+            // Polled again after its answer (a contract breach): an error
+            // answer rather than a panic.
+            RouteFutureProj::Ready { rsp } => Poll::Ready(Ok(rsp.take().unwrap_or_else(|| {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
+                    .detail("response already taken")
+                    .into_full_response()
+                    .map(Body::new)
+            }))),
+        }
     }
 }
 
