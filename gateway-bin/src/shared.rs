@@ -33,10 +33,23 @@ impl<S, Req> Erased<Req, S::Response, S::Error> for S
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
+    S::Response: Send,
+    S::Error: Send,
     Req: Send + 'static,
 {
     fn call(&self, req: Req) -> BoxFuture<'static, Result<S::Response, S::Error>> {
-        Box::pin(self.clone().oneshot(req))
+        let mut svc = self.clone();
+        // Most services here are always ready: the clone is asked once,
+        // without a waker, and only its future is boxed (the clone is
+        // dropped here instead of riding along in a `Oneshot`). One that
+        // is not ready yet is polled properly inside the box.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // (`Service::call`, spelled out: `svc.call` would be this method.)
+        match Service::poll_ready(&mut svc, &mut cx) {
+            Poll::Ready(Ok(())) => Box::pin(Service::call(&mut svc, req)),
+            Poll::Ready(Err(e)) => Box::pin(std::future::ready(Err(e))),
+            Poll::Pending => Box::pin(ServiceExt::oneshot(svc, req)),
+        }
     }
 }
 
@@ -46,6 +59,8 @@ impl<Req, Rsp, E> SharedService<Req, Rsp, E> {
     where
         S: Service<Req, Response = Rsp, Error = E> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
+        Rsp: Send,
+        E: Send,
         Req: Send + 'static,
     {
         Self {
@@ -136,5 +151,61 @@ mod tests {
         let out = tokio::time::timeout(Duration::from_secs(5), b.oneshot(4)).await;
         assert_eq!(out.unwrap().unwrap(), 8);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Refuses when asked whether it is ready.
+    #[derive(Clone)]
+    struct Closed {
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Service<u32> for Closed {
+        type Response = u32;
+        type Error = &'static str;
+        type Future = std::future::Ready<Result<u32, &'static str>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+            Poll::Ready(Err("closed"))
+        }
+
+        fn call(&mut self, req: u32) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(req))
+        }
+    }
+
+    /// A service ready at once is called at once; one that refuses is
+    /// never called, and its error is the answer.
+    #[tokio::test]
+    async fn ready_at_once_and_refusals() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let ready = SharedService::new(Flaky {
+            // Odd: ready at the first poll.
+            polls: Arc::new(AtomicUsize::new(1)),
+            calls: calls.clone(),
+        });
+        assert_eq!(ready.oneshot(5).await.unwrap(), 10);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let refused = Arc::new(AtomicUsize::new(0));
+        let closed = SharedService::new(Closed {
+            calls: refused.clone(),
+        });
+        assert_eq!(closed.oneshot(1).await, Err("closed"));
+        assert_eq!(refused.load(Ordering::SeqCst), 0);
+    }
+
+    /// Shared services nest (each route layer is one): the call goes down
+    /// to the service, not back into the erased call.
+    #[tokio::test]
+    async fn nested_shared_services_reach_the_service() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let inner = SharedService::new(Flaky {
+            polls: Arc::new(AtomicUsize::new(1)),
+            calls: calls.clone(),
+        });
+        let outer = SharedService::new(SharedService::new(inner));
+        assert_eq!(outer.oneshot(21).await.unwrap(), 42);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
