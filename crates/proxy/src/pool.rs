@@ -160,10 +160,13 @@ impl Host {
                 Some(conn) => (conn, true),
                 // HTTP/2: share the connection another request is making
                 // (after a refusal too: a GOAWAY refuses many at once).
-                None if !upgrade && !last => match self.wait_for_h2().await? {
+                // The connect and wait futures are boxed: inline, they
+                // would make this future several kilobytes, all copied into
+                // its box on every request (see `send`).
+                None if !upgrade && !last => match Box::pin(self.wait_for_h2()).await? {
                     H2Turn::Shared(conn) => (conn, true),
                     H2Turn::Connect(lead) => {
-                        let conn = self.connect(false).await;
+                        let conn = Box::pin(self.connect(false)).await;
                         if conn.is_err()
                             && let Some(lead) = &lead
                         {
@@ -174,7 +177,7 @@ impl Host {
                         (conn?, false)
                     }
                 },
-                None => (self.connect(upgrade).await?, false),
+                None => (Box::pin(self.connect(upgrade)).await?, false),
             };
             let reused = reused && !last;
             match conn {
@@ -593,5 +596,24 @@ mod tests {
         assert!(!host.reap(Instant::now()));
         assert_eq!(host.counts(), (0, false));
         assert!(host.checkout(false).is_none());
+    }
+
+    /// A request's exchange is boxed per request, and a box is filled by a
+    /// copy of the whole future: the rare paths (connecting, waiting for
+    /// an HTTP/2 connection) are boxed inside it so that it stays small.
+    #[test]
+    fn exchange_future_stays_small() {
+        let settings = crate::Client::builder().build().unwrap().settings();
+        let host = Arc::new(Host::new(
+            settings,
+            Scheme::HTTP,
+            Authority::from_static("127.0.0.1:1"),
+        ));
+        let fut = host
+            .clone()
+            .exchange(Request::new(ProxyBody::default()), false);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("exchange future: {size} bytes");
+        assert!(size <= 1024, "the exchange future is {size} bytes");
     }
 }
