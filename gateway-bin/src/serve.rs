@@ -16,7 +16,6 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tower::ServiceExt;
 use towergate_core::ClientAddr;
 
 use crate::live::Live;
@@ -359,23 +358,22 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
     type Error = Infallible;
     type Future = EdgeFuture;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        // Each request keeps the stack it started on, whatever reloads happen.
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        // Each request is served by the stack it started on, whatever
+        // reloads happen: its future holds clones of the services it goes
+        // through. That future is the edge service's own, boxed once: no
+        // `async` wrapper around it (one more box, and a copy of the
+        // request in it).
         let stack = self.live.stack();
-        Box::pin(handle(stack, req, self.peer, self.tls))
+        prepare(&stack, &mut req, self.peer, self.tls);
+        stack.edge.call_shared(req.map(Body::new))
     }
 }
 
-/// The edge of the stack: who is calling, which request this is, then the
-/// router.
-pub(crate) async fn handle(
-    stack: Arc<Stack>,
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-    tls: bool,
-) -> Result<Response<Body>, Infallible> {
-    // Who is calling, believed only through trusted proxies; the request id
-    // and everything else is the edge stack's job.
+/// The edge of the stack, before the router: who is calling (the request
+/// id and everything else is the edge stack's job).
+pub(crate) fn prepare(stack: &Stack, req: &mut Request<Incoming>, peer: SocketAddr, tls: bool) {
+    // Who is calling, believed only through trusted proxies.
     let client = ClientAddr::resolve(peer, tls, req.headers(), &stack.trusted);
     // The extensions start at the size they end at, in one allocation,
     // instead of growing (a rehash) at the fourth entry.
@@ -388,7 +386,6 @@ pub(crate) async fn handle(
     // (`try_reserve`: a map already near its maximum size is left as it
     // is, and fails later, where an insert is refused, not here.)
     let _ = req.headers_mut().try_reserve(REQUEST_HEADERS_ADDED);
-    stack.edge.clone().oneshot(req.map(Body::new)).await
 }
 
 #[cfg(test)]

@@ -67,6 +67,12 @@ impl<Req, Rsp, E> SharedService<Req, Rsp, E> {
             inner: Arc::new(svc),
         }
     }
+
+    /// [`Service::call`] through a shared reference: the service is always
+    /// ready, and each call works on a clone of what it wraps.
+    pub fn call_shared(&self, req: Req) -> BoxFuture<'static, Result<Rsp, E>> {
+        self.inner.call(req)
+    }
 }
 
 impl<Req, Rsp, E> Clone for SharedService<Req, Rsp, E> {
@@ -89,7 +95,7 @@ impl<Req, Rsp, E> Service<Req> for SharedService<Req, Rsp, E> {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        self.inner.call(req)
+        self.call_shared(req)
     }
 }
 

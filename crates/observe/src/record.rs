@@ -110,7 +110,8 @@ pin_project! {
         // What goes in the response extensions, if anything.
         info: Option<UpstreamInfo>,
         metrics: Option<Arc<UpstreamMetrics>>,
-        start: Instant,
+        // Read only when there are metrics to time.
+        start: Option<Instant>,
     }
 }
 
@@ -307,7 +308,7 @@ where
             inner: self.inner.call(req),
             info: self.mark_response.then(|| self.info.clone()),
             metrics: self.metrics.clone(),
-            start: Instant::now(),
+            start: self.metrics.is_some().then(Instant::now),
         }
     }
 }
@@ -321,9 +322,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx));
-        if let Some(m) = this.metrics.as_ref() {
+        if let (Some(m), Some(start)) = (this.metrics.as_ref(), this.start) {
             let status = res.as_ref().ok().map(|r| r.status());
-            m.observe(status, this.start.elapsed());
+            m.observe(status, start.elapsed());
         }
         if let (Ok(rsp), Some(info)) = (&mut res, this.info.take()) {
             rsp.extensions_mut().insert(info);
