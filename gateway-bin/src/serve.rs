@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use towergate_core::ClientAddr;
 
 use crate::live::Live;
-use crate::stack::{Compiled, ListenerPlan, ServerSettings, Stack};
+use crate::stack::{Compiled, EdgeBody, ListenerPlan, ServerSettings, Stack};
 
 /// A gateway that is serving.
 #[derive(Debug)]
@@ -343,7 +343,7 @@ async fn serve_connection(
 }
 
 type EdgeFuture =
-    std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
 
 /// The per-connection service hyper calls for each request.
 #[derive(Clone)]
@@ -354,7 +354,7 @@ struct EdgeService {
 }
 
 impl hyper::service::Service<Request<Incoming>> for EdgeService {
-    type Response = Response<Body>;
+    type Response = Response<EdgeBody>;
     type Error = Infallible;
     type Future = EdgeFuture;
 
@@ -366,7 +366,15 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
         // request in it).
         let stack = self.live.stack();
         prepare(&stack, &mut req, self.peer, self.tls);
-        stack.edge.call_shared(req.map(Body::new))
+        // A request without a body (most) gets an empty `Body`, which is
+        // not boxed: only a body that has bytes to stream is.
+        stack.edge.call_shared(req.map(|b| {
+            if hyper::body::Body::is_end_stream(&b) {
+                Body::empty()
+            } else {
+                Body::new(b)
+            }
+        }))
     }
 }
 

@@ -43,6 +43,14 @@ use crate::tls;
 /// The service a route resolves to.
 pub type RouteService = SharedService<Request<Body>, Response<Body>, Infallible>;
 
+/// The body of what the edge answers: the router's, wrapped by the observe
+/// layers (or not watched, with observation off). hyper takes it as it is:
+/// no box around it for a common type.
+pub type EdgeBody = towergate_observe::body::ResponseBody<ResponseBody<Body>>;
+
+/// The whole stack, from the edge: what a listener serves.
+pub type EdgeStackService = SharedService<Request<Body>, Response<EdgeBody>, Infallible>;
+
 /// A compiled configuration: everything needed to serve, nothing bound yet.
 #[derive(Debug)]
 pub struct Compiled {
@@ -90,7 +98,7 @@ pub struct ServerSettings {
 /// reload.
 #[derive(Debug)]
 pub struct Stack {
-    pub(crate) edge: RouteService,
+    pub(crate) edge: EdgeStackService,
     pub(crate) trusted: TrustedProxies,
     pub(crate) pools: Vec<(String, balance::ProxyPool)>,
 }
@@ -787,7 +795,7 @@ fn edge_stack(
     cfg: &Config,
     registry: &Registry,
     router: Router<RouteService>,
-) -> Result<RouteService, ConfigErrors> {
+) -> Result<EdgeStackService, ConfigErrors> {
     let obs = &cfg.observability;
     let one = |path: &str, e: String| ConfigErrors::one(None, ConfigError::new(path, e));
     let mut rid = RequestIdLayer::builder().trust_incoming(obs.trust_request_id.unwrap_or(true));
@@ -800,7 +808,9 @@ fn edge_stack(
     if !obs.enabled {
         return Ok(SharedService::new(
             ServiceBuilder::new()
-                .map_response(|r: Response<ResponseBody<Body>>| r.map(Body::new))
+                .map_response(|r: Response<ResponseBody<Body>>| {
+                    r.map(towergate_observe::body::ResponseBody::unwatched)
+                })
                 .service(router),
         ));
     }
@@ -818,11 +828,6 @@ fn edge_stack(
     // each).
     Ok(SharedService::new(
         ServiceBuilder::new()
-            .map_response(
-                |r: Response<towergate_observe::body::ResponseBody<ResponseBody<Body>>>| {
-                    r.map(Body::new)
-                },
-            )
             .layer(layer.build())
             .map_request(|r: Request<RequestBody<Body>>| {
                 // A request without a body has no bytes to count: it goes on

@@ -132,6 +132,20 @@ impl<B> ResponseBody<B> {
         Self { inner, watch }
     }
 
+    /// `inner`, reporting to nothing: for a stack that runs without the
+    /// observe layers but hands out the same body type as one with them
+    /// (a server whose observation is switched by configuration), instead
+    /// of boxing both into one type.
+    ///
+    /// ```
+    /// use towergate_observe::body::ResponseBody;
+    /// let body = ResponseBody::unwatched(String::from("hi"));
+    /// assert_eq!(body.get_ref(), "hi");
+    /// ```
+    pub fn unwatched(inner: B) -> Self {
+        Self::new(inner, Watch::None)
+    }
+
     /// The wrapped body.
     pub fn get_ref(&self) -> &B {
         &self.inner
