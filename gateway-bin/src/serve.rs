@@ -359,22 +359,37 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
     type Future = EdgeFuture;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        // Each request is served by the stack it started on, whatever
-        // reloads happen: its future holds clones of the services it goes
-        // through. That future is the edge service's own, boxed once: no
-        // `async` wrapper around it (one more box, and a copy of the
-        // request in it).
+        // Each request is served by the stack it loads here, whatever
+        // reloads happen after: the router and every layer's future keep
+        // what they use (each layer's own shared state), not the `Stack`.
         let stack = self.live.stack();
+        if req.version() == http::Version::HTTP_2 {
+            // hyper's HTTP/2 server calls this on the connection's task and
+            // runs the future on the stream's own: the layers' call-time
+            // work (routing, authentication, ...) goes in the future, so
+            // the streams of one connection are handled in parallel.
+            let (peer, tls) = (self.peer, self.tls);
+            return Box::pin(async move {
+                prepare(&stack, &mut req, peer, tls);
+                stack.edge.call_shared(req.map(edge_body)).await
+            });
+        }
+        // HTTP/1: one request at a time per connection, called and polled
+        // on the connection's task. The edge service's own boxed future
+        // goes to hyper, with no `async` wrapper around it (one more box,
+        // and a copy of the request in it).
         prepare(&stack, &mut req, self.peer, self.tls);
-        // A request without a body (most) gets an empty `Body`, which is
-        // not boxed: only a body that has bytes to stream is.
-        stack.edge.call_shared(req.map(|b| {
-            if hyper::body::Body::is_end_stream(&b) {
-                Body::empty()
-            } else {
-                Body::new(b)
-            }
-        }))
+        stack.edge.call_shared(req.map(edge_body))
+    }
+}
+
+/// A request without a body (most) gets an empty `Body`, which is not
+/// boxed: only a body that has bytes to stream is.
+fn edge_body(body: Incoming) -> Body {
+    if hyper::body::Body::is_end_stream(&body) {
+        Body::empty()
+    } else {
+        Body::new(body)
     }
 }
 

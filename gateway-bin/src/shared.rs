@@ -68,8 +68,9 @@ impl<Req, Rsp, E> SharedService<Req, Rsp, E> {
         }
     }
 
-    /// [`Service::call`] through a shared reference: the service is always
-    /// ready, and each call works on a clone of what it wraps.
+    /// [`Service::call`] through a shared reference (`poll_ready` is always
+    /// ready here: each call asks a clone of the wrapped service, and waits
+    /// inside the returned future if that clone is not ready).
     pub fn call_shared(&self, req: Req) -> BoxFuture<'static, Result<Rsp, E>> {
         self.inner.call(req)
     }

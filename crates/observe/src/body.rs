@@ -44,7 +44,8 @@ pin_project! {
 /// What a [`ResponseBody`] reports to.
 #[derive(Debug)]
 pub(crate) enum Watch {
-    /// Nothing to report (a future polled after completion).
+    /// Nothing to report: a future polled after completion, or a body
+    /// made [`unwatched`](ResponseBody::unwatched).
     None,
     Metrics(MetricsWatch),
     AccessLog(LogWatch),

@@ -600,7 +600,8 @@ mod tests {
 
     /// A request's exchange is boxed per request, and a box is filled by a
     /// copy of the whole future: the rare paths (connecting, waiting for
-    /// an HTTP/2 connection) are boxed inside it so that it stays small.
+    /// an HTTP/2 connection) are boxed inside it so that it stays small
+    /// (848 bytes when this was written, 7,232 with them inline).
     #[test]
     fn exchange_future_stays_small() {
         let settings = crate::Client::builder().build().unwrap().settings();
