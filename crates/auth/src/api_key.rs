@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 use towergate_core::Identity;
 
 use crate::authenticator::{Authenticated, Authenticator, BoxFuture};
-use crate::cache::{Key, key_of};
+use crate::cache::{Key, sha256_of};
 use crate::challenge;
 use crate::credential::TokenSource;
 use crate::error::{AuthError, BuildError, reason};
@@ -163,7 +163,7 @@ impl ApiKeys {
         if key.len() > MAX_KEY_LEN {
             return None;
         }
-        let digest = key_of(&[key.as_bytes()]);
+        let digest = sha256_of(&[key.as_bytes()]);
         let (stored, consumer) = self.inner.keys.get_key_value(&digest)?;
         bool::from(stored.ct_eq(&digest)).then_some(consumer)
     }
@@ -257,7 +257,7 @@ impl<O> ApiKeysBuilder<O> {
                 "an API key must be 1 to {MAX_KEY_LEN} bytes"
             )));
         } else {
-            self.keys.push((key_of(&[key]), consumer));
+            self.keys.push((sha256_of(&[key]), consumer));
         }
         self
     }

@@ -33,7 +33,8 @@ const MAX_CREDENTIALS: usize = 4096;
 /// `#` comments allowed, with bcrypt (`$2b$...`) or argon2 PHC
 /// (`$argon2id$...`) hashes. Hashing is deliberately slow, so it runs on
 /// Tokio's blocking pool, at most a few at a time (the rest wait), and
-/// successes are cached briefly under a salted SHA-256 of the credentials.
+/// successes are cached briefly under a salted digest of the credentials (see
+/// the verified-token cache of [`Jwt`](crate::Jwt)).
 /// An unknown user costs the same as a wrong password, so response times
 /// do not reveal which user names exist.
 ///

@@ -26,7 +26,8 @@ use crate::layer::{IntrospectionLayer, LayerOptions};
 ///
 /// The token is POSTed to the introspection endpoint with the client's
 /// credentials in HTTP Basic (RFC 7662 §2.1). Answers are cached under the
-/// SHA-256 of the token: active ones until the token's `exp` (at most
+/// digest of the token (SHA-256 or BLAKE3, as for the verified-token
+/// cache of [`Jwt`](crate::Jwt)): active ones until the token's `exp` (at most
 /// [`max_ttl`](IntrospectionBuilder::max_ttl)), inactive ones for
 /// [`negative_ttl`](IntrospectionBuilder::negative_ttl), in a bounded
 /// cache. An inactive token is a `401`; an endpoint that cannot be

