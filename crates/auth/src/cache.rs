@@ -98,7 +98,20 @@ pub(crate) fn random_salt() -> [u8; 16] {
 
 const SHARDS: usize = 16;
 
-type Shard<V> = Mutex<HashMap<Key, Entry<V>>>;
+type Shard<V> = Mutex<HashMap<Key, Entry<V>, DigestState>>;
+
+/// Hashes a [`Key`] for the cache's maps from its first 8 bytes: a key is
+/// a digest already, so SipHash over all 32 bytes (about 270 instructions
+/// a look-up) would add nothing. The bytes are mixed with a per-process
+/// random seed, so that keys ground to share their low bits (a cache of
+/// refusals takes any token) do not share a bucket.
+#[derive(Clone, Copy)]
+struct DigestState(u64);
+
+struct DigestHasher {
+    seed: u64,
+    state: u64,
+}
 
 /// Sharded so that concurrent requests rarely wait on the same lock.
 pub(crate) struct TtlCache<V> {
@@ -119,7 +132,7 @@ impl<V: Clone> TtlCache<V> {
     pub(crate) fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(HashMap::new()))
+            .map(|_| Mutex::new(HashMap::with_hasher(DigestState::random())))
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Self { shards, per_shard }
@@ -175,6 +188,51 @@ impl<V: Clone> TtlCache<V> {
     }
 }
 
+// === impl DigestState ===
+
+impl DigestState {
+    fn random() -> Self {
+        let salt = random_salt();
+        let mut seed = [0; 8];
+        seed.copy_from_slice(&salt[..8]);
+        Self(u64::from_le_bytes(seed))
+    }
+}
+
+impl BuildHasher for DigestState {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher {
+            seed: self.0,
+            state: 0,
+        }
+    }
+}
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // A key is written as its length, then its 32 bytes: both take
+        // the first branch.
+        let word = match bytes.get(..8) {
+            Some(eight) => {
+                let mut w = [0; 8];
+                w.copy_from_slice(eight);
+                u64::from_le_bytes(w)
+            }
+            None => bytes.iter().fold(0, |w, &b| (w << 8) | u64::from(b)),
+        };
+        self.state = self.state.rotate_left(29) ^ word;
+    }
+
+    fn finish(&self) -> u64 {
+        // A folded multiply by the seed: every bit of the state reaches
+        // the high bits, which pick the bucket group.
+        let m = u128::from(self.state ^ self.seed) * u128::from(self.seed | 1);
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+}
+
 impl<V> fmt::Debug for TtlCache<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Keys are digests of credentials and values identities: neither is
@@ -226,6 +284,28 @@ mod tests {
         let expected = if sha_instructions() { sha } else { blake };
         assert_eq!(key, expected);
         assert_ne!(key_of(&[b"abc"]), key_of(&[b"abd"]));
+    }
+
+    #[test]
+    fn digest_hasher_spreads_keys() {
+        let state = DigestState::random();
+        let hash = |k: &Key| state.hash_one(k);
+        let a = key_of(&[b"a"]);
+        assert_eq!(hash(&a), hash(&a));
+        // Keys that share all but their first byte, or their first 8
+        // bytes' low bits, still hash apart.
+        let mut b = a;
+        b[0] ^= 1;
+        assert_ne!(hash(&a), hash(&b));
+        let hashes: std::collections::HashSet<u64> = (0..1000u32)
+            .map(|i| {
+                let mut k = [0u8; 32];
+                k[4..8].copy_from_slice(&i.to_le_bytes());
+                hash(&k) >> 57
+            })
+            .collect();
+        // The top 7 bits (hashbrown's tag) take many values.
+        assert!(hashes.len() > 64, "{}", hashes.len());
     }
 
     #[test]

@@ -95,13 +95,22 @@ struct Inner {
     sources: Vec<TokenSource>,
     max_token_len: usize,
     realm: String,
-    cache: Option<TtlCache<Cached>>,
+    /// Shared, so that a hit clones the identity only.
+    cache: Option<TtlCache<Arc<Cached>>>,
     cache_ttl: Duration,
     consumer_claims: Vec<String>,
 }
 
 /// A verified token, and where its key came from.
 #[derive(Clone)]
+/// What the cache says of a token.
+enum Cache {
+    /// Verified before, and still trusted.
+    Hit(Identity),
+    /// To verify; then cached under this key (`None`: no cache).
+    Miss(Option<cache::Key>),
+}
+
 struct Cached {
     identity: Identity,
     /// The JWKS key that verified it, if one did: the entry is trusted only
@@ -134,14 +143,23 @@ impl Authenticator for Jwt {
         &'a self,
         req: &'a Parts,
     ) -> BoxFuture<'a, Result<Option<Authenticated>, AuthError>> {
-        Box::pin(async move {
-            let Some(found) = self.inner.sources.iter().find_map(|s| s.extract(req)) else {
-                return Ok(None);
-            };
-            let token = found.map_err(|_| self.inner.refuse(validate::MALFORMED, None))?;
-            let identity = self.inner.verify(&token).await?;
-            Ok(Some(identity.into()))
-        })
+        let Some(found) = self.inner.sources.iter().find_map(|s| s.extract(req)) else {
+            return Box::pin(std::future::ready(Ok(None)));
+        };
+        let Ok(token) = found else {
+            let refused = self.inner.refuse(validate::MALFORMED, None);
+            return Box::pin(std::future::ready(Err(refused)));
+        };
+        // A cached token is answered here, in a small box: the future that
+        // verifies (and may wait for a JWKS) is made only on a miss.
+        match self.inner.cached(&token) {
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Ok(Cache::Hit(identity)) => Box::pin(std::future::ready(Ok(Some(identity.into())))),
+            Ok(Cache::Miss(key)) => Box::pin(async move {
+                let identity = self.inner.verify_uncached(&token, key).await?;
+                Ok(Some(identity.into()))
+            }),
+        }
     }
 
     fn challenge(&self) -> Option<HeaderValue> {
@@ -194,23 +212,39 @@ impl Inner {
     }
 
     async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        match self.cached(token)? {
+            Cache::Hit(identity) => Ok(identity),
+            Cache::Miss(key) => self.verify_uncached(token, key).await,
+        }
+    }
+
+    /// The size check, then the cache: the identity of a cached token still
+    /// trusted, else the key to cache it under once verified.
+    fn cached(&self, token: &str) -> Result<Cache, AuthError> {
         // Before anything else, so that a huge token costs nothing.
         if token.len() > self.max_token_len {
             return Err(self.refuse(validate::TOO_LARGE, None));
         }
-        let cache_key = self
-            .cache
-            .as_ref()
-            .map(|_| cache::key_of(&[token.as_bytes()]));
-        if let (Some(cache), Some(key)) = (&self.cache, &cache_key)
-            && let Some(hit) = cache.get(key)
-        {
+        let Some(cache) = &self.cache else {
+            return Ok(Cache::Miss(None));
+        };
+        let key = cache::key_of(&[token.as_bytes()]);
+        if let Some(hit) = cache.get(&key) {
             if self.still_trusted(&hit) {
-                return Ok(hit.identity);
+                return Ok(Cache::Hit(hit.identity.clone()));
             }
-            cache.remove(key);
+            cache.remove(&key);
         }
+        Ok(Cache::Miss(Some(key)))
+    }
 
+    /// Verifies a token the cache did not answer for, and caches it under
+    /// `cache_key`.
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        cache_key: Option<cache::Key>,
+    ) -> Result<Identity, AuthError> {
         let header =
             validate::parse_header(token, &self.algorithms).map_err(|r| self.refuse(r, None))?;
         let kid = header.kid.as_deref();
@@ -242,10 +276,10 @@ impl Inner {
             }
             cache.insert(
                 key,
-                Cached {
+                Arc::new(Cached {
                     identity: identity.clone(),
                     jwks_kid,
-                },
+                }),
                 expires,
             );
         }
