@@ -156,9 +156,17 @@ fn decode(encoded: &str) -> Option<(String, String)> {
 
 // === impl Inner ===
 
+/// The cache key of a user and password, salted. The user's length comes
+/// first: `a` with `b\0c` and `a\0b` with `c` are two credentials, and
+/// must be two keys.
+fn credential_key(salt: &[u8], user: &str, password: &str) -> cache::Key {
+    let user_len = (user.len() as u64).to_le_bytes();
+    cache::key_of(&[salt, &user_len, user.as_bytes(), password.as_bytes()])
+}
+
 impl Inner {
     async fn check(&self, user: String, password: String) -> Result<Identity, AuthError> {
-        let key = cache::key_of(&[&self.salt, user.as_bytes(), b"\0", password.as_bytes()]);
+        let key = credential_key(&self.salt, &user, &password);
         let identity = || Identity {
             subject: Some(user.clone()),
             method: Some("basic"),
@@ -401,6 +409,20 @@ crate::macros::layer_options!(BasicAuthBuilder<BasicAuthLayer>);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_keys_keep_user_and_password_apart() {
+        let salt = cache::random_salt();
+        let key = |u, p| credential_key(&salt, u, p);
+        assert_ne!(key("a", "b\0c"), key("a\0b", "c"));
+        assert_ne!(key("ab", "c"), key("a", "bc"));
+        assert_eq!(key("a", "b"), key("a", "b"));
+        // Salted: another process, another key.
+        assert_ne!(
+            key("a", "b"),
+            credential_key(&cache::random_salt(), "a", "b")
+        );
+    }
 
     #[test]
     fn decode_credentials() {

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -22,10 +21,10 @@ pub(crate) type Key = [u8; 32];
 /// Both are collision and preimage resistant, which is all a cache key
 /// needs: no one can make a token whose key is that of another, and the
 /// key does not give the token back. They differ in cost. A JWT of about
-/// 550 bytes takes 0.33 µs with the SHA extensions (x86-64 since Intel Ice
-/// Lake and AMD Zen, ARMv8 with the crypto extensions), but 2.6 µs in
-/// portable SHA-256 code, on the hosts without them; BLAKE3 takes 0.67 µs
-/// there. Keys live only in this process's memory, so which digest a
+/// 550 bytes takes 0.33 µs with the SHA extensions (every AMD Zen, most
+/// Intel since Ice Lake, ARMv8 with the crypto extensions), but 2.6 µs in
+/// portable SHA-256 code on the hosts without them (Intel Skylake and
+/// Cascade Lake servers, common in clouds); BLAKE3 takes 0.67 µs there. Keys live only in this process's memory, so which digest a
 /// process uses is its own choice, made once.
 ///
 /// API keys are not cached credentials: their digests are SHA-256 always
@@ -56,27 +55,26 @@ fn blake3_of(parts: &[&[u8]]) -> Key {
     h.finalize().into()
 }
 
-/// Whether `sha2` runs SHA-256 on the CPU's SHA instructions here (the
-/// features its accelerated code needs); asked once.
+/// Whether `sha2` runs SHA-256 on the CPU's SHA instructions here: asked
+/// the way `sha2` asks (`cpufeatures`, with the same features), so that
+/// both agree on every target and OS. Detected once.
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 fn sha_instructions() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("sha")
-                && std::arch::is_x86_feature_detected!("sse2")
-                && std::arch::is_x86_feature_detected!("ssse3")
-                && std::arch::is_x86_feature_detected!("sse4.1")
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            std::arch::is_aarch64_feature_detected!("sha2")
-        }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        {
-            false
-        }
-    })
+    cpufeatures::new!(sha_cpuid, "sha", "sse4.1");
+    sha_cpuid::get()
+}
+
+/// See the x86 version.
+#[cfg(target_arch = "aarch64")]
+fn sha_instructions() -> bool {
+    cpufeatures::new!(sha2_hwcap, "sha2");
+    sha2_hwcap::get()
+}
+
+/// `sha2` has no accelerated code for this target.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "x86", target_arch = "aarch64")))]
+fn sha_instructions() -> bool {
+    false
 }
 
 /// A per-process random salt, so that cache keys of low-entropy secrets
@@ -212,8 +210,8 @@ impl BuildHasher for DigestState {
 
 impl Hasher for DigestHasher {
     fn write(&mut self, bytes: &[u8]) {
-        // A key is written as its length, then its 32 bytes: both take
-        // the first branch.
+        // A key is written as its length, then its 32 bytes: both are
+        // constant but the first 8 bytes of the digest.
         let word = match bytes.get(..8) {
             Some(eight) => {
                 let mut w = [0; 8];
@@ -227,7 +225,8 @@ impl Hasher for DigestHasher {
 
     fn finish(&self) -> u64 {
         // A folded multiply by the seed: every bit of the state reaches
-        // the high bits, which pick the bucket group.
+        // the low bits, which pick the bucket, in a way that depends on
+        // the seed (and the high 7 bits, hashbrown's tag).
         let m = u128::from(self.state ^ self.seed) * u128::from(self.seed | 1);
         (m as u64) ^ ((m >> 64) as u64)
     }
@@ -297,15 +296,21 @@ mod tests {
         let mut b = a;
         b[0] ^= 1;
         assert_ne!(hash(&a), hash(&b));
-        let hashes: std::collections::HashSet<u64> = (0..1000u32)
-            .map(|i| {
-                let mut k = [0u8; 32];
-                k[4..8].copy_from_slice(&i.to_le_bytes());
-                hash(&k) >> 57
-            })
-            .collect();
-        // The top 7 bits (hashbrown's tag) take many values.
-        assert!(hashes.len() > 64, "{}", hashes.len());
+        let keys = (0..1000u32).map(|i| {
+            let mut k = [0u8; 32];
+            k[4..8].copy_from_slice(&i.to_le_bytes());
+            hash(&k)
+        });
+        let distinct = |bits: fn(u64) -> u64| {
+            keys.clone()
+                .map(bits)
+                .collect::<std::collections::HashSet<u64>>()
+                .len()
+        };
+        // The low 10 bits (the bucket of a map of 1,024) and the top 7
+        // (hashbrown's tag) take many values.
+        assert!(distinct(|h| h & 0x3ff) > 500, "{}", distinct(|h| h & 0x3ff));
+        assert!(distinct(|h| h >> 57) > 64, "{}", distinct(|h| h >> 57));
     }
 
     #[test]

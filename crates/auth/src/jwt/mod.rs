@@ -101,8 +101,6 @@ struct Inner {
     consumer_claims: Vec<String>,
 }
 
-/// A verified token, and where its key came from.
-#[derive(Clone)]
 /// What the cache says of a token.
 enum Cache {
     /// Verified before, and still trusted.
@@ -111,6 +109,7 @@ enum Cache {
     Miss(Option<cache::Key>),
 }
 
+/// A verified token, and where its key came from.
 struct Cached {
     identity: Identity,
     /// The JWKS key that verified it, if one did: the entry is trusted only
