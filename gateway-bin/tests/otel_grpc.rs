@@ -182,6 +182,18 @@ fn assert_server_span(r: &Received, path: &str, parent: &str, span_id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_exported_over_grpc() {
+    export_over_grpc(&[]).await;
+}
+
+/// The same with one worker (the current-thread scheduler): the shutdown
+/// flush still reaches the collector, over a channel whose tasks only run
+/// while the runtime is driven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_thread_exports_over_grpc() {
+    export_over_grpc(&["--worker-threads", "1"]).await;
+}
+
+async fn export_over_grpc(options: &[&str]) {
     // The OTLP/gRPC receiver on 127.0.0.1:0.
     let collector = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -194,7 +206,11 @@ async fn spans_exported_over_grpc() {
 
     let echo = spawn_upstream(echo_router("echo")).await;
     let listen = free_port();
-    let dir = std::env::temp_dir().join(format!("towergate-otel-grpc-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "towergate-otel-grpc-{}-{}",
+        std::process::id(),
+        options.len()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("gateway.yaml");
     std::fs::write(
@@ -219,6 +235,7 @@ routes:
     .unwrap();
     let mut gateway = Gateway(
         Command::new(BIN)
+            .args(options)
             .args(["run", "--config"])
             .arg(&cfg)
             // Export every 200 ms rather than every 5 s, so the scheduled

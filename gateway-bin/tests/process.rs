@@ -42,7 +42,13 @@ struct Gateway {
 impl Gateway {
     /// Starts the binary and waits until it logs that it listens.
     fn start(config: &Path, addr: SocketAddr) -> Self {
+        Self::start_with(config, addr, &[])
+    }
+
+    /// [`Gateway::start`] with global options before `run`.
+    fn start_with(config: &Path, addr: SocketAddr, options: &[&str]) -> Self {
         let mut child = Command::new(BIN)
+            .args(options)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -167,6 +173,16 @@ fn check_reports_errors_with_paths_and_exit_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_every_in_flight_request_then_exits_0() {
+    sigterm_drains(&[]).await;
+}
+
+/// The same with one worker: the current-thread scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_thread_serves_and_drains_on_sigterm() {
+    sigterm_drains(&["--worker-threads", "1"]).await;
+}
+
+async fn sigterm_drains(options: &[&str]) {
     let arrived = Arc::new(AtomicUsize::new(0));
     let a2 = arrived.clone();
     let slow = spawn_upstream(Router::new().route(
@@ -181,10 +197,10 @@ async fn sigterm_answers_every_in_flight_request_then_exits_0() {
         }),
     ))
     .await;
-    let dir = temp_dir("sigterm");
+    let dir = temp_dir(&format!("sigterm-{}", options.len()));
     let listen = free_port();
     let cfg = write_config(&dir, listen, &slow.url());
-    let mut gw = Gateway::start(&cfg, listen);
+    let mut gw = Gateway::start_with(&cfg, listen, options);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut reqs = Vec::new();
     for _ in 0..10 {
