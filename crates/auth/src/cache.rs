@@ -24,8 +24,9 @@ pub(crate) type Key = [u8; 32];
 /// 550 bytes takes 0.33 µs with the SHA extensions (every AMD Zen, most
 /// Intel since Ice Lake, ARMv8 with the crypto extensions), but 2.6 µs in
 /// portable SHA-256 code on the hosts without them (Intel Skylake and
-/// Cascade Lake servers, common in clouds); BLAKE3 takes 0.67 µs there. Keys live only in this process's memory, so which digest a
-/// process uses is its own choice, made once.
+/// Cascade Lake servers, common in clouds); BLAKE3 takes 0.67 µs there.
+/// Keys live only in this process's memory, so which digest a process
+/// uses is its own choice, made once.
 ///
 /// API keys are not cached credentials: their digests are SHA-256 always
 /// ([`sha256_of`]), as configured `key_sha256` digests are.
