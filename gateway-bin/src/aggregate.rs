@@ -102,7 +102,8 @@ pub(crate) fn target(
                 Ok(Forward::One(proxy)) => {
                     let record = RecordUpstreamLayer::new(proxy.upstream().to_owned())
                         .metrics(forwards.metrics())
-                        .mark_response(false);
+                        .mark_response(false)
+                        .record_request(false);
                     b = b.target(
                         c.upstream.clone(),
                         answered(tower::Layer::layer(&record, proxy)),

@@ -95,6 +95,7 @@ pub(crate) fn pool(
         Ok(RecordUpstreamLayer::new(e.url().to_owned())
             .metrics(make_metrics.clone())
             .mark_response(false)
+            .record_request(false)
             .layer(proxy))
     };
     let endpoints = u.endpoints.iter().map(|e| match e {

@@ -609,7 +609,8 @@ fn route_stack(
                             // observation; no response extension needed.
                             RecordUpstreamLayer::new(upstream)
                                 .metrics(metrics.clone())
-                                .mark_response(false),
+                                .mark_response(false)
+                                .record_request(false),
                         )
                         .service(target),
                 )

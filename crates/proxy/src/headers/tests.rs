@@ -363,6 +363,80 @@ fn peer_text_follows_the_peer_on_one_thread() {
 }
 
 #[test]
+fn forwarded_value_follows_peer_scheme_and_host_on_one_thread() {
+    // The last `Forwarded` value is kept per thread: each request must
+    // still get the value of its own peer, scheme and Host.
+    let cases = [
+        (
+            "192.0.2.50:1",
+            false,
+            Some("a.example"),
+            "for=192.0.2.50;proto=http;host=a.example",
+        ),
+        (
+            "192.0.2.50:2",
+            false,
+            Some("a.example"),
+            "for=192.0.2.50;proto=http;host=a.example",
+        ),
+        (
+            "192.0.2.50:3",
+            false,
+            Some("b.example"),
+            "for=192.0.2.50;proto=http;host=b.example",
+        ),
+        (
+            "192.0.2.50:4",
+            true,
+            Some("b.example"),
+            "for=192.0.2.50;proto=https;host=b.example",
+        ),
+        ("192.0.2.50:5", true, None, "for=192.0.2.50;proto=https"),
+        ("192.0.2.51:6", true, None, "for=192.0.2.51;proto=https"),
+        (
+            "192.0.2.51:7",
+            true,
+            Some("b.example:8443"),
+            "for=192.0.2.51;proto=https;host=\"b.example:8443\"",
+        ),
+        (
+            "192.0.2.50:8",
+            false,
+            Some("a.example"),
+            "for=192.0.2.50;proto=http;host=a.example",
+        ),
+    ];
+    for (peer, tls, host_name, forwarded) in cases {
+        // Whatever the client sent is replaced.
+        let mut h = headers(&[("forwarded", "for=6.6.6.6")]);
+        let c = addr(peer, tls);
+        let host = host_name.map(host);
+        set_forwarding(
+            &mut h,
+            &Hop {
+                client: Some(&c),
+                trusted: &trusted(),
+                host: host.as_ref(),
+                proto: None,
+            },
+        );
+        assert_eq!(all(&h, "forwarded"), [forwarded], "{peer}");
+    }
+    // Without a peer, `for=unknown` with the hop's own scheme.
+    let mut h = HeaderMap::new();
+    set_forwarding(
+        &mut h,
+        &Hop {
+            client: None,
+            trusted: &trusted(),
+            host: None,
+            proto: Some("https"),
+        },
+    );
+    assert_eq!(all(&h, "forwarded"), ["for=unknown;proto=https"]);
+}
+
+#[test]
 fn forwarded_from_trusted_peer_is_appended() {
     let mut h = headers(&[
         ("forwarded", "for=203.0.113.9;proto=https;host=api.example"),
