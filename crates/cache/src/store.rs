@@ -325,6 +325,7 @@ impl CacheStore {
         }
         let mut headers = pending.headers;
         sanitize(&mut headers);
+        let mut headers = owned(&headers);
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let stored = Stored {
             key: pending.key,
@@ -357,7 +358,7 @@ impl CacheStore {
             if replaced.insert(name) {
                 headers.remove(name);
             }
-            headers.append(name.clone(), value.clone());
+            headers.append(name.clone(), owned_value(value));
         }
         sanitize(&mut headers);
         let timing = Timing {
@@ -575,6 +576,29 @@ fn variant_key(primary: &str, secondary: &str) -> String {
     k
 }
 
+/// A copy of `headers` whose values have bytes of their own.
+///
+/// hyper parses a response head in place: its header values are slices of
+/// the connection's read buffer (one allocation, 8 KiB and more). A value
+/// kept in the store would keep that whole buffer alive, many times what
+/// the store's weight counts, for as long as the entry lives.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        // As many entries as a valid map held: the append cannot fail.
+        let _ = out.try_append(name.clone(), owned_value(value));
+    }
+    out
+}
+
+/// A copy of `value` in its own allocation (see [`owned`]).
+fn owned_value(value: &HeaderValue) -> HeaderValue {
+    // The bytes of a valid value are valid: the fallback is unreachable.
+    let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
+}
+
 /// Removes what must not be stored (RFC 9111 §3.1): hop-by-hop fields and
 /// those `Connection` names, and `Age` (the cache computes it).
 pub(crate) fn sanitize(headers: &mut HeaderMap) {
@@ -615,4 +639,63 @@ fn updatable(name: &HeaderName) -> bool {
             | "set-cookie"
             | "set-cookie2"
     ) && name != SET_COOKIE
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use http::header::{AUTHORIZATION, CONTENT_TYPE};
+
+    use super::*;
+
+    /// Bytes whose owner says when it is dropped.
+    struct Tracked(Vec<u8>, Arc<AtomicBool>);
+
+    impl AsRef<[u8]> for Tracked {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn stored_header_values_do_not_keep_the_read_buffer_alive() {
+        // A response head parsed in place, as hyper does: every value is
+        // a slice of one read buffer.
+        let dropped = Arc::new(AtomicBool::new(false));
+        let head = b"text/plainW/\"v1\"a=1b=2".to_vec();
+        let buffer = Bytes::from_owner(Tracked(head, Arc::clone(&dropped)));
+        let value =
+            |at: std::ops::Range<usize>| HeaderValue::from_maybe_shared(buffer.slice(at)).unwrap();
+        let mut parsed = HeaderMap::new();
+        parsed.insert(CONTENT_TYPE, value(0..10));
+        parsed.insert(ETAG, value(10..16));
+        parsed.append(SET_COOKIE, value(16..19));
+        parsed.append(SET_COOKIE, value(19..22));
+        let mut secret = value(16..19);
+        secret.set_sensitive(true);
+        parsed.insert(AUTHORIZATION, secret);
+
+        let stored = owned(&parsed);
+        drop(parsed);
+        drop(buffer);
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the read buffer is still alive"
+        );
+
+        assert_eq!(stored[CONTENT_TYPE], "text/plain");
+        assert_eq!(stored[ETAG], "W/\"v1\"");
+        let cookies: Vec<_> = stored.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert!(stored[AUTHORIZATION].is_sensitive());
+        assert!(!stored[CONTENT_TYPE].is_sensitive());
+    }
 }

@@ -312,7 +312,9 @@ thread_local! {
 struct ForwardedValue {
     peer: Option<IpAddr>,
     proto: Option<&'static str>,
-    host: Option<HeaderValue>,
+    /// A copy: a request's `HeaderValue` shares the bytes of its
+    /// connection's read buffer, which a clone kept here would pin.
+    host: Option<Box<[u8]>>,
     value: HeaderValue,
 }
 
@@ -335,7 +337,11 @@ fn forwarded_value(
 ) -> Option<HeaderValue> {
     let ip = peer.map(|(ip, _)| ip);
     let cached = LAST_FORWARDED.with(|last| match &*last.borrow() {
-        Some(f) if f.peer == ip && f.proto == proto && f.host.as_ref() == host => {
+        Some(f)
+            if f.peer == ip
+                && f.proto == proto
+                && f.host.as_deref() == host.map(HeaderValue::as_bytes) =>
+        {
             Some(f.value.clone())
         }
         _ => None,
@@ -350,7 +356,7 @@ fn forwarded_value(
         *last.borrow_mut() = Some(ForwardedValue {
             peer: ip,
             proto,
-            host: host.cloned(),
+            host: host.map(|h| h.as_bytes().into()),
             value: value.clone(),
         });
     });
