@@ -227,7 +227,14 @@ impl Tee {
             ..
         } = self;
         let key = pending.key.key.clone();
-        let stored = store.insert(pending, buf.freeze());
+        // The buffer grew by doubling: an entry keeps exactly its body,
+        // which is what the store's weight counts.
+        let body = if buf.capacity() > buf.len() {
+            Bytes::copy_from_slice(&buf)
+        } else {
+            buf.freeze()
+        };
+        let stored = store.insert(pending, body);
         tracing::trace!(%key, stored, "cache fill complete");
         // `leader` drops here, after the insert: waiters find the entry.
         drop(leader);

@@ -583,7 +583,9 @@ where
         Ok(pending) => {
             let limit = usize::try_from(cfg.store.inner.max_entry_bytes).unwrap_or(usize::MAX);
             let bytes = Limited::new(body, limit).collect().await?.to_bytes();
-            cfg.store.insert(pending, bytes);
+            // A body that came in one frame is that frame: a slice of the
+            // connection's read buffer, which the entry would keep alive.
+            cfg.store.insert(pending, Bytes::copy_from_slice(&bytes));
         }
         Err(reason) => tracing::debug!(?reason, "background response not stored"),
     }
