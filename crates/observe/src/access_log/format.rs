@@ -29,7 +29,7 @@ pub(crate) struct Record {
     pub(crate) trace_id: Option<TraceId>,
     pub(crate) client: Option<IpAddr>,
     pub(crate) method: Method,
-    pub(crate) uri: Uri,
+    pub(crate) uri: Target,
     pub(crate) version: Version,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) upstream: Option<Arc<str>>,
@@ -42,6 +42,54 @@ pub(crate) struct Record {
     pub(crate) consumer: Option<String>,
     pub(crate) user_agent: Option<HeaderValue>,
     pub(crate) referer: Option<HeaderValue>,
+}
+
+/// The request's path and query as the line shows them, copied out of
+/// the request: hyper parses a `Uri` in place, as a slice of the
+/// connection's read buffer (8 KiB and more), which a record waiting in
+/// the writer's queue would otherwise keep alive (thousands of them when
+/// the sink stalls).
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The path, then `?` and the query if there is one.
+    text: Box<str>,
+    path_len: usize,
+}
+
+impl Target {
+    pub(crate) fn of(uri: &Uri) -> Self {
+        let path = uri.path();
+        let text: Box<str> = match uri.query() {
+            Some(q) => {
+                let mut t = String::with_capacity(path.len() + 1 + q.len());
+                t.push_str(path);
+                t.push('?');
+                t.push_str(q);
+                t.into_boxed_str()
+            }
+            None => path.into(),
+        };
+        Target {
+            text,
+            path_len: path.len(),
+        }
+    }
+
+    fn path(&self) -> &str {
+        self.text.get(..self.path_len).unwrap_or_default()
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.text.get(self.path_len + 1..)
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = http::uri::InvalidUri;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::of(&s.parse()?))
+    }
 }
 
 /// How lines look; shared by the layer and the writer thread.
@@ -341,7 +389,7 @@ impl Parts {
 /// The path, escaped, and of the query only the parameters whose name is
 /// in `keep` (in their original order and encoding): query strings carry
 /// API keys and tokens often enough that none is logged unless asked for.
-fn write_path(out: &mut Vec<u8>, uri: &Uri, keep: &[String], escape: fn(&mut Vec<u8>, &str)) {
+fn write_path(out: &mut Vec<u8>, uri: &Target, keep: &[String], escape: fn(&mut Vec<u8>, &str)) {
     escape(out, uri.path());
     if let Some(q) = uri.query() {
         write_kept_query(out, q, keep, escape);
@@ -681,8 +729,65 @@ fn clf_seconds(out: &mut Vec<u8>, p: &Parts) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Bytes whose owner says when it is dropped.
+    pub(crate) struct Tracked(
+        pub(crate) Vec<u8>,
+        pub(crate) Arc<std::sync::atomic::AtomicBool>,
+    );
+
+    impl AsRef<[u8]> for Tracked {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn target_splits_as_the_uri_does() {
+        for s in [
+            "/",
+            "/users/42",
+            "/users/42?page=2&x=%20",
+            "/a?",
+            "/a??b",
+            "http://example.com",
+            "http://example.com/p?q=1",
+            "example.com:443",
+            "*",
+        ] {
+            let uri: Uri = s.parse().unwrap();
+            let t = Target::of(&uri);
+            assert_eq!(t.path(), uri.path(), "{s}");
+            assert_eq!(t.query(), uri.query(), "{s}");
+        }
+    }
+
+    #[test]
+    fn target_does_not_keep_the_read_buffer_alive() {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let buffer = bytes::Bytes::from_owner(Tracked(
+            b"GET /users/42?page=2 HTTP/1.1".to_vec(),
+            Arc::clone(&dropped),
+        ));
+        // As hyper parses it: a slice of the read buffer.
+        let uri = Uri::from_maybe_shared(buffer.slice(4..20)).unwrap();
+        let target = Target::of(&uri);
+        drop(uri);
+        drop(buffer);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(
+            (target.path(), target.query()),
+            ("/users/42", Some("page=2"))
+        );
+    }
 
     fn at(secs: u64, millis: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis)
@@ -1323,7 +1428,7 @@ mod tests {
             }
         }
 
-        fn path_and_kept_query(uri: &Uri, keep: &[String]) -> String {
+        fn path_and_kept_query(uri: &Target, keep: &[String]) -> String {
             let path = uri.path();
             match uri.query() {
                 Some(q) if !keep.is_empty() => {

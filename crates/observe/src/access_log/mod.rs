@@ -104,7 +104,7 @@ use crate::metrics::Metrics;
 mod format;
 mod service;
 
-pub(crate) use format::Record;
+pub(crate) use format::{Record, Target};
 pub use service::{AccessLog, ResponseFuture};
 pub(crate) use service::{BodyWatch, Pending, TraceIdFrom};
 

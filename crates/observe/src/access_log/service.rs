@@ -8,13 +8,13 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{REFERER, USER_AGENT};
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use opentelemetry::trace::TraceId;
 use pin_project_lite::pin_project;
 use tower::Service;
 use towergate_core::{ClientAddr, Identity, RequestId, RouteMatch};
 
-use super::{Field, Record, Shared};
+use super::{Field, Record, Shared, Target};
 use crate::body::{self, ByteCount, RequestBody, ResponseBody, Watch};
 use crate::observation::{Found, Observation, UpstreamInfo};
 
@@ -121,6 +121,13 @@ pub(crate) enum TraceIdFrom {
     Known(Option<TraceId>),
 }
 
+/// A copy of `value` with bytes of its own: a request's values share its
+/// connection's read buffer.
+fn owned(value: &HeaderValue) -> HeaderValue {
+    // The bytes of a valid value are valid: the fallback is unreachable.
+    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+}
+
 /// The trace id of a W3C `traceparent` (`00-{32 hex}-{16 hex}-{2 hex}`).
 fn traceparent_trace_id(v: &[u8]) -> Option<TraceId> {
     crate::trace::parse_traceparent(v).map(|(trace_id, _, _)| trace_id)
@@ -185,7 +192,7 @@ impl Pending {
             },
             client: ext.get::<ClientAddr>().map(|a| a.client),
             method: parts.method.clone(),
-            uri: parts.uri.clone(),
+            uri: Target::of(&parts.uri),
             version: parts.version,
             route: None,
             upstream: None,
@@ -195,13 +202,14 @@ impl Pending {
             latency: Duration::ZERO,
             subject: identity.and_then(|i| i.subject.clone()),
             consumer: identity.and_then(|i| i.consumer.clone()),
+            // Copies, as for the path (see `Target`).
             user_agent: config
                 .wants(Field::UserAgent)
-                .then(|| parts.headers.get(USER_AGENT).cloned())
+                .then(|| parts.headers.get(USER_AGENT).map(owned))
                 .flatten(),
             referer: config
                 .wants(Field::Referer)
-                .then(|| parts.headers.get(REFERER).cloned())
+                .then(|| parts.headers.get(REFERER).map(owned))
                 .flatten(),
         };
         Pending {
@@ -302,6 +310,22 @@ impl fmt::Debug for BodyWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn captured_header_values_do_not_keep_the_read_buffer_alive() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::access_log::format::tests::Tracked;
+
+        let dropped = Arc::new(AtomicBool::new(false));
+        let buffer = bytes::Bytes::from_owner(Tracked(b"curl/8.0".to_vec(), Arc::clone(&dropped)));
+        let parsed = HeaderValue::from_maybe_shared(buffer.slice(..)).unwrap();
+        let copy = owned(&parsed);
+        drop(parsed);
+        drop(buffer);
+        assert!(dropped.load(Ordering::SeqCst));
+        assert_eq!(copy, "curl/8.0");
+    }
 
     #[test]
     fn trace_id_from_traceparent() {
