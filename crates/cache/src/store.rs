@@ -644,34 +644,15 @@ fn updatable(name: &HeaderName) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
     use http::header::{AUTHORIZATION, CONTENT_TYPE};
 
     use super::*;
-
-    /// Bytes whose owner says when it is dropped.
-    struct Tracked(Vec<u8>, Arc<AtomicBool>);
-
-    impl AsRef<[u8]> for Tracked {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-
-    impl Drop for Tracked {
-        fn drop(&mut self) {
-            self.1.store(true, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn stored_header_values_do_not_keep_the_read_buffer_alive() {
         // A response head parsed in place, as hyper does: every value is
         // a slice of one read buffer.
-        let dropped = Arc::new(AtomicBool::new(false));
-        let head = b"text/plainW/\"v1\"a=1b=2".to_vec();
-        let buffer = Bytes::from_owner(Tracked(head, Arc::clone(&dropped)));
+        let (buffer, dropped) = towergate_test::tracked_bytes(b"text/plainW/\"v1\"a=1b=2");
         let value =
             |at: std::ops::Range<usize>| HeaderValue::from_maybe_shared(buffer.slice(at)).unwrap();
         let mut parsed = HeaderMap::new();

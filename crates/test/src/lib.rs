@@ -123,3 +123,28 @@ pub async fn assert_problem_reqwest(rsp: reqwest::Response, status: u16) -> Valu
     assert_eq!(v["status"], status, "status member");
     v
 }
+
+/// Bytes whose buffer says when it is freed: the flag turns true once the
+/// returned `Bytes` and every slice of it are dropped. For tests that
+/// check that something kept for long (a cache entry, a queued log line)
+/// holds a copy rather than a slice of the buffer it was parsed from, as
+/// hyper's parsed URIs and header values are.
+pub fn tracked_bytes(data: &[u8]) -> (bytes::Bytes, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let freed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bytes = bytes::Bytes::from_owner(Tracked(data.to_vec(), freed.clone()));
+    (bytes, freed)
+}
+
+struct Tracked(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl AsRef<[u8]> for Tracked {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -729,26 +729,8 @@ fn clf_seconds(out: &mut Vec<u8>, p: &Parts) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// Bytes whose owner says when it is dropped.
-    pub(crate) struct Tracked(
-        pub(crate) Vec<u8>,
-        pub(crate) Arc<std::sync::atomic::AtomicBool>,
-    );
-
-    impl AsRef<[u8]> for Tracked {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-
-    impl Drop for Tracked {
-        fn drop(&mut self) {
-            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn target_splits_as_the_uri_does() {
@@ -772,11 +754,7 @@ pub(crate) mod tests {
 
     #[test]
     fn target_does_not_keep_the_read_buffer_alive() {
-        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let buffer = bytes::Bytes::from_owner(Tracked(
-            b"GET /users/42?page=2 HTTP/1.1".to_vec(),
-            Arc::clone(&dropped),
-        ));
+        let (buffer, dropped) = towergate_test::tracked_bytes(b"GET /users/42?page=2 HTTP/1.1");
         // As hyper parses it: a slice of the read buffer.
         let uri = Uri::from_maybe_shared(buffer.slice(4..20)).unwrap();
         let target = Target::of(&uri);

@@ -313,12 +313,9 @@ mod tests {
 
     #[test]
     fn captured_header_values_do_not_keep_the_read_buffer_alive() {
-        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::atomic::Ordering;
 
-        use crate::access_log::format::tests::Tracked;
-
-        let dropped = Arc::new(AtomicBool::new(false));
-        let buffer = bytes::Bytes::from_owner(Tracked(b"curl/8.0".to_vec(), Arc::clone(&dropped)));
+        let (buffer, dropped) = towergate_test::tracked_bytes(b"curl/8.0");
         let parsed = HeaderValue::from_maybe_shared(buffer.slice(..)).unwrap();
         let copy = owned(&parsed);
         drop(parsed);
