@@ -104,7 +104,7 @@ pin_project! {
 struct Pending {
     shared: Arc<Shared>,
     request_id: Option<HeaderValue>,
-    trace: Option<trace::Pending>,
+    trace: Option<Box<trace::Pending>>,
     metrics: Option<metrics_layer::Pending>,
     access_log: Option<access_log::Pending>,
 }
@@ -280,7 +280,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let res = {
+        let mut res = {
             let _entered = this
                 .state
                 .as_ref()
@@ -288,16 +288,18 @@ where
                 .map(|t| t.span.enter());
             ready!(this.inner.poll(cx))
         };
-        let Some(p) = this.state.take() else {
+        // The parts are taken one by one, in place: taking the whole state
+        // out would copy all of it first.
+        let Some(p) = this.state.as_mut() else {
             return Poll::Ready(body::wrap(res, Watch::None));
         };
         // Inside out, as the separate layers would: the log and the metrics
         // see the response as the inner service made it.
         let rsp = res.as_ref().ok();
-        let log = p.access_log.and_then(|l| l.respond(rsp));
-        let metrics = p.metrics.and_then(|m| m.finish(rsp));
-        if let Some(t) = p.trace {
-            t.finish(res.as_ref().map_err(|_| ()));
+        let log = p.access_log.take().and_then(|l| l.respond(rsp));
+        let metrics = p.metrics.take().and_then(|m| m.finish(rsp));
+        if let Some(t) = p.trace.take() {
+            (*t).finish(res.as_ref().map_err(|_| ()));
         }
         let watch = match (metrics, log) {
             (Some(m), Some(l)) => Watch::Both(m, l),
@@ -305,10 +307,11 @@ where
             (None, Some(l)) => Watch::AccessLog(l),
             (None, None) => Watch::None,
         };
-        let mut res = res;
-        if let (Ok(rsp), Some(r), Some(id)) = (&mut res, &p.shared.request_id, p.request_id) {
+        if let (Ok(rsp), Some(r), Some(id)) = (&mut res, &p.shared.request_id, p.request_id.take())
+        {
             r.respond(rsp, id);
         }
+        *this.state = None;
         Poll::Ready(body::wrap(res, watch))
     }
 }

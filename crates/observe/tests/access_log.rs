@@ -297,15 +297,65 @@ impl Write for SlowWriter {
     }
 }
 
+/// A log of statuses to `sink` whose queue holds one line: a sink that
+/// falls behind fills it at once.
+fn one_place_queue(
+    sink: impl Write + Send + 'static,
+) -> towergate_observe::access_log::AccessLogBuilder {
+    AccessLogLayer::builder()
+        .sink(Sink::writer(sink))
+        .capacity(1)
+        .fields([Field::Status])
+}
+
+/// A sink whose writes wait until the test lets them go, as a pipe whose
+/// reader stopped reading does.
+struct StalledWriter(std::sync::mpsc::Receiver<()>);
+
+impl Write for StalledWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Blocks until released (or the test ends and drops the sender).
+        let _ = self.0.recv();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn flush_gives_up_at_its_timeout_when_the_sink_stalls_with_a_full_queue() {
+    let (release, stalled) = std::sync::mpsc::channel();
+    let log = one_place_queue(StalledWriter(stalled)).build().unwrap();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(log.clone(), upstream.url()).await;
+    let c = reqwest::Client::new();
+    // The writer takes one line and stalls in the sink; the queue's one
+    // place fills; the rest are dropped.
+    for _ in 0..5 {
+        let rsp = c.get(gw.url("/api/x")).send().await.unwrap();
+        rsp.bytes().await.unwrap();
+    }
+    eventually(|| (log.dropped() > 0).then_some(())).await;
+    let waiting = log.clone();
+    let flushed = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || waiting.flush(Duration::from_millis(200))),
+    )
+    .await
+    .expect("flush returns at its timeout instead of waiting for room")
+    .unwrap();
+    assert!(!flushed, "nothing could be written");
+    drop(release);
+}
+
 #[tokio::test]
 async fn a_slow_sink_drops_and_counts_instead_of_blocking() {
     let out = MemoryWriter::default();
     let metrics = Metrics::new();
-    let log = AccessLogLayer::builder()
-        .sink(Sink::writer(SlowWriter(out.clone())))
-        .capacity(1)
+    let log = one_place_queue(SlowWriter(out.clone()))
         .metrics(metrics.clone())
-        .fields([Field::Status])
         .build()
         .unwrap();
     let upstream = spawn_upstream(echo_router("users")).await;

@@ -408,7 +408,9 @@ fn write_kept_query(
         return;
     }
     let mut any = false;
-    for pair in query.split('&') {
+    // `;` separates too: servers that read it as `&` would otherwise find
+    // a credential inside a kept value (`page=1;access_token=...`).
+    for pair in query.split(['&', ';']) {
         let name = pair.split_once('=').map_or(pair, |(k, _)| k);
         if !keep.iter().any(|k| k == name) {
             continue;
@@ -992,6 +994,9 @@ mod tests {
         let path = |uri: &str| text(|out| write_path(out, &uri.parse().unwrap(), &keep, plain));
         assert_eq!(kept("a=1&b=2&c&d=4&a=5"), "?a=1&c&a=5");
         assert_eq!(kept("b=2"), "");
+        // `;` separates parameters as `&` does: nothing rides along.
+        assert_eq!(kept("a=1;token=t&c=2;b"), "?a=1&c=2");
+        assert_eq!(kept("token=t;a"), "?a");
         assert_eq!(sanitize("http://x/y?b=1"), "http://x/y");
         assert_eq!(sanitize("http://u@x/y@z"), "http://x/y@z");
         assert_eq!(sanitize("/rel?a=1"), "/rel?a=1");
@@ -1423,7 +1428,7 @@ mod tests {
 
         fn filter_query(query: &str, keep: &[String]) -> String {
             let mut out = String::new();
-            for pair in query.split('&') {
+            for pair in query.split(['&', ';']) {
                 let name = pair.split_once('=').map_or(pair, |(k, _)| k);
                 if keep.iter().any(|k| k == name) {
                     if !out.is_empty() {

@@ -45,7 +45,7 @@
 //! use std::convert::Infallible;
 //! use std::io::Write;
 //! use std::sync::{Arc, Mutex};
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -94,7 +94,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tower::Layer;
 
@@ -271,11 +271,28 @@ impl AccessLogLayer {
     /// flushed, for at most `timeout`; false if that did not happen in
     /// time. It blocks: call it at shutdown, or from a blocking task.
     pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let (ack, done) = mpsc::sync_channel(1);
-        if self.shared.tx.send(Msg::Flush(ack)).is_err() {
-            return false;
+        // The queue is full when the sink stalls (a log shipper that stopped
+        // reading a pipe): waiting for room must not outlast the timeout,
+        // or a shutdown would hang on it.
+        let mut msg = Msg::Flush(ack);
+        loop {
+            match self.shared.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    msg = back;
+                    std::thread::sleep(left.min(FLUSH_RETRY));
+                }
+            }
         }
-        done.recv_timeout(timeout).is_ok()
+        done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 }
 
@@ -312,7 +329,9 @@ impl AccessLogBuilder {
     /// name (`page`, `limit`). Default none: the query is left out. Names
     /// that look like credentials (containing `token`, `secret`,
     /// `password`, `auth`, `session`, `signature`, `api_key`, ...) are
-    /// refused at [`build`](Self::build).
+    /// refused at [`build`](Self::build). Both `&` and `;` separate
+    /// parameters, so a kept value never carries another one along
+    /// (`page=1;access_token=...` logs `page=1`).
     pub fn keep_query_params<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -490,6 +509,10 @@ impl fmt::Debug for Shared {
 
 /// How long the writer lets lines gather while they keep coming.
 const BATCH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How often [`AccessLogLayer::flush`] tries again to queue its request
+/// while the queue is full.
+const FLUSH_RETRY: Duration = Duration::from_millis(1);
 
 /// The writer's buffer: it goes to the sink when within [`MARGIN`] of
 /// full (a line is a few hundred bytes), and at the end of every round.

@@ -202,8 +202,50 @@ impl TraceBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use http::Request;
     use opentelemetry_semantic_conventions::attribute;
+
+    use super::{TRACEPARENT, TraceLayer};
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+    #[test]
+    fn an_unsampled_trace_id_is_one_that_travels() {
+        let request = |traceparent: Option<&str>| {
+            let mut req = Request::new(());
+            if let Some(tp) = traceparent {
+                req.headers_mut().insert(TRACEPARENT, tp.parse().unwrap());
+            }
+            req
+        };
+        let layer = |inject| {
+            TraceLayer::builder()
+                .sample_ratio(0.0)
+                .inject(inject)
+                .build()
+        };
+
+        // Injected: a new trace, the id the upstream gets.
+        let mut req = request(None);
+        let (pending, id) = layer(true).shared.start(&mut req, false);
+        assert!(pending.is_none());
+        let sent = req.headers()[TRACEPARENT].to_str().unwrap();
+        assert_eq!(&sent[3..35], id.unwrap().to_string());
+
+        // Not injected: a new id would be known nowhere else, so none.
+        let mut req = request(None);
+        let (_, id) = layer(false).shared.start(&mut req, false);
+        assert_eq!(id, None);
+        assert!(req.headers().get(TRACEPARENT).is_none());
+
+        // Not injected, the client's trace: its id, its header untouched.
+        let mut req = request(Some(TP));
+        let (_, id) = layer(false).shared.start(&mut req, false);
+        assert_eq!(id.unwrap().to_string(), &TP[3..35]);
+        assert_eq!(req.headers()[TRACEPARENT], TP);
+    }
 
     // The span's field names are literals in `info_span!`; keep them equal
     // to the semantic conventions.

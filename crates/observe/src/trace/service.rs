@@ -32,7 +32,9 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        state: Option<Pending>,
+        // Boxed: only a sampled request has one, and every request's
+        // future would otherwise carry its size.
+        state: Option<Box<Pending>>,
     }
 }
 
@@ -117,7 +119,7 @@ impl Shared {
         &self,
         req: &mut Request<B>,
         record_unsampled: bool,
-    ) -> (Option<Pending>, Option<TraceId>) {
+    ) -> (Option<Box<Pending>>, Option<TraceId>) {
         if let Some(ratio) = self.sample_ratio {
             let (remote, tracestate) = self.propagator.scan(req.headers());
             let sampled = match remote {
@@ -125,7 +127,13 @@ impl Shared {
                 None => fastrand::f64() < ratio,
             };
             if !sampled {
-                let trace_id = remote.map_or_else(new_trace_id, |r| r.trace_id);
+                let trace_id = match remote {
+                    Some(r) => r.trace_id,
+                    // A new trace that is neither sent on nor exported is
+                    // an id no other system knows: no line shows it.
+                    None if !self.inject => return (None, None),
+                    None => new_trace_id(),
+                };
                 if self.inject {
                     let same_trace = remote.is_some_and(|r| r.w3c);
                     self.propagator.inject_unsampled(
@@ -196,7 +204,7 @@ impl Shared {
             obs,
             start: Instant::now(),
         };
-        (Some(pending), trace_id)
+        (Some(Box::new(pending)), trace_id)
     }
 }
 
@@ -237,7 +245,7 @@ where
             ready!(this.inner.poll(cx))
         };
         if let Some(p) = this.state.take() {
-            p.finish(res.as_ref().map_err(|_| ()));
+            (*p).finish(res.as_ref().map_err(|_| ()));
         }
         Poll::Ready(res)
     }
