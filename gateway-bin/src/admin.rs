@@ -104,11 +104,22 @@ pub async fn start_from_config(
             format!("admin.listen: {e}"),
         )
     })?;
-    let token = std::env::var("TOWERGATE_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .or_else(|| cfg.admin.token.clone())
+    // The token the validation checked; and, whatever happened before, no
+    // admin API on a non-loopback address without one.
+    let token = crate::config::admin_token(cfg.admin.token.as_deref())
+        .map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("admin.token: {e}"),
+            )
+        })?
         .map(Arc::from);
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("admin.listen: `{addr}` is not a loopback address and no admin token is set"),
+        ));
+    }
     let state = AdminState {
         live,
         config_path,

@@ -23,6 +23,11 @@ pub struct Live {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     last_reload_error: Mutex<Option<ConfigErrors>>,
+    /// Held through a whole reload (load, compile, apply, record): a
+    /// reload from the file watcher or SIGHUP and one from the admin API
+    /// never interleave, so the stack, the shown config and the counters
+    /// always come from the same reload, the later one last.
+    reloading: Mutex<()>,
 }
 
 /// Reload counters, for the admin API and metrics.
@@ -45,6 +50,8 @@ impl Live {
         config: Arc<Config>,
         listeners: Vec<ListenerPlan>,
     ) -> Self {
+        // Whatever a gateway starts with was loaded.
+        registry.metrics().config_loaded();
         Self {
             registry,
             stack: ArcSwap::new(stack),
@@ -54,6 +61,7 @@ impl Live {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
+            reloading: Mutex::new(()),
         }
     }
 
@@ -96,6 +104,16 @@ impl Live {
         if let Ok(mut e) = self.last_reload_error.lock() {
             *e = None;
         }
+    }
+
+    /// Waits for any reload in progress, then holds off others until the
+    /// guard is dropped.
+    pub(crate) fn reload_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A reload that panicked leaves nothing half-done behind the lock
+        // (it only orders reloads): go on.
+        self.reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn record_failure(&self, errors: ConfigErrors) {

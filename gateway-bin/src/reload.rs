@@ -26,6 +26,9 @@ pub enum ReloadOutcome {
 
 /// Reloads `path` into `live` now.
 pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
+    // One reload at a time: the file is read under the lock, so the last
+    // reload to finish applies the newest file.
+    let _one_at_a_time = live.reload_guard();
     let listeners = live.listeners();
     let compiled = load_file(path).and_then(|cfg| {
         compile_with(&cfg, live.registry()).map_err(|mut e| {

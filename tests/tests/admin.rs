@@ -224,9 +224,24 @@ auth_providers:
   k: { api_key: { keys: [{ consumer: acme, key: "plain-api-key-0123456789" }, { consumer: b, key_sha256: "ab12" }] } }
   i: { introspection: { url: "http://127.0.0.1:1/i", client_id: gw, client_secret: "introspection-secret-42" } }
   b: { basic: { users: ["alice:$2b$04$hashhashhashhashhashhu"] } }
+  w: { jwt: { jwks_url: "https://jwks-user:jwks-password-7@idp/jwks" } }
+  i2: { introspection: { url: "https://intro-user:intro-password-8@idp/introspect" } }
+  f: { forward: { url: "https://forward-token-9@authz/check" } }
+rate_limiting:
+  redis: { url: "redis://:redis-password-10@cache:6379/0" }
+observability:
+  tracing: { otlp_endpoint: "https://otel-user:otel-password-11@collector:4318" }
 routes:
   - name: r
     upstream: "http://127.0.0.1:1"
+    request_headers:
+      set: { Authorization: "Bearer upstream-key-12", X-Env: prod }
+      add: { X-Api-Key: "upstream-key-13" }
+  - name: agg
+    match: { path_prefix: /agg }
+    aggregate:
+      calls:
+        - { name: a, upstream: "http://127.0.0.1:1", path: /a, set_headers: { X-Service-Token: "service-token-14" } }
 "#;
     let cfg = towergate::config::parse_str(yaml, towergate::config::Format::Yaml).unwrap();
     let shown = serde_json::to_string(&cfg).unwrap();
@@ -237,8 +252,44 @@ routes:
         "ab12",
         "introspection-secret-42",
         "hashhash",
+        "jwks-password-7",
+        "intro-password-8",
+        "forward-token-9",
+        "redis-password-10",
+        "otel-password-11",
+        "upstream-key-12",
+        "upstream-key-13",
+        "service-token-14",
     ] {
         assert!(!shown.contains(secret), "{secret} shown: {shown}");
     }
     assert!(shown.contains("alice:<redacted>"));
+    // What is not a secret stays readable: users, hosts, plain headers.
+    for kept in [
+        "https://jwks-user:<redacted>@idp/jwks",
+        "redis://:<redacted>@cache:6379/0",
+        "https://<redacted>@authz/check",
+        "\"X-Env\":\"prod\"",
+    ] {
+        assert!(shown.contains(kept), "{kept} missing: {shown}");
+    }
+}
+
+#[test]
+fn config_errors_do_not_repeat_a_password() {
+    // Errors reach logs, `/admin/reload` answers and `/admin/status`.
+    let yaml = r#"listen: "127.0.0.1:0"
+auth_providers:
+  w: { jwt: { jwks_url: "ftp://u:jwks-pass-1@idp/jwks" } }
+routes:
+  - name: a
+    upstream: "http://u:upstream-pass-2@127.0.0.1:1"
+    auth: { any_of: [w] }
+"#;
+    let cfg = towergate::config::parse_str(yaml, towergate::config::Format::Yaml).unwrap();
+    let e = towergate::stack::compile(&cfg).unwrap_err().to_string();
+    for secret in ["jwks-pass-1", "upstream-pass-2"] {
+        assert!(!e.contains(secret), "{secret} repeated: {e}");
+    }
+    assert!(e.contains("u:<redacted>@"), "{e}");
 }

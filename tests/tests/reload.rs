@@ -167,3 +167,50 @@ async fn file_change_is_picked_up_by_the_watcher() {
     reloader.abort();
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reloads_all_apply_and_the_newest_file_wins() {
+    // Threads keep writing a newer file and reloading it, as the watcher
+    // and `POST /admin/reload` can at the same moment. Reloads take turns
+    // and read the file in their turn, so once all are done the live
+    // configuration is the newest file, whatever order they finished in.
+    fn name(n: usize) -> String {
+        format!("v{n}")
+    }
+    fn text(n: usize) -> String {
+        config("http://127.0.0.1:1").replace("name: svc", &format!("name: {}", name(n)))
+    }
+    let (gw, path) = start_from_file("concurrent", &text(0)).await;
+    let live = gw.live();
+    let version = Arc::new(std::sync::Mutex::new(0usize));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (live, path, version) = (live.clone(), path.clone(), version.clone());
+            std::thread::spawn(move || {
+                for _ in 0..15 {
+                    {
+                        // Each write replaces the file whole (rename), with
+                        // a higher version than any before.
+                        let mut v = version.lock().unwrap();
+                        *v += 1;
+                        let tmp = path.with_extension(format!("tmp{t}"));
+                        std::fs::write(&tmp, text(*v)).unwrap();
+                        std::fs::rename(&tmp, &path).unwrap();
+                    }
+                    match reload_now(&path, &live) {
+                        ReloadOutcome::Applied { .. } => {}
+                        ReloadOutcome::Rejected(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let newest = *version.lock().unwrap();
+    assert_eq!(newest, 60);
+    assert_eq!(live.config().routes[0].name, name(newest));
+    assert_eq!(live.reload_stats().ok, 60);
+    gw.shutdown().await;
+}

@@ -46,12 +46,15 @@ pub(crate) async fn read_limited(
 
 /// A URL fit for the client: absolute `http` or `https`.
 pub(crate) fn parse_url(what: &str, url: &str) -> Result<reqwest::Url, BuildError> {
+    // Errors show the URL without its password (user info is allowed:
+    // reqwest sends it as Basic credentials).
+    let shown = towergate_core::url_without_password(url);
     let parsed = reqwest::Url::parse(url)
-        .map_err(|e| BuildError::with_source(format!("{what} URL {url:?} is not valid"), e))?;
+        .map_err(|e| BuildError::with_source(format!("{what} URL {shown:?} is not valid"), e))?;
     match parsed.scheme() {
         "http" | "https" => Ok(parsed),
         other => Err(BuildError::new(format!(
-            "{what} URL {url:?} must be http or https, not {other}"
+            "{what} URL {shown:?} must be http or https, not {other}"
         ))),
     }
 }

@@ -33,12 +33,14 @@ mod ip_text;
 mod problem;
 mod route_match;
 pub mod timer;
+mod url_text;
 
 pub use client_addr::{ClientAddr, TrustedProxies};
 pub use identity::Identity;
 pub use ip_text::write_ip;
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
 pub use route_match::RouteMatch;
+pub use url_text::url_without_password;
 
 /// A type-erased error, as tower uses it: operational failures travel as a
 /// `BoxError` holding a typed error, and the edge downcasts it.

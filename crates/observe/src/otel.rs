@@ -157,14 +157,16 @@ pub fn init(config: OtelConfig) -> Result<OtelGuard, BuildError> {
 
 /// The full traces URL of an OTLP/HTTP base URL.
 fn traces_url(endpoint: &str) -> Result<String, BuildError> {
+    // Errors show it without a password.
+    let shown = towergate_core::url_without_password(endpoint);
     let uri: http::Uri = endpoint
         .parse()
-        .map_err(|e| BuildError::with_source(format!("otel: invalid endpoint `{endpoint}`"), e))?;
+        .map_err(|e| BuildError::with_source(format!("otel: invalid endpoint `{shown}`"), e))?;
     match uri.scheme_str() {
         Some("http") | Some("https") if uri.authority().is_some() => {}
         _ => {
             return Err(BuildError::new(format!(
-                "otel: endpoint `{endpoint}` is not an http(s) URL"
+                "otel: endpoint `{shown}` is not an http(s) URL"
             )));
         }
     }

@@ -112,8 +112,18 @@ pin_project! {
         // What goes in the response extensions, if anything.
         info: Option<UpstreamInfo>,
         metrics: Option<Arc<UpstreamMetrics>>,
-        // Read only when there are metrics to time.
+        // Read only when there are metrics to time; taken when the call
+        // ends, so that a future dropped before it counts as cancelled.
         start: Option<Instant>,
+    }
+
+    impl<F> PinnedDrop for RecordUpstreamFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let (Some(m), Some(start)) = (this.metrics.as_ref(), this.start.take()) {
+                m.cancelled(start.elapsed());
+            }
+        }
     }
 }
 
@@ -342,7 +352,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx));
-        if let (Some(m), Some(start)) = (this.metrics.as_ref(), this.start) {
+        if let (Some(m), Some(start)) = (this.metrics.as_ref(), this.start.take()) {
             let status = res.as_ref().ok().map(|r| r.status());
             m.observe(status, start.elapsed());
         }
@@ -428,5 +438,49 @@ mod tests {
             "svc:2"
         );
         assert_eq!(obs.snapshot().upstream.unwrap().endpoint(), "svc:2");
+    }
+
+    #[tokio::test]
+    async fn a_call_given_up_before_its_answer_counts_as_cancelled() {
+        let metrics = Metrics::new();
+        let mut svc = ServiceBuilder::new()
+            .layer(RecordUpstreamLayer::new("svc:1").metrics(metrics.clone()))
+            .service(service_fn(|_req: Request<()>| async {
+                // An upstream that never answers.
+                std::future::pending::<Result<Response<()>, Infallible>>().await
+            }));
+        let call = svc.ready().await.unwrap().call(Request::new(()));
+        // A timeout or a hedge drops the call's future.
+        drop(call);
+        // A call that answered counts by its status, and only once.
+        let mut ok = ServiceBuilder::new()
+            .layer(RecordUpstreamLayer::new("svc:1").metrics(metrics.clone()))
+            .service(service_fn(|_req: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(()))
+            }));
+        ok.ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+
+        let text = metrics.encode();
+        let count = |class: &str| {
+            let prefix = format!(
+                "towergate_upstream_requests_total{{upstream=\"svc:1\",status_class=\"{class}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .map(|v| v.trim().to_owned())
+        };
+        assert_eq!(count("cancelled").as_deref(), Some("1"), "{text}");
+        assert_eq!(count("2xx").as_deref(), Some("1"), "{text}");
+        assert!(
+            text.contains(
+                "towergate_upstream_request_duration_seconds_count{upstream=\"svc:1\"} 2"
+            ),
+            "{text}"
+        );
     }
 }

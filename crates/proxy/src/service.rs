@@ -208,8 +208,11 @@ impl ProxyBuilder {
     /// `http`/`https`, has user info or a query, an invalid Host override
     /// or `Via` pseudonym is an error.
     pub fn build(self) -> Result<Proxy, BuildError> {
-        let raw = self.upstream.trim();
-        let uri: Uri = raw
+        let given = self.upstream.trim();
+        // Errors show the URL without a password: they reach logs and the
+        // admin API's reload answers.
+        let raw = towergate_core::url_without_password(given);
+        let uri: Uri = given
             .parse()
             .map_err(|e| BuildError::with_source(format!("invalid upstream URL `{raw}`"), e))?;
         let scheme = match uri.scheme() {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::Size;
+use super::schema::{Size, redact_header_values};
 
 /// Cross-origin resource sharing; preflights are answered here.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -39,10 +39,10 @@ pub struct CorsConfig {
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
     /// Replace (or create) these headers; values are templates.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_header_values")]
     pub set: BTreeMap<String, String>,
     /// Append these headers; values are templates.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_header_values")]
     pub add: BTreeMap<String, String>,
     /// Remove these headers.
     #[serde(default)]
@@ -225,7 +225,7 @@ pub struct AggregateCall {
     #[serde(default)]
     pub pass_headers: Vec<String>,
     /// Headers set on this call (templates).
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_header_values")]
     pub set_headers: BTreeMap<String, String>,
     /// Key of this call's part in the answer. Default: the call's name.
     pub group: Option<String>,

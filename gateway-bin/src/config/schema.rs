@@ -92,6 +92,58 @@ pub(crate) fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S
     }
 }
 
+/// A URL as shown: its password (or a bare token as user info) redacted;
+/// see [`towergate_core::url_without_password`].
+pub(crate) fn redact_url<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&towergate_core::url_without_password(v))
+}
+
+/// [`redact_url`] for an optional URL.
+pub(crate) fn redact_url_opt<S: serde::Serializer>(
+    v: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(url) => redact_url(url, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Header values as shown: those of headers that carry credentials
+/// (`Authorization`, cookies, names with `token`, `key`, `secret`,
+/// `auth`, ...) redacted; the others, templates mostly, as written.
+pub(crate) fn redact_header_values<S: serde::Serializer>(
+    v: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(name, value)| {
+        let shown = if credential_header(name) {
+            "<redacted>"
+        } else {
+            value.as_str()
+        };
+        (name, shown)
+    }))
+}
+
+/// Whether a header of this name may carry a credential.
+fn credential_header(name: &str) -> bool {
+    const WORDS: [&str; 10] = [
+        "auth",
+        "cookie",
+        "token",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "session",
+        "signature",
+        "credential",
+    ];
+    let name = name.to_ascii_lowercase();
+    WORDS.iter().any(|w| name.contains(w))
+}
+
 /// A listening socket.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -307,6 +359,7 @@ pub enum StoreKind {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://host:port[/db]`; `REDIS_URL` when omitted.
+    #[serde(serialize_with = "redact_url_opt")]
     pub url: Option<String>,
     /// Key prefix. Default `towergate:`.
     pub prefix: Option<String>,
@@ -564,6 +617,7 @@ pub struct TokenFromSpec {
 #[serde(deny_unknown_fields)]
 pub struct JwtProvider {
     /// JWKS URL, fetched, cached and refreshed.
+    #[serde(serialize_with = "redact_url_opt")]
     pub jwks_url: Option<String>,
     /// Shared secret (HS*), at least 32 bytes.
     #[serde(
@@ -641,6 +695,7 @@ pub struct ApiKeyEntry {
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionProvider {
     /// The introspection endpoint.
+    #[serde(serialize_with = "redact_url")]
     pub url: String,
     /// Client id for HTTP Basic to the endpoint.
     pub client_id: Option<String>,
@@ -672,6 +727,7 @@ pub struct IntrospectionProvider {
 #[serde(deny_unknown_fields)]
 pub struct ForwardProvider {
     /// The auth service URL.
+    #[serde(serialize_with = "redact_url")]
     pub url: String,
     /// Request headers sent to it (plus `X-Forwarded-Method`/`-Uri`).
     #[serde(default)]
@@ -768,6 +824,7 @@ pub struct TracingConfig {
     /// Collector URL: the OTLP/HTTP base URL (`http://127.0.0.1:4318`,
     /// `/v1/traces` is appended), or for gRPC the collector's address as
     /// given (`http://127.0.0.1:4317`).
+    #[serde(serialize_with = "redact_url")]
     pub otlp_endpoint: String,
     /// The OTLP wire protocol: `http` (default) or `grpc`.
     #[serde(default)]

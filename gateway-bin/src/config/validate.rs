@@ -48,25 +48,44 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
 
     // Admin.
     if cfg.admin.enabled {
-        match cfg.admin.listen.parse::<SocketAddr>() {
-            Ok(a)
-                if !a.ip().is_loopback()
-                    && cfg.admin.token.is_none()
-                    && std::env::var_os("TOWERGATE_ADMIN_TOKEN").is_none() =>
-            {
+        match (
+            cfg.admin.listen.parse::<SocketAddr>(),
+            admin_token(cfg.admin.token.as_deref()),
+        ) {
+            (_, Err(e)) => errs.push(ConfigError::new("admin.token", e)),
+            (Ok(a), Ok(None)) if !a.ip().is_loopback() => {
                 errs.push(ConfigError::new(
                     "admin.listen",
                     format!("`{a}` is not a loopback address: set `admin.token` (or TOWERGATE_ADMIN_TOKEN) to expose the admin API"),
                 ));
             }
-            Ok(_) => {}
-            Err(_) => check_addr("admin.listen", &cfg.admin.listen, errs),
+            (Ok(_), Ok(_)) => {}
+            (Err(_), _) => check_addr("admin.listen", &cfg.admin.listen, errs),
         }
     }
-    if cfg.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+    if cfg
+        .admin
+        .token
+        .as_deref()
+        .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN)
+    {
         errs.push(ConfigError::new(
             "admin.token",
-            "must be at least 16 characters",
+            format!("must be at least {MIN_ADMIN_TOKEN} characters"),
+        ));
+    }
+
+    // Observability: a ratio, not a percentage (`10` would sample all).
+    if let Some(ratio) = cfg
+        .observability
+        .tracing
+        .as_ref()
+        .and_then(|t| t.sample_ratio)
+        && !(0.0..=1.0).contains(&ratio)
+    {
+        errs.push(ConfigError::new(
+            "observability.tracing.sample_ratio",
+            format!("{ratio} is not between 0 and 1 (0.01 samples 1 % of the requests)"),
         ));
     }
 
@@ -377,8 +396,10 @@ fn check_size(path: &str, v: &Size, errs: &mut Vec<ConfigError>) {
     }
 }
 
-fn check_url(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
-    match v.parse::<http::Uri>() {
+fn check_url(path: &str, url: &str, errs: &mut Vec<ConfigError>) {
+    // Errors show it without a password.
+    let v = towergate_core::url_without_password(url);
+    match url.parse::<http::Uri>() {
         Ok(u) => {
             match u.scheme_str() {
                 Some("http") | Some("https") => {}
@@ -398,5 +419,103 @@ fn check_url(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
             }
         }
         Err(e) => errs.push(ConfigError::new(path, format!("`{v}` is not a URL: {e}"))),
+    }
+}
+
+/// The admin token in effect: `TOWERGATE_ADMIN_TOKEN` when set and not
+/// empty, else `admin.token`. The validation and the admin server both ask
+/// this, so what was checked is what is enforced.
+pub fn admin_token(configured: Option<&str>) -> Result<Option<String>, String> {
+    effective_admin_token(std::env::var_os(ADMIN_TOKEN_ENV), configured)
+}
+
+/// The environment variable that overrides `admin.token`.
+const ADMIN_TOKEN_ENV: &str = "TOWERGATE_ADMIN_TOKEN";
+
+/// The shortest admin token accepted.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+/// [`admin_token`] with the environment's value given.
+fn effective_admin_token(
+    env: Option<std::ffi::OsString>,
+    configured: Option<&str>,
+) -> Result<Option<String>, String> {
+    let from_env = match env {
+        None => None,
+        Some(v) => match v.into_string() {
+            // An empty value (a secret that came through empty) is unset.
+            Ok(v) if v.is_empty() => None,
+            Ok(v) => Some(v),
+            Err(_) => return Err(format!("{ADMIN_TOKEN_ENV} is not valid UTF-8")),
+        },
+    };
+    match from_env {
+        Some(t) if t.len() < MIN_ADMIN_TOKEN => Err(format!(
+            "{ADMIN_TOKEN_ENV} must be at least {MIN_ADMIN_TOKEN} characters"
+        )),
+        Some(t) => Ok(Some(t)),
+        None => Ok(configured.map(str::to_owned)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+
+    #[test]
+    fn a_sample_ratio_is_between_0_and_1() {
+        let errors = |ratio: &str| {
+            let yaml = format!(
+                "listen: \"127.0.0.1:0\"\nobservability:\n  tracing: {{ otlp_endpoint: \"http://127.0.0.1:4318\", sample_ratio: {ratio} }}\nroutes:\n  - name: a\n    upstream: \"http://127.0.0.1:1\"\n"
+            );
+            let cfg = crate::config::parse_str(&yaml, crate::config::Format::Yaml).unwrap();
+            let mut errs = Vec::new();
+            check_structure(&cfg, &mut errs);
+            errs.into_iter().map(|e| e.path).collect::<Vec<_>>()
+        };
+        for bad in ["10", "-0.5", "1.01"] {
+            assert_eq!(errors(bad), ["observability.tracing.sample_ratio"], "{bad}");
+        }
+        for good in ["0", "0.01", "1"] {
+            assert!(errors(good).is_empty(), "{good}");
+        }
+    }
+
+    #[test]
+    fn the_admin_token_in_effect() {
+        let long = "0123456789abcdef";
+        let env = |v: &str| Some(OsString::from(v));
+        assert_eq!(effective_admin_token(None, None), Ok(None));
+        assert_eq!(
+            effective_admin_token(None, Some(long)).unwrap().as_deref(),
+            Some(long)
+        );
+        // The environment wins over the file.
+        assert_eq!(
+            effective_admin_token(env("fedcba9876543210"), Some(long))
+                .unwrap()
+                .as_deref(),
+            Some("fedcba9876543210")
+        );
+        // Empty is unset: the file's token, or none at all (then a
+        // non-loopback admin address is refused).
+        assert_eq!(
+            effective_admin_token(env(""), Some(long))
+                .unwrap()
+                .as_deref(),
+            Some(long)
+        );
+        assert_eq!(effective_admin_token(env(""), None), Ok(None));
+        // Too short, or not text: an error, never "no token".
+        assert!(effective_admin_token(env("short"), Some(long)).is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let bad = OsString::from_vec(vec![0xff; 20]);
+            assert!(effective_admin_token(Some(bad), None).is_err());
+        }
     }
 }

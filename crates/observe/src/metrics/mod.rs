@@ -243,8 +243,9 @@ pub(crate) struct RouteMetricsSlot(OnceLock<RouteMetrics>);
 pub(crate) struct UpstreamMetrics {
     metrics: Metrics,
     upstream: Arc<str>,
-    /// `towergate_upstream_requests_total`, by [`class_index`], then `error`.
-    requests: [OnceLock<Counter>; 6],
+    /// `towergate_upstream_requests_total`, by [`class_index`], then
+    /// `error` and `cancelled`.
+    requests: [OnceLock<Counter>; 7],
     duration: OnceLock<Histogram>,
 }
 
@@ -347,16 +348,36 @@ impl UpstreamMetrics {
     /// What [`Metrics::observe_upstream`] does, with the handles resolved
     /// on first use.
     pub(crate) fn observe(&self, status: Option<StatusCode>, elapsed: Duration) {
+        match status {
+            Some(s) => self.count(class_index(s), elapsed),
+            None => self.count(ERROR, elapsed),
+        }
+    }
+
+    /// A call given up before its answer (the route's timeout, the losing
+    /// attempt of a hedge, the client leaving): `cancelled`, with the time
+    /// it had run.
+    pub(crate) fn cancelled(&self, elapsed: Duration) {
+        self.count(CANCELLED, elapsed);
+    }
+
+    fn count(&self, i: usize, elapsed: Duration) {
         let m = self.metrics.inner();
-        let i = status.map_or(5, class_index);
-        self.requests[i]
-            .get_or_init(|| {
-                m.upstream_requests.get_or_create_owned(&UpstreamClass {
-                    upstream: self.upstream.clone(),
-                    status_class: CLASSES.get(i).copied().unwrap_or("error"),
+        let class = match i {
+            ERROR => "error",
+            CANCELLED => "cancelled",
+            _ => CLASSES.get(i).copied().unwrap_or("error"),
+        };
+        if let Some(requests) = self.requests.get(i) {
+            requests
+                .get_or_init(|| {
+                    m.upstream_requests.get_or_create_owned(&UpstreamClass {
+                        upstream: self.upstream.clone(),
+                        status_class: class,
+                    })
                 })
-            })
-            .inc();
+                .inc();
+        }
         self.duration
             .get_or_init(|| {
                 m.upstream_duration.get_or_create_owned(&UpstreamLabel {
@@ -366,6 +387,11 @@ impl UpstreamMetrics {
             .observe(elapsed.as_secs_f64());
     }
 }
+
+/// [`UpstreamMetrics::requests`] of a call that failed without a response.
+const ERROR: usize = 5;
+/// [`UpstreamMetrics::requests`] of a call given up before its answer.
+const CANCELLED: usize = 6;
 
 // === impl Metrics ===
 
@@ -469,6 +495,14 @@ impl Metrics {
                 upstream: upstream.into(),
             })
             .set(v);
+    }
+
+    /// The configuration a process started with is loaded:
+    /// `towergate_config_last_reload_successful` reads 1 (as Prometheus's
+    /// own gauge does), so an alert on 0 does not fire for a fresh process
+    /// that never reloaded. No reload is counted.
+    pub fn config_loaded(&self) {
+        self.inner.config_last_reload_ok.set(1);
     }
 
     /// Counts a configuration reload and whether it was applied:
@@ -764,6 +798,24 @@ impl MetricConstructor<Histogram> for Buckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_started_configuration_is_a_successful_last_reload() {
+        let m = Metrics::new();
+        m.config_loaded();
+        let t = m.encode();
+        assert!(
+            t.contains("towergate_config_last_reload_successful 1\n"),
+            "{t}"
+        );
+        // Not a reload.
+        assert!(!t.contains("towergate_config_reloads_total{"), "{t}");
+        m.config_reload(false);
+        assert!(
+            m.encode()
+                .contains("towergate_config_last_reload_successful 0\n")
+        );
+    }
 
     #[test]
     fn handle_methods_land_in_their_families() {
