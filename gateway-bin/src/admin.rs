@@ -29,7 +29,10 @@ pub struct AdminState {
     pub live: Arc<Live>,
     /// The configuration file, for `/admin/reload` (none for the demo).
     pub config_path: Option<PathBuf>,
-    /// Bearer token, if required.
+    /// A fixed bearer token. `None`: the token in effect for the live
+    /// configuration (`TOWERGATE_ADMIN_TOKEN`, else `admin.token`), looked
+    /// up on each request, so a reload that changes `admin.token` rotates
+    /// it; without one there, the API is open (loopback only).
     pub token: Option<Arc<str>>,
 }
 
@@ -48,8 +51,16 @@ impl AdminServer {
     }
 }
 
-/// The admin routes.
+/// The admin routes, for a loopback listener: without a token in effect
+/// (see [`AdminState::token`]) the API is open.
 pub fn router(state: AdminState) -> Router {
+    router_for(state, false)
+}
+
+/// The admin routes; `exposed`: the listener is reachable from other hosts,
+/// so a token is required whatever the live configuration says (a reload
+/// cannot open it).
+fn router_for(state: AdminState, exposed: bool) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/config", get(config))
@@ -59,7 +70,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/reload", post(reload))
         .route("/admin/cache/purge", post(purge_cache))
         .route("/admin/cache/keys", get(cache_keys))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), exposed),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -79,7 +93,7 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
     })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "admin listening");
-    let app = router(state);
+    let app = router_for(state, !addr.ip().is_loopback());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "admin server stopped");
@@ -106,14 +120,13 @@ pub async fn start_from_config(
     })?;
     // The token the validation checked; and, whatever happened before, no
     // admin API on a non-loopback address without one.
-    let token = crate::config::admin_token(cfg.admin.token.as_deref())
-        .map_err(|e| {
+    let token: Option<String> =
+        crate::config::admin_token(cfg.admin.token.as_deref()).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("admin.token: {e}"),
             )
-        })?
-        .map(Arc::from);
+        })?;
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -123,14 +136,104 @@ pub async fn start_from_config(
     let state = AdminState {
         live,
         config_path,
-        token,
+        // Looked up on each request: a reload rotates it.
+        token: None,
     };
     start(addr, state).await.map(Some)
 }
 
-async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let Some(token) = &state.token else {
-        return next.run(req).await;
+/// The token a protected route asks for: `Ok(None)` when the API is open,
+/// `Err` when the token in effect is unusable (then nothing matches).
+fn required_token(state: &AdminState) -> Result<Option<Arc<str>>, String> {
+    match &state.token {
+        Some(fixed) => Ok(Some(fixed.clone())),
+        None => crate::config::admin_token(state.live.config().admin.token.as_deref())
+            .map(|t| t.map(Arc::from)),
+    }
+}
+
+/// Why a request to an open (tokenless, loopback) admin API is refused:
+/// a web page in a browser on this host can reach loopback too. A name
+/// that rebinds to 127.0.0.1 shows in `Host`; a cross-site form or fetch
+/// that changes something (reload, purge) shows in `Origin`.
+fn browser_from_elsewhere(req: &Request) -> Option<&'static str> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if header(header::HOST).is_some_and(|h| !loopback_host(h)) {
+        return Some(
+            "the admin API without a token answers only to a loopback Host (localhost, 127.0.0.1, [::1])",
+        );
+    }
+    let reads = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+    if !reads
+        && header(header::ORIGIN).is_some_and(|o| {
+            o.split_once("://")
+                .is_none_or(|(_, authority)| !loopback_host(authority))
+        })
+    {
+        return Some("the admin API without a token takes changes only from a loopback origin");
+    }
+    None
+}
+
+/// Whether `host` (`name[:port]`, `[v6][:port]`) names this host's loopback.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What a protected admin route lets through.
+#[derive(Debug, PartialEq)]
+enum Gate {
+    /// Everything: no token in effect, loopback listener.
+    Open,
+    /// Requests with this bearer token.
+    Token(Arc<str>),
+    /// Nothing, for this reason.
+    Closed(String),
+}
+
+/// The gate for the token required (see [`required_token`]) on a listener
+/// that is `exposed` (not loopback): an exposed listener is never open.
+fn gate(required: Result<Option<Arc<str>>, String>, exposed: bool) -> Gate {
+    match required {
+        Ok(Some(t)) => Gate::Token(t),
+        Ok(None) if !exposed => Gate::Open,
+        Ok(None) => {
+            Gate::Closed("no admin token in effect on a non-loopback admin listener".into())
+        }
+        Err(e) => Gate::Closed(format!("admin token unusable: {e}")),
+    }
+}
+
+async fn require_token(
+    State((state, exposed)): State<(AdminState, bool)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let token = match gate(required_token(&state), exposed) {
+        Gate::Open => {
+            return match browser_from_elsewhere(&req) {
+                None => next.run(req).await,
+                Some(why) => Problem::new(StatusCode::FORBIDDEN)
+                    .detail(why)
+                    .into_full_response()
+                    .into_response(),
+            };
+        }
+        Gate::Token(t) => Some(t),
+        Gate::Closed(why) => {
+            tracing::error!(reason = %why, "the admin API stays closed");
+            None
+        }
     };
     let given = req
         .headers()
@@ -138,7 +241,7 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+    if token.is_some_and(|t| constant_time_eq(given.as_bytes(), t.as_bytes())) {
         next.run(req).await
     } else {
         Problem::new(StatusCode::UNAUTHORIZED)
@@ -396,7 +499,99 @@ async fn dashboard() -> Html<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use std::sync::Arc;
+
+    use super::{Gate, browser_from_elsewhere, constant_time_eq, gate, loopback_host};
+
+    #[test]
+    fn loopback_hosts() {
+        for yes in [
+            "localhost",
+            "LOCALHOST:9901",
+            "127.0.0.1",
+            "127.0.0.1:9901",
+            "127.9.9.9:1",
+            "[::1]",
+            "[::1]:9901",
+        ] {
+            assert!(loopback_host(yes), "{yes}");
+        }
+        for no in [
+            "evil.example",
+            "evil.example:9901",
+            "10.0.0.1:9901",
+            "[::2]:80",
+            "localhost.evil.example",
+            "",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!loopback_host(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn browsers_from_elsewhere_are_refused_by_the_open_api() {
+        let req = |method: &str, host: Option<&str>, origin: Option<&str>| {
+            let mut b = http::Request::builder().method(method).uri("/admin/reload");
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            if let Some(o) = origin {
+                b = b.header("origin", o);
+            }
+            b.body(axum::body::Body::empty()).unwrap()
+        };
+        // curl, Prometheus, the dashboard page itself.
+        assert_eq!(
+            browser_from_elsewhere(&req("GET", Some("127.0.0.1:9901"), None)),
+            None
+        );
+        assert_eq!(browser_from_elsewhere(&req("GET", None, None)), None);
+        assert_eq!(
+            browser_from_elsewhere(&req(
+                "POST",
+                Some("localhost:9901"),
+                Some("http://localhost:9901")
+            )),
+            None
+        );
+        // DNS rebinding: a page of evil.example whose name now points here.
+        assert!(browser_from_elsewhere(&req("GET", Some("evil.example:9901"), None)).is_some());
+        // A cross-site form or fetch posting to loopback.
+        assert!(
+            browser_from_elsewhere(&req(
+                "POST",
+                Some("127.0.0.1:9901"),
+                Some("https://evil.example")
+            ))
+            .is_some()
+        );
+        assert!(
+            browser_from_elsewhere(&req("POST", Some("127.0.0.1:9901"), Some("null"))).is_some()
+        );
+        // A cross-site read is the browser's to block (no CORS headers here).
+        assert_eq!(
+            browser_from_elsewhere(&req(
+                "GET",
+                Some("127.0.0.1:9901"),
+                Some("https://evil.example")
+            )),
+            None
+        );
+    }
+
+    #[test]
+    fn an_exposed_listener_is_never_open() {
+        let t: Arc<str> = Arc::from("0123456789abcdef");
+        assert_eq!(gate(Ok(Some(t.clone())), false), Gate::Token(t.clone()));
+        assert_eq!(gate(Ok(Some(t.clone())), true), Gate::Token(t));
+        assert_eq!(gate(Ok(None), false), Gate::Open);
+        // A reload that dropped the token does not open a public listener.
+        assert!(matches!(gate(Ok(None), true), Gate::Closed(_)));
+        // Nor does an unusable token, anywhere.
+        assert!(matches!(gate(Err("bad".into()), false), Gate::Closed(_)));
+        assert!(matches!(gate(Err("bad".into()), true), Gate::Closed(_)));
+    }
 
     #[test]
     fn token_comparison() {

@@ -293,3 +293,51 @@ routes:
     }
     assert!(e.contains("u:<redacted>@"), "{e}");
 }
+
+#[tokio::test]
+async fn a_reload_rotates_the_admin_token() {
+    // Started from its configuration, the admin API asks for the token the
+    // live configuration has: an operator rotating a leaked token reloads.
+    const OLD: &str = "old-admin-token-0123456789";
+    const NEW: &str = "new-admin-token-0123456789";
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let dir = std::env::temp_dir().join(format!("towergate-admin-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.yaml");
+    let text = |token: &str| {
+        config(&echo.url(), "").replace(
+            &format!("admin: {{ token: \"{TOKEN}\" }}"),
+            &format!("admin: {{ listen: \"127.0.0.1:0\", token: \"{token}\" }}"),
+        )
+    };
+    std::fs::write(&path, text(OLD)).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let admin = towergate::admin::start_from_config(gw.live(), Some(path.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let base = format!("http://{}", admin.addr);
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status = |token: &'static str| {
+        let (c, url) = (c.clone(), format!("{base}/admin/routes"));
+        async move { c.get(url).bearer_auth(token).send().await.unwrap().status() }
+    };
+    assert_eq!(status(OLD).await, 200);
+    assert_eq!(status(NEW).await, 401);
+
+    std::fs::write(&path, text(NEW)).unwrap();
+    let rsp = c
+        .post(format!("{base}/admin/reload"))
+        .bearer_auth(OLD)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200, "{}", rsp.text().await.unwrap());
+    assert_eq!(status(OLD).await, 401);
+    assert_eq!(status(NEW).await, 200);
+    admin.stop();
+    gw.shutdown().await;
+}
