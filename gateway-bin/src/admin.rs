@@ -269,7 +269,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     // Gauges read from the stores at scrape time.
     let degraded = registry.redis_stores().iter().any(|s| s.degraded());
     registry.metrics().redis_degraded(degraded);
-    registry.record_pool_states(&state.live.stack().upstream_states());
+    registry.record_pool_states(&state.live.stack().pool_states());
     if let Some(cache) = registry.cache() {
         let stats = cache.stats();
         registry

@@ -113,6 +113,27 @@ impl Stack {
             .map(|(name, pool)| (name.clone(), pool.snapshot()))
             .collect()
     }
+
+    /// Every pool's endpoints, with the pool's identity: an upstream used
+    /// with different settings (host rewrite, timeout) has a pool for each,
+    /// and the metrics count them all.
+    pub(crate) fn pool_states(&self) -> Vec<PoolState> {
+        self.pools
+            .iter()
+            .map(|(name, pool)| PoolState {
+                upstream: name.clone(),
+                pool: pool.id(),
+                endpoints: pool.snapshot(),
+            })
+            .collect()
+    }
+}
+
+/// One pool's state, for the metrics: see [`Stack::pool_states`].
+pub(crate) struct PoolState {
+    pub(crate) upstream: String,
+    pub(crate) pool: usize,
+    pub(crate) endpoints: Vec<towergate_balance::EndpointState>,
 }
 
 /// Compiles a configuration, reporting every error with its path.
@@ -332,6 +353,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         .map(|(k, p)| (k.split('\u{0}').next().unwrap_or("").to_owned(), p))
         .collect();
     registry.commit_cache(cache_store, cache_routes);
+    registry.commit_redis(crate::policy::redis_in_use(&cfg.rate_limiting).as_deref());
     Ok(Compiled {
         registry,
         config: Arc::new(cfg.clone()),
@@ -856,6 +878,7 @@ fn trace_layer(obs: &schema::Observability) -> Option<TraceLayer> {
     obs.tracing.as_ref().map(|t| {
         TraceLayer::builder()
             .sample_ratio(t.sample_ratio.unwrap_or(DEFAULT_SAMPLE_RATIO))
+            .b3(t.b3)
             .build()
     })
 }

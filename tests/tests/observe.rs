@@ -258,3 +258,51 @@ async fn observation_can_be_switched_off() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn b3_is_continued_when_the_configuration_asks() {
+    // A Zipkin-instrumented client sends `b3`, no `traceparent`; the
+    // request is not sampled (ratio 0, and the client said 0).
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let trace_id = "80f198ee56343ba864fe8b2a57d3eff7";
+    let b3 = format!("{trace_id}-e457b5a2e4d86bd1-0");
+    for (enabled, continued) in [(true, true), (false, false)] {
+        let yaml = format!(
+            r#"listen: "127.0.0.1:0"
+observability:
+  tracing: {{ otlp_endpoint: "http://127.0.0.1:1", sample_ratio: 0, b3: {enabled} }}
+routes:
+  - name: traced
+    match: {{ path_prefix: "/" }}
+    upstream: "{}"
+"#,
+            echo.url()
+        );
+        let cfg = towergate::config::parse_str(&yaml, towergate::config::Format::Yaml).unwrap();
+        let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+            .await
+            .unwrap();
+        let v: Value = client()
+            .get(format!("http://{}/x", gw.local_addrs()[0]))
+            .header("b3", &b3)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let tp = v["headers"]["traceparent"][0].as_str().unwrap();
+        let sent_b3 = v["headers"]["b3"][0].as_str().unwrap();
+        if continued {
+            // The client's trace, not sampled, a new span id; `b3` too.
+            assert_eq!(&tp[3..35], trace_id, "{tp}");
+            assert!(tp.ends_with("-00"), "{tp}");
+            assert!(sent_b3.starts_with(trace_id) && sent_b3 != b3, "{sent_b3}");
+        } else {
+            // Not read: a new trace; the client's `b3` passes untouched.
+            assert_ne!(&tp[3..35], trace_id, "{tp}");
+            assert_eq!(sent_b3, b3);
+        }
+        gw.shutdown().await;
+    }
+}

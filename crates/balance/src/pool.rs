@@ -227,6 +227,14 @@ where
             .collect()
     }
 
+    /// An identity of this pool (its clones share it), for as long as it
+    /// lives: state kept about a pool outside it (a metrics exporter's
+    /// last counts) is keyed by it, so a pool rebuilt by a reload starts
+    /// afresh.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.shared).cast::<()>() as usize
+    }
+
     /// Each endpoint's health, load and counters, for the admin API.
     pub fn snapshot(&self) -> Vec<EndpointState> {
         let shared = &*self.shared;

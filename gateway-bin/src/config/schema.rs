@@ -833,6 +833,11 @@ pub struct TracingConfig {
     pub service_name: Option<String>,
     /// Share of new traces sampled, 0.0 to 1.0 (parent-based). Default `0.01`.
     pub sample_ratio: Option<f64>,
+    /// Also read a client's B3 single header (`b3`, Zipkin) when it sent no
+    /// valid `traceparent`, and send `b3` to the upstream beside
+    /// `traceparent`. Default `false`.
+    #[serde(default)]
+    pub b3: bool,
 }
 
 /// The OTLP wire protocol of [`TracingConfig`].

@@ -38,11 +38,40 @@ pub struct Registry {
     redis: Mutex<HashMap<String, RedisStore>>,
     authenticators: Mutex<HashMap<String, Arc<dyn towergate_auth::Authenticator>>>,
     ejections_seen: Mutex<HashMap<String, u64>>,
+    /// The upstreams whose circuit state was last exported, to drop the
+    /// series of those a reload removed.
+    circuits_seen: Mutex<std::collections::BTreeSet<String>>,
     /// The response cache and the settings it was built with.
     cache: Mutex<Option<(String, towergate_cache::CacheStore)>>,
     /// Each cached route's cache settings when last compiled, to purge a
     /// route's entries when they change.
     cache_routes: Mutex<HashMap<String, String>>,
+}
+
+/// Ejections since the last scrape, of an endpoint that had `before` then
+/// and has `now`: fewer now means another pool (a reload's) since, all new.
+fn new_ejections(before: u64, now: u64) -> u64 {
+    now.checked_sub(before).unwrap_or(now)
+}
+
+/// An upstream's circuit over its endpoints' statuses: those draining on
+/// purpose (weight 0) are left out; none left, or none healthy, is open.
+fn circuit(
+    statuses: &[towergate_balance::state::Status],
+) -> towergate_observe::metrics::CircuitState {
+    use towergate_balance::state::Status;
+    use towergate_observe::metrics::CircuitState;
+    let in_rotation = statuses.iter().filter(|s| **s != Status::Draining);
+    let (healthy, all) = in_rotation.fold((0, 0), |(h, a), s| {
+        (h + usize::from(*s == Status::Healthy), a + 1)
+    });
+    if healthy == 0 {
+        CircuitState::Open
+    } else if healthy == all {
+        CircuitState::Closed
+    } else {
+        CircuitState::HalfOpen
+    }
 }
 
 impl Registry {
@@ -54,38 +83,50 @@ impl Registry {
 
     /// Feeds the balancer's state to the metrics at scrape time: new
     /// ejections since the last scrape, and each upstream's circuit state
-    /// (closed: every endpoint healthy; half-open: some out; open: none
-    /// healthy, so requests only go out in panic mode).
-    pub(crate) fn record_pool_states(
-        &self,
-        pools: &[(String, Vec<towergate_balance::EndpointState>)],
-    ) {
+    /// over the endpoints in rotation of all its pools (closed: every one
+    /// healthy; half-open: some out; open: none healthy, or none at all,
+    /// so requests only go out in panic mode or fail). Endpoints draining
+    /// on purpose (weight 0) are left out. An upstream gone from the
+    /// configuration loses its series.
+    pub(crate) fn record_pool_states(&self, pools: &[crate::stack::PoolState]) {
+        use std::collections::BTreeMap;
         use towergate_balance::state::Status;
-        use towergate_observe::metrics::CircuitState;
         let Ok(mut seen) = self.ejections_seen.lock() else {
             return;
         };
-        for (upstream, endpoints) in pools {
-            for e in endpoints {
-                let key = format!("{upstream}\\u{0}{}", e.url);
-                let before = seen.insert(key, e.ejections).unwrap_or(0);
-                for _ in before..e.ejections {
-                    self.metrics.ejection(upstream.clone());
+        let mut now = HashMap::with_capacity(seen.len());
+        // Per upstream, its endpoints' statuses.
+        let mut circuits: BTreeMap<&str, Vec<Status>> = BTreeMap::new();
+        for p in pools {
+            let statuses = circuits.entry(p.upstream.as_str()).or_default();
+            for e in &p.endpoints {
+                // Keyed by the pool's identity: a pool rebuilt by a reload
+                // counts from its own 0.
+                let key = format!("{:x}\u{0}{}", p.pool, e.url);
+                let before = seen.get(&key).copied().unwrap_or(0);
+                for _ in 0..new_ejections(before, e.ejections) {
+                    self.metrics.ejection(p.upstream.clone());
                 }
+                now.insert(key, e.ejections);
+                statuses.push(e.status);
             }
-            let healthy = endpoints
-                .iter()
-                .filter(|e| e.status == Status::Healthy)
-                .count();
-            let state = if healthy == endpoints.len() {
-                CircuitState::Closed
-            } else if healthy == 0 {
-                CircuitState::Open
-            } else {
-                CircuitState::HalfOpen
-            };
-            self.metrics.circuit_state(upstream.clone(), state);
         }
+        // Pools that are gone are forgotten.
+        *seen = now;
+        let Ok(mut known) = self.circuits_seen.lock() else {
+            return;
+        };
+        for (upstream, statuses) in &circuits {
+            self.metrics.circuit_state(*upstream, circuit(statuses));
+        }
+        known.retain(|upstream| {
+            let kept = circuits.contains_key(upstream.as_str());
+            if !kept {
+                self.metrics.forget_circuit_state(upstream.as_str());
+            }
+            kept
+        });
+        known.extend(circuits.keys().map(|u| (*u).to_owned()));
     }
 
     /// The response cache, if a configuration ever used one.
@@ -137,6 +178,16 @@ impl Registry {
     }
 
     /// Every Redis store in use, for the degraded gauge.
+    /// Keeps only the Redis store of the configuration just compiled
+    /// (`in_use`, its settings' key; none for `store: memory`), once the
+    /// compile succeeded: a store a reload left behind gets no more calls,
+    /// so its last failure would hold `towergate_redis_degraded` at 1.
+    pub(crate) fn commit_redis(&self, in_use: Option<&str>) {
+        if let Ok(mut map) = self.redis.lock() {
+            map.retain(|key, _| Some(key.as_str()) == in_use);
+        }
+    }
+
     pub(crate) fn redis_stores(&self) -> Vec<RedisStore> {
         self.redis
             .lock()
@@ -201,7 +252,7 @@ impl Registry {
     }
 
     fn redis(&self, settings: &RedisResolved) -> Result<RedisStore, String> {
-        let key = format!("{settings:?}");
+        let key = settings.key();
         let mut map = self
             .redis
             .lock()
@@ -217,6 +268,22 @@ impl Registry {
             .map_err(|e| e.to_string())?;
         map.insert(key, store.clone());
         Ok(store)
+    }
+}
+
+/// The key of the Redis store `store` asks for, if it asks for one; see
+/// [`Registry::commit_redis`].
+pub(crate) fn redis_in_use(store: &RateLimiting) -> Option<String> {
+    if !matches!(store.store, StoreKind::Redis) {
+        return None;
+    }
+    resolve_redis(store, &mut Vec::new()).map(|r| r.key())
+}
+
+impl RedisResolved {
+    /// What the registry keeps its store under.
+    fn key(&self) -> String {
+        format!("{self:?}")
     }
 }
 
@@ -503,6 +570,55 @@ pub(crate) fn concurrency_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn circuit_state_over_the_endpoints_in_rotation() {
+        use towergate_balance::state::Status::{Draining, Ejected, Healthy, Unhealthy};
+        use towergate_observe::metrics::CircuitState::{Closed, HalfOpen, Open};
+        assert_eq!(circuit(&[Healthy, Healthy]), Closed);
+        assert_eq!(circuit(&[Healthy, Ejected]), HalfOpen);
+        assert_eq!(circuit(&[Unhealthy, Ejected]), Open);
+        // Draining on purpose is not a failure.
+        assert_eq!(circuit(&[Healthy, Draining]), Closed);
+        // No endpoint at all (discovery found none), or only draining ones:
+        // nothing takes requests.
+        assert_eq!(circuit(&[]), Open);
+        assert_eq!(circuit(&[Draining]), Open);
+    }
+
+    #[tokio::test]
+    async fn only_the_redis_store_in_use_is_kept() {
+        // Stores connect lazily: no Redis needed to build them.
+        let resolved = |url: &str| RedisResolved {
+            url: url.to_owned(),
+            prefix: "towergate:".to_owned(),
+            timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_millis(50),
+        };
+        let (a, b) = (
+            resolved("redis://127.0.0.1:1/0"),
+            resolved("redis://127.0.0.1:2/0"),
+        );
+        let registry = Registry::default();
+        registry.redis(&a).unwrap();
+        registry.redis(&b).unwrap();
+        assert_eq!(registry.redis_stores().len(), 2);
+        // A reload moved the limits from A to B: A's state no longer counts.
+        registry.commit_redis(Some(&b.key()));
+        assert_eq!(registry.redis_stores().len(), 1);
+        // Then to memory.
+        registry.commit_redis(None);
+        assert!(registry.redis_stores().is_empty());
+    }
+
+    #[test]
+    fn ejections_of_a_rebuilt_pool_all_count() {
+        assert_eq!(new_ejections(3, 5), 2);
+        assert_eq!(new_ejections(5, 5), 0);
+        // A reload's new pool (or one at a reused address) starts at 0.
+        assert_eq!(new_ejections(5, 2), 2);
+        assert_eq!(new_ejections(0, 4), 4);
+    }
 
     #[test]
     fn rates() {

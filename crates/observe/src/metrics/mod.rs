@@ -497,6 +497,15 @@ impl Metrics {
             .set(v);
     }
 
+    /// Drops an upstream's `towergate_circuit_state` series: the upstream
+    /// is gone from the configuration, and its last state would otherwise
+    /// stay (an open circuit alerting forever).
+    pub fn forget_circuit_state(&self, upstream: impl Into<Arc<str>>) {
+        self.inner.circuit_state.remove(&UpstreamLabel {
+            upstream: upstream.into(),
+        });
+    }
+
     /// The configuration a process started with is loaded:
     /// `towergate_config_last_reload_successful` reads 1 (as Prometheus's
     /// own gauge does), so an alert on 0 does not fire for a fresh process
@@ -798,6 +807,20 @@ impl MetricConstructor<Histogram> for Buckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_upstream_loses_its_circuit_series() {
+        let m = Metrics::new();
+        m.circuit_state("gone", CircuitState::Open);
+        m.circuit_state("kept", CircuitState::Closed);
+        m.forget_circuit_state("gone");
+        let t = m.encode();
+        assert!(!t.contains("upstream=\"gone\""), "{t}");
+        assert!(
+            t.contains("towergate_circuit_state{upstream=\"kept\"} 0"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn a_started_configuration_is_a_successful_last_reload() {

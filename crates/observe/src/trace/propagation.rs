@@ -23,7 +23,31 @@ pub(crate) struct Propagator {
     b3: bool,
 }
 
-struct HeaderExtractor<'a>(&'a HeaderMap);
+struct HeaderExtractor<'a> {
+    headers: &'a HeaderMap,
+    /// Every `tracestate` line joined with `,`, when there are several:
+    /// W3C trace context says they are one list, and the propagator
+    /// asks for one value.
+    tracestate: Option<String>,
+}
+
+impl<'a> HeaderExtractor<'a> {
+    fn new(headers: &'a HeaderMap) -> Self {
+        let mut lines = headers.get_all(TRACESTATE).iter();
+        let tracestate = match (lines.next(), lines.next()) {
+            (Some(first), Some(second)) => {
+                let all = [first, second].into_iter().chain(lines);
+                let parts: Option<Vec<&str>> = all.map(|v| v.to_str().ok()).collect();
+                parts.map(|p| p.join(","))
+            }
+            _ => None,
+        };
+        Self {
+            headers,
+            tracestate,
+        }
+    }
+}
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);
 
@@ -44,7 +68,7 @@ impl Propagator {
         let empty = Context::new();
         let cx = self
             .w3c
-            .extract_with_context(&empty, &HeaderExtractor(headers));
+            .extract_with_context(&empty, &HeaderExtractor::new(headers));
         if self.b3 && !cx.span().span_context().is_valid() {
             return match headers
                 .get(B3)
@@ -286,11 +310,16 @@ fn is_lower_hex(s: &str) -> bool {
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        if let Some(all) = &self.tracestate
+            && key.eq_ignore_ascii_case(TRACESTATE.as_str())
+        {
+            return Some(all);
+        }
+        self.headers.get(key).and_then(|v| v.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
+        self.headers.keys().map(HeaderName::as_str).collect()
     }
 }
 
@@ -332,6 +361,22 @@ mod tests {
         assert_eq!(out[TRACEPARENT], TP);
         assert_eq!(out[TRACESTATE], "vendor=x");
         assert!(out.get(B3).is_none());
+    }
+
+    #[test]
+    fn tracestate_lines_are_one_list() {
+        // W3C trace context: several `tracestate` lines are one list, in
+        // order; none may be lost on the way to the upstream.
+        let p = Propagator::new(false);
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(TP));
+        h.append(TRACESTATE, HeaderValue::from_static("a=1,b=2"));
+        h.append(TRACESTATE, HeaderValue::from_static("c=3"));
+        let cx = p.extract(&h);
+        let mut out = HeaderMap::new();
+        p.inject(&cx, &mut out);
+        assert_eq!(out[TRACESTATE], "a=1,b=2,c=3");
+        assert_eq!(out.get_all(TRACESTATE).iter().count(), 1);
     }
 
     #[test]
