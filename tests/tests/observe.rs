@@ -278,19 +278,8 @@ routes:
 "#,
             echo.url()
         );
-        let cfg = towergate::config::parse_str(&yaml, towergate::config::Format::Yaml).unwrap();
-        let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-            .await
-            .unwrap();
-        let v: Value = client()
-            .get(format!("http://{}/x", gw.local_addrs()[0]))
-            .header("b3", &b3)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (gw, addr) = support::gateway(&yaml).await;
+        let v = support::get_json(&format!("http://{addr}/x"), &[("b3", &b3)]).await;
         let tp = v["headers"]["traceparent"][0].as_str().unwrap();
         let sent_b3 = v["headers"]["b3"][0].as_str().unwrap();
         if continued {

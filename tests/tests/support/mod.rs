@@ -26,6 +26,16 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// GETs `url` with `headers` and parses the JSON answer (an echo
+/// upstream's view of the request, mostly).
+pub async fn get_json(url: &str, headers: &[(&str, &str)]) -> serde_json::Value {
+    let mut rb = client().get(url);
+    for (name, value) in headers {
+        rb = rb.header(*name, *value);
+    }
+    rb.send().await.unwrap().json().await.unwrap()
+}
+
 /// Sends a raw HTTP/1.1 request (so the path is sent exactly as written,
 /// with no client-side normalisation) and returns status and body.
 pub async fn raw_get(addr: SocketAddr, raw_path: &str, extra: &str) -> (u16, String) {
