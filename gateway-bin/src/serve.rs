@@ -16,7 +16,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use towergate_core::ClientAddr;
+use towergate_core::{ClientAddr, ConnectionLease};
 
 use crate::live::Live;
 use crate::stack::{Compiled, EdgeBody, ListenerPlan, ServerSettings, Stack};
@@ -284,12 +284,13 @@ async fn accept_loop(
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
-        // Counted while open, in the registry that outlives reloads.
+        // Counted while open, in the registry that outlives reloads, and
+        // limited by the permit: both held by the connection's task and by
+        // a tunnel that takes the connection over (see `ConnectionLease`).
         let conn_guard = ctx.live.registry().metrics().open_connection();
+        let lease = ConnectionLease(Arc::new((conn_guard, permit)));
         tokio::spawn(async move {
-            let _conn_guard = conn_guard;
-            serve_connection(tcp, peer, acceptor, &builder, &ctx, watcher).await;
-            drop(permit);
+            serve_connection(tcp, peer, acceptor, &builder, &ctx, watcher, &lease).await;
         });
     }
 }
@@ -301,6 +302,7 @@ async fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     ctx: &AcceptCtx,
     watcher: Watcher,
+    lease: &ConnectionLease,
 ) {
     let live = ctx.live.clone();
     match acceptor {
@@ -309,6 +311,7 @@ async fn serve_connection(
                 live: live.clone(),
                 peer,
                 tls: false,
+                lease: lease.clone(),
             };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
             if let Err(e) = watcher.watch(conn).await {
@@ -333,6 +336,7 @@ async fn serve_connection(
                 live: live.clone(),
                 peer,
                 tls: true,
+                lease: lease.clone(),
             };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             if let Err(e) = watcher.watch(conn).await {
@@ -351,6 +355,8 @@ struct EdgeService {
     live: Arc<Live>,
     peer: SocketAddr,
     tls: bool,
+    /// Given to a request that asks for an upgrade (see `prepare`).
+    lease: ConnectionLease,
 }
 
 impl hyper::service::Service<Request<Incoming>> for EdgeService {
@@ -379,6 +385,11 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
         // goes to hyper, with no `async` wrapper around it (one more box,
         // and a copy of the request in it).
         prepare(&stack, &mut req, self.peer, self.tls);
+        // Only a request that may take the connection over carries its
+        // lease: the others pay one header look-up.
+        if req.headers().contains_key(http::header::UPGRADE) {
+            req.extensions_mut().insert(self.lease.clone());
+        }
         stack.edge.call_shared(req.map(edge_body))
     }
 }

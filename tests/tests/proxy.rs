@@ -166,21 +166,7 @@ async fn slow_chunked_response_streams_chunk_by_chunk() {
 
 #[tokio::test]
 async fn websocket_echo_through_the_gateway() {
-    let app = Router::new().route(
-        "/ws",
-        get(|ws: WebSocketUpgrade| async move {
-            ws.on_upgrade(|mut socket| async move {
-                while let Some(Ok(msg)) = socket.recv().await {
-                    if let WsMessage::Text(t) = msg {
-                        let _ = socket
-                            .send(WsMessage::Text(format!("echo:{}", t.as_str()).into()))
-                            .await;
-                    }
-                }
-            })
-        }),
-    );
-    let up = spawn_upstream(app).await;
+    let up = spawn_upstream(ws_echo()).await;
     let (_gw, addr) = gateway(&one_route(&up.url(), "", "")).await;
     let (mut ws, rsp) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
@@ -196,6 +182,76 @@ async fn websocket_echo_through_the_gateway() {
         assert_eq!(msg.into_text().unwrap().as_str(), format!("echo:hello {i}"));
     }
     ws.close(None).await.unwrap();
+}
+
+/// An upstream that echoes WebSocket text messages back.
+fn ws_echo() -> Router {
+    Router::new().route(
+        "/ws",
+        get(|ws: WebSocketUpgrade| async move {
+            ws.on_upgrade(|mut socket| async move {
+                while let Some(Ok(msg)) = socket.recv().await {
+                    if let WsMessage::Text(t) = msg {
+                        let _ = socket
+                            .send(WsMessage::Text(format!("echo:{}", t.as_str()).into()))
+                            .await;
+                    }
+                }
+            })
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_counts_as_its_connection() {
+    // hyper hands the client's connection over to the tunnel after the
+    // 101: the tunnel keeps it counted in the gauge and in
+    // `max_connections`, until it closes.
+    let up = spawn_upstream(ws_echo()).await;
+    let (gw, addr) = gateway(&one_route(&up.url(), "", "server: { max_connections: 1 }")).await;
+    let open = || {
+        let page = gw.live().registry().metrics().encode();
+        page.lines()
+            .find_map(|l| l.strip_prefix("towergate_open_connections "))
+            .map(|v| v.trim().to_owned())
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text("hi".into()))
+        .await
+        .unwrap();
+    let msg = ws.next().await.unwrap().unwrap();
+    assert_eq!(msg.into_text().unwrap().as_str(), "echo:hi");
+    assert_eq!(
+        open().as_deref(),
+        Some("1"),
+        "the tunnel is an open connection"
+    );
+    // The one connection allowed is the tunnel's: another client waits.
+    let quick = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(
+        quick.get(format!("http://{addr}/ws")).send().await.is_err(),
+        "served beyond max_connections"
+    );
+    ws.close(None).await.unwrap();
+    drop(ws);
+    // Once the tunnel is gone, its place is free again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = quick.get(format!("http://{addr}/nope")).send().await {
+            assert_eq!(r.status(), 404);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tunnel's place was never freed"
+        );
+    }
 }
 
 #[tokio::test]

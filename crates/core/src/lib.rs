@@ -64,6 +64,20 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// What keeps a client connection counted (the open-connections gauge,
+/// the `max_connections` permit) while it lives: the server puts it in
+/// the extensions of a request that asks for an upgrade, and whoever takes
+/// the connection over (a WebSocket tunnel) holds it until the end, so a
+/// tunnel is counted and limited as the connection it came from.
+#[derive(Clone)]
+pub struct ConnectionLease(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for ConnectionLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionLease")
+    }
+}
+
 /// The request's path as the client sent it, before a router replaced it
 /// with a normalised, stripped or rewritten one; put in the extensions by
 /// the router only when it changed the path. Redirects to the same URL

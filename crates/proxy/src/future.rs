@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use pin_project_lite::pin_project;
 use towergate_core::timer::Sleep;
-use towergate_core::{BoxError, RequestId};
+use towergate_core::{BoxError, ConnectionLease, RequestId};
 
 use crate::error::{self, Chain, UpstreamTimeout};
 use crate::headers::{self, Keep};
@@ -54,7 +54,9 @@ pin_project! {
 /// of an upgrade, and what to put in the log.
 pub(crate) struct Exchange {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) on_upgrade: Option<OnUpgrade>,
+    /// The client's side of an upgrade, and what keeps its connection
+    /// counted while the tunnel lives.
+    pub(crate) on_upgrade: Option<(OnUpgrade, Option<ConnectionLease>)>,
     pub(crate) request_id: Option<RequestId>,
     pub(crate) method: Method,
 }
@@ -159,11 +161,12 @@ impl Exchange {
         headers::append_via(rsp.headers_mut(), version, &self.shared.via);
         if switching {
             match self.on_upgrade.take() {
-                Some(client) => upgrade::spawn_tunnel(
+                Some((client, lease)) => upgrade::spawn_tunnel(
                     client,
                     hyper::upgrade::on(&mut rsp),
                     self.shared.upstream.clone(),
                     self.request_id.clone(),
+                    lease,
                 ),
                 None => tracing::warn!(
                     upstream = %self.shared.upstream,

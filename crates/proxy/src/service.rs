@@ -13,7 +13,7 @@ use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use towergate_core::{BoxError, ClientAddr, RequestId, TrustedProxies};
+use towergate_core::{BoxError, ClientAddr, ConnectionLease, RequestId, TrustedProxies};
 
 use crate::client::{Client, ProxyBody};
 use crate::error::{BodyError, BuildError};
@@ -131,7 +131,10 @@ where
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         // Taken before the request is consumed: hyper resolves it with the
         // client's connection once our 101 has been written.
-        let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let on_upgrade = upgrade.then(|| {
+            let lease = req.extensions().get::<ConnectionLease>().cloned();
+            (hyper::upgrade::on(&mut req), lease)
+        });
         let (parts, body) = req.into_parts();
         let request_id = parts.extensions.get::<RequestId>().cloned();
         let method = parts.method.clone();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use towergate_core::RequestId;
+use towergate_core::{ConnectionLease, RequestId};
 
 /// Copies bytes both ways between the two upgraded connections, in a task
 /// of its own: the 101 response must reach the client first, since hyper
@@ -15,12 +15,18 @@ pub(crate) fn spawn_tunnel(
     upstream: OnUpgrade,
     upstream_name: Arc<str>,
     request_id: Option<RequestId>,
+    lease: Option<ConnectionLease>,
 ) {
     match tokio::runtime::Handle::try_current() {
         // Spawning boxes the task; that is the one allocation of the
         // upgrade path and it lives as long as the tunnel.
         Ok(runtime) => {
-            runtime.spawn(tunnel(client, upstream, upstream_name, request_id));
+            runtime.spawn(async move {
+                // The client's connection stays counted (and limited) as
+                // long as the tunnel that took it over.
+                let _lease = lease;
+                tunnel(client, upstream, upstream_name, request_id).await;
+            });
         }
         Err(_) => tracing::warn!(
             upstream = %upstream_name,
