@@ -384,12 +384,18 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
         // on the connection's task. The edge service's own boxed future
         // goes to hyper, with no `async` wrapper around it (one more box,
         // and a copy of the request in it).
-        prepare(&stack, &mut req, self.peer, self.tls);
         // Only a request that may take the connection over carries its
-        // lease: the others pay one header look-up.
-        if req.headers().contains_key(http::header::UPGRADE) {
+        // lease: hyper gives such a request (and only such) its
+        // `OnUpgrade`, in extensions that are still empty for the others,
+        // so they pay a check of an empty map.
+        if req
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+        {
             req.extensions_mut().insert(self.lease.clone());
         }
+        prepare(&stack, &mut req, self.peer, self.tls);
         stack.edge.call_shared(req.map(edge_body))
     }
 }
