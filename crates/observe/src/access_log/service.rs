@@ -184,10 +184,10 @@ impl Pending {
             request_id: ext.get::<RequestId>().cloned(),
             trace_id: match trace_id {
                 TraceIdFrom::Known(id) => id,
-                TraceIdFrom::Header if config.wants(Field::TraceId) => parts
-                    .headers
-                    .get(crate::trace::TRACEPARENT)
-                    .and_then(|v| traceparent_trace_id(v.as_bytes())),
+                TraceIdFrom::Header if config.wants(Field::TraceId) => {
+                    crate::trace::traceparent_of(&parts.headers)
+                        .and_then(|v| traceparent_trace_id(v.as_bytes()))
+                }
                 TraceIdFrom::Header => None,
             },
             client: ext.get::<ClientAddr>().map(|a| a.client),

@@ -85,7 +85,7 @@ use tower::Layer;
 mod propagation;
 mod service;
 
-pub(crate) use propagation::{Propagator, TRACEPARENT, parse_traceparent};
+pub(crate) use propagation::{Propagator, parse_traceparent, traceparent_of};
 pub(crate) use service::Pending;
 pub use service::{ResponseFuture, Trace};
 
@@ -207,7 +207,8 @@ mod tests {
     use http::Request;
     use opentelemetry_semantic_conventions::attribute;
 
-    use super::{TRACEPARENT, TraceLayer};
+    use super::TraceLayer;
+    use super::propagation::TRACEPARENT;
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 

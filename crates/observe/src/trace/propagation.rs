@@ -117,7 +117,7 @@ impl Propagator {
     /// The client's trace id and sampling flag: W3C `traceparent`, then
     /// (when enabled) `b3`; the same rules as [`Propagator::extract`].
     pub(crate) fn remote(&self, headers: &HeaderMap) -> Option<Remote> {
-        self.remote_from(headers.get(TRACEPARENT), || headers.get(B3))
+        self.remote_from(traceparent_of(headers), || headers.get(B3))
     }
 
     /// [`Propagator::remote`], and whether `headers` may hold a
@@ -133,9 +133,11 @@ impl Propagator {
             return (self.remote(headers), true);
         }
         let (mut traceparent, mut tracestate, mut b3) = (None, false, None);
+        let mut traceparents = 0u32;
         for (name, value) in headers {
             match name.as_str() {
                 "traceparent" => {
+                    traceparents += 1;
                     traceparent.get_or_insert(value);
                 }
                 "tracestate" => tracestate = true,
@@ -145,6 +147,8 @@ impl Propagator {
                 _ => {}
             }
         }
+        // Several `traceparent` values: none counts (see `traceparent_of`).
+        let traceparent = traceparent.filter(|_| traceparents == 1);
         (self.remote_from(traceparent, || b3), tracestate)
     }
 
@@ -220,6 +224,18 @@ impl Propagator {
 /// `00` exactly four fields, later versions may append fields; ids must
 /// not be all zeros. Surrounding whitespace is ignored. Flags other than
 /// sampled are dropped, as [`TraceContextPropagator`] does.
+/// The request's `traceparent` if it sent exactly one: with several, the
+/// trace is restarted, as the W3C trace-context test suite expects (which
+/// one would the client mean?), and the same rule holds for sampling, the
+/// span's parent and the access log's trace id.
+pub(crate) fn traceparent_of(headers: &HeaderMap) -> Option<&HeaderValue> {
+    let mut all = headers.get_all(TRACEPARENT).iter();
+    match (all.next(), all.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
 pub(crate) fn parse_traceparent(v: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
     let v = v.trim_ascii();
     if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
@@ -315,6 +331,9 @@ impl Extractor for HeaderExtractor<'_> {
         {
             return Some(all);
         }
+        if key.eq_ignore_ascii_case(TRACEPARENT.as_str()) {
+            return traceparent_of(self.headers).and_then(|v| v.to_str().ok());
+        }
         self.headers.get(key).and_then(|v| v.to_str().ok())
     }
 
@@ -377,6 +396,23 @@ mod tests {
         p.inject(&cx, &mut out);
         assert_eq!(out[TRACESTATE], "a=1,b=2,c=3");
         assert_eq!(out.get_all(TRACESTATE).iter().count(), 1);
+    }
+
+    #[test]
+    fn several_traceparents_restart_the_trace() {
+        let p = Propagator::new(false);
+        let mut h = HeaderMap::new();
+        h.append(TRACEPARENT, HeaderValue::from_static(TP));
+        assert!(p.remote(&h).is_some());
+        h.append(
+            TRACEPARENT,
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        // Two valid but different contexts: neither is the parent.
+        assert_eq!(p.remote(&h), None);
+        assert_eq!(p.scan(&h).0, None);
+        assert!(!p.extract(&h).span().span_context().is_valid());
+        assert!(traceparent_of(&h).is_none());
     }
 
     #[test]
@@ -543,7 +579,7 @@ mod tests {
                 }
                 if with_tp {
                     h.append(TRACEPARENT, tp.clone());
-                    // Only the first value counts, as for `get`.
+                    // A second value: none counts (`traceparent_of`).
                     h.append(TRACEPARENT, HeaderValue::from_static("garbage"));
                 }
                 if with_ts {
