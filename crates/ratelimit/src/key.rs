@@ -150,11 +150,7 @@ impl Key {
             },
             Key::Header(name) => match parts.headers.get(name) {
                 Some(v) if !v.is_empty() => {
-                    // Visible ASCII, the usual value, is its own text.
-                    match v.to_str() {
-                        Ok(text) => out.push_str(text),
-                        Err(_) => out.push_str(&String::from_utf8_lossy(v.as_bytes())),
-                    }
+                    push_bounded(out, v.as_bytes());
                     true
                 }
                 _ => false,
@@ -163,7 +159,7 @@ impl Key {
                 .extensions
                 .get::<Identity>()
                 .and_then(|id| id.field(field))
-                .map(|v| out.push_str(&v))
+                .map(|v| push_bounded(out, v.as_bytes()))
                 .is_some(),
             Key::Route => parts
                 .extensions
@@ -285,6 +281,31 @@ fn push_network(out: &mut String, ip: IpAddr, v4: u8, v6: u8) {
     out.push_str(itoa::Buffer::new().format(len));
 }
 
+/// The longest key value kept as its own text in a bucket id; a longer
+/// one (a header can be 64 KiB) is kept as its digest, so that a store's
+/// `max_keys` bounds its memory.
+pub(crate) const MAX_KEY_TEXT: usize = 128;
+
+/// Appends a client-given key value: its text (visible ASCII, the usual
+/// value, as is; other bytes lossily) up to [`MAX_KEY_TEXT`] bytes, else
+/// `#` and 32 hex digits of its BLAKE3 digest, the same on every instance.
+fn push_bounded(out: &mut String, value: &[u8]) {
+    if value.len() > MAX_KEY_TEXT {
+        out.push('#');
+        let digest = blake3::hash(value);
+        for b in &digest.as_bytes()[..16] {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        return;
+    }
+    match std::str::from_utf8(value) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(value)),
+    }
+}
+
 /// `ip` as its `Display` writes it, without `core::fmt`.
 fn push_ip(out: &mut String, ip: IpAddr) {
     towergate_core::write_ip(out, ip);
@@ -316,6 +337,28 @@ mod tests {
 
     fn client(ip: &str) -> ClientAddr {
         ClientAddr::direct(format!("{ip}:1234").parse().unwrap(), false)
+    }
+
+    #[test]
+    fn long_key_values_are_kept_as_digests() {
+        let long = "k".repeat(64 * 1024);
+        let other = format!("{}x", "k".repeat(64 * 1024 - 1));
+        let key = Key::Header(http::HeaderName::from_static("x-tenant"));
+        let with = |v: &str| {
+            let v = HeaderValue::from_str(v).unwrap();
+            parts(|r| {
+                r.headers_mut().insert("x-tenant", v);
+            })
+        };
+        let a = key.extract(&with(&long)).unwrap();
+        assert_eq!(a.len(), 33, "{a}");
+        assert!(a.starts_with('#'));
+        // The same value, the same bucket; another value, another bucket.
+        assert_eq!(key.extract(&with(&long)).unwrap(), a);
+        assert_ne!(key.extract(&with(&other)).unwrap(), a);
+        // Short values stay readable.
+        let short = "t".repeat(MAX_KEY_TEXT);
+        assert_eq!(key.extract(&with(&short)).unwrap(), short);
     }
 
     #[test]

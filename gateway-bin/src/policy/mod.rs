@@ -295,6 +295,12 @@ struct RedisResolved {
     connect_timeout: Duration,
 }
 
+/// The `ip` key, and the default: the client's IPv4 address, or its IPv6
+/// /64, which one client usually holds whole (keyed by the full address,
+/// it would rotate its low 64 bits into a new bucket per request).
+/// `net:32/128` keys by the exact address.
+const CLIENT: Key = Key::ClientNet { v4: 32, v6: 64 };
+
 /// Builds a route's rate-limit layer.
 pub(crate) fn rate_limit_layer(
     route: &str,
@@ -308,7 +314,7 @@ pub(crate) fn rate_limit_layer(
     let scope = cfg.scope.clone().unwrap_or_else(|| route.to_owned());
     let key = match &cfg.key {
         Some(k) => parse_key(k, &format!("{p}.key"), errs),
-        None => Some(Key::ClientIp),
+        None => Some(CLIENT),
     };
     let mut b = RateLimitLayer::builder()
         .scope(scope.clone())
@@ -508,7 +514,7 @@ fn key_part(s: &str, p: &str, errs: &mut Vec<ConfigError>) -> Option<Key> {
     };
     match s.split_once(':') {
         None => match s {
-            "ip" => Some(Key::ClientIp),
+            "ip" => Some(CLIENT),
             "route" => Some(Key::Route),
             "global" => Some(Key::Global),
             other => bad(
@@ -609,6 +615,27 @@ mod tests {
         // Then to memory.
         registry.commit_redis(None);
         assert!(registry.redis_stores().is_empty());
+    }
+
+    #[test]
+    fn the_ip_key_groups_an_ipv6_client_by_its_64() {
+        use towergate_ratelimit::KeyExtractor;
+        let key = key_part("ip", "k", &mut Vec::new()).unwrap();
+        let of = |addr: &str| {
+            let mut req = http::Request::new(());
+            req.extensions_mut()
+                .insert(towergate_core::ClientAddr::direct(
+                    addr.parse().unwrap(),
+                    false,
+                ));
+            key.extract(&req.into_parts().0).unwrap()
+        };
+        // Rotating the low 64 bits does not make a new client.
+        assert_eq!(of("[2001:db8:1:2::7]:1"), of("[2001:db8:1:2:ffff::9]:1"));
+        assert_ne!(of("[2001:db8:1:2::7]:1"), of("[2001:db8:1:3::7]:1"));
+        // IPv4 clients (mapped or not) by their address.
+        assert_ne!(of("203.0.113.7:1"), of("203.0.113.8:1"));
+        assert_eq!(of("203.0.113.7:1"), of("[::ffff:203.0.113.7]:1"));
     }
 
     #[test]
