@@ -231,7 +231,13 @@ async fn require_token(
         }
         Gate::Token(t) => Some(t),
         Gate::Closed(why) => {
-            tracing::error!(reason = %why, "the admin API stays closed");
+            // Once loudly; then quietly, since any client can ask again.
+            static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(reason = %why, "the admin API stays closed");
+            } else {
+                tracing::error!(reason = %why, "the admin API stays closed");
+            }
             None
         }
     };

@@ -291,17 +291,22 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             (Some(c), Some((_, store))) => {
                 // Everything that decides what a cached entry holds: a
                 // change to any of it purges the route's entries on reload.
-                let settings = serde_json::json!([
-                    c,
-                    r.upstream,
-                    r.matcher,
-                    r.strip_prefix,
-                    r.rewrite,
-                    r.request_headers,
-                    r.preserve_host,
-                    r.host_rewrite
-                ]);
-                cache_routes.insert(r.name.clone(), settings.to_string());
+                // `Debug`, not `Serialize`, which redacts credential
+                // header values for display: a changed one must purge.
+                let settings = format!(
+                    "{:?}",
+                    (
+                        c,
+                        &r.upstream,
+                        &r.matcher,
+                        &r.strip_prefix,
+                        &r.rewrite,
+                        &r.request_headers,
+                        r.preserve_host,
+                        &r.host_rewrite,
+                    )
+                );
+                cache_routes.insert(r.name.clone(), settings);
                 policy::cache_layer(&r.name, c, store.clone(), &format!("{p}.cache"), &mut errs)
             }
             _ => None,

@@ -459,3 +459,65 @@ fn bad_auth_config_names_its_path() {
     assert!(e.has_path("routes[0].auth.any_of[0]"), "{e}");
     assert!(e.has_path("routes[0].ip.allow[0]"), "{e}");
 }
+
+#[tokio::test]
+async fn a_reloaded_secret_takes_effect() {
+    // Authenticators are kept across reloads while their definition does
+    // not change; a changed secret (shown redacted, so not compared as
+    // shown) must build a new one.
+    const NEW: &str = "another e2e shared secret of at least 32 bytes";
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let text = |secret: &str| {
+        format!(
+            r#"listen: "127.0.0.1:0"
+auth_providers:
+  j: {{ jwt: {{ secret: "{secret}", algorithms: [HS256] }} }}
+routes:
+  - name: r
+    match: {{ path_prefix: "/" }}
+    upstream: "{}"
+    auth: {{ any_of: [j] }}
+"#,
+            echo.url()
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("towergate-auth-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, text(SECRET)).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let addr = gw.local_addrs()[0];
+    let claims = json!({"sub": "alice", "exp": now() + 300});
+    let old = hs256(claims.clone());
+    let new = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(NEW.as_bytes()),
+    )
+    .unwrap();
+    let status = |token: String| {
+        let url = format!("http://{addr}/x");
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(old.clone()).await, 200);
+    assert_eq!(status(new.clone()).await, 401);
+    std::fs::write(&path, text(NEW)).unwrap();
+    match towergate::reload::reload_now(&path, &gw.live()) {
+        towergate::reload::ReloadOutcome::Applied { .. } => {}
+        towergate::reload::ReloadOutcome::Rejected(e) => panic!("{e}"),
+    }
+    assert_eq!(status(old).await, 401);
+    assert_eq!(status(new).await, 200);
+    gw.shutdown().await;
+}

@@ -233,6 +233,24 @@ async fn a_reload_that_changes_cache_settings_purges_the_route() {
     );
     get_json(&c, &url, None).await;
     assert_eq!(count.load(Ordering::SeqCst), 2);
+    // A credential header sent upstream decides what an entry holds too,
+    // though `/admin/config` shows it redacted: a new value purges.
+    let with_key = |key: &str| {
+        format!(
+            "{}    request_headers: {{ set: {{ X-Api-Key: \"{key}\" }} }}\n",
+            config(&up.url(), "45s")
+        )
+    };
+    for (key, upstream_calls) in [("key-1", 3), ("key-1", 3), ("key-2", 4)] {
+        std::fs::write(&path, with_key(key)).unwrap();
+        let out = towergate::reload::reload_now(&path, &gw.live());
+        assert!(
+            matches!(out, towergate::reload::ReloadOutcome::Applied { .. }),
+            "{out:?}"
+        );
+        get_json(&c, &url, None).await;
+        assert_eq!(count.load(Ordering::SeqCst), upstream_calls, "{key}");
+    }
     gw.shutdown().await;
 }
 

@@ -65,6 +65,8 @@ pub struct PoolBuilder<M> {
 
 pub(crate) struct Shared<S> {
     pub(crate) name: Arc<str>,
+    /// [`Pool::id`]: a number no other pool of the process had.
+    id: usize,
     algorithm: Algorithm,
     members: ArcSwap<Members<S>>,
     /// Serialises membership changes and ejections (both rare).
@@ -227,12 +229,12 @@ where
             .collect()
     }
 
-    /// An identity of this pool (its clones share it), for as long as it
-    /// lives: state kept about a pool outside it (a metrics exporter's
-    /// last counts) is keyed by it, so a pool rebuilt by a reload starts
-    /// afresh.
+    /// An identity of this pool (its clones share it), never reused by
+    /// another pool of the process (an address could be): state kept about
+    /// a pool outside it (a metrics exporter's last counts) is keyed by it,
+    /// so a pool rebuilt by a reload starts afresh.
     pub fn id(&self) -> usize {
-        Arc::as_ptr(&self.shared).cast::<()>() as usize
+        self.shared.id
     }
 
     /// Each endpoint's health, load and counters, for the admin API.
@@ -942,8 +944,10 @@ impl<M: MakeEndpoint> PoolBuilder<M> {
         };
 
         let (shutdown, _) = watch::channel(());
+        static POOLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let shared = Arc::new(Shared {
             name: self.name.clone(),
+            id: POOLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             algorithm: self.algorithm,
             members: ArcSwap::from_pointee(Members {
                 slots: Vec::new(),

@@ -24,11 +24,26 @@ pub fn url_without_password(url: &str) -> Cow<'_, str> {
     };
     let rest = &url[start..];
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let Some(at) = authority.rfind('@') else {
-        return Cow::Borrowed(url);
+    let at = match authority.rfind('@') {
+        Some(at) => at,
+        // A password with an unencoded `/`, `?` or `#` ends the authority
+        // early (and makes the URL invalid, so an error shows it): a
+        // `user:...@` before the last `@` is still treated as user info,
+        // erring on the side of hiding.
+        None => match rest.rfind('@') {
+            Some(at)
+                if rest[..at]
+                    .find(':')
+                    .is_some_and(|colon| !rest[..colon].contains(['/', '?', '#'])) =>
+            {
+                at
+            }
+            _ => return Cow::Borrowed(url),
+        },
     };
-    let user = match authority[..at].split_once(':') {
-        Some((user, _)) => &authority[..=user.len()],
+    let info = &rest[..at];
+    let user = match info.split_once(':') {
+        Some((user, _)) => &info[..=user.len()],
         None => "",
     };
     Cow::Owned(format!("{}{user}<redacted>{}", &url[..start], &rest[at..]))
@@ -57,5 +72,14 @@ mod tests {
         assert_eq!(url_without_password("http://h#u:p@q"), "http://h#u:p@q");
         assert_eq!(url_without_password("http://@h"), "http://<redacted>@h");
         assert_eq!(url_without_password(""), "");
+        // Unencoded `#`, `/` or `?` in the password.
+        assert_eq!(
+            url_without_password("redis://:pa#ss@cache:6379"),
+            "redis://:<redacted>@cache:6379"
+        );
+        assert_eq!(
+            url_without_password("https://u:p/q?r@h/x"),
+            "https://u:<redacted>@h/x"
+        );
     }
 }

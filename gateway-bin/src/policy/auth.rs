@@ -35,12 +35,11 @@ pub(crate) fn providers(
     let mut out = Providers::new();
     for (name, p) in &cfg.auth_providers {
         let path = format!("auth_providers.{name}");
-        // The cache key is the provider's whole definition (secrets
-        // included, which is why it is never shown): any change rebuilds it.
-        let key = format!(
-            "{name}\u{0}{}",
-            serde_json::to_string(&(p, base)).unwrap_or_default()
-        );
+        // The cache key is the provider's whole definition, secrets
+        // included (which is why it is never shown): any change rebuilds
+        // it. `Debug`, not `Serialize`, which redacts them for display: a
+        // rotated secret or URL password must make a new authenticator.
+        let key = format!("{name}\u{0}{p:?}\u{0}{base:?}");
         if let Some(existing) = registry.authenticator(&key) {
             out.insert(name.clone(), existing);
             continue;
