@@ -462,6 +462,66 @@ async fn layer_sampling_ratio_one_samples_new_traces() {
     assert!(spans[0].span.parent_span_id.is_empty(), "a root span");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_without_a_decision_is_sampled_by_the_layer() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let client_span = "e457b5a2e4d86bd1";
+    // B3 ids without the sampling field leave the decision to this hop:
+    // ratio 1 samples (the span continues the client's trace), ratio 0
+    // does not.
+    for (ratio, flag) in [(1.0, "01"), (0.0, "00")] {
+        let gw = gateway(
+            TraceLayer::builder().b3(true).sample_ratio(ratio).build(),
+            upstream.url(),
+        )
+        .await;
+        let trace_id = new_trace_id();
+        let echo = call(&gw, &[("b3", format!("{trace_id}-{client_span}"))]).await;
+        let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+        assert_eq!((t.as_str(), f.as_str()), (trace_id.as_str(), flag));
+        let b3_flag = &flag[1..];
+        assert_eq!(seen(&echo, "b3"), Some(format!("{trace_id}-{s}-{b3_flag}")));
+        let spans = exported(&trace_id).await;
+        if ratio == 1.0 {
+            assert_eq!(spans.len(), 1, "{spans:#?}");
+            assert_eq!(spans[0].span.parent_span_id, hex(client_span));
+        } else {
+            assert!(spans.is_empty(), "{spans:#?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_lone_decision_is_honoured() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    // `b3: 0` at ratio 1: a new trace, not sampled.
+    let gw = gateway(
+        TraceLayer::builder().b3(true).sample_ratio(1.0).build(),
+        upstream.url(),
+    )
+    .await;
+    let echo = call(&gw, &[("b3", "0".into())]).await;
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!(f, "00");
+    assert_eq!(seen(&echo, "b3"), Some(format!("{t}-{s}-0")));
+    assert!(exported(&t).await.is_empty());
+    // `b3: 1` at ratio 0: a new trace, sampled, a root span.
+    let gw = gateway(
+        TraceLayer::builder().b3(true).sample_ratio(0.0).build(),
+        upstream.url(),
+    )
+    .await;
+    let echo = call(&gw, &[("b3", "1".into())]).await;
+    let (t, s, f) = split_traceparent(&seen(&echo, "traceparent").unwrap());
+    assert_eq!(f, "01");
+    let spans = exported(&t).await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].span.span_id, hex(&s));
+    assert!(spans[0].span.parent_span_id.is_empty(), "a root span");
+}
+
 /// The four parts in one `ObserveLayer`, as the binary's edge has them:
 /// the id, the span, the metrics and the log line all describe the same
 /// request.

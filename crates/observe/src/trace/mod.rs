@@ -151,6 +151,14 @@ impl TraceBuilder {
     /// Also read the single-header B3 format (`b3`) when no `traceparent`
     /// came, and write it toward the upstream next to `traceparent`.
     /// Default false.
+    ///
+    /// B3 may leave sampling to the receiver. With
+    /// [`sample_ratio`](Self::sample_ratio), a `b3` with ids but no
+    /// sampling field is sampled at the ratio, and a lone decision
+    /// (`0`, `1`, `d`) starts a new trace with that decision. Without it,
+    /// the OpenTelemetry sampler sees such a parent as not sampled (a
+    /// parent-based sampler cannot defer to its root sampler for a
+    /// remote parent), and a lone decision as no parent.
     pub fn b3(mut self, yes: bool) -> Self {
         self.b3 = yes;
         self

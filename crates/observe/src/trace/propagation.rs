@@ -9,7 +9,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-pub(crate) const B3: HeaderName = HeaderName::from_static("b3");
+pub(crate) const B3_HEADER: HeaderName = HeaderName::from_static("b3");
 
 /// Up to this many header names, [`Propagator::scan`] reads them one by
 /// one rather than looking the trace headers up.
@@ -62,7 +62,12 @@ impl Propagator {
     }
 
     /// The remote parent in `headers`, if any (an empty context otherwise).
-    pub(crate) fn extract(&self, headers: &HeaderMap) -> Context {
+    ///
+    /// `sampled_here`: this hop decided to sample the request. A B3 parent
+    /// that left the decision to us (no sampling field) then reads as
+    /// sampled, so that a parent-based sampler follows this hop's decision
+    /// rather than reading "no decision" as "not sampled".
+    pub(crate) fn extract(&self, headers: &HeaderMap, sampled_here: bool) -> Context {
         // Never the thread's current context: a stray entered span must not
         // become the parent of a request from outside.
         let empty = Context::new();
@@ -70,14 +75,23 @@ impl Propagator {
             .w3c
             .extract_with_context(&empty, &HeaderExtractor::new(headers));
         if self.b3 && !cx.span().span_context().is_valid() {
-            return match headers
-                .get(B3)
+            let b3 = headers
+                .get(B3_HEADER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_b3)
+                .and_then(parse_b3);
+            if let Some(B3 {
+                ids: Some((trace_id, span_id)),
+                sampled,
+            }) = b3
             {
-                Some(sc) => empty.with_remote_span_context(sc),
-                None => cx,
-            };
+                let flags = match sampled {
+                    Some(true) => TraceFlags::SAMPLED,
+                    None if sampled_here => TraceFlags::SAMPLED,
+                    _ => TraceFlags::default(),
+                };
+                let sc = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+                return empty.with_remote_span_context(sc);
+            }
         }
         cx
     }
@@ -93,9 +107,9 @@ impl Propagator {
         headers.remove(TRACESTATE);
         self.w3c.inject_context(cx, &mut HeaderInjector(headers));
         if self.b3 {
-            headers.remove(B3);
+            headers.remove(B3_HEADER);
             if let Ok(v) = HeaderValue::try_from(format_b3(sc)) {
-                headers.insert(B3, v);
+                headers.insert(B3_HEADER, v);
             }
         }
     }
@@ -106,8 +120,12 @@ impl Propagator {
 /// allocates the `tracestate` too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Remote {
-    pub(crate) trace_id: TraceId,
-    pub(crate) sampled: bool,
+    /// `None` for a B3 sampling decision without ids (`b3: 0`, `b3: 1`):
+    /// a new trace, with the client's decision.
+    pub(crate) trace_id: Option<TraceId>,
+    /// `None`: the client left the decision to this hop (a B3 context
+    /// without its sampling field).
+    pub(crate) sampled: Option<bool>,
     /// From a valid `traceparent` (not B3): its `tracestate` belongs to
     /// the same trace.
     pub(crate) w3c: bool,
@@ -117,7 +135,7 @@ impl Propagator {
     /// The client's trace id and sampling flag: W3C `traceparent`, then
     /// (when enabled) `b3`; the same rules as [`Propagator::extract`].
     pub(crate) fn remote(&self, headers: &HeaderMap) -> Option<Remote> {
-        self.remote_from(traceparent_of(headers), || headers.get(B3))
+        self.remote_from(traceparent_of(headers), || headers.get(B3_HEADER))
     }
 
     /// [`Propagator::remote`], and whether `headers` may hold a
@@ -163,18 +181,18 @@ impl Propagator {
             traceparent.and_then(|v| parse_traceparent(v.as_bytes()))
         {
             return Some(Remote {
-                trace_id,
-                sampled: flags.is_sampled(),
+                trace_id: Some(trace_id),
+                sampled: Some(flags.is_sampled()),
                 w3c: true,
             });
         }
         if !self.b3 {
             return None;
         }
-        let sc = b3().and_then(|v| v.to_str().ok()).and_then(parse_b3)?;
+        let b3 = b3().and_then(|v| v.to_str().ok()).and_then(parse_b3)?;
         Some(Remote {
-            trace_id: sc.trace_id(),
-            sampled: sc.is_sampled(),
+            trace_id: b3.ids.map(|(trace_id, _)| trace_id),
+            sampled: b3.sampled,
             w3c: false,
         })
     }
@@ -213,7 +231,7 @@ impl Propagator {
             b3[33..49].copy_from_slice(&tp[36..52]);
             b3[49] = b'-';
             if let Ok(v) = HeaderValue::from_bytes(&b3) {
-                headers.insert(B3, v);
+                headers.insert(B3_HEADER, v);
             }
         }
     }
@@ -272,13 +290,27 @@ fn hex_value(digits: &[u8]) -> Option<u128> {
     Some(n)
 }
 
+/// A single-header B3 value, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct B3 {
+    /// Trace and span id; `None` for a lone sampling decision.
+    pub(crate) ids: Option<(TraceId, SpanId)>,
+    /// `Some(true)` for `1` and `d` (debug), `Some(false)` for `0`, `None`
+    /// when the field is absent: the decision is left to the receiver.
+    pub(crate) sampled: Option<bool>,
+}
+
 /// Parses a single-header B3 value:
 /// `{trace_id}-{span_id}[-{sampling}[-{parent_span_id}]]`, where the trace
 /// id has 16 or 32 hex digits and sampling is `1`, `0` or `d` (debug,
-/// which means sampled). A lone `0` or `1` (a sampling decision without
-/// ids) gives nothing to continue, so `None`.
-pub(crate) fn parse_b3(value: &str) -> Option<SpanContext> {
-    let mut parts = value.trim().split('-');
+/// which means sampled); or a lone sampling decision (`0`, `1`, `d`),
+/// which starts a new trace with that decision.
+pub(crate) fn parse_b3(value: &str) -> Option<B3> {
+    let value = value.trim();
+    if let Some(sampled) = sampling_of(value) {
+        return Some(B3 { ids: None, sampled });
+    }
+    let mut parts = value.split('-');
     let trace = parts.next()?;
     let span = parts.next()?;
     let sampling = parts.next();
@@ -299,13 +331,26 @@ pub(crate) fn parse_b3(value: &str) -> Option<SpanContext> {
     }
     let trace_id = TraceId::from_hex(trace).ok()?;
     let span_id = SpanId::from_hex(span).ok()?;
-    let flags = match sampling {
-        None | Some("0") => TraceFlags::default(),
-        Some("1") | Some("d") => TraceFlags::SAMPLED,
-        Some(_) => return None,
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let sampled = match sampling {
+        None => None,
+        Some(s) => sampling_of(s)?,
     };
-    let sc = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
-    sc.is_valid().then_some(sc)
+    Some(B3 {
+        ids: Some((trace_id, span_id)),
+        sampled,
+    })
+}
+
+/// A B3 sampling field: `Some(decision)` when `s` is one.
+fn sampling_of(s: &str) -> Option<Option<bool>> {
+    match s {
+        "0" => Some(Some(false)),
+        "1" | "d" => Some(Some(true)),
+        _ => None,
+    }
 }
 
 /// Formats a span context as a single-header B3 value.
@@ -368,7 +413,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_static(TP));
         h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
-        let cx = p.extract(&h);
+        let cx = p.extract(&h, false);
         let sc = cx.span().span_context().clone();
         assert!(sc.is_remote() && sc.is_sampled());
         assert_eq!(
@@ -379,7 +424,7 @@ mod tests {
         p.inject(&cx, &mut out);
         assert_eq!(out[TRACEPARENT], TP);
         assert_eq!(out[TRACESTATE], "vendor=x");
-        assert!(out.get(B3).is_none());
+        assert!(out.get(B3_HEADER).is_none());
     }
 
     #[test]
@@ -391,7 +436,7 @@ mod tests {
         h.insert(TRACEPARENT, HeaderValue::from_static(TP));
         h.append(TRACESTATE, HeaderValue::from_static("a=1,b=2"));
         h.append(TRACESTATE, HeaderValue::from_static("c=3"));
-        let cx = p.extract(&h);
+        let cx = p.extract(&h, false);
         let mut out = HeaderMap::new();
         p.inject(&cx, &mut out);
         assert_eq!(out[TRACESTATE], "a=1,b=2,c=3");
@@ -411,7 +456,7 @@ mod tests {
         // Two valid but different contexts: neither is the parent.
         assert_eq!(p.remote(&h), None);
         assert_eq!(p.scan(&h).0, None);
-        assert!(!p.extract(&h).span().span_context().is_valid());
+        assert!(!p.extract(&h, false).span().span_context().is_valid());
         assert!(traceparent_of(&h).is_none());
     }
 
@@ -420,7 +465,7 @@ mod tests {
         let p = Propagator::new(true);
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
-        let cx = p.extract(&h);
+        let cx = p.extract(&h, false);
         assert!(!cx.span().span_context().is_valid());
         p.inject(&cx, &mut h);
         assert_eq!(h[TRACEPARENT], "garbage");
@@ -428,35 +473,48 @@ mod tests {
 
     #[test]
     fn b3_single_header() {
-        let sc = parse_b3("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")
-            .unwrap();
+        let trace = TraceId::from_hex("80f198ee56343ba864fe8b2a57d3eff7").unwrap();
+        let span = SpanId::from_hex("e457b5a2e4d86bd1").unwrap();
         assert_eq!(
-            sc.trace_id().to_string(),
-            "80f198ee56343ba864fe8b2a57d3eff7"
+            parse_b3("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
+            Some(B3 {
+                ids: Some((trace, span)),
+                sampled: Some(true)
+            })
         );
-        assert_eq!(sc.span_id().to_string(), "e457b5a2e4d86bd1");
-        assert!(sc.is_sampled());
         // 64-bit trace ids are widened.
-        let sc = parse_b3("a3ce929d0e0e4736-00f067aa0ba902b7-0").unwrap();
+        let b3 = parse_b3("a3ce929d0e0e4736-00f067aa0ba902b7-0").unwrap();
         assert_eq!(
-            sc.trace_id().to_string(),
+            b3.ids.unwrap().0.to_string(),
             "0000000000000000a3ce929d0e0e4736"
         );
-        assert!(!sc.is_sampled());
-        assert!(
-            parse_b3("a3ce929d0e0e4736-00f067aa0ba902b7-d")
-                .unwrap()
-                .is_sampled()
-        );
+        assert_eq!(b3.sampled, Some(false));
+        let b3 = parse_b3("a3ce929d0e0e4736-00f067aa0ba902b7-d").unwrap();
+        assert_eq!(b3.sampled, Some(true));
+        // No sampling field: the decision is the receiver's.
+        let b3 = parse_b3("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1").unwrap();
+        assert_eq!((b3.ids, b3.sampled), (Some((trace, span)), None));
+        // A lone decision: no ids to continue, but the decision holds.
+        for (lone, sampled) in [("0", false), ("1", true), ("d", true), (" 0 ", false)] {
+            assert_eq!(
+                parse_b3(lone),
+                Some(B3 {
+                    ids: None,
+                    sampled: Some(sampled)
+                }),
+                "{lone:?}"
+            );
+        }
         for bad in [
-            "0",
-            "1",
             "",
+            "2",
             "xyz-00f067aa0ba902b7",
             "a3ce929d0e0e4736-00f067aa0ba902b7-2",
             "A3CE929D0E0E4736-00f067aa0ba902b7",
             "a3ce929d0e0e4736-0000000000000000",
+            "0000000000000000-00f067aa0ba902b7",
             "a3ce929d0e0e4736-00f067aa0ba902b7-1-short",
+            "a3ce929d0e0e4736-00f067aa0ba902b7--",
         ] {
             assert!(parse_b3(bad).is_none(), "{bad}");
         }
@@ -467,27 +525,59 @@ mod tests {
     }
 
     #[test]
+    fn b3_without_a_decision_follows_this_hop() {
+        let p = Propagator::new(true);
+        let mut h = HeaderMap::new();
+        h.insert(
+            B3_HEADER,
+            HeaderValue::from_static("4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"),
+        );
+        let r = p.remote(&h).unwrap();
+        assert_eq!((r.sampled, r.w3c), (None, false));
+        assert_eq!(r.trace_id, Some(sc_sampled().trace_id()));
+        // Sampled here: the parent reads as sampled, so that a
+        // parent-based sampler keeps the span.
+        assert_eq!(
+            p.extract(&h, true).span().span_context(),
+            &sc_sampled_remote()
+        );
+        let sc = p.extract(&h, false).span().span_context().clone();
+        assert!(sc.is_valid() && !sc.is_sampled());
+        // A lone decision has no parent to continue.
+        h.insert(B3_HEADER, HeaderValue::from_static("0"));
+        assert_eq!(
+            p.remote(&h),
+            Some(Remote {
+                trace_id: None,
+                sampled: Some(false),
+                w3c: false
+            })
+        );
+        assert!(!p.extract(&h, true).span().span_context().is_valid());
+    }
+
+    #[test]
     fn b3_extracted_and_injected_when_enabled() {
         let mut h = HeaderMap::new();
         h.insert(
-            B3,
+            B3_HEADER,
             HeaderValue::from_static("4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"),
         );
         assert!(
             !Propagator::new(false)
-                .extract(&h)
+                .extract(&h, false)
                 .span()
                 .span_context()
                 .is_valid()
         );
         let p = Propagator::new(true);
-        let cx = p.extract(&h);
+        let cx = p.extract(&h, false);
         assert_eq!(cx.span().span_context(), &sc_sampled_remote());
         let mut out = HeaderMap::new();
         p.inject(&cx, &mut out);
         assert_eq!(out[TRACEPARENT], TP);
         assert_eq!(
-            out[B3],
+            out[B3_HEADER],
             "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"
         );
     }
@@ -513,10 +603,10 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             h.insert(TRACEPARENT, HeaderValue::from_str(v).unwrap());
-            let sc = p.extract(&h).span().span_context().clone();
+            let sc = p.extract(&h, false).span().span_context().clone();
             let expected = sc.is_valid().then(|| Remote {
-                trace_id: sc.trace_id(),
-                sampled: sc.is_sampled(),
+                trace_id: Some(sc.trace_id()),
+                sampled: Some(sc.is_sampled()),
                 w3c: true,
             });
             assert_eq!(p.remote(&h), expected, "{v:?}");
@@ -541,14 +631,17 @@ mod tests {
             h[TRACEPARENT],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
         );
-        assert_eq!(h[B3], "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0");
+        assert_eq!(
+            h[B3_HEADER],
+            "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0"
+        );
         assert_eq!(h[TRACESTATE], "vendor=x");
         // What was written reads back the same, not sampled.
         assert_eq!(
             Propagator::new(false).remote(&h),
             Some(Remote {
-                trace_id,
-                sampled: false,
+                trace_id: Some(trace_id),
+                sampled: Some(false),
                 w3c: true,
             })
         );
@@ -586,7 +679,7 @@ mod tests {
                     h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
                 }
                 if with_b3 {
-                    h.insert(B3, b3.clone());
+                    h.insert(B3_HEADER, b3.clone());
                 }
                 for p in [Propagator::new(false), Propagator::new(true)] {
                     let (remote, tracestate) = p.scan(&h);
@@ -606,13 +699,13 @@ mod tests {
     fn b3_remote_when_enabled() {
         let mut h = HeaderMap::new();
         h.insert(
-            B3,
+            B3_HEADER,
             HeaderValue::from_static("4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"),
         );
         assert_eq!(Propagator::new(false).remote(&h), None);
         let r = Propagator::new(true).remote(&h).unwrap();
-        assert!(r.sampled && !r.w3c);
-        assert_eq!(r.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(r.sampled == Some(true) && !r.w3c);
+        assert_eq!(r.trace_id, Some(sc_sampled().trace_id()));
     }
 
     fn sc_sampled() -> SpanContext {

@@ -122,13 +122,15 @@ impl Shared {
     ) -> (Option<Box<Pending>>, Option<TraceId>) {
         if let Some(ratio) = self.sample_ratio {
             let (remote, tracestate) = self.propagator.scan(req.headers());
-            let sampled = match remote {
-                Some(r) => r.sampled,
+            // Parent-based: the client's decision when it made one (B3
+            // may leave it to us), the ratio otherwise.
+            let sampled = match remote.and_then(|r| r.sampled) {
+                Some(decided) => decided,
                 None => fastrand::f64() < ratio,
             };
             if !sampled {
-                let trace_id = match remote {
-                    Some(r) => r.trace_id,
+                let trace_id = match remote.and_then(|r| r.trace_id) {
+                    Some(id) => id,
                     // A new trace that is neither sent on nor exported is
                     // an id no other system knows: no line shows it.
                     None if !self.inject => return (None, None),
@@ -173,7 +175,11 @@ impl Shared {
             )
         };
 
-        let parent = self.propagator.extract(req.headers());
+        // Here either this layer sampled the request, or it leaves the
+        // decision to the OpenTelemetry sampler.
+        let parent = self
+            .propagator
+            .extract(req.headers(), self.sample_ratio.is_some());
         let remote = parent.span().span_context().clone();
         let mut otel = None;
         let mut trace_id = None;
