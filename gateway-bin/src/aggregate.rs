@@ -101,6 +101,7 @@ pub(crate) fn target(
             match forwards.get(&c.upstream, &opts, &format!("{cp}.upstream")) {
                 Ok(Forward::One(proxy)) => {
                     let record = RecordUpstreamLayer::new(proxy.upstream().to_owned())
+                        .forget_when_dropped(true)
                         .metrics(forwards.metrics())
                         .mark_response(false)
                         .record_request(false);

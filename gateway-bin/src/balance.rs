@@ -93,6 +93,7 @@ pub(crate) fn pool(
     let make = move |e: &Endpoint| -> Result<ProxyEndpoint, BoxError> {
         let proxy = make_settings.proxy(e.url()).map_err(BoxError::from)?;
         Ok(RecordUpstreamLayer::new(e.url().to_owned())
+            .forget_when_dropped(true)
             .metrics(make_metrics.clone())
             .mark_response(false)
             .record_request(false)

@@ -214,3 +214,80 @@ async fn concurrent_reloads_all_apply_and_the_newest_file_wins() {
     assert_eq!(live.reload_stats().ok, 60);
     gw.shutdown().await;
 }
+
+/// The `towergate_upstream_*` lines of the metrics page that name `addr`.
+fn upstream_series(gw: &towergate::RunningGateway, addr: &str) -> Vec<String> {
+    gw.live()
+        .registry()
+        .metrics()
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("towergate_upstream_") && l.contains(addr))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_endpoint_loses_its_series() {
+    // Endpoint labels are addresses: without this, every endpoint that
+    // ever served (DNS discovery, reloads) would stay in /metrics.
+    let blue = spawn_upstream(echo_router("blue")).await;
+    let green = spawn_upstream(echo_router("green")).await;
+    let blue_addr = blue.url().trim_start_matches("http://").to_owned();
+    let green_addr = green.url().trim_start_matches("http://").to_owned();
+    let (gw, path) = start_from_file("forget", &config(&blue.url())).await;
+    let addr = gw.local_addrs()[0];
+    let get = || async {
+        // A new connection each time: a kept-alive one holds its stack.
+        let rsp = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+            .get(format!("http://{addr}/x"))
+            .send()
+            .await
+            .unwrap();
+        rsp.json::<Value>().await.unwrap()["service"].clone()
+    };
+    assert_eq!(get().await, "blue");
+    let before = upstream_series(&gw, &blue_addr);
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with("towergate_upstream_requests_total") && l.ends_with(" 1")),
+        "{before:#?}"
+    );
+
+    std::fs::write(&path, config(&green.url())).unwrap();
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Applied { .. }
+    ));
+    assert_eq!(get().await, "green");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !upstream_series(&gw, &blue_addr).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:#?}",
+            upstream_series(&gw, &blue_addr)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!upstream_series(&gw, &green_addr).is_empty());
+
+    // Back to blue: its series start again from zero.
+    std::fs::write(&path, config(&blue.url())).unwrap();
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Applied { .. }
+    ));
+    assert_eq!(get().await, "blue");
+    let again = upstream_series(&gw, &blue_addr);
+    assert!(
+        again
+            .iter()
+            .any(|l| l.starts_with("towergate_upstream_requests_total") && l.ends_with(" 1")),
+        "{again:#?}"
+    );
+    gw.shutdown().await;
+}

@@ -91,6 +91,7 @@ pub struct RecordUpstreamLayer {
     metrics: Option<Arc<UpstreamMetrics>>,
     mark_response: bool,
     record_request: bool,
+    forget: bool,
 }
 
 /// The service of [`RecordUpstreamLayer`].
@@ -227,6 +228,7 @@ impl RecordUpstreamLayer {
             metrics: None,
             mark_response: true,
             record_request: true,
+            forget: false,
         }
     }
 
@@ -257,7 +259,28 @@ impl RecordUpstreamLayer {
         self.metrics = Some(Arc::new(UpstreamMetrics::new(
             metrics,
             self.info.endpoint_arc().clone(),
+            self.forget,
         )));
+        self
+    }
+
+    /// Whether the endpoint's series (`towergate_upstream_requests_total`,
+    /// `towergate_upstream_request_duration_seconds`) leave the
+    /// [`metrics`](Self::metrics) once this layer and every service it
+    /// made are dropped, and no other layer of the same label is alive.
+    /// Default false (the series stay, as for one-shot services); the
+    /// towergate binary turns it on, so that endpoints that leave their
+    /// pool (a reload, DNS discovery) leave `/metrics` too, and churning
+    /// endpoint addresses do not grow it without end.
+    pub fn forget_when_dropped(mut self, yes: bool) -> Self {
+        self.forget = yes;
+        if let Some(m) = self.metrics.take() {
+            self.metrics = Some(Arc::new(UpstreamMetrics::new(
+                m.metrics.clone(),
+                m.upstream.clone(),
+                yes,
+            )));
+        }
         self
     }
 }

@@ -73,7 +73,8 @@
 //! ```
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -159,6 +160,11 @@ pub(crate) struct Inner {
     cache_requests: Family<CacheLabel, Counter>,
     cache_size: Gauge,
     cache_entries: Gauge,
+    /// How many live [`UpstreamMetrics`] there are of each endpoint label:
+    /// when the last goes (the endpoint left its pool: DNS discovery, a
+    /// reload), the endpoint's series go too, so that churning endpoints
+    /// do not grow `/metrics` without end.
+    upstream_refs: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -241,8 +247,11 @@ pub(crate) struct RouteMetricsSlot(OnceLock<RouteMetrics>);
 /// [`RouteMetrics`].
 #[derive(Debug)]
 pub(crate) struct UpstreamMetrics {
-    metrics: Metrics,
-    upstream: Arc<str>,
+    pub(crate) metrics: Metrics,
+    pub(crate) upstream: Arc<str>,
+    /// Whether the label's series go when the last handle of the label
+    /// does, this one.
+    forget: bool,
     /// `towergate_upstream_requests_total`, by [`class_index`], then
     /// `error` and `cancelled`.
     requests: [OnceLock<Counter>; 7],
@@ -336,10 +345,20 @@ impl RouteMetricsSlot {
 // === impl UpstreamMetrics ===
 
 impl UpstreamMetrics {
-    pub(crate) fn new(metrics: Metrics, upstream: Arc<str>) -> Self {
+    /// `forget`: when this is the last handle of its label to go, the
+    /// label's series go too (see [`Drop`]).
+    pub(crate) fn new(metrics: Metrics, upstream: Arc<str>, forget: bool) -> Self {
+        *metrics
+            .inner
+            .upstream_refs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(upstream.clone())
+            .or_default() += 1;
         Self {
             metrics,
             upstream,
+            forget,
             requests: Default::default(),
             duration: OnceLock::new(),
         }
@@ -385,6 +404,39 @@ impl UpstreamMetrics {
                 })
             })
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+impl Drop for UpstreamMetrics {
+    fn drop(&mut self) {
+        let m = self.metrics.inner();
+        // Under the lock: a new handle of the same label either counts
+        // before this check (the series stay) or resolves its series
+        // after they are removed (fresh ones).
+        let mut refs = m
+            .upstream_refs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(n) = refs.get_mut(&self.upstream) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        if *n > 0 {
+            return;
+        }
+        refs.remove(&self.upstream);
+        if !self.forget {
+            return;
+        }
+        for status_class in CLASSES.iter().copied().chain(["error", "cancelled"]) {
+            m.upstream_requests.remove(&UpstreamClass {
+                upstream: self.upstream.clone(),
+                status_class,
+            });
+        }
+        m.upstream_duration.remove(&UpstreamLabel {
+            upstream: self.upstream.clone(),
+        });
     }
 }
 
@@ -617,6 +669,7 @@ impl Metrics {
             cache_requests: Family::default(),
             cache_size: Gauge::default(),
             cache_entries: Gauge::default(),
+            upstream_refs: Mutex::default(),
             registry: Registry::default(),
         };
         let r = registry.sub_registry_with_prefix("towergate");
@@ -878,6 +931,45 @@ mod tests {
         ] {
             assert!(t.contains(line), "missing {line:?} in\n{t}");
         }
+    }
+
+    #[test]
+    fn an_endpoint_series_goes_with_its_last_handle() {
+        let m = Metrics::new();
+        let a = UpstreamMetrics::new(m.clone(), "10.0.0.9:80".into(), true);
+        let b = UpstreamMetrics::new(m.clone(), "10.0.0.9:80".into(), true);
+        let other = UpstreamMetrics::new(m.clone(), "10.0.0.7:80".into(), true);
+        a.observe(Some(StatusCode::OK), Duration::from_millis(1));
+        b.observe(None, Duration::from_millis(1));
+        b.cancelled(Duration::from_millis(1));
+        other.observe(Some(StatusCode::OK), Duration::from_millis(1));
+        let count = |t: &str| t.lines().filter(|l| l.contains("10.0.0.9:80")).count();
+        let all = count(&m.encode());
+        assert!(all > 3, "{}", m.encode());
+        // Another handle of the label lives on: nothing goes, and its
+        // cached handles still count.
+        drop(a);
+        assert_eq!(count(&m.encode()), all);
+        b.observe(Some(StatusCode::OK), Duration::from_millis(1));
+        assert!(m.encode().contains(
+            "towergate_upstream_requests_total{upstream=\"10.0.0.9:80\",status_class=\"2xx\"} 2\n"
+        ));
+        drop(b);
+        let t = m.encode();
+        assert_eq!(count(&t), 0, "{t}");
+        assert!(t.contains("upstream=\"10.0.0.7:80\""), "{t}");
+        // A new handle starts over.
+        let c = UpstreamMetrics::new(m.clone(), "10.0.0.9:80".into(), true);
+        c.observe(Some(StatusCode::OK), Duration::from_millis(1));
+        assert!(m.encode().contains(
+            "towergate_upstream_requests_total{upstream=\"10.0.0.9:80\",status_class=\"2xx\"} 1\n"
+        ));
+        drop(c);
+        // Without `forget`, the series stay (one-shot services).
+        let kept = UpstreamMetrics::new(m.clone(), "10.0.0.5:80".into(), false);
+        kept.observe(Some(StatusCode::OK), Duration::from_millis(1));
+        drop(kept);
+        assert!(m.encode().contains("upstream=\"10.0.0.5:80\""));
     }
 
     #[test]
