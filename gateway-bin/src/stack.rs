@@ -247,16 +247,20 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         } else {
             continue; // reported by check_structure
         };
-        let rate_limit = r.rate_limit.as_ref().and_then(|rl| {
-            policy::rate_limit_layer(
-                &r.name,
-                rl,
-                &cfg.rate_limiting,
-                &registry,
-                &format!("{p}.rate_limit"),
-                &mut errs,
-            )
-        });
+        let rate_limit = r
+            .rate_limit
+            .as_ref()
+            .map(|rl| {
+                policy::rate_limit_layers(
+                    &r.name,
+                    rl,
+                    &cfg.rate_limiting,
+                    &registry,
+                    &format!("{p}.rate_limit"),
+                    &mut errs,
+                )
+            })
+            .unwrap_or_default();
         let concurrency = r
             .concurrency
             .as_ref()
@@ -329,7 +333,8 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             compression,
             ip,
             auth,
-            rate_limit,
+            rate_limit: rate_limit.after_auth,
+            rate_limit_before_auth: rate_limit.before_auth,
             decompress: r.decompress_request.then(policy::decompression),
             validate,
             transform,
@@ -501,6 +506,7 @@ struct RouteLayers {
     ip: Option<IpFilterLayer>,
     auth: Option<AuthLayer>,
     rate_limit: Option<RateLimitLayer>,
+    rate_limit_before_auth: Option<RateLimitLayer>,
     decompress: Option<Wrap>,
     validate: Option<Wrap>,
     transform: Option<Wrap>,
@@ -635,6 +641,7 @@ fn route_stack(
                             // The observe layers read the endpoint from the
                             // observation; no response extension needed.
                             RecordUpstreamLayer::new(upstream)
+                                .forget_when_dropped(true)
                                 .metrics(metrics.clone())
                                 .mark_response(false)
                                 .record_request(false),
@@ -698,6 +705,11 @@ fn route_stack(
                 .layer(RecordLayer::new())
                 .into_inner(),
         );
+    }
+    // 2b. Limits marked `before_auth`: failed logins count too, and a
+    //     caller over the limit costs no credential check.
+    if let Some(l) = layers.rate_limit_before_auth {
+        svc = wrap(svc, l);
     }
     // 2. IP allow/deny: the cheapest refusal, before any credential is read.
     if let Some(i) = layers.ip {

@@ -226,6 +226,90 @@ async fn buckets_survive_a_reload() {
     gw.shutdown().await;
 }
 
+#[tokio::test]
+async fn limits_before_auth_count_failed_logins() {
+    // Guessing keys is limited per client address before authentication;
+    // the per-consumer limit still runs after it, keyed by identity.
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+server: {{ trusted_proxies: ["127.0.0.1"] }}
+auth_providers:
+  keys:
+    api_key:
+      header: x-api-key
+      keys:
+        - {{ consumer: acme, key: "acme-key-0123456789" }}
+        - {{ consumer: globex, key: "globex-key-0123456789" }}
+routes:
+  - name: api
+    match: {{ path_prefix: "/" }}
+    upstream: "{}"
+    auth: {{ any_of: [keys] }}
+    rate_limit:
+      limits:
+        - {{ name: attempts, rate: "4/min", key: ip, before_auth: true }}
+        - {{ name: per-consumer, rate: "1/min", key: "identity:consumer" }}
+"#,
+        echo.url()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let c = client();
+    let url = format!("http://{addr}/x");
+    let from = |ip: &'static str, key: &'static str| [("x-forwarded-for", ip), ("x-api-key", key)];
+    // One client guesses: 4 answers of 401, then 429 without a key check.
+    assert_eq!(
+        statuses(&c, &url, &from("203.0.113.7", "guess-0123456789"), 5).await,
+        [401, 401, 401, 401, 429]
+    );
+    let rsp = c
+        .get(&url)
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-api-key", "acme-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rsp.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next(),
+        Some("\"attempts\"")
+    );
+    assert_problem_reqwest(rsp, 429).await;
+    // Another client: its own attempts bucket; acme's quota of 1 applies
+    // after auth, and both limits are reported.
+    let ok = c
+        .get(&url)
+        .header("x-forwarded-for", "203.0.113.8")
+        .header("x-api-key", "acme-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // One line per layer: a list split over two header lines.
+    let policy: Vec<&str> = ok
+        .headers()
+        .get_all("ratelimit-policy")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let policy = policy.join(", ");
+    assert!(
+        policy.contains("\"attempts\"") && policy.contains("\"per-consumer\""),
+        "{policy}"
+    );
+    assert_eq!(
+        statuses(&c, &url, &from("203.0.113.8", "acme-key-0123456789"), 1).await,
+        [429]
+    );
+    assert_eq!(
+        statuses(&c, &url, &from("203.0.113.8", "globex-key-0123456789"), 1).await,
+        [200]
+    );
+}
+
 #[test]
 fn bad_rate_limit_config_names_its_path() {
     let cases = [
@@ -241,6 +325,18 @@ fn bad_rate_limit_config_names_its_path() {
         (
             "rate: \"10/s\", burst: 0",
             "routes[0].rate_limit.limits[0].burst",
+        ),
+        (
+            "rate: \"10/s\", key: \"identity:sub\", before_auth: true",
+            "routes[0].rate_limit.limits[0].before_auth",
+        ),
+        (
+            "rate: \"10/s\", key: [ip, \"identity:consumer\"], before_auth: true",
+            "routes[0].rate_limit.limits[0].before_auth",
+        ),
+        (
+            "rate: \"10/s\" }\n        - { rate: \"10/s\", before_auth: true",
+            "routes[0].rate_limit.limits[1].name",
         ),
     ];
     for (limit, path) in cases {

@@ -142,6 +142,20 @@ impl Limit {
         Gcra::new(interval, self.burst.unwrap_or(self.count))
     }
 
+    /// The name this limit goes by in headers, problems and bucket ids:
+    /// its own, or `{count}-per-{seconds}s`.
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.to_string(),
+            None => self.default_name(),
+        }
+    }
+
+    /// The key this limit sets for itself, if any (otherwise the layer's).
+    pub fn own_key(&self) -> Option<&Key> {
+        self.key.as_ref()
+    }
+
     pub(crate) fn default_name(&self) -> String {
         let secs = self.period.as_secs_f64();
         format!("{}-per-{}s", self.count, secs)

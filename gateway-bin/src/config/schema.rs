@@ -403,6 +403,11 @@ pub struct LimitConfig {
     /// When the shared store is down: `open` (default: limit locally) or
     /// `closed` (503).
     pub on_store_failure: Option<FailureMode>,
+    /// Checked before authentication, so that requests refused with 401
+    /// (guessed passwords, forged tokens) count too and an RSA check is
+    /// not done for a caller over the limit. Not with an `identity:` key.
+    #[serde(default)]
+    pub before_auth: bool,
 }
 
 /// A key: one part (`ip`, `route`, `global`, `header:NAME`,

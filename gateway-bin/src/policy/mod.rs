@@ -11,7 +11,7 @@ pub(crate) use route::{
     store as cache_store, transform_layer, validate_layer,
 };
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -301,85 +301,160 @@ struct RedisResolved {
 /// `net:32/128` keys by the exact address.
 const CLIENT: Key = Key::ClientNet { v4: 32, v6: 64 };
 
-/// Builds a route's rate-limit layer.
-pub(crate) fn rate_limit_layer(
+/// A route's rate-limit layers: the limits marked `before_auth` run
+/// before authentication (so failed logins count too), the others after
+/// it (so they can key on the caller's identity).
+#[derive(Default)]
+pub(crate) struct RateLimitLayers {
+    pub(crate) before_auth: Option<RateLimitLayer>,
+    pub(crate) after_auth: Option<RateLimitLayer>,
+}
+
+/// Where a route's buckets live.
+enum Stores {
+    Memory(MemoryStore),
+    /// Redis, with the in-memory fallback.
+    Redis(RedisStore, MemoryStore),
+}
+
+/// Builds a route's rate-limit layers.
+pub(crate) fn rate_limit_layers(
     route: &str,
     cfg: &RouteRateLimit,
     store: &RateLimiting,
     registry: &Registry,
     p: &str,
     errs: &mut Vec<ConfigError>,
-) -> Option<RateLimitLayer> {
+) -> RateLimitLayers {
     let before = errs.len();
-    let scope = cfg.scope.clone().unwrap_or_else(|| route.to_owned());
     let key = match &cfg.key {
         Some(k) => parse_key(k, &format!("{p}.key"), errs),
         None => Some(CLIENT),
     };
-    let mut b = RateLimitLayer::builder()
-        .scope(scope.clone())
-        .legacy_headers(cfg.legacy_headers);
-    if let Some(k) = key {
-        b = b.key(k);
-    }
     if cfg.limits.is_empty() {
         errs.push(ConfigError::new(
             format!("{p}.limits"),
             "at least one limit is required",
         ));
     }
+    let mut early = Vec::new();
+    let mut late = Vec::new();
+    // Names are bucket ids within the scope: unique over both layers.
+    let mut names = HashSet::new();
     for (i, l) in cfg.limits.iter().enumerate() {
-        if let Some(limit) = limit(l, &format!("{p}.limits[{i}]"), errs) {
-            b = b.limit(limit);
+        let lp = format!("{p}.limits[{i}]");
+        let Some(limit) = limit(l, &lp, errs) else {
+            continue;
+        };
+        let name = limit.display_name();
+        if !names.insert(name.clone()) {
+            errs.push(ConfigError::new(
+                format!("{lp}.name"),
+                format!("`{name}` names two limits of this route; give each its own `name`"),
+            ));
+            continue;
+        }
+        if l.before_auth {
+            if limit.own_key().or(key.as_ref()).is_some_and(uses_identity) {
+                errs.push(ConfigError::new(
+                    format!("{lp}.before_auth"),
+                    "this limit keys on `identity:`, which is known only after authentication",
+                ));
+                continue;
+            }
+            early.push(limit);
+        } else {
+            late.push(limit);
         }
     }
-    match &cfg.on_missing_key {
-        None => {}
-        Some(MissingKeyConfig::Word(w)) if w == "shared" => {
-            b = b.on_missing_key(MissingKey::Shared)
-        }
+    let missing = match &cfg.on_missing_key {
+        None => None,
+        Some(MissingKeyConfig::Word(w)) if w == "shared" => Some(MissingKey::Shared),
         Some(MissingKeyConfig::Status(s)) => match StatusCode::from_u16(*s) {
-            Ok(st) if st.is_client_error() => b = b.on_missing_key(MissingKey::Refuse(st)),
-            _ => errs.push(ConfigError::new(
-                format!("{p}.on_missing_key"),
-                "must be a 4xx status or `shared`",
-            )),
+            Ok(st) if st.is_client_error() => Some(MissingKey::Refuse(st)),
+            _ => {
+                errs.push(ConfigError::new(
+                    format!("{p}.on_missing_key"),
+                    "must be a 4xx status or `shared`",
+                ));
+                None
+            }
         },
-        Some(MissingKeyConfig::Word(w)) => errs.push(ConfigError::new(
-            format!("{p}.on_missing_key"),
-            format!("`{w}`: use a 4xx status or `shared`"),
-        )),
-    }
+        Some(MissingKeyConfig::Word(w)) => {
+            errs.push(ConfigError::new(
+                format!("{p}.on_missing_key"),
+                format!("`{w}`: use a 4xx status or `shared`"),
+            ));
+            None
+        }
+    };
+    let scope = cfg.scope.clone().unwrap_or_else(|| route.to_owned());
     let max_keys = store.max_keys.unwrap_or(100_000);
     let local = match registry.memory(&scope, max_keys) {
         Ok(s) => s,
         Err(e) => {
             errs.push(ConfigError::new("rate_limiting.max_keys", e));
-            return None;
+            return RateLimitLayers::default();
         }
     };
-    match store.store {
-        StoreKind::Memory => b = b.store(local),
+    let stores = match store.store {
+        StoreKind::Memory => Stores::Memory(local),
         StoreKind::Redis => {
-            let resolved = resolve_redis(store, errs)?;
+            let Some(resolved) = resolve_redis(store, errs) else {
+                return RateLimitLayers::default();
+            };
             match registry.redis(&resolved) {
-                Ok(r) => b = b.store(r).fallback(local),
+                Ok(r) => Stores::Redis(r, local),
                 Err(e) => {
                     errs.push(ConfigError::new("rate_limiting.redis", e));
-                    return None;
+                    return RateLimitLayers::default();
                 }
             }
         }
-    }
+    };
     if errs.len() > before {
-        return None;
+        return RateLimitLayers::default();
     }
-    match b.build() {
-        Ok(l) => Some(l),
-        Err(e) => {
-            errs.push(ConfigError::new(p, e.to_string()));
-            None
+    let mut build = |limits: Vec<Limit>| -> Option<RateLimitLayer> {
+        if limits.is_empty() {
+            return None;
         }
+        let mut b = RateLimitLayer::builder()
+            .scope(scope.clone())
+            .legacy_headers(cfg.legacy_headers);
+        if let Some(k) = &key {
+            b = b.key(k.clone());
+        }
+        if let Some(m) = missing {
+            b = b.on_missing_key(m);
+        }
+        for limit in limits {
+            b = b.limit(limit);
+        }
+        b = match &stores {
+            Stores::Memory(local) => b.store(local.clone()),
+            Stores::Redis(r, local) => b.store(r.clone()).fallback(local.clone()),
+        };
+        match b.build() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                errs.push(ConfigError::new(p, e.to_string()));
+                None
+            }
+        }
+    };
+    RateLimitLayers {
+        before_auth: build(early),
+        after_auth: build(late),
+    }
+}
+
+/// Whether `key` reads the caller's identity.
+fn uses_identity(key: &Key) -> bool {
+    match key {
+        Key::Identity(_) => true,
+        Key::All(parts) => parts.iter().any(uses_identity),
+        _ => false,
     }
 }
 
