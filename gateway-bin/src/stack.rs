@@ -347,6 +347,13 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         );
     }
 
+    let forget_endpoints_after = match &cfg.observability.forget_endpoints_after {
+        None => towergate_observe::metrics::DEFAULT_FORGET_ENDPOINTS_AFTER,
+        Some(d) => parse_duration(d).unwrap_or_else(|e| {
+            errs.push(ConfigError::new("observability.forget_endpoints_after", e));
+            Duration::ZERO
+        }),
+    };
     if !errs.is_empty() {
         return Err(ConfigErrors {
             source: None,
@@ -364,6 +371,9 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         .collect();
     registry.commit_cache(cache_store, cache_routes);
     registry.commit_redis(crate::policy::redis_in_use(&cfg.rate_limiting).as_deref());
+    registry
+        .metrics()
+        .forget_endpoints_after(forget_endpoints_after);
     Ok(Compiled {
         registry,
         config: Arc::new(cfg.clone()),

@@ -173,6 +173,7 @@ fn each_kind_of_bad_config_names_its_path() {
 fn all_errors_are_reported_together() {
     let yaml = r#"listen: "nonsense"
 server: { drain_timeout: "forever" }
+observability: { forget_endpoints_after: "soon" }
 routes:
   - name: a
     upstream: "nowhere"
@@ -188,11 +189,12 @@ routes:
         "routes[0].upstream",
         "routes[1].name",
         "routes[1].timeout",
+        "observability.forget_endpoints_after",
     ] {
         assert!(e.has_path(p), "missing {p} in {e}");
     }
     let text = e.to_string();
-    assert!(text.contains("5 errors"), "{text}");
+    assert!(text.contains("6 errors"), "{text}");
 }
 
 #[test]

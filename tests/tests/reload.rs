@@ -235,6 +235,13 @@ async fn a_removed_endpoint_loses_its_series() {
     let green = spawn_upstream(echo_router("green")).await;
     let blue_addr = blue.url().trim_start_matches("http://").to_owned();
     let green_addr = green.url().trim_start_matches("http://").to_owned();
+    // No grace, for the test (5 minutes by default).
+    let config = |upstream: &str| {
+        config(upstream).replace(
+            "routes:",
+            "observability: { forget_endpoints_after: \"0s\" }\nroutes:",
+        )
+    };
     let (gw, path) = start_from_file("forget", &config(&blue.url())).await;
     let addr = gw.local_addrs()[0];
     let get = || async {

@@ -267,7 +267,9 @@ impl RecordUpstreamLayer {
     /// Whether the endpoint's series (`towergate_upstream_requests_total`,
     /// `towergate_upstream_request_duration_seconds`) leave the
     /// [`metrics`](Self::metrics) once this layer and every service it
-    /// made are dropped, and no other layer of the same label is alive.
+    /// made are dropped, and no other layer of the same label is alive
+    /// (after the grace of [`Metrics::forget_endpoints_after`], so that a
+    /// replacement pool can take the series over).
     /// Default false (the series stay, as for one-shot services); the
     /// towergate binary turns it on, so that endpoints that leave their
     /// pool (a reload, DNS discovery) leave `/metrics` too, and churning

@@ -792,6 +792,9 @@ pub struct Observability {
     pub access_log: AccessLogConfig,
     /// OpenTelemetry export (read at start; a reload does not change it).
     pub tracing: Option<TracingConfig>,
+    /// How long an upstream endpoint's series stay in `/metrics` once it
+    /// left every pool (a reload, DNS discovery). Default `5m`.
+    pub forget_endpoints_after: Option<String>,
 }
 
 impl Default for Observability {
@@ -802,6 +805,7 @@ impl Default for Observability {
             trust_request_id: None,
             access_log: AccessLogConfig::default(),
             tracing: None,
+            forget_endpoints_after: None,
         }
     }
 }

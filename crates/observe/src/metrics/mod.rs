@@ -74,8 +74,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -160,12 +161,30 @@ pub(crate) struct Inner {
     cache_requests: Family<CacheLabel, Counter>,
     cache_size: Gauge,
     cache_entries: Gauge,
-    /// How many live [`UpstreamMetrics`] there are of each endpoint label:
-    /// when the last goes (the endpoint left its pool: DNS discovery, a
-    /// reload), the endpoint's series go too, so that churning endpoints
-    /// do not grow `/metrics` without end.
-    upstream_refs: Mutex<HashMap<Arc<str>, usize>>,
+    /// The live [`UpstreamMetrics`] of each endpoint label: when the last
+    /// goes (the endpoint left its pool: DNS discovery, a reload) and none
+    /// comes back within [`Metrics::forget_endpoints_after`], the
+    /// endpoint's series go too, so that churning endpoints do not grow
+    /// `/metrics` without end.
+    upstream_refs: Mutex<HashMap<Arc<str>, LabelRefs>>,
+    /// That grace, in milliseconds.
+    forget_after_ms: AtomicU64,
 }
+
+/// The handles of one endpoint label; see [`Inner::upstream_refs`].
+#[derive(Debug, Default)]
+struct LabelRefs {
+    live: usize,
+    /// A live handle keeps its series for good (`forget` off).
+    keep: bool,
+    /// When the last handle went.
+    orphaned: Option<Instant>,
+}
+
+/// How long an endpoint's series outlive its last handle by default: a
+/// reload replaces every pool, and a DNS-discovered pool fills in only
+/// after its first lookup; the series must not blink meanwhile.
+pub const DEFAULT_FORGET_ENDPOINTS_AFTER: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabel {
@@ -249,9 +268,6 @@ pub(crate) struct RouteMetricsSlot(OnceLock<RouteMetrics>);
 pub(crate) struct UpstreamMetrics {
     pub(crate) metrics: Metrics,
     pub(crate) upstream: Arc<str>,
-    /// Whether the label's series go when the last handle of the label
-    /// does, this one.
-    forget: bool,
     /// `towergate_upstream_requests_total`, by [`class_index`], then
     /// `error` and `cancelled`.
     requests: [OnceLock<Counter>; 7],
@@ -348,17 +364,20 @@ impl UpstreamMetrics {
     /// `forget`: when this is the last handle of its label to go, the
     /// label's series go too (see [`Drop`]).
     pub(crate) fn new(metrics: Metrics, upstream: Arc<str>, forget: bool) -> Self {
-        *metrics
-            .inner
-            .upstream_refs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(upstream.clone())
-            .or_default() += 1;
+        {
+            let mut refs = metrics
+                .inner
+                .upstream_refs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let entry = refs.entry(upstream.clone()).or_default();
+            entry.live += 1;
+            entry.keep |= !forget;
+            entry.orphaned = None;
+        }
         Self {
             metrics,
             upstream,
-            forget,
             requests: Default::default(),
             duration: OnceLock::new(),
         }
@@ -409,35 +428,32 @@ impl UpstreamMetrics {
 
 impl Drop for UpstreamMetrics {
     fn drop(&mut self) {
-        let m = self.metrics.inner();
-        // Under the lock: a new handle of the same label either counts
-        // before this check (the series stay) or resolves its series
-        // after they are removed (fresh ones).
-        let mut refs = m
+        let mut refs = self
+            .metrics
+            .inner()
             .upstream_refs
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(n) = refs.get_mut(&self.upstream) else {
+        let Some(entry) = refs.get_mut(&self.upstream) else {
             return;
         };
-        *n = n.saturating_sub(1);
-        if *n > 0 {
+        entry.live = entry.live.saturating_sub(1);
+        if entry.live > 0 {
             return;
         }
-        refs.remove(&self.upstream);
-        if !self.forget {
-            return;
+        if entry.keep {
+            // Some handle asked to keep the series: they stay, uncounted.
+            refs.remove(&self.upstream);
+        } else {
+            // Removed at a scrape after the grace, unless a handle of the
+            // label comes back first (see `Metrics::sweep_endpoints`).
+            entry.orphaned = Some(Instant::now());
         }
-        for status_class in CLASSES.iter().copied().chain(["error", "cancelled"]) {
-            m.upstream_requests.remove(&UpstreamClass {
-                upstream: self.upstream.clone(),
-                status_class,
-            });
-        }
-        m.upstream_duration.remove(&UpstreamLabel {
-            upstream: self.upstream.clone(),
-        });
     }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// [`UpstreamMetrics::requests`] of a call that failed without a response.
@@ -471,12 +487,57 @@ impl Metrics {
     /// The whole registry in the OpenMetrics text format; serve it with
     /// [`CONTENT_TYPE`].
     pub fn encode(&self) -> String {
+        self.sweep_endpoints(Instant::now());
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail; a metric that cannot encode
         // itself would be a prometheus_client bug, and a partial page
         // beats none.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
+    }
+
+    /// How long the series of an endpoint whose
+    /// [`RecordUpstreamLayer`](crate::RecordUpstreamLayer) handles (made
+    /// with [`forget_when_dropped`](crate::RecordUpstreamLayer::forget_when_dropped))
+    /// are all gone stay in the page: they are removed at the first
+    /// [`encode`](Self::encode) after that, unless a handle of the same
+    /// label came back meanwhile. Default
+    /// [`DEFAULT_FORGET_ENDPOINTS_AFTER`] (5 minutes): long enough for a
+    /// reload's new pools, DNS-discovered ones included, to take over,
+    /// and so that the last increments are scraped.
+    pub fn forget_endpoints_after(&self, grace: Duration) {
+        self.inner
+            .forget_after_ms
+            .store(duration_ms(grace), Ordering::Relaxed);
+    }
+
+    /// Removes the series of endpoints gone for longer than the grace.
+    fn sweep_endpoints(&self, now: Instant) {
+        let m = &self.inner;
+        let grace = Duration::from_millis(m.forget_after_ms.load(Ordering::Relaxed));
+        let mut refs = m
+            .upstream_refs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        refs.retain(|upstream, entry| {
+            let expired = entry.live == 0
+                && entry
+                    .orphaned
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace);
+            if !expired {
+                return true;
+            }
+            for status_class in CLASSES.iter().copied().chain(["error", "cancelled"]) {
+                m.upstream_requests.remove(&UpstreamClass {
+                    upstream: upstream.clone(),
+                    status_class,
+                });
+            }
+            m.upstream_duration.remove(&UpstreamLabel {
+                upstream: upstream.clone(),
+            });
+            false
+        });
     }
 
     /// Counts an accepted connection as open until the guard is dropped
@@ -670,6 +731,7 @@ impl Metrics {
             cache_size: Gauge::default(),
             cache_entries: Gauge::default(),
             upstream_refs: Mutex::default(),
+            forget_after_ms: AtomicU64::new(duration_ms(DEFAULT_FORGET_ENDPOINTS_AFTER)),
             registry: Registry::default(),
         };
         let r = registry.sub_registry_with_prefix("towergate");
@@ -936,6 +998,7 @@ mod tests {
     #[test]
     fn an_endpoint_series_goes_with_its_last_handle() {
         let m = Metrics::new();
+        m.forget_endpoints_after(Duration::ZERO);
         let a = UpstreamMetrics::new(m.clone(), "10.0.0.9:80".into(), true);
         let b = UpstreamMetrics::new(m.clone(), "10.0.0.9:80".into(), true);
         let other = UpstreamMetrics::new(m.clone(), "10.0.0.7:80".into(), true);
@@ -965,11 +1028,39 @@ mod tests {
             "towergate_upstream_requests_total{upstream=\"10.0.0.9:80\",status_class=\"2xx\"} 1\n"
         ));
         drop(c);
-        // Without `forget`, the series stay (one-shot services).
+        // Without `forget`, the series stay (one-shot services), and a
+        // handle that keeps them wins over one that would forget them.
         let kept = UpstreamMetrics::new(m.clone(), "10.0.0.5:80".into(), false);
+        let forgetful = UpstreamMetrics::new(m.clone(), "10.0.0.5:80".into(), true);
         kept.observe(Some(StatusCode::OK), Duration::from_millis(1));
         drop(kept);
+        drop(forgetful);
         assert!(m.encode().contains("upstream=\"10.0.0.5:80\""));
+    }
+
+    #[test]
+    fn a_gone_endpoint_keeps_its_series_for_the_grace() {
+        let m = Metrics::new();
+        let a = UpstreamMetrics::new(m.clone(), "10.0.0.9:80".into(), true);
+        a.observe(Some(StatusCode::OK), Duration::from_millis(1));
+        drop(a);
+        let gone = Instant::now();
+        let line =
+            "towergate_upstream_requests_total{upstream=\"10.0.0.9:80\",status_class=\"2xx\"} 1\n";
+        // Within the default grace: still there.
+        m.sweep_endpoints(gone + Duration::from_secs(299));
+        assert!(m.encode().contains(line));
+        // A new handle (a reload's pool re-made it) comes back in time:
+        // the series go on, and are not removed later.
+        let b = UpstreamMetrics::new(m.clone(), "10.0.0.9:80".into(), true);
+        m.sweep_endpoints(gone + Duration::from_secs(3600));
+        b.observe(Some(StatusCode::OK), Duration::from_millis(1));
+        assert!(m.encode().contains(
+            "towergate_upstream_requests_total{upstream=\"10.0.0.9:80\",status_class=\"2xx\"} 2\n"
+        ));
+        drop(b);
+        m.sweep_endpoints(Instant::now() + Duration::from_secs(301));
+        assert!(!m.encode().contains("10.0.0.9:80"));
     }
 
     #[test]
