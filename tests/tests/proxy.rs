@@ -37,6 +37,34 @@ fn header<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 #[tokio::test]
+async fn one_host_for_routing_forwarding_and_caching() {
+    // One reader taking the target's host and another the `Host` field is
+    // how caches get poisoned: the gateway makes them agree, or refuses.
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let (_gw, addr) = gateway(&one_route(&echo.url(), "", "")).await;
+    // Absolute form: the target's authority wins over `Host`.
+    let (status, body) = support::raw_request(
+        addr,
+        "GET http://victim.example/x HTTP/1.1\r\nHost: evil.example",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(header(&v, "x-forwarded-host"), Some("victim.example"));
+    // A `Host` that is not a host, or two of them: 400 problem+json.
+    for head in [
+        "GET /b HTTP/1.1\r\nHost: victim.example/a",
+        "GET /b HTTP/1.1\r\nHost: user@victim.example",
+        "GET /b HTTP/1.1\r\nHost: victim.example\r\nHost: evil.example",
+    ] {
+        let (status, body) = support::raw_request(addr, head).await;
+        assert_eq!(status, 400, "{head}: {body}");
+        let p: Value = serde_json::from_str(&body).unwrap();
+        assert!(p["detail"].as_str().unwrap().contains("Host"), "{p}");
+    }
+}
+
+#[tokio::test]
 async fn forwarding_headers_from_untrusted_peer() {
     let echo = spawn_upstream(echo_router("echo")).await;
     let (_gw, addr) = gateway(&one_route(

@@ -101,6 +101,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Err(detail) = check_host(&mut req) {
+            return ResponseFuture::rejected(problem(&req, StatusCode::BAD_REQUEST, detail.into()));
+        }
         let path = match normalize_path(req.uri().path()) {
             Ok(path) => path,
             Err(err) => {
@@ -172,8 +175,82 @@ where
     }
 }
 
+/// Refuses a request whose host is ambiguous, and makes `Host` agree with
+/// the URI's authority, so that routing, the proxy's forwarding headers and
+/// the cache key all read one host:
+/// - more than one `Host` field, or one that is not a `host[:port]`
+///   (`a/b`, `user@host`, spaces): refused (RFC 9112 §3.2: 400), since
+///   one reader taking `a` and another `a/b` is how caches get poisoned;
+/// - an absolute-form request (`GET http://a/ HTTP/1.1`) with another
+///   `Host`: the target's authority wins (RFC 9112 §3.2.2) and replaces it;
+/// - HTTP/2 with a `host` field naming another host than `:authority`:
+///   malformed (RFC 9113 §8.3.1), refused.
+fn check_host<B>(req: &mut Request<B>) -> Result<(), &'static str> {
+    let mut all = req.headers().get_all(HOST).iter();
+    let (host, more) = (all.next(), all.next().is_some());
+    if more {
+        return Err("more than one Host header field");
+    }
+    let Some(host) = host else {
+        return Ok(());
+    };
+    if !host.as_bytes().iter().all(|&b| host_byte(b)) {
+        return Err("the Host header field is not a host and port");
+    }
+    let Some(authority) = req.uri().authority() else {
+        return Ok(());
+    };
+    // The target's host and port, without any userinfo.
+    let target = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    if target.as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+        return Ok(());
+    }
+    if req.version() == http::Version::HTTP_2 {
+        return Err("the host header field names another host than :authority");
+    }
+    match HeaderValue::from_str(target) {
+        Ok(v) => {
+            req.headers_mut().insert(HOST, v);
+            Ok(())
+        }
+        Err(_) => Err("the request target's host is not a valid Host"),
+    }
+}
+
+/// A byte of `host[:port]`: a reg-name (unreserved, sub-delims other than
+/// the ones no host contains, percent-encoding), an IP literal's brackets,
+/// the port's colon.
+fn host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'%'
+                | b':'
+                | b'['
+                | b']'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
+}
+
 /// The host a request is for: the `Host` header, or the URI's authority
-/// (HTTP/2 `:authority`, absolute-form requests).
+/// (HTTP/2 `:authority`, absolute-form requests); the two agree after
+/// [`check_host`].
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(HOST)
@@ -258,5 +335,67 @@ impl<S> fmt::Debug for RouterBuilder<S> {
         f.debug_struct("RouterBuilder")
             .field("routes", &self.routes)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, hosts: &[&str], version: http::Version) -> Request<()> {
+        let mut req = Request::builder().uri(uri).version(version);
+        for h in hosts {
+            req = req.header(HOST, *h);
+        }
+        req.body(()).unwrap()
+    }
+
+    #[test]
+    fn hosts_are_checked_and_agree_with_the_target() {
+        const HTTP_11: http::Version = http::Version::HTTP_11;
+        const HTTP_2: http::Version = http::Version::HTTP_2;
+        for ok in [
+            "a.example",
+            "A.Example:8080",
+            "[::1]:80",
+            "10.0.0.1",
+            "xn--bcher-kva.example",
+            "",
+        ] {
+            let mut r = req("/x", &[ok], HTTP_11);
+            assert_eq!(check_host(&mut r), Ok(()), "{ok:?}");
+            assert_eq!(r.headers()[HOST], ok);
+        }
+        for bad in [
+            "a.example/b",
+            "user@a.example",
+            "a.example b",
+            "a\\b",
+            "a?b",
+            "a#b",
+        ] {
+            let mut r = req("/x", &[bad], HTTP_11);
+            assert!(check_host(&mut r).is_err(), "{bad:?}");
+        }
+        let mut r = req("/x", &["a.example", "b.example"], HTTP_11);
+        assert!(check_host(&mut r).is_err());
+        // Absolute form: the target's authority wins, userinfo left out.
+        let mut r = req("http://u@victim.example:81/x", &["evil.example"], HTTP_11);
+        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(r.headers()[HOST], "victim.example:81");
+        assert_eq!(request_host(&r), Some("victim.example:81"));
+        // The same host in another case is the same host.
+        let mut r = req("http://Victim.example/x", &["victim.EXAMPLE"], HTTP_11);
+        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(r.headers()[HOST], "victim.EXAMPLE");
+        // HTTP/2: `host` against `:authority` is malformed when they differ.
+        let mut r = req("https://victim.example/x", &["evil.example"], HTTP_2);
+        assert!(check_host(&mut r).is_err());
+        let mut r = req("https://victim.example/x", &["victim.example"], HTTP_2);
+        assert_eq!(check_host(&mut r), Ok(()));
+        let mut r = req("https://victim.example/x", &[], HTTP_2);
+        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(request_host(&r), Some("victim.example"));
     }
 }

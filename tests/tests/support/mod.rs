@@ -36,6 +36,28 @@ pub async fn get_json(url: &str, headers: &[(&str, &str)]) -> serde_json::Value 
     rb.send().await.unwrap().json().await.unwrap()
 }
 
+/// Sends `head` (request line and header lines, without the blank line)
+/// as written, then `Connection: close`; returns status and body.
+pub async fn raw_request(addr: SocketAddr, head: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// Sends a raw HTTP/1.1 request (so the path is sent exactly as written,
 /// with no client-side normalisation) and returns status and body.
 pub async fn raw_get(addr: SocketAddr, raw_path: &str, extra: &str) -> (u16, String) {
