@@ -61,16 +61,18 @@ impl ClientAddr {
         if trusted.contains(client) {
             // Walk X-Forwarded-For from the right: each hop was added by the
             // proxy to its right, so it is believable while that proxy is trusted.
-            let hops: Vec<&str> = headers
+            // Split as bytes: a line with a byte that is not text (which
+            // the client wrote into its own part, left of the proxy's) must
+            // not hide the proxy's hops, as reading the line as text would.
+            let hops: Vec<&[u8]> = headers
                 .get_all("x-forwarded-for")
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .map(<[u8]>::trim_ascii)
                 .filter(|s| !s.is_empty())
                 .collect();
             for hop in hops.iter().rev() {
-                match parse_ip(hop) {
+                match std::str::from_utf8(hop).ok().and_then(parse_ip) {
                     Some(ip) => {
                         client = ip;
                         if !trusted.contains(ip) {
@@ -126,12 +128,34 @@ impl TrustedProxies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn trusted() -> TrustedProxies {
         TrustedProxies::new([
             "10.0.0.0/8".parse().unwrap(),
             "127.0.0.1/32".parse().unwrap(),
         ])
+    }
+
+    #[test]
+    fn bytes_that_are_not_text_hide_no_hop() {
+        // The client wrote `\xff`; the trusted proxy appended its address
+        // to the same line, as nginx's `$proxy_add_x_forwarded_for` does.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff, 198.51.100.7").unwrap(),
+        );
+        let peer = "10.0.0.1:1".parse().unwrap();
+        let a = ClientAddr::resolve(peer, false, &h, &trusted());
+        assert_eq!(a.client.to_string(), "198.51.100.7");
+        // The garbage is the last hop believed: it stops the walk.
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"1.1.1.1, \xff\xfe, 10.0.0.9").unwrap(),
+        );
+        let a = ClientAddr::resolve(peer, false, &h, &trusted());
+        assert_eq!(a.client.to_string(), "10.0.0.9");
     }
 
     #[test]
