@@ -169,7 +169,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
     let mut forwards = Forwards::new(cfg, &registry, &trusted, &via, base.as_deref(), &mut errs);
     // Authentication methods are shared by the routes that name them (one
     // JWKS fetcher, one token cache).
-    let providers = policy::providers(cfg, &registry, &mut errs);
+    let (providers, provider_keys) = policy::providers(cfg, &registry, &mut errs);
 
     // One response cache for the gateway, if any route caches.
     let cache_store = if cfg.routes.iter().any(|r| r.cache.is_some()) {
@@ -371,6 +371,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         .collect();
     registry.commit_cache(cache_store, cache_routes);
     registry.commit_redis(crate::policy::redis_in_use(&cfg.rate_limiting).as_deref());
+    registry.commit_authenticators(&provider_keys);
     registry
         .metrics()
         .forget_endpoints_after(forget_endpoints_after);

@@ -461,6 +461,62 @@ fn bad_auth_config_names_its_path() {
 }
 
 #[tokio::test]
+async fn a_reload_reads_a_changed_users_file() {
+    // The provider's definition names the file by path only: a removed
+    // or changed user must still be picked up by a reload.
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let dir = std::env::temp_dir().join(format!("towergate-auth-users-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = dir.join("users");
+    let line = |pw: &str| format!("alice:{}\n", bcrypt::hash(pw, 4).unwrap());
+    std::fs::write(&users, line("first-password")).unwrap();
+    let path = dir.join("gateway.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"listen: "127.0.0.1:0"
+auth_providers:
+  b: {{ basic: {{ users_file: "{}" }} }}
+routes:
+  - name: r
+    match: {{ path_prefix: "/" }}
+    upstream: "{}"
+    auth: {{ any_of: [b] }}
+"#,
+            users.display(),
+            echo.url()
+        ),
+    )
+    .unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let addr = gw.local_addrs()[0];
+    let status = |pw: &'static str| {
+        let url = format!("http://{addr}/x");
+        async move {
+            client()
+                .get(url)
+                .basic_auth("alice", Some(pw))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status("first-password").await, 200);
+    std::fs::write(&users, line("second-password")).unwrap();
+    match towergate::reload::reload_now(&path, &gw.live()) {
+        towergate::reload::ReloadOutcome::Applied { .. } => {}
+        towergate::reload::ReloadOutcome::Rejected(e) => panic!("{e}"),
+    }
+    assert_eq!(status("first-password").await, 401);
+    assert_eq!(status("second-password").await, 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_reloaded_secret_takes_effect() {
     // Authenticators are kept across reloads while their definition does
     // not change; a changed secret (shown redacted, so not compared as

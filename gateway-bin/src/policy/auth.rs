@@ -2,7 +2,7 @@
 //! (and kept across reloads while unchanged, so JWKS and token caches stay
 //! warm), then one `AuthLayer` and one `IpFilterLayer` per route.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,31 +25,55 @@ use crate::stack::resolve_path;
 /// The providers of a configuration, by name.
 pub(crate) type Providers = HashMap<String, Arc<dyn Authenticator>>;
 
-/// Builds every provider, reusing unchanged ones from `registry`.
+/// Builds every provider, reusing unchanged ones from `registry`; also
+/// returns their keys in the registry, for
+/// [`Registry::commit_authenticators`].
 pub(crate) fn providers(
     cfg: &Config,
     registry: &Registry,
     errs: &mut Vec<ConfigError>,
-) -> Providers {
+) -> (Providers, HashSet<String>) {
     let base = cfg.base_dir.as_deref();
     let mut out = Providers::new();
+    let mut keys = HashSet::new();
     for (name, p) in &cfg.auth_providers {
         let path = format!("auth_providers.{name}");
         // The cache key is the provider's whole definition, secrets
         // included (which is why it is never shown): any change rebuilds
         // it. `Debug`, not `Serialize`, which redacts them for display: a
         // rotated secret or URL password must make a new authenticator.
-        let key = format!("{name}\u{0}{p:?}\u{0}{base:?}");
+        // Files are named by path in the definition: their contents go in
+        // too, so that a rotated PEM key or an edited users file is read
+        // again by a reload.
+        let key = format!(
+            "{name}\u{0}{p:?}\u{0}{base:?}\u{0}{:016x}",
+            files_digest(p, base)
+        );
         if let Some(existing) = registry.authenticator(&key) {
             out.insert(name.clone(), existing);
+            keys.insert(key);
             continue;
         }
         if let Some(a) = provider(p, base, &path, errs) {
-            registry.keep_authenticator(key, a.clone());
+            registry.keep_authenticator(key.clone(), a.clone());
             out.insert(name.clone(), a);
+            keys.insert(key);
         }
     }
-    out
+    (out, keys)
+}
+
+/// A digest of the files `p` reads (PEM keys, a users file); an unreadable
+/// file counts as such (its error is reported when the provider is built).
+fn files_digest(p: &AuthProvider, base: Option<&Path>) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    let pem = p.jwt.iter().flat_map(|j| j.pem_files.iter());
+    let users = p.basic.iter().flat_map(|b| b.users_file.iter());
+    for f in pem.chain(users) {
+        std::fs::read(resolve_path(base, f)).ok().hash(&mut h);
+    }
+    h.finish()
 }
 
 fn provider(

@@ -234,6 +234,16 @@ impl Registry {
         }
     }
 
+    /// Keeps only the authenticators of the configuration just compiled:
+    /// a replaced one (a changed provider) is dropped with its secrets and
+    /// its background JWKS refresh, instead of living on after every
+    /// reload.
+    pub(crate) fn commit_authenticators(&self, in_use: &std::collections::HashSet<String>) {
+        if let Ok(mut m) = self.authenticators.lock() {
+            m.retain(|key, _| in_use.contains(key));
+        }
+    }
+
     fn memory(&self, scope: &str, max_keys: usize) -> Result<MemoryStore, String> {
         let key = format!("{scope}\u{0}{max_keys}");
         let mut map = self
