@@ -100,6 +100,36 @@ where
 // === impl Shared ===
 
 impl Shared {
+    /// Removes the client's `x_user_id` when `x-user-id` is an identity
+    /// header: CGI-style upstreams (PHP-FPM, WSGI, Rack) read both as
+    /// `HTTP_X_USER_ID`, so the underscore spelling would pass a spoofed
+    /// identity where the gateway sets none (an API-key caller has no
+    /// subject). Names with an underscore are rare: one pass over the
+    /// names finds none.
+    fn clear_underscore_spellings(&self, headers: &mut http::HeaderMap) {
+        if self.cleared.is_empty() || !headers.keys().any(|k| k.as_str().contains('_')) {
+            return;
+        }
+        let spoofs: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                let name = k.as_str().as_bytes();
+                name.contains(&b'_')
+                    && self.cleared.iter().any(|c| {
+                        let c = c.as_str().as_bytes();
+                        c.len() == name.len()
+                            && c.iter()
+                                .zip(name)
+                                .all(|(&a, &b)| a == b || (a == b'-' && b == b'_'))
+                    })
+            })
+            .cloned()
+            .collect();
+        for name in spoofs {
+            headers.remove(name);
+        }
+    }
+
     pub(crate) fn new(
         methods: Vec<Arc<dyn Authenticator>>,
         mode: Mode,
@@ -129,6 +159,7 @@ impl Shared {
         for h in &self.cleared {
             parts.headers.remove(h);
         }
+        self.clear_underscore_spellings(&mut parts.headers);
         let request_id = parts.extensions.get::<RequestId>().cloned();
         let refuse = |e: AuthError| {
             let rid = request_id.as_ref().map(RequestId::as_str);

@@ -391,11 +391,20 @@ async fn identity_headers_reach_the_upstream_and_cannot_be_spoofed() {
             ("x-user-id", "root"),
             ("x-org", "666"),
             ("x-consumer", "admin"),
+            // CGI-style upstreams read these as the same variables.
+            ("x_org", "666"),
+            ("x_user-id", "root"),
+            ("x_other", "kept"),
         ],
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
     let hs = &r.body["headers"];
+    assert!(
+        hs.get("x_org").is_none() && hs.get("x_user-id").is_none(),
+        "{hs}"
+    );
+    assert_eq!(hs["x_other"], json!(["kept"]));
     assert_eq!(hs["x-user-id"], json!(["alice"]));
     assert_eq!(hs["x-consumer"], json!(["web"]));
     assert_eq!(hs["x-scopes"], json!(["orders:read profile"]));
