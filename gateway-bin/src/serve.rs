@@ -413,6 +413,9 @@ fn edge_body(body: Incoming) -> Body {
 /// The edge of the stack, before the router: who is calling (the request
 /// id and everything else is the edge stack's job).
 pub(crate) fn prepare(stack: &Stack, req: &mut Request<Incoming>, peer: SocketAddr, tls: bool) {
+    // The client's connection options go now, before the layers add
+    // headers a `Connection: x-user-id` would otherwise name.
+    towergate_proxy::strip_connection_options(req.headers_mut());
     // Who is calling, believed only through trusted proxies.
     let client = ClientAddr::resolve(peer, tls, req.headers(), &stack.trusted);
     // The extensions start at the size they end at, in one allocation,

@@ -65,6 +65,37 @@ async fn one_host_for_routing_forwarding_and_caching() {
 }
 
 #[tokio::test]
+async fn connection_cannot_remove_what_the_gateway_adds() {
+    // A client's `Connection` names headers it wants dropped at the next
+    // hop: its own, not the identity and request id the gateway sets.
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+auth_providers:
+  keys: {{ api_key: {{ header: x-api-key, keys: [{{ consumer: acme, key: "acme-key-0123456789" }}] }} }}
+routes:
+  - name: all
+    match: {{ path_prefix: "/" }}
+    upstream: "{}"
+    auth: {{ any_of: [keys], identity_headers: {{ consumer: x-consumer }} }}
+"#,
+        echo.url()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let (status, body) = support::raw_request(
+        addr,
+        "GET /x HTTP/1.1\r\nHost: localhost\r\nx-api-key: acme-key-0123456789\r\nConnection: x-consumer, x-request-id, x-drop-me\r\nx-drop-me: 1",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(header(&v, "x-consumer"), Some("acme"), "{v}");
+    assert!(header(&v, "x-request-id").is_some(), "{v}");
+    assert!(v["headers"].get("x-drop-me").is_none(), "{v}");
+    assert!(v["headers"].get("connection").is_none(), "{v}");
+}
+
+#[tokio::test]
 async fn forwarding_headers_from_untrusted_peer() {
     let echo = spawn_upstream(echo_router("echo")).await;
     let (_gw, addr) = gateway(&one_route(

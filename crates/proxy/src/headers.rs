@@ -83,6 +83,56 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
+/// Removes the headers a request's `Connection` field names (its
+/// connection options, RFC 9110 §7.6.1), and those names from
+/// `Connection`, which keeps only the tokens the proxy reads itself
+/// (`upgrade`, `close`, `keep-alive`, `te`, ...).
+///
+/// Call it where the request arrives, before any layer adds headers: the
+/// proxy strips what `Connection` names when the request leaves, and by
+/// then a client's `Connection: x-user-id, x-request-id` would name the
+/// identity and request-id headers the gateway's layers set, and remove
+/// them. The towergate binary calls it for every request it accepts.
+///
+/// ```
+/// use http::HeaderMap;
+/// let mut h = HeaderMap::new();
+/// h.insert("connection", "x-user-id, Upgrade".parse().unwrap());
+/// h.insert("x-user-id", "root".parse().unwrap());
+/// h.insert("upgrade", "websocket".parse().unwrap());
+/// towergate_proxy::strip_connection_options(&mut h);
+/// assert!(h.get("x-user-id").is_none());
+/// assert_eq!(h["connection"], "upgrade");
+/// assert_eq!(h["upgrade"], "websocket");
+/// ```
+pub fn strip_connection_options(headers: &mut HeaderMap) {
+    if !headers.contains_key(CONNECTION) {
+        return;
+    }
+    let tokens: Vec<String> = connection_tokens(headers)
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    let mut kept: Vec<&str> = Vec::new();
+    for token in &tokens {
+        let Ok(name) = HeaderName::from_bytes(token.as_bytes()) else {
+            continue;
+        };
+        if is_hop_by_hop(&name) || token == "close" {
+            if !kept.contains(&token.as_str()) {
+                kept.push(token);
+            }
+        } else {
+            headers.remove(name);
+        }
+    }
+    headers.remove(CONNECTION);
+    if let Ok(v) = HeaderValue::from_str(&kept.join(", "))
+        && !kept.is_empty()
+    {
+        headers.insert(CONNECTION, v);
+    }
+}
+
 /// Removes hop-by-hop headers: `Connection`, every header it names, and the
 /// fixed list of RFC 9110 7.6.1 (plus `Proxy-Connection`, `Proxy-Auth*`).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {

@@ -93,4 +93,5 @@ mod upgrade;
 
 pub use client::{Client, ClientBuilder};
 pub use error::BuildError;
+pub use headers::strip_connection_options;
 pub use service::{Proxy, ProxyBuilder};
