@@ -343,6 +343,23 @@ routes:
     assert_eq!(rsp.version(), reqwest::Version::HTTP_2);
     let v: Value = rsp.json().await.unwrap();
     assert_eq!(v["version"], "HTTP/1.1", "upstream leg is HTTP/1.1");
+    // Cookies split over several HTTP/2 fields are one line at HTTP/1.1
+    // (RFC 9113 8.2.3).
+    let v: Value = h2
+        .get(format!("http://{addr}/h1/x"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["headers"]["cookie"],
+        serde_json::json!(["a=1; b=2"]),
+        "{v}"
+    );
     // Large body over h2 in both directions.
     let body = vec![b'x'; 3 * 1024 * 1024];
     let v: Value = h2

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 use http::header::{
-    CONNECTION, Entry, FORWARDED, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    CONNECTION, COOKIE, Entry, FORWARDED, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
     TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use http::uri::PathAndQuery;
@@ -130,6 +130,27 @@ pub fn strip_connection_options(headers: &mut HeaderMap) {
         && !kept.is_empty()
     {
         headers.insert(CONNECTION, v);
+    }
+}
+
+/// Joins an HTTP/2 request's `cookie` fields into one, with `"; "`: HTTP/2
+/// lets a client split its cookies over several fields (RFC 9113 §8.2.3),
+/// and they must be one before an HTTP/1.1 hop, where a second `Cookie`
+/// line is read as a list (`,`) or not at all (RFC 6265 §5.4 allows one).
+pub(crate) fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for crumb in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
     }
 }
 

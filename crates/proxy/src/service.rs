@@ -340,6 +340,9 @@ impl Shared {
             },
         );
         headers::append_via(&mut headers, version, &self.via);
+        if version == Version::HTTP_2 {
+            headers::join_cookie_crumbs(&mut headers);
+        }
         let host = match &self.host {
             HostPolicy::Upstream(h) | HostPolicy::Fixed(h) => h.clone(),
             HostPolicy::Preserve(fallback) => requested_host.unwrap_or_else(|| fallback.clone()),

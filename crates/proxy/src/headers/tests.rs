@@ -634,3 +634,21 @@ fn hop_by_hop_names_by_text() {
         assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
     }
 }
+
+#[test]
+fn cookie_crumbs_are_joined() {
+    let mut h = HeaderMap::new();
+    h.append(http::header::COOKIE, HeaderValue::from_static("a=1"));
+    h.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
+    h.append(http::header::COOKIE, HeaderValue::from_static("c=3"));
+    join_cookie_crumbs(&mut h);
+    let all: Vec<_> = h.get_all(http::header::COOKIE).iter().collect();
+    assert_eq!(all, ["a=1; b=2; c=3"]);
+    // One field, or none: left alone.
+    let mut h = HeaderMap::new();
+    join_cookie_crumbs(&mut h);
+    assert!(h.is_empty());
+    h.insert(http::header::COOKIE, HeaderValue::from_static("a=1, b"));
+    join_cookie_crumbs(&mut h);
+    assert_eq!(h[http::header::COOKIE], "a=1, b");
+}
