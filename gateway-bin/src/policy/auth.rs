@@ -25,6 +25,9 @@ use crate::stack::resolve_path;
 /// The providers of a configuration, by name.
 pub(crate) type Providers = HashMap<String, Arc<dyn Authenticator>>;
 
+/// The timeout of an introspection or forward-auth call when not set.
+const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Builds every provider, reusing unchanged ones from `registry`; also
 /// returns their keys in the registry, for
 /// [`Registry::commit_authenticators`].
@@ -322,9 +325,9 @@ fn introspection(
             ));
         }
     }
-    if let Some(t) = duration(&i.timeout, format!("{p}.timeout"), errs) {
-        b = b.timeout(t);
-    }
+    // 2 s unless set, as documented: an authentication call is on the
+    // request's path (the crate's own default is 5 s).
+    b = b.timeout(duration(&i.timeout, format!("{p}.timeout"), errs).unwrap_or(AUTH_CALL_TIMEOUT));
     if let Some(t) = duration(&i.max_ttl, format!("{p}.max_ttl"), errs) {
         b = b.max_ttl(t);
     }
@@ -358,9 +361,9 @@ fn forward(
     if let Some(h) = &f.subject_header {
         b = b.subject_header(header_name(h, &format!("{p}.subject_header"))?);
     }
-    if let Some(t) = duration(&f.timeout, format!("{p}.timeout"), errs) {
-        b = b.timeout(t);
-    }
+    // 2 s unless set, as documented: an authentication call is on the
+    // request's path (the crate's own default is 5 s).
+    b = b.timeout(duration(&f.timeout, format!("{p}.timeout"), errs).unwrap_or(AUTH_CALL_TIMEOUT));
     b.build().map_err(|e| (format!("{p}.url"), e.to_string()))
 }
 

@@ -89,6 +89,10 @@ impl JwksConfig {
         if self.timeout.is_zero() {
             return Err(BuildError::new("the JWKS timeout must not be zero"));
         }
+        if self.refetch_floor.is_zero() {
+            // Every token with a made-up `kid` would be a fetch.
+            return Err(BuildError::new("the JWKS refetch floor must not be zero"));
+        }
         Ok(())
     }
 }

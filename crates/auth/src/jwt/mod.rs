@@ -794,12 +794,17 @@ mod tests {
             "mixed families need explicit algorithms"
         );
         assert!(Jwt::builder().jwks_url("ftp://x").build().is_err());
-        assert!(
+        // With a JWKS URL, so that the floor is what is refused.
+        let floor = |d| {
             Jwt::builder()
-                .jwks_refetch_floor(Duration::ZERO)
+                .jwks_url("https://idp.example/jwks")
+                .algorithms([Algorithm::RS256])
+                .jwks_refetch_floor(d)
                 .build()
-                .is_err()
-        );
+        };
+        assert!(floor(Duration::from_secs(1)).is_ok());
+        let e = floor(Duration::ZERO).unwrap_err();
+        assert!(e.to_string().contains("refetch floor"), "{e}");
         assert!(Jwt::builder().secret(SECRET).realm("a\"b").build().is_err());
         let jwt = Jwt::builder().secret(SECRET).build().unwrap();
         assert_eq!(jwt.inner.algorithms, [Algorithm::HS256]);
