@@ -74,6 +74,32 @@ async fn key_rotation() {
     assert_eq!(bearer(&app.url(), &new).await.status, 200);
 }
 
+/// A token without a `kid` is verified by whichever key fits; its cache
+/// entry follows that key, not the first one tried: once that key is
+/// withdrawn, the token is refused although it was cached.
+#[tokio::test]
+async fn a_cached_token_without_kid_follows_the_key_that_verified_it() {
+    let jwks = JwksServer::start(vec![rsa().jwk("k1"), rsa2().jwk("k2")], 1).await;
+    let app = serve(layer(&jwks, Duration::from_millis(300))).await;
+    let token = rsa2().sign(None, &claims("alice"));
+    assert_eq!(bearer(&app.url(), &token).await.status, 200);
+    // k2 is withdrawn; k1, tried first, is still there.
+    jwks.set_keys(vec![rsa().jwk("k1")]);
+    let start = Instant::now();
+    let refused = loop {
+        let r = bearer(&app.url(), &token).await;
+        if r.status != 200 {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "a withdrawn key's token kept passing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.status, 401, "{refused:?}");
+}
+
 /// The identity provider goes away: the last good key set keeps serving,
 /// and unknown kids are refused as unknown (not as an outage).
 #[tokio::test]

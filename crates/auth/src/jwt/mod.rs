@@ -247,7 +247,7 @@ impl Inner {
         let header =
             validate::parse_header(token, &self.algorithms).map_err(|r| self.refuse(r, None))?;
         let kid = header.kid.as_deref();
-        let (claims, jwks_kid) = self.check_signature_and_claims(token, &header).await?;
+        let (claims, verified_by) = self.check_signature_and_claims(token, &header).await?;
         let now = now_secs();
         match claims.get("iat") {
             None => {}
@@ -267,7 +267,14 @@ impl Inner {
         let identity = self.identity(claims);
         tracing::trace!(sub = identity.subject.as_deref(), kid, "jwt accepted");
 
-        if let (Some(cache), Some(key)) = (&self.cache, cache_key) {
+        // A token verified by a JWKS key without a `kid` is not cached: a
+        // hit could not tell whether that key is still published.
+        let cacheable = !matches!(verified_by, VerifiedBy::Jwks(None));
+        let jwks_kid = match verified_by {
+            VerifiedBy::Jwks(kid) => kid,
+            VerifiedBy::Static => None,
+        };
+        if let (Some(cache), Some(key), true) = (&self.cache, cache_key, cacheable) {
             let mut expires = Instant::now() + self.cache_ttl;
             if let Some(exp) = exp {
                 expires =
@@ -293,18 +300,18 @@ impl Inner {
     }
 
     /// Verifies with the static keys, else with the JWKS; returns the claims
-    /// and, when a JWKS key with a `kid` verified it, that `kid`.
+    /// and which key verified them.
     async fn check_signature_and_claims(
         &self,
         token: &str,
         header: &validate::Header,
-    ) -> Result<(Map<String, Value>, Option<String>), AuthError> {
+    ) -> Result<(Map<String, Value>, VerifiedBy), AuthError> {
         let kid = header.kid.as_deref();
         let miss = match self.static_keys.lookup(kid, header.alg) {
             Lookup::Found(candidates) => {
                 return self
                     .decode(token, header.alg, kid, &candidates)
-                    .map(|c| (c, None));
+                    .map(|(c, _)| (c, VerifiedBy::Static));
             }
             Lookup::UnknownKid => validate::UNKNOWN_KID,
             Lookup::NoKeyForAlg => validate::NO_KEY_FOR_ALG,
@@ -315,29 +322,31 @@ impl Inner {
         let set = jwks.keys_for(kid).await?;
         match set.lookup(kid, header.alg) {
             Lookup::Found(candidates) => {
-                let claims = self.decode(token, header.alg, kid, &candidates)?;
-                let jwks_kid = candidates.first().and_then(|e| e.kid.clone());
-                Ok((claims, jwks_kid))
+                let (claims, by) = self.decode(token, header.alg, kid, &candidates)?;
+                // The key that verified it, not the first candidate: a
+                // token without a `kid` may be verified by any of them.
+                Ok((claims, VerifiedBy::Jwks(by.kid.clone())))
             }
             Lookup::UnknownKid => Err(self.refuse(validate::UNKNOWN_KID, kid)),
             Lookup::NoKeyForAlg => Err(self.refuse(validate::NO_KEY_FOR_ALG, kid)),
         }
     }
 
-    fn decode(
+    /// The claims, and the candidate that verified them.
+    fn decode<'k>(
         &self,
         token: &str,
         alg: Algorithm,
         kid: Option<&str>,
-        candidates: &[&KeyEntry],
-    ) -> Result<Map<String, Value>, AuthError> {
+        candidates: &[&'k KeyEntry],
+    ) -> Result<(Map<String, Value>, &'k KeyEntry), AuthError> {
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
             return Err(self.refuse(validate::ALG_NOT_ALLOWED, kid));
         };
         let mut refusal = validate::BAD_SIGNATURE;
         for entry in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &entry.key, validation) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => return Ok((data.claims, entry)),
                 // Another candidate key may verify it.
                 Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
                     continue;
@@ -361,6 +370,14 @@ impl Inner {
             method: Some("jwt"),
         }
     }
+}
+
+/// Which key verified a token.
+enum VerifiedBy {
+    /// One of the provider's own keys (secret, PEM): trusted for good.
+    Static,
+    /// A JWKS key, with its `kid` if it has one.
+    Jwks(Option<String>),
 }
 
 fn now_secs() -> u64 {
