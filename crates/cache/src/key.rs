@@ -11,8 +11,9 @@
 //! - `GET` is the method class: `HEAD` shares the entries of `GET`.
 //! - `host` is the lowercased authority of the request (URI authority, else
 //!   `Host`), `path` the path as received.
-//! - `query` per [`KeyQuery`]: parameters sorted (so `?a=1&b=2` and
-//!   `?b=2&a=1` share an entry), optionally filtered; left out when empty.
+//! - `query` per [`KeyQuery`]: parameters sorted by name (so `?a=1&b=2`
+//!   and `?b=2&a=1` share an entry; the values of a repeated name keep
+//!   their order), optionally filtered; left out when empty.
 //! - one `h:` member per configured key header, in configuration order;
 //!   `h:{name}` without `=` means the request lacked the header.
 //! - `id:` the configured `Identity` field.
@@ -31,7 +32,8 @@ use towergate_core::Identity;
 /// Which query parameters are part of the cache key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum KeyQuery {
-    /// Every parameter, sorted by name then value.
+    /// Every parameter, sorted by name (a repeated name's values in their
+    /// order).
     #[default]
     All,
     /// No query at all: `/a?x=1` and `/a?x=2` share one entry.
@@ -128,24 +130,27 @@ impl KeySpec {
         if matches!(self.query, KeyQuery::None) {
             return String::new();
         }
+        // (name, the pair as sent): `flag` and `flag=` stay apart, as an
+        // upstream may tell them apart.
         let mut pairs: Vec<(&str, &str)> = query
             .split('&')
             .filter(|p| !p.is_empty())
-            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .map(|p| (p.split_once('=').map_or(p, |(name, _)| name), p))
             .filter(|(name, _)| match &self.query {
                 KeyQuery::Only(names) => names.iter().any(|n| n == name),
                 _ => true,
             })
             .collect();
-        pairs.sort_unstable();
+        // By name only, and stable: the values of a repeated name keep
+        // their order (`?sort=price&sort=name` is not `?sort=name&sort=price`
+        // to an upstream reading them in order).
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = String::with_capacity(query.len());
-        for (i, (name, value)) in pairs.iter().enumerate() {
+        for (i, (_, pair)) in pairs.iter().enumerate() {
             if i > 0 {
                 out.push('&');
             }
-            out.push_str(name);
-            out.push('=');
-            out.push_str(value);
+            out.push_str(pair);
         }
         out
     }
@@ -155,7 +160,12 @@ impl KeySpec {
 /// else `Host`.
 pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> String {
     if let Some(authority) = uri.authority() {
-        return authority.as_str().to_ascii_lowercase();
+        // Host and port: userinfo names no other resource.
+        let a = authority.as_str();
+        return a
+            .rsplit_once('@')
+            .map_or(a, |(_, h)| h)
+            .to_ascii_lowercase();
     }
     headers
         .get(HOST)
@@ -243,8 +253,17 @@ mod tests {
             "users|GET|api.example.com/a?a=1&b=2"
         );
         assert_ne!(key(&s, "/a?a=1"), key(&s, "/a?a=2"));
-        // `a` and `a=` are the same parameter.
-        assert_eq!(key(&s, "/a?a"), key(&s, "/a?a="));
+        // An upstream may tell `a` from `a=`, and reads a repeated name's
+        // values in order: so does the key.
+        assert_ne!(key(&s, "/a?a"), key(&s, "/a?a="));
+        assert_ne!(
+            key(&s, "/a?sort=price&sort=name"),
+            key(&s, "/a?sort=name&sort=price")
+        );
+        assert_eq!(
+            key(&s, "/a?sort=price&b=1&sort=name"),
+            "users|GET|api.example.com/a?b=1&sort=price&sort=name"
+        );
     }
 
     #[test]

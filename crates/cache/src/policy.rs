@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, SET_COOKIE};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderName, StatusCode};
 
 use crate::cache_control::CacheControl;
@@ -20,6 +20,9 @@ pub(crate) enum NotStored {
     VaryStar,
     SetCookie,
     Authorization,
+    /// Only the route's default lifetime made it storable, and the request
+    /// carried cookies: the page may be personalised by them.
+    Cookie,
     NoFreshness,
     Useless,
     TooLarge,
@@ -36,6 +39,8 @@ pub(crate) struct Rules<'a> {
     /// (§3.5), since the credentials may have been stripped or sent in
     /// another header (an API key).
     pub(crate) authenticated: bool,
+    /// `Cookie` is part of the key: each cookie value has its own entry.
+    pub(crate) keyed_by_cookie: bool,
     pub(crate) max_entry_bytes: u64,
 }
 
@@ -69,6 +74,17 @@ pub(crate) fn storable(
         && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
     {
         return Err(NotStored::Authorization);
+    }
+    // The route's `ttl` stores responses the upstream said nothing about;
+    // with cookies in the request, such a response is as likely to be one
+    // user's page (a session cookie) as a shared one: not without the
+    // upstream's word (`public`, a lifetime of its own).
+    if request.contains_key(COOKIE)
+        && !rules.keyed_by_cookie
+        && !cc.public
+        && !has_explicit_lifetime(cc, headers)
+    {
+        return Err(NotStored::Cookie);
     }
     let has_validator = headers.contains_key(http::header::ETAG)
         || headers.contains_key(http::header::LAST_MODIFIED);
@@ -292,6 +308,7 @@ mod tests {
             default_ttl: None,
             keyed_by_identity: false,
             authenticated: false,
+            keyed_by_cookie: false,
             max_entry_bytes: 100,
         };
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -383,6 +400,23 @@ mod tests {
             ..rules
         };
         assert_eq!(check(&[], 200, &[], ttl), Ok(()));
+        // With cookies, the route's ttl alone does not make a response
+        // shared; the upstream's own word does, or a key with the cookie.
+        let session = [("cookie", "session=alice")];
+        assert_eq!(check(&session, 200, &[], ttl), Err(NotStored::Cookie));
+        assert_eq!(
+            check(&session, 200, &[("cache-control", "max-age=60")], ttl),
+            Ok(())
+        );
+        assert_eq!(
+            check(&session, 200, &[("cache-control", "public")], ttl),
+            Ok(())
+        );
+        let by_cookie = Rules {
+            keyed_by_cookie: true,
+            ..ttl
+        };
+        assert_eq!(check(&session, 200, &[], by_cookie), Ok(()));
         assert_eq!(
             check(&[], 200, &[("cache-control", "max-age=0")], rules),
             Err(NotStored::Useless)

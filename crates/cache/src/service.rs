@@ -611,6 +611,7 @@ fn pending(
         default_ttl: cfg.default_ttl,
         keyed_by_identity: cfg.key.identity.is_some(),
         authenticated,
+        keyed_by_cookie: cfg.key.headers.contains(&http::header::COOKIE),
         max_entry_bytes: cfg.store.inner.max_entry_bytes,
     };
     let vary = policy::storable(rules, request, status, headers, &cc, &timing)?;
