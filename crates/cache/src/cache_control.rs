@@ -212,6 +212,15 @@ impl Iterator for Directives<'_> {
                 Some((name, arg)) => (name, Some(arg)),
             };
             if name.is_empty() || !name.chars().all(is_tchar) {
+                // Malformed (`no-cache; no-store`): skipped, except that a
+                // member naming `no-store` or `private` fails closed, so
+                // that a typo cannot make a response shared.
+                let lower = member.to_ascii_lowercase();
+                for closed in ["no-store", "private"] {
+                    if lower.contains(closed) {
+                        return Some((closed.to_owned(), None));
+                    }
+                }
                 continue;
             }
             let arg = match arg {
@@ -255,6 +264,20 @@ fn unquote(raw: &str) -> Option<String> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn malformed_members_fail_closed() {
+        let cc = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static(v));
+            CacheControl::from_headers(&h)
+        };
+        let c = cc("max-age=60, no-cache; no-store");
+        assert!(c.no_store && c.max_age == Some(60));
+        assert!(cc("public; Private").private);
+        let c = cc("max-age=60, x;y");
+        assert!(!c.no_store && !c.private);
+    }
 
     #[test]
     fn simple_directives() {

@@ -377,12 +377,25 @@ impl CacheStore {
             body: old.body.clone(),
             timing,
         });
-        // Only if the entry is still there: a purge in between wins.
-        if self.inner.cache.contains_key(&old.variant) {
-            self.inner.cache.insert(
-                Arc::clone(&old.variant),
-                Slot::Response(Arc::clone(&stored)),
-            );
+        // Only if the slot still holds `old`: a purge in between wins, and
+        // so does a newer response stored meanwhile (a late 304 for the old
+        // one must not put its body back).
+        let still_old = matches!(
+            self.inner.cache.get(&old.variant),
+            Some(Slot::Response(current)) if std::ptr::eq(Arc::as_ptr(&current), old)
+        );
+        if still_old {
+            if stored.cc.no_store || stored.cc.private {
+                // The 304 made it private or unstorable (§4.3.4 updates
+                // the stored fields): it may serve this request, as the
+                // upstream said, and no other.
+                self.inner.cache.invalidate(&old.variant);
+            } else {
+                self.inner.cache.insert(
+                    Arc::clone(&old.variant),
+                    Slot::Response(Arc::clone(&stored)),
+                );
+            }
         }
         self.inner
             .counters

@@ -920,6 +920,29 @@ async fn update304() {
             get().cached(),
         ],
     ));
+    // Not from the suite: a 304 that makes the response private (or
+    // unstorable) ends the shared entry; the request that revalidated is
+    // answered from it, the next one goes to the origin.
+    for cc in ["private, max-age=3600", "no-store"] {
+        let id: &'static str =
+            Box::leak(format!("304-etag-{cc}-removes-the-entry").into_boxed_str());
+        cases.push(case(
+            id,
+            vec![
+                get()
+                    .cc("max-age=1")
+                    .rsp_t("date", 0)
+                    .rsp("etag", "\"p\"")
+                    .pause(),
+                get()
+                    .cc(cc)
+                    .rsp_t("date", 0)
+                    .rsp("etag", "\"p\"")
+                    .expect(E::EtagValidated),
+                get().cc("max-age=3600").not_cached(),
+            ],
+        ));
+    }
     run_all(cases).await;
 }
 
