@@ -54,6 +54,13 @@ pub struct RequestBodyFailed {
     source: BoxError,
 }
 
+/// The source of a [`RequestBodyFailed`] whose body did not arrive within
+/// the proxy's timeout: the client is slow, not the upstream.
+#[derive(Debug)]
+pub(crate) struct BodyTimedOut {
+    pub(crate) after: Duration,
+}
+
 /// A [`Client`](crate::Client) or [`Proxy`](crate::Proxy) could not be
 /// built from the given settings (bad URL, bad PEM, bad header value).
 #[derive(Debug)]
@@ -87,8 +94,9 @@ pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
 /// Maps an error from this crate to a problem response.
 ///
 /// The `source()` chain is walked, so the typed error may be wrapped:
-/// [`UpstreamTimeout`] gives 504 Gateway Timeout, [`UpstreamUnavailable`]
-/// and anything else 502 Bad Gateway. The detail is generic on purpose:
+/// [`UpstreamTimeout`] gives 504 Gateway Timeout, a request body that did
+/// not arrive in time ([`RequestBodyFailed::is_timeout`]) 408 Request
+/// Timeout, [`UpstreamUnavailable`] and anything else 502 Bad Gateway. The detail is generic on purpose:
 /// internal error text (addresses, certificate names) belongs in the log,
 /// never in a 5xx body.
 ///
@@ -101,6 +109,10 @@ pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
 /// assert!(!problem.detail_text().unwrap_or_default().contains("odd"));
 /// ```
 pub fn to_problem(err: &(dyn StdError + 'static)) -> Problem {
+    if cause_ref::<RequestBodyFailed>(err).is_some_and(RequestBodyFailed::is_timeout) {
+        return Problem::new(StatusCode::REQUEST_TIMEOUT)
+            .detail("the request body did not arrive in time");
+    }
     if cause_ref::<UpstreamTimeout>(err).is_some() {
         return Problem::new(StatusCode::GATEWAY_TIMEOUT)
             .detail("the upstream service did not answer in time");
@@ -243,11 +255,34 @@ impl StdError for UpstreamTimeout {
 // === impl RequestBodyFailed ===
 
 impl RequestBodyFailed {
+    pub(crate) fn timed_out(upstream: Arc<str>, after: Duration) -> Self {
+        Self {
+            upstream,
+            source: Box::new(BodyTimedOut { after }),
+        }
+    }
+
     /// The upstream's authority (`host:port`).
     pub fn upstream(&self) -> &str {
         &self.upstream
     }
+
+    /// Whether the body did not arrive within the proxy's timeout (the
+    /// gateway answers 408 Request Timeout): the timeout counts from the
+    /// end of the request body, so a slow upload is the client's, and
+    /// never makes the upstream look slow.
+    pub fn is_timeout(&self) -> bool {
+        self.source.downcast_ref::<BodyTimedOut>().is_some()
+    }
 }
+
+impl fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the request body did not arrive within {:?}", self.after)
+    }
+}
+
+impl StdError for BodyTimedOut {}
 
 impl fmt::Display for RequestBodyFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

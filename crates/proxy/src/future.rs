@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
@@ -13,10 +14,10 @@ use pin_project_lite::pin_project;
 use towergate_core::timer::Sleep;
 use towergate_core::{BoxError, ConnectionLease, RequestId};
 
-use crate::error::{self, Chain, UpstreamTimeout};
+use crate::error::{self, Chain, RequestBodyFailed, UpstreamTimeout};
 use crate::headers::{self, Keep};
 use crate::pool::SendFuture;
-use crate::service::Shared;
+use crate::service::{Shared, Upload};
 use crate::upgrade;
 
 pin_project! {
@@ -42,10 +43,13 @@ pin_project! {
             #[pin]
             response: SendFuture,
             // Created at the first poll that finds no response: the
-            // timeout counts from there.
+            // timeout counts from there, or from the end of the request
+            // body if that comes later.
             #[pin]
             sleep: Option<Sleep>,
             exchange: Exchange,
+            // The request body still being sent, if any.
+            upload: Option<Arc<Upload>>,
         },
     }
 }
@@ -64,12 +68,17 @@ pub(crate) struct Exchange {
 // === impl ResponseFuture ===
 
 impl ResponseFuture {
-    pub(crate) fn waiting(response: SendFuture, exchange: Exchange) -> Self {
+    pub(crate) fn waiting(
+        response: SendFuture,
+        exchange: Exchange,
+        upload: Option<Arc<Upload>>,
+    ) -> Self {
         Self {
             state: State::Waiting {
                 response,
                 sleep: None,
                 exchange,
+                upload,
             },
         }
     }
@@ -93,6 +102,7 @@ impl Future for ResponseFuture {
                 response,
                 mut sleep,
                 exchange,
+                upload,
             } => {
                 match response.poll(cx) {
                     Poll::Ready(Ok(rsp)) => {
@@ -108,17 +118,31 @@ impl Future for ResponseFuture {
                     }
                     Poll::Pending => {}
                 }
+                let timeout = exchange.shared.timeout;
                 if sleep.is_none() {
-                    sleep.set(Some(towergate_core::timer::sleep(exchange.shared.timeout)));
+                    sleep.set(Some(towergate_core::timer::sleep(timeout)));
                 }
-                if let Some(sleep) = sleep.as_pin_mut()
-                    && sleep.poll(cx).is_ready()
-                {
+                let Some(mut sleep) = sleep.as_pin_mut() else {
+                    return Poll::Pending;
+                };
+                while sleep.as_mut().poll(cx).is_ready() {
                     let shared = &exchange.shared;
-                    let error: BoxError = Box::new(UpstreamTimeout::response(
-                        shared.upstream.clone(),
-                        shared.timeout,
-                    ));
+                    let error: BoxError = match upload.as_ref().map(|u| u.ended()) {
+                        // The client has not sent its whole body in the
+                        // time: its slowness, not the upstream's (408, and
+                        // not counted against the endpoint).
+                        Some(None) => Box::new(RequestBodyFailed::timed_out(
+                            shared.upstream.clone(),
+                            timeout,
+                        )),
+                        // The body ended later than the timer started:
+                        // the upstream's time counts from there.
+                        Some(Some(ended)) if ended + timeout > Instant::now() => {
+                            sleep.as_mut().get_mut().reset(ended + timeout);
+                            continue;
+                        }
+                        _ => Box::new(UpstreamTimeout::response(shared.upstream.clone(), timeout)),
+                    };
                     exchange.log_failure(&*error);
                     return Poll::Ready(Err(error));
                 }

@@ -1,8 +1,9 @@
 //! [`Proxy`]: the forwarding service for one upstream base URL.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::HOST;
@@ -146,9 +147,9 @@ where
             method,
         };
         match self.shared.outgoing(parts, body, upgrade) {
-            Ok(out) => {
+            Ok((out, upload)) => {
                 let response = self.shared.pool.send(out, upgrade);
-                ResponseFuture::waiting(response, exchange)
+                ResponseFuture::waiting(response, exchange, upload)
             }
             Err(error) => {
                 exchange.log_failure(&*error);
@@ -296,13 +297,14 @@ impl ProxyBuilder {
 // === impl Shared ===
 
 impl Shared {
-    /// The request as it goes upstream.
+    /// The request as it goes upstream, and, when it has a body to send,
+    /// what tells when that body ended.
     fn outgoing<B>(
         &self,
         parts: Parts,
         body: B,
         upgrade: bool,
-    ) -> Result<Request<ProxyBody>, BoxError>
+    ) -> Result<(Request<ProxyBody>, Option<Arc<Upload>>), BoxError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -368,8 +370,19 @@ impl Shared {
 
         // Marking body errors lets a failed exchange be blamed on the caller
         // rather than on a healthy upstream.
-        let body =
-            UnsyncBoxBody::new(body.map_err(|e| -> BoxError { Box::new(BodyError(e.into())) }));
+        let body = body.map_err(|e| -> BoxError { Box::new(BodyError(e.into())) });
+        // The response timeout counts from the end of the body (see
+        // `ResponseFuture`): a body still to send is watched.
+        let (body, upload) = if body.is_end_stream() {
+            (UnsyncBoxBody::new(body), None)
+        } else {
+            let upload = Arc::new(Upload::default());
+            let watched = Watched {
+                inner: body,
+                upload: upload.clone(),
+            };
+            (UnsyncBoxBody::new(watched), Some(upload))
+        };
         let mut out = Request::new(body);
         *out.method_mut() = method;
         *out.uri_mut() = uri;
@@ -377,7 +390,61 @@ impl Shared {
         // the version (and the absolute URI) itself.
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = headers;
-        Ok(out)
+        Ok((out, upload))
+    }
+}
+
+/// When a request body was sent to its end.
+#[derive(Debug, Default)]
+pub(crate) struct Upload {
+    ended: OnceLock<Instant>,
+}
+
+impl Upload {
+    /// When the body ended, if it has.
+    pub(crate) fn ended(&self) -> Option<Instant> {
+        self.ended.get().copied()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that records in its [`Upload`] when it ends.
+    struct Watched<B> {
+        #[pin]
+        inner: B,
+        upload: Arc<Upload>,
+    }
+}
+
+impl<B: Body> Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        // The end is the last frame (hyper may not ask again once the body
+        // says it ended) or `None`; not an error.
+        let ended = match &frame {
+            None => true,
+            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Err(_)) => false,
+        };
+        if ended {
+            let _ = this.upload.ended.set(Instant::now());
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -471,7 +538,7 @@ mod tests {
                     .body(http_body_util::Empty::<Bytes>::new())
                     .unwrap();
                 let (parts, body) = req.into_parts();
-                let out = proxy.shared.outgoing(parts, body, false).unwrap();
+                let (out, _) = proxy.shared.outgoing(parts, body, false).unwrap();
                 assert_eq!(
                     out.uri().path_and_query().unwrap().as_str(),
                     want,
@@ -499,7 +566,7 @@ mod tests {
         req.extensions_mut()
             .insert(ClientAddr::direct("192.0.2.1:5000".parse().unwrap(), true));
         let (parts, body) = req.into_parts();
-        let out = p.shared.outgoing(parts, body, false).unwrap();
+        let (out, _) = p.shared.outgoing(parts, body, false).unwrap();
         assert_eq!(out.uri(), "/api/42?x=1");
         assert_eq!(out.version(), Version::HTTP_11);
         let h = out.headers();

@@ -125,6 +125,70 @@ async fn failing_request_body_is_not_blamed_on_the_upstream() {
     assert_eq!(to_problem(&*err).status(), 502);
 }
 
+/// A body whose second half comes `pause` after the first, then ends.
+fn slow_body(pause: Duration) -> impl http_body::Body<Data = Bytes, Error = BoxError> {
+    let frames = stream::unfold(0, move |step| async move {
+        match step {
+            0 => Some((Ok(Frame::data(Bytes::from_static(b"first half "))), 1)),
+            1 => {
+                tokio::time::sleep(pause).await;
+                Some((Ok(Frame::data(Bytes::from_static(b"second half"))), 2))
+            }
+            _ => None,
+        }
+    });
+    StreamBody::new(frames)
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_the_clients_408_not_the_upstreams_504() {
+    // The timeout is the upstream's time to answer, counted from the end
+    // of the request body: a client that stalls its upload is not a slow
+    // upstream (which would count against it in health and breakers).
+    let up = spawn_upstream(echo_router("svc")).await;
+    let proxy = Proxy::builder(up.url())
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let req = http::Request::post("/upload")
+        .body(slow_body(Duration::from_secs(30)))
+        .unwrap();
+    let err = call_err(&proxy, req).await;
+    let failed = cause_ref::<RequestBodyFailed>(&*err).unwrap();
+    assert!(failed.is_timeout(), "{err:?}");
+    assert!(cause_ref::<UpstreamTimeout>(&*err).is_none());
+    assert_eq!(to_problem(&*err).status(), 408);
+}
+
+#[tokio::test]
+async fn the_response_timeout_counts_from_the_end_of_the_body() {
+    // The body ends 1.2 s in and the upstream answers 1 s after it: 2.2 s
+    // after the start, within 2 s of the body's end. Counted from the
+    // start, the 2 s timeout would have cut it off.
+    let app = Router::new().route(
+        "/upload",
+        axum::routing::post(|body: Bytes| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            body
+        }),
+    );
+    let up = spawn_upstream(app).await;
+    let proxy = Proxy::builder(up.url())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let req = http::Request::post("/upload")
+        .body(slow_body(Duration::from_millis(1200)))
+        .unwrap();
+    let rsp = tower::ServiceExt::oneshot(proxy, req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let body = http_body_util::BodyExt::collect(rsp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"first half second half");
+}
+
 #[tokio::test]
 async fn errors_display_what_happened() {
     let port = dead_port().await;
