@@ -329,6 +329,10 @@ routes:
   - name: h2
     match: {{ path_prefix: "/h2/" }}
     upstream: h2
+  - name: h2-preserve
+    match: {{ path_prefix: "/keep/" }}
+    upstream: h2
+    preserve_host: true
 "#,
         echo.url(),
         echo.url()
@@ -373,6 +377,31 @@ routes:
         .unwrap();
     assert_eq!(v["version"], "HTTP/2.0", "upstream leg is h2c");
     assert_eq!(v["body_len"], 3 * 1024 * 1024);
+    // Over HTTP/2 the host is `:authority`: the upstream's, or the
+    // client's with `preserve_host`, and no `host` field beside it.
+    let upstream = echo.url().trim_start_matches("http://").to_owned();
+    let v: Value = h2
+        .get(format!("http://{addr}/h2/x"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["authority"], upstream.as_str(), "{v}");
+    assert!(v["headers"].get("host").is_none(), "{v}");
+    let v: Value = reqwest::Client::new()
+        .get(format!("http://{addr}/keep/x"))
+        .header("host", "public.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["version"], "HTTP/2.0");
+    assert_eq!(v["authority"], "public.example", "{v}");
+    assert!(v["headers"].get("host").is_none(), "{v}");
 }
 
 #[tokio::test]

@@ -24,8 +24,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use http::header::HOST;
 use http::uri::{Authority, Parts, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::MaybeHttpsStream;
@@ -530,14 +531,24 @@ async fn reap(host: Weak<Host>, every: Duration) {
 
 /// HTTP/2 needs the scheme and authority (`:scheme`, `:authority`); the
 /// request was prepared in origin form, which HTTP/1.1 sends as it is.
+///
+/// `:authority` is the request's `Host` (the upstream's, the client's with
+/// `preserve_host`, or the `host_rewrite`), moved out of the header: HTTP/2
+/// servers read the host from `:authority`, and a `host` field that
+/// differs from it makes the request malformed (RFC 9113 §8.3.1). The
+/// connection (and its TLS name) stays the upstream's.
 fn absolute_form(req: &mut Request<ProxyBody>, scheme: &Scheme, authority: &Authority) {
-    let uri = req.uri_mut();
-    if uri.scheme().is_some() {
+    if req.uri().scheme().is_some() {
         return;
     }
+    let host = req
+        .headers_mut()
+        .remove(HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+    let uri = req.uri_mut();
     let mut parts = std::mem::take(uri).into_parts();
     parts.scheme = Some(scheme.clone());
-    parts.authority = Some(authority.clone());
+    parts.authority = Some(host.unwrap_or_else(|| authority.clone()));
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
@@ -547,12 +558,20 @@ fn absolute_form(req: &mut Request<ProxyBody>, scheme: &Scheme, authority: &Auth
     }
 }
 
-/// HTTP/1.1 sends the path and query alone.
+/// HTTP/1.1 sends the path and query alone (and the host in `Host`: a
+/// request turned to absolute form for an HTTP/2 connection, then sent
+/// back, gets its `Host` again).
 fn origin_form(req: &mut Request<ProxyBody>) {
-    let uri = req.uri_mut();
-    if uri.scheme().is_none() {
+    if req.uri().scheme().is_none() {
         return;
     }
+    if !req.headers().contains_key(HOST)
+        && let Some(a) = req.uri().authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        req.headers_mut().insert(HOST, v);
+    }
+    let uri = req.uri_mut();
     *uri = match uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
@@ -583,6 +602,18 @@ mod tests {
         *req.uri_mut() = Uri::from_static("http://other/x");
         absolute_form(&mut req, &Scheme::HTTPS, &Authority::from_static("svc"));
         assert_eq!(req.uri(), "http://other/x");
+
+        // The Host chosen for the upstream becomes `:authority`, and goes
+        // back to `Host` if the request is sent over HTTP/1.1 after all.
+        *req.uri_mut() = Uri::from_static("/a");
+        req.headers_mut()
+            .insert(HOST, HeaderValue::from_static("public.example"));
+        absolute_form(&mut req, &Scheme::HTTPS, &Authority::from_static("svc"));
+        assert_eq!(req.uri(), "https://public.example/a");
+        assert!(req.headers().get(HOST).is_none());
+        origin_form(&mut req);
+        assert_eq!(req.uri(), "/a");
+        assert_eq!(req.headers()[HOST], "public.example");
     }
 
     #[test]

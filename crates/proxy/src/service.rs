@@ -181,8 +181,9 @@ impl ProxyBuilder {
     /// Keep the client's `Host` instead of sending the upstream's authority.
     /// Default false.
     ///
-    /// Over an HTTP/2 upstream connection the `:authority` stays the
-    /// upstream's, and `Host` carries the client's value.
+    /// Over an HTTP/2 upstream connection the host goes as `:authority`
+    /// (HTTP/2 servers read it there), with no `host` field; the
+    /// connection and its TLS name stay the upstream's.
     pub fn preserve_host(mut self, yes: bool) -> Self {
         self.preserve_host = yes;
         self

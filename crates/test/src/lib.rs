@@ -51,7 +51,7 @@ pub async fn spawn_upstream(app: Router) -> Upstream {
 }
 
 /// A service that answers every request with a JSON echo of it:
-/// `{"method","path","query","headers":{name:[values]},"body_len","name"}`.
+/// `{"method","path","query","authority","headers":{name:[values]},"body_len","name"}`.
 pub fn echo_router(name: impl Into<std::sync::Arc<str>>) -> Router {
     let name: std::sync::Arc<str> = name.into();
     Router::new().fallback(move |req: Request| echo(name.clone(), req))
@@ -79,6 +79,8 @@ async fn echo(name: std::sync::Arc<str>, req: Request) -> Response {
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query(),
+        // HTTP/2's `:authority` (absent over HTTP/1.1, where `host` is).
+        "authority": parts.uri.authority().map(|a| a.as_str()),
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_len": body_len,
