@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -49,6 +50,15 @@ pub(crate) struct Tee {
     /// Released (waking collapsed waiters) once the entry is stored or
     /// abandoned.
     leader: Option<Leader>,
+    /// The bytes of `buf` counted in the store's fill budget.
+    reserved: Reserved,
+}
+
+/// Bytes counted in [`Inner::filling`](crate::store::Inner), given back
+/// when the copy is stored or abandoned.
+struct Reserved {
+    store: CacheStore,
+    bytes: u64,
 }
 
 // === impl CacheBody ===
@@ -101,6 +111,10 @@ impl<B: Body> CacheBody<B> {
             .min(limit)
             .min(64 * 1024);
         let tee = Tee {
+            reserved: Reserved {
+                store: store.clone(),
+                bytes: 0,
+            },
             store,
             pending,
             buf: BytesMut::with_capacity(capacity),
@@ -205,6 +219,31 @@ impl<B> fmt::Debug for CacheBody<B> {
     }
 }
 
+// === impl Reserved ===
+
+impl Reserved {
+    /// Counts `n` more bytes, unless that would pass the budget.
+    fn grow(&mut self, n: u64) -> bool {
+        let inner = &self.store.inner;
+        let before = inner.filling.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > inner.max_bytes {
+            inner.filling.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        self.bytes += n;
+        true
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.store
+            .inner
+            .filling
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 // === impl Tee ===
 
 impl Tee {
@@ -214,11 +253,19 @@ impl Tee {
             tracing::debug!(key = %self.pending.key.key, "response too large to store");
             return false;
         }
+        if !self.reserved.grow(data.len() as u64) {
+            tracing::debug!(
+                key = %self.pending.key.key,
+                "too many bytes in copies being filled; not stored"
+            );
+            return false;
+        }
         self.buf.extend_from_slice(data);
         true
     }
 
     fn finish(self) {
+        // `reserved` goes with the fields not named below, at the end.
         let Tee {
             store,
             pending,

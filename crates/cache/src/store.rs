@@ -116,6 +116,10 @@ pub(crate) struct Inner {
     next_index: AtomicU64,
     pub(crate) flights: Mutex<HashMap<Arc<str>, Arc<Flight>>>,
     revalidating: Mutex<HashSet<Arc<str>>>,
+    /// Bytes held by copies being filled (responses streaming to their
+    /// clients while a copy accumulates): at most `max_bytes` in all, so
+    /// that many slow fills cannot hold memory beyond the store's bound.
+    pub(crate) filling: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -528,6 +532,7 @@ impl CacheStoreBuilder {
                 next_index: AtomicU64::new(0),
                 flights: Mutex::new(HashMap::new()),
                 revalidating: Mutex::new(HashSet::new()),
+                filling: AtomicU64::new(0),
             }),
         }
     }

@@ -39,6 +39,8 @@ struct Origin {
     fail: AtomicBool,
     /// `/stream` waits on this after its first chunk.
     release: Mutex<Option<oneshot::Receiver<()>>>,
+    /// `/held/*` send 60 KiB, then wait for this to turn true.
+    gate: tokio::sync::watch::Sender<bool>,
     /// When `/lm` was last modified.
     last_modified: SystemTime,
 }
@@ -173,6 +175,23 @@ async fn origin(State(o): State<Arc<Origin>>, req: Request) -> Response {
                 });
             ok("max-age=60", Body::from_stream(stream))
         }
+        p if p.starts_with("/held/") => {
+            let gate = o.gate.subscribe();
+            let stream = futures_util::stream::unfold((0u8, gate), |(step, mut gate)| async move {
+                match step {
+                    0 => Some((
+                        Ok::<_, Infallible>(Bytes::from(vec![b'h'; 60 * 1024])),
+                        (1, gate),
+                    )),
+                    1 => {
+                        let _ = gate.wait_for(|open| *open).await;
+                        Some((Ok(Bytes::from_static(b"end")), (2, gate)))
+                    }
+                    _ => None,
+                }
+            });
+            ok("max-age=60", Body::from_stream(stream))
+        }
         "/items" if method == Method::POST => Response::builder()
             .status(StatusCode::CREATED)
             .header("location", "/items/1")
@@ -230,6 +249,7 @@ async fn start_with(
         log: Mutex::default(),
         fail: AtomicBool::new(false),
         release: Mutex::new(None),
+        gate: tokio::sync::watch::channel(false).0,
         last_modified: clock.now() - Duration::from_secs(3600),
     });
     let upstream = towergate_test::spawn_upstream(
@@ -616,6 +636,47 @@ async fn size_bound_holds_under_a_flood_of_distinct_keys() {
     assert!(stats.evictions > 0, "{stats:?}");
     assert_eq!(stats.stored, 5_000);
     assert!(stats.entries > 0 && stats.entries < 5_000, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_being_filled_stay_within_the_stores_bound() {
+    // Two 60 KiB responses stall before their end, each copied as it
+    // streams: with a 100 KiB store, the second copy is given up (the
+    // response itself is delivered whole), and memory held by fills never
+    // passes the store's bound however many clients stall.
+    let store = CacheStore::builder()
+        .max_bytes(100 * 1024)
+        .max_entry_bytes(100 * 1024)
+        .build();
+    let gw = start_with(store, true, |b| b).await;
+    let mut first = get(&gw.url("/held/1")).await;
+    let mut got = 0;
+    while got < 60 * 1024 {
+        got += first.chunk().await.unwrap().unwrap().len();
+    }
+    let mut second = get(&gw.url("/held/2")).await;
+    let mut got = 0;
+    while got < 60 * 1024 {
+        got += second.chunk().await.unwrap().unwrap().len();
+    }
+    gw.origin.gate.send_replace(true);
+    for rsp in [first, second] {
+        let rest = rsp.bytes().await.unwrap();
+        assert!(rest.ends_with(b"end"));
+    }
+    gw.store.run_pending_tasks();
+    // The first was stored, the second was not (not stored, then evicted:
+    // never stored at all); the budget is back.
+    let stats = gw.store.stats();
+    assert_eq!((stats.stored, stats.evictions), (1, 0), "{stats:?}");
+    assert!(status(&get(&gw.url("/held/1")).await).contains("hit"));
+    assert_eq!(gw.origin.count("/held/1"), 1);
+    let again = get(&gw.url("/held/2")).await;
+    assert!(!status(&again).contains("hit"), "{}", status(&again));
+    again.bytes().await.unwrap();
+    assert_eq!(gw.origin.count("/held/2"), 2);
+    gw.store.run_pending_tasks();
+    assert!(status(&get(&gw.url("/held/2")).await).contains("hit"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
