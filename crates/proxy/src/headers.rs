@@ -255,6 +255,13 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
         }
     }
 
+    // Other client-address headers that upstream stacks believe
+    // (`X-Real-IP` above all): from an untrusted peer they are the
+    // client's own claims, and go.
+    if !trusted {
+        strip_client_claims(headers);
+    }
+
     // X-Forwarded-Proto and -Host describe the first hop: a trusted proxy's
     // values are the original ones, so they win over ours.
     for (name, ours) in [
@@ -272,6 +279,41 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
                 headers.remove(name);
             }
         }
+    }
+}
+
+/// Whether `name` is a header some proxy sets to tell its upstream about
+/// the client, which an upstream may believe: by its text, like
+/// [`is_hop_by_hop`].
+fn is_client_claim(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "x-real-ip"
+            | "x-client-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+            | "x-cluster-client-ip"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-server"
+            | "x-original-forwarded-for"
+    )
+}
+
+/// Removes the headers of [`is_client_claim`]; one pass over the names
+/// finds none in most requests.
+fn strip_client_claims(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_client_claim) {
+        return;
+    }
+    let claims: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_client_claim(k))
+        .cloned()
+        .collect();
+    for name in claims {
+        headers.remove(name);
     }
 }
 

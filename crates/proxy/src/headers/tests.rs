@@ -183,6 +183,39 @@ fn xff_from_untrusted_peer_is_replaced() {
 }
 
 #[test]
+fn client_address_claims_go_unless_the_peer_is_trusted() {
+    let claims = [
+        ("x-real-ip", "6.6.6.6"),
+        ("true-client-ip", "6.6.6.6"),
+        ("cf-connecting-ip", "6.6.6.6"),
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-prefix", "/admin"),
+        ("x-other", "kept"),
+    ];
+    for (peer, trusted_peer) in [("192.0.2.10:4000", false), ("10.0.0.2:4000", true)] {
+        let mut h = headers(&claims);
+        let c = addr(peer, false);
+        set_forwarding(
+            &mut h,
+            &Hop {
+                client: Some(&c),
+                trusted: &trusted(),
+                host: None,
+                proto: None,
+            },
+        );
+        for (name, value) in &claims[..5] {
+            if trusted_peer {
+                assert_eq!(all(&h, name), [*value], "{name}");
+            } else {
+                assert!(h.get(*name).is_none(), "{name}");
+            }
+        }
+        assert_eq!(all(&h, "x-other"), ["kept"]);
+    }
+}
+
+#[test]
 fn xff_from_trusted_peer_is_appended() {
     let mut h = headers(&[
         ("x-forwarded-for", "203.0.113.9"),
