@@ -182,19 +182,63 @@ where
                 Ok(self.serve(&stored, now, "hit", "; detail=stale-while-revalidate", None))
             }
             Use::Forward(_) if req_cc.only_if_cached => Ok(self.only_if_cached()),
-            Use::Forward(why) => self.revalidate(key, stored, why, req_cc).await,
+            // An entry gone stale is a miss for everyone asking at once:
+            // one revalidates, the others wait for its result.
+            Use::Forward(Why::Stale) if self.collapsible() => {
+                match collapse::join(&self.cfg.store, &key.key, self.cfg.max_waiters) {
+                    Join::Leader(leader) => {
+                        self.revalidate(key, stored, Why::Stale, req_cc, Some(leader))
+                            .await
+                    }
+                    Join::Busy => self.revalidate(key, stored, Why::Stale, req_cc, None).await,
+                    Join::Waiter(waiter) => {
+                        waiter.wait(self.cfg.collapse_timeout).await;
+                        let now = self.now();
+                        if let Lookup::Found(fresh) =
+                            self.cfg.store.lookup(&key, &self.parts.headers)
+                        {
+                            let f = fresh.freshness(self.cfg.default_ttl, now);
+                            if policy::decide(&fresh.cc, &f, req_cc) == Use::Fresh {
+                                self.count(|c| &c.hits);
+                                self.count(|c| &c.collapsed);
+                                return Ok(self.serve(
+                                    &fresh,
+                                    now,
+                                    "hit",
+                                    "; detail=collapsed",
+                                    None,
+                                ));
+                            }
+                        }
+                        self.revalidate(key, stored, Why::Stale, req_cc, None).await
+                    }
+                }
+            }
+            Use::Forward(why) => self.revalidate(key, stored, why, req_cc, None).await,
         }
+    }
+
+    /// Whether concurrent requests like this one may wait for one of them
+    /// to go upstream: a plain `GET`, not conditional, not a range.
+    fn collapsible(&self) -> bool {
+        self.cfg.collapse
+            && self.parts.method == Method::GET
+            && !conditional::is_conditional(&self.parts.headers)
+            && !self.parts.headers.contains_key(RANGE)
     }
 
     /// Forwards a request whose stored response cannot be used as is:
     /// conditionally when it has validators (§4.3.1), falling back to it
-    /// when the upstream fails within `stale-if-error`.
+    /// when the upstream fails within `stale-if-error`. `leader`: the
+    /// requests waiting for this one's result, released once the entry is
+    /// freshened or replaced (or when this gives up).
     async fn revalidate(
         mut self,
         key: PrimaryKey,
         stored: Arc<Stored>,
         why: Why,
         req_cc: &CacheControl,
+        leader: Option<Leader>,
     ) -> Result<Response<CacheBody<ResB>>, BoxError> {
         let fwd = match why {
             Why::Stale => "fwd=stale",
@@ -234,7 +278,7 @@ where
                 drop(rsp);
                 self.parts.headers.remove(IF_NONE_MATCH);
                 self.parts.headers.remove(IF_MODIFIED_SINCE);
-                return self.fetch(key, fwd, None).await;
+                return self.fetch(key, fwd, leader).await;
             }
             let cookies: Vec<HeaderValue> =
                 rsp.headers().get_all(SET_COOKIE).iter().cloned().collect();
@@ -242,6 +286,8 @@ where
                 .cfg
                 .store
                 .freshen(&stored, rsp.headers(), request_time, response_time);
+            // The waiters find the freshened entry.
+            drop(leader);
             let lead = format!("{fwd}; fwd-status=304");
             return Ok(self.serve(&fresh, response_time, &lead, "", Some(cookies)));
         }
@@ -260,7 +306,7 @@ where
             }
         }
         self.count(|c| &c.misses);
-        Ok(self.store_response(key, rsp, request_time, response_time, fwd, None))
+        Ok(self.store_response(key, rsp, request_time, response_time, fwd, leader))
     }
 
     /// Nothing usable is stored: go upstream, collapsing concurrent misses.
@@ -275,11 +321,7 @@ where
         } else {
             "fwd=vary-miss"
         };
-        let collapsible = self.cfg.collapse
-            && self.parts.method == Method::GET
-            && !conditional::is_conditional(&self.parts.headers)
-            && !self.parts.headers.contains_key(RANGE);
-        if !collapsible {
+        if !self.collapsible() {
             return self.fetch(key, fwd, None).await;
         }
         match collapse::join(&self.cfg.store, &key.key, self.cfg.max_waiters) {

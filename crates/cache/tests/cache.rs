@@ -117,6 +117,20 @@ async fn origin(State(o): State<Arc<Origin>>, req: Request) -> Response {
                 .insert("etag", HeaderValue::from_static("\"v1\""));
             rsp
         }
+        "/slow-etag" => {
+            // Slow both ways, so that concurrent revalidations overlap.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut rsp = if header("if-none-match") == "\"s1\"" {
+                let mut rsp = ok("max-age=10", Body::empty());
+                *rsp.status_mut() = StatusCode::NOT_MODIFIED;
+                rsp
+            } else {
+                ok("max-age=10", "slow etag body".into())
+            };
+            rsp.headers_mut()
+                .insert("etag", HeaderValue::from_static("\"s1\""));
+            rsp
+        }
         "/lm" => {
             let lm = date(o.last_modified);
             let since = httpdate::parse_http_date(&header("if-modified-since")).ok();
@@ -600,6 +614,44 @@ async fn concurrent_misses_collapse_into_one_upstream_request() {
     assert_eq!(stats.misses, 1);
     assert_eq!(stats.hits, 99, "waiters and later arrivals are hits");
     assert!(stats.collapsed >= 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revalidations_of_a_stale_entry_collapse() {
+    // A popular entry expires: one request revalidates it, the others
+    // wait for the freshened entry instead of all going upstream.
+    let gw = start(|b| b.collapse_timeout(Duration::from_secs(30))).await;
+    let first = get(&gw.url("/slow-etag")).await;
+    assert_eq!(first.text().await.unwrap(), "slow etag body");
+    gw.clock.advance(Duration::from_secs(11));
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let client = client.clone();
+        let url = gw.url("/slow-etag");
+        tasks.spawn(async move {
+            let rsp = client.get(url).send().await.unwrap();
+            let status = status(&rsp);
+            (status, rsp.text().await.unwrap())
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (status, body) = r.unwrap();
+        assert_eq!(body, "slow etag body");
+        statuses.push(status);
+    }
+    // The fill and one revalidation.
+    assert_eq!(gw.origin.count("/slow-etag"), 2, "{statuses:?}");
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| s.contains("fwd-status=304"))
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(gw.store.stats().collapsed >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
