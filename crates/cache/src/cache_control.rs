@@ -215,24 +215,35 @@ impl Iterator for Directives<'_> {
                 // Malformed (`no-cache; no-store`): skipped, except that a
                 // member naming `no-store` or `private` fails closed, so
                 // that a typo cannot make a response shared.
-                let lower = member.to_ascii_lowercase();
-                for closed in ["no-store", "private"] {
-                    if lower.contains(closed) {
-                        return Some((closed.to_owned(), None));
-                    }
+                match fail_closed(member) {
+                    Some(closed) => return Some(closed),
+                    None => continue,
                 }
-                continue;
             }
             let arg = match arg {
                 None => None,
                 Some(raw) => match unquote(raw) {
                     Some(v) => Some(v),
-                    None => continue,
+                    // `max-age=60; no-store`: the same.
+                    None => match fail_closed(member) {
+                        Some(closed) => return Some(closed),
+                        None => continue,
+                    },
                 },
             };
             return Some((name.to_owned(), arg));
         }
     }
+}
+
+/// The directive a malformed member stands for when it names `no-store`
+/// or `private`.
+fn fail_closed(member: &str) -> Option<(String, Option<String>)> {
+    let lower = member.to_ascii_lowercase();
+    ["no-store", "private"]
+        .into_iter()
+        .find(|closed| lower.contains(closed))
+        .map(|closed| (closed.to_owned(), None))
 }
 
 /// A token or a quoted-string (unescaped); `None` when neither.
@@ -277,6 +288,8 @@ mod tests {
         assert!(cc("public; Private").private);
         let c = cc("max-age=60, x;y");
         assert!(!c.no_store && !c.private);
+        assert!(cc("max-age=60; no-store").no_store);
+        assert!(cc("s-maxage=600;private").private);
     }
 
     #[test]
