@@ -130,11 +130,14 @@ impl Future for ResponseFuture {
                     let error: BoxError = match upload.as_ref().map(|u| u.ended()) {
                         // The client has not sent its whole body in the
                         // time: its slowness, not the upstream's (408, and
-                        // not counted against the endpoint).
-                        Some(None) => Box::new(RequestBodyFailed::timed_out(
-                            shared.upstream.clone(),
-                            timeout,
-                        )),
+                        // not counted against the endpoint). A body that
+                        // is not being read at all is the upstream's.
+                        Some(None) if upload.as_ref().is_some_and(|u| u.client_is_slow()) => {
+                            Box::new(RequestBodyFailed::timed_out(
+                                shared.upstream.clone(),
+                                timeout,
+                            ))
+                        }
                         // The body ended later than the timer started:
                         // the upstream's time counts from there.
                         Some(Some(ended)) if ended + timeout > Instant::now() => {

@@ -97,13 +97,15 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 /// ```
 /// use http::HeaderMap;
 /// let mut h = HeaderMap::new();
-/// h.insert("connection", "x-user-id, Upgrade".parse().unwrap());
+/// h.insert("connection", "x-user-id, Upgrade, host".parse().unwrap());
 /// h.insert("x-user-id", "root".parse().unwrap());
+/// h.insert("host", "api.example".parse().unwrap());
 /// h.insert("upgrade", "websocket".parse().unwrap());
 /// towergate_proxy::strip_connection_options(&mut h);
 /// assert!(h.get("x-user-id").is_none());
 /// assert_eq!(h["connection"], "upgrade");
 /// assert_eq!(h["upgrade"], "websocket");
+/// assert_eq!(h["host"], "api.example");
 /// ```
 pub fn strip_connection_options(headers: &mut HeaderMap) {
     if !headers.contains_key(CONNECTION) {
@@ -121,7 +123,9 @@ pub fn strip_connection_options(headers: &mut HeaderMap) {
             if !kept.contains(&token.as_str()) {
                 kept.push(token);
             }
-        } else {
+        } else if name != HOST && name != http::header::CONTENT_LENGTH {
+            // (The request's host and framing are not the client's to
+            // drop: routing and the body read them.)
             headers.remove(name);
         }
     }
@@ -284,10 +288,27 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
 
 /// Whether `name` is a header some proxy sets to tell its upstream about
 /// the client, which an upstream may believe: by its text, like
-/// [`is_hop_by_hop`].
+/// [`is_hop_by_hop`]. Underscore spellings count too (`x_real_ip`, and
+/// `x_forwarded_for` beside the `x-forwarded-for` the proxy rewrites):
+/// CGI-style upstreams read both as `HTTP_X_REAL_IP`.
 fn is_client_claim(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    if is_claim_name(name) {
+        return true;
+    }
+    name.contains('_') && {
+        let dashed = name.replace('_', "-");
+        is_claim_name(&dashed)
+            || matches!(
+                dashed.as_str(),
+                "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
+            )
+    }
+}
+
+fn is_claim_name(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "x-real-ip"
             | "x-client-ip"
             | "true-client-ip"

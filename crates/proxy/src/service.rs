@@ -1,11 +1,12 @@
 //! [`Proxy`]: the forwarding service for one upstream base URL.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::header::HOST;
 use http::request::Parts;
 use http::uri::PathAndQuery;
@@ -379,6 +380,7 @@ impl Shared {
         } else {
             let upload = Arc::new(Upload::default());
             let watched = Watched {
+                due: body.size_hint().exact(),
                 inner: body,
                 upload: upload.clone(),
             };
@@ -395,16 +397,27 @@ impl Shared {
     }
 }
 
-/// When a request body was sent to its end.
+/// When a request body was sent to its end, and whether it is waiting for
+/// the client.
 #[derive(Debug, Default)]
 pub(crate) struct Upload {
     ended: OnceLock<Instant>,
+    /// The last read of the body found nothing from the client yet. When
+    /// false while the body has not ended, the body is not being read:
+    /// the upstream stopped taking it (a full window or socket), which is
+    /// the upstream's slowness, not the client's.
+    waiting_on_client: AtomicBool,
 }
 
 impl Upload {
     /// When the body ended, if it has.
     pub(crate) fn ended(&self) -> Option<Instant> {
         self.ended.get().copied()
+    }
+
+    /// Whether the body is unfinished because the client is slow.
+    pub(crate) fn client_is_slow(&self) -> bool {
+        self.ended.get().is_none() && self.waiting_on_client.load(Ordering::Relaxed)
     }
 }
 
@@ -414,6 +427,10 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         upload: Arc<Upload>,
+        // Bytes still due when the body's length is known: hyper stops
+        // reading a body whose declared length has been sent, so its end
+        // is seen here rather than in a last `None`.
+        due: Option<u64>,
     }
 }
 
@@ -426,12 +443,27 @@ impl<B: Body> Body for Watched<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let frame = match this.inner.as_mut().poll_frame(cx) {
+            Poll::Pending => {
+                this.upload.waiting_on_client.store(true, Ordering::Relaxed);
+                return Poll::Pending;
+            }
+            Poll::Ready(frame) => frame,
+        };
+        this.upload
+            .waiting_on_client
+            .store(false, Ordering::Relaxed);
         // The end is the last frame (hyper may not ask again once the body
-        // says it ended) or `None`; not an error.
+        // says it ended, or once its declared length is sent) or `None`;
+        // not an error.
         let ended = match &frame {
             None => true,
-            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Ok(f)) => {
+                if let (Some(due), Some(data)) = (this.due.as_mut(), f.data_ref()) {
+                    *due = due.saturating_sub(data.remaining() as u64);
+                }
+                this.inner.is_end_stream() || *this.due == Some(0)
+            }
             Some(Err(_)) => false,
         };
         if ended {

@@ -161,6 +161,35 @@ async fn a_slow_upload_is_the_clients_408_not_the_upstreams_504() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_stops_reading_the_body_is_the_upstreams_504() {
+    // The endpoint accepts and never reads: the body stops being sent
+    // because the upstream does not take it, not because the client is
+    // slow. That is the upstream's timeout (504, counted against it).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let proxy = Proxy::builder(format!("http://{addr}"))
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    // 1 GiB, made as it is read: far more than the socket buffers hold.
+    let chunks = stream::iter(
+        (0..16 * 1024).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))),
+    );
+    let req = http::Request::post("/upload")
+        .body(StreamBody::new(chunks))
+        .unwrap();
+    let err = call_err(&proxy, req).await;
+    assert!(cause_ref::<UpstreamTimeout>(&*err).is_some(), "{err:?}");
+    assert_eq!(to_problem(&*err).status(), 504);
+}
+
+#[tokio::test]
 async fn the_response_timeout_counts_from_the_end_of_the_body() {
     // The body ends 1.2 s in and the upstream answers 1 s after it: 2.2 s
     // after the start, within 2 s of the body's end. Counted from the

@@ -190,6 +190,8 @@ fn client_address_claims_go_unless_the_peer_is_trusted() {
         ("cf-connecting-ip", "6.6.6.6"),
         ("x-forwarded-port", "443"),
         ("x-forwarded-prefix", "/admin"),
+        ("x_real_ip", "6.6.6.6"),
+        ("x_forwarded_for", "6.6.6.6"),
         ("x-other", "kept"),
     ];
     for (peer, trusted_peer) in [("192.0.2.10:4000", false), ("10.0.0.2:4000", true)] {
@@ -204,7 +206,7 @@ fn client_address_claims_go_unless_the_peer_is_trusted() {
                 proto: None,
             },
         );
-        for (name, value) in &claims[..5] {
+        for (name, value) in &claims[..7] {
             if trusted_peer {
                 assert_eq!(all(&h, name), [*value], "{name}");
             } else {
