@@ -194,7 +194,7 @@ fn check_host<B>(req: &mut Request<B>) -> Result<(), &'static str> {
     let Some(host) = host else {
         return Ok(());
     };
-    if !host.as_bytes().iter().all(|&b| host_byte(b)) {
+    if !valid_host(host.as_bytes()) {
         return Err("the Host header field is not a host and port");
     }
     let Some(authority) = req.uri().authority() else {
@@ -205,7 +205,11 @@ fn check_host<B>(req: &mut Request<B>) -> Result<(), &'static str> {
         .as_str()
         .rsplit_once('@')
         .map_or(authority.as_str(), |(_, h)| h);
-    if target.as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+    let default_port = match req.uri().scheme_str() {
+        Some("https") | Some("wss") => "443",
+        _ => "80",
+    };
+    if same_host(target.as_bytes(), host.as_bytes(), default_port) {
         return Ok(());
     }
     if req.version() == http::Version::HTTP_2 {
@@ -220,32 +224,65 @@ fn check_host<B>(req: &mut Request<B>) -> Result<(), &'static str> {
     }
 }
 
-/// A byte of `host[:port]`: a reg-name (unreserved, sub-delims other than
-/// the ones no host contains, percent-encoding), an IP literal's brackets,
-/// the port's colon.
-fn host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'%'
-                | b':'
-                | b'['
-                | b']'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-        )
+/// `host[:port]` as a `Host` field may be (RFC 9110 §7.2): a reg-name of
+/// the characters hosts use, or a bracketed IPv6 literal, then an optional
+/// `:` and digits; or empty. Lists (`a,b`), userinfo (`u@a`), paths and
+/// spaces are not.
+fn valid_host(b: &[u8]) -> bool {
+    if b.is_empty() {
+        return true;
+    }
+    let (name_ok, rest) = if b[0] == b'[' {
+        let Some(end) = b.iter().position(|&c| c == b']') else {
+            return false;
+        };
+        let inside = &b[1..end];
+        let ok = !inside.is_empty()
+            && inside
+                .iter()
+                .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.');
+        (ok, &b[end + 1..])
+    } else {
+        let end = b.iter().position(|&c| c == b':').unwrap_or(b.len());
+        let name = &b[..end];
+        let ok = !name.is_empty()
+            && name.iter().all(|&c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'%')
+            });
+        (ok, &b[end..])
+    };
+    name_ok
+        && match rest {
+            [] => true,
+            [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
+}
+
+/// Whether two `host[:port]` name the same host: case, a trailing dot and
+/// the scheme's default port aside.
+fn same_host(a: &[u8], b: &[u8], default_port: &str) -> bool {
+    fn parts<'a>(v: &'a [u8], default_port: &str) -> (&'a [u8], &'a [u8]) {
+        let split = if v.first() == Some(&b'[') {
+            v.iter().position(|&c| c == b']').map(|i| i + 1)
+        } else {
+            v.iter().position(|&c| c == b':')
+        };
+        let (host, port) = match split {
+            Some(i) if i < v.len() => (&v[..i], &v[i + 1..]),
+            _ => (v, &[][..]),
+        };
+        let host = host.strip_suffix(b".").unwrap_or(host);
+        let port = if port == default_port.as_bytes() {
+            &[][..]
+        } else {
+            port
+        };
+        (host, port)
+    }
+    let (ha, pa) = parts(a, default_port);
+    let (hb, pb) = parts(b, default_port);
+    ha.eq_ignore_ascii_case(hb) && pa == pb
 }
 
 /// The host a request is for: the `Host` header, or the URI's authority
@@ -374,6 +411,13 @@ mod tests {
             "a\\b",
             "a?b",
             "a#b",
+            "victim.example,evil.example",
+            "a;b",
+            "a:b:c",
+            "::1",
+            "[zz]",
+            "a:123456",
+            ":80",
         ] {
             let mut r = req("/x", &[bad], HTTP_11);
             assert!(check_host(&mut r).is_err(), "{bad:?}");
@@ -394,6 +438,18 @@ mod tests {
         assert!(check_host(&mut r).is_err());
         let mut r = req("https://victim.example/x", &["victim.example"], HTTP_2);
         assert_eq!(check_host(&mut r), Ok(()));
+        // The same host: a default port or a trailing dot aside.
+        for same in ["victim.example:443", "Victim.Example.", "victim.example."] {
+            let mut r = req("https://victim.example/x", &[same], HTTP_2);
+            assert_eq!(check_host(&mut r), Ok(()), "{same}");
+        }
+        let mut r = req("https://victim.example:443/x", &["victim.example"], HTTP_2);
+        assert_eq!(check_host(&mut r), Ok(()));
+        let mut r = req("https://victim.example/x", &["victim.example:8443"], HTTP_2);
+        assert!(check_host(&mut r).is_err());
+        let mut r = req("http://[::1]:80/x", &["[::1]"], HTTP_11);
+        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(r.headers()[HOST], "[::1]");
         let mut r = req("https://victim.example/x", &[], HTTP_2);
         assert_eq!(check_host(&mut r), Ok(()));
         assert_eq!(request_host(&r), Some("victim.example"));
