@@ -149,6 +149,22 @@ impl Inner {
             sub = sub.header("x-forwarded-for", a.client.to_string());
         }
         for name in &self.forward {
+            if *name == header::COOKIE {
+                // HTTP/2 cookie crumbs are one field toward HTTP/1.1
+                // (RFC 9113 §8.2.3).
+                let crumbs: Vec<&[u8]> = req
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(HeaderValue::as_bytes)
+                    .collect();
+                if !crumbs.is_empty()
+                    && let Ok(v) = HeaderValue::from_bytes(&crumbs.join(&b"; "[..]))
+                {
+                    sub = sub.header(name, v);
+                }
+                continue;
+            }
             for value in req.headers.get_all(name) {
                 sub = sub.header(name, value);
             }

@@ -100,6 +100,32 @@ async fn a_cached_token_without_kid_follows_the_key_that_verified_it() {
     assert_eq!(refused.status, 401, "{refused:?}");
 }
 
+/// A provider that reuses a `kid` for new key material: tokens cached
+/// under the old material are refused once the set has the new one.
+#[tokio::test]
+async fn a_cached_token_follows_its_key_material_not_just_its_kid() {
+    let jwks = JwksServer::start(vec![rsa().jwk("k1")], 1).await;
+    let app = serve(layer(&jwks, Duration::from_millis(300))).await;
+    let token = rsa().sign(Some("k1"), &claims("alice"));
+    assert_eq!(bearer(&app.url(), &token).await.status, 200);
+    jwks.set_keys(vec![rsa2().jwk("k1")]);
+    let start = Instant::now();
+    let refused = loop {
+        let r = bearer(&app.url(), &token).await;
+        if r.status != 200 {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "a replaced key's token kept passing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.status, 401, "{refused:?}");
+    let fresh = rsa2().sign(Some("k1"), &claims("bob"));
+    assert_eq!(bearer(&app.url(), &fresh).await.status, 200);
+}
+
 /// The identity provider goes away: the last good key set keeps serving,
 /// and unknown kids are refused as unknown (not as an outage).
 #[tokio::test]

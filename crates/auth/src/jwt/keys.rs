@@ -20,6 +20,10 @@ pub(crate) struct KeyEntry {
     pub(crate) kid: Option<String>,
     pub(crate) algorithms: Vec<Algorithm>,
     pub(crate) key: DecodingKey,
+    /// A digest of a JWK's key material (0 for the provider's own keys):
+    /// a cached token is trusted while the set still has this key, not
+    /// merely its `kid`, which a provider may reuse for new material.
+    pub(crate) fingerprint: u64,
 }
 
 /// The keys of one source (static, or one JWKS fetch).
@@ -56,6 +60,7 @@ impl KeyEntry {
             kid,
             algorithms: AlgorithmFamily::Hmac.algorithms().to_vec(),
             key: DecodingKey::from_secret(secret),
+            fingerprint: 0,
         }
     }
 
@@ -69,6 +74,7 @@ impl KeyEntry {
                 kid,
                 algorithms: AlgorithmFamily::Rsa.algorithms().to_vec(),
                 key,
+                fingerprint: 0,
             });
         }
         if let Ok(key) = DecodingKey::from_ec_pem(pem) {
@@ -82,6 +88,7 @@ impl KeyEntry {
                 kid,
                 algorithms,
                 key,
+                fingerprint: 0,
             });
         }
         if let Ok(key) = DecodingKey::from_ed_pem(pem) {
@@ -89,6 +96,7 @@ impl KeyEntry {
                 kid,
                 algorithms: vec![Algorithm::EdDSA],
                 key,
+                fingerprint: 0,
             });
         }
         Err("not an RSA, EC or Ed25519 public key in PEM".into())
@@ -136,8 +144,21 @@ impl KeyEntry {
             kid,
             algorithms,
             key,
+            fingerprint: fingerprint(&jwk.algorithm),
         })
     }
+}
+
+/// A digest of a JWK's key material, for [`KeyEntry::fingerprint`]: the
+/// same within the process for the same key, whatever the set's order.
+fn fingerprint(params: &AlgorithmParameters) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(params)
+        .unwrap_or_default()
+        .hash(&mut h);
+    // Never 0, which marks the provider's own keys.
+    h.finish() | 1
 }
 
 impl fmt::Debug for KeyEntry {
@@ -191,6 +212,13 @@ impl KeySet {
     /// Whether a key has this `kid`.
     pub(crate) fn has_kid(&self, kid: &str) -> bool {
         self.entries.iter().any(|e| e.kid.as_deref() == Some(kid))
+    }
+
+    /// Whether the set has the key of `kid` with this key material.
+    pub(crate) fn has_key(&self, kid: &str, fingerprint: u64) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.kid.as_deref() == Some(kid) && e.fingerprint == fingerprint)
     }
 
     /// The algorithms some key here can verify.

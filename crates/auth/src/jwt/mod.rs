@@ -112,9 +112,9 @@ enum Cache {
 /// A verified token, and where its key came from.
 struct Cached {
     identity: Identity,
-    /// The JWKS key that verified it, if one did: the entry is trusted only
-    /// while that key is still in the set.
-    jwks_kid: Option<String>,
+    /// The JWKS key that verified it (`kid` and key material), if one
+    /// did: the entry is trusted only while that key is still in the set.
+    jwks_key: Option<(String, u64)>,
 }
 
 // === impl Jwt ===
@@ -270,8 +270,8 @@ impl Inner {
         // A token verified by a JWKS key without a `kid` is not cached: a
         // hit could not tell whether that key is still published.
         let cacheable = !matches!(verified_by, VerifiedBy::Jwks(None));
-        let jwks_kid = match verified_by {
-            VerifiedBy::Jwks(kid) => kid,
+        let jwks_key = match verified_by {
+            VerifiedBy::Jwks(key) => key,
             VerifiedBy::Static => None,
         };
         if let (Some(cache), Some(key), true) = (&self.cache, cache_key, cacheable) {
@@ -284,7 +284,7 @@ impl Inner {
                 key,
                 Arc::new(Cached {
                     identity: identity.clone(),
-                    jwks_kid,
+                    jwks_key,
                 }),
                 expires,
             );
@@ -293,8 +293,10 @@ impl Inner {
     }
 
     fn still_trusted(&self, hit: &Cached) -> bool {
-        match (&hit.jwks_kid, &self.jwks) {
-            (Some(kid), Some(jwks)) => jwks.current().is_some_and(|set| set.has_kid(kid)),
+        match (&hit.jwks_key, &self.jwks) {
+            (Some((kid, fp)), Some(jwks)) => {
+                jwks.current().is_some_and(|set| set.has_key(kid, *fp))
+            }
             _ => true,
         }
     }
@@ -325,7 +327,10 @@ impl Inner {
                 let (claims, by) = self.decode(token, header.alg, kid, &candidates)?;
                 // The key that verified it, not the first candidate: a
                 // token without a `kid` may be verified by any of them.
-                Ok((claims, VerifiedBy::Jwks(by.kid.clone())))
+                Ok((
+                    claims,
+                    VerifiedBy::Jwks(by.kid.clone().map(|kid| (kid, by.fingerprint))),
+                ))
             }
             Lookup::UnknownKid => Err(self.refuse(validate::UNKNOWN_KID, kid)),
             Lookup::NoKeyForAlg => Err(self.refuse(validate::NO_KEY_FOR_ALG, kid)),
@@ -376,8 +381,8 @@ impl Inner {
 enum VerifiedBy {
     /// One of the provider's own keys (secret, PEM): trusted for good.
     Static,
-    /// A JWKS key, with its `kid` if it has one.
-    Jwks(Option<String>),
+    /// A JWKS key, with its `kid` and fingerprint if it has a `kid`.
+    Jwks(Option<(String, u64)>),
 }
 
 fn now_secs() -> u64 {
