@@ -166,10 +166,49 @@ pub(crate) struct Inner {
     /// comes back within [`Metrics::forget_endpoints_after`], the
     /// endpoint's series go too, so that churning endpoints do not grow
     /// `/metrics` without end.
-    upstream_refs: Mutex<HashMap<Arc<str>, LabelRefs>>,
+    upstream_refs: Mutex<Refs>,
     /// That grace, in milliseconds.
     forget_after_ms: AtomicU64,
 }
+
+impl Inner {
+    /// Removes the series of endpoint labels gone for longer than the
+    /// grace; `refs` is `upstream_refs`, locked.
+    fn sweep_locked(&self, refs: &mut Refs, now: Instant) {
+        let grace = Duration::from_millis(self.forget_after_ms.load(Ordering::Relaxed));
+        refs.last_sweep = Some(now);
+        refs.labels.retain(|upstream, entry| {
+            let expired = entry.live == 0
+                && entry
+                    .orphaned
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace);
+            if !expired {
+                return true;
+            }
+            for status_class in CLASSES.iter().copied().chain(["error", "cancelled"]) {
+                self.upstream_requests.remove(&UpstreamClass {
+                    upstream: upstream.clone(),
+                    status_class,
+                });
+            }
+            self.upstream_duration.remove(&UpstreamLabel {
+                upstream: upstream.clone(),
+            });
+            false
+        });
+    }
+}
+
+/// The endpoint labels with handles, and when gone ones were last swept.
+#[derive(Debug, Default)]
+struct Refs {
+    labels: HashMap<Arc<str>, LabelRefs>,
+    last_sweep: Option<Instant>,
+}
+
+/// At most this often, a handle going also sweeps (a process nobody
+/// scrapes must not keep every endpoint that ever was).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The handles of one endpoint label; see [`Inner::upstream_refs`].
 #[derive(Debug, Default)]
@@ -370,7 +409,7 @@ impl UpstreamMetrics {
                 .upstream_refs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let entry = refs.entry(upstream.clone()).or_default();
+            let entry = refs.labels.entry(upstream.clone()).or_default();
             entry.live += 1;
             entry.keep |= !forget;
             entry.orphaned = None;
@@ -434,20 +473,28 @@ impl Drop for UpstreamMetrics {
             .upstream_refs
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = refs.get_mut(&self.upstream) else {
+        let Some(entry) = refs.labels.get_mut(&self.upstream) else {
             return;
         };
         entry.live = entry.live.saturating_sub(1);
         if entry.live > 0 {
             return;
         }
+        let now = Instant::now();
         if entry.keep {
             // Some handle asked to keep the series: they stay, uncounted.
-            refs.remove(&self.upstream);
+            refs.labels.remove(&self.upstream);
         } else {
-            // Removed at a scrape after the grace, unless a handle of the
-            // label comes back first (see `Metrics::sweep_endpoints`).
-            entry.orphaned = Some(Instant::now());
+            // Removed at a scrape (or a later sweep here) after the grace,
+            // unless a handle of the label comes back first.
+            entry.orphaned = Some(now);
+        }
+        let inner = self.metrics.inner();
+        if refs
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY)
+        {
+            inner.sweep_locked(&mut refs, now);
         }
     }
 }
@@ -514,30 +561,11 @@ impl Metrics {
     /// Removes the series of endpoints gone for longer than the grace.
     fn sweep_endpoints(&self, now: Instant) {
         let m = &self.inner;
-        let grace = Duration::from_millis(m.forget_after_ms.load(Ordering::Relaxed));
         let mut refs = m
             .upstream_refs
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        refs.retain(|upstream, entry| {
-            let expired = entry.live == 0
-                && entry
-                    .orphaned
-                    .is_some_and(|t| now.saturating_duration_since(t) >= grace);
-            if !expired {
-                return true;
-            }
-            for status_class in CLASSES.iter().copied().chain(["error", "cancelled"]) {
-                m.upstream_requests.remove(&UpstreamClass {
-                    upstream: upstream.clone(),
-                    status_class,
-                });
-            }
-            m.upstream_duration.remove(&UpstreamLabel {
-                upstream: upstream.clone(),
-            });
-            false
-        });
+        m.sweep_locked(&mut refs, now);
     }
 
     /// Counts an accepted connection as open until the guard is dropped
