@@ -108,7 +108,14 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 /// assert_eq!(h["host"], "api.example");
 /// ```
 pub fn strip_connection_options(headers: &mut HeaderMap) {
-    if !headers.contains_key(CONNECTION) {
+    // Most requests have none: a walk over a few names (an enum compare
+    // each) is cheaper than hashing `connection` to look it up.
+    let present = if headers.keys_len() <= 8 {
+        headers.keys().any(|k| *k == CONNECTION)
+    } else {
+        headers.contains_key(CONNECTION)
+    };
+    if !present {
         return;
     }
     let tokens: Vec<String> = connection_tokens(headers)
@@ -158,6 +165,26 @@ pub(crate) fn join_cookie_crumbs(headers: &mut HeaderMap) {
     }
 }
 
+/// What one pass over a request's header names found: most requests carry
+/// neither kind, and one pass (a switch on each name's text) is cheaper
+/// than the removals, each a hash and a probe.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Names {
+    /// `Connection` or a fixed hop-by-hop header ([`strip_hop_by_hop`]).
+    pub(crate) hop_by_hop: bool,
+    /// A client-address claim ([`strip_client_claims`]).
+    pub(crate) claims: bool,
+}
+
+pub(crate) fn scan_names(headers: &HeaderMap) -> Names {
+    let mut found = Names::default();
+    for name in headers.keys() {
+        found.hop_by_hop |= is_hop_by_hop(name);
+        found.claims |= is_client_claim(name);
+    }
+    found
+}
+
 /// Removes hop-by-hop headers: `Connection`, every header it names, and the
 /// fixed list of RFC 9110 7.6.1 (plus `Proxy-Connection`, `Proxy-Auth*`).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
@@ -166,6 +193,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    strip_hop_by_hop_found(headers, keep);
+}
+
+/// [`strip_hop_by_hop`], when a pass ([`scan_names`]) found some.
+pub(crate) fn strip_hop_by_hop_found(headers: &mut HeaderMap, keep: Keep) {
     let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
@@ -259,13 +291,6 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
         }
     }
 
-    // Other client-address headers that upstream stacks believe
-    // (`X-Real-IP` above all): from an untrusted peer they are the
-    // client's own claims, and go.
-    if !trusted {
-        strip_client_claims(headers);
-    }
-
     // X-Forwarded-Proto and -Host describe the first hop: a trusted proxy's
     // values are the original ones, so they win over ours.
     for (name, ours) in [
@@ -293,10 +318,15 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
 /// CGI-style upstreams read both as `HTTP_X_REAL_IP`.
 fn is_client_claim(name: &HeaderName) -> bool {
     let name = name.as_str();
+    // Every name below, in either spelling, has one of these lengths: most
+    // names are ruled out before any byte is read.
+    if !matches!(name.len(), 9 | 11 | 14..=19 | 24) {
+        return false;
+    }
     if is_claim_name(name) {
         return true;
     }
-    name.contains('_') && {
+    name.as_bytes().contains(&b'_') && {
         let dashed = name.replace('_', "-");
         is_claim_name(&dashed)
             || matches!(
@@ -322,10 +352,15 @@ fn is_claim_name(name: &str) -> bool {
     )
 }
 
-/// Removes the headers of [`is_client_claim`]; one pass over the names
-/// finds none in most requests.
-fn strip_client_claims(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_client_claim) {
+/// Removes the client-address headers upstream stacks believe
+/// ([`is_client_claim`]: `X-Real-IP` above all) unless the peer is a
+/// trusted proxy: from anyone else they are the client's own claims.
+/// Call it before [`set_forwarding`], when [`scan_names`] found some.
+pub(crate) fn strip_client_claims(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    if hop
+        .client
+        .is_some_and(|c| hop.trusted.contains(c.peer.ip()))
+    {
         return;
     }
     let claims: Vec<HeaderName> = headers

@@ -322,27 +322,31 @@ impl Shared {
         let http2_only = self.client.is_http2_only();
         let requested_host = headers::requested_host(&headers, &uri);
 
-        headers::strip_hop_by_hop(
-            &mut headers,
-            Keep {
-                upgrade,
-                te_trailers: http2_only && !upgrade,
-            },
-        );
+        let names = headers::scan_names(&headers);
+        if names.hop_by_hop {
+            headers::strip_hop_by_hop_found(
+                &mut headers,
+                Keep {
+                    upgrade,
+                    te_trailers: http2_only && !upgrade,
+                },
+            );
+        }
         let proto = match uri.scheme_str() {
             Some("https") => Some("https"),
             Some("http") => Some("http"),
             _ => None,
         };
-        headers::set_forwarding(
-            &mut headers,
-            &Hop {
-                client: extensions.get::<ClientAddr>(),
-                trusted: &self.trusted,
-                host: requested_host.as_ref(),
-                proto,
-            },
-        );
+        let hop = Hop {
+            client: extensions.get::<ClientAddr>(),
+            trusted: &self.trusted,
+            host: requested_host.as_ref(),
+            proto,
+        };
+        if names.claims {
+            headers::strip_client_claims(&mut headers, &hop);
+        }
+        headers::set_forwarding(&mut headers, &hop);
         headers::append_via(&mut headers, version, &self.via);
         if version == Version::HTTP_2 {
             headers::join_cookie_crumbs(&mut headers);

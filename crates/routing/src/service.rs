@@ -101,9 +101,20 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Err(detail) = check_host(&mut req) {
-            return ResponseFuture::rejected(problem(&req, StatusCode::BAD_REQUEST, detail.into()));
-        }
+        let host = match check_host(&req) {
+            Ok(HostCheck::Host(host)) => host,
+            Ok(HostCheck::Rewrite(target)) => {
+                req.headers_mut().insert(HOST, target);
+                request_host(&req)
+            }
+            Err(detail) => {
+                return ResponseFuture::rejected(problem(
+                    &req,
+                    StatusCode::BAD_REQUEST,
+                    detail.into(),
+                ));
+            }
+        };
         let path = match normalize_path(req.uri().path()) {
             Ok(path) => path,
             Err(err) => {
@@ -114,13 +125,10 @@ where
                 ));
             }
         };
-        let outcome = self.inner.table.find(
-            req.method(),
-            request_host(&req),
-            &path,
-            req.headers(),
-            req.uri().query(),
-        );
+        let outcome =
+            self.inner
+                .table
+                .find(req.method(), host, &path, req.headers(), req.uri().query());
         let (index, params, upstream_path) = match outcome {
             Outcome::Matched {
                 index,
@@ -185,20 +193,16 @@ where
 ///   `Host`: the target's authority wins (RFC 9112 §3.2.2) and replaces it;
 /// - HTTP/2 with a `host` field naming another host than `:authority`:
 ///   malformed (RFC 9113 §8.3.1), refused.
-fn check_host<B>(req: &mut Request<B>) -> Result<(), &'static str> {
-    let mut all = req.headers().get_all(HOST).iter();
-    let (host, more) = (all.next(), all.next().is_some());
-    if more {
-        return Err("more than one Host header field");
-    }
-    let Some(host) = host else {
-        return Ok(());
+fn check_host<B>(req: &Request<B>) -> Result<HostCheck<'_>, &'static str> {
+    let Some(host) = host_field(req.headers())? else {
+        return Ok(HostCheck::Host(req.uri().authority().map(|a| a.host())));
     };
     if !valid_host(host.as_bytes()) {
         return Err("the Host header field is not a host and port");
     }
     let Some(authority) = req.uri().authority() else {
-        return Ok(());
+        // `valid_host` passed: the bytes are text.
+        return Ok(HostCheck::Host(host.to_str().ok()));
     };
     // The target's host and port, without any userinfo.
     let target = authority
@@ -210,17 +214,46 @@ fn check_host<B>(req: &mut Request<B>) -> Result<(), &'static str> {
         _ => "80",
     };
     if same_host(target.as_bytes(), host.as_bytes(), default_port) {
-        return Ok(());
+        return Ok(HostCheck::Host(host.to_str().ok()));
     }
     if req.version() == http::Version::HTTP_2 {
         return Err("the host header field names another host than :authority");
     }
     match HeaderValue::from_str(target) {
-        Ok(v) => {
-            req.headers_mut().insert(HOST, v);
-            Ok(())
-        }
+        Ok(v) => Ok(HostCheck::Rewrite(v)),
         Err(_) => Err("the request target's host is not a valid Host"),
+    }
+}
+
+/// What [`check_host`] found.
+enum HostCheck<'r> {
+    /// The host to route on (`None`: the request names none).
+    Host(Option<&'r str>),
+    /// `Host` must become this (an absolute-form target's authority).
+    Rewrite(HeaderValue),
+}
+
+/// The request's one `Host` value, if any; an error with several. A few
+/// header names are read in one walk (comparing names is cheap; hashing
+/// one is not), more are looked up.
+fn host_field(headers: &http::HeaderMap) -> Result<Option<&HeaderValue>, &'static str> {
+    const SEVERAL: &str = "more than one Host header field";
+    if headers.keys_len() <= 8 {
+        let mut found = None;
+        for (name, value) in headers {
+            if *name == HOST {
+                if found.is_some() {
+                    return Err(SEVERAL);
+                }
+                found = Some(value);
+            }
+        }
+        return Ok(found);
+    }
+    let mut all = headers.get_all(HOST).iter();
+    match (all.next(), all.next()) {
+        (_, Some(_)) => Err(SEVERAL),
+        (found, None) => Ok(found),
     }
 }
 
@@ -243,13 +276,12 @@ fn valid_host(b: &[u8]) -> bool {
                 .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.');
         (ok, &b[end + 1..])
     } else {
-        let end = b.iter().position(|&c| c == b':').unwrap_or(b.len());
-        let name = &b[..end];
-        let ok = !name.is_empty()
-            && name.iter().all(|&c| {
-                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'%')
-            });
-        (ok, &b[end..])
+        // One pass: the name's bytes (a table look-up each) up to a `:`.
+        let end = b
+            .iter()
+            .position(|&c| !REG_NAME[usize::from(c)])
+            .unwrap_or(b.len());
+        (end > 0, &b[end..])
     };
     name_ok
         && match rest {
@@ -258,6 +290,18 @@ fn valid_host(b: &[u8]) -> bool {
             _ => false,
         }
 }
+
+/// The bytes of a host name: letters, digits, `-`, `.`, `_`, `~`, `%`.
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%');
+        c += 1;
+    }
+    t
+};
 
 /// Whether two `host[:port]` name the same host: case, a trailing dot and
 /// the scheme's default port aside.
@@ -380,6 +424,17 @@ impl<S> fmt::Debug for RouterBuilder<S> {
 mod tests {
     use super::*;
 
+    /// [`check_host`] as the router applies it.
+    fn check(req: &mut Request<()>) -> Result<(), &'static str> {
+        match check_host(req)? {
+            HostCheck::Host(_) => Ok(()),
+            HostCheck::Rewrite(v) => {
+                req.headers_mut().insert(HOST, v);
+                Ok(())
+            }
+        }
+    }
+
     fn req(uri: &str, hosts: &[&str], version: http::Version) -> Request<()> {
         let mut req = Request::builder().uri(uri).version(version);
         for h in hosts {
@@ -401,7 +456,7 @@ mod tests {
             "",
         ] {
             let mut r = req("/x", &[ok], HTTP_11);
-            assert_eq!(check_host(&mut r), Ok(()), "{ok:?}");
+            assert_eq!(check(&mut r), Ok(()), "{ok:?}");
             assert_eq!(r.headers()[HOST], ok);
         }
         for bad in [
@@ -420,38 +475,58 @@ mod tests {
             ":80",
         ] {
             let mut r = req("/x", &[bad], HTTP_11);
-            assert!(check_host(&mut r).is_err(), "{bad:?}");
+            assert!(check(&mut r).is_err(), "{bad:?}");
         }
         let mut r = req("/x", &["a.example", "b.example"], HTTP_11);
-        assert!(check_host(&mut r).is_err());
+        assert!(check(&mut r).is_err());
+        // Many headers: looked up rather than walked, the same answers.
+        for (hosts, ok) in [
+            (&["a.example"][..], true),
+            (&["a.example", "b.example"][..], false),
+        ] {
+            let mut r = req("/x", hosts, HTTP_11);
+            for i in 0..10 {
+                r.headers_mut().insert(
+                    http::HeaderName::try_from(format!("x-pad-{i}")).unwrap(),
+                    HeaderValue::from_static("1"),
+                );
+            }
+            assert_eq!(check(&mut r).is_ok(), ok, "{hosts:?}");
+            if ok {
+                assert!(matches!(
+                    check_host(&r),
+                    Ok(HostCheck::Host(Some("a.example")))
+                ));
+            }
+        }
         // Absolute form: the target's authority wins, userinfo left out.
         let mut r = req("http://u@victim.example:81/x", &["evil.example"], HTTP_11);
-        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(check(&mut r), Ok(()));
         assert_eq!(r.headers()[HOST], "victim.example:81");
         assert_eq!(request_host(&r), Some("victim.example:81"));
         // The same host in another case is the same host.
         let mut r = req("http://Victim.example/x", &["victim.EXAMPLE"], HTTP_11);
-        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(check(&mut r), Ok(()));
         assert_eq!(r.headers()[HOST], "victim.EXAMPLE");
         // HTTP/2: `host` against `:authority` is malformed when they differ.
         let mut r = req("https://victim.example/x", &["evil.example"], HTTP_2);
-        assert!(check_host(&mut r).is_err());
+        assert!(check(&mut r).is_err());
         let mut r = req("https://victim.example/x", &["victim.example"], HTTP_2);
-        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(check(&mut r), Ok(()));
         // The same host: a default port or a trailing dot aside.
         for same in ["victim.example:443", "Victim.Example.", "victim.example."] {
             let mut r = req("https://victim.example/x", &[same], HTTP_2);
-            assert_eq!(check_host(&mut r), Ok(()), "{same}");
+            assert_eq!(check(&mut r), Ok(()), "{same}");
         }
         let mut r = req("https://victim.example:443/x", &["victim.example"], HTTP_2);
-        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(check(&mut r), Ok(()));
         let mut r = req("https://victim.example/x", &["victim.example:8443"], HTTP_2);
-        assert!(check_host(&mut r).is_err());
+        assert!(check(&mut r).is_err());
         let mut r = req("http://[::1]:80/x", &["[::1]"], HTTP_11);
-        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(check(&mut r), Ok(()));
         assert_eq!(r.headers()[HOST], "[::1]");
         let mut r = req("https://victim.example/x", &[], HTTP_2);
-        assert_eq!(check_host(&mut r), Ok(()));
+        assert_eq!(check(&mut r), Ok(()));
         assert_eq!(request_host(&r), Some("victim.example"));
     }
 }

@@ -197,15 +197,15 @@ fn client_address_claims_go_unless_the_peer_is_trusted() {
     for (peer, trusted_peer) in [("192.0.2.10:4000", false), ("10.0.0.2:4000", true)] {
         let mut h = headers(&claims);
         let c = addr(peer, false);
-        set_forwarding(
-            &mut h,
-            &Hop {
-                client: Some(&c),
-                trusted: &trusted(),
-                host: None,
-                proto: None,
-            },
-        );
+        assert!(scan_names(&h).claims);
+        let hop = Hop {
+            client: Some(&c),
+            trusted: &trusted(),
+            host: None,
+            proto: None,
+        };
+        strip_client_claims(&mut h, &hop);
+        set_forwarding(&mut h, &hop);
         for (name, value) in &claims[..7] {
             if trusted_peer {
                 assert_eq!(all(&h, name), [*value], "{name}");
