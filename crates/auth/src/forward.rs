@@ -291,7 +291,15 @@ impl<O> ForwardAuthBuilder<O> {
         let forward = if self.forward.is_empty() {
             vec![header::AUTHORIZATION, header::COOKIE]
         } else {
-            self.forward
+            // Each name once: a name listed twice would send its values
+            // twice (and the joined cookie line twice).
+            let mut seen = Vec::with_capacity(self.forward.len());
+            for name in self.forward {
+                if !seen.contains(&name) {
+                    seen.push(name);
+                }
+            }
+            seen
         };
         let mut added = self.copy.clone();
         added.extend(self.subject.iter().cloned());

@@ -183,9 +183,15 @@ where
             }
             Use::Forward(_) if req_cc.only_if_cached => Ok(self.only_if_cached()),
             // An entry gone stale is a miss for everyone asking at once:
-            // one revalidates, the others wait for its result.
-            Use::Forward(Why::Stale) if self.collapsible() => {
-                match collapse::join(&self.cfg.store, &key.key, self.cfg.max_waiters) {
+            // one revalidates, the others wait for its result; only when
+            // that result can serve them (not for `no-cache` or a zero
+            // lifetime, which every request must revalidate anyway), and
+            // per variant, which is what is revalidated.
+            Use::Forward(Why::Stale)
+                if self.collapsible() && !stored.cc.no_cache && !fresh.lifetime.is_zero() =>
+            {
+                let flight = Arc::clone(&stored.variant);
+                match collapse::join(&self.cfg.store, &flight, self.cfg.max_waiters) {
                     Join::Leader(leader) => {
                         self.revalidate(key, stored, Why::Stale, req_cc, Some(leader))
                             .await

@@ -117,15 +117,20 @@ async fn origin(State(o): State<Arc<Origin>>, req: Request) -> Response {
                 .insert("etag", HeaderValue::from_static("\"v1\""));
             rsp
         }
-        "/slow-etag" => {
+        "/slow-etag" | "/slow-no-cache" => {
             // Slow both ways, so that concurrent revalidations overlap.
             tokio::time::sleep(Duration::from_millis(300)).await;
+            let cc = if path == "/slow-no-cache" {
+                "no-cache, max-age=10"
+            } else {
+                "max-age=10"
+            };
             let mut rsp = if header("if-none-match") == "\"s1\"" {
-                let mut rsp = ok("max-age=10", Body::empty());
+                let mut rsp = ok(cc, Body::empty());
                 *rsp.status_mut() = StatusCode::NOT_MODIFIED;
                 rsp
             } else {
-                ok("max-age=10", "slow etag body".into())
+                ok(cc, "slow etag body".into())
             };
             rsp.headers_mut()
                 .insert("etag", HeaderValue::from_static("\"s1\""));
@@ -652,6 +657,22 @@ async fn concurrent_revalidations_of_a_stale_entry_collapse() {
         "{statuses:?}"
     );
     assert!(gw.store.stats().collapsed >= 1);
+
+    // `no-cache`: every request must revalidate, the freshened entry
+    // serves no waiter; nobody waits for another's revalidation.
+    get(&gw.url("/slow-no-cache")).await.text().await.unwrap();
+    let collapsed = gw.store.stats().collapsed;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        let url = gw.url("/slow-no-cache");
+        tasks.spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap(), "slow etag body");
+    }
+    assert_eq!(gw.origin.count("/slow-no-cache"), 11);
+    assert_eq!(gw.store.stats().collapsed, collapsed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

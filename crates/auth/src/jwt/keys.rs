@@ -142,21 +142,22 @@ impl KeyEntry {
         let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("bad key: {e}"))?;
         Ok(Self {
             kid,
+            fingerprint: fingerprint(&jwk.algorithm, &algorithms),
             algorithms,
             key,
-            fingerprint: fingerprint(&jwk.algorithm),
         })
     }
 }
 
 /// A digest of a JWK's key material, for [`KeyEntry::fingerprint`]: the
 /// same within the process for the same key, whatever the set's order.
-fn fingerprint(params: &AlgorithmParameters) -> u64 {
+fn fingerprint(params: &AlgorithmParameters, algorithms: &[Algorithm]) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
-    serde_json::to_string(params)
-        .unwrap_or_default()
-        .hash(&mut h);
+    params.hash(&mut h);
+    // What it may verify too: the same material republished for another
+    // `alg` is another key to a cached token.
+    algorithms.hash(&mut h);
     // Never 0, which marks the provider's own keys.
     h.finish() | 1
 }
