@@ -61,21 +61,6 @@ pub async fn raw_request(addr: SocketAddr, head: &str) -> (u16, String) {
 /// Sends a raw HTTP/1.1 request (so the path is sent exactly as written,
 /// with no client-side normalisation) and returns status and body.
 pub async fn raw_get(addr: SocketAddr, raw_path: &str, extra: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req =
-        format!("GET {raw_path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let head = format!("GET {raw_path} HTTP/1.1\r\nHost: localhost\r\n{extra}");
+    raw_request(addr, head.trim_end_matches("\r\n")).await
 }
