@@ -234,8 +234,12 @@ pub(crate) fn requested_host(headers: &HeaderMap, uri: &Uri) -> Option<HeaderVal
     if let Some(host) = headers.get(HOST) {
         return Some(host.clone());
     }
-    uri.authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    // Host and port: userinfo (`u@host`) names no host, and is no header's
+    // business upstream.
+    uri.authority().and_then(|a| {
+        let host = a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h);
+        HeaderValue::from_str(host).ok()
+    })
 }
 
 /// Writes `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto` and

@@ -630,6 +630,11 @@ fn requested_host_prefers_header_then_authority() {
         "h2.example"
     );
     assert!(requested_host(&HeaderMap::new(), &"/x".parse().unwrap()).is_none());
+    let uri: Uri = "https://user:secret@h2.example:8443/x".parse().unwrap();
+    assert_eq!(
+        requested_host(&HeaderMap::new(), &uri).unwrap(),
+        "h2.example:8443"
+    );
 }
 
 /// The peer text `set_forwarding` writes, as a string.
