@@ -78,6 +78,30 @@ struct Inner {
     audiences: Vec<String>,
     realm: String,
     cache: Option<TtlCache<Verdict>>,
+    /// Introspections under way, by token digest: a token presented by
+    /// many requests at once (a client's burst, a retry storm) costs the
+    /// identity provider one call; the others wait for its cached answer.
+    in_flight:
+        std::sync::Mutex<std::collections::HashMap<cache::Key, tokio::sync::watch::Receiver<bool>>>,
+}
+
+/// Marks an introspection under way; when dropped (answered, failed or
+/// cancelled) the waiters are woken and look at the cache again.
+struct Flight<'a> {
+    inner: &'a Inner,
+    key: cache::Key,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
+        self.done.send_replace(true);
+    }
 }
 
 /// A cached answer.
@@ -175,6 +199,22 @@ impl Inner {
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&key)) {
             return self.answer(hit);
         }
+        // Only with a cache: the waiters read the leader's answer there.
+        let _flight = match &self.cache {
+            Some(cache) => match self.join(key) {
+                Ok(flight) => Some(flight),
+                Err(mut done) => {
+                    let _ = done.wait_for(|d| *d).await;
+                    if let Some(hit) = cache.get(&key) {
+                        return self.answer(hit);
+                    }
+                    // The leader failed (or its answer is not cached):
+                    // ask on our own.
+                    None
+                }
+            },
+            None => None,
+        };
         let answer = self.introspect(token).await?;
         let (verdict, exp) = self.judge(answer);
         if let Some(cache) = &self.cache {
@@ -190,6 +230,25 @@ impl Inner {
             }
         }
         self.answer(verdict)
+    }
+
+    /// Leads the introspection of `key`, or (`Err`) waits for the one
+    /// under way.
+    fn join(&self, key: cache::Key) -> Result<Flight<'_>, tokio::sync::watch::Receiver<bool>> {
+        let mut flights = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(done) = flights.get(&key) {
+            return Err(done.clone());
+        }
+        let (done, rx) = tokio::sync::watch::channel(false);
+        flights.insert(key, rx);
+        Ok(Flight {
+            inner: self,
+            key,
+            done,
+        })
     }
 
     fn answer(&self, v: Verdict) -> Result<Identity, AuthError> {
@@ -425,6 +484,7 @@ impl<O> IntrospectionBuilder<O> {
                 audiences: self.audiences,
                 realm: self.realm,
                 cache,
+                in_flight: std::sync::Mutex::default(),
             }),
         })
     }

@@ -112,6 +112,15 @@ async fn idp_server() -> (towergate_test::Upstream, Idp) {
     let app = Router::new()
         .route("/introspect", post(introspect))
         .route(
+            "/introspect-slowly",
+            post(
+                |idp: State<Idp>, headers: HeaderMap, body: String| async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    introspect(idp, headers, body).await
+                },
+            ),
+        )
+        .route(
             "/slow",
             post(|| async {
                 tokio::time::sleep(Duration::from_secs(3)).await;
@@ -187,6 +196,41 @@ async fn introspection_active_inactive_and_cached() {
     let r = get(&app.url(), &[]).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.challenge(), "Bearer realm=\"api\"");
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_token_make_one_introspection() {
+    // A client's burst, or a retry storm, with one token: the identity
+    // provider is asked once, the other requests wait for its answer.
+    let (server, idp) = idp_server().await;
+    // A timeout far above the endpoint's 300 ms: a busy machine must not
+    // turn the test into a 503.
+    let layer = IntrospectionLayer::builder(format!("{}/introspect-slowly", server.url()))
+        .client_credentials("gateway", "s3cré")
+        .audience(AUD)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let url = app.url();
+        tasks.spawn(async move { bearer(&url, "good-token").await.status });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    assert_eq!(idp.hits.load(Ordering::SeqCst), 1);
+    // A refused token is shared the same way.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let url = app.url();
+        tasks.spawn(async move { bearer(&url, "forged-token").await.status });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 401);
+    }
+    assert_eq!(idp.hits.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
