@@ -62,17 +62,23 @@ async fn slow_upstream_times_out_with_504() {
     assert_eq!(to_problem(&*err).status(), 504);
 }
 
-#[tokio::test]
-async fn stalled_tls_handshake_is_a_connect_timeout() {
-    // Accepts TCP connections and never answers: the TLS handshake stalls.
+/// A server that accepts TCP connections and never reads or answers.
+async fn accept_and_hold() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let _server = tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((tcp, _)) = listener.accept().await {
             held.push(tcp);
         }
     });
+    (addr, server)
+}
+
+#[tokio::test]
+async fn stalled_tls_handshake_is_a_connect_timeout() {
+    // Accepts TCP connections and never answers: the TLS handshake stalls.
+    let (addr, _server) = accept_and_hold().await;
     let client = Client::builder()
         .connect_timeout(Duration::from_millis(200))
         .build()
@@ -165,14 +171,7 @@ async fn an_upstream_that_stops_reading_the_body_is_the_upstreams_504() {
     // The endpoint accepts and never reads: the body stops being sent
     // because the upstream does not take it, not because the client is
     // slow. That is the upstream's timeout (504, counted against it).
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _server = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((tcp, _)) = listener.accept().await {
-            held.push(tcp);
-        }
-    });
+    let (addr, _server) = accept_and_hold().await;
     let proxy = Proxy::builder(format!("http://{addr}"))
         .timeout(Duration::from_millis(500))
         .build()
