@@ -2,7 +2,8 @@
 //! a pool of proxies (one per endpoint), and each route using it a
 //! `Balance` service over that pool with the upstream's retry policy.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{HeaderName, Request, StatusCode};
@@ -17,8 +18,8 @@ use towergate_balance::{
 use towergate_balance::{Classify, Dns, Hedge, classify};
 use towergate_core::{BoxError, cause_ref};
 use towergate_observe::{Metrics, RecordUpstream, RecordUpstreamLayer};
-use towergate_proxy::Proxy;
 use towergate_proxy::error::{RequestBodyFailed, UpstreamTimeout, UpstreamUnavailable};
+use towergate_proxy::{Client, Proxy};
 
 use crate::config::schema::{BalanceSpec, EndpointSpec, Upstream};
 use crate::config::{ConfigError, parse_duration};
@@ -90,8 +91,35 @@ pub(crate) fn pool(
     let mut errs = Vec::new();
     let make_settings = settings.clone();
     let make_metrics = metrics.clone();
+    // One client per name that endpoints are found under (it carries the
+    // SNI), shared by that name's addresses.
+    let named_clients: Mutex<HashMap<String, Client>> = Mutex::default();
     let make = move |e: &Endpoint| -> Result<ProxyEndpoint, BoxError> {
-        let proxy = make_settings.proxy(e.url()).map_err(BoxError::from)?;
+        let proxy = match e.hostname().map(|h| h.trim_end_matches('.')) {
+            Some(name) if !name.is_empty() => {
+                let https = e.url().starts_with("https://");
+                let client = if https {
+                    let mut clients = named_clients.lock().unwrap_or_else(PoisonError::into_inner);
+                    match clients.get(name) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = make_settings.client.for_server_name(name)?;
+                            clients.insert(name.to_owned(), c.clone());
+                            c
+                        }
+                    }
+                } else {
+                    make_settings.client.clone()
+                };
+                let host = match e.socket_addr().map(|a| a.port()) {
+                    Some(port) if port != if https { 443 } else { 80 } => format!("{name}:{port}"),
+                    _ => name.to_owned(),
+                };
+                make_settings.named_proxy(e.url(), client, host)
+            }
+            _ => make_settings.proxy(e.url()),
+        }
+        .map_err(BoxError::from)?;
         Ok(RecordUpstreamLayer::new(e.url().to_owned())
             .forget_when_dropped(true)
             .metrics(make_metrics.clone())

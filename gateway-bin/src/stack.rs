@@ -100,17 +100,37 @@ pub struct ServerSettings {
 pub struct Stack {
     pub(crate) edge: EdgeStackService,
     pub(crate) trusted: TrustedProxies,
+    /// Each balanced pool under its key: the upstream's name, then the
+    /// proxy settings it was built with (NUL-separated).
     pub(crate) pools: Vec<(String, balance::ProxyPool)>,
 }
 
+/// The upstream's name in a pool key.
+fn upstream_of(key: &str) -> &str {
+    key.split('\u{0}').next().unwrap_or("")
+}
+
 impl Stack {
+    /// Starts the DNS and SRV endpoints of this stack's pools from those of
+    /// `previous` (the stack a reload replaces), pool by pool with the same
+    /// key: a reload then neither empties a pool until its first lookup nor
+    /// leaves it empty when that lookup fails.
+    pub(crate) fn adopt_resolved(&self, previous: &Stack) {
+        for (key, pool) in &self.pools {
+            if let Some((_, old)) = previous.pools.iter().find(|(k, _)| k == key) {
+                pool.adopt_resolved(old);
+            }
+        }
+    }
+
     /// Each balanced upstream's endpoints: health, load, latency, ejection.
     pub fn upstream_states(&self) -> Vec<(String, Vec<towergate_balance::EndpointState>)> {
         let mut seen = std::collections::HashSet::new();
         self.pools
             .iter()
-            .filter(|(name, _)| seen.insert(name.clone()))
-            .map(|(name, pool)| (name.clone(), pool.snapshot()))
+            .map(|(key, pool)| (upstream_of(key), pool))
+            .filter(|(name, _)| seen.insert(*name))
+            .map(|(name, pool)| (name.to_owned(), pool.snapshot()))
             .collect()
     }
 
@@ -120,8 +140,8 @@ impl Stack {
     pub(crate) fn pool_states(&self) -> Vec<PoolState> {
         self.pools
             .iter()
-            .map(|(name, pool)| PoolState {
-                upstream: name.clone(),
+            .map(|(key, pool)| PoolState {
+                upstream: upstream_of(key).to_owned(),
                 pool: pool.id(),
                 endpoints: pool.snapshot(),
             })
@@ -364,11 +384,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         .build()
         .map_err(|e| ConfigErrors::one(None, ConfigError::new("routes", e.to_string())))?;
     let edge = edge_stack(cfg, &registry, router)?;
-    let pools = forwards
-        .pools
-        .into_iter()
-        .map(|(k, p)| (k.split('\u{0}').next().unwrap_or("").to_owned(), p))
-        .collect();
+    let pools = forwards.pools.into_iter().collect();
     registry.commit_cache(cache_store, cache_routes);
     registry.commit_redis(crate::policy::redis_in_use(&cfg.rate_limiting).as_deref());
     registry.commit_authenticators(&provider_keys);
@@ -1144,14 +1160,38 @@ pub(crate) struct ProxySettings {
 
 impl ProxySettings {
     pub(crate) fn proxy(&self, url: &str) -> Result<Proxy, String> {
+        self.build_proxy(url, self.client.clone(), None)
+    }
+
+    /// The proxy to an endpoint reached by address but known by a name (one
+    /// found through DNS): `client` sends the name as SNI, and the name is
+    /// the upstream's Host unless the route preserves the client's Host or
+    /// rewrites it.
+    pub(crate) fn named_proxy(
+        &self,
+        url: &str,
+        client: Client,
+        host: String,
+    ) -> Result<Proxy, String> {
+        self.build_proxy(url, client, Some(host))
+    }
+
+    fn build_proxy(
+        &self,
+        url: &str,
+        client: Client,
+        named: Option<String>,
+    ) -> Result<Proxy, String> {
         let mut pb = Proxy::builder(url)
-            .client(self.client.clone())
+            .client(client)
             .timeout(self.timeout)
             .preserve_host(self.preserve_host)
             .trusted_proxies(self.trusted.clone())
             .via(self.via.clone());
         if let Some(h) = &self.host_rewrite {
             pb = pb.host_override(h.clone());
+        } else if let Some(h) = named.filter(|_| !self.preserve_host) {
+            pb = pb.host_override(h);
         }
         pb.build().map_err(|e| e.to_string())
     }

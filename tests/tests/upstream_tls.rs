@@ -75,3 +75,71 @@ routes:
         .unwrap();
     towergate_test::assert_problem_reqwest(rsp, 502).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_found_through_dns_are_named_by_their_host() {
+    // The certificate names `localhost` only, not 127.0.0.1: the endpoint
+    // is dialled by the address DNS gave, but SNI, the certificate check
+    // and Host carry the name it was found under.
+    let ca = TestCa::new();
+    let server = ca.leaf(&["localhost"]);
+    let up = spawn_tls_upstream(echo_router("named"), &server, None).await;
+    let dir = std::env::temp_dir().join(format!("towergate-dnstls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+    let port = up.addr.port();
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+upstreams:
+  named:
+    dns: {{ host: localhost, port: {port}, scheme: https, interval: "1s" }}
+    tls: {{ ca: "{d}/ca.pem" }}
+    retry: {{ max_retries: 2, on: [connect] }}
+  rewritten:
+    dns: {{ host: localhost, port: {port}, scheme: https, interval: "1s" }}
+    tls: {{ ca: "{d}/ca.pem" }}
+    retry: {{ max_retries: 2, on: [connect] }}
+routes:
+  - name: named
+    match: {{ path_prefix: "/named/" }}
+    upstream: named
+  - name: rewritten
+    match: {{ path_prefix: "/rewritten/" }}
+    upstream: rewritten
+    host_rewrite: "api.example"
+"#,
+        d = dir.display()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let c = client();
+    for _ in 0..4 {
+        let rsp = c
+            .get(format!("http://{addr}/named/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 200);
+        let v: Value = rsp.json().await.unwrap();
+        assert_eq!(v["service"], "named");
+        assert_eq!(host_of(&v), format!("localhost:{port}"));
+    }
+    // A route's own Host still wins; SNI stays the DNS name.
+    let rsp = c
+        .get(format!("http://{addr}/rewritten/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let v: Value = rsp.json().await.unwrap();
+    assert_eq!(host_of(&v), "api.example");
+}
+
+/// The Host the echo upstream saw: `:authority` over HTTP/2 (which ALPN
+/// picks with this upstream), the `host` field over HTTP/1.1.
+fn host_of(v: &Value) -> String {
+    v["authority"]
+        .as_str()
+        .or(v["headers"]["host"][0].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -64,14 +64,14 @@ pub struct CircuitBreaker {
 // === impl Ejection ===
 
 impl Default for Ejection {
-    /// Five failures in a row eject for 5 s, doubling up to 1 min; at most
-    /// half of the pool is ejected.
+    /// Five failures in a row eject for 10 s, doubling up to 5 min; at most
+    /// half of the pool is ejected (the towergate binary's defaults too).
     fn default() -> Self {
         Self {
             enabled: true,
             consecutive_failures: 5,
-            base: Duration::from_secs(5),
-            max: Duration::from_secs(60),
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(300),
             max_ratio: 0.5,
         }
     }
@@ -92,13 +92,13 @@ impl Ejection {
         self
     }
 
-    /// The first ejection's length (default 5 s).
+    /// The first ejection's length (default 10 s).
     pub fn base_time(mut self, d: Duration) -> Self {
         self.base = d;
         self
     }
 
-    /// The longest ejection (default 60 s).
+    /// The longest ejection (default 5 min).
     pub fn max_time(mut self, d: Duration) -> Self {
         self.max = d;
         self

@@ -483,6 +483,20 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// Whether `other` looks the same names up in the same way (a reload
+    /// that kept the source).
+    pub(crate) fn same_source(&self, other: &Resolver) -> bool {
+        match (self, other) {
+            (Self::Dns(a), Self::Dns(b)) => a == b,
+            #[cfg(feature = "srv")]
+            (Self::Srv(a), Self::Srv(b)) => a.srv == b.srv,
+            #[cfg(feature = "srv")]
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Resolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

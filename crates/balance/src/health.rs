@@ -81,8 +81,8 @@ where
 // === impl HealthCheck ===
 
 impl HealthCheck {
-    /// Checks `GET /health` with `checker` every 5 s, 1 s timeout, 2xx
-    /// expected; 3 failures in a row take an endpoint out, 2 passes put it
+    /// Checks `GET /health` with `checker` every 5 s, 1 s timeout, 200-399
+    /// expected (a redirect or a 304 is an answer, as in the binary); 3 failures in a row take an endpoint out, 2 passes put it
     /// back.
     pub fn new(checker: impl CheckHealth) -> Self {
         Self {
@@ -90,7 +90,7 @@ impl HealthCheck {
             path: "/health".into(),
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(1),
-            expected: vec![200..=299],
+            expected: vec![200..=399],
             healthy_threshold: 2,
             unhealthy_threshold: 3,
         }
@@ -114,7 +114,7 @@ impl HealthCheck {
         self
     }
 
-    /// The statuses that pass, replacing the default 2xx.
+    /// The statuses that pass, replacing the default 200-399.
     pub fn expected_statuses(
         mut self,
         ranges: impl IntoIterator<Item = RangeInclusive<u16>>,
@@ -172,5 +172,25 @@ impl fmt::Debug for HealthCheck {
             .field("healthy_threshold", &self.healthy_threshold)
             .field("unhealthy_threshold", &self.unhealthy_threshold)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_and_not_modified_pass_by_default() {
+        let check = HealthCheck::new(|_e: &Endpoint, _path: &str| async {
+            Ok::<_, BoxError>(StatusCode::OK)
+        });
+        for ok in [200, 204, 301, 304, 399] {
+            assert!(check.passes(StatusCode::from_u16(ok).unwrap()), "{ok}");
+        }
+        for bad in [400, 404, 500, 503] {
+            assert!(!check.passes(StatusCode::from_u16(bad).unwrap()), "{bad}");
+        }
+        let strict = check.expected_statuses([200..=200]);
+        assert!(!strict.passes(StatusCode::MOVED_PERMANENTLY));
     }
 }

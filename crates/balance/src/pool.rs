@@ -331,6 +331,57 @@ where
         true
     }
 
+    /// Starts this pool's DNS and SRV endpoints from those of `previous`
+    /// (the pool a reload replaces) for each source the two have alike, so
+    /// that the new pool serves at once instead of after its first lookup,
+    /// and keeps serving if that lookup fails. A source that has already
+    /// resolved here is left as it is; the next lookup replaces what was
+    /// taken over, as it would any earlier answer. Health, load and
+    /// ejection state start over. Returns how many endpoints were taken.
+    pub fn adopt_resolved(&self, previous: &Pool<S>) -> usize {
+        if Arc::ptr_eq(&self.shared, &previous.shared) {
+            return 0;
+        }
+        let old = previous.shared.members.load_full();
+        let _g = self.shared.update.lock();
+        let current = self.shared.members.load_full();
+        let mut desired: Vec<(Endpoint, SourceTag)> = current
+            .slots
+            .iter()
+            .map(|s| (s.endpoint(), s.source))
+            .collect();
+        let mut taken = 0;
+        for (i, r) in self.shared.resolvers.iter().enumerate() {
+            let tag = SourceTag::Resolver(i);
+            if current.slots.iter().any(|s| s.source == tag) {
+                continue;
+            }
+            let Some(j) = previous
+                .shared
+                .resolvers
+                .iter()
+                .position(|p| p.same_source(r))
+            else {
+                continue;
+            };
+            for s in old
+                .slots
+                .iter()
+                .filter(|s| s.source == SourceTag::Resolver(j))
+            {
+                if !desired.iter().any(|(d, _)| d.url() == s.endpoint.url()) {
+                    desired.push((s.endpoint(), tag));
+                    taken += 1;
+                }
+            }
+        }
+        if taken > 0 {
+            self.rebuild(&current, desired);
+            tracing::debug!(pool = %self.shared.name, taken, "resolved endpoints taken over from the previous pool");
+        }
+        taken
+    }
+
     /// Re-resolves every DNS (and SRV) source now, instead of waiting for
     /// its interval; the first error is returned, after all were tried.
     pub async fn refresh(&self) -> Result<(), BoxError> {
@@ -469,7 +520,11 @@ where
         shared.degraded.store(n, Ordering::Release);
     }
 
+    /// Recounts the endpoints out of rotation. Under the update lock: two
+    /// recounts racing could otherwise store an older count over a newer
+    /// one, and a count of zero turns the health filter off.
     fn refresh_degraded(&self) {
+        let _g = self.shared.update.lock();
         let members = self.shared.members.load();
         Self::count_degraded(&self.shared, &members);
     }
@@ -704,14 +759,7 @@ where
             }
             _ => {
                 slot.failures.fetch_add(1, Ordering::Relaxed);
-                {
-                    // A fast failure must not look like a fast endpoint:
-                    // it counts as at least twice the current estimate.
-                    let mut e = slot.ewma.lock();
-                    let doubled =
-                        Duration::from_secs_f64(2.0 * e.estimate(now, shared.decay) / 1e9);
-                    e.observe(rtt.max(doubled), now, shared.decay);
-                }
+                slot.ewma.lock().observe_failure(rtt, now, shared.decay);
                 if shared.ejection.enabled && slot.outlier.lock().on_failure(&shared.policy) {
                     self.try_eject(slot, now);
                 }
@@ -739,6 +787,11 @@ where
         }
         let (d, n) = {
             let mut o = slot.outlier.lock();
+            if o.ejected_until().is_some() {
+                // Failures that were in flight together each asked for the
+                // ejection; the first one did it.
+                return;
+            }
             (o.eject(now, &shared.policy), o.ejections())
         };
         slot.ejected.store(true, Ordering::Release);

@@ -21,9 +21,12 @@ use crate::error::BuildError;
 /// - fewer than [`max_retries`](Self::max_retries) retries were made;
 /// - the [`RetryBudget`] has a retry left.
 ///
-/// The default retries twice on connect failures, timeouts, other failures
-/// and 502/503/504, within a budget of 20% plus 10 per second, with 10 ms →
-/// 250 ms of jittered back-off.
+/// The default retries twice on connect failures, other failures (a reset
+/// connection) and 502/503/504, within a budget of 20% plus 10 per second, with 10 ms →
+/// 250 ms of jittered back-off. A timed-out attempt is retried only when
+/// asked for ([`RetryOn::timeout`]): an upstream that is slow to answer is
+/// likely overloaded, and retrying would multiply both its load and the
+/// client's wait.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     pub(crate) max_retries: u32,
@@ -162,11 +165,11 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
 // === impl RetryOn ===
 
 impl Default for RetryOn {
-    /// Connect failures, timeouts, other failures, 502, 503 and 504.
+    /// Connect failures, other failures, 502, 503 and 504; not timeouts.
     fn default() -> Self {
         Self {
             connect: true,
-            timeout: true,
+            timeout: false,
             failure: true,
             statuses: vec![
                 StatusCode::BAD_GATEWAY,
@@ -310,6 +313,9 @@ mod tests {
         assert!(on.matches(Outcome::Status(StatusCode::SERVICE_UNAVAILABLE)));
         assert!(!on.matches(Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR)));
         assert!(!on.matches(Outcome::Ignore));
+        assert!(on.matches(Outcome::Failure));
+        assert!(!on.matches(Outcome::Timeout), "timeouts are opt-in");
+        assert!(on.timeout(true).matches(Outcome::Timeout));
         assert!(
             RetryOn::none()
                 .status(StatusCode::INTERNAL_SERVER_ERROR)

@@ -230,6 +230,42 @@ async fn retry_budget_respected_when_every_endpoint_fails() {
     .expect("in time");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_keeps_failing_keeps_a_finite_estimate() {
+    tokio::time::timeout(GUARD, async {
+        // One endpoint is never ejected (half of one is none), so every
+        // failure lands on its latency estimate; before the cap, each one
+        // doubled it and about 70 in a row overflowed a Duration (a panic
+        // in the request's task).
+        let down = start(local(), "maintenance", Behaviour::status(503)).await;
+        let pool = Pool::builder("one", make_endpoint())
+            .endpoints([down.endpoint()])
+            .build()
+            .unwrap();
+        let lb = Balance::builder(pool.clone())
+            .retry(
+                RetryPolicy::default()
+                    .max_retries(2)
+                    .backoff(Duration::ZERO, Duration::ZERO)
+                    .budget(None),
+            )
+            .build()
+            .unwrap();
+        for _ in 0..100 {
+            assert_eq!(lb.clone().oneshot(get()).await.unwrap().status(), 503);
+        }
+        assert!(down.hits() >= 200, "{} attempts", down.hits());
+        let state = &pool.snapshot()[0];
+        assert!(state.failures >= 200, "{state:?}");
+        assert!(
+            state.ewma_ms.is_finite() && state.ewma_ms <= 30_000.0,
+            "{state:?}"
+        );
+    })
+    .await
+    .expect("in time");
+}
+
 fn streamed(
     chunks: usize,
 ) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>>> {

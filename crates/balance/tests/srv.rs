@@ -344,6 +344,58 @@ async fn failures_keep_the_last_good_endpoints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_pool_starts_from_the_previous_endpoints() {
+    tokio::time::timeout(GUARD, async {
+        let (a, b) = (upstream("a").await, upstream("b").await);
+        let dns =
+            DnsServer::start(vec![rec(10, 2, a.addr.port()), rec(10, 1, b.addr.port())]).await;
+        let srv = || {
+            Srv::new(NAME)
+                .nameserver(dns.addr)
+                .interval(Duration::from_millis(200))
+        };
+        let old = Pool::builder("users", make_endpoint())
+            .srv(srv())
+            .build()
+            .unwrap();
+        let good = sorted(vec![(url(&a), 2), (url(&b), 1)]);
+        wait_for(10, || members(&old) == good).await;
+
+        // The nameserver goes away, then a reload builds the pool again:
+        // the new pool serves the endpoints the old one had, at once, and
+        // keeps them while lookups fail.
+        dns.set(Mode::ServFail);
+        let new = Pool::builder("users", make_endpoint())
+            .srv(srv())
+            .build()
+            .unwrap();
+        assert_eq!(new.adopt_resolved(&old), 2);
+        drop(old);
+        assert_eq!(members(&new), good);
+        let lb = Balance::new(new.clone());
+        assert_eq!(lb.clone().oneshot(get()).await.unwrap().status(), 200);
+        let before = dns.queries();
+        wait_for(10, || dns.queries() >= before + 3).await;
+        assert_eq!(members(&new), good);
+
+        // A pool whose source changed takes nothing.
+        let other = Pool::builder("users", make_endpoint())
+            .srv(Srv::new("_http._tcp.other.test.").nameserver(dns.addr))
+            .build()
+            .unwrap();
+        assert_eq!(other.adopt_resolved(&new), 0);
+        assert!(members(&other).is_empty());
+
+        // The next good answer replaces what was taken over.
+        dns.set(Mode::Answer(vec![rec(10, 1, a.addr.port())]));
+        new.refresh().await.unwrap();
+        assert_eq!(members(&new), vec![(url(&a), 1)]);
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_server_keeps_the_last_good_endpoints() {
     tokio::time::timeout(GUARD, async {
         let (a, b) = (upstream("a").await, upstream("b").await);

@@ -97,6 +97,8 @@ pub struct ClientBuilder {
 }
 
 struct Inner {
+    /// What built it, for [`Client::for_server_name`].
+    builder: ClientBuilder,
     settings: Settings,
     /// Each upstream's pool, looked up when a proxy is built (never per
     /// request); a pool lives as long as a proxy or a request uses it.
@@ -131,6 +133,18 @@ pub(crate) struct Connecting {
 // === impl Client ===
 
 impl Client {
+    /// This client for an upstream reached by address but known by
+    /// `name` (an endpoint found through DNS): the same settings, with
+    /// `name` as SNI and as the name the certificate is checked against,
+    /// unless a [`server_name`](ClientBuilder::server_name) was set, which
+    /// wins (then this is the client itself). It has its own connections.
+    pub fn for_server_name(&self, name: &str) -> Result<Client, BuildError> {
+        if self.inner.builder.server_name.is_some() {
+            return Ok(self.clone());
+        }
+        self.inner.builder.clone().server_name(name).build()
+    }
+
     /// Starts building a client with the defaults: 5 s connect timeout,
     /// 90 s pool idle timeout, 64 idle connections per host, HTTP/1.1 and
     /// HTTP/2 by ALPN, system roots.
@@ -311,6 +325,7 @@ impl ClientBuilder {
         };
         Ok(Client {
             inner: Arc::new(Inner {
+                builder: self.clone(),
                 settings,
                 hosts: Mutex::new(HashMap::new()),
                 http2_only: self.http2_only,

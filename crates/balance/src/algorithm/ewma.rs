@@ -31,6 +31,11 @@ pub struct PeakEwma {
     update_at: Instant,
 }
 
+/// The most a failed attempt can add to an estimate: past this an endpoint
+/// is simply "very slow", and the estimate stays a finite number of
+/// nanoseconds however many failures follow one another.
+pub const FAILURE_PENALTY_CAP: Duration = Duration::from_secs(30);
+
 /// The load of an endpoint as P2C compares it: the latency estimate times
 /// the requests in flight plus one, divided by the endpoint's weight.
 ///
@@ -61,7 +66,10 @@ impl PeakEwma {
 
     /// Records a round trip of `rtt` that ended at `now`.
     pub fn observe(&mut self, rtt: Duration, now: Instant, decay: Duration) {
-        let rtt = nanos(rtt);
+        self.observe_ns(nanos(rtt), now, decay);
+    }
+
+    fn observe_ns(&mut self, rtt: f64, now: Instant, decay: Duration) {
         if self.rtt_ns < rtt {
             // Peak: the worst recent case is the estimate.
             self.rtt_ns = rtt;
@@ -71,6 +79,16 @@ impl PeakEwma {
             self.rtt_ns = self.rtt_ns * w + rtt * (1.0 - w);
         }
         self.update_at = self.update_at.max(now);
+    }
+
+    /// Records a failed attempt of `rtt` that ended at `now`: a fast failure
+    /// must not look like a fast endpoint, so it counts as at least twice the
+    /// current estimate, but never more than [`FAILURE_PENALTY_CAP`] (an
+    /// endpoint that keeps failing would otherwise double without bound).
+    pub fn observe_failure(&mut self, rtt: Duration, now: Instant, decay: Duration) {
+        let doubled = (2.0 * self.estimate(now, decay)).min(nanos(FAILURE_PENALTY_CAP));
+        let rtt = nanos(rtt).min(nanos(FAILURE_PENALTY_CAP));
+        self.observe_ns(rtt.max(doubled), now, decay);
     }
 
     /// The estimate at `now`, in nanoseconds, decayed towards zero for the
@@ -106,6 +124,31 @@ mod tests {
         e.observe(Duration::from_millis(10), t0 + DECAY, DECAY);
         let want = 50e6 / std::f64::consts::E + 10e6 * (1.0 - 1.0 / std::f64::consts::E);
         assert!((e.last() - want).abs() < 1.0, "{} vs {want}", e.last());
+    }
+
+    #[test]
+    fn failures_double_the_estimate_up_to_a_cap() {
+        let t0 = Instant::now();
+        let mut e = PeakEwma::new(Duration::from_millis(10), t0);
+        e.observe_failure(Duration::from_millis(1), t0, DECAY);
+        assert_eq!(e.last(), 20e6);
+        // A thousand fast failures in a row (the pool of one endpoint that
+        // answers 503 during maintenance): the estimate stops at the cap
+        // instead of overflowing what a Duration can hold.
+        for i in 0..1000u32 {
+            e.observe_failure(
+                Duration::from_millis(1),
+                t0 + Duration::from_millis(u64::from(i)),
+                DECAY,
+            );
+        }
+        assert!(e.last().is_finite());
+        assert!(e.last() <= nanos(FAILURE_PENALTY_CAP), "{}", e.last());
+        assert!(e.last() > nanos(FAILURE_PENALTY_CAP) * 0.9, "{}", e.last());
+        // And it comes down again like any other estimate.
+        e.observe(Duration::from_millis(5), t0 + DECAY * 10, DECAY);
+        // 30 s / e^10 + 5 ms: about 6.4 ms.
+        assert!(e.last() < 10e6, "{}", e.last());
     }
 
     #[test]

@@ -98,6 +98,9 @@ impl Outlier {
         match self.ejected_until {
             Some(u) if now >= u => {
                 self.ejected_until = None;
+                // Failures of requests that were in flight while it was out
+                // do not count towards the next ejection.
+                self.consecutive_failures = 0;
                 self.returned_at = Some(now);
                 true
             }
@@ -147,6 +150,25 @@ mod tests {
         assert!(!o.on_failure(&P));
         assert!(!o.on_failure(&P));
         assert!(o.on_failure(&P));
+    }
+
+    #[test]
+    fn failures_while_out_do_not_count_after_the_return() {
+        let t0 = Instant::now();
+        let mut o = Outlier::default();
+        assert!(!o.on_failure(&P));
+        assert!(!o.on_failure(&P));
+        assert!(o.on_failure(&P));
+        let d = o.eject(t0, &P);
+        // Requests in flight at the ejection fail later, while it is out.
+        assert!(!o.on_failure(&P));
+        assert!(!o.on_failure(&P));
+        assert!(o.expire(t0 + d));
+        assert_eq!(o.consecutive_failures(), 0);
+        assert!(
+            !o.on_failure(&P),
+            "one failure after the return is not three"
+        );
     }
 
     #[test]

@@ -337,8 +337,21 @@ async fn attempt_timeout_retries_elsewhere_and_overall_timeout_is_typed() {
         .ejection(Ejection::disabled())
         .build()
         .unwrap();
+    // By default a timed-out attempt is not retried: 504 from a.
     let b = Balance::builder(pool.clone())
         .attempt_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let err = send(&b, get()).await.unwrap_err();
+    assert!(
+        cause_ref::<Timeout>(&*err)
+            .expect("typed timeout")
+            .is_attempt()
+    );
+    // Asked for, it is retried elsewhere (round-robin: a again, then b).
+    let b = Balance::builder(pool.clone())
+        .attempt_timeout(Duration::from_millis(100))
+        .retry(RetryPolicy::default().retry_on(crate::RetryOn::default().timeout(true)))
         .build()
         .unwrap();
     let rsp = send(&b, get()).await.unwrap();
