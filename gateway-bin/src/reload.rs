@@ -42,6 +42,7 @@ pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
                 || c.listeners.iter().zip(listeners).any(|(a, b)| {
                     a.addr != b.addr || a.http2 != b.http2 || a.tls.is_some() != b.tls.is_some()
                 });
+            c.stack.adopt_resolved(&live.stack());
             live.apply(c.stack, c.config);
             live.registry().metrics().config_reload(true);
             if listeners_changed {
@@ -69,6 +70,7 @@ pub fn spawn_reloader(path: PathBuf, live: Arc<Live>) -> tokio::task::JoinHandle
     #[cfg(unix)]
     {
         let tx = tx.clone();
+        let live = live.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -76,7 +78,14 @@ pub fn spawn_reloader(path: PathBuf, live: Arc<Live>) -> tokio::task::JoinHandle
                 return;
             };
             while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading");
+                tracing::info!("SIGHUP: reopening the access log file and reloading");
+                // Log rotation: lines written from now on go to a file at
+                // the configured path, not to the one renamed away.
+                let live = live.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    live.registry().reopen_access_log(Duration::from_secs(2));
+                })
+                .await;
                 if tx.send(()).await.is_err() {
                     return;
                 }

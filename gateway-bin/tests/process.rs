@@ -271,6 +271,81 @@ async fn sighup_reloads_and_bad_file_keeps_serving() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_access_log_after_rotation() {
+    let up = spawn_upstream(echo_router("rotated")).await;
+    let dir = temp_dir("logrotate");
+    // Apart from the configuration, whose directory is watched.
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("access.log");
+    let listen = free_port();
+    let cfg = write_config_with(
+        &dir,
+        listen,
+        &up.url(),
+        &format!(
+            "admin: {{ enabled: false }}\nobservability:\n  access_log: {{ enabled: true, sink: \"{}\" }}\n",
+            log.display()
+        ),
+    );
+    let gw = Gateway::start(&cfg, listen);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let fetch = |path: &'static str| {
+        let c = client.clone();
+        async move {
+            let rsp = c
+                .get(format!("http://{listen}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(rsp.status(), 200);
+        }
+    };
+    let lines_of = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let wait_for_line = |p: PathBuf, needle: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !lines_of(&p).iter().any(|l| l.contains(needle)) {
+            assert!(Instant::now() < deadline, "{needle} not in {}", p.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    fetch("/before-rotation").await;
+    wait_for_line(log.clone(), "/before-rotation").await;
+
+    // logrotate's default (`create`): rename, then SIGHUP.
+    let rotated = logs.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    gw.signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "the log was not opened again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fetch("/after-rotation").await;
+    wait_for_line(log.clone(), "/after-rotation").await;
+    let old = lines_of(&rotated);
+    assert!(
+        old.iter().any(|l| l.contains("/before-rotation")),
+        "{old:?}"
+    );
+    assert!(
+        !old.iter().any(|l| l.contains("/after-rotation")),
+        "{old:?}"
+    );
+    assert!(
+        !lines_of(&log)
+            .iter()
+            .any(|l| l.contains("/before-rotation"))
+    );
+}
+
 const MB64: usize = 64 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,7 +228,7 @@ auth_providers:
   i2: { introspection: { url: "https://intro-user:intro-password-8@idp/introspect" } }
   f: { forward: { url: "https://forward-token-9@authz/check" } }
 rate_limiting:
-  redis: { url: "redis://:redis-password-10@cache:6379/0" }
+  redis: { url: "redis+unix:///run/redis.sock?db=2&pass=redis-unix-password-15" }
 observability:
   tracing: { otlp_endpoint: "https://otel-user:otel-password-11@collector:4318" }
 routes:
@@ -237,6 +237,12 @@ routes:
     request_headers:
       set: { Authorization: "Bearer upstream-key-12", X-Env: prod }
       add: { X-Api-Key: "upstream-key-13" }
+  - name: internal
+    match: { path_prefix: /internal, headers: { x-internal-token: "match-token-16", x-tenant: acme }, query: { access_token: { regex: "match-token-17.*" } } }
+    upstream: "http://127.0.0.1:1"
+  - name: fixed
+    match: { path_prefix: /fixed }
+    respond: { status: 200, headers: { Set-Cookie: "session=respond-cookie-18" } }
   - name: agg
     match: { path_prefix: /agg }
     aggregate:
@@ -255,11 +261,14 @@ routes:
         "jwks-password-7",
         "intro-password-8",
         "forward-token-9",
-        "redis-password-10",
         "otel-password-11",
         "upstream-key-12",
         "upstream-key-13",
         "service-token-14",
+        "redis-unix-password-15",
+        "match-token-16",
+        "match-token-17",
+        "respond-cookie-18",
     ] {
         assert!(!shown.contains(secret), "{secret} shown: {shown}");
     }
@@ -267,9 +276,10 @@ routes:
     // What is not a secret stays readable: users, hosts, plain headers.
     for kept in [
         "https://jwks-user:<redacted>@idp/jwks",
-        "redis://:<redacted>@cache:6379/0",
+        "redis+unix:///run/redis.sock?db=2&pass=<redacted>",
         "https://<redacted>@authz/check",
         "\"X-Env\":\"prod\"",
+        "\"x-tenant\":\"acme\"",
     ] {
         assert!(shown.contains(kept), "{kept} missing: {shown}");
     }

@@ -174,7 +174,8 @@ impl Inner {
             AuthError::unavailable(
                 reason::AUTH_SERVICE_UNAVAILABLE,
                 "the authorization service is unavailable; try again later",
-                e,
+                // Without the URL: reqwest's message would show its user info.
+                e.without_url(),
             )
         })?;
         if rsp.status().is_success() {

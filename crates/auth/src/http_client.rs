@@ -35,7 +35,7 @@ pub(crate) async fn read_limited(
         return Err(Box::new(BodyTooLarge { limit }));
     }
     let mut buf = BytesMut::new();
-    while let Some(chunk) = rsp.chunk().await? {
+    while let Some(chunk) = rsp.chunk().await.map_err(reqwest::Error::without_url)? {
         if buf.len() + chunk.len() > limit {
             return Err(Box::new(BodyTooLarge { limit }));
         }

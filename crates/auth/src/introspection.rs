@@ -280,7 +280,11 @@ impl Inner {
         if let Some(id) = &self.client_id {
             req = req.basic_auth(id, self.client_secret.as_ref());
         }
-        let rsp = req.send().await.map_err(|e| unavailable(e.into()))?;
+        // Without the URL: reqwest's message would show its user info.
+        let rsp = req
+            .send()
+            .await
+            .map_err(|e| unavailable(e.without_url().into()))?;
         if !rsp.status().is_success() {
             return Err(unavailable(
                 format!("introspection endpoint answered {}", rsp.status()).into(),

@@ -22,12 +22,21 @@
 //! controls and non-ASCII bytes), so no value can forge another member;
 //! the path and query are escaped the same way except for `%`, which they
 //! already use for their own escaping.
+//!
+//! A credential never enters a key as it is: the value of a query
+//! parameter or key header whose name looks like one
+//! ([`looks_secret`]: `api_key`, `access_token`, `authorization`,
+//! `x-api-key`, ...) enters as `#` and 32 hex digits of its SHA-256, which
+//! keeps two callers' entries apart without showing the key to whoever
+//! lists keys or reads logs.
 
 use std::sync::Arc;
 
 use http::header::HOST;
 use http::{HeaderMap, HeaderName, Uri};
+use sha2::{Digest, Sha256};
 use towergate_core::Identity;
+use towergate_core::url_text::looks_secret;
 
 /// Which query parameters are part of the cache key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -108,7 +117,14 @@ impl KeySpec {
             key.push_str(name.as_str());
             if let Some(value) = combined_value(headers, name) {
                 key.push('=');
-                push_escaped(&mut key, &value, true);
+                if looks_secret(name.as_str()) {
+                    // Keys are listed by the admin API and logged: a
+                    // credential (`x-api-key`, `authorization`) enters as a
+                    // digest, which keeps entries apart all the same.
+                    push_digest(&mut key, &value);
+                } else {
+                    push_escaped(&mut key, &value, true);
+                }
             }
         }
         if let Some(field) = &self.identity {
@@ -146,11 +162,20 @@ impl KeySpec {
         // to an upstream reading them in order).
         pairs.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = String::with_capacity(query.len());
-        for (i, (_, pair)) in pairs.iter().enumerate() {
+        for (i, (name, pair)) in pairs.iter().enumerate() {
             if i > 0 {
                 out.push('&');
             }
-            out.push_str(pair);
+            match pair.split_once('=') {
+                // A credential in the query (`?api_key=...`): a digest, as
+                // for headers.
+                Some((_, value)) if !value.is_empty() && looks_secret(name) => {
+                    out.push_str(name);
+                    out.push('=');
+                    push_digest(&mut out, value);
+                }
+                _ => out.push_str(pair),
+            }
         }
         out
     }
@@ -182,6 +207,17 @@ pub(crate) fn combined_value(headers: &HeaderMap, name: &HeaderName) -> Option<S
         .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
         .collect();
     Some(parts.join(","))
+}
+
+/// `#` and the first 128 bits of `value`'s SHA-256, in hex: tells values
+/// apart without showing them.
+fn push_digest(out: &mut String, value: &str) {
+    let digest = Sha256::digest(value.as_bytes());
+    out.push('#');
+    for b in &digest[..16] {
+        out.push(hex(b >> 4));
+        out.push(hex(b & 0xf));
+    }
 }
 
 /// Percent-encodes `|`, space, controls and non-ASCII (and `%` when
@@ -263,6 +299,40 @@ mod tests {
         assert_eq!(
             key(&s, "/a?sort=price&b=1&sort=name"),
             "users|GET|api.example.com/a?b=1&sort=price&sort=name"
+        );
+    }
+
+    #[test]
+    fn credentials_enter_as_digests() {
+        let s = spec(KeyQuery::All);
+        let k = key(&s, "/items?page=2&api_key=LIVEKEY&Access_Token=abc");
+        assert!(!k.contains("LIVEKEY") && !k.contains("abc"), "{k}");
+        assert!(k.contains("page=2"), "{k}");
+        assert!(k.contains("api_key=#"), "{k}");
+        assert_ne!(k, key(&s, "/items?page=2&api_key=OTHER&Access_Token=abc"));
+        assert_eq!(k, key(&s, "/items?Access_Token=abc&page=2&api_key=LIVEKEY"));
+        // An empty value stays as sent.
+        assert!(key(&s, "/items?token=").ends_with("?token="));
+
+        let s = KeySpec {
+            headers: vec![
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("x-tenant"),
+            ],
+            ..spec(KeyQuery::All)
+        };
+        let mut h = host_headers();
+        h.insert("x-api-key", HeaderValue::from_static("HEADERKEY"));
+        h.insert("x-tenant", HeaderValue::from_static("acme"));
+        let k = s
+            .primary(&"/p".parse().unwrap(), &h, None)
+            .unwrap()
+            .key
+            .to_string();
+        assert!(!k.contains("HEADERKEY"), "{k}");
+        assert!(
+            k.contains("|h:x-api-key=#") && k.contains("|h:x-tenant=acme"),
+            "{k}"
         );
     }
 

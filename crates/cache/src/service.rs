@@ -478,7 +478,7 @@ where
                 .map(|k| self.cfg.store.invalidate(&k.key))
                 .sum();
             if removed > 0 {
-                tracing::debug!(method = %self.parts.method, uri = %self.parts.uri, removed, "invalidated");
+                tracing::debug!(method = %self.parts.method, path = self.parts.uri.path(), removed, "invalidated");
             }
         }
         Ok(self.pass(rsp, "fwd=method"))

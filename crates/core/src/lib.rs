@@ -33,7 +33,7 @@ mod ip_text;
 mod problem;
 mod route_match;
 pub mod timer;
-mod url_text;
+pub mod url_text;
 
 pub use client_addr::{ClientAddr, TrustedProxies};
 pub use identity::Identity;

@@ -197,7 +197,10 @@ impl<B> Service<Request<B>> for Redirect {
             }
             Err(problem) => {
                 if problem.status().is_server_error() {
-                    tracing::warn!(uri = %req.uri(), "redirect location is not a valid header value");
+                    tracing::warn!(
+                        path = req.uri().path(),
+                        "redirect location is not a valid header value"
+                    );
                 }
                 (*problem).into_full_response()
             }

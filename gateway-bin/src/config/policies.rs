@@ -134,7 +134,7 @@ pub struct RespondConfig {
     /// Default `text/plain; charset=utf-8` when there is a body.
     pub content_type: Option<String>,
     /// Extra headers.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_header_values")]
     pub headers: BTreeMap<String, String>,
 }
 

@@ -126,22 +126,32 @@ pub(crate) fn redact_header_values<S: serde::Serializer>(
     }))
 }
 
-/// Whether a header of this name may carry a credential.
+/// Match conditions as shown: the value (or pattern) a credential-like
+/// header or query parameter must have is redacted (a route reserved to
+/// callers that send `x-internal-token: s3cr3t` must not show `s3cr3t`).
+fn redact_match_values<S: serde::Serializer>(
+    v: &BTreeMap<String, ValueMatch>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    const HIDDEN: &str = "<redacted>";
+    s.collect_map(v.iter().map(|(name, m)| {
+        let shown = match m {
+            _ if !credential_header(name) => m.clone(),
+            ValueMatch::Equals(_) => ValueMatch::Equals(HIDDEN.into()),
+            ValueMatch::Rule(r) => ValueMatch::Rule(ValueRule {
+                equals: r.equals.as_ref().map(|_| HIDDEN.into()),
+                present: r.present,
+                regex: r.regex.as_ref().map(|_| HIDDEN.into()),
+            }),
+        };
+        (name, shown)
+    }))
+}
+
+/// Whether a header (or query parameter) of this name may carry a
+/// credential.
 fn credential_header(name: &str) -> bool {
-    const WORDS: [&str; 10] = [
-        "auth",
-        "cookie",
-        "token",
-        "key",
-        "secret",
-        "password",
-        "passwd",
-        "session",
-        "signature",
-        "credential",
-    ];
-    let name = name.to_ascii_lowercase();
-    WORDS.iter().any(|w| name.contains(w))
+    towergate_core::url_text::looks_secret(name) || name.to_ascii_lowercase().contains("key")
 }
 
 /// A listening socket.
@@ -468,10 +478,10 @@ pub struct Match {
     /// Path prefix, on segment boundaries; templates allowed.
     pub path_prefix: Option<String>,
     /// Header conditions.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_match_values")]
     pub headers: BTreeMap<String, ValueMatch>,
     /// Query-parameter conditions.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact_match_values")]
     pub query: BTreeMap<String, ValueMatch>,
 }
 
@@ -940,7 +950,7 @@ pub struct RetryConfig {
     /// Extra attempts per request. Default 2.
     pub max_retries: Option<u32>,
     /// Conditions: `connect`, `timeout`, `failure`, or a status (502, 503, 504).
-    /// Default `[connect, 502, 503, 504]`.
+    /// Default `[connect, failure, 502, 503, 504]`.
     #[serde(default)]
     pub on: Vec<serde_json::Value>,
     /// Extra load retries may add, as a share of requests. Default 0.2.

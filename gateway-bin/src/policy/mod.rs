@@ -216,6 +216,15 @@ impl Registry {
         Ok(l)
     }
 
+    /// Opens the access log's file again (log rotation, on SIGHUP).
+    pub fn reopen_access_log(&self, timeout: std::time::Duration) {
+        if let Ok(slot) = self.access_log.lock()
+            && let Some((_, l)) = &*slot
+        {
+            l.reopen(timeout);
+        }
+    }
+
     /// Flushes the access log, at shutdown.
     pub fn flush_access_log(&self, timeout: std::time::Duration) {
         if let Ok(slot) = self.access_log.lock()

@@ -50,6 +50,8 @@ pub(crate) struct Jwks {
 struct Shared {
     config: JwksConfig,
     url: reqwest::Url,
+    /// The URL as logs show it: without a password.
+    shown: String,
     client: reqwest::Client,
     keys: ArcSwapOption<KeySet>,
     state: Mutex<State>,
@@ -112,6 +114,7 @@ impl Jwks {
         };
         let jwks = Self {
             shared: Arc::new(Shared {
+                shown: towergate_core::url_without_password(&config.url).into_owned(),
                 config,
                 url,
                 client,
@@ -149,7 +152,7 @@ impl Jwks {
             return Ok(set);
         }
         if let Some(kid) = kid {
-            tracing::debug!(kid, url = %self.shared.url, "unknown kid, refetching the JWKS");
+            tracing::debug!(kid, url = %self.shared.shown, "unknown kid, refetching the JWKS");
         }
         self.shared.refetch_if_allowed().await;
         self.current().ok_or_else(|| {
@@ -203,7 +206,7 @@ impl Shared {
         let mut state = self.state.lock();
         match outcome {
             Ok((set, ttl)) => {
-                tracing::debug!(url = %self.url, keys = set.len(), ttl = ?ttl, "JWKS refreshed");
+                tracing::debug!(url = %self.shown, keys = set.len(), ttl = ?ttl, "JWKS refreshed");
                 self.keys.store(Some(Arc::new(set)));
                 state.failures = 0;
                 state.next_refresh = started + refresh_after(ttl);
@@ -217,7 +220,7 @@ impl Shared {
                 );
                 state.next_refresh = started + delay;
                 tracing::warn!(
-                    url = %self.url,
+                    url = %self.shown,
                     error = %Chain(&*e),
                     keeping = self.keys.load().as_ref().map_or(0, |s| s.len()),
                     retry_in = ?delay,
@@ -234,7 +237,9 @@ impl Shared {
             .header(ACCEPT, "application/json")
             .timeout(self.config.timeout)
             .send()
-            .await?;
+            .await
+            // reqwest's message would show the URL, password and all.
+            .map_err(reqwest::Error::without_url)?;
         if !rsp.status().is_success() {
             return Err(format!("JWKS endpoint answered {}", rsp.status()).into());
         }
@@ -319,6 +324,43 @@ pub(crate) fn retry_after(floor: Duration, failures: u32, cap: Duration) -> Dura
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// Log lines, as a subscriber writes them.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_logs_the_url_without_its_password() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let url = format!("http://svc:S3cr3t@{closed}/jwks");
+        let jwks = Jwks::new(JwksConfig::new(url), None).unwrap();
+        assert!(jwks.keys_for(Some("k1")).await.is_err());
+        let text = String::from_utf8(logs.0.lock().clone()).unwrap();
+        assert!(text.contains("JWKS fetch failed"), "{text}");
+        assert!(text.contains("svc:<redacted>@"), "{text}");
+        assert!(!text.contains("S3cr3t"), "{text}");
+    }
 
     #[test]
     fn cache_control() {

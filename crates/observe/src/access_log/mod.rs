@@ -88,9 +88,9 @@
 //! ```
 
 use std::fmt;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -229,6 +229,9 @@ pub(crate) struct Shared {
 enum Msg {
     Line(Box<Record>),
     Flush(SyncSender<()>),
+    /// Write out, then open the file sink again (log rotation); answers
+    /// whether the file could be opened.
+    Reopen(SyncSender<bool>),
 }
 
 /// Query parameter names that may hold credentials: never logged, even
@@ -271,20 +274,40 @@ impl AccessLogLayer {
     /// flushed, for at most `timeout`; false if that did not happen in
     /// time. It blocks: call it at shutdown, or from a blocking task.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
         let (ack, done) = mpsc::sync_channel(1);
+        self.ask(Msg::Flush(ack), &done, timeout).is_some()
+    }
+
+    /// Writes out every line handed over so far, then opens the file sink
+    /// again by its path, for log rotation: after `logrotate` (or any tool)
+    /// renames the file, the following lines go to a new file at the path
+    /// instead of the renamed one. The towergate binary does it on SIGHUP.
+    ///
+    /// True when the file was opened again, within `timeout`. A sink other
+    /// than [`Sink::File`] has nothing to reopen (true). If the file cannot
+    /// be opened, lines keep going to the old one and the writer logs why.
+    /// It blocks, like [`flush`](Self::flush).
+    pub fn reopen(&self, timeout: Duration) -> bool {
+        let (ack, done) = mpsc::sync_channel(1);
+        self.ask(Msg::Reopen(ack), &done, timeout).unwrap_or(false)
+    }
+
+    /// Hands `msg` to the writer and waits for its answer on `done`, all
+    /// within `timeout`.
+    fn ask<T>(&self, msg: Msg, done: &mpsc::Receiver<T>, timeout: Duration) -> Option<T> {
+        let deadline = Instant::now() + timeout;
         // The queue is full when the sink stalls (a log shipper that stopped
         // reading a pipe): waiting for room must not outlast the timeout,
         // or a shutdown would hang on it.
-        let mut msg = Msg::Flush(ack);
+        let mut msg = msg;
         loop {
             match self.shared.tx.try_send(msg) {
                 Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Disconnected(_)) => return None,
                 Err(TrySendError::Full(back)) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return false;
+                        return None;
                     }
                     msg = back;
                     std::thread::sleep(left.min(FLUSH_RETRY));
@@ -292,7 +315,7 @@ impl AccessLogLayer {
             }
         }
         done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+            .ok()
     }
 }
 
@@ -373,29 +396,26 @@ impl AccessLogBuilder {
                 )));
             }
         }
-        let writer: Box<dyn Write + Send> = match self.sink {
-            Sink::Stdout => Box::new(io::stdout()),
-            Sink::Stderr => Box::new(io::stderr()),
-            Sink::File(path) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| {
-                        BuildError::with_source(
-                            format!("access log: cannot open {}", path.display()),
-                            e,
-                        )
-                    })?,
+        let (writer, path): (Box<dyn Write + Send>, _) = match self.sink {
+            Sink::Stdout => (Box::new(io::stdout()), None),
+            Sink::Stderr => (Box::new(io::stderr()), None),
+            Sink::File(path) => (
+                Box::new(open_append(&path).map_err(|e| {
+                    BuildError::with_source(
+                        format!("access log: cannot open {}", path.display()),
+                        e,
+                    )
+                })?),
+                Some(path),
             ),
-            Sink::Writer(w) => w,
+            Sink::Writer(w) => (w, None),
         };
         let config = Arc::new(Config::new(self.format, self.fields, self.keep_query));
         let (tx, rx) = mpsc::sync_channel(self.capacity);
         let thread_config = config.clone();
         std::thread::Builder::new()
             .name("towergate-access-log".into())
-            .spawn(move || write_lines(rx, writer, &thread_config))
+            .spawn(move || write_lines(rx, writer, path, &thread_config))
             .map_err(|e| BuildError::with_source("access log: cannot start the writer", e))?;
         Ok(AccessLogLayer {
             shared: Arc::new(Shared {
@@ -526,7 +546,16 @@ const MAX_BACKLOG: usize = 1024 * 1024;
 /// While lines keep coming it wakes every [`BATCH_INTERVAL`] and drains the
 /// channel, rather than blocking on it: a sender only pays for a wake-up
 /// (a system call) when the writer was idle, never once per line.
-fn write_lines(rx: Receiver<Msg>, mut writer: Box<dyn Write + Send>, config: &Config) {
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn write_lines(
+    rx: Receiver<Msg>,
+    mut writer: Box<dyn Write + Send>,
+    path: Option<PathBuf>,
+    config: &Config,
+) {
     let mut formatter = format::LineFormatter::new(config);
     // Lines are formatted straight into this buffer, which goes to the
     // sink when nearly full and at the end of every round: no copy of a
@@ -550,6 +579,25 @@ fn write_lines(rx: Receiver<Msg>, mut writer: Box<dyn Write + Send>, config: &Co
             write_out(buf, writer);
             let _ = writer.flush();
             let _ = ack.send(());
+        }
+        Msg::Reopen(ack) => {
+            write_out(buf, writer);
+            let _ = writer.flush();
+            let reopened = match &path {
+                None => true,
+                Some(path) => match open_append(path) {
+                    Ok(file) => {
+                        *writer = Box::new(file);
+                        *stalled = false;
+                        true
+                    }
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), %error, "access log: cannot open the file again; lines keep going to the old one");
+                        false
+                    }
+                },
+            };
+            let _ = ack.send(reopened);
         }
     };
     // Idle: block until something comes.
