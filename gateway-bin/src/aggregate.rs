@@ -110,7 +110,7 @@ pub(crate) fn target(
                         answered(tower::Layer::layer(&record, proxy)),
                     );
                 }
-                Ok(Forward::Pool(pool)) => b = b.target(c.upstream.clone(), answered(pool)),
+                Ok(Forward::Pool(pool, _)) => b = b.target(c.upstream.clone(), answered(pool)),
                 Err(e) => errs.extend(e),
             }
         }

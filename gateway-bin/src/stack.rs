@@ -28,7 +28,7 @@ use towergate_observe::{
     AccessLogLayer, Metrics, ObserveLayer, RecordLayer, RecordUpstreamLayer, RequestIdLayer,
     TraceLayer,
 };
-use towergate_proxy::{Client, Proxy};
+use towergate_proxy::{Client, Proxy, RouteSettings};
 use towergate_ratelimit::error::RateLimited;
 use towergate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use towergate_routing::{Route as RoutingRoute, Router};
@@ -100,14 +100,9 @@ pub struct ServerSettings {
 pub struct Stack {
     pub(crate) edge: EdgeStackService,
     pub(crate) trusted: TrustedProxies,
-    /// Each balanced pool under its key: the upstream's name, then the
-    /// proxy settings it was built with (NUL-separated).
+    /// Each balanced upstream's pool (one per upstream, shared by its
+    /// routes).
     pub(crate) pools: Vec<(String, balance::ProxyPool)>,
-}
-
-/// The upstream's name in a pool key.
-fn upstream_of(key: &str) -> &str {
-    key.split('\u{0}').next().unwrap_or("")
 }
 
 impl Stack {
@@ -125,23 +120,19 @@ impl Stack {
 
     /// Each balanced upstream's endpoints: health, load, latency, ejection.
     pub fn upstream_states(&self) -> Vec<(String, Vec<towergate_balance::EndpointState>)> {
-        let mut seen = std::collections::HashSet::new();
         self.pools
             .iter()
-            .map(|(key, pool)| (upstream_of(key), pool))
-            .filter(|(name, _)| seen.insert(*name))
-            .map(|(name, pool)| (name.to_owned(), pool.snapshot()))
+            .map(|(name, pool)| (name.clone(), pool.snapshot()))
             .collect()
     }
 
-    /// Every pool's endpoints, with the pool's identity: an upstream used
-    /// with different settings (host rewrite, timeout) has a pool for each,
-    /// and the metrics count them all.
+    /// Every pool's endpoints, with the pool's identity (one pool per
+    /// upstream; the identity tells a reload's new pool from the old).
     pub(crate) fn pool_states(&self) -> Vec<PoolState> {
         self.pools
             .iter()
-            .map(|(key, pool)| PoolState {
-                upstream: upstream_of(key).to_owned(),
+            .map(|(name, pool)| PoolState {
+                upstream: name.clone(),
                 pool: pool.id(),
                 endpoints: pool.snapshot(),
             })
@@ -480,47 +471,69 @@ impl<'a> Forwards<'a> {
         } else {
             return Err(None);
         };
-        let timeout = o
-            .timeout
-            .as_deref()
-            .or(upstream_timeout)
+        let upstream_timeout = upstream_timeout
             .and_then(|t| parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(30));
-        let settings = ProxySettings {
-            client,
-            timeout,
-            preserve_host: o.preserve_host,
-            host_rewrite: o.host_rewrite.clone(),
-            trusted: self.trusted.clone(),
-            via: self.via.clone(),
-        };
+        let route_timeout = o.timeout.as_deref().and_then(|t| parse_duration(t).ok());
         match named {
-            // Several endpoints: a balanced pool, shared by the routes that
-            // use this upstream with the same proxy settings.
+            // Several endpoints: one balanced pool per upstream, shared by
+            // every route that uses it (one set of health checks,
+            // ejections and circuit-breaker counts). Its proxies have the
+            // upstream's own settings; a route that differs (timeout,
+            // preserve_host, host_rewrite) sends its own with each request.
             Some(u) if !u.endpoints.is_empty() || u.dns.is_some() || u.srv.is_some() => {
-                let key = format!(
-                    "{upstream}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
-                    o.preserve_host, o.host_rewrite, timeout
-                );
                 let at = format!("upstreams.{upstream}");
-                let pool = match self.pools.get(&key) {
+                let pool = match self.pools.get(upstream) {
                     Some(pool) => pool.clone(),
                     None => {
+                        let settings = ProxySettings {
+                            client,
+                            timeout: upstream_timeout,
+                            preserve_host: false,
+                            host_rewrite: None,
+                            trusted: self.trusted.clone(),
+                            via: self.via.clone(),
+                            route_settings: true,
+                        };
                         let pool =
                             balance::pool(upstream, u, &settings, self.registry.metrics(), &at)
                                 .map_err(Some)?;
-                        self.pools.insert(key, pool.clone());
+                        self.pools.insert(upstream.to_owned(), pool.clone());
                         pool
                     }
                 };
+                let mut own = None;
+                if let Some(t) = route_timeout.filter(|t| *t != upstream_timeout) {
+                    own = Some(RouteSettings::new().timeout(t));
+                }
+                if o.preserve_host {
+                    own = Some(own.unwrap_or_default().preserve_host(true));
+                }
+                if let Some(h) = &o.host_rewrite {
+                    let at = path.strip_suffix(".upstream").unwrap_or(path);
+                    own = Some(own.unwrap_or_default().host_override(h).map_err(|e| {
+                        Some(ConfigError::new(
+                            format!("{at}.host_rewrite"),
+                            e.to_string(),
+                        ))
+                    })?);
+                }
                 balance::balance(pool, u, &at, &o.route, self.registry.metrics())
-                    .map(Forward::Pool)
+                    .map(|b| Forward::Pool(b, own))
                     .map_err(Some)
             }
-            _ => settings
-                .proxy(&url)
-                .map(Forward::One)
-                .map_err(|e| Some(ConfigError::new(path, e))),
+            _ => ProxySettings {
+                client,
+                timeout: route_timeout.unwrap_or(upstream_timeout),
+                preserve_host: o.preserve_host,
+                host_rewrite: o.host_rewrite.clone(),
+                trusted: self.trusted.clone(),
+                via: self.via.clone(),
+                route_settings: false,
+            }
+            .proxy(&url)
+            .map(Forward::One)
+            .map_err(|e| Some(ConfigError::new(path, e))),
         }
     }
 }
@@ -676,7 +689,7 @@ fn route_stack(
                         .service(target),
                 )
             }
-            Forward::Pool(_) => SharedService::new(target),
+            Forward::Pool(..) => SharedService::new(target),
         },
         Target::Other(svc) => svc,
     };
@@ -1140,11 +1153,12 @@ struct RouteTarget {
     route: Arc<str>,
 }
 
-/// Where a route forwards: one upstream URL, or a balanced pool.
+/// Where a route forwards: one upstream URL, or a balanced pool with the
+/// route's own proxy settings, if it has any.
 #[derive(Clone, Debug)]
 pub(crate) enum Forward {
     One(Proxy),
-    Pool(balance::ProxyBalance),
+    Pool(balance::ProxyBalance, Option<RouteSettings>),
 }
 
 /// What every proxy of a route shares, single or pooled.
@@ -1156,6 +1170,9 @@ pub(crate) struct ProxySettings {
     pub(crate) host_rewrite: Option<String>,
     pub(crate) trusted: TrustedProxies,
     pub(crate) via: String,
+    /// Whether a request's [`RouteSettings`] are used (a pool's proxies,
+    /// shared by routes).
+    pub(crate) route_settings: bool,
 }
 
 impl ProxySettings {
@@ -1187,7 +1204,8 @@ impl ProxySettings {
             .timeout(self.timeout)
             .preserve_host(self.preserve_host)
             .trusted_proxies(self.trusted.clone())
-            .via(self.via.clone());
+            .via(self.via.clone())
+            .route_settings(self.route_settings);
         if let Some(h) = &self.host_rewrite {
             pb = pb.host_override(h.clone());
         } else if let Some(h) = named.filter(|_| !self.preserve_host) {
@@ -1222,7 +1240,7 @@ impl Service<Request<Body>> for RouteTarget {
         // Bodies without a declared length are counted as they stream. A
         // request without a body (most GETs) has nothing to count: it goes
         // on as it is instead of being wrapped and boxed again.
-        let req = if http_body::Body::is_end_stream(req.body()) {
+        let mut req = if http_body::Body::is_end_stream(req.body()) {
             req
         } else {
             let max = usize::try_from(self.max_body).unwrap_or(usize::MAX);
@@ -1262,7 +1280,10 @@ impl Service<Request<Body>> for RouteTarget {
                     }
                 }
             }
-            Forward::Pool(pool) => {
+            Forward::Pool(pool, own) => {
+                if let Some(own) = own {
+                    req.extensions_mut().insert(own.clone());
+                }
                 let pool = pool.clone();
                 RouteFuture::Boxed {
                     fut: Box::pin(async move {

@@ -348,3 +348,111 @@ routes:
     let rsp = c.get(format!("http://{addr3}/x")).send().await.unwrap();
     towergate_test::assert_problem_reqwest(rsp, 504).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_with_their_own_settings_share_one_pool() {
+    // Four routes on one upstream, three with settings of their own. They
+    // share one pool: an endpoint ejected through one route is out for
+    // all, and each route's Host and timeout still apply.
+    let good = towergate_test::spawn_upstream(echo_router("good")).await;
+    let failing_hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hits = failing_hits.clone();
+    let failing = towergate_test::spawn_upstream(Router::new().fallback(move || {
+        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { (http::StatusCode::SERVICE_UNAVAILABLE, "down") }
+    }))
+    .await;
+    let slow = slow_server("slow", Duration::from_millis(400)).await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+upstreams:
+  svc:
+    endpoints: ["{good}", "{failing}"]
+    balance: round_robin
+    ejection: {{ consecutive_failures: 1, base_time: "60s" }}
+  slowsvc:
+    endpoints: ["{slow}"]
+    timeout: "5s"
+routes:
+  - name: plain
+    match: {{ path_prefix: "/plain/" }}
+    upstream: svc
+  - name: patient
+    match: {{ path_prefix: "/patient/" }}
+    upstream: svc
+    timeout: "60s"
+  - name: preserved
+    match: {{ path_prefix: "/preserved/" }}
+    upstream: svc
+    preserve_host: true
+  - name: rewritten
+    match: {{ path_prefix: "/rewritten/" }}
+    upstream: svc
+    host_rewrite: "svc.example"
+  - name: hurried
+    match: {{ path_prefix: "/hurried/" }}
+    upstream: slowsvc
+    timeout: "100ms"
+  - name: slowok
+    match: {{ path_prefix: "/slowok/" }}
+    upstream: slowsvc
+"#,
+        good = good.url(),
+        failing = failing.url(),
+        slow = slow.url(),
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let c = client();
+    // Through `plain`, until the failing endpoint has been tried (and
+    // ejected: one failure is enough). Its 503 is retried on `good`.
+    for _ in 0..10 {
+        let rsp = c
+            .get(format!("http://{addr}/plain/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 200);
+        if failing_hits.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+    }
+    let tried = failing_hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(tried, 1, "round-robin tried the failing endpoint once");
+    // The other routes see the ejection: the failing endpoint gets nothing.
+    for route in ["patient", "preserved", "rewritten"] {
+        for _ in 0..6 {
+            let rsp = c
+                .get(format!("http://{addr}/{route}/x"))
+                .header("host", "client.example")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(rsp.status(), 200, "{route}");
+            let v: Value = rsp.json().await.unwrap();
+            let host = v["headers"]["host"][0].as_str().unwrap().to_owned();
+            match route {
+                "preserved" => assert_eq!(host, "client.example"),
+                "rewritten" => assert_eq!(host, "svc.example"),
+                _ => assert_eq!(host, good.url().trim_start_matches("http://")),
+            }
+        }
+    }
+    assert_eq!(
+        failing_hits.load(std::sync::atomic::Ordering::SeqCst),
+        tried,
+        "an endpoint ejected through one route was picked through another"
+    );
+    // Each route's own timeout, on a shared pool.
+    let rsp = c
+        .get(format!("http://{addr}/hurried/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 504);
+    let rsp = c
+        .get(format!("http://{addr}/slowok/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+}

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
@@ -63,6 +63,9 @@ pub(crate) struct Exchange {
     pub(crate) on_upgrade: Option<(OnUpgrade, Option<ConnectionLease>)>,
     pub(crate) request_id: Option<RequestId>,
     pub(crate) method: Method,
+    /// The response timeout: the proxy's, or the route's
+    /// ([`RouteSettings`](crate::RouteSettings)).
+    pub(crate) timeout: Duration,
 }
 
 // === impl ResponseFuture ===
@@ -118,7 +121,7 @@ impl Future for ResponseFuture {
                     }
                     Poll::Pending => {}
                 }
-                let timeout = exchange.shared.timeout;
+                let timeout = exchange.timeout;
                 if sleep.is_none() {
                     sleep.set(Some(towergate_core::timer::sleep(timeout)));
                 }

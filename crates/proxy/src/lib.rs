@@ -25,7 +25,12 @@
 //! - **Protocols and TLS.** HTTP/1.1 with keep-alive, HTTP/2 by ALPN, h2c
 //!   by prior knowledge ([`ClientBuilder::http2_only`]); rustls with the
 //!   aws-lc-rs provider, system roots or a given CA, optional client
-//!   certificate.
+//!   certificate. An endpoint dialled by address but known by a name gets
+//!   that name as SNI through [`Client::for_server_name`].
+//! - **Shared by routes.** A proxy built with
+//!   [`route_settings(true)`](ProxyBuilder::route_settings) takes a
+//!   request's [`RouteSettings`] (timeout, Host) from its extensions, so
+//!   routes that differ in them can share one proxy, or one balanced pool.
 //! - **Failures** are `Err(BoxError)` holding
 //!   [`UpstreamUnavailable`](error::UpstreamUnavailable) (502),
 //!   [`UpstreamTimeout`](error::UpstreamTimeout) (504) or
@@ -94,4 +99,4 @@ mod upgrade;
 pub use client::{Client, ClientBuilder};
 pub use error::BuildError;
 pub use headers::strip_connection_options;
-pub use service::{Proxy, ProxyBuilder};
+pub use service::{Proxy, ProxyBuilder, RouteSettings};

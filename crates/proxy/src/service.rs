@@ -54,6 +54,75 @@ pub struct ProxyBuilder {
     host_override: Option<String>,
     trusted: TrustedProxies,
     via: String,
+    route_settings: bool,
+}
+
+/// A route's own settings for a proxy it shares with other routes: the
+/// response timeout and the Host sent upstream. Put it in the request's
+/// extensions; a proxy built with
+/// [`route_settings(true)`](ProxyBuilder::route_settings) uses it instead
+/// of its own settings (any other proxy ignores it).
+///
+/// This is how the towergate binary keeps one balanced pool per upstream
+/// (one set of health checks, ejections and circuit-breaker counts) when
+/// routes with different `timeout`, `preserve_host` or `host_rewrite`
+/// share it.
+///
+/// ```
+/// use std::time::Duration;
+/// use towergate_proxy::RouteSettings;
+///
+/// let slow_reports = RouteSettings::new()
+///     .timeout(Duration::from_secs(120))
+///     .host_override("reports.internal")?;
+/// # drop(slow_reports);
+/// # Ok::<(), towergate_proxy::BuildError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RouteSettings {
+    timeout: Option<Duration>,
+    host: Option<RouteHost>,
+}
+
+#[derive(Clone, Debug)]
+enum RouteHost {
+    Preserve,
+    Fixed(HeaderValue),
+}
+
+impl RouteSettings {
+    /// The proxy's own settings, until changed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This response timeout instead of the proxy's
+    /// ([`ProxyBuilder::timeout`]).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Keep the client's `Host` ([`ProxyBuilder::preserve_host`]); a
+    /// [`host_override`](Self::host_override) wins over it.
+    pub fn preserve_host(mut self, yes: bool) -> Self {
+        match (&self.host, yes) {
+            (None, true) => self.host = Some(RouteHost::Preserve),
+            (Some(RouteHost::Preserve), false) => self.host = None,
+            _ => {}
+        }
+        self
+    }
+
+    /// Always send this `Host` ([`ProxyBuilder::host_override`]); an
+    /// invalid header value is an error.
+    pub fn host_override(mut self, host: impl AsRef<str>) -> Result<Self, BuildError> {
+        let host = host.as_ref();
+        let value = HeaderValue::from_str(host)
+            .map_err(|e| BuildError::with_source(format!("invalid Host override `{host}`"), e))?;
+        self.host = Some(RouteHost::Fixed(value));
+        Ok(self)
+    }
 }
 
 /// What every clone of a [`Proxy`] shares, and every in-flight request
@@ -73,6 +142,8 @@ pub(crate) struct Shared {
     trusted: TrustedProxies,
     /// This proxy's `Via` entries, per protocol version.
     pub(crate) via: ViaEntries,
+    /// Whether a request's [`RouteSettings`] are used.
+    route_settings: bool,
 }
 
 #[derive(Debug)]
@@ -99,6 +170,7 @@ impl Proxy {
             host_override: None,
             trusted: TrustedProxies::none(),
             via: "towergate".to_owned(),
+            route_settings: false,
         }
     }
 
@@ -137,17 +209,27 @@ where
             let lease = req.extensions().get::<ConnectionLease>().cloned();
             (hyper::upgrade::on(&mut req), lease)
         });
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let request_id = parts.extensions.get::<RequestId>().cloned();
         let method = parts.method.clone();
+        let route = if self.shared.route_settings {
+            parts.extensions.remove::<RouteSettings>()
+        } else {
+            None
+        };
+        let (timeout, route_host) = match route {
+            Some(r) => (r.timeout.unwrap_or(self.shared.timeout), r.host),
+            None => (self.shared.timeout, None),
+        };
 
         let exchange = Exchange {
             shared: self.shared.clone(),
             on_upgrade,
             request_id,
             method,
+            timeout,
         };
-        match self.shared.outgoing(parts, body, upgrade) {
+        match self.shared.outgoing(parts, body, upgrade, route_host) {
             Ok((out, upload)) => {
                 let response = self.shared.pool.send(out, upgrade);
                 ResponseFuture::waiting(response, exchange, upload)
@@ -193,6 +275,13 @@ impl ProxyBuilder {
     /// Always send this `Host`; wins over [`preserve_host`](Self::preserve_host).
     pub fn host_override(mut self, host: impl Into<String>) -> Self {
         self.host_override = Some(host.into());
+        self
+    }
+
+    /// Use the [`RouteSettings`] a request carries in its extensions, if
+    /// any, instead of this proxy's timeout and Host. Default false.
+    pub fn route_settings(mut self, yes: bool) -> Self {
+        self.route_settings = yes;
         self
     }
 
@@ -291,6 +380,7 @@ impl ProxyBuilder {
                 host,
                 trusted: self.trusted,
                 via,
+                route_settings: self.route_settings,
             }),
         })
     }
@@ -306,6 +396,7 @@ impl Shared {
         parts: Parts,
         body: B,
         upgrade: bool,
+        route_host: Option<RouteHost>,
     ) -> Result<(Request<ProxyBody>, Option<Arc<Upload>>), BoxError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -351,9 +442,14 @@ impl Shared {
         if version == Version::HTTP_2 {
             headers::join_cookie_crumbs(&mut headers);
         }
-        let host = match &self.host {
-            HostPolicy::Upstream(h) | HostPolicy::Fixed(h) => h.clone(),
-            HostPolicy::Preserve(fallback) => requested_host.unwrap_or_else(|| fallback.clone()),
+        let host = match (route_host, &self.host) {
+            (Some(RouteHost::Fixed(h)), _) => h,
+            (None, HostPolicy::Upstream(h) | HostPolicy::Fixed(h)) => h.clone(),
+            (
+                Some(RouteHost::Preserve),
+                HostPolicy::Upstream(own) | HostPolicy::Fixed(own) | HostPolicy::Preserve(own),
+            )
+            | (None, HostPolicy::Preserve(own)) => requested_host.unwrap_or_else(|| own.clone()),
         };
         headers.insert(HOST, host);
 
@@ -575,7 +671,7 @@ mod tests {
                     .body(http_body_util::Empty::<Bytes>::new())
                     .unwrap();
                 let (parts, body) = req.into_parts();
-                let (out, _) = proxy.shared.outgoing(parts, body, false).unwrap();
+                let (out, _) = proxy.shared.outgoing(parts, body, false, None).unwrap();
                 assert_eq!(
                     out.uri().path_and_query().unwrap().as_str(),
                     want,
@@ -603,7 +699,7 @@ mod tests {
         req.extensions_mut()
             .insert(ClientAddr::direct("192.0.2.1:5000".parse().unwrap(), true));
         let (parts, body) = req.into_parts();
-        let (out, _) = p.shared.outgoing(parts, body, false).unwrap();
+        let (out, _) = p.shared.outgoing(parts, body, false, None).unwrap();
         assert_eq!(out.uri(), "/api/42?x=1");
         assert_eq!(out.version(), Version::HTTP_11);
         let h = out.headers();
