@@ -27,7 +27,9 @@ pub struct RunningGateway {
     addrs: Vec<SocketAddr>,
     live: Arc<Live>,
     shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    /// The accept loops (and the timer pacer); each hands back, when it
+    /// ends, the set of its connections' tasks still running.
+    tasks: JoinSet<JoinSet<()>>,
     drain: Duration,
     shutdown_delay: Duration,
     graceful: Arc<GracefulShutdown>,
@@ -71,7 +73,11 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
             shutdown.subscribe(),
         ));
     }
-    tasks.spawn(pace_timers(shutdown.subscribe()));
+    let pacer = pace_timers(shutdown.subscribe());
+    tasks.spawn(async move {
+        pacer.await;
+        JoinSet::new()
+    });
     Ok(RunningGateway {
         addrs,
         live,
@@ -212,7 +218,12 @@ impl RunningGateway {
         let _ = self.shutdown.send(true);
         // The accept loops hold the other references; once they are done,
         // the graceful-shutdown handle is ours alone.
-        while self.tasks.join_next().await.is_some() {}
+        let mut connections = Vec::new();
+        while let Some(done) = self.tasks.join_next().await {
+            if let Ok(set) = done {
+                connections.push(set);
+            }
+        }
         let drained = match Arc::try_unwrap(self.graceful) {
             Ok(g) => tokio::time::timeout(self.drain, g.shutdown()).await.is_ok(),
             Err(_) => {
@@ -224,6 +235,12 @@ impl RunningGateway {
             tracing::info!("all connections drained");
         } else {
             tracing::warn!(timeout = ?self.drain, "drain timeout: closing the remaining connections");
+        }
+        // Whatever is left is cut off here, and waited for: the requests
+        // it was serving end now (each gets its access-log line, a 499,
+        // and its span), before the caller flushes the log and exits.
+        for mut set in connections {
+            set.shutdown().await;
         }
         drained
     }
@@ -241,7 +258,10 @@ async fn accept_loop(
     ctx: AcceptCtx,
     graceful: Arc<GracefulShutdown>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> JoinSet<()> {
+    // The connections' tasks, handed back at the end so that a shutdown
+    // can cut off the ones that outlast the drain timeout.
+    let mut connections = JoinSet::new();
     let ctx = Arc::new(ctx);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -264,8 +284,8 @@ async fn accept_loop(
         // Waiting for a permit before accepting leaves excess connections in
         // the kernel's backlog instead of accepting and dropping them.
         let permit = tokio::select! {
-            p = ctx.conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
+            p = ctx.conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return connections },
+            _ = shutdown.changed() => return connections,
         };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -277,7 +297,7 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return connections,
         };
         let _ = tcp.set_nodelay(true);
         let ctx = ctx.clone();
@@ -289,7 +309,9 @@ async fn accept_loop(
         // a tunnel that takes the connection over (see `ConnectionLease`).
         let conn_guard = ctx.live.registry().metrics().open_connection();
         let lease = ConnectionLease(Arc::new((conn_guard, permit)));
-        tokio::spawn(async move {
+        // Finished connections leave the set here, once per accept.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             serve_connection(tcp, peer, acceptor, &builder, &ctx, watcher, &lease).await;
         });
     }

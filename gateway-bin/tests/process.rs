@@ -346,6 +346,70 @@ async fn sighup_reopens_the_access_log_after_rotation() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cut_off_at_the_drain_timeout_are_logged() {
+    // An upstream that answers long after the drain timeout: the request is
+    // cut off at shutdown, and its access-log line (499) is written before
+    // the process exits.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let a2 = arrived.clone();
+    let stuck = spawn_upstream(Router::new().route(
+        "/stuck",
+        get(move || {
+            a2.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                "late"
+            }
+        }),
+    ))
+    .await;
+    let dir = temp_dir("drain-cut");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("access.log");
+    let listen = free_port();
+    let cfg = dir.join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: \"{listen}\"\nadmin: {{ enabled: false }}\nobservability:\n  access_log: {{ enabled: true, sink: \"{}\" }}\nserver:\n  drain_timeout: \"500ms\"\nroutes:\n  - name: stuck\n    match: {{ path_prefix: \"/\" }}\n    upstream: \"{}\"\n",
+            log.display(),
+            stuck.url()
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(&cfg, listen);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let pending =
+        tokio::spawn(async move { client.get(format!("http://{listen}/stuck")).send().await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrived.load(Ordering::SeqCst) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the request did not reach the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.signal("-TERM");
+    let (status, _gw) = tokio::task::spawn_blocking(move || {
+        let mut gw = gw;
+        let s = gw.wait_exit(Duration::from_secs(15));
+        (s, gw)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(pending.await.unwrap().is_err(), "the connection was cut");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.contains("/stuck"))
+        .unwrap_or_else(|| panic!("no line for the cut-off request: {text:?}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["status"], 499, "{line}");
+}
+
 const MB64: usize = 64 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
