@@ -234,7 +234,15 @@ where
         tried.push(picked.slot.clone());
         let req = Request::from_parts(parts.clone(), attempt_body);
         let (result, outcome) = if hedge && retries == 0 {
-            hedged(&pool, &route, picked, req, hash, &body, &parts, &mut tried).await
+            let sent = tried.len();
+            let done = hedged(&pool, &route, picked, req, hash, &body, &parts, &mut tried).await;
+            if tried.len() > sent {
+                // The hedge was an extra attempt: it counts as a retry, so
+                // a hedged request makes at most `max_retries + 1` attempts
+                // like any other.
+                retries += 1;
+            }
+            done
         } else {
             attempt(&route, picked, req).await
         };

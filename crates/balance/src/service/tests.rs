@@ -498,6 +498,31 @@ async fn hedging_answers_from_the_second_endpoint() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hedge_counts_as_a_retry() {
+    let fake = Fake::with(&[
+        ("a", Mode::Hang),
+        ("b", Mode::Status(503)),
+        ("c", Mode::Status(503)),
+    ]);
+    let pool = fake.pool(Algorithm::RoundRobin).build().unwrap();
+    let b = Balance::builder(pool)
+        .hedge(Hedge::after(Duration::from_millis(50)))
+        .attempt_timeout(Duration::from_millis(500))
+        .retry(
+            RetryPolicy::default()
+                .max_retries(1)
+                .backoff(Duration::ZERO, Duration::ZERO)
+                .retry_on(crate::RetryOn::default().timeout(true)),
+        )
+        .build()
+        .unwrap();
+    // a hangs, b is the hedge (503), a times out: two attempts, which
+    // `max_retries: 1` allows; c is not tried.
+    assert!(send(&b, get()).await.is_err());
+    assert_eq!((fake.hits("a"), fake.hits("b"), fake.hits("c")), (1, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
 async fn percentile_hedge_waits_for_enough_samples() {
     let fake = Fake::with(&[
         ("a", Mode::Delay(Duration::from_millis(10))),
