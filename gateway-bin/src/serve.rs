@@ -19,6 +19,9 @@ use tokio::task::JoinSet;
 use towergate_core::{ClientAddr, ConnectionLease};
 
 use crate::live::Live;
+use opening::Opening;
+
+mod opening;
 use crate::stack::{Compiled, EdgeBody, ListenerPlan, ServerSettings, Stack};
 
 /// A gateway that is serving.
@@ -335,7 +338,8 @@ async fn serve_connection(
                 tls: false,
                 lease: lease.clone(),
             };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+            let io = Opening::new(tcp, ctx.server.header_read_timeout, ctx.plan.http2);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -360,7 +364,8 @@ async fn serve_connection(
                 tls: true,
                 lease: lease.clone(),
             };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            let io = Opening::new(tls, ctx.server.header_read_timeout, ctx.plan.http2);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

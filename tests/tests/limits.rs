@@ -97,6 +97,48 @@ async fn slow_header_senders_are_disconnected() {
 }
 
 #[tokio::test]
+async fn silent_connections_are_closed_at_the_header_read_timeout() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let (_gw, addr) = gateway(&config(&echo.url(), "{ header_read_timeout: \"300ms\" }")).await;
+    // Connected, and nothing sent; then one byte of what could be the
+    // HTTP/2 preface. Both used to hold their connection for ever.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut partial = TcpStream::connect(addr).await.unwrap();
+    partial.write_all(b"P").await.unwrap();
+    for s in [&mut silent, &mut partial] {
+        let (text, closed) = read_until_closed(s, Duration::from_secs(10)).await;
+        assert!(closed, "a silent connection stayed open");
+        assert!(text.is_empty(), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn an_http1_only_listener_refuses_http2() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let yaml = format!(
+        r#"listeners:
+  - {{ addr: "127.0.0.1:0", http2: false }}
+routes:
+  - name: all
+    match: {{ path_prefix: "/" }}
+    upstream: "{}"
+"#,
+        echo.url()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    assert!(h2.get(format!("http://{addr}/x")).send().await.is_err());
+    let h1 = reqwest::Client::builder().no_proxy().build().unwrap();
+    let rsp = h1.get(format!("http://{addr}/x")).send().await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.version(), reqwest::Version::HTTP_11);
+}
+
+#[tokio::test]
 async fn open_connections_are_capped() {
     let echo = spawn_upstream(echo_router("echo")).await;
     let (_gw, addr) = gateway(&config(&echo.url(), "{ max_connections: 2 }")).await;

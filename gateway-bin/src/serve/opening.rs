@@ -1,0 +1,197 @@
+//! The first bytes of a connection, before hyper's own timers apply.
+//!
+//! hyper-util's `auto` connection first reads enough bytes to tell an
+//! HTTP/2 preface from an HTTP/1 request, with no deadline: a client that
+//! connects (or finishes a TLS handshake) and then sends nothing, or a
+//! single `P`, would hold a connection slot for ever. hyper's HTTP/1
+//! `header_read_timeout` only starts once that choice is made. And
+//! `http1_only` does not apply to connections served with upgrades, so an
+//! HTTP/1-only listener would still speak HTTP/2 to a client that sends the
+//! preface.
+//!
+//! [`Opening`] wraps the stream until the preface's length has been read:
+//! those bytes must come within the header-read timeout, and on an
+//! HTTP/1-only listener a connection that starts like the preface (`PRI`) is
+//! refused. After that it only passes calls through.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use towergate_core::timer::Sleep;
+
+/// The HTTP/2 connection preface's length: what `auto` reads at most to
+/// choose the protocol.
+const PREFACE_LEN: usize = 24;
+
+pin_project_lite::pin_project! {
+    /// A connection's stream, with a deadline on its first bytes; see the
+    /// [module docs](self).
+    pub(crate) struct Opening<I> {
+        #[pin]
+        io: I,
+        // Until the preface's length has been read.
+        deadline: Option<Sleep>,
+        read: usize,
+        first: [u8; 3],
+        http2: bool,
+    }
+}
+
+impl<I> Opening<I> {
+    /// `io`, whose first bytes must arrive within `timeout`; `http2`:
+    /// whether the listener speaks HTTP/2.
+    pub(crate) fn new(io: I, timeout: Duration, http2: bool) -> Self {
+        Self {
+            io,
+            deadline: Some(towergate_core::timer::sleep(timeout)),
+            read: 0,
+            first: [0; 3],
+            http2,
+        }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Opening<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let Some(deadline) = this.deadline.as_mut() else {
+            return this.io.poll_read(cx, buf);
+        };
+        let before = buf.filled().len();
+        match this.io.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                for (i, &b) in new.iter().enumerate() {
+                    match this.first.get_mut(*this.read + i) {
+                        Some(slot) => *slot = b,
+                        None => break,
+                    }
+                }
+                *this.read += new.len();
+                if !*this.http2 && *this.read >= 3 && this.first == b"PRI" {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "HTTP/2 preface on an HTTP/1-only listener",
+                    )));
+                }
+                if *this.read >= PREFACE_LEN || new.is_empty() {
+                    *this.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match Pin::new(deadline).poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the header-read timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Opening<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn silence_times_out() {
+        let (_client, server) = duplex(64);
+        let mut s = Opening::new(server, Duration::from_millis(50), true);
+        let mut buf = [0u8; 8];
+        let err = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_partial_preface_times_out_then_a_prompt_request_passes() {
+        let (mut client, server) = duplex(64);
+        let mut s = Opening::new(server, Duration::from_millis(50), true);
+        client.write_all(b"P").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(
+            s.read(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+
+        let (mut client, server) = duplex(256);
+        let mut s = Opening::new(server, Duration::from_millis(50), false);
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        client.write_all(req).await.unwrap();
+        let mut got = vec![0u8; req.len()];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, req);
+        // Past the preface's length: no deadline any more.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(s.read(&mut buf).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_preface_is_refused_on_an_http1_listener() {
+        for chunks in [
+            &[&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]][..],
+            &[b"PR", b"I *"],
+        ] {
+            let (mut client, server) = duplex(64);
+            let mut s = Opening::new(server, Duration::from_secs(5), false);
+            let mut buf = [0u8; 64];
+            let mut result = Ok(0);
+            for c in chunks {
+                client.write_all(c).await.unwrap();
+                result = s.read(&mut buf).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        }
+        let (mut client, server) = duplex(64);
+        let mut s = Opening::new(server, Duration::from_secs(5), true);
+        client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(s.read(&mut buf).await.unwrap(), 16);
+    }
+}
