@@ -360,13 +360,17 @@ routes:
     // Beyond the root stays at the root.
     let (status, _) = raw_get(addr, "/../../public/a", "").await;
     assert_eq!(status, 200);
-    // Encoded slashes, backslashes and NUL are refused outright.
+    // Encoded slashes, backslashes, NUL and dot segments with parameters
+    // are refused outright.
     for p in [
         "/public/..%2fadmin/secret",
         "/public/%2F..%2Fadmin",
         "/public/..%5cadmin",
         "/public/a%00b",
         "/public/%zz",
+        // A dot segment once a servlet container drops `;` parameters.
+        "/public/..;/admin/secret",
+        "/public/%2e%2e;jsessionid=1/admin/secret",
     ] {
         let (status, body) = raw_get(addr, p, "").await;
         assert_eq!(status, 400, "{p}: {body}");

@@ -130,6 +130,11 @@ pub enum PathError {
     /// `%` not followed by two hex digits.
     #[error("invalid percent-encoding in the path")]
     InvalidEscape,
+    /// A `.` or `..` segment with `;` parameters (`/public/..;/admin`):
+    /// servlet containers (Tomcat, Jetty) drop the parameters and then
+    /// resolve the dot segment, which the router would not.
+    #[error("a `.` or `..` segment with `;` parameters is not allowed in the path")]
+    DotSegmentParams,
 }
 
 // === impl BuildError ===

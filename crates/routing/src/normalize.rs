@@ -19,7 +19,8 @@ use crate::percent::{hex_value, is_pchar, is_unreserved, push_escaped};
 /// - repeated slashes collapse into one;
 /// - `.` and `..` segments are removed as RFC 3986 section 5.2.4 does,
 ///   *after* decoding, so `/%2e%2e/admin` is `/admin`, and `..` never climbs
-///   above the root;
+///   above the root; one with `;` parameters (`..;`, `.;x`), which servlet
+///   containers resolve as a dot segment, is refused;
 /// - a trailing `/` is kept; the empty path becomes `/`.
 ///
 /// A path that is already canonical is borrowed, not copied.
@@ -45,6 +46,12 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     }
     let mut decoded = String::with_capacity(raw.len() + 8);
     canonicalize_into(raw, &mut decoded)?;
+    if decoded
+        .split('/')
+        .any(|seg| is_dot_with_params(seg.as_bytes()))
+    {
+        return Err(PathError::DotSegmentParams);
+    }
     Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
@@ -98,7 +105,7 @@ fn is_canonical(rest: &str) -> bool {
             .map_or(bytes.len(), |i| start + i);
         let seg = &bytes[start..end];
         let last = end == bytes.len();
-        if (seg.is_empty() && !last) || seg == b"." || seg == b".." {
+        if (seg.is_empty() && !last) || is_dot(seg) || is_dot_with_params(seg) {
             return false;
         }
         if !is_canonical_segment(seg) {
@@ -109,6 +116,18 @@ fn is_canonical(rest: &str) -> bool {
         }
         start = end + 1;
     }
+}
+
+fn is_dot(seg: &[u8]) -> bool {
+    seg == b"." || seg == b".."
+}
+
+/// `.;…` or `..;…`: a dot segment once a servlet container has dropped
+/// its `;` parameters.
+fn is_dot_with_params(seg: &[u8]) -> bool {
+    seg.iter()
+        .position(|&b| b == b';')
+        .is_some_and(|semi| is_dot(&seg[..semi]))
 }
 
 fn is_canonical_segment(seg: &[u8]) -> bool {
@@ -248,6 +267,11 @@ mod tests {
             ("/a%", PathError::InvalidEscape),
             ("*", PathError::NotAbsolute),
             ("a/b", PathError::NotAbsolute),
+            ("/public/..;/admin", PathError::DotSegmentParams),
+            ("/public/%2e%2e;x=1/admin", PathError::DotSegmentParams),
+            ("/public/%2E.;/admin", PathError::DotSegmentParams),
+            ("/a/.;/b", PathError::DotSegmentParams),
+            ("/a/..;", PathError::DotSegmentParams),
         ];
         for (raw, want) in cases {
             assert_eq!(normalize_path(raw), Err(want), "{raw:?}");
@@ -263,6 +287,9 @@ mod tests {
             "/caf%C3%A9",
             "/a%20b",
             "/a:b@c",
+            "/a;x=1/b",
+            "/a/...;/b",
+            "/a/x..;/b",
         ] {
             assert!(
                 matches!(normalize_path(raw), Ok(Cow::Borrowed(p)) if p == raw),

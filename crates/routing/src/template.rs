@@ -181,6 +181,7 @@ fn parse(template: &str) -> Result<Vec<Piece<'_>>, &'static str> {
             }
             PathError::Nul => "NUL byte: such requests are refused",
             PathError::InvalidEscape | PathError::NotAbsolute => "invalid percent-encoding",
+            PathError::DotSegmentParams => "dot segment with parameters: such requests are refused",
         })?;
         // `%2e%2e` would decode to a dot segment, which requests never contain.
         if canonical == "." || canonical == ".." {
