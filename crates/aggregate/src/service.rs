@@ -27,7 +27,7 @@ use crate::builder::{AggregateBuilder, Inner, Target};
 use crate::error::CallFailure;
 use crate::future::ResponseFuture;
 use crate::merge::{self, FieldPath};
-use crate::template::{Source, Var};
+use crate::template::{self, Position, Source, Var};
 
 /// The header that lists the calls missing from a partial answer, in
 /// declaration order: `X-Aggregate-Partial: orders, notifications`.
@@ -247,7 +247,18 @@ fn prepare(
     outcomes: &[Outcome],
 ) -> Result<Request<Full<Bytes>>, CallFailure> {
     let call = &inner.calls[i];
-    let path = call.path.render(|v| resolve(inner, v, input, outcomes))?;
+    let path = call.path.render(|v, pos| {
+        let s = resolve(inner, v, input, outcomes)?;
+        // A value is one segment: `..` would climb out of the template's
+        // path at the upstream (`/customers/{query.c}/orders` with `c=..`
+        // asks for `/orders`).
+        if pos == Position::Path && template::not_a_segment(&s) {
+            return Err(CallFailure::InvalidInput {
+                variable: v.text.clone(),
+            });
+        }
+        Ok(s)
+    })?;
     let uri = Uri::try_from(path).map_err(|_| CallFailure::InvalidInput {
         variable: call.path.as_str().to_owned(),
     })?;
@@ -270,7 +281,7 @@ fn prepare(
         }
     }
     for (name, template) in &call.set_headers {
-        let value = template.render(|v| {
+        let value = template.render(|v, _| {
             let s = resolve(inner, v, input, outcomes)?;
             // Checked per variable, so that the failure names it.
             HeaderValue::try_from(s.as_str()).map_err(|_| CallFailure::InvalidInput {

@@ -126,7 +126,7 @@ impl Template {
     /// every variable replaced by a harmless sample.
     fn validate(&self, kind: Kind) -> Result<(), String> {
         let sample = self
-            .render(|_| Ok::<_, ()>("x".to_owned()))
+            .render(|_, _| Ok::<_, ()>("x".to_owned()))
             .map_err(|()| "cannot render".to_owned())?;
         match kind {
             Kind::Uri => {
@@ -161,18 +161,18 @@ impl Template {
     }
 
     /// Renders the template, asking `resolve` for each variable's raw value
-    /// and escaping it for its position. The first error of `resolve` stops
-    /// rendering.
+    /// (told where it goes) and escaping it for its position. The first
+    /// error of `resolve` stops rendering.
     pub(crate) fn render<E>(
         &self,
-        mut resolve: impl FnMut(&Var) -> Result<String, E>,
+        mut resolve: impl FnMut(&Var, Position) -> Result<String, E>,
     ) -> Result<String, E> {
         let mut out = String::with_capacity(self.text.len());
         for part in &self.parts {
             match part {
                 Part::Lit(s) => out.push_str(s),
                 Part::Var(v, pos) => {
-                    let value = resolve(v)?;
+                    let value = resolve(v, *pos)?;
                     encode_into(&mut out, &value, *pos);
                 }
             }
@@ -213,6 +213,15 @@ fn parse_var(inner: &str) -> Result<Var, String> {
         field,
         text: inner_trimmed.to_owned(),
     })
+}
+
+/// Whether `value`, as a path segment, would not be one segment of its own:
+/// empty (`//`), a dot segment (`.`, `..`, which the upstream resolves,
+/// escaped or not), or one once a servlet container drops its `;`
+/// parameters (`..;x`).
+pub(crate) fn not_a_segment(value: &str) -> bool {
+    let head = value.split(';').next().unwrap_or(value);
+    value.is_empty() || head == "." || head == ".."
 }
 
 /// Percent-encodes `value` for `pos`, appending to `out`. Unreserved
@@ -266,7 +275,7 @@ mod tests {
     use super::*;
 
     fn render(t: &Template, f: impl Fn(&Var) -> Option<&'static str>) -> Result<String, String> {
-        t.render(|v| f(v).map(str::to_owned).ok_or_else(|| v.text.clone()))
+        t.render(|v, _| f(v).map(str::to_owned).ok_or_else(|| v.text.clone()))
     }
 
     #[test]

@@ -749,6 +749,29 @@ async fn missing_request_input_is_400_or_partial() {
 }
 
 #[tokio::test]
+async fn a_value_cannot_climb_out_of_its_path_segment() {
+    // `/customers/{query.c}/orders` with `c=..` would ask the upstream for
+    // `/orders` (everyone's); `.`, an empty value and `..;x` (a dot segment
+    // to a servlet container) likewise leave their segment.
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let agg = http_target(Aggregate::builder(), "echo", echo.addr)
+        .call(Call::new("orders", "echo").path("/customers/{query.c}/orders?o={query.o}"))
+        .build()
+        .unwrap();
+    for c in ["..", "%2E%2E", ".", "", "..;x=1", ".%2e"] {
+        let problem =
+            assert_problem(send(&agg, request(&format!("/?c={c}&o=1"), &[])).await, 400).await;
+        assert_eq!(problem["reason"], "invalid_input", "{c}");
+        assert_eq!(problem["call"], "orders", "{c}");
+    }
+    // In the query, or inside a segment, dots are only dots.
+    let rsp = send(&agg, request("/?c=a..b&o=..", &[])).await;
+    assert_eq!(rsp.status(), 200);
+    let v = json_body(rsp).await;
+    assert_eq!(v["orders"]["path"], "/customers/a..b/orders", "{v}");
+}
+
+#[tokio::test]
 async fn sub_requests_carry_the_incoming_extensions() {
     // A target written in Rust: it sees what the gateway's proxy would see.
     let target = service_fn(|req: Request<Full<Bytes>>| async move {
