@@ -197,7 +197,7 @@ routes:
     match: {{ path: "/users/{{id}}" }}
     upstream: "{}"
     request_headers:
-      set: {{ x-user-id: "{{params.id}}", x-route: "{{route}}", x-req: "{{request_id}}", x-client: "{{client.ip}}" }}
+      set: {{ x-user-id: "{{params.id}}", x-route: "{{route}}", x-req: "{{request_id}}", x-client: "{{client.ip}}", x-user-sub: "{{identity.sub}}" }}
       add: {{ x-tag: "a" }}
       remove: [x-drop-me]
       rename: {{ x-old-name: x-new-name }}
@@ -215,6 +215,9 @@ routes:
         .header("x-old-name", "v")
         .header("x-tag", "client")
         .header("x-request-id", "req-transform-1")
+        // Anonymous: `{identity.sub}` renders nothing, and the client's
+        // own value must not take its place.
+        .header("x-user-sub", "admin")
         .send()
         .await
         .unwrap();
@@ -229,6 +232,7 @@ routes:
     assert_eq!(h["x-client"], json!(["127.0.0.1"]));
     assert_eq!(h["x-tag"], json!(["client", "a"]));
     assert!(h.get("x-drop-me").is_none(), "{h}");
+    assert!(h.get("x-user-sub").is_none(), "{h}");
     assert!(h.get("x-old-name").is_none(), "{h}");
     assert_eq!(h["x-new-name"], json!(["v"]));
 }

@@ -6,10 +6,10 @@
 //! templates are rendered from the request too, in `call`, before the
 //! request is forwarded.
 //!
-//! A [`Set`](Op::Set) or [`Add`](Op::Add) whose template has a missing
-//! variable is skipped (the header is left as it was); one whose value
-//! is not a valid header value (CR, LF, other control characters) is
-//! skipped with a warning. Neither ever fails the request.
+//! A [`Set`](Op::Set) whose template has a missing variable, or renders an
+//! invalid header value (CR, LF, other control characters; with a warning),
+//! removes the header: what a `set` decides is never left to the client. An
+//! [`Add`](Op::Add) in that case is skipped. Neither ever fails the request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,7 +26,8 @@ use crate::{BuildError, Template};
 /// One header operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Replaces every value of the header with the rendered template.
+    /// Replaces every value of the header with the rendered template, or
+    /// removes the header when the template cannot be rendered.
     Set(HeaderName, Template),
     /// Appends the rendered template as one more value of the header.
     Add(HeaderName, Template),
@@ -281,7 +282,15 @@ fn apply(ops: &[Op], values: Vec<Option<HeaderValue>>, headers: &mut HeaderMap) 
             (Op::Add(name, _), Some(v)) => {
                 headers.append(name.clone(), v);
             }
-            (Op::Set(..) | Op::Add(..), None) => {}
+            // A `set` whose value could not be rendered (a variable the
+            // request lacks, an invalid value) still decides the header:
+            // absent. Keeping what the client sent would let it choose the
+            // value (`x-user-sub: {identity.sub}` for a caller without a
+            // `sub`, and a client-sent `X-User-Sub: admin`).
+            (Op::Set(name, _), None) => {
+                headers.remove(name);
+            }
+            (Op::Add(..), None) => {}
             (Op::Remove(name), _) => {
                 headers.remove(name);
             }
@@ -339,7 +348,10 @@ mod tests {
             // rendered from the incoming request
             assert_eq!(h["x-b"], "one");
             assert!(!h.contains_key("x-gone"));
-            assert_eq!(h["x-skip"], "client value kept");
+            assert!(
+                !h.contains_key("x-skip"),
+                "a set that renders nothing removes"
+            );
             assert!(!h.contains_key("x-crlf"));
             Ok::<_, Infallible>(Response::new(()))
         }));
@@ -347,7 +359,7 @@ mod tests {
             .header("x-a", "one")
             .header("x-c", "replaced")
             .header("x-gone", "1")
-            .header("x-skip", "client value kept")
+            .header("x-skip", "client-chosen value")
             .body(())
             .unwrap();
         svc.oneshot(req).await.unwrap();
