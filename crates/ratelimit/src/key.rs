@@ -148,9 +148,12 @@ impl Key {
                 }
                 None => false,
             },
-            Key::Header(name) => match parts.headers.get(name) {
+            // Without surrounding spaces and tabs, as auth compares it:
+            // HTTP/1 parsers strip them, HTTP/2 keeps them, and `K`, `K `
+            // and ` K` must be one key (one bucket), not three.
+            Key::Header(name) => match parts.headers.get(name).map(|v| trim_ows(v.as_bytes())) {
                 Some(v) if !v.is_empty() => {
-                    push_bounded(out, v.as_bytes());
+                    push_bounded(out, v);
                     true
                 }
                 _ => false,
@@ -306,6 +309,14 @@ fn push_bounded(out: &mut String, value: &[u8]) {
     }
 }
 
+/// `value` without leading and trailing spaces and tabs (RFC 9110's OWS).
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !ows(b)).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
 /// `ip` as its `Display` writes it, without `core::fmt`.
 fn push_ip(out: &mut String, ip: IpAddr) {
     towergate_core::write_ip(out, ip);
@@ -415,6 +426,23 @@ mod tests {
         assert_eq!(h("x-utf8").extract(&p).as_deref(), Some("caf\u{e9} k"));
         assert_eq!(h("x-obs").extract(&p).as_deref(), Some("a\u{fffd}b\tc"));
         assert_eq!(h("x-none").extract(&p), None);
+        // Spaces and tabs around a value (HTTP/2 keeps them) make no other key.
+        for padded in [" k1", "k1 ", "\tk1\t ", "  k1"] {
+            let p = parts(|r| {
+                r.headers_mut()
+                    .insert("x-api-key", HeaderValue::from_str(padded).unwrap());
+            });
+            assert_eq!(
+                h("x-api-key").extract(&p).as_deref(),
+                Some("k1"),
+                "{padded:?}"
+            );
+        }
+        let blank = parts(|r| {
+            r.headers_mut()
+                .insert("x-api-key", HeaderValue::from_static(" \t "));
+        });
+        assert_eq!(h("x-api-key").extract(&blank), None);
         assert_eq!(
             Key::identity("consumer").extract(&p).as_deref(),
             Some("acme")
