@@ -8,14 +8,17 @@
 //! RateLimit: "per-ip";r=7;t=2
 //! ```
 //!
-//! - `RateLimit-Policy` lists every limit of the layer: `q` is the quota
-//!   (the burst: what a full bucket holds) and `w` the window in seconds
-//!   (how long an empty bucket takes to fill: burst × interval, rounded up).
-//!   `Limit::per_minute(100)` is `q=100;w=60`.
+//! - `RateLimit-Policy` lists every limit of the layer: `w` is the window in
+//!   seconds (how long an empty bucket takes to fill: burst × interval,
+//!   rounded up) and `q` the quota, what a full bucket admits within `w`
+//!   (the burst, plus what refills in the part of `w` past the window when
+//!   it is not whole seconds). `Limit::per_minute(100)` is `q=100;w=60`;
+//!   `10/s` with a burst of 1 is `q=10;w=1`.
 //! - `RateLimit` reports the tightest limit only (fewest `r`emaining; on a
 //!   refusal, the refusing limit that asks to wait longest): `t` is the
 //!   seconds until that bucket is full again, rounded up.
-//! - Legacy, when enabled: `X-RateLimit-Limit` (= `q`),
+//! - Legacy, when enabled: `X-RateLimit-Limit` (the burst, which
+//!   `remaining` counts down from; `q` when the window is whole seconds),
 //!   `X-RateLimit-Remaining` (= `r`) and `X-RateLimit-Reset` (= `t`, seconds
 //!   from now) for the same tightest limit.
 //!
@@ -64,11 +67,19 @@ pub(crate) fn seconds_ceil(micros: u64) -> u64 {
 /// One member of `RateLimit-Policy`. Names are checked tokens (no quote or
 /// backslash), so they need no escaping in an sf-string.
 pub(crate) fn policy_item(name: &str, gcra: Gcra) -> String {
-    format!(
-        "\"{name}\";q={};w={}",
-        gcra.burst(),
-        seconds_ceil(gcra.window())
-    )
+    let (q, w) = quota_window(gcra);
+    format!("\"{name}\";q={q};w={w}")
+}
+
+/// `q` and `w` of a limit: `w` is the window in whole seconds, rounded up,
+/// and `q` what a full bucket admits within `w`: the burst, plus what
+/// refills in the part of `w` past the window. So `q/w` is never below
+/// the real rate: `10/s` with a burst of 1 is `q=10;w=1`, not `q=1;w=1`.
+fn quota_window(gcra: Gcra) -> (u64, u64) {
+    let w = seconds_ceil(gcra.window());
+    let rest = w.saturating_mul(MICROS).saturating_sub(gcra.window());
+    let q = gcra.burst().saturating_add(rest / gcra.interval().max(1));
+    (q, w)
 }
 
 /// The constant start of a limit's `RateLimit` member, `"name";r=`: made
@@ -153,6 +164,13 @@ mod tests {
     fn formats() {
         let g = Gcra::new(100_000, 20).unwrap(); // 10/s burst 20
         assert_eq!(policy_item("per-ip", g), "\"per-ip\";q=20;w=2");
+        // Windows that are not whole seconds: q/w is the real rate, or more.
+        let ten_a_second = Gcra::new(100_000, 1).unwrap(); // 10/s burst 1
+        assert_eq!(policy_item("a", ten_a_second), "\"a\";q=10;w=1");
+        let two_a_second = Gcra::new(500_000, 3).unwrap(); // 20/10s burst 3
+        assert_eq!(policy_item("b", two_a_second), "\"b\";q=4;w=2");
+        let per_minute = Gcra::new(600_000, 100).unwrap();
+        assert_eq!(policy_item("c", per_minute), "\"c\";q=100;w=60");
         let o = Outcome {
             allowed: true,
             remaining: 7,
