@@ -379,6 +379,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
     registry.commit_cache(cache_store, cache_routes);
     registry.commit_redis(crate::policy::redis_in_use(&cfg.rate_limiting).as_deref());
     registry.commit_authenticators(&provider_keys);
+    registry.commit_memory(&policy::rate_limit_scopes(cfg));
     registry
         .metrics()
         .forget_endpoints_after(forget_endpoints_after);

@@ -223,6 +223,14 @@ async fn buckets_survive_a_reload() {
         ReloadOutcome::Applied { .. }
     ));
     assert_eq!(statuses(&c, &url, &[], 1).await, vec![429]);
+    // Nor with a new `max_keys`: the buckets move to a store of the new size.
+    let resized = yaml.replacen("routes:", "rate_limiting: { max_keys: 5000 }\nroutes:", 1);
+    std::fs::write(&path, &resized).unwrap();
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Applied { .. }
+    ));
+    assert_eq!(statuses(&c, &url, &[], 1).await, vec![429]);
     gw.shutdown().await;
 }
 

@@ -34,7 +34,8 @@ use crate::config::{ConfigError, parse_duration};
 pub struct Registry {
     metrics: towergate_observe::Metrics,
     access_log: Mutex<Option<(String, towergate_observe::AccessLogLayer)>>,
-    memory: Mutex<HashMap<String, MemoryStore>>,
+    /// Each rate-limit scope's memory store, with the `max_keys` asked for.
+    memory: Mutex<HashMap<String, (usize, MemoryStore)>>,
     redis: Mutex<HashMap<String, RedisStore>>,
     authenticators: Mutex<HashMap<String, Arc<dyn towergate_auth::Authenticator>>>,
     ejections_seen: Mutex<HashMap<String, u64>>,
@@ -253,21 +254,31 @@ impl Registry {
         }
     }
 
+    /// The memory store of a rate-limit scope, kept across reloads; a
+    /// changed `max_keys` gets a store of the new size that starts with the
+    /// old one's buckets.
     fn memory(&self, scope: &str, max_keys: usize) -> Result<MemoryStore, String> {
-        let key = format!("{scope}\u{0}{max_keys}");
         let mut map = self
             .memory
             .lock()
             .map_err(|_| "registry lock poisoned".to_owned())?;
-        if let Some(s) = map.get(&key) {
-            return Ok(s.clone());
+        let store = match map.get(scope) {
+            Some((asked, s)) if *asked == max_keys => return Ok(s.clone()),
+            Some((_, s)) => s.resized(max_keys),
+            None => MemoryStore::builder().max_keys(max_keys).build(),
         }
-        let store = MemoryStore::builder()
-            .max_keys(max_keys)
-            .build()
-            .map_err(|e| e.to_string())?;
-        map.insert(key, store.clone());
+        .map_err(|e| e.to_string())?;
+        map.insert(scope.to_owned(), (max_keys, store.clone()));
         Ok(store)
+    }
+
+    /// Keeps only the memory stores of the rate-limit scopes of the
+    /// configuration just compiled: a removed or renamed route's buckets
+    /// are freed instead of living as long as the process.
+    pub(crate) fn commit_memory(&self, in_use: &std::collections::HashSet<String>) {
+        if let Ok(mut map) = self.memory.lock() {
+            map.retain(|scope, _| in_use.contains(scope));
+        }
     }
 
     fn redis(&self, settings: &RedisResolved) -> Result<RedisStore, String> {
@@ -288,6 +299,18 @@ impl Registry {
         map.insert(key, store.clone());
         Ok(store)
     }
+}
+
+/// The rate-limit scopes of `cfg`'s routes (their memory stores); see
+/// [`Registry::commit_memory`].
+pub(crate) fn rate_limit_scopes(cfg: &crate::config::Config) -> std::collections::HashSet<String> {
+    cfg.routes
+        .iter()
+        .filter_map(|r| {
+            let rl = r.rate_limit.as_ref()?;
+            Some(rl.scope.clone().unwrap_or_else(|| r.name.clone()))
+        })
+        .collect()
 }
 
 /// The key of the Redis store `store` asks for, if it asks for one; see

@@ -186,6 +186,38 @@ impl MemoryStore {
         self.inner.per_shard * self.inner.shards.len()
     }
 
+    /// A store of at most `max_keys` keys that starts with this one's live
+    /// buckets (as many as fit), on the same clock and shard count: what a
+    /// configuration that changes `max_keys` swaps in, so that clients keep
+    /// their buckets instead of each getting a full one again. Fails if
+    /// `max_keys` is zero.
+    pub fn resized(&self, max_keys: usize) -> Result<MemoryStore, BuildError> {
+        if max_keys == 0 {
+            return Err(BuildError::InvalidStore(
+                "max_keys must be positive".to_owned(),
+            ));
+        }
+        let old = &*self.inner;
+        let new = Self::with_parts(max_keys, old.shards.len(), old.clock.clone());
+        let now = old.clock.now_micros();
+        for i in 0..old.shards.len() {
+            let live: Vec<(Box<str>, u64)> = old
+                .lock(i)
+                .tats
+                .iter()
+                .filter(|(_, tat)| *tat > now)
+                .cloned()
+                .collect();
+            for (id, tat) in live {
+                let inner = &*new.inner;
+                let hash = inner.hash(&id);
+                let mut shard = inner.lock(inner.shard_of(hash));
+                inner.store(&mut shard, hash, &id, tat, now);
+            }
+        }
+        Ok(new)
+    }
+
     /// How many live keys (TAT in the future) were forgotten to stay within
     /// the bound: each such key got a full bucket back early. Zero unless
     /// more keys are active at once than the store holds.
@@ -402,6 +434,37 @@ mod tests {
         assert!(store.decide(&one("new", g)).allowed);
         assert_eq!(store.len(), 1, "only the new key is live");
         assert_eq!(store.evictions(), 0);
+    }
+
+    #[test]
+    fn a_resized_store_keeps_the_live_buckets() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::builder()
+            .max_keys(1_000)
+            .shards(4)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let g = Gcra::new(1_000_000, 1).unwrap(); // 1/s, burst 1
+        let short = Gcra::new(1_000, 1).unwrap();
+        for i in 0..100 {
+            assert!(store.decide(&one(&format!("k{i}"), g)).allowed);
+        }
+        assert!(store.decide(&one("spent", short)).allowed);
+        clock.advance(Duration::from_millis(5));
+        let bigger = store.resized(2_000).unwrap();
+        assert_eq!(bigger.max_keys(), 2_000);
+        assert_eq!(bigger.len(), 100, "only live buckets move");
+        for i in 0..100 {
+            assert!(
+                !bigger.decide(&one(&format!("k{i}"), g)).allowed,
+                "k{i} kept its bucket"
+            );
+        }
+        // Smaller than what is live: as many as fit, the bound holds.
+        let smaller = store.resized(40).unwrap();
+        assert!(smaller.len() <= 40);
+        assert!(store.resized(0).is_err());
     }
 
     /// The one hash picks the shard and places the key in it: keys spread
