@@ -71,6 +71,8 @@ const REPLY_FIELDS: usize = 5;
 ///   atomic across instances.
 /// - **Cluster-compatible keys**: `<prefix>{<tag>}<bucket id>`, where the
 ///   tag is the batch's tag, so every key of one decision hashes to one slot.
+///   The connection is to one server (standalone, or a proxy in front of a
+///   cluster), not a Cluster client: a node's `MOVED` answer is a failure.
 /// - **Never hangs**: each call is bounded by [`timeout`](RedisStoreBuilder::timeout)
 ///   (50 ms by default). A [`ConnectionManager`] reconnects in the
 ///   background.
