@@ -625,6 +625,20 @@ async fn bad_policy_config_names_the_key() {
     .unwrap();
     let e = towergate::stack::compile(&cfg).unwrap_err();
     assert!(e.errors.iter().any(|e| e.path == "routes[0].cache"), "{e}");
+    // A fixed response's type has its own setting, and its framing is the
+    // server's: a second Content-Type, or a Content-Length, is refused.
+    for (name, path) in [
+        ("content-type", "routes[0].respond.headers.content-type"),
+        ("Content-Length", "routes[0].respond.headers.Content-Length"),
+    ] {
+        let cfg = towergate::config::parse_str(
+            &format!("listen: \"127.0.0.1:0\"\nroutes:\n  - name: r\n    match: {{ path_prefix: \"/\" }}\n    respond: {{ status: 200, body: \"{{}}\", headers: {{ {name}: \"1\" }} }}\n"),
+            towergate::config::Format::Yaml,
+        )
+        .unwrap();
+        let e = towergate::stack::compile(&cfg).unwrap_err();
+        assert!(e.errors.iter().any(|e| e.path == path), "{e}");
+    }
     let cfg = towergate::config::parse_str(
         "listen: \"127.0.0.1:0\"\nroutes:\n  - name: r\n    match: { path_prefix: \"/\" }\n",
         towergate::config::Format::Yaml,

@@ -466,6 +466,21 @@ pub(crate) fn fixed_response(
         let Some(n) = header_name(k, path.clone(), errs) else {
             continue;
         };
+        // The body's framing is the server's to write; its type has its
+        // own setting, which a second `Content-Type` would contradict.
+        if matches!(
+            n,
+            http::header::CONTENT_LENGTH
+                | http::header::TRANSFER_ENCODING
+                | http::header::CONNECTION
+        ) {
+            err(errs, path, "set by the server from the body; leave it out");
+            continue;
+        }
+        if n == http::header::CONTENT_TYPE {
+            err(errs, path, "use `content_type`");
+            continue;
+        }
         match HeaderValue::from_str(v) {
             Ok(v) => f = f.header(n, v),
             Err(_) => err(errs, path, "not a valid header value"),
