@@ -36,6 +36,11 @@ pub struct RunningGateway {
     drain: Duration,
     shutdown_delay: Duration,
     graceful: Arc<GracefulShutdown>,
+    /// One permit per open connection, held by its task and by a tunnel
+    /// (WebSocket) that takes it over: all of them free means nothing is
+    /// open.
+    conns: Arc<Semaphore>,
+    max_connections: usize,
 }
 
 /// Binds the listeners of a compiled configuration and starts serving.
@@ -89,6 +94,8 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         drain: server.drain_timeout,
         shutdown_delay: server.shutdown_delay,
         graceful,
+        conns,
+        max_connections: server.max_connections,
     })
 }
 
@@ -227,13 +234,28 @@ impl RunningGateway {
                 connections.push(set);
             }
         }
+        let deadline = tokio::time::Instant::now() + self.drain;
         let drained = match Arc::try_unwrap(self.graceful) {
-            Ok(g) => tokio::time::timeout(self.drain, g.shutdown()).await.is_ok(),
+            Ok(g) => tokio::time::timeout_at(deadline, g.shutdown())
+                .await
+                .is_ok(),
             Err(_) => {
                 tracing::error!("graceful shutdown handle still shared; not draining");
                 false
             }
         };
+        // Upgraded connections (WebSocket tunnels) left hyper's watch at
+        // their 101, but still hold their connection's permit: they get the
+        // rest of the drain time to end, as requests do.
+        let open = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let tunnels_done = drained
+            && tokio::time::timeout_at(deadline, self.conns.acquire_many(open))
+                .await
+                .is_ok();
+        if drained && !tunnels_done {
+            tracing::warn!(timeout = ?self.drain, "drain timeout: closing the remaining upgraded connections (WebSocket tunnels)");
+        }
+        let drained = drained && tunnels_done;
         if drained {
             tracing::info!("all connections drained");
         } else {

@@ -262,6 +262,42 @@ fn ws_echo() -> Router {
 }
 
 #[tokio::test]
+async fn a_shutdown_drains_websocket_tunnels_too() {
+    // After its 101 a tunnel is no longer hyper's connection: the drain
+    // still waits for it (up to drain_timeout), as for a request.
+    let up = spawn_upstream(ws_echo()).await;
+    let (gw, addr) = gateway(&one_route(
+        &up.url(),
+        "",
+        "server: { drain_timeout: \"20s\" }",
+    ))
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let text = tokio_tungstenite::tungstenite::Message::Text;
+    ws.send(text("before".into())).await.unwrap();
+    let msg = ws.next().await.unwrap().unwrap();
+    assert_eq!(msg.into_text().unwrap().as_str(), "echo:before");
+    let shutdown = tokio::spawn(gw.shutdown());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "the drain did not wait for the tunnel"
+    );
+    ws.send(text("during".into())).await.unwrap();
+    let msg = ws.next().await.unwrap().unwrap();
+    assert_eq!(msg.into_text().unwrap().as_str(), "echo:during");
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let drained = tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("the drain ended once the tunnel closed")
+        .unwrap();
+    assert!(drained);
+}
+
+#[tokio::test]
 async fn a_websocket_tunnel_counts_as_its_connection() {
     // hyper hands the client's connection over to the tunnel after the
     // 101: the tunnel keeps it counted in the gauge and in
