@@ -30,11 +30,23 @@ pub(crate) type ProxyEndpoint = RecordUpstream<Proxy>;
 /// A pool of proxy endpoints.
 pub(crate) type ProxyPool = Pool<ProxyEndpoint>;
 /// How the balancer reads the proxy's errors.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ProxyClassify;
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProxyClassify {
+    /// The upstream's own response timeout. A route's shorter one running
+    /// out is that route's impatience, not the endpoint's fault: the pool
+    /// is shared by every route of the upstream, and one route's 200 ms
+    /// must not eject endpoints that another route waits 60 s for.
+    upstream_timeout: Duration,
+}
 
 impl Classify for ProxyClassify {
     fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Outcome {
+        if let Some(t) = cause_ref::<UpstreamTimeout>(error)
+            && !t.is_connect()
+            && t.after().is_some_and(|after| after < self.upstream_timeout)
+        {
+            return Outcome::Ignore;
+        }
         classify_proxy_error(error)
     }
 }
@@ -80,6 +92,60 @@ fn dur(
     }
 }
 
+/// The upstream's response timeout (`timeout`, default 30 s), as its pool's
+/// proxies have it.
+pub(crate) fn upstream_timeout(u: &Upstream) -> Duration {
+    u.timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// The proxies to a pool's endpoints, for its requests and its health
+/// checks alike.
+struct EndpointProxies {
+    settings: ProxySettings,
+    /// One client per name that endpoints are found under (it carries the
+    /// SNI), shared by that name's addresses.
+    named_clients: Mutex<HashMap<String, Client>>,
+}
+
+impl EndpointProxies {
+    /// The proxy to `e`. One found through DNS is dialled by address but
+    /// named by its host: SNI and certificate name over TLS, and Host.
+    fn proxy(&self, e: &Endpoint) -> Result<Proxy, BoxError> {
+        let settings = &self.settings;
+        match e.hostname().map(|h| h.trim_end_matches('.')) {
+            Some(name) if !name.is_empty() => {
+                let https = e.url().starts_with("https://");
+                let client = if https {
+                    let mut clients = self
+                        .named_clients
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    match clients.get(name) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = settings.client.for_server_name(name)?;
+                            clients.insert(name.to_owned(), c.clone());
+                            c
+                        }
+                    }
+                } else {
+                    settings.client.clone()
+                };
+                let host = match e.socket_addr().map(|a| a.port()) {
+                    Some(port) if port != if https { 443 } else { 80 } => format!("{name}:{port}"),
+                    _ => name.to_owned(),
+                };
+                settings.named_proxy(e.url(), client, host)
+            }
+            _ => settings.proxy(e.url()),
+        }
+        .map_err(BoxError::from)
+    }
+}
+
 /// Builds the pool of an upstream with `endpoints`.
 pub(crate) fn pool(
     name: &str,
@@ -89,37 +155,14 @@ pub(crate) fn pool(
     p: &str,
 ) -> Result<ProxyPool, ConfigError> {
     let mut errs = Vec::new();
-    let make_settings = settings.clone();
+    let proxies = Arc::new(EndpointProxies {
+        settings: settings.clone(),
+        named_clients: Mutex::default(),
+    });
+    let make_proxies = proxies.clone();
     let make_metrics = metrics.clone();
-    // One client per name that endpoints are found under (it carries the
-    // SNI), shared by that name's addresses.
-    let named_clients: Mutex<HashMap<String, Client>> = Mutex::default();
     let make = move |e: &Endpoint| -> Result<ProxyEndpoint, BoxError> {
-        let proxy = match e.hostname().map(|h| h.trim_end_matches('.')) {
-            Some(name) if !name.is_empty() => {
-                let https = e.url().starts_with("https://");
-                let client = if https {
-                    let mut clients = named_clients.lock().unwrap_or_else(PoisonError::into_inner);
-                    match clients.get(name) {
-                        Some(c) => c.clone(),
-                        None => {
-                            let c = make_settings.client.for_server_name(name)?;
-                            clients.insert(name.to_owned(), c.clone());
-                            c
-                        }
-                    }
-                } else {
-                    make_settings.client.clone()
-                };
-                let host = match e.socket_addr().map(|a| a.port()) {
-                    Some(port) if port != if https { 443 } else { 80 } => format!("{name}:{port}"),
-                    _ => name.to_owned(),
-                };
-                make_settings.named_proxy(e.url(), client, host)
-            }
-            _ => make_settings.proxy(e.url()),
-        }
-        .map_err(BoxError::from)?;
+        let proxy = make_proxies.proxy(e)?;
         Ok(RecordUpstreamLayer::new(e.url().to_owned())
             .forget_when_dropped(true)
             .metrics(make_metrics.clone())
@@ -181,9 +224,10 @@ pub(crate) fn pool(
         b = b.algorithm(algorithm(spec, &format!("{p}.balance"))?);
     }
     if let Some(h) = &u.health_check {
-        let client = settings.clone();
+        // Probes go as requests do: an endpoint found through DNS is
+        // checked under its name (SNI, certificate, Host).
         let checker = move |e: &Endpoint, path: &str| {
-            let proxy = client.proxy(e.url());
+            let proxy = proxies.proxy(e);
             let req = Request::get(path.to_owned()).body(Empty::<bytes::Bytes>::new());
             async move {
                 let proxy = proxy.map_err(BoxError::from)?;
@@ -357,7 +401,9 @@ pub(crate) fn balance(
     }
     let (metrics, route): (Metrics, Arc<str>) = (metrics.clone(), Arc::from(route));
     let mut b = Balance::builder(pool)
-        .classify(ProxyClassify)
+        .classify(ProxyClassify {
+            upstream_timeout: upstream_timeout(u),
+        })
         .retry(policy)
         .on_retry(move || metrics.retry(route.clone()));
     if let Some(t) = &u.request_timeout {

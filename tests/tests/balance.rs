@@ -363,6 +363,7 @@ async fn routes_with_their_own_settings_share_one_pool() {
     }))
     .await;
     let slow = slow_server("slow", Duration::from_millis(400)).await;
+    let slow2 = slow_server("slow2", Duration::from_millis(400)).await;
     let yaml = format!(
         r#"listen: "127.0.0.1:0"
 upstreams:
@@ -371,8 +372,9 @@ upstreams:
     balance: round_robin
     ejection: {{ consecutive_failures: 1, base_time: "60s" }}
   slowsvc:
-    endpoints: ["{slow}"]
+    endpoints: ["{slow}", "{slow2}"]
     timeout: "5s"
+    ejection: {{ consecutive_failures: 1, base_time: "60s" }}
 routes:
   - name: plain
     match: {{ path_prefix: "/plain/" }}
@@ -400,8 +402,9 @@ routes:
         good = good.url(),
         failing = failing.url(),
         slow = slow.url(),
+        slow2 = slow2.url(),
     );
-    let (_gw, addr) = gateway(&yaml).await;
+    let (gw, addr) = gateway(&yaml).await;
     let c = client();
     // Through `plain`, until the failing endpoint has been tried (and
     // ejected: one failure is enough). Its 503 is retried on `good`.
@@ -442,17 +445,29 @@ routes:
         tried,
         "an endpoint ejected through one route was picked through another"
     );
-    // Each route's own timeout, on a shared pool.
-    let rsp = c
-        .get(format!("http://{addr}/hurried/x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rsp.status(), 504);
-    let rsp = c
-        .get(format!("http://{addr}/slowok/x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rsp.status(), 200);
+    // Each route's own timeout, on a shared pool; a route's shorter one
+    // running out is not held against the endpoints (one failure would
+    // eject here).
+    for _ in 0..4 {
+        let rsp = c
+            .get(format!("http://{addr}/hurried/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 504);
+    }
+    let states = gw.live().stack().upstream_states();
+    let (_, slow_states) = states.iter().find(|(n, _)| n == "slowsvc").unwrap();
+    assert!(
+        slow_states.iter().all(|s| s.ejections == 0),
+        "{slow_states:?}"
+    );
+    for _ in 0..2 {
+        let rsp = c
+            .get(format!("http://{addr}/slowok/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rsp.status(), 200);
+    }
 }

@@ -95,6 +95,7 @@ upstreams:
     dns: {{ host: localhost, port: {port}, scheme: https, interval: "1s" }}
     tls: {{ ca: "{d}/ca.pem" }}
     retry: {{ max_retries: 2, on: [connect] }}
+    health_check: {{ path: /healthz, interval: "100ms", healthy_threshold: 1, unhealthy_threshold: 1 }}
   rewritten:
     dns: {{ host: localhost, port: {port}, scheme: https, interval: "1s" }}
     tls: {{ ca: "{d}/ca.pem" }}
@@ -110,7 +111,7 @@ routes:
 "#,
         d = dir.display()
     );
-    let (_gw, addr) = gateway(&yaml).await;
+    let (gw, addr) = gateway(&yaml).await;
     let c = client();
     for _ in 0..4 {
         let rsp = c
@@ -122,6 +123,31 @@ routes:
         let v: Value = rsp.json().await.unwrap();
         assert_eq!(v["service"], "named");
         assert_eq!(host_of(&v), format!("localhost:{port}"));
+    }
+    // Health checks go under the name too: the IPv4 endpoint (the one
+    // listening) passes them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let states = gw.live().stack().upstream_states();
+        let named = states
+            .iter()
+            .find(|(n, _)| n == "named")
+            .map(|(_, s)| s.clone());
+        let v4 = named
+            .unwrap_or_default()
+            .into_iter()
+            .find(|s| s.url.contains("127.0.0.1"));
+        let checked = v4.as_ref().and_then(|s| s.active_check.clone());
+        if let Some(c) = checked.filter(|c| c.last_status.is_some() || c.last_error.is_some()) {
+            assert!(c.healthy, "{c:?}");
+            assert_eq!(c.last_status, Some(200), "{c:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no health check ran: {v4:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // A route's own Host still wins; SNI stays the DNS name.
     let rsp = c

@@ -230,6 +230,12 @@ impl UpstreamTimeout {
     pub fn is_connect(&self) -> bool {
         self.phase == Phase::Connect
     }
+
+    /// The timeout that ran out, when known: the proxy's response timeout,
+    /// or a request's [`RouteSettings`](crate::RouteSettings) one.
+    pub fn after(&self) -> Option<Duration> {
+        self.after
+    }
 }
 
 impl fmt::Display for UpstreamTimeout {
