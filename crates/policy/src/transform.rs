@@ -6,9 +6,10 @@
 //! templates are rendered from the request too, in `call`, before the
 //! request is forwarded.
 //!
-//! A [`Set`](Op::Set) whose template has a missing variable, or renders an
-//! invalid header value (CR, LF, other control characters; with a warning),
-//! removes the header: what a `set` decides is never left to the client. An
+//! A request-side [`Set`](Op::Set) whose template has a missing variable, or
+//! renders an invalid header value (CR, LF, other control characters; with
+//! a warning), removes the header: what a `set` decides is never left to
+//! the client. On the response side the upstream's header is kept. An
 //! [`Add`](Op::Add) in that case is skipped. Neither ever fails the request.
 
 use std::future::Future;
@@ -26,8 +27,9 @@ use crate::{BuildError, Template};
 /// One header operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Replaces every value of the header with the rendered template, or
-    /// removes the header when the template cannot be rendered.
+    /// Replaces every value of the header with the rendered template; when
+    /// the template cannot be rendered, removes a request header and keeps
+    /// a response header as the upstream sent it.
     Set(HeaderName, Template),
     /// Appends the rendered template as one more value of the header.
     Add(HeaderName, Template),
@@ -214,7 +216,7 @@ where
         let values = render_all(&self.ops.response, &req);
         if !self.ops.request.is_empty() {
             let request_values = render_all(&self.ops.request, &req);
-            apply(&self.ops.request, request_values, req.headers_mut());
+            apply(&self.ops.request, request_values, req.headers_mut(), true);
         }
         ResponseFuture {
             inner: self.inner.call(req),
@@ -240,6 +242,7 @@ where
                 &this.ops.response,
                 std::mem::take(this.values),
                 rsp.headers_mut(),
+                false,
             );
         }
         Poll::Ready(Ok(rsp))
@@ -273,7 +276,15 @@ fn render_all<B>(ops: &[Op], req: &Request<B>) -> Vec<Option<HeaderValue>> {
         .collect()
 }
 
-fn apply(ops: &[Op], values: Vec<Option<HeaderValue>>, headers: &mut HeaderMap) {
+/// `unrendered_set_removes`: on the request side, a `set` that could not be
+/// rendered removes the header (the client must not choose its value); on
+/// the response side the upstream's header is kept.
+fn apply(
+    ops: &[Op],
+    values: Vec<Option<HeaderValue>>,
+    headers: &mut HeaderMap,
+    unrendered_set_removes: bool,
+) {
     for (op, value) in ops.iter().zip(values) {
         match (op, value) {
             (Op::Set(name, _), Some(v)) => {
@@ -288,7 +299,9 @@ fn apply(ops: &[Op], values: Vec<Option<HeaderValue>>, headers: &mut HeaderMap) 
             // value (`x-user-sub: {identity.sub}` for a caller without a
             // `sub`, and a client-sent `X-User-Sub: admin`).
             (Op::Set(name, _), None) => {
-                headers.remove(name);
+                if unrendered_set_removes {
+                    headers.remove(name);
+                }
             }
             (Op::Add(..), None) => {}
             (Op::Remove(name), _) => {
@@ -363,6 +376,39 @@ mod tests {
             .body(())
             .unwrap();
         svc.oneshot(req).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_response_set_that_renders_nothing_keeps_the_upstreams_header() {
+        let layer = HeaderTransformLayer::builder()
+            .response(Op::Set(
+                HeaderName::from_static("x-tenant"),
+                t("{header.x-tenant}"),
+            ))
+            .build()
+            .unwrap();
+        let svc = layer.layer(service_fn(|_req: Request<()>| async move {
+            let mut rsp = Response::new(());
+            rsp.headers_mut()
+                .insert("x-tenant", HeaderValue::from_static("from-upstream"));
+            Ok::<_, Infallible>(rsp)
+        }));
+        let rsp = svc
+            .clone()
+            .oneshot(Request::get("/").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(rsp.headers()["x-tenant"], "from-upstream");
+        let rsp = svc
+            .oneshot(
+                Request::get("/")
+                    .header("x-tenant", "acme")
+                    .body(())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rsp.headers()["x-tenant"], "acme");
     }
 
     #[test]
