@@ -27,7 +27,7 @@ use crate::builder::{AggregateBuilder, Inner, Target};
 use crate::error::CallFailure;
 use crate::future::ResponseFuture;
 use crate::merge::{self, FieldPath};
-use crate::template::{self, Position, Source, Var};
+use crate::template::{Source, Var};
 
 /// The header that lists the calls missing from a partial answer, in
 /// declaration order: `X-Aggregate-Partial: orders, notifications`.
@@ -247,18 +247,12 @@ fn prepare(
     outcomes: &[Outcome],
 ) -> Result<Request<Full<Bytes>>, CallFailure> {
     let call = &inner.calls[i];
-    let path = call.path.render(|v, pos| {
-        let s = resolve(inner, v, input, outcomes)?;
-        // A value is one segment: `..` would climb out of the template's
-        // path at the upstream (`/customers/{query.c}/orders` with `c=..`
-        // asks for `/orders`).
-        if pos == Position::Path && template::not_a_segment(&s) {
-            return Err(CallFailure::InvalidInput {
-                variable: v.text.clone(),
-            });
-        }
-        Ok(s)
-    })?;
+    let path = call.path.render_path(
+        |v| resolve(inner, v, input, outcomes),
+        |v| CallFailure::InvalidInput {
+            variable: v.text.clone(),
+        },
+    )?;
     let uri = Uri::try_from(path).map_err(|_| CallFailure::InvalidInput {
         variable: call.path.as_str().to_owned(),
     })?;
@@ -281,7 +275,7 @@ fn prepare(
         }
     }
     for (name, template) in &call.set_headers {
-        let value = template.render(|v, _| {
+        let value = template.render(|v| {
             let s = resolve(inner, v, input, outcomes)?;
             // Checked per variable, so that the failure names it.
             HeaderValue::try_from(s.as_str()).map_err(|_| CallFailure::InvalidInput {

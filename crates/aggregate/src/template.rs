@@ -126,7 +126,7 @@ impl Template {
     /// every variable replaced by a harmless sample.
     fn validate(&self, kind: Kind) -> Result<(), String> {
         let sample = self
-            .render(|_, _| Ok::<_, ()>("x".to_owned()))
+            .render(|_| Ok::<_, ()>("x".to_owned()))
             .map_err(|()| "cannot render".to_owned())?;
         match kind {
             Kind::Uri => {
@@ -160,19 +160,62 @@ impl Template {
         })
     }
 
+    /// [`render`](Self::render) for a URI template, where a variable must
+    /// not make its path segment climb out of the template's path: a
+    /// segment with a variable in it that renders empty, `.`, `..` or
+    /// `..;x` fails with `refuse` of its (first) variable.
+    /// `/customers/{query.c}/orders` with `c=..` would ask for `/orders`;
+    /// `/files/{query.name}.json` with an empty `name` is still one segment.
+    pub(crate) fn render_path<E>(
+        &self,
+        mut resolve: impl FnMut(&Var) -> Result<String, E>,
+        refuse: impl Fn(&Var) -> E,
+    ) -> Result<String, E> {
+        let mut out = String::with_capacity(self.text.len());
+        // The current segment: where it starts in `out`, and its first
+        // variable. `None` once past the path (after `?`).
+        let mut segment: Option<(usize, Option<&Var>)> = Some((0, None));
+        let check = |out: &str, segment: Option<(usize, Option<&Var>)>| match segment {
+            Some((start, Some(v))) if not_a_segment(&out[start..]) => Err(refuse(v)),
+            _ => Ok(()),
+        };
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => {
+                    for c in s.chars() {
+                        if segment.is_some() && (c == '/' || c == '?') {
+                            check(&out, segment)?;
+                            segment = (c == '/').then_some((out.len() + 1, None));
+                        }
+                        out.push(c);
+                    }
+                }
+                Part::Var(v, pos) => {
+                    let value = resolve(v)?;
+                    if let Some((_, first @ None)) = &mut segment {
+                        *first = Some(v);
+                    }
+                    encode_into(&mut out, &value, *pos);
+                }
+            }
+        }
+        check(&out, segment)?;
+        Ok(out)
+    }
+
     /// Renders the template, asking `resolve` for each variable's raw value
-    /// (told where it goes) and escaping it for its position. The first
-    /// error of `resolve` stops rendering.
+    /// and escaping it for its position. The first error of `resolve` stops
+    /// rendering.
     pub(crate) fn render<E>(
         &self,
-        mut resolve: impl FnMut(&Var, Position) -> Result<String, E>,
+        mut resolve: impl FnMut(&Var) -> Result<String, E>,
     ) -> Result<String, E> {
         let mut out = String::with_capacity(self.text.len());
         for part in &self.parts {
             match part {
                 Part::Lit(s) => out.push_str(s),
                 Part::Var(v, pos) => {
-                    let value = resolve(v, *pos)?;
+                    let value = resolve(v)?;
                     encode_into(&mut out, &value, *pos);
                 }
             }
@@ -215,13 +258,13 @@ fn parse_var(inner: &str) -> Result<Var, String> {
     })
 }
 
-/// Whether `value`, as a path segment, would not be one segment of its own:
-/// empty (`//`), a dot segment (`.`, `..`, which the upstream resolves,
-/// escaped or not), or one once a servlet container drops its `;`
+/// Whether a rendered path segment would not name a resource of its own
+/// below the template's: empty (`//`), a dot segment (`.`, `..`, which the
+/// upstream resolves), or one once a servlet container drops its `;`
 /// parameters (`..;x`).
-pub(crate) fn not_a_segment(value: &str) -> bool {
-    let head = value.split(';').next().unwrap_or(value);
-    value.is_empty() || head == "." || head == ".."
+fn not_a_segment(segment: &str) -> bool {
+    let head = segment.split(';').next().unwrap_or(segment);
+    segment.is_empty() || head == "." || head == ".."
 }
 
 /// Percent-encodes `value` for `pos`, appending to `out`. Unreserved
@@ -275,7 +318,7 @@ mod tests {
     use super::*;
 
     fn render(t: &Template, f: impl Fn(&Var) -> Option<&'static str>) -> Result<String, String> {
-        t.render(|v, _| f(v).map(str::to_owned).ok_or_else(|| v.text.clone()))
+        t.render(|v| f(v).map(str::to_owned).ok_or_else(|| v.text.clone()))
     }
 
     #[test]

@@ -769,6 +769,15 @@ async fn a_value_cannot_climb_out_of_its_path_segment() {
     assert_eq!(rsp.status(), 200);
     let v = json_body(rsp).await;
     assert_eq!(v["orders"]["path"], "/customers/a..b/orders", "{v}");
+    // A value that is only part of its segment may be empty or a dot.
+    let agg = http_target(Aggregate::builder(), "echo", echo.addr)
+        .call(Call::new("file", "echo").path("/files/{query.name}.json/v{query.v}"))
+        .build()
+        .unwrap();
+    let rsp = send(&agg, request("/?name=&v=.", &[])).await;
+    assert_eq!(rsp.status(), 200);
+    let v = json_body(rsp).await;
+    assert_eq!(v["file"]["path"], "/files/.json/v.", "{v}");
 }
 
 #[tokio::test]
