@@ -155,6 +155,8 @@ pub fn compile(cfg: &Config) -> Result<Compiled, ConfigErrors> {
 /// Compiles a configuration, reusing the state in `registry` (rate-limit
 /// buckets, store connections) that should survive a reload.
 pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, ConfigErrors> {
+    // What an earlier compile that failed left staged is not this one's.
+    registry.discard_staged();
     let mut errs = Vec::new();
     check_structure(cfg, &mut errs);
     let base = cfg.base_dir.clone();

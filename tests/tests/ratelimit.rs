@@ -235,6 +235,45 @@ async fn buckets_survive_a_reload() {
 }
 
 #[tokio::test]
+async fn a_failed_reload_leaves_no_stale_buckets_behind() {
+    // A reload that changes `max_keys` but fails on something else must not
+    // keep the copy of the buckets it made: the live stack goes on spending
+    // the old ones, and the next good reload must start from those.
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let dir = std::env::temp_dir().join(format!("towergate-rl-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.yaml");
+    let yaml = config(
+        &echo.url(),
+        "    rate_limit:\n      limits:\n        - { name: per-ip, rate: \"3/min\" }\n",
+    );
+    std::fs::write(&path, &yaml).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let addr = gw.local_addrs()[0];
+    let c = client();
+    let url = format!("http://{addr}/x");
+    assert_eq!(statuses(&c, &url, &[], 1).await, vec![200]);
+    let resized = yaml.replacen("routes:", "rate_limiting: { max_keys: 5000 }\nroutes:", 1);
+    let broken = format!("{resized}  - name: broken\n    upstream: \"not a url\"\n");
+    std::fs::write(&path, &broken).unwrap();
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Rejected(_)
+    ));
+    assert_eq!(statuses(&c, &url, &[], 2).await, vec![200, 200]);
+    std::fs::write(&path, &resized).unwrap();
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Applied { .. }
+    ));
+    assert_eq!(statuses(&c, &url, &[], 1).await, vec![429]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn limits_before_auth_count_failed_logins() {
     // Guessing keys is limited per client address before authentication;
     // the per-consumer limit still runs after it, keyed by identity.

@@ -36,6 +36,11 @@ pub struct Registry {
     access_log: Mutex<Option<(String, towergate_observe::AccessLogLayer)>>,
     /// Each rate-limit scope's memory store, with the `max_keys` asked for.
     memory: Mutex<HashMap<String, (usize, MemoryStore)>>,
+    /// Stores resized by the configuration being compiled, taken into
+    /// `memory` only when it is applied (see [`Registry::commit_memory`]):
+    /// a compile that fails must not leave a copy that the live stack does
+    /// not update in place of the live store.
+    memory_staged: Mutex<HashMap<String, (usize, MemoryStore)>>,
     redis: Mutex<HashMap<String, RedisStore>>,
     authenticators: Mutex<HashMap<String, Arc<dyn towergate_auth::Authenticator>>>,
     ejections_seen: Mutex<HashMap<String, u64>>,
@@ -258,25 +263,48 @@ impl Registry {
     /// changed `max_keys` gets a store of the new size that starts with the
     /// old one's buckets.
     fn memory(&self, scope: &str, max_keys: usize) -> Result<MemoryStore, String> {
-        let mut map = self
-            .memory
-            .lock()
-            .map_err(|_| "registry lock poisoned".to_owned())?;
-        let store = match map.get(scope) {
-            Some((asked, s)) if *asked == max_keys => return Ok(s.clone()),
-            Some((_, s)) => s.resized(max_keys),
-            None => MemoryStore::builder().max_keys(max_keys).build(),
+        let poisoned = |_| "registry lock poisoned".to_owned();
+        let mut map = self.memory.lock().map_err(poisoned)?;
+        let mut staged = self.memory_staged.lock().map_err(poisoned)?;
+        if let Some((asked, s)) = staged.get(scope)
+            && *asked == max_keys
+        {
+            return Ok(s.clone());
         }
-        .map_err(|e| e.to_string())?;
-        map.insert(scope.to_owned(), (max_keys, store.clone()));
-        Ok(store)
+        match map.get(scope) {
+            Some((asked, s)) if *asked == max_keys => {
+                staged.remove(scope);
+                Ok(s.clone())
+            }
+            Some((_, s)) => {
+                let resized = s.resized(max_keys).map_err(|e| e.to_string())?;
+                staged.insert(scope.to_owned(), (max_keys, resized.clone()));
+                Ok(resized)
+            }
+            None => {
+                let store = MemoryStore::builder()
+                    .max_keys(max_keys)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                map.insert(scope.to_owned(), (max_keys, store.clone()));
+                Ok(store)
+            }
+        }
     }
 
-    /// Keeps only the memory stores of the rate-limit scopes of the
-    /// configuration just compiled: a removed or renamed route's buckets
-    /// are freed instead of living as long as the process.
+    /// Forgets what a compile staged (called as the next one starts).
+    pub(crate) fn discard_staged(&self) {
+        if let Ok(mut staged) = self.memory_staged.lock() {
+            staged.clear();
+        }
+    }
+
+    /// Takes in the stores the configuration just compiled resized, and
+    /// keeps only those of its rate-limit scopes: a removed or renamed
+    /// route's buckets are freed instead of living as long as the process.
     pub(crate) fn commit_memory(&self, in_use: &std::collections::HashSet<String>) {
-        if let Ok(mut map) = self.memory.lock() {
+        if let (Ok(mut map), Ok(mut staged)) = (self.memory.lock(), self.memory_staged.lock()) {
+            map.extend(staged.drain());
             map.retain(|scope, _| in_use.contains(scope));
         }
     }
