@@ -230,7 +230,7 @@ pub(crate) fn pool(
             let proxy = proxies.proxy(e);
             let req = Request::get(path.to_owned()).body(Empty::<bytes::Bytes>::new());
             async move {
-                let proxy = proxy.map_err(BoxError::from)?;
+                let proxy = proxy?;
                 let req = req.map_err(BoxError::from)?;
                 let rsp = proxy.oneshot(req).await?;
                 Ok::<StatusCode, BoxError>(rsp.status())
