@@ -10,12 +10,13 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 use towergate_core::{ClientAddr, ConnectionLease};
 
 use crate::live::Live;
@@ -41,6 +42,25 @@ pub struct RunningGateway {
     /// open.
     conns: Arc<Semaphore>,
     max_connections: usize,
+    /// The HTTP/2 streams' tasks (hyper runs each stream on a task of its
+    /// own, apart from its connection's).
+    streams: TaskTracker,
+}
+
+/// hyper's executor at the edge: tokio's, with every task it spawns (an
+/// HTTP/2 stream's) tracked, so that a shutdown can wait for the streams
+/// of the connections it cut off to end (and log their requests).
+#[derive(Clone)]
+struct TrackedExecutor(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
 }
 
 /// Binds the listeners of a compiled configuration and starts serving.
@@ -56,6 +76,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
     let (shutdown, _) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let conns = Arc::new(Semaphore::new(server.max_connections));
+    let streams = TaskTracker::new();
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
     for plan in &listeners {
@@ -73,6 +94,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
             server: server.clone(),
             live: live.clone(),
             conns: conns.clone(),
+            streams: streams.clone(),
         };
         tasks.spawn(accept_loop(
             listener,
@@ -96,6 +118,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         graceful,
         conns,
         max_connections: server.max_connections,
+        streams,
     })
 }
 
@@ -267,6 +290,17 @@ impl RunningGateway {
         for mut set in connections {
             set.shutdown().await;
         }
+        // Their HTTP/2 streams run on tasks of their own, which end once
+        // their connection is gone.
+        self.streams.close();
+        if tokio::time::timeout(Duration::from_secs(2), self.streams.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some HTTP/2 streams had not ended 2 s after their connection was closed"
+            );
+        }
         drained
     }
 }
@@ -276,6 +310,7 @@ struct AcceptCtx {
     server: ServerSettings,
     live: Arc<Live>,
     conns: Arc<Semaphore>,
+    streams: TaskTracker,
 }
 
 async fn accept_loop(
@@ -288,7 +323,7 @@ async fn accept_loop(
     // can cut off the ones that outlast the drain timeout.
     let mut connections = JoinSet::new();
     let ctx = Arc::new(ctx);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TrackedExecutor(ctx.streams.clone()));
     builder
         .http1()
         .timer(CoarseTimer)
@@ -346,7 +381,7 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<TrackedExecutor>,
     ctx: &AcceptCtx,
     watcher: Watcher,
     lease: &ConnectionLease,

@@ -353,16 +353,13 @@ async fn requests_cut_off_at_the_drain_timeout_are_logged() {
     // the process exits.
     let arrived = Arc::new(AtomicUsize::new(0));
     let a2 = arrived.clone();
-    let stuck = spawn_upstream(Router::new().route(
-        "/stuck",
-        get(move || {
-            a2.fetch_add(1, Ordering::SeqCst);
-            async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                "late"
-            }
-        }),
-    ))
+    let stuck = spawn_upstream(Router::new().fallback(move || {
+        a2.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "late"
+        }
+    }))
     .await;
     let dir = temp_dir("drain-cut");
     let logs = dir.join("logs");
@@ -383,8 +380,16 @@ async fn requests_cut_off_at_the_drain_timeout_are_logged() {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let pending =
         tokio::spawn(async move { client.get(format!("http://{listen}/stuck")).send().await });
+    // And one over HTTP/2, whose stream runs on a task of its own.
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let pending_h2 =
+        tokio::spawn(async move { h2.get(format!("http://{listen}/stuck-h2")).send().await });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while arrived.load(Ordering::SeqCst) < 1 {
+    while arrived.load(Ordering::SeqCst) < 2 {
         assert!(
             Instant::now() < deadline,
             "the request did not reach the upstream"
@@ -401,13 +406,19 @@ async fn requests_cut_off_at_the_drain_timeout_are_logged() {
     .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(pending.await.unwrap().is_err(), "the connection was cut");
+    assert!(
+        pending_h2.await.unwrap().is_err(),
+        "the HTTP/2 connection was cut"
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let line = text
-        .lines()
-        .find(|l| l.contains("/stuck"))
-        .unwrap_or_else(|| panic!("no line for the cut-off request: {text:?}"));
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(v["status"], 499, "{line}");
+    for path in ["\"/stuck\"", "\"/stuck-h2\""] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(path))
+            .unwrap_or_else(|| panic!("no line for the cut-off {path}: {text:?}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["status"], 499, "{line}");
+    }
 }
 
 const MB64: usize = 64 * 1024 * 1024;
