@@ -239,7 +239,7 @@ where
             if tried.len() > sent {
                 // The hedge was an extra attempt: it counts as a retry, so
                 // a hedged request makes at most `max_retries + 1` attempts
-                // like any other.
+                // like any other (2 with `max_retries: 0`: the hedge).
                 retries += 1;
             }
             done

@@ -112,6 +112,13 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
             "must be at least 1",
         ));
     }
+    // A shutdown waits for every connection's permit back at once.
+    if s.max_connections.is_some_and(|n| n > 10_000_000) {
+        errs.push(ConfigError::new(
+            "server.max_connections",
+            "at most 10000000",
+        ));
+    }
     for (i, t) in s.trusted_proxies.iter().enumerate() {
         if parse_net(t).is_none() {
             errs.push(ConfigError::new(
