@@ -170,6 +170,29 @@ fn each_kind_of_bad_config_names_its_path() {
 }
 
 #[test]
+fn routes_told_apart_by_credential_like_values_are_both_reachable() {
+    // The shown form of a match hides such values (`<redacted>`); telling
+    // routes apart must not use it.
+    let yaml = r#"listen: "127.0.0.1:0"
+routes:
+  - name: google
+    match: { path_prefix: /login, headers: { x-auth-provider: google } }
+    upstream: "http://127.0.0.1:1"
+  - name: github
+    match: { path_prefix: /login, headers: { x-auth-provider: github } }
+    upstream: "http://127.0.0.1:2"
+  - name: key-a
+    match: { path_prefix: /k, query: { key: a } }
+    upstream: "http://127.0.0.1:1"
+  - name: key-b
+    match: { path_prefix: /k, query: { key: b } }
+    upstream: "http://127.0.0.1:2"
+"#;
+    let cfg = parse_str(yaml, Format::Yaml).unwrap();
+    towergate::stack::compile(&cfg).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
 fn all_errors_are_reported_together() {
     let yaml = r#"listen: "nonsense"
 server: { drain_timeout: "forever" }
