@@ -193,6 +193,26 @@ routes:
 }
 
 #[test]
+fn yaml_reads_only_true_and_false_as_booleans() {
+    // YAML 1.1 read `on`, `NO`, `yes` as booleans, before the schema could
+    // say they are strings (the "Norway problem"); TOML never did.
+    let yaml = r#"listen: "127.0.0.1:0"
+routes:
+  - name: r
+    match: { path_prefix: / }
+    upstream: "http://127.0.0.1:1"
+    request_headers:
+      set: { x-flag: on, x-country: NO, x-answer: yes }
+"#;
+    let cfg = parse_str(yaml, Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
+    towergate::stack::compile(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let shown = serde_json::to_string(&cfg).unwrap();
+    for kept in ["\"x-flag\":\"on\"", "\"x-country\":\"NO\"", "\"x-answer\":\"yes\""] {
+        assert!(shown.contains(kept), "{kept} missing: {shown}");
+    }
+}
+
+#[test]
 fn all_errors_are_reported_together() {
     let yaml = r#"listen: "nonsense"
 server: { drain_timeout: "forever" }

@@ -46,7 +46,15 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 /// of the key whatever the syntax.
 pub fn parse_str(text: &str, format: Format) -> Result<Config, ConfigErrors> {
     let value: serde_json::Value = match format {
-        Format::Yaml => serde_saphyr::from_str(text).map_err(|e| {
+        // YAML 1.2 booleans only: `true` and `false`. With YAML 1.1's, a
+        // claim `country: NO` or a header value `on` would be read as a
+        // boolean before the schema says it is a string (and TOML, which
+        // has no such spellings, would mean something else).
+        Format::Yaml => serde_saphyr::from_str_with_options(
+            text,
+            serde_saphyr::options! { strict_booleans: true },
+        )
+        .map_err(|e| {
             ConfigErrors::one(None, ConfigError::new("", format!("invalid YAML: {e}")))
         })?,
         Format::Toml => toml::from_str(text).map_err(|e| {
