@@ -154,6 +154,27 @@ fn each_kind_of_bad_config_names_its_path() {
             "routes[0].match.headers.x-v",
             "exactly one",
         ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u:\n    endpoints: [{{ url: \"http://a:1\", weight: 2, backup: true }}]\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
+            "upstreams.u.endpoints[0]",
+            "",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u:\n    endpoints: [\"http://a:1\"]\n    balance: {{ consistent_hash: ip, fallback: x }}\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
+            "upstreams.u.balance",
+            "",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nauth_providers:\n  k: {{ api_key: {{ keys: [{{ consumer: c, key: \"k-0123456789abcdef\" }}] }} }}\nroutes:\n  - name: a\n    upstream: \"http://x\"\n    auth: {{ any_of: [k], require: {{ claims: {{ role: {{ oneof: [admin] }} }} }} }}\n"
+            ),
+            "routes[0].auth.require.claims.role",
+            "unknown condition",
+        ),
     ];
     for (yaml, path, needle) in cases {
         let e = errors(&yaml, Format::Yaml);
@@ -207,7 +228,11 @@ routes:
     let cfg = parse_str(yaml, Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
     towergate::stack::compile(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let shown = serde_json::to_string(&cfg).unwrap();
-    for kept in ["\"x-flag\":\"on\"", "\"x-country\":\"NO\"", "\"x-answer\":\"yes\""] {
+    for kept in [
+        "\"x-flag\":\"on\"",
+        "\"x-country\":\"NO\"",
+        "\"x-answer\":\"yes\"",
+    ] {
         assert!(shown.contains(kept), "{kept} missing: {shown}");
     }
 }

@@ -54,9 +54,7 @@ pub fn parse_str(text: &str, format: Format) -> Result<Config, ConfigErrors> {
             text,
             serde_saphyr::options! { strict_booleans: true },
         )
-        .map_err(|e| {
-            ConfigErrors::one(None, ConfigError::new("", format!("invalid YAML: {e}")))
-        })?,
+        .map_err(|e| ConfigErrors::one(None, ConfigError::new("", format!("invalid YAML: {e}"))))?,
         Format::Toml => toml::from_str(text).map_err(|e| {
             ConfigErrors::one(None, ConfigError::new("", format!("invalid TOML: {e}")))
         })?,

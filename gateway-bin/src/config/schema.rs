@@ -872,7 +872,7 @@ pub enum TracingProtocol {
 
 /// An endpoint of a balanced upstream.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum EndpointSpec {
     /// A URL, weight 1.
     Url(String),
@@ -887,7 +887,7 @@ pub enum EndpointSpec {
 
 /// How a balanced upstream picks an endpoint.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum BalanceSpec {
     /// `p2c`, `least_requests`, `round_robin`, `weighted_round_robin`.
     Name(String),

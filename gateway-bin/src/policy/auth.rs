@@ -488,13 +488,26 @@ fn rules(r: &Require) -> Vec<Rule> {
 /// Checks claim rules that serde cannot (exactly one key in the long form).
 pub(crate) fn check_require(r: &Require, p: &str, errs: &mut Vec<ConfigError>) {
     for (claim, rule) in &r.claims {
-        if let ClaimRule::Rule(spec) = rule
-            && spec.one_of.is_some() == spec.contains.is_some()
-        {
-            errs.push(ConfigError::new(
-                format!("{p}.claims.{claim}"),
-                "give exactly one of `one_of` and `contains`, or a plain value",
-            ));
+        match rule {
+            ClaimRule::Rule(spec) if spec.one_of.is_some() == spec.contains.is_some() => {
+                errs.push(ConfigError::new(
+                    format!("{p}.claims.{claim}"),
+                    "give exactly one of `one_of` and `contains`, or a plain value",
+                ));
+            }
+            // A map that is not the long form (a misspelt `oneof`) would
+            // otherwise be a value to equal, which no token has: every
+            // caller refused, and no error said why.
+            ClaimRule::Equals(serde_json::Value::Object(map)) => {
+                let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+                errs.push(ConfigError::new(
+                    format!("{p}.claims.{claim}"),
+                    format!(
+                        "unknown condition {keys:?}: use `{{ one_of: [...] }}`, `{{ contains: ... }}` or a plain value"
+                    ),
+                ));
+            }
+            _ => {}
         }
     }
 }
