@@ -23,6 +23,10 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const B3: HeaderName = HeaderName::from_static("b3");
 
+/// The most calls of one request in flight at once that a configuration
+/// may ask for (beyond it tokio's semaphore refuses to be built).
+const MAX_CONCURRENT_CALLS: usize = 10_000;
+
 /// A call's target, answering its operational failures itself as the
 /// proxied routes do (502, 503 no healthy endpoint or open circuit, 504
 /// timeout), so the aggregate reports the right status for a required
@@ -85,7 +89,14 @@ pub(crate) fn target(
         }
     }
     if let Some(n) = a.max_concurrent_calls {
-        b = b.max_concurrent_calls(n);
+        if n > MAX_CONCURRENT_CALLS {
+            errs.push(ConfigError::new(
+                format!("{p}.max_concurrent_calls"),
+                format!("at most {MAX_CONCURRENT_CALLS}"),
+            ));
+        } else {
+            b = b.max_concurrent_calls(n);
+        }
     }
     // One target per upstream the calls name, built as a route's would be.
     let mut targets = HashSet::new();

@@ -175,6 +175,34 @@ fn each_kind_of_bad_config_names_its_path() {
             "routes[0].auth.require.claims.role",
             "unknown condition",
         ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nserver: {{ header_read_timeout: \"0s\" }}\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "server.header_read_timeout",
+            "more than 0",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nserver: {{ max_header_bytes: \"4KiB\" }}\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "server.max_header_bytes",
+            "8KiB to 16MiB",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u: {{ url: \"http://a:1\", timeout: \"0ms\" }}\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
+            "upstreams.u.timeout",
+            "more than 0",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    aggregate:\n      max_concurrent_calls: 2305843009213693952\n      calls: [{{ name: x, upstream: \"http://a:1\", path: /x }}]\n"
+            ),
+            "routes[0].aggregate.max_concurrent_calls",
+            "at most",
+        ),
     ];
     for (yaml, path, needle) in cases {
         let e = errors(&yaml, Format::Yaml);

@@ -92,7 +92,7 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
     // Server.
     let s = &cfg.server;
     if let Some(v) = &s.header_read_timeout {
-        check_duration("server.header_read_timeout", v, errs);
+        check_positive_duration("server.header_read_timeout", v, errs);
     }
     if let Some(v) = &s.drain_timeout {
         check_duration("server.drain_timeout", v, errs);
@@ -101,7 +101,14 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         check_duration("server.shutdown_delay", v, errs);
     }
     if let Some(v) = &s.max_header_bytes {
-        check_size("server.max_header_bytes", v, errs);
+        match size_value(v) {
+            Ok(n) if !(8 * 1024..=16 * 1024 * 1024).contains(&n) => errs.push(ConfigError::new(
+                "server.max_header_bytes",
+                format!("{n} bytes: give 8KiB to 16MiB"),
+            )),
+            Ok(_) => {}
+            Err(e) => errs.push(ConfigError::new("server.max_header_bytes", e)),
+        }
     }
     if let Some(v) = &s.max_body {
         check_size("server.max_body", v, errs);
@@ -167,10 +174,10 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
             ));
         }
         if let Some(v) = &u.connect_timeout {
-            check_duration(&format!("{p}.connect_timeout"), v, errs);
+            check_positive_duration(&format!("{p}.connect_timeout"), v, errs);
         }
         if let Some(v) = &u.timeout {
-            check_duration(&format!("{p}.timeout"), v, errs);
+            check_positive_duration(&format!("{p}.timeout"), v, errs);
         }
         if let Some(tls) = &u.tls {
             if tls.client_cert.is_some() != tls.client_key.is_some() {
@@ -214,7 +221,7 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         }
         check_target(cfg, r, &p, errs);
         if let Some(v) = &r.timeout {
-            check_duration(&format!("{p}.timeout"), v, errs);
+            check_positive_duration(&format!("{p}.timeout"), v, errs);
         }
         if let Some(v) = &r.max_body {
             check_size(&format!("{p}.max_body"), v, errs);
@@ -323,7 +330,7 @@ fn check_target(cfg: &Config, r: &Route, p: &str, errs: &mut Vec<ConfigError>) {
             let cp = format!("{p}.aggregate.calls[{i}]");
             check_upstream_ref(cfg, &format!("{cp}.upstream"), &c.upstream, errs);
             if let Some(t) = &c.timeout {
-                check_duration(&format!("{cp}.timeout"), t, errs);
+                check_positive_duration(&format!("{cp}.timeout"), t, errs);
             }
         }
         if let Some(t) = &a.deadline {
@@ -393,6 +400,16 @@ fn check_addr(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
 fn check_duration(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
     if let Err(e) = parse_duration(v) {
         errs.push(ConfigError::new(path, e));
+    }
+}
+
+/// A duration that must not be zero: a zero timeout fails everything at
+/// once (every connection closed, every request a 504).
+fn check_positive_duration(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
+    match parse_duration(v) {
+        Ok(d) if d.is_zero() => errs.push(ConfigError::new(path, "must be more than 0")),
+        Ok(_) => {}
+        Err(e) => errs.push(ConfigError::new(path, e)),
     }
 }
 
