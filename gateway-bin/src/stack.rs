@@ -903,7 +903,9 @@ fn edge_stack(
     if let Some(trace) = trace_layer(obs) {
         layer = layer.trace(trace);
     }
-    if let Some(log) = access_log_layer(obs, registry).map_err(|(p, e)| one(&p, e))? {
+    if let Some(log) =
+        access_log_layer(obs, registry, cfg.base_dir.as_deref()).map_err(|(p, e)| one(&p, e))?
+    {
         layer = layer.access_log(log);
     }
     // One layer for the four: one future, one body wrapper each way (the
@@ -949,6 +951,7 @@ const DEFAULT_SAMPLE_RATIO: f64 = 0.01;
 fn access_log_layer(
     obs: &schema::Observability,
     registry: &Registry,
+    base: Option<&Path>,
 ) -> Result<Option<AccessLogLayer>, (String, String)> {
     let a = &obs.access_log;
     if !a.enabled {
@@ -965,15 +968,20 @@ fn access_log_layer(
             ));
         }
     };
-    let key = serde_json::to_string(a).unwrap_or_default();
+    // A relative path is the config file's directory's, as every other
+    // file the configuration names.
+    let sink = match a.sink.as_deref().unwrap_or("stdout") {
+        "stdout" => Sink::Stdout,
+        "stderr" => Sink::Stderr,
+        path => Sink::file(resolve_path(base, path)),
+    };
+    let key = format!(
+        "{}\u{0}{sink:?}",
+        serde_json::to_string(a).unwrap_or_default()
+    );
     let metrics = registry.metrics().clone();
     registry
         .access_log(&key, || {
-            let sink = match a.sink.as_deref().unwrap_or("stdout") {
-                "stdout" => Sink::Stdout,
-                "stderr" => Sink::Stderr,
-                path => Sink::file(path),
-            };
             AccessLogLayer::builder()
                 .sink(sink)
                 .format(format)

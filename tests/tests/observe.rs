@@ -234,6 +234,39 @@ routes:
 }
 
 #[tokio::test]
+async fn a_relative_access_log_path_is_the_config_files_directorys() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let dir = std::env::temp_dir().join(format!("towergate-relative-log-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let path = dir.join("gateway.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: \"127.0.0.1:0\"\nobservability:\n  access_log: {{ enabled: true, sink: \"logs/relative.log\" }}\nroutes:\n  - name: r\n    match: {{ path_prefix: \"/\" }}\n    upstream: \"{}\"\n",
+            echo.url()
+        ),
+    )
+    .unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let addr = gw.local_addrs()[0];
+    let rsp = client()
+        .get(format!("http://{addr}/relative"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let live = gw.live();
+    gw.shutdown().await;
+    live.registry()
+        .flush_access_log(std::time::Duration::from_secs(2));
+    let text = std::fs::read_to_string(dir.join("logs/relative.log")).unwrap();
+    assert!(text.contains("/relative"), "{text}");
+}
+
+#[tokio::test]
 async fn observation_can_be_switched_off() {
     let echo = spawn_upstream(echo_router("echo")).await;
     let (gw, addr) = support::gateway(&format!(
