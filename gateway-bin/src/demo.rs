@@ -306,14 +306,14 @@ pub fn curl_lines(addr: SocketAddr, token: &str) -> Vec<(String, &'static str)> 
         ),
         (format!("curl -i http://{addr}/nope"), "404 problem+json"),
         (
+            format!("curl -i --path-as-is http://{addr}/users/../orders/7"),
+            "normalised before matching: the orders route",
+        ),
+        (
             format!(
                 "for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{{http_code}} ' http://{addr}/orders/9; done; echo"
             ),
             "the orders route allows 5 per 10 s per client: 200s, then 429s (see RateLimit and Retry-After with curl -i)",
-        ),
-        (
-            format!("curl -i --path-as-is http://{addr}/users/../orders/7"),
-            "normalised before matching: the orders route",
         ),
         (
             format!("curl -s -H 'Authorization: Bearer {token}' http://{addr}/screens/home"),

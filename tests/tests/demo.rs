@@ -15,6 +15,11 @@ async fn demo_curl_lines_work_as_printed() {
     let addr = demo.gateway.local_addrs()[0];
     let lines = towergate::demo::curl_lines(addr, &demo.token);
     assert_eq!(lines.len(), 20);
+    // Printed in the order they work in when pasted one after another: the
+    // normalised path goes to the orders route, whose per-client limit the
+    // loop then spends.
+    let at = |needle: &str| lines.iter().position(|(l, _)| l.contains(needle)).unwrap();
+    assert!(at("--path-as-is") < at("for i in"));
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{addr}");
 
