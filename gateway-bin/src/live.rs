@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::config::{Config, ConfigErrors};
 use crate::policy::Registry;
-use crate::stack::{ListenerPlan, Stack};
+use crate::stack::{ListenerPlan, ServerSettings, Stack};
 
 /// The live state of a gateway.
 #[derive(Debug)]
@@ -19,6 +19,12 @@ pub struct Live {
     stack: ArcSwap<Stack>,
     config: ArcSwap<Config>,
     listeners: Vec<ListenerPlan>,
+    /// Each listener's TLS settings now: those it was bound with, then
+    /// those of the last reload (renewed certificates, at the same paths or
+    /// new ones), taken by each new connection.
+    tls: Vec<ArcSwapOption<rustls::ServerConfig>>,
+    /// The connection-level settings the listeners run with.
+    server: ServerSettings,
     draining: AtomicBool,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
@@ -49,14 +55,21 @@ impl Live {
         stack: Arc<Stack>,
         config: Arc<Config>,
         listeners: Vec<ListenerPlan>,
+        server: ServerSettings,
     ) -> Self {
         // Whatever a gateway starts with was loaded.
         registry.metrics().config_loaded();
+        let tls = listeners
+            .iter()
+            .map(|l| ArcSwapOption::new(l.tls.clone()))
+            .collect();
         Self {
             registry,
             stack: ArcSwap::new(stack),
             config: ArcSwap::new(config),
             listeners,
+            tls,
+            server,
             draining: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -78,6 +91,24 @@ impl Live {
     /// The configuration the live stack was compiled from.
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    /// The TLS settings a new connection to listener `i` gets.
+    pub(crate) fn listener_tls(&self, i: usize) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.get(i).and_then(ArcSwapOption::load_full)
+    }
+
+    /// Takes the TLS settings of a reload's listeners (the same listeners,
+    /// in the same order: the caller checked).
+    pub(crate) fn swap_tls(&self, plans: &[ListenerPlan]) {
+        for (slot, plan) in self.tls.iter().zip(plans) {
+            slot.store(plan.tls.clone());
+        }
+    }
+
+    /// The connection-level settings the listeners run with.
+    pub(crate) fn server_settings(&self) -> &ServerSettings {
+        &self.server
     }
 
     /// The listeners as bound at start (reloads do not rebind).

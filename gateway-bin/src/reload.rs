@@ -43,10 +43,18 @@ pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
                     a.addr != b.addr || a.http2 != b.http2 || a.tls.is_some() != b.tls.is_some()
                 });
             c.stack.adopt_resolved(&live.stack());
+            if !listeners_changed {
+                // New connections get the reloaded certificates (a renewal
+                // at the same paths included).
+                live.swap_tls(&c.listeners);
+            }
+            let server_changed = &c.server != live.server_settings();
             live.apply(c.stack, c.config);
             live.registry().metrics().config_reload(true);
             if listeners_changed {
                 tracing::warn!(file = %path.display(), "configuration reloaded; listener changes take effect at the next restart");
+            } else if server_changed {
+                tracing::warn!(file = %path.display(), "configuration reloaded; changes to `server` (connection limits, timeouts, drain) take effect at the next restart");
             } else {
                 tracing::info!(file = %path.display(), "configuration reloaded");
             }

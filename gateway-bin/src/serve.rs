@@ -72,14 +72,20 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         listeners,
         server,
     } = compiled;
-    let live = Arc::new(Live::new(registry, stack, config, listeners.clone()));
+    let live = Arc::new(Live::new(
+        registry,
+        stack,
+        config,
+        listeners.clone(),
+        server.clone(),
+    ));
     let (shutdown, _) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let conns = Arc::new(Semaphore::new(server.max_connections));
     let streams = TaskTracker::new();
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
-    for plan in &listeners {
+    for (index, plan) in listeners.iter().enumerate() {
         let listener = TcpListener::bind(plan.addr).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -90,6 +96,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         tracing::info!(listener = %plan.name, %addr, tls = plan.tls.is_some(), "listening");
         addrs.push(addr);
         let ctx = AcceptCtx {
+            index,
             plan: plan.clone(),
             server: server.clone(),
             live: live.clone(),
@@ -306,6 +313,8 @@ impl RunningGateway {
 }
 
 struct AcceptCtx {
+    /// The listener's place in the plan (for its current TLS settings).
+    index: usize,
     plan: ListenerPlan,
     server: ServerSettings,
     live: Arc<Live>,
@@ -339,7 +348,6 @@ async fn accept_loop(
         builder = builder.http1_only();
     }
     let builder = Arc::new(builder);
-    let acceptor = ctx.plan.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
         // Waiting for a permit before accepting leaves excess connections in
         // the kernel's backlog instead of accepting and dropping them.
@@ -362,7 +370,11 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let ctx = ctx.clone();
         let builder = builder.clone();
-        let acceptor = acceptor.clone();
+        // The TLS settings of now: a reload may have renewed a certificate.
+        let acceptor = ctx
+            .live
+            .listener_tls(ctx.index)
+            .map(tokio_rustls::TlsAcceptor::from);
         let watcher = graceful.watcher();
         // Counted while open, in the registry that outlives reloads, and
         // limited by the permit: both held by the connection's task and by

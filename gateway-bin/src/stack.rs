@@ -80,7 +80,7 @@ pub struct ListenerPlan {
 }
 
 /// Connection-level settings (not hot-reloadable: they apply to listeners).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSettings {
     /// Largest request head.
     pub max_header_bytes: usize,

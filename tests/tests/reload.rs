@@ -298,3 +298,58 @@ async fn a_removed_endpoint_loses_its_series() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_renewed_certificates() {
+    // A renewal writes the new certificate over the old one (certbot, a
+    // Kubernetes secret): after a reload, new connections get it.
+    use towergate_test::tls::TestCa;
+    let (old_ca, new_ca) = (TestCa::new(), TestCa::new());
+    let (old, new) = (old_ca.leaf(&["gw.test"]), new_ca.leaf(&["gw.test"]));
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let path = temp_file("renewal");
+    let dir = path.parent().unwrap().to_path_buf();
+    let write_cert = |c: &towergate_test::tls::TestCert| {
+        std::fs::write(dir.join("gw.crt"), &c.cert_pem).unwrap();
+        std::fs::write(dir.join("gw.key"), &c.key_pem).unwrap();
+    };
+    write_cert(&old);
+    let yaml = format!(
+        "listeners:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{ cert: gw.crt, key: gw.key }}\nroutes:\n  - name: all\n    match: {{ path_prefix: \"/\" }}\n    upstream: \"{}\"\n",
+        echo.url()
+    );
+    std::fs::write(&path, &yaml).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let addr = gw.local_addrs()[0];
+    let trusting = |ca: &TestCa| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap())
+            .resolve("gw.test", addr)
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://gw.test:{}/x", addr.port());
+    assert_eq!(
+        trusting(&old_ca).get(&url).send().await.unwrap().status(),
+        200
+    );
+    assert!(trusting(&new_ca).get(&url).send().await.is_err());
+
+    write_cert(&new);
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Applied {
+            listeners_changed: false
+        }
+    ));
+    assert_eq!(
+        trusting(&new_ca).get(&url).send().await.unwrap().status(),
+        200
+    );
+    assert!(trusting(&old_ca).get(&url).send().await.is_err());
+    gw.shutdown().await;
+}
