@@ -360,6 +360,25 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
         );
     }
 
+    // Balanced upstreams that no route uses yet: their settings are checked
+    // now, not first by the reload that routes to them. Their pools are
+    // built only to be checked, and dropped.
+    for (name, u) in &cfg.upstreams {
+        let balanced = !u.endpoints.is_empty() || u.dns.is_some() || u.srv.is_some();
+        if balanced && !forwards.pools.contains_key(name) {
+            let opts = ForwardOpts {
+                preserve_host: false,
+                host_rewrite: None,
+                timeout: None,
+                route: String::new(),
+            };
+            if let Err(Some(e)) = forwards.get(name, &opts, &format!("upstreams.{name}")) {
+                errs.push(e);
+            }
+            forwards.pools.remove(name);
+        }
+    }
+
     let forget_endpoints_after = match &cfg.observability.forget_endpoints_after {
         None => towergate_observe::metrics::DEFAULT_FORGET_ENDPOINTS_AFTER,
         Some(d) => parse_duration(d).unwrap_or_else(|e| {

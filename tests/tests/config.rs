@@ -203,6 +203,14 @@ fn each_kind_of_bad_config_names_its_path() {
             "routes[0].aggregate.max_concurrent_calls",
             "at most",
         ),
+        (
+            // Used by no route yet: still checked.
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  spare:\n    endpoints: [\"http://a:1\"]\n    balance: fastest\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "upstreams.spare.balance",
+            "",
+        ),
     ];
     for (yaml, path, needle) in cases {
         let e = errors(&yaml, Format::Yaml);
