@@ -211,6 +211,18 @@ fn each_kind_of_bad_config_names_its_path() {
             "upstreams.spare.balance",
             "",
         ),
+        (
+            format!(
+                "listen: \"127.0.0.1:18080\"\nlisteners:\n  - addr: \"0.0.0.0:18080\"\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "listeners[0].addr",
+            "already bound by `listen`",
+        ),
+        (
+            format!("listen: \"127.0.0.1:9901\"\nroutes:\n{GOOD_ROUTE}"),
+            "admin.listen",
+            "already bound by `listen`",
+        ),
     ];
     for (yaml, path, needle) in cases {
         let e = errors(&yaml, Format::Yaml);

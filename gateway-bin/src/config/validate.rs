@@ -46,6 +46,47 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         }
     }
 
+    // Two sockets on one address (or a port also taken by a wildcard
+    // address): `run` would fail to bind the second.
+    let mut bound: Vec<(String, SocketAddr)> = Vec::new();
+    let candidates = cfg
+        .listen
+        .iter()
+        .map(|l| ("listen".to_owned(), l.as_str()))
+        .chain(
+            cfg.listeners
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("listeners[{i}].addr"), l.addr.as_str())),
+        )
+        .chain(
+            cfg.admin
+                .enabled
+                .then(|| ("admin.listen".to_owned(), cfg.admin.listen.as_str())),
+        );
+    for (path, text) in candidates {
+        let Ok(addr) = text.parse::<SocketAddr>() else {
+            continue;
+        };
+        if addr.port() != 0 {
+            // A wildcard covers its family, and `[::]` both (dual stack).
+            let covers = |w: &SocketAddr, other: &SocketAddr| {
+                w.ip().is_unspecified() && (w.is_ipv6() || w.is_ipv4() == other.is_ipv4())
+            };
+            let clash = bound.iter().find(|(_, b)| {
+                b.port() == addr.port()
+                    && (b.ip() == addr.ip() || covers(b, &addr) || covers(&addr, b))
+            });
+            if let Some((other, _)) = clash {
+                errs.push(ConfigError::new(
+                    path.clone(),
+                    format!("`{addr}` is already bound by `{other}`"),
+                ));
+            }
+        }
+        bound.push((path, addr));
+    }
+
     // Admin.
     if cfg.admin.enabled {
         match (
