@@ -3,6 +3,7 @@
 //! `Balance` service over that pool with the upstream's retry policy.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,20 +31,32 @@ pub(crate) type ProxyEndpoint = RecordUpstream<Proxy>;
 /// A pool of proxy endpoints.
 pub(crate) type ProxyPool = Pool<ProxyEndpoint>;
 /// How the balancer reads the proxy's errors.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ProxyClassify {
-    /// The upstream's own response timeout. A route's shorter one running
-    /// out is that route's impatience, not the endpoint's fault: the pool
-    /// is shared by every route of the upstream, and one route's 200 ms
-    /// must not eject endpoints that another route waits 60 s for.
-    upstream_timeout: Duration,
+    /// The longest response timeout among the routes (and aggregate calls)
+    /// sharing the pool, in nanoseconds. A shorter one running out is that
+    /// route's impatience, not the endpoint's fault: one route's 200 ms
+    /// must not eject endpoints that another route waits 60 s for. When
+    /// every route waits as long, a timeout counts as usual, so an endpoint
+    /// that stopped answering is still ejected.
+    patience: Arc<AtomicU64>,
+}
+
+impl ProxyClassify {
+    /// Counts `timeout` (a route's, or the upstream's own) among the pool's.
+    pub(crate) fn note_timeout(patience: &AtomicU64, timeout: Duration) {
+        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        patience.fetch_max(nanos, Ordering::Relaxed);
+    }
 }
 
 impl Classify for ProxyClassify {
     fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Outcome {
         if let Some(t) = cause_ref::<UpstreamTimeout>(error)
             && !t.is_connect()
-            && t.after().is_some_and(|after| after < self.upstream_timeout)
+            && t.after().is_some_and(|after| {
+                after < Duration::from_nanos(self.patience.load(Ordering::Relaxed))
+            })
         {
             return Outcome::Ignore;
         }
@@ -92,15 +105,6 @@ fn dur(
     }
 }
 
-/// The upstream's response timeout (`timeout`, default 30 s), as its pool's
-/// proxies have it.
-pub(crate) fn upstream_timeout(u: &Upstream) -> Duration {
-    u.timeout
-        .as_deref()
-        .and_then(|t| parse_duration(t).ok())
-        .unwrap_or(Duration::from_secs(30))
-}
-
 /// The proxies to a pool's endpoints, for its requests and its health
 /// checks alike.
 struct EndpointProxies {
@@ -147,11 +151,14 @@ impl EndpointProxies {
 }
 
 /// Builds the pool of an upstream with `endpoints`.
+/// `start`: whether the pool's DNS lookups and health checks run (false:
+/// built only to check the upstream's settings).
 pub(crate) fn pool(
     name: &str,
     u: &Upstream,
     settings: &ProxySettings,
     metrics: &Metrics,
+    start: bool,
     p: &str,
 ) -> Result<ProxyPool, ConfigError> {
     let mut errs = Vec::new();
@@ -303,7 +310,7 @@ pub(crate) fn pool(
     if let Some(e) = errs.into_iter().next() {
         return Err(e);
     }
-    b.build()
+    if start { b.build() } else { b.build_idle() }
         .map_err(|e| ConfigError::new(format!("{p}.endpoints"), e.to_string()))
 }
 
@@ -352,12 +359,15 @@ fn algorithm(spec: &BalanceSpec, p: &str) -> Result<Algorithm, ConfigError> {
 /// A route's balancer over `pool`, with the upstream's retry policy.
 /// The route's balance over `pool`; each retry or hedge counts in
 /// `towergate_retries_total{route}`.
+/// `patience`: the longest response timeout of the routes sharing `pool`
+/// (see [`ProxyClassify`]).
 pub(crate) fn balance(
     pool: ProxyPool,
     u: &Upstream,
     p: &str,
     route: &str,
     metrics: &Metrics,
+    patience: Arc<AtomicU64>,
 ) -> Result<ProxyBalance, ConfigError> {
     let mut policy = RetryPolicy::default();
     if let Some(r) = &u.retry {
@@ -401,9 +411,7 @@ pub(crate) fn balance(
     }
     let (metrics, route): (Metrics, Arc<str>) = (metrics.clone(), Arc::from(route));
     let mut b = Balance::builder(pool)
-        .classify(ProxyClassify {
-            upstream_timeout: upstream_timeout(u),
-        })
+        .classify(ProxyClassify { patience })
         .retry(policy)
         .on_retry(move || metrics.retry(route.clone()));
     if let Some(t) = &u.request_timeout {

@@ -98,11 +98,26 @@ impl Live {
         self.tls.get(i).and_then(ArcSwapOption::load_full)
     }
 
-    /// Takes the TLS settings of a reload's listeners (the same listeners,
-    /// in the same order: the caller checked).
+    /// Takes the TLS settings of a reload's listeners, for each running
+    /// TLS listener that the reload still has at its address with TLS. The
+    /// session cache and ticket keys carry over, so clients keep resuming
+    /// their sessions across the reload.
     pub(crate) fn swap_tls(&self, plans: &[ListenerPlan]) {
-        for (slot, plan) in self.tls.iter().zip(plans) {
-            slot.store(plan.tls.clone());
+        for (slot, running) in self.tls.iter().zip(&self.listeners) {
+            let Some(old) = slot.load_full() else {
+                continue;
+            };
+            let Some(new) = plans
+                .iter()
+                .find(|p| p.addr == running.addr)
+                .and_then(|p| p.tls.as_ref())
+            else {
+                continue;
+            };
+            let mut new = (**new).clone();
+            new.session_storage = old.session_storage.clone();
+            new.ticketer = old.ticketer.clone();
+            slot.store(Some(Arc::new(new)));
         }
     }
 

@@ -43,11 +43,10 @@ pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
                     a.addr != b.addr || a.http2 != b.http2 || a.tls.is_some() != b.tls.is_some()
                 });
             c.stack.adopt_resolved(&live.stack());
-            if !listeners_changed {
-                // New connections get the reloaded certificates (a renewal
-                // at the same paths included).
-                live.swap_tls(&c.listeners);
-            }
+            // New connections get the reloaded certificates (a renewal at
+            // the same paths included), listener by listener: a listener
+            // change waiting for a restart does not hold renewals back.
+            live.swap_tls(&c.listeners);
             let server_changed = &c.server != live.server_settings();
             live.apply(c.stack, c.config);
             live.registry().metrics().config_reload(true);

@@ -362,10 +362,12 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
 
     // Balanced upstreams that no route uses yet: their settings are checked
     // now, not first by the reload that routes to them. Their pools are
-    // built only to be checked, and dropped.
+    // built only to be checked (no DNS lookup, no health check), and
+    // dropped.
+    forwards.start_pools = false;
     for (name, u) in &cfg.upstreams {
         let balanced = !u.endpoints.is_empty() || u.dns.is_some() || u.srv.is_some();
-        if balanced && !forwards.pools.contains_key(name) {
+        if balanced && !forwards.asked.contains(name) {
             let opts = ForwardOpts {
                 preserve_host: false,
                 host_rewrite: None,
@@ -427,6 +429,13 @@ pub(crate) struct Forwards<'a> {
     registry: &'a Registry,
     trusted: TrustedProxies,
     via: String,
+    /// Whether pools built now start their DNS lookups and health checks
+    /// (not when they are built only to check an unused upstream).
+    start_pools: bool,
+    /// The balanced upstreams a pool was asked for (built or failed).
+    asked: std::collections::HashSet<String>,
+    /// Per pool, the longest response timeout of the routes using it.
+    patience: HashMap<String, Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Per-route proxy settings.
@@ -459,6 +468,9 @@ impl<'a> Forwards<'a> {
             clients,
             inline_client: Client::builder().build().map_err(|e| e.to_string()),
             pools: HashMap::new(),
+            start_pools: true,
+            asked: std::collections::HashSet::new(),
+            patience: HashMap::new(),
             registry,
             trusted: trusted.clone(),
             via: via.to_owned(),
@@ -505,6 +517,7 @@ impl<'a> Forwards<'a> {
             // preserve_host, host_rewrite) sends its own with each request.
             Some(u) if !u.endpoints.is_empty() || u.dns.is_some() || u.srv.is_some() => {
                 let at = format!("upstreams.{upstream}");
+                self.asked.insert(upstream.to_owned());
                 let pool = match self.pools.get(upstream) {
                     Some(pool) => pool.clone(),
                     None => {
@@ -517,9 +530,15 @@ impl<'a> Forwards<'a> {
                             via: self.via.clone(),
                             route_settings: true,
                         };
-                        let pool =
-                            balance::pool(upstream, u, &settings, self.registry.metrics(), &at)
-                                .map_err(Some)?;
+                        let pool = balance::pool(
+                            upstream,
+                            u,
+                            &settings,
+                            self.registry.metrics(),
+                            self.start_pools,
+                            &at,
+                        )
+                        .map_err(Some)?;
                         self.pools.insert(upstream.to_owned(), pool.clone());
                         pool
                     }
@@ -540,7 +559,16 @@ impl<'a> Forwards<'a> {
                         ))
                     })?);
                 }
-                balance::balance(pool, u, &at, &o.route, self.registry.metrics())
+                let patience = self
+                    .patience
+                    .entry(upstream.to_owned())
+                    .or_default()
+                    .clone();
+                balance::ProxyClassify::note_timeout(
+                    &patience,
+                    route_timeout.unwrap_or(upstream_timeout),
+                );
+                balance::balance(pool, u, &at, &o.route, self.registry.metrics(), patience)
                     .map(|b| Forward::Pool(b, own))
                     .map_err(Some)
             }

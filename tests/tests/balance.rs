@@ -364,6 +364,7 @@ async fn routes_with_their_own_settings_share_one_pool() {
     .await;
     let slow = slow_server("slow", Duration::from_millis(400)).await;
     let slow2 = slow_server("slow2", Duration::from_millis(400)).await;
+    let slow3 = slow_server("slow3", Duration::from_millis(400)).await;
     let yaml = format!(
         r#"listen: "127.0.0.1:0"
 upstreams:
@@ -374,6 +375,10 @@ upstreams:
   slowsvc:
     endpoints: ["{slow}", "{slow2}"]
     timeout: "5s"
+    ejection: {{ consecutive_failures: 1, base_time: "60s" }}
+  stucksvc:
+    endpoints: ["{slow3}", "{good}"]
+    balance: round_robin
     ejection: {{ consecutive_failures: 1, base_time: "60s" }}
 routes:
   - name: plain
@@ -398,11 +403,16 @@ routes:
   - name: slowok
     match: {{ path_prefix: "/slowok/" }}
     upstream: slowsvc
+  - name: stuck
+    match: {{ path_prefix: "/stuck/" }}
+    upstream: stucksvc
+    timeout: "100ms"
 "#,
         good = good.url(),
         failing = failing.url(),
         slow = slow.url(),
         slow2 = slow2.url(),
+        slow3 = slow3.url(),
     );
     let (gw, addr) = gateway(&yaml).await;
     let c = client();
@@ -470,4 +480,16 @@ routes:
             .unwrap();
         assert_eq!(rsp.status(), 200);
     }
+    // When every route of an upstream is that impatient, its timeouts do
+    // count: an endpoint that stopped answering in time is ejected.
+    for _ in 0..4 {
+        c.get(format!("http://{addr}/stuck/x"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let states = gw.live().stack().upstream_states();
+    let (_, stuck_states) = states.iter().find(|(n, _)| n == "stucksvc").unwrap();
+    let slow3_state = stuck_states.iter().find(|s| s.url == slow3.url()).unwrap();
+    assert!(slow3_state.ejections >= 1, "{stuck_states:?}");
 }

@@ -173,7 +173,7 @@ fn each_kind_of_bad_config_names_its_path() {
                 "listen: \"127.0.0.1:1\"\nauth_providers:\n  k: {{ api_key: {{ keys: [{{ consumer: c, key: \"k-0123456789abcdef\" }}] }} }}\nroutes:\n  - name: a\n    upstream: \"http://x\"\n    auth: {{ any_of: [k], require: {{ claims: {{ role: {{ oneof: [admin] }} }} }} }}\n"
             ),
             "routes[0].auth.require.claims.role",
-            "unknown condition",
+            "did you mean `one_of`",
         ),
         (
             format!(

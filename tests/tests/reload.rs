@@ -351,5 +351,21 @@ async fn a_reload_serves_renewed_certificates() {
         200
     );
     assert!(trusting(&old_ca).get(&url).send().await.is_err());
+
+    // A listener change that waits for a restart does not hold renewals
+    // back: the running listener still gets the next certificate.
+    write_cert(&old);
+    let with_another = yaml.replacen("routes:", "  - addr: \"127.0.0.1:0\"\nroutes:", 1);
+    std::fs::write(&path, &with_another).unwrap();
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Applied {
+            listeners_changed: true
+        }
+    ));
+    assert_eq!(
+        trusting(&old_ca).get(&url).send().await.unwrap().status(),
+        200
+    );
     gw.shutdown().await;
 }

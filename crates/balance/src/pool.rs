@@ -950,6 +950,24 @@ impl<M: MakeEndpoint> PoolBuilder<M> {
     where
         M::Service: Clone + Send + Sync + 'static,
     {
+        self.build_with(true)
+    }
+
+    /// Builds the pool with every check [`build`](Self::build) makes, but
+    /// starts none of its background tasks (no DNS lookup, no discovery, no
+    /// health check; no runtime needed): to validate settings, as a
+    /// configuration check does for an upstream nothing uses yet.
+    pub fn build_idle(self) -> Result<Pool<M::Service>, BuildError>
+    where
+        M::Service: Clone + Send + Sync + 'static,
+    {
+        self.build_with(false)
+    }
+
+    fn build_with(self, start: bool) -> Result<Pool<M::Service>, BuildError>
+    where
+        M::Service: Clone + Send + Sync + 'static,
+    {
         if self.name.is_empty() {
             return Err(BuildError::new("a pool needs a name"));
         }
@@ -983,8 +1001,8 @@ impl<M: MakeEndpoint> PoolBuilder<M> {
                 return Err(bad(format!("endpoint {} is listed twice", e.url())));
             }
         }
-        let background =
-            !self.resolvers.is_empty() || !self.discover.is_empty() || self.health.is_some();
+        let background = start
+            && (!self.resolvers.is_empty() || !self.discover.is_empty() || self.health.is_some());
         let runtime = if background {
             Some(tokio::runtime::Handle::try_current().map_err(|_| {
                 bad(

@@ -323,3 +323,33 @@ async fn post_with_streamed_body_is_not_retried_after_bytes_were_sent() {
     .await
     .expect("in time");
 }
+
+#[test]
+fn an_idle_pool_is_checked_but_starts_nothing() {
+    // Outside any runtime: `build` would refuse (health checks need one),
+    // `build_idle` checks the same settings and starts no task.
+    let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = probes.clone();
+    let check = HealthCheck::new(move |_e: &Endpoint, _p: &str| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Ok::<_, towergate_core::BoxError>(http::StatusCode::OK) }
+    })
+    .interval(Duration::from_millis(1));
+    let pool = Pool::builder("idle", make_endpoint::<http_body_util::Empty<Bytes>>())
+        .endpoints([Endpoint::new("http://127.0.0.1:1")])
+        .health_check(check.clone())
+        .build_idle()
+        .unwrap();
+    assert_eq!(pool.snapshot().len(), 1);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(probes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The same checks as `build`.
+    let bad = Pool::builder("idle", make_endpoint::<http_body_util::Empty<Bytes>>())
+        .health_check(check.interval(Duration::ZERO))
+        .build_idle();
+    assert!(bad.is_err());
+    let no_runtime = Pool::builder("busy", make_endpoint::<http_body_util::Empty<Bytes>>())
+        .health_check(HealthCheck::new(probe()))
+        .build();
+    assert!(no_runtime.is_err(), "build needs a runtime for its checks");
+}

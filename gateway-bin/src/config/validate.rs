@@ -69,9 +69,11 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
             continue;
         };
         if addr.port() != 0 {
-            // A wildcard covers its family, and `[::]` both (dual stack).
+            // A wildcard covers its own family. (Whether `[::]` also takes
+            // IPv4 depends on the host's `bindv6only`: `0.0.0.0:P` beside
+            // `[::]:P` is left to the bind, which names the listener.)
             let covers = |w: &SocketAddr, other: &SocketAddr| {
-                w.ip().is_unspecified() && (w.is_ipv6() || w.is_ipv4() == other.is_ipv4())
+                w.ip().is_unspecified() && w.is_ipv4() == other.is_ipv4()
             };
             let clash = bound.iter().find(|(_, b)| {
                 b.port() == addr.port()

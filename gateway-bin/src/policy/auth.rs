@@ -495,17 +495,34 @@ pub(crate) fn check_require(r: &Require, p: &str, errs: &mut Vec<ConfigError>) {
                     "give exactly one of `one_of` and `contains`, or a plain value",
                 ));
             }
-            // A map that is not the long form (a misspelt `oneof`) would
-            // otherwise be a value to equal, which no token has: every
-            // caller refused, and no error said why.
-            ClaimRule::Equals(serde_json::Value::Object(map)) => {
-                let keys: Vec<&str> = map.keys().map(String::as_str).collect();
-                errs.push(ConfigError::new(
-                    format!("{p}.claims.{claim}"),
-                    format!(
-                        "unknown condition {keys:?}: use `{{ one_of: [...] }}`, `{{ contains: ... }}` or a plain value"
-                    ),
-                ));
+            // A misspelt long form (`oneOf`, `one-of`, `contain`) would
+            // otherwise be an object to equal, which no token has: every
+            // caller refused, and no error said why. Other objects are
+            // values to equal (an `address` claim `{ country: NL }`).
+            ClaimRule::Equals(serde_json::Value::Object(map)) if map.len() == 1 => {
+                let Some(key) = map.keys().next() else {
+                    continue;
+                };
+                let squashed: String = key
+                    .chars()
+                    .filter(|c| *c != '_' && *c != '-')
+                    .flat_map(char::to_lowercase)
+                    .collect();
+                let meant = match squashed.as_str() {
+                    "oneof" | "anyof" | "in" => Some("one_of"),
+                    s if s.starts_with("contain") || s == "includes" || s == "has" => {
+                        Some("contains")
+                    }
+                    _ => None,
+                };
+                if let Some(meant) = meant {
+                    errs.push(ConfigError::new(
+                        format!("{p}.claims.{claim}"),
+                        format!(
+                            "unknown condition `{key}`: did you mean `{meant}`? (an object here is otherwise a value the claim must equal)"
+                        ),
+                    ));
+                }
             }
             _ => {}
         }
