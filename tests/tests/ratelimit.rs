@@ -192,10 +192,14 @@ async fn concurrency_limit_answers_503_at_once() {
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
 }
 
-#[tokio::test]
-async fn buckets_survive_a_reload() {
-    let echo = spawn_upstream(echo_router("echo")).await;
-    let dir = std::env::temp_dir().join(format!("towergate-rl-reload-{}", std::process::id()));
+/// A gateway started from a file (so that it can be reloaded), its one
+/// route limited to 3 requests a minute per client; with the file's path
+/// and text.
+async fn three_a_minute_from_a_file(
+    echo: &towergate_test::Upstream,
+    name: &str,
+) -> (towergate::RunningGateway, std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("towergate-rl-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("gateway.yaml");
     let yaml = config(
@@ -207,6 +211,13 @@ async fn buckets_survive_a_reload() {
     let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
         .await
         .unwrap();
+    (gw, path, yaml)
+}
+
+#[tokio::test]
+async fn buckets_survive_a_reload() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let (gw, path, yaml) = three_a_minute_from_a_file(&echo, "reload").await;
     let addr = gw.local_addrs()[0];
     let c = client();
     let url = format!("http://{addr}/x");
@@ -240,18 +251,7 @@ async fn a_failed_reload_leaves_no_stale_buckets_behind() {
     // keep the copy of the buckets it made: the live stack goes on spending
     // the old ones, and the next good reload must start from those.
     let echo = spawn_upstream(echo_router("echo")).await;
-    let dir = std::env::temp_dir().join(format!("towergate-rl-stale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("gateway.yaml");
-    let yaml = config(
-        &echo.url(),
-        "    rate_limit:\n      limits:\n        - { name: per-ip, rate: \"3/min\" }\n",
-    );
-    std::fs::write(&path, &yaml).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
+    let (gw, path, yaml) = three_a_minute_from_a_file(&echo, "stale").await;
     let addr = gw.local_addrs()[0];
     let c = client();
     let url = format!("http://{addr}/x");

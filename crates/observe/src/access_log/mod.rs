@@ -234,21 +234,10 @@ enum Msg {
     Reopen(SyncSender<bool>),
 }
 
-/// Query parameter names that may hold credentials: never logged, even
-/// when allowed.
-const SECRET_LIKE: [&str; 11] = [
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "apikey",
-    "api_key",
-    "api-key",
-    "auth",
-    "signature",
-    "session",
-    "credential",
-];
+/// Query parameter names that may hold credentials, never logged even when
+/// allowed: those with one of these words (the same words that keep a
+/// value out of cache keys and shown URLs).
+use towergate_core::url_text::CREDENTIAL_WORDS as SECRET_LIKE;
 
 // === impl AccessLogLayer ===
 
