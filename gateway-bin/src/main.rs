@@ -130,7 +130,7 @@ fn main() -> ExitCode {
 
 fn check(path: PathBuf) -> ExitCode {
     let compiled = towergate::config::load_file(&path).and_then(|cfg| {
-        towergate::stack::compile(&cfg)
+        towergate::stack::check(&cfg)
             .map(|c| (cfg.routes.len(), c.listeners.len()))
             .map_err(|mut e| {
                 e.source = Some(path.display().to_string());

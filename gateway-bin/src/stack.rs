@@ -152,6 +152,13 @@ pub fn compile(cfg: &Config) -> Result<Compiled, ConfigErrors> {
     compile_with(cfg, Arc::new(Registry::default()))
 }
 
+/// Compiles a configuration only to check it (`towergate check`): every
+/// error [`compile`] finds, without its side effects (no access-log file
+/// created, no DNS lookup or health check started).
+pub fn check(cfg: &Config) -> Result<Compiled, ConfigErrors> {
+    compile_with(cfg, Arc::new(Registry::check_only()))
+}
+
 /// Compiles a configuration, reusing the state in `registry` (rate-limit
 /// buckets, store connections) that should survive a reload.
 pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, ConfigErrors> {
@@ -468,7 +475,7 @@ impl<'a> Forwards<'a> {
             clients,
             inline_client: Client::builder().build().map_err(|e| e.to_string()),
             pools: HashMap::new(),
-            start_pools: true,
+            start_pools: !registry.is_check_only(),
             asked: std::collections::HashSet::new(),
             patience: HashMap::new(),
             registry,
@@ -1020,6 +1027,22 @@ fn access_log_layer(
     let sink = match a.sink.as_deref().unwrap_or("stdout") {
         "stdout" => Sink::Stdout,
         "stderr" => Sink::Stderr,
+        // Checking: the file's directory must exist, but the file is not
+        // created.
+        path if registry.is_check_only() => {
+            let file = resolve_path(base, path);
+            let dir = file
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !dir.is_dir() {
+                return Err((
+                    "observability.access_log.sink".into(),
+                    format!("`{}`: no such directory", dir.display()),
+                ));
+            }
+            Sink::writer(std::io::sink())
+        }
         path => Sink::file(resolve_path(base, path)),
     };
     let key = format!(

@@ -169,6 +169,44 @@ fn check_reports_errors_with_paths_and_exit_code() {
     assert!(err.contains("routes[0].upstream"), "{err}");
     assert!(err.contains("routes[0].timeout"), "{err}");
     assert!(err.contains("bad.yaml"), "{err}");
+
+    // Checking creates no file: an access log to a file that does not exist
+    // yet is fine (its directory must), and stays absent.
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let logged = write_config_with(
+        &dir,
+        "127.0.0.1:8080".parse().unwrap(),
+        "http://127.0.0.1:7001",
+        "admin: { enabled: false }\nobservability:\n  access_log: { enabled: true, sink: \"logs/checked.log\" }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&logged)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.join("logs/checked.log").exists(),
+        "check created the log file"
+    );
+    let nowhere = write_config_with(
+        &dir,
+        "127.0.0.1:8080".parse().unwrap(),
+        "http://127.0.0.1:7001",
+        "admin: { enabled: false }\nobservability:\n  access_log: { enabled: true, sink: \"missing/dir/x.log\" }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&nowhere)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("observability.access_log.sink"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

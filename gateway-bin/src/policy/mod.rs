@@ -52,6 +52,9 @@ pub struct Registry {
     /// Each cached route's cache settings when last compiled, to purge a
     /// route's entries when they change.
     cache_routes: Mutex<HashMap<String, String>>,
+    /// Compiling only to check (`towergate check`): no file is created,
+    /// no background work starts.
+    check_only: bool,
 }
 
 /// Ejections since the last scrape, of an endpoint that had `before` then
@@ -81,6 +84,21 @@ fn circuit(
 }
 
 impl Registry {
+    /// A registry for compiling only to check a configuration: the access
+    /// log writes nowhere (its file is not created), pools start no DNS
+    /// lookup and no health check.
+    pub fn check_only() -> Self {
+        Self {
+            check_only: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether this registry compiles only to check.
+    pub(crate) fn is_check_only(&self) -> bool {
+        self.check_only
+    }
+
     /// The process's metrics: one registry for the gateway's life, so
     /// counters survive reloads.
     pub fn metrics(&self) -> &towergate_observe::Metrics {
