@@ -443,6 +443,8 @@ pub(crate) struct Forwards<'a> {
     asked: std::collections::HashSet<String>,
     /// Per pool, the longest response timeout of the routes using it.
     patience: HashMap<String, Arc<std::sync::atomic::AtomicU64>>,
+    /// `server.tunnel_idle_timeout`.
+    tunnel_idle_timeout: Duration,
 }
 
 /// Per-route proxy settings.
@@ -478,6 +480,12 @@ impl<'a> Forwards<'a> {
             start_pools: !registry.is_check_only(),
             asked: std::collections::HashSet::new(),
             patience: HashMap::new(),
+            tunnel_idle_timeout: cfg
+                .server
+                .tunnel_idle_timeout
+                .as_deref()
+                .and_then(|t| parse_duration(t).ok())
+                .unwrap_or(Duration::from_secs(3600)),
             registry,
             trusted: trusted.clone(),
             via: via.to_owned(),
@@ -536,6 +544,7 @@ impl<'a> Forwards<'a> {
                             trusted: self.trusted.clone(),
                             via: self.via.clone(),
                             route_settings: true,
+                            tunnel_idle_timeout: self.tunnel_idle_timeout,
                         };
                         let pool = balance::pool(
                             upstream,
@@ -587,6 +596,7 @@ impl<'a> Forwards<'a> {
                 trusted: self.trusted.clone(),
                 via: self.via.clone(),
                 route_settings: false,
+                tunnel_idle_timeout: self.tunnel_idle_timeout,
             }
             .proxy(&url)
             .map(Forward::One)
@@ -1254,6 +1264,8 @@ pub(crate) struct ProxySettings {
     /// Whether a request's [`RouteSettings`] are used (a pool's proxies,
     /// shared by routes).
     pub(crate) route_settings: bool,
+    /// `server.tunnel_idle_timeout`.
+    pub(crate) tunnel_idle_timeout: Duration,
 }
 
 impl ProxySettings {
@@ -1286,7 +1298,8 @@ impl ProxySettings {
             .preserve_host(self.preserve_host)
             .trusted_proxies(self.trusted.clone())
             .via(self.via.clone())
-            .route_settings(self.route_settings);
+            .route_settings(self.route_settings)
+            .tunnel_idle_timeout(Some(self.tunnel_idle_timeout));
         if let Some(h) = &self.host_rewrite {
             pb = pb.host_override(h.clone());
         } else if let Some(h) = named.filter(|_| !self.preserve_host) {

@@ -262,6 +262,39 @@ fn ws_echo() -> Router {
 }
 
 #[tokio::test]
+async fn an_idle_websocket_tunnel_is_closed() {
+    let up = spawn_upstream(ws_echo()).await;
+    let (_gw, addr) = gateway(&one_route(
+        &up.url(),
+        "",
+        "server: { tunnel_idle_timeout: \"400ms\" }",
+    ))
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let text = tokio_tungstenite::tungstenite::Message::Text;
+    // Traffic keeps it open well past the idle timeout...
+    for i in 0..6 {
+        ws.send(text(format!("ping {i}").into())).await.unwrap();
+        let msg = ws.next().await.unwrap().unwrap();
+        assert_eq!(msg.into_text().unwrap().as_str(), format!("echo:ping {i}"));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // ...and silence closes it.
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("closed within the idle timeout");
+    assert!(
+        !matches!(
+            closed,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))
+        ),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_shutdown_drains_websocket_tunnels_too() {
     // After its 101 a tunnel is no longer hyper's connection: the drain
     // still waits for it (up to drain_timeout), as for a request.

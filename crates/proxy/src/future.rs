@@ -197,6 +197,7 @@ impl Exchange {
                     self.shared.upstream.clone(),
                     self.request_id.clone(),
                     lease,
+                    self.shared.tunnel_idle_timeout,
                 ),
                 None => tracing::warn!(
                     upstream = %self.shared.upstream,

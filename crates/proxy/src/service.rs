@@ -55,6 +55,7 @@ pub struct ProxyBuilder {
     trusted: TrustedProxies,
     via: String,
     route_settings: bool,
+    tunnel_idle_timeout: Option<Duration>,
 }
 
 /// A route's own settings for a proxy it shares with other routes: the
@@ -144,6 +145,8 @@ pub(crate) struct Shared {
     pub(crate) via: ViaEntries,
     /// Whether a request's [`RouteSettings`] are used.
     route_settings: bool,
+    /// How long an upgraded connection may carry nothing either way.
+    pub(crate) tunnel_idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -171,6 +174,7 @@ impl Proxy {
             trusted: TrustedProxies::none(),
             via: "towergate".to_owned(),
             route_settings: false,
+            tunnel_idle_timeout: None,
         }
     }
 
@@ -278,6 +282,14 @@ impl ProxyBuilder {
         self
     }
 
+    /// Closes an upgraded connection (a WebSocket tunnel) that carries no
+    /// byte either way for this long, both sides at once. Default: none
+    /// (a tunnel lasts as long as its two ends keep it open).
+    pub fn tunnel_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.tunnel_idle_timeout = idle;
+        self
+    }
+
     /// Use the [`RouteSettings`] a request carries in its extensions, if
     /// any, instead of this proxy's timeout and Host. Default false.
     pub fn route_settings(mut self, yes: bool) -> Self {
@@ -381,6 +393,7 @@ impl ProxyBuilder {
                 trusted: self.trusted,
                 via,
                 route_settings: self.route_settings,
+                tunnel_idle_timeout: self.tunnel_idle_timeout,
             }),
         })
     }

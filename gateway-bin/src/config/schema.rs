@@ -205,6 +205,9 @@ pub struct Server {
     pub max_connections: Option<usize>,
     /// How long in-flight requests may finish on shutdown. Default `30s`.
     pub drain_timeout: Option<String>,
+    /// How long an upgraded connection (a WebSocket tunnel) may carry no
+    /// byte either way before both sides are closed. Default `1h`.
+    pub tunnel_idle_timeout: Option<String>,
     /// On shutdown, how long `/readyz` answers 503 before the listeners
     /// close, so a fronting load balancer stops sending. Default `0s`.
     pub shutdown_delay: Option<String>,
