@@ -117,6 +117,10 @@ impl Live {
             let mut new = (**new).clone();
             new.session_storage = old.session_storage.clone();
             new.ticketer = old.ticketer.clone();
+            // The protocols the running listener speaks (`http2` is only
+            // changed by a restart): offering `h2` to a listener that
+            // refuses it would break every connection that picks it.
+            new.alpn_protocols = old.alpn_protocols.clone();
             slot.store(Some(Arc::new(new)));
         }
     }

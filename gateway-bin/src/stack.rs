@@ -1041,16 +1041,7 @@ fn access_log_layer(
         // created.
         path if registry.is_check_only() => {
             let file = resolve_path(base, path);
-            let dir = file
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            if !dir.is_dir() {
-                return Err((
-                    "observability.access_log.sink".into(),
-                    format!("`{}`: no such directory", dir.display()),
-                ));
-            }
+            check_sink(&file).map_err(|e| ("observability.access_log.sink".into(), e))?;
             Sink::writer(std::io::sink())
         }
         path => Sink::file(resolve_path(base, path)),
@@ -1072,6 +1063,33 @@ fn access_log_layer(
         })
         .map(Some)
         .map_err(|e| ("observability.access_log".into(), e))
+}
+
+/// What opening the access-log file at `run` would find wrong, found
+/// without creating it: a directory in its place, an existing file that
+/// cannot be appended to, a missing or read-only directory.
+fn check_sink(file: &Path) -> Result<(), String> {
+    if file.is_dir() {
+        return Err(format!("`{}` is a directory", file.display()));
+    }
+    if file.exists() {
+        // Opened for appending without `create`: nothing is made.
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .map(drop)
+            .map_err(|e| format!("cannot open `{}`: {e}", file.display()));
+    }
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(format!("`{}` is not a directory", dir.display())),
+        Ok(m) if m.permissions().readonly() => Err(format!("`{}` is read-only", dir.display())),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("`{}`: no such directory", dir.display())),
+    }
 }
 
 fn server_settings(s: &schema::Server) -> ServerSettings {

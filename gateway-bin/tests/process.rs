@@ -207,6 +207,21 @@ fn check_reports_errors_with_paths_and_exit_code() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("observability.access_log.sink"), "{err}");
+    // A directory where the file should be: `run` could not open it.
+    let a_dir = write_config_with(
+        &dir,
+        "127.0.0.1:8080".parse().unwrap(),
+        "http://127.0.0.1:7001",
+        "admin: { enabled: false }\nobservability:\n  access_log: { enabled: true, sink: \"logs\" }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&a_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a directory"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

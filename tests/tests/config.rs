@@ -177,6 +177,13 @@ fn each_kind_of_bad_config_names_its_path() {
         ),
         (
             format!(
+                "listen: \"127.0.0.1:1\"\nauth_providers:\n  k: {{ api_key: {{ keys: [{{ consumer: c, key: \"k-0123456789abcdef\" }}] }} }}\nroutes:\n  - name: a\n    upstream: \"http://x\"\n    auth: {{ any_of: [k], require: {{ claims: {{ role: {{ one_of: admin }} }} }} }}\n"
+            ),
+            "routes[0].auth.require.claims.role",
+            "takes a list",
+        ),
+        (
+            format!(
                 "listen: \"127.0.0.1:1\"\nserver: {{ header_read_timeout: \"0s\" }}\nroutes:\n{GOOD_ROUTE}"
             ),
             "server.header_read_timeout",

@@ -369,3 +369,48 @@ async fn a_reload_serves_renewed_certificates() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_http2_on_waits_for_the_restart_on_tls_listeners_too() {
+    // The listener speaks what it was started with: after a reload that
+    // turns `http2` on, its TLS still offers HTTP/1.1 only (offering h2 to
+    // a listener that refuses the preface would break every client).
+    use towergate_test::tls::TestCa;
+    let ca = TestCa::new();
+    let cert = ca.leaf(&["gw.test"]);
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let path = temp_file("alpn");
+    let dir = path.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("gw.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.join("gw.key"), &cert.key_pem).unwrap();
+    let yaml = |http2: bool| {
+        format!(
+            "listeners:\n  - addr: \"127.0.0.1:0\"\n    http2: {http2}\n    tls:\n      certificates:\n        - {{ cert: gw.crt, key: gw.key }}\nroutes:\n  - name: all\n    match: {{ path_prefix: \"/\" }}\n    upstream: \"{}\"\n",
+            echo.url()
+        )
+    };
+    std::fs::write(&path, yaml(false)).unwrap();
+    let cfg = towergate::config::load_file(&path).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let addr = gw.local_addrs()[0];
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap())
+        .resolve("gw.test", addr)
+        .build()
+        .unwrap();
+    let url = format!("https://gw.test:{}/x", addr.port());
+    std::fs::write(&path, yaml(true)).unwrap();
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Applied {
+            listeners_changed: true
+        }
+    ));
+    let rsp = c.get(&url).send().await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.version(), reqwest::Version::HTTP_11);
+    gw.shutdown().await;
+}

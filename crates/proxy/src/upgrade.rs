@@ -127,7 +127,10 @@ impl Activity {
     async fn idle_for(&self, idle: Duration) {
         loop {
             let last = self.start + Duration::from_millis(self.last.load(Ordering::Relaxed));
-            let due = last + idle;
+            // A timeout too long to be a point in time is no timeout.
+            let Some(due) = last.checked_add(idle) else {
+                return std::future::pending().await;
+            };
             if Instant::now() >= due {
                 return;
             }

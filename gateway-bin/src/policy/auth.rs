@@ -499,29 +499,32 @@ pub(crate) fn check_require(r: &Require, p: &str, errs: &mut Vec<ConfigError>) {
             // otherwise be an object to equal, which no token has: every
             // caller refused, and no error said why. Other objects are
             // values to equal (an `address` claim `{ country: NL }`).
-            ClaimRule::Equals(serde_json::Value::Object(map)) if map.len() == 1 => {
-                let Some(key) = map.keys().next() else {
-                    continue;
-                };
-                let squashed: String = key
-                    .chars()
-                    .filter(|c| *c != '_' && *c != '-')
-                    .flat_map(char::to_lowercase)
-                    .collect();
-                let meant = match squashed.as_str() {
-                    "oneof" | "anyof" | "in" => Some("one_of"),
-                    s if s.starts_with("contain") || s == "includes" || s == "has" => {
-                        Some("contains")
-                    }
-                    _ => None,
-                };
-                if let Some(meant) = meant {
-                    errs.push(ConfigError::new(
-                        format!("{p}.claims.{claim}"),
+            ClaimRule::Equals(serde_json::Value::Object(map)) => {
+                for key in map.keys() {
+                    let squashed: String = key
+                        .chars()
+                        .filter(|c| *c != '_' && *c != '-')
+                        .flat_map(char::to_lowercase)
+                        .collect();
+                    let meant = match squashed.as_str() {
+                        "oneof" | "anyof" | "in" => "one_of",
+                        s if s.starts_with("contain") || s == "includes" || s == "has" => {
+                            "contains"
+                        }
+                        _ => continue,
+                    };
+                    let message = if key == meant {
+                        // The long form, but it did not parse.
+                        format!(
+                            "`{key}` must be alone, and `one_of` takes a list: `{{ one_of: [a, b] }}`, `{{ contains: a }}`"
+                        )
+                    } else {
                         format!(
                             "unknown condition `{key}`: did you mean `{meant}`? (an object here is otherwise a value the claim must equal)"
-                        ),
-                    ));
+                        )
+                    };
+                    errs.push(ConfigError::new(format!("{p}.claims.{claim}"), message));
+                    break;
                 }
             }
             _ => {}

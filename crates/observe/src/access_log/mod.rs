@@ -234,10 +234,24 @@ enum Msg {
     Reopen(SyncSender<bool>),
 }
 
-/// Query parameter names that may hold credentials, never logged even when
-/// allowed: those with one of these words (the same words that keep a
-/// value out of cache keys and shown URLs).
-use towergate_core::url_text::CREDENTIAL_WORDS as SECRET_LIKE;
+/// Query parameter names that may hold credentials: never logged, even
+/// when allowed. Narrower than `towergate_core::url_text::CREDENTIAL_WORDS`
+/// (which hides values in shown URLs and cache keys, where hiding too much
+/// costs nothing): refusing a `keep_query` name has a cost, so `pass`
+/// (`passenger`, `compass`), `cookie` and `private` are not among these.
+const SECRET_LIKE: [&str; 11] = [
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "apikey",
+    "api_key",
+    "api-key",
+    "auth",
+    "signature",
+    "session",
+    "credential",
+];
 
 // === impl AccessLogLayer ===
 
