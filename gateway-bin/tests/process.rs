@@ -133,6 +133,15 @@ fn write_config_with(dir: &Path, listen: SocketAddr, upstream: &str, extra: &str
     path
 }
 
+/// `towergate check --config PATH`.
+fn check(path: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_reports_errors_with_paths_and_exit_code() {
     let dir = temp_dir("check");
@@ -141,11 +150,7 @@ fn check_reports_errors_with_paths_and_exit_code() {
         "127.0.0.1:8080".parse().unwrap(),
         "http://127.0.0.1:7001",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = check(&good);
     assert!(
         out.status.success(),
         "{}",
@@ -159,11 +164,7 @@ fn check_reports_errors_with_paths_and_exit_code() {
         "listen: \"127.0.0.1:8080\"\nroutes:\n  - name: a\n    upstream: \"nowhere\"\n    timeout: \"5 years\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = check(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("routes[0].upstream"), "{err}");
@@ -179,11 +180,7 @@ fn check_reports_errors_with_paths_and_exit_code() {
         "http://127.0.0.1:7001",
         "admin: { enabled: false }\nobservability:\n  access_log: { enabled: true, sink: \"logs/checked.log\" }\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&logged)
-        .output()
-        .unwrap();
+    let out = check(&logged);
     assert!(
         out.status.success(),
         "{}",
@@ -199,11 +196,7 @@ fn check_reports_errors_with_paths_and_exit_code() {
         "http://127.0.0.1:7001",
         "admin: { enabled: false }\nobservability:\n  access_log: { enabled: true, sink: \"missing/dir/x.log\" }\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&nowhere)
-        .output()
-        .unwrap();
+    let out = check(&nowhere);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("observability.access_log.sink"), "{err}");
@@ -214,11 +207,7 @@ fn check_reports_errors_with_paths_and_exit_code() {
         "http://127.0.0.1:7001",
         "admin: { enabled: false }\nobservability:\n  access_log: { enabled: true, sink: \"logs\" }\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&a_dir)
-        .output()
-        .unwrap();
+    let out = check(&a_dir);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is a directory"), "{err}");
