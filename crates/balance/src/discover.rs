@@ -484,13 +484,24 @@ impl Resolver {
 }
 
 impl Resolver {
-    /// Whether `other` looks the same names up in the same way (a reload
-    /// that kept the source).
+    /// Whether `other` looks the same names up in the same way and makes
+    /// the same endpoints of the answers (a reload that kept the source);
+    /// how often it looks them up does not matter.
     pub(crate) fn same_source(&self, other: &Resolver) -> bool {
         match (self, other) {
-            (Self::Dns(a), Self::Dns(b)) => a == b,
+            (Self::Dns(a), Self::Dns(b)) => {
+                Dns {
+                    interval: b.interval,
+                    ..a.clone()
+                } == *b
+            }
             #[cfg(feature = "srv")]
-            (Self::Srv(a), Self::Srv(b)) => a.srv == b.srv,
+            (Self::Srv(a), Self::Srv(b)) => {
+                Srv {
+                    interval: b.srv.interval,
+                    ..a.srv.clone()
+                } == b.srv
+            }
             #[cfg(feature = "srv")]
             _ => false,
         }

@@ -378,6 +378,19 @@ async fn a_reloaded_pool_starts_from_the_previous_endpoints() {
         wait_for(10, || dns.queries() >= before + 3).await;
         assert_eq!(members(&new), good);
 
+        // Another interval is the same source.
+        let slower = Pool::builder("users", make_endpoint())
+            .srv(
+                Srv::new(NAME)
+                    .nameserver(dns.addr)
+                    .interval(Duration::from_secs(60)),
+            )
+            .build()
+            .unwrap();
+        assert_eq!(slower.adopt_resolved(&new), 2);
+        assert_eq!(members(&slower), good);
+        drop(slower);
+
         // A pool whose source changed takes nothing.
         let other = Pool::builder("users", make_endpoint())
             .srv(Srv::new("_http._tcp.other.test.").nameserver(dns.addr))
