@@ -192,6 +192,11 @@ async fn concurrency_limit_answers_503_at_once() {
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
 }
 
+/// Reloads `gw` from `path` now.
+fn reload(path: &std::path::Path, gw: &towergate::RunningGateway) -> ReloadOutcome {
+    reload_now(path, &gw.live())
+}
+
 /// A gateway started from a file (so that it can be reloaded), its one
 /// route limited to 3 requests a minute per client; with the file's path
 /// and text.
@@ -229,18 +234,12 @@ async fn buckets_survive_a_reload() {
         format!("{yaml}  - name: other\n    match: {{ path_prefix: \"/other/\" }}\n    upstream: \"{}\"\n", echo.url()),
     )
     .unwrap();
-    assert!(matches!(
-        reload_now(&path, &gw.live()),
-        ReloadOutcome::Applied { .. }
-    ));
+    assert!(matches!(reload(&path, &gw), ReloadOutcome::Applied { .. }));
     assert_eq!(statuses(&c, &url, &[], 1).await, vec![429]);
     // Nor with a new `max_keys`: the buckets move to a store of the new size.
     let resized = yaml.replacen("routes:", "rate_limiting: { max_keys: 5000 }\nroutes:", 1);
     std::fs::write(&path, &resized).unwrap();
-    assert!(matches!(
-        reload_now(&path, &gw.live()),
-        ReloadOutcome::Applied { .. }
-    ));
+    assert!(matches!(reload(&path, &gw), ReloadOutcome::Applied { .. }));
     assert_eq!(statuses(&c, &url, &[], 1).await, vec![429]);
     gw.shutdown().await;
 }
@@ -259,16 +258,10 @@ async fn a_failed_reload_leaves_no_stale_buckets_behind() {
     let resized = yaml.replacen("routes:", "rate_limiting: { max_keys: 5000 }\nroutes:", 1);
     let broken = format!("{resized}  - name: broken\n    upstream: \"not a url\"\n");
     std::fs::write(&path, &broken).unwrap();
-    assert!(matches!(
-        reload_now(&path, &gw.live()),
-        ReloadOutcome::Rejected(_)
-    ));
+    assert!(matches!(reload(&path, &gw), ReloadOutcome::Rejected(_)));
     assert_eq!(statuses(&c, &url, &[], 2).await, vec![200, 200]);
     std::fs::write(&path, &resized).unwrap();
-    assert!(matches!(
-        reload_now(&path, &gw.live()),
-        ReloadOutcome::Applied { .. }
-    ));
+    assert!(matches!(reload(&path, &gw), ReloadOutcome::Applied { .. }));
     assert_eq!(statuses(&c, &url, &[], 1).await, vec![429]);
     gw.shutdown().await;
 }

@@ -98,6 +98,18 @@ struct Members<S> {
     wrr: Mutex<SmoothWeighted>,
 }
 
+impl<S> Members<S> {
+    /// The endpoints `keep` keeps, with their sources: the start of a
+    /// membership change (see `Pool::rebuild`).
+    fn desired(&self, keep: impl Fn(&Slot<S>) -> bool) -> Vec<(Endpoint, SourceTag)> {
+        self.slots
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| (s.endpoint(), s.source))
+            .collect()
+    }
+}
+
 /// An endpoint in the pool; kept across membership changes while its URL
 /// stays, so its statistics do too.
 pub(crate) struct Slot<S> {
@@ -321,12 +333,7 @@ where
         if !current.slots.iter().any(|s| s.endpoint.url() == url) {
             return false;
         }
-        let desired = current
-            .slots
-            .iter()
-            .filter(|s| s.endpoint.url() != url)
-            .map(|s| (s.endpoint(), s.source))
-            .collect();
+        let desired = current.desired(|s| s.endpoint.url() != url);
         self.rebuild(&current, desired);
         true
     }
@@ -345,11 +352,7 @@ where
         let old = previous.shared.members.load_full();
         let _g = self.shared.update.lock();
         let current = self.shared.members.load_full();
-        let mut desired: Vec<(Endpoint, SourceTag)> = current
-            .slots
-            .iter()
-            .map(|s| (s.endpoint(), s.source))
-            .collect();
+        let mut desired = current.desired(|_| true);
         let mut taken = 0;
         for (i, r) in self.shared.resolvers.iter().enumerate() {
             let tag = SourceTag::Resolver(i);
@@ -412,11 +415,7 @@ where
             Change::Insert(e) => {
                 let _g = self.shared.update.lock();
                 let current = self.shared.members.load_full();
-                let mut desired: Vec<(Endpoint, SourceTag)> = current
-                    .slots
-                    .iter()
-                    .map(|s| (s.endpoint(), s.source))
-                    .collect();
+                let mut desired = current.desired(|_| true);
                 match desired.iter_mut().find(|(d, _)| d.url() == e.url()) {
                     Some((d, _)) => *d = e.clone(),
                     None => desired.push((e.clone(), tag)),
@@ -438,12 +437,7 @@ where
     fn replace_source(&self, tag: SourceTag, endpoints: Vec<Endpoint>) {
         let _g = self.shared.update.lock();
         let current = self.shared.members.load_full();
-        let mut desired: Vec<(Endpoint, SourceTag)> = current
-            .slots
-            .iter()
-            .filter(|s| s.source != tag)
-            .map(|s| (s.endpoint(), s.source))
-            .collect();
+        let mut desired = current.desired(|s| s.source != tag);
         desired.extend(endpoints.into_iter().map(|e| (e, tag)));
         self.rebuild(&current, desired);
     }
