@@ -12,7 +12,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -20,8 +19,10 @@ use tokio_util::task::TaskTracker;
 use towergate_core::{ClientAddr, ConnectionLease};
 
 use crate::live::Live;
+use idle::{ConnStreams, EdgeExecutor, Guarded};
 use opening::Opening;
 
+mod idle;
 mod opening;
 use crate::stack::{Compiled, EdgeBody, ListenerPlan, ServerSettings, Stack};
 
@@ -36,7 +37,6 @@ pub struct RunningGateway {
     tasks: JoinSet<JoinSet<()>>,
     drain: Duration,
     shutdown_delay: Duration,
-    graceful: Arc<GracefulShutdown>,
     /// One permit per open connection, held by its task and by a tunnel
     /// (WebSocket) that takes it over: all of them free means nothing is
     /// open.
@@ -45,22 +45,6 @@ pub struct RunningGateway {
     /// The HTTP/2 streams' tasks (hyper runs each stream on a task of its
     /// own, apart from its connection's).
     streams: TaskTracker,
-}
-
-/// hyper's executor at the edge: tokio's, with every task it spawns (an
-/// HTTP/2 stream's) tracked, so that a shutdown can wait for the streams
-/// of the connections it cut off to end (and log their requests).
-#[derive(Clone)]
-struct TrackedExecutor(TaskTracker);
-
-impl<F> hyper::rt::Executor<F> for TrackedExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        self.0.spawn(fut);
-    }
 }
 
 /// Binds the listeners of a compiled configuration and starts serving.
@@ -80,7 +64,6 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         server.clone(),
     ));
     let (shutdown, _) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
     let conns = Arc::new(Semaphore::new(server.max_connections));
     let streams = TaskTracker::new();
     let mut tasks = JoinSet::new();
@@ -103,12 +86,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
             conns: conns.clone(),
             streams: streams.clone(),
         };
-        tasks.spawn(accept_loop(
-            listener,
-            ctx,
-            graceful.clone(),
-            shutdown.subscribe(),
-        ));
+        tasks.spawn(accept_loop(listener, ctx, shutdown.subscribe()));
     }
     let pacer = pace_timers(shutdown.subscribe());
     tasks.spawn(async move {
@@ -122,7 +100,6 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         tasks,
         drain: server.drain_timeout,
         shutdown_delay: server.shutdown_delay,
-        graceful,
         conns,
         max_connections: server.max_connections,
         streams,
@@ -255,9 +232,10 @@ impl RunningGateway {
             tracing::info!(delay = ?self.shutdown_delay, "draining: not ready; closing listeners after the delay");
             tokio::time::sleep(self.shutdown_delay).await;
         }
+        // Every connection's watch (see `idle::Guarded`) closes it once
+        // its requests are done: HTTP/1 after the one in flight, HTTP/2
+        // after `GOAWAY` and its open streams.
         let _ = self.shutdown.send(true);
-        // The accept loops hold the other references; once they are done,
-        // the graceful-shutdown handle is ours alone.
         let mut connections = Vec::new();
         while let Some(done) = self.tasks.join_next().await {
             if let Ok(set) = done {
@@ -265,15 +243,13 @@ impl RunningGateway {
             }
         }
         let deadline = tokio::time::Instant::now() + self.drain;
-        let drained = match Arc::try_unwrap(self.graceful) {
-            Ok(g) => tokio::time::timeout_at(deadline, g.shutdown())
-                .await
-                .is_ok(),
-            Err(_) => {
-                tracing::error!("graceful shutdown handle still shared; not draining");
-                false
+        let drained = tokio::time::timeout_at(deadline, async {
+            for set in &mut connections {
+                while set.join_next().await.is_some() {}
             }
-        };
+        })
+        .await
+        .is_ok();
         // Upgraded connections (WebSocket tunnels) left hyper's watch at
         // their 101, but still hold their connection's permit: they get the
         // rest of the drain time to end, as requests do.
@@ -322,17 +298,10 @@ struct AcceptCtx {
     streams: TaskTracker,
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    ctx: AcceptCtx,
-    graceful: Arc<GracefulShutdown>,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinSet<()> {
-    // The connections' tasks, handed back at the end so that a shutdown
-    // can cut off the ones that outlast the drain timeout.
-    let mut connections = JoinSet::new();
-    let ctx = Arc::new(ctx);
-    let mut builder = auto::Builder::new(TrackedExecutor(ctx.streams.clone()));
+/// hyper's settings for one connection at the edge; `exec` runs (and
+/// counts) its HTTP/2 streams.
+fn edge_builder(ctx: &AcceptCtx, exec: EdgeExecutor) -> auto::Builder<EdgeExecutor> {
+    let mut builder = auto::Builder::new(exec);
     builder
         .http1()
         .timer(CoarseTimer)
@@ -347,7 +316,19 @@ async fn accept_loop(
     if !ctx.plan.http2 {
         builder = builder.http1_only();
     }
-    let builder = Arc::new(builder);
+    builder
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: AcceptCtx,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    // The connections' tasks, handed back at the end so that a shutdown
+    // can wait for them, and cut off the ones that outlast the drain
+    // timeout.
+    let mut connections = JoinSet::new();
+    let ctx = Arc::new(ctx);
     loop {
         // Waiting for a permit before accepting leaves excess connections in
         // the kernel's backlog instead of accepting and dropping them.
@@ -369,13 +350,16 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let ctx = ctx.clone();
-        let builder = builder.clone();
         // The TLS settings of now: a reload may have renewed a certificate.
         let acceptor = ctx
             .live
             .listener_tls(ctx.index)
             .map(tokio_rustls::TlsAcceptor::from);
-        let watcher = graceful.watcher();
+        // Completes when the shutdown begins (or the gateway is dropped).
+        let mut watch = shutdown.clone();
+        let shutdown_begun = async move {
+            let _ = watch.wait_for(|&begun| begun).await;
+        };
         // Counted while open, in the registry that outlives reloads, and
         // limited by the permit: both held by the connection's task and by
         // a tunnel that takes the connection over (see `ConnectionLease`).
@@ -384,7 +368,7 @@ async fn accept_loop(
         // Finished connections leave the set here, once per accept.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            serve_connection(tcp, peer, acceptor, &builder, &ctx, watcher, &lease).await;
+            serve_connection(tcp, peer, acceptor, &ctx, shutdown_begun, &lease).await;
         });
     }
 }
@@ -393,12 +377,14 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    builder: &auto::Builder<TrackedExecutor>,
     ctx: &AcceptCtx,
-    watcher: Watcher,
+    shutdown_begun: impl Future<Output = ()>,
     lease: &ConnectionLease,
 ) {
     let live = ctx.live.clone();
+    let streams = ConnStreams::new();
+    let builder = edge_builder(ctx, EdgeExecutor::new(ctx.streams.clone(), streams.clone()));
+    let idle_timeout = ctx.server.http2_idle_timeout;
     match acceptor {
         None => {
             let svc = EdgeService {
@@ -407,9 +393,11 @@ async fn serve_connection(
                 tls: false,
                 lease: lease.clone(),
             };
-            let io = Opening::new(tcp, ctx.server.header_read_timeout, ctx.plan.http2);
+            let io = Opening::new(tcp, ctx.server.header_read_timeout, ctx.plan.http2)
+                .on_http2(streams.clone());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            if let Err(e) = watcher.watch(conn).await {
+            let conn = Guarded::new(conn, shutdown_begun, streams, idle_timeout);
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
@@ -433,9 +421,11 @@ async fn serve_connection(
                 tls: true,
                 lease: lease.clone(),
             };
-            let io = Opening::new(tls, ctx.server.header_read_timeout, ctx.plan.http2);
+            let io = Opening::new(tls, ctx.server.header_read_timeout, ctx.plan.http2)
+                .on_http2(streams.clone());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            if let Err(e) = watcher.watch(conn).await {
+            let conn = Guarded::new(conn, shutdown_begun, streams, idle_timeout);
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }

@@ -92,6 +92,8 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Time between "not ready" and closing the listeners on shutdown.
     pub shutdown_delay: Duration,
+    /// Time an HTTP/2 connection with no stream open is kept.
+    pub http2_idle_timeout: Duration,
 }
 
 /// The request-handling part of a compiled configuration; swapped whole on
@@ -1109,6 +1111,7 @@ fn server_settings(s: &schema::Server) -> ServerSettings {
         max_connections: s.max_connections.unwrap_or(10_000),
         drain_timeout: dur(&s.drain_timeout, 30),
         shutdown_delay: dur(&s.shutdown_delay, 0),
+        http2_idle_timeout: dur(&s.http2_idle_timeout, 180),
     }
 }
 

@@ -473,6 +473,100 @@ routes:
     assert!(v["headers"].get("host").is_none(), "{v}");
 }
 
+/// An HTTP/2 connection of hyper's client to `addr`: the request sender,
+/// and the connection's task, which ends when the gateway closes it.
+async fn h2_connection(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, task)
+}
+
+async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> hyper::Response<hyper::body::Incoming> {
+    sender.ready().await.unwrap();
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    sender.send_request(req).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    use http_body_util::BodyExt;
+    // `/stream` answers in five chunks 250 ms apart: 1.25 s, well past the
+    // idle timeout, with a stream open all along.
+    let app = echo_router("up").route(
+        "/stream",
+        get(|| async {
+            let chunks = futures_util::stream::unfold(0u32, |i| async move {
+                if i == 5 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                Some((Ok::<_, std::io::Error>(Bytes::from("tick;")), i + 1))
+            });
+            Body::from_stream(chunks)
+        }),
+    );
+    let up = spawn_upstream(app).await;
+    let (_gw, addr) = gateway(&one_route(
+        &up.url(),
+        "",
+        "server: { http2_idle_timeout: \"500ms\" }",
+    ))
+    .await;
+
+    // A connection that never opens a stream is closed.
+    let (_sender, task) = h2_connection(addr).await;
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("a silent HTTP/2 connection is closed after the idle timeout")
+        .unwrap();
+
+    // Requests closer together than the timeout keep the connection.
+    let (mut sender, task) = h2_connection(addr).await;
+    for _ in 0..5 {
+        let rsp = h2_get(&mut sender, addr, "/x").await;
+        assert_eq!(rsp.status(), 200);
+        rsp.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A stream open for longer than the timeout keeps it too: halfway
+    // through, another request on the same connection is still taken
+    // (after a `GOAWAY` it would be refused).
+    let rsp = h2_get(&mut sender, addr, "/stream").await;
+    assert_eq!(rsp.status(), 200);
+    let body = tokio::spawn(async move { rsp.into_body().collect().await.unwrap().to_bytes() });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let rsp = h2_get(&mut sender, addr, "/y").await;
+    assert_eq!(rsp.status(), 200);
+    rsp.into_body().collect().await.unwrap();
+    assert_eq!(body.await.unwrap(), "tick;".repeat(5));
+    assert!(!task.is_finished(), "closed while streams were open");
+    // Then, with nothing open, it is closed.
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("an idle HTTP/2 connection is closed after the idle timeout")
+        .unwrap();
+    assert!(sender.is_closed());
+}
+
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     // A port with nothing listening: bind, read the port, close.

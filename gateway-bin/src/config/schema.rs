@@ -208,6 +208,9 @@ pub struct Server {
     /// How long an upgraded connection (a WebSocket tunnel) may carry no
     /// byte either way before both sides are closed. Default `1h`.
     pub tunnel_idle_timeout: Option<String>,
+    /// How long an HTTP/2 connection with no stream open is kept before
+    /// the gateway closes it (`GOAWAY`). Default `3m`.
+    pub http2_idle_timeout: Option<String>,
     /// On shutdown, how long `/readyz` answers 503 before the listeners
     /// close, so a fronting load balancer stops sending. Default `0s`.
     pub shutdown_delay: Option<String>,

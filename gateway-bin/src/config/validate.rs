@@ -143,6 +143,9 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
     if let Some(v) = &s.tunnel_idle_timeout {
         check_positive_duration("server.tunnel_idle_timeout", v, errs);
     }
+    if let Some(v) = &s.http2_idle_timeout {
+        check_positive_duration("server.http2_idle_timeout", v, errs);
+    }
     if let Some(v) = &s.shutdown_delay {
         check_duration("server.shutdown_delay", v, errs);
     }

@@ -20,8 +20,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use towergate_core::timer::Sleep;
+
+use super::idle::ConnStreams;
 
 /// The HTTP/2 connection preface's length: what `auto` reads at most to
 /// choose the protocol.
@@ -38,6 +42,8 @@ pin_project_lite::pin_project! {
         read: usize,
         first: [u8; 3],
         http2: bool,
+        // Told when the connection turns out to speak HTTP/2.
+        on_http2: Option<Arc<ConnStreams>>,
     }
 }
 
@@ -51,7 +57,15 @@ impl<I> Opening<I> {
             read: 0,
             first: [0; 3],
             http2,
+            on_http2: None,
         }
+    }
+
+    /// Marks `streams` as HTTP/2's when the preface arrives (for the idle
+    /// timeout, see [`super::idle`]).
+    pub(crate) fn on_http2(mut self, streams: Arc<ConnStreams>) -> Self {
+        self.on_http2 = Some(streams);
+        self
     }
 }
 
@@ -76,11 +90,16 @@ impl<I: AsyncRead> AsyncRead for Opening<I> {
                     }
                 }
                 *this.read += new.len();
-                if !*this.http2 && *this.read >= 3 && this.first == b"PRI" {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "HTTP/2 preface on an HTTP/1-only listener",
-                    )));
+                if *this.read >= 3 && this.first == b"PRI" {
+                    if !*this.http2 {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "HTTP/2 preface on an HTTP/1-only listener",
+                        )));
+                    }
+                    if let Some(streams) = this.on_http2.take() {
+                        streams.mark_h2();
+                    }
                 }
                 if *this.read >= PREFACE_LEN || new.is_empty() {
                     *this.deadline = None;

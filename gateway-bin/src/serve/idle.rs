@@ -1,0 +1,252 @@
+//! How a connection ends: the graceful shutdown, and an HTTP/2
+//! connection's idle timeout.
+//!
+//! hyper closes an HTTP/1 keep-alive connection that sends no request
+//! within the header-read timeout (its timer starts when the previous
+//! response is written). An HTTP/2 connection has no such timer: hyper
+//! keeps it, with no stream open, for as long as the client answers its
+//! pings, and each one holds a connection slot and its buffers. Here a
+//! connection counts its open streams (their tasks, spawned by hyper
+//! through [`EdgeExecutor`]; a stream's task ends once its response is
+//! sent), and [`Guarded`] sends `GOAWAY` once none has been open for
+//! `server.http2_idle_timeout`.
+//!
+//! [`Guarded`] is also the connection's watch for the graceful shutdown:
+//! when the shutdown begins, the connection finishes the requests it has
+//! (HTTP/1: the one in flight; HTTP/2: the open streams, after `GOAWAY`)
+//! and closes. An HTTP/1 connection pays one atomic load per poll for the
+//! idle timeout it does not have.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio_util::task::TaskTracker;
+use towergate_core::timer::{self, Sleep};
+
+/// The origin of the idle stamps.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn stamp() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One connection's HTTP/2 streams; see the [module docs](self).
+#[derive(Debug, Default)]
+pub(crate) struct ConnStreams {
+    /// Set once the connection has sent the HTTP/2 preface.
+    h2: AtomicBool,
+    /// Streams whose task is running.
+    open: AtomicUsize,
+    /// When the connection last had no stream open: the preface, or the
+    /// end of its last stream (nanoseconds since [`EPOCH`]).
+    idle_since: AtomicU64,
+    /// The connection's task, while streams are open: the end of the last
+    /// one (on its own task, maybe another thread) wakes it to arm the
+    /// idle deadline.
+    waker: AtomicWaker,
+}
+
+impl ConnStreams {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The connection speaks HTTP/2: from now on it is idle while no
+    /// stream is open.
+    pub(crate) fn mark_h2(&self) {
+        self.idle_since.store(stamp(), Ordering::Release);
+        self.h2.store(true, Ordering::Release);
+    }
+
+    fn stream_opened(self: &Arc<Self>) -> StreamGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(self.clone())
+    }
+
+    /// Whether the connection has been idle for `timeout`; arms `idle` (a
+    /// deadline, with the idle period it is for) to wake the task then.
+    fn idle_expired(
+        &self,
+        timeout: Duration,
+        idle: &mut Option<(u64, Sleep)>,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        if !self.h2.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.open.load(Ordering::Acquire) != 0 {
+            // Busy: whatever was armed is for an idle period that ended.
+            *idle = None;
+            self.waker.register(cx.waker());
+            // The last stream may have ended since the load.
+            if self.open.load(Ordering::Acquire) != 0 {
+                return false;
+            }
+        }
+        // A stream that ended on another thread after this connection's
+        // last poll started the idle period then, not now.
+        let since = self.idle_since.load(Ordering::Acquire);
+        let sleep = match idle {
+            Some((armed_for, sleep)) if *armed_for == since => sleep,
+            _ => {
+                let deadline = *EPOCH + Duration::from_nanos(since) + timeout;
+                &mut idle.insert((since, timer::sleep_until(deadline))).1
+            }
+        };
+        Pin::new(sleep).poll(cx).is_ready()
+    }
+}
+
+/// An open stream; its drop ends it.
+struct StreamGuard(Arc<ConnStreams>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        // The stamp goes first: a poll that sees no stream open sees when
+        // the last one ended.
+        self.0.idle_since.store(stamp(), Ordering::Release);
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.waker.wake();
+        }
+    }
+}
+
+/// hyper's executor at the edge, one per connection: tokio's, with every
+/// task it spawns (an HTTP/2 stream's) tracked, so that a shutdown can wait
+/// for the streams of the connections it cut off to end (and log their
+/// requests), and counted as the connection's open streams.
+#[derive(Clone, Debug)]
+pub(crate) struct EdgeExecutor {
+    tracker: TaskTracker,
+    streams: Arc<ConnStreams>,
+}
+
+impl EdgeExecutor {
+    pub(crate) fn new(tracker: TaskTracker, streams: Arc<ConnStreams>) -> Self {
+        Self { tracker, streams }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for EdgeExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let open = self.streams.stream_opened();
+        self.tracker.spawn(async move {
+            let out = fut.await;
+            drop(open);
+            out
+        });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection, closed gracefully when `shutdown` completes or when it
+    /// has been idle (HTTP/2, no stream open) for `idle_timeout`.
+    pub(crate) struct Guarded<C, S> {
+        #[pin]
+        conn: C,
+        #[pin]
+        shutdown: S,
+        streams: Arc<ConnStreams>,
+        idle_timeout: Duration,
+        idle: Option<(u64, Sleep)>,
+        closing: bool,
+    }
+}
+
+impl<C, S> Guarded<C, S> {
+    pub(crate) fn new(
+        conn: C,
+        shutdown: S,
+        streams: Arc<ConnStreams>,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self {
+            conn,
+            shutdown,
+            streams,
+            idle_timeout,
+            idle: None,
+            closing: false,
+        }
+    }
+}
+
+impl<C, S> Future for Guarded<C, S>
+where
+    C: GracefulConnection,
+    S: Future<Output = ()>,
+{
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if !*this.closing && this.shutdown.poll(cx).is_ready() {
+            *this.closing = true;
+            *this.idle = None;
+            this.conn.as_mut().graceful_shutdown();
+        }
+        loop {
+            let polled = this.conn.as_mut().poll(cx);
+            // After the connection's poll, which may have read the
+            // preface, or opened or ended streams.
+            if polled.is_ready()
+                || *this.closing
+                || !this.streams.idle_expired(*this.idle_timeout, this.idle, cx)
+            {
+                return polled;
+            }
+            tracing::debug!(timeout = ?this.idle_timeout, "HTTP/2 connection idle: closing it (GOAWAY)");
+            *this.closing = true;
+            *this.idle = None;
+            // Polled again to write the GOAWAY.
+            this.conn.as_mut().graceful_shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_only_after_the_preface_and_while_no_stream_is_open() {
+        let streams = ConnStreams::new();
+        let mut idle = None;
+        let mut cx = Context::from_waker(Waker::noop());
+        let short = Duration::from_millis(20);
+
+        // HTTP/1 (no preface): never idle in this sense.
+        assert!(!streams.idle_expired(Duration::ZERO, &mut idle, &mut cx));
+        assert!(idle.is_none());
+
+        streams.mark_h2();
+        let open = streams.stream_opened();
+        tokio::time::sleep(short * 2).await;
+        assert!(!streams.idle_expired(short, &mut idle, &mut cx));
+        assert!(idle.is_none(), "nothing armed while a stream is open");
+
+        drop(open);
+        assert!(!streams.idle_expired(short, &mut idle, &mut cx));
+        let (armed_for, _) = idle.as_ref().expect("armed once idle");
+        let first = *armed_for;
+        tokio::time::sleep(short * 2).await;
+        assert!(streams.idle_expired(short, &mut idle, &mut cx));
+
+        // A new stream, ended: a new idle period, a new deadline.
+        drop(streams.stream_opened());
+        assert!(!streams.idle_expired(short, &mut idle, &mut cx));
+        assert_ne!(idle.as_ref().map(|(s, _)| *s), Some(first));
+    }
+}
