@@ -502,6 +502,10 @@ pub(crate) fn prepare(stack: &Stack, req: &mut Request<Incoming>, peer: SocketAd
     // The client's connection options go now, before the layers add
     // headers a `Connection: x-user-id` would otherwise name.
     towergate_proxy::strip_connection_options(req.headers_mut());
+    // The caller's identity is the gateway's to tell, on every route: an
+    // upstream reached by an authenticated route and an open one must not
+    // get a client's own `X-User-Id` from the open one.
+    stack.cleared.clear(req.headers_mut());
     // Who is calling, believed only through trusted proxies.
     let client = ClientAddr::resolve(peer, tls, req.headers(), &stack.trusted);
     // The extensions start at the size they end at, in one allocation,

@@ -19,7 +19,7 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{LengthLimitError, Limited};
 use tower::{Service, ServiceBuilder, ServiceExt};
-use towergate_auth::{AuthFailure, AuthLayer, IpFilterLayer};
+use towergate_auth::{AuthFailure, AuthLayer, ClearedHeaders, IpFilterLayer};
 use towergate_core::body::ResponseBody;
 use towergate_core::{BoxError, Problem, RequestId, TrustedProxies};
 use towergate_observe::access_log::{LogFormat, Sink};
@@ -102,6 +102,9 @@ pub struct ServerSettings {
 pub struct Stack {
     pub(crate) edge: EdgeStackService,
     pub(crate) trusted: TrustedProxies,
+    /// Identity headers of any route's authentication: no client may set
+    /// them, on any route.
+    pub(crate) cleared: ClearedHeaders,
     /// Each balanced upstream's pool (one per upstream, shared by its
     /// routes).
     pub(crate) pools: Vec<(String, balance::ProxyPool)>,
@@ -202,6 +205,9 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
     let mut cache_routes = HashMap::new();
 
     let mut builder = Router::builder();
+    // Every auth layer's identity headers, cleared from every request at
+    // the edge (see `ClearedHeaders`).
+    let mut cleared = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
         let p = format!("routes[{i}]");
         let route = match routing_route(r, &p) {
@@ -293,6 +299,9 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             }
             policy::auth_layer(a, &providers, cfg, &format!("{p}.auth"), &mut errs)
         });
+        if let Some(a) = &auth {
+            cleared.push(a.cleared_headers().clone());
+        }
         let ip =
             r.ip.as_ref()
                 .and_then(|i| policy::ip_layer(i, &format!("{p}.ip"), &mut errs));
@@ -422,6 +431,7 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             edge,
             trusted,
             pools,
+            cleared: ClearedHeaders::merge(&cleared),
         }),
         listeners,
         server,

@@ -219,6 +219,59 @@ routes:
 }
 
 #[tokio::test]
+async fn identity_headers_cannot_be_spoofed_through_an_open_route() {
+    // One upstream, reached by a route that authenticates (and tells the
+    // upstream who called in `x-user-id`) and by one that does not: the
+    // open route must not pass a client's own `x-user-id`.
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+auth_providers:
+  service:
+    jwt: {{ secret: "{SECRET}", algorithms: [HS256] }}
+routes:
+  - name: private
+    match: {{ path_prefix: "/private/" }}
+    upstream: "{up}"
+    auth: {{ any_of: [service], identity_headers: {{ sub: x-user-id }} }}
+  - name: public
+    match: {{ path_prefix: "/public/" }}
+    upstream: "{up}"
+"#,
+        up = echo.url(),
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let c = client();
+    let v: Value = c
+        .get(format!("http://{addr}/public/whoami"))
+        .header("x-user-id", "admin")
+        .header("x_user_id", "admin")
+        .header("x-other", "kept")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header(&v, "x-user-id"), None, "{v}");
+    assert_eq!(header(&v, "x_user_id"), None, "{v}");
+    assert_eq!(header(&v, "x-other"), Some("kept"), "{v}");
+    // The authenticated route still tells the upstream who called.
+    let token = hs256(json!({"sub": "ada", "exp": now() + 300}));
+    let v: Value = c
+        .get(format!("http://{addr}/private/whoami"))
+        .bearer_auth(&token)
+        .header("x-user-id", "admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header(&v, "x-user-id"), Some("ada"), "{v}");
+}
+
+#[tokio::test]
 async fn introspection_forward_basic_ip_and_all_of() {
     let echo = spawn_upstream(echo_router("echo")).await;
     let introspect = spawn_upstream(Router::new().route(

@@ -95,6 +95,12 @@ impl AuthLayer {
         }
     }
 
+    /// The headers this layer sets toward the upstream and removes from
+    /// every request it sees; see [`ClearedHeaders`](crate::ClearedHeaders).
+    pub fn cleared_headers(&self) -> &crate::ClearedHeaders {
+        &self.shared.cleared
+    }
+
     pub(crate) fn from_parts(
         methods: Vec<Arc<dyn Authenticator>>,
         mode: Mode,
@@ -186,6 +192,13 @@ macro_rules! method_layer {
             /// The layer as a general [`AuthLayer`].
             pub fn into_auth_layer(self) -> AuthLayer {
                 self.auth
+            }
+
+            /// The headers this layer sets toward the upstream and removes
+            /// from every request it sees; see
+            /// [`ClearedHeaders`](crate::ClearedHeaders).
+            pub fn cleared_headers(&self) -> &crate::ClearedHeaders {
+                self.auth.cleared_headers()
             }
         }
 

@@ -134,4 +134,4 @@ pub use layer::{
     JwtLayer,
 };
 pub use rules::{Authorize, Rule};
-pub use service::Auth;
+pub use service::{Auth, ClearedHeaders};

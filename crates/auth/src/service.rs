@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::Service;
 use towergate_core::body::ResponseBody;
 use towergate_core::{Identity, RequestId};
@@ -40,7 +40,101 @@ pub(crate) struct Shared {
     strip_credentials: bool,
     /// Removed from every incoming request: identity headers and the
     /// headers methods add.
-    cleared: Vec<HeaderName>,
+    pub(crate) cleared: ClearedHeaders,
+}
+
+/// Headers the gateway sets toward the upstream to say who the caller is
+/// (identity headers, and what methods add, such as a forward-auth
+/// service's copied headers), which a client must never set itself.
+///
+/// An [`AuthLayer`](crate::AuthLayer) removes its own from each request
+/// before it authenticates. A route *without* authentication removes
+/// nothing by itself, so an upstream reached by both kinds of route would
+/// trust a client's `X-User-Id` on the unauthenticated one: a gateway
+/// gathers the names of all its layers
+/// ([`AuthLayer::cleared_headers`](crate::AuthLayer::cleared_headers),
+/// [`ClearedHeaders::merge`]) and [`clear`](Self::clear)s them from every
+/// request at its edge.
+///
+/// ```
+/// use http::{HeaderMap, HeaderName, HeaderValue};
+/// use towergate_auth::ClearedHeaders;
+///
+/// let cleared = ClearedHeaders::new([HeaderName::from_static("x-user-id")]);
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-user-id", HeaderValue::from_static("admin"));
+/// headers.insert("x_user_id", HeaderValue::from_static("admin"));
+/// headers.insert("accept", HeaderValue::from_static("*/*"));
+/// cleared.clear(&mut headers);
+/// assert_eq!(headers.len(), 1);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ClearedHeaders {
+    /// Sorted, without duplicates.
+    names: Arc<[HeaderName]>,
+}
+
+impl ClearedHeaders {
+    /// These names (in any order, duplicates allowed).
+    pub fn new(names: impl IntoIterator<Item = HeaderName>) -> Self {
+        let mut names: Vec<HeaderName> = names.into_iter().collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        Self {
+            names: names.into(),
+        }
+    }
+
+    /// The names of all of `sets`.
+    pub fn merge<'a>(sets: impl IntoIterator<Item = &'a ClearedHeaders>) -> Self {
+        Self::new(sets.into_iter().flat_map(|s| s.names.iter().cloned()))
+    }
+
+    /// The names, sorted.
+    pub fn names(&self) -> &[HeaderName] {
+        &self.names
+    }
+
+    /// Whether there is no name.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Removes the names from `headers`, and their spellings with `_` for
+    /// `-`: CGI-style upstreams (PHP-FPM, WSGI, Rack) read `x-user-id` and
+    /// `x_user_id` both as `HTTP_X_USER_ID`, so the underscore spelling
+    /// would pass a spoofed identity where the gateway sets none (an
+    /// API-key caller has no subject). Names with an underscore are rare:
+    /// one pass over the names finds none.
+    pub fn clear(&self, headers: &mut HeaderMap) {
+        if self.names.is_empty() {
+            return;
+        }
+        for h in self.names.iter() {
+            headers.remove(h);
+        }
+        if !headers.keys().any(|k| k.as_str().contains('_')) {
+            return;
+        }
+        let spoofs: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                let name = k.as_str().as_bytes();
+                name.contains(&b'_')
+                    && self.names.iter().any(|c| {
+                        let c = c.as_str().as_bytes();
+                        c.len() == name.len()
+                            && c.iter()
+                                .zip(name)
+                                .all(|(&a, &b)| a == b || (a == b'-' && b == b'_'))
+                    })
+            })
+            .cloned()
+            .collect();
+        for name in spoofs {
+            headers.remove(name);
+        }
+    }
 }
 
 // === impl Auth ===
@@ -100,51 +194,22 @@ where
 // === impl Shared ===
 
 impl Shared {
-    /// Removes the client's `x_user_id` when `x-user-id` is an identity
-    /// header: CGI-style upstreams (PHP-FPM, WSGI, Rack) read both as
-    /// `HTTP_X_USER_ID`, so the underscore spelling would pass a spoofed
-    /// identity where the gateway sets none (an API-key caller has no
-    /// subject). Names with an underscore are rare: one pass over the
-    /// names finds none.
-    fn clear_underscore_spellings(&self, headers: &mut http::HeaderMap) {
-        if self.cleared.is_empty() || !headers.keys().any(|k| k.as_str().contains('_')) {
-            return;
-        }
-        let spoofs: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| {
-                let name = k.as_str().as_bytes();
-                name.contains(&b'_')
-                    && self.cleared.iter().any(|c| {
-                        let c = c.as_str().as_bytes();
-                        c.len() == name.len()
-                            && c.iter()
-                                .zip(name)
-                                .all(|(&a, &b)| a == b || (a == b'-' && b == b'_'))
-                    })
-            })
-            .cloned()
-            .collect();
-        for name in spoofs {
-            headers.remove(name);
-        }
-    }
-
     pub(crate) fn new(
         methods: Vec<Arc<dyn Authenticator>>,
         mode: Mode,
         options: LayerOptions,
     ) -> Self {
-        let mut cleared: Vec<HeaderName> = options
-            .identity_headers
-            .iter()
-            .map(|(_, h)| h.clone())
-            .collect();
-        for m in &methods {
-            cleared.extend(m.added_headers().iter().cloned());
-        }
-        cleared.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        cleared.dedup();
+        let cleared = ClearedHeaders::new(
+            options
+                .identity_headers
+                .iter()
+                .map(|(_, h)| h.clone())
+                .chain(
+                    methods
+                        .iter()
+                        .flat_map(|m| m.added_headers().iter().cloned()),
+                ),
+        );
         Self {
             methods,
             mode,
@@ -156,10 +221,7 @@ impl Shared {
     }
 
     pub(crate) async fn check(self: Arc<Self>, mut parts: Parts) -> Checked {
-        for h in &self.cleared {
-            parts.headers.remove(h);
-        }
-        self.clear_underscore_spellings(&mut parts.headers);
+        self.cleared.clear(&mut parts.headers);
         let request_id = parts.extensions.get::<RequestId>().cloned();
         let refuse = |e: AuthError| {
             let rid = request_id.as_ref().map(RequestId::as_str);
