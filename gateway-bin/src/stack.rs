@@ -457,6 +457,8 @@ pub(crate) struct Forwards<'a> {
     patience: HashMap<String, Arc<std::sync::atomic::AtomicU64>>,
     /// `server.tunnel_idle_timeout`.
     tunnel_idle_timeout: Duration,
+    /// `server.upgrade_protocols`.
+    upgrade_protocols: Arc<[String]>,
 }
 
 /// Per-route proxy settings.
@@ -498,6 +500,12 @@ impl<'a> Forwards<'a> {
                 .as_deref()
                 .and_then(|t| parse_duration(t).ok())
                 .unwrap_or(Duration::from_secs(3600)),
+            upgrade_protocols: cfg
+                .server
+                .upgrade_protocols
+                .clone()
+                .unwrap_or_else(|| vec!["websocket".to_owned()])
+                .into(),
             registry,
             trusted: trusted.clone(),
             via: via.to_owned(),
@@ -557,6 +565,7 @@ impl<'a> Forwards<'a> {
                             via: self.via.clone(),
                             route_settings: true,
                             tunnel_idle_timeout: self.tunnel_idle_timeout,
+                            upgrade_protocols: self.upgrade_protocols.clone(),
                         };
                         let pool = balance::pool(
                             upstream,
@@ -609,6 +618,7 @@ impl<'a> Forwards<'a> {
                 via: self.via.clone(),
                 route_settings: false,
                 tunnel_idle_timeout: self.tunnel_idle_timeout,
+                upgrade_protocols: self.upgrade_protocols.clone(),
             }
             .proxy(&url)
             .map(Forward::One)
@@ -1297,6 +1307,8 @@ pub(crate) struct ProxySettings {
     pub(crate) route_settings: bool,
     /// `server.tunnel_idle_timeout`.
     pub(crate) tunnel_idle_timeout: Duration,
+    /// `server.upgrade_protocols`.
+    pub(crate) upgrade_protocols: Arc<[String]>,
 }
 
 impl ProxySettings {
@@ -1330,7 +1342,8 @@ impl ProxySettings {
             .trusted_proxies(self.trusted.clone())
             .via(self.via.clone())
             .route_settings(self.route_settings)
-            .tunnel_idle_timeout(Some(self.tunnel_idle_timeout));
+            .tunnel_idle_timeout(Some(self.tunnel_idle_timeout))
+            .upgrade_protocols(self.upgrade_protocols.iter().cloned());
         if let Some(h) = &self.host_rewrite {
             pb = pb.host_override(h.clone());
         } else if let Some(h) = named.filter(|_| !self.preserve_host) {

@@ -191,6 +191,20 @@ fn each_kind_of_bad_config_names_its_path() {
         ),
         (
             format!(
+                "listen: \"127.0.0.1:1\"\nserver: {{ upgrade_protocols: [websocket, H2C] }}\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "server.upgrade_protocols[1]",
+            "h2c smuggling",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nserver: {{ http2_idle_timeout: \"0s\" }}\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "server.http2_idle_timeout",
+            "more than 0",
+        ),
+        (
+            format!(
                 "listen: \"127.0.0.1:1\"\nserver: {{ max_header_bytes: \"4KiB\" }}\nroutes:\n{GOOD_ROUTE}"
             ),
             "server.max_header_bytes",

@@ -170,6 +170,15 @@ pub(crate) fn classify(err: SendError, upstream: &Arc<str>) -> BoxError {
 // === impl UpstreamUnavailable ===
 
 impl UpstreamUnavailable {
+    /// The upstream answered in a way the gateway cannot pass on.
+    pub(crate) fn protocol(upstream: Arc<str>, what: &'static str) -> Self {
+        Self {
+            upstream,
+            connect: false,
+            source: what.into(),
+        }
+    }
+
     /// The upstream's authority (`host:port`).
     pub fn upstream(&self) -> &str {
         &self.upstream

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{Method, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use pin_project_lite::pin_project;
 use towergate_core::timer::Sleep;
 use towergate_core::{BoxError, ConnectionLease, RequestId};
 
-use crate::error::{self, Chain, RequestBodyFailed, UpstreamTimeout};
+use crate::error::{self, Chain, RequestBodyFailed, UpstreamTimeout, UpstreamUnavailable};
 use crate::headers::{self, Keep};
 use crate::pool::SendFuture;
 use crate::service::{Shared, Upload};
@@ -58,9 +58,9 @@ pin_project! {
 /// of an upgrade, and what to put in the log.
 pub(crate) struct Exchange {
     pub(crate) shared: Arc<Shared>,
-    /// The client's side of an upgrade, and what keeps its connection
-    /// counted while the tunnel lives.
-    pub(crate) on_upgrade: Option<(OnUpgrade, Option<ConnectionLease>)>,
+    /// The client's side of an upgrade, what keeps its connection counted
+    /// while the tunnel lives, and the protocols offered upstream.
+    pub(crate) on_upgrade: Option<(OnUpgrade, Option<ConnectionLease>, HeaderValue)>,
     pub(crate) request_id: Option<RequestId>,
     pub(crate) method: Method,
     /// The response timeout: the proxy's, or the route's
@@ -111,7 +111,11 @@ impl Future for ResponseFuture {
                     Poll::Ready(Ok(rsp)) => {
                         // Disarmed now, not when the future is dropped.
                         sleep.set(None);
-                        return Poll::Ready(Ok(exchange.finish(rsp)));
+                        let finished = exchange.finish(rsp);
+                        if let Err(e) = &finished {
+                            exchange.log_failure(&**e);
+                        }
+                        return Poll::Ready(finished);
                     }
                     Poll::Ready(Err(e)) => {
                         sleep.set(None);
@@ -174,7 +178,7 @@ impl fmt::Debug for ResponseFuture {
 
 impl Exchange {
     /// The upstream's response as it goes back to the caller.
-    fn finish(&mut self, mut rsp: Response<Incoming>) -> Response<Incoming> {
+    fn finish(&mut self, mut rsp: Response<Incoming>) -> Result<Response<Incoming>, BoxError> {
         // Room, in one growth of the map, for what the gateway adds on the
         // way back in most cases: `Via`, the request id and a couple more
         // (rate-limit or CORS headers may grow it again).
@@ -190,23 +194,40 @@ impl Exchange {
         let version = rsp.version();
         headers::append_via(rsp.headers_mut(), version, &self.shared.via);
         if switching {
+            // A 101 must name, in `Upgrade`, one of the protocols offered
+            // (RFC 9110 §15.2.2); any other would hand the client a
+            // connection to the upstream in a protocol nobody checked. It
+            // is the upstream's failure: 502, and its connection is
+            // dropped with the response.
+            let chosen = rsp.headers().get(http::header::UPGRADE);
             match self.on_upgrade.take() {
-                Some((client, lease)) => upgrade::spawn_tunnel(
-                    client,
-                    hyper::upgrade::on(&mut rsp),
-                    self.shared.upstream.clone(),
-                    self.request_id.clone(),
-                    lease,
-                    self.shared.tunnel_idle_timeout,
-                ),
-                None => tracing::warn!(
-                    upstream = %self.shared.upstream,
-                    request_id = self.request_id.as_ref().map(|id| id.as_str()),
-                    "upstream switched protocols without being asked to"
-                ),
+                Some((client, lease, offer)) if headers::upgrade_accepts(&offer, chosen) => {
+                    upgrade::spawn_tunnel(
+                        client,
+                        hyper::upgrade::on(&mut rsp),
+                        self.shared.upstream.clone(),
+                        self.request_id.clone(),
+                        lease,
+                        self.shared.tunnel_idle_timeout,
+                    );
+                }
+                Some(_) => {
+                    return Err(UpstreamUnavailable::protocol(
+                        self.shared.upstream.clone(),
+                        "upstream switched to a protocol that was not offered",
+                    )
+                    .into());
+                }
+                None => {
+                    return Err(UpstreamUnavailable::protocol(
+                        self.shared.upstream.clone(),
+                        "upstream switched protocols without being asked to",
+                    )
+                    .into());
+                }
             }
         }
-        rsp
+        Ok(rsp)
     }
 
     pub(crate) fn log_failure(&self, error: &(dyn std::error::Error + 'static)) {

@@ -21,11 +21,12 @@ pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forw
 pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Hop-by-hop headers that are never forwarded as they are (RFC 9110
 /// 7.6.1), besides `Connection` itself and the names it lists. Proxy-Auth*
 /// are meant for this proxy, not for the next hop.
-static HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     KEEP_ALIVE,
     PROXY_CONNECTION,
     TE,
@@ -33,6 +34,8 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     UPGRADE,
     PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION,
+    // HTTP/2's upgrade settings, for this connection only (RFC 9113 §3.1).
+    HTTP2_SETTINGS,
 ];
 
 /// Whether `name` is `Connection` or in [`HOP_BY_HOP`]: by its text, which
@@ -49,6 +52,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "upgrade"
             | "proxy-authenticate"
             | "proxy-authorization"
+            | "http2-settings"
     )
 }
 
@@ -81,6 +85,52 @@ pub(crate) struct Hop<'a> {
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// The protocols of a request's `Upgrade` (`name[/version]`, RFC 9110
+/// §7.8) whose name `allowed` (lowercase) lists, as the `Upgrade` value to
+/// offer upstream; `None` when it lists none of them.
+pub(crate) fn upgrade_offer(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
+    let mut offer = String::new();
+    for protocol in upgrade_protocols(headers.get_all(UPGRADE).iter()) {
+        let name = protocol.split('/').next().unwrap_or_default().trim();
+        if allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+            if !offer.is_empty() {
+                offer.push_str(", ");
+            }
+            offer.push_str(protocol);
+        }
+    }
+    if offer.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&offer).ok()
+}
+
+/// Whether a `101`'s `Upgrade` (`chosen`) names one of the protocols
+/// `offered`, by name.
+pub(crate) fn upgrade_accepts(offered: &HeaderValue, chosen: Option<&HeaderValue>) -> bool {
+    let Some(chosen) = chosen else {
+        return false;
+    };
+    let name = |p: &str| p.split('/').next().unwrap_or_default().trim().to_owned();
+    let offered: Vec<String> = upgrade_protocols(std::iter::once(offered))
+        .map(name)
+        .collect();
+    upgrade_protocols(std::iter::once(chosen))
+        .map(name)
+        .any(|c| offered.iter().any(|o| o.eq_ignore_ascii_case(&c)))
+}
+
+/// The protocols of `Upgrade` values, trimmed, empty ones skipped.
+fn upgrade_protocols<'a>(
+    values: impl Iterator<Item = &'a HeaderValue>,
+) -> impl Iterator<Item = &'a str> {
+    values
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
 }
 
 /// Removes the headers a request's `Connection` field names (its

@@ -10,15 +10,17 @@
 //!   base path: `http://svc:8080/api` + `/42?x=1` is `/api/42?x=1`.
 //! - **Headers.** Hop-by-hop headers (`Connection` and every header it
 //!   names, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`,
-//!   `Proxy-*`) are removed both ways. `X-Forwarded-For`, `Forwarded`
+//!   `Proxy-*`, `HTTP2-Settings`) are removed both ways. `X-Forwarded-For`, `Forwarded`
 //!   (RFC 7239), `X-Forwarded-Proto` and `X-Forwarded-Host` are extended
 //!   when the peer recorded in [`ClientAddr`](towergate_core::ClientAddr)
 //!   is a [trusted proxy](ProxyBuilder::trusted_proxies) and replaced
 //!   otherwise, so a client cannot forge them. `Via` is added both ways.
 //!   `Host` is the upstream's, the client's, or a fixed one.
-//! - **Upgrades.** `Connection: upgrade` requests (WebSocket) go over
-//!   HTTP/1.1; on a 101 answer the two connections are joined by a tunnel
-//!   task. This needs the request to come from a hyper or axum server.
+//! - **Upgrades.** `Connection: upgrade` requests for a protocol the proxy
+//!   tunnels ([`ProxyBuilder::upgrade_protocols`], WebSocket by default;
+//!   never `h2c`) go over HTTP/1.1; on a 101 answer naming that protocol
+//!   the two connections are joined by a tunnel task (any other 101 is a
+//!   502). This needs the request to come from a hyper or axum server.
 //! - **Pooling.** Connections are kept per upstream in a pool of our own
 //!   over `hyper::client::conn`, found when the proxy is built rather than
 //!   looked up per request; see [`Client`].

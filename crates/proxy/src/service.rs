@@ -56,6 +56,7 @@ pub struct ProxyBuilder {
     via: String,
     route_settings: bool,
     tunnel_idle_timeout: Option<Duration>,
+    upgrade_protocols: Vec<String>,
 }
 
 /// A route's own settings for a proxy it shares with other routes: the
@@ -147,6 +148,8 @@ pub(crate) struct Shared {
     route_settings: bool,
     /// How long an upgraded connection may carry nothing either way.
     pub(crate) tunnel_idle_timeout: Option<Duration>,
+    /// The `Upgrade` protocols tunnelled (lowercase names).
+    upgrade_protocols: Box<[String]>,
 }
 
 #[derive(Debug)]
@@ -175,6 +178,7 @@ impl Proxy {
             via: "towergate".to_owned(),
             route_settings: false,
             tunnel_idle_timeout: None,
+            upgrade_protocols: vec!["websocket".to_owned()],
         }
     }
 
@@ -205,13 +209,23 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // Upgrade is an HTTP/1.1 mechanism; an HTTP/1.0 server must ignore it.
-        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        // Upgrade is an HTTP/1.1 mechanism; an HTTP/1.0 server must ignore
+        // it. Only the protocols this proxy tunnels are offered upstream; a
+        // request asking for none of them goes without `Upgrade` (removed
+        // with the hop-by-hop headers).
+        let offer = if req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers()) {
+            headers::upgrade_offer(req.headers(), &self.shared.upgrade_protocols)
+        } else {
+            None
+        };
+        let upgrade = offer.is_some();
         // Taken before the request is consumed: hyper resolves it with the
         // client's connection once our 101 has been written.
-        let on_upgrade = upgrade.then(|| {
+        let on_upgrade = offer.map(|offer| {
+            req.headers_mut()
+                .insert(http::header::UPGRADE, offer.clone());
             let lease = req.extensions().get::<ConnectionLease>().cloned();
-            (hyper::upgrade::on(&mut req), lease)
+            (hyper::upgrade::on(&mut req), lease, offer)
         });
         let (mut parts, body) = req.into_parts();
         let request_id = parts.extensions.get::<RequestId>().cloned();
@@ -287,6 +301,22 @@ impl ProxyBuilder {
     /// (a tunnel lasts as long as its two ends keep it open).
     pub fn tunnel_idle_timeout(mut self, idle: Option<Duration>) -> Self {
         self.tunnel_idle_timeout = idle;
+        self
+    }
+
+    /// The protocols a client may switch to through the proxy (an
+    /// `Upgrade` request answered `101`), by name, without version.
+    /// Default: `websocket`. A request asking for any other keeps no
+    /// `Upgrade`, and goes as a plain request. `h2c` is refused at
+    /// [`build`](Self::build): a tunnel hands the client a raw HTTP/2
+    /// connection to the upstream, past every layer of the gateway
+    /// ("h2c smuggling"), and RFC 9113 deprecates that upgrade.
+    pub fn upgrade_protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.upgrade_protocols = protocols.into_iter().map(Into::into).collect();
         self
     }
 
@@ -374,6 +404,20 @@ impl ProxyBuilder {
         let via = ViaEntries::new(&self.via).map_err(|e| {
             BuildError::with_source(format!("Via pseudonym `{}` is not a token", self.via), e)
         })?;
+        let mut upgrade_protocols = Vec::with_capacity(self.upgrade_protocols.len());
+        for p in &self.upgrade_protocols {
+            if !headers::is_token(p) {
+                return Err(BuildError::new(format!(
+                    "upgrade protocol `{p}` is not a token"
+                )));
+            }
+            if p.eq_ignore_ascii_case("h2c") {
+                return Err(BuildError::new(
+                    "upgrade protocol `h2c` cannot be tunnelled: it would give clients an HTTP/2 connection to the upstream past the gateway's checks",
+                ));
+            }
+            upgrade_protocols.push(p.to_ascii_lowercase());
+        }
         let client = match self.client {
             Some(c) => c,
             None => Client::builder().build()?,
@@ -394,6 +438,7 @@ impl ProxyBuilder {
                 via,
                 route_settings: self.route_settings,
                 tunnel_idle_timeout: self.tunnel_idle_timeout,
+                upgrade_protocols: upgrade_protocols.into(),
             }),
         })
     }

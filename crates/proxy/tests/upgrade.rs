@@ -98,3 +98,124 @@ async fn refused_upgrade_is_an_ordinary_response() {
         other => panic!("unexpected error: {other:?}"),
     }
 }
+
+/// A raw HTTP/1.1 upstream that records each request head, and answers a
+/// request carrying `Upgrade` with `101` to `switch_to` (whatever was
+/// asked), any other with `200 ok`.
+async fn raw_upstream(
+    switch_to: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let answer = if head.contains("\r\nupgrade:") {
+                    format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: {switch_to}\r\n\r\n"
+                    )
+                } else {
+                    "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok".to_owned()
+                };
+                let switching = answer.contains(" 101 ");
+                seen.lock().unwrap().push(head);
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                if switching {
+                    // Held open: a tunnel, if the proxy made one, would go on.
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Sends `head` to `addr` and reads the status line of the answer.
+async fn status_of(addr: std::net::SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        let n = tcp.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed without an answer");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_not_tunnelled() {
+    // h2c smuggling: a tunnel would hand the client an HTTP/2 connection
+    // to the upstream, past everything in front of the proxy. The upgrade
+    // is not offered: the upstream sees a plain request.
+    let (up, heads) = raw_upstream("h2c").await;
+    let proxy = Proxy::builder(format!("http://{up}")).build().unwrap();
+    let front = spawn_front(proxy).await;
+    for connection in ["Upgrade", "Upgrade, HTTP2-Settings"] {
+        let status = status_of(
+            front.addr,
+            &format!(
+                "GET /public HTTP/1.1\r\nHost: a\r\nConnection: {connection}\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(status.contains(" 200 "), "{status}");
+    }
+    for head in heads.lock().unwrap().iter() {
+        assert!(!head.contains("upgrade"), "{head}");
+        assert!(!head.contains("http2-settings"), "{head}");
+    }
+    // Nor can it ride along with an allowed protocol.
+    let status = status_of(
+        front.addr,
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    // The upstream answered 101 h2c to an offer of websocket only: 502.
+    assert!(status.contains(" 502 "), "{status}");
+    let last = heads.lock().unwrap().last().cloned().unwrap();
+    assert!(last.contains("\r\nupgrade: websocket\r\n"), "{last}");
+
+    assert!(
+        Proxy::builder(format!("http://{up}"))
+            .upgrade_protocols(["websocket", "H2C"])
+            .build()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_101_without_an_offered_protocol_is_502() {
+    // Asked for websocket, the upstream switches to something else, or to
+    // nothing named: no tunnel, 502.
+    for switch_to in ["h2c", "spdy/3.1"] {
+        let (up, _) = raw_upstream(switch_to).await;
+        let proxy = Proxy::builder(format!("http://{up}")).build().unwrap();
+        let front = spawn_front(proxy).await;
+        let status = status_of(
+            front.addr,
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await;
+        assert!(status.contains(" 502 "), "{switch_to}: {status}");
+    }
+}

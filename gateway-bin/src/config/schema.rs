@@ -211,6 +211,9 @@ pub struct Server {
     /// How long an HTTP/2 connection with no stream open is kept before
     /// the gateway closes it (`GOAWAY`). Default `3m`.
     pub http2_idle_timeout: Option<String>,
+    /// The protocols a client may switch to (`Upgrade`, answered `101`)
+    /// through the gateway. Default `[websocket]`; `h2c` is refused.
+    pub upgrade_protocols: Option<Vec<String>>,
     /// On shutdown, how long `/readyz` answers 503 before the listeners
     /// close, so a fronting load balancer stops sending. Default `0s`.
     pub shutdown_delay: Option<String>,

@@ -146,6 +146,24 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
     if let Some(v) = &s.http2_idle_timeout {
         check_positive_duration("server.http2_idle_timeout", v, errs);
     }
+    for (i, p) in s.upgrade_protocols.iter().flatten().enumerate() {
+        let at = format!("server.upgrade_protocols[{i}]");
+        if p.eq_ignore_ascii_case("h2c") {
+            errs.push(ConfigError::new(
+                at,
+                "`h2c` cannot be tunnelled: it would give clients an HTTP/2 connection to the upstream past every check of the gateway (h2c smuggling)",
+            ));
+        } else if p.is_empty()
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            errs.push(ConfigError::new(
+                at,
+                format!("`{p}` is not a protocol name (a token, without version)"),
+            ));
+        }
+    }
     if let Some(v) = &s.shutdown_delay {
         check_duration("server.shutdown_delay", v, errs);
     }

@@ -692,3 +692,38 @@ fn cookie_crumbs_are_joined() {
     join_cookie_crumbs(&mut h);
     assert_eq!(h[http::header::COOKIE], "a=1, b");
 }
+
+#[test]
+fn only_allowed_upgrade_protocols_are_offered() {
+    let allowed = ["websocket".to_owned()];
+    let offer = |v: &str| {
+        upgrade_offer(
+            &headers(&[("connection", "upgrade"), ("upgrade", v)]),
+            &allowed,
+        )
+    };
+    assert_eq!(offer("websocket").unwrap(), "websocket");
+    assert_eq!(offer("WebSocket/13").unwrap(), "WebSocket/13");
+    // h2c (or anything else) is not offered, alone or beside websocket.
+    assert!(offer("h2c").is_none());
+    assert!(offer("TLS/1.2, SPDY/3.1").is_none());
+    assert_eq!(offer("h2c, websocket").unwrap(), "websocket");
+    // HTTP2-Settings goes with the hop-by-hop headers.
+    let mut h = headers(&[
+        ("connection", "upgrade"),
+        ("upgrade", "h2c"),
+        ("http2-settings", "AAMAAABkAAQAAP__"),
+    ]);
+    strip_hop_by_hop(&mut h, Keep::default());
+    assert!(h.is_empty(), "{h:?}");
+}
+
+#[test]
+fn a_101_must_name_an_offered_protocol() {
+    let offered = HeaderValue::from_static("websocket");
+    let v = |s: &'static str| HeaderValue::from_static(s);
+    assert!(upgrade_accepts(&offered, Some(&v("websocket"))));
+    assert!(upgrade_accepts(&offered, Some(&v("WebSocket"))));
+    assert!(!upgrade_accepts(&offered, Some(&v("h2c"))));
+    assert!(!upgrade_accepts(&offered, None));
+}
