@@ -191,6 +191,13 @@ fn each_kind_of_bad_config_names_its_path() {
         ),
         (
             format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    upstream: \"http://a:1\"\n    cache: {{ key: {{ identity: iss }} }}\n"
+            ),
+            "routes[0].cache.key.identity",
+            "shared by many callers",
+        ),
+        (
+            format!(
                 "listen: \"127.0.0.1:1\"\nserver: {{ upgrade_protocols: [websocket, H2C] }}\nroutes:\n{GOOD_ROUTE}"
             ),
             "server.upgrade_protocols[1]",

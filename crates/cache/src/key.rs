@@ -81,21 +81,24 @@ pub(crate) enum NoKey {
 // === impl KeySpec ===
 
 impl KeySpec {
-    /// The key of a request for `uri`.
+    /// The key of a request for `uri`; `https`: whether the client asked
+    /// for an `https` URI (see [`request_is_https`]).
     pub(crate) fn primary(
         &self,
         uri: &Uri,
         headers: &HeaderMap,
         identity: Option<&Identity>,
+        https: bool,
     ) -> Result<PrimaryKey, NoKey> {
         let host = request_host(uri, headers);
-        self.build(&host, uri.path(), uri.query(), headers, identity)
+        self.build(https, &host, uri.path(), uri.query(), headers, identity)
     }
 
     /// The key a request would have for another URI on `host`: the
     /// invalidation of `Location`/`Content-Location` targets (§4.4).
     pub(crate) fn build(
         &self,
+        https: bool,
         host: &str,
         path: &str,
         query: Option<&str>,
@@ -104,7 +107,14 @@ impl KeySpec {
     ) -> Result<PrimaryKey, NoKey> {
         let mut key = String::with_capacity(self.namespace.len() + host.len() + path.len() + 16);
         key.push_str(&self.namespace);
-        key.push_str("|GET|");
+        // The target URI (RFC 9111 §2), scheme included: an upstream may
+        // answer an `http` request with a redirect to `https`, which must
+        // not be served to `https` clients (a loop).
+        key.push_str(if https {
+            "|GET|https://"
+        } else {
+            "|GET|http://"
+        });
         push_escaped(&mut key, host, false);
         push_escaped(&mut key, path, false);
         let query = self.query(query.unwrap_or(""));
@@ -131,7 +141,22 @@ impl KeySpec {
             let value = identity
                 .and_then(|id| id.field(field))
                 .ok_or(NoKey::NoIdentity)?;
+            // Which method and issuer vouched for it too: `sub` 42 of one
+            // identity provider is not `sub` 42 of another, nor the basic
+            // user `42`.
             key.push_str("|id:");
+            push_escaped(
+                &mut key,
+                identity.and_then(|id| id.method).unwrap_or(""),
+                true,
+            );
+            key.push(':');
+            push_escaped(
+                &mut key,
+                identity.and_then(|id| id.issuer.as_deref()).unwrap_or(""),
+                true,
+            );
+            key.push(':');
             push_escaped(&mut key, &value, true);
         }
         Ok(PrimaryKey {
@@ -153,7 +178,14 @@ impl KeySpec {
             .filter(|p| !p.is_empty())
             .map(|p| (p.split_once('=').map_or(p, |(name, _)| name), p))
             .filter(|(name, _)| match &self.query {
-                KeyQuery::Only(names) => names.iter().any(|n| n == name),
+                // As upstreams read names: decoded (`pa%67e` is `page`),
+                // and some (ASP.NET) regardless of case. Matching more
+                // spellings only puts more in the key; missing one would
+                // let `?pa%67e=999` share the key of a request without it.
+                KeyQuery::Only(names) => {
+                    let decoded = decode_name(name);
+                    names.iter().any(|n| n.eq_ignore_ascii_case(&decoded))
+                }
                 _ => true,
             })
             .collect();
@@ -220,11 +252,55 @@ fn push_digest(out: &mut String, value: &str) {
     }
 }
 
-/// Percent-encodes `|`, space, controls and non-ASCII (and `%` when
-/// `percent`).
+/// Whether a request asked for an `https` URI: as the listener recorded it
+/// ([`ClientAddr::https`](towergate_core::ClientAddr)), else as its URI
+/// says.
+pub(crate) fn request_is_https(uri: &Uri, extensions: &http::Extensions) -> bool {
+    match extensions.get::<towergate_core::ClientAddr>() {
+        Some(c) => c.https,
+        None => uri.scheme_str() == Some("https"),
+    }
+}
+
+/// A query parameter's name, percent-decoded (`+` is a space), as an
+/// upstream's framework reads it.
+fn decode_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.bytes().any(|b| b == b'%' || b == b'+') {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (
+            b,
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Percent-encodes `|`, `#` (which sets a variant's part of a key apart),
+/// space, controls and non-ASCII (and `%` when `percent`).
 pub(crate) fn push_escaped(out: &mut String, s: &str, percent: bool) {
     for b in s.bytes() {
-        let escape = b == b'|' || b <= b' ' || b >= 0x7f || (percent && b == b'%');
+        let escape = b == b'|' || b == b'#' || b <= b' ' || b >= 0x7f || (percent && b == b'%');
         if escape {
             out.push('%');
             out.push(hex(b >> 4));
@@ -261,7 +337,7 @@ mod tests {
 
     fn key(spec: &KeySpec, uri: &str) -> String {
         let uri: Uri = uri.parse().unwrap();
-        spec.primary(&uri, &host_headers(), None)
+        spec.primary(&uri, &host_headers(), None, false)
             .unwrap()
             .key
             .to_string()
@@ -270,12 +346,15 @@ mod tests {
     #[test]
     fn format() {
         let s = spec(KeyQuery::All);
-        assert_eq!(key(&s, "/a/b?x=1"), "users|GET|api.example.com/a/b?x=1");
-        assert_eq!(key(&s, "/a/b"), "users|GET|api.example.com/a/b");
-        assert_eq!(key(&s, "/a/b?"), "users|GET|api.example.com/a/b");
+        assert_eq!(
+            key(&s, "/a/b?x=1"),
+            "users|GET|http://api.example.com/a/b?x=1"
+        );
+        assert_eq!(key(&s, "/a/b"), "users|GET|http://api.example.com/a/b");
+        assert_eq!(key(&s, "/a/b?"), "users|GET|http://api.example.com/a/b");
         assert_eq!(
             key(&s, "http://Other:8080/p"),
-            "users|GET|other:8080/p",
+            "users|GET|http://other:8080/p",
             "URI authority wins over Host"
         );
     }
@@ -286,7 +365,7 @@ mod tests {
         assert_eq!(key(&s, "/a?a=1&b=2"), key(&s, "/a?b=2&a=1"));
         assert_eq!(
             key(&s, "/a?b=2&&a=1"),
-            "users|GET|api.example.com/a?a=1&b=2"
+            "users|GET|http://api.example.com/a?a=1&b=2"
         );
         assert_ne!(key(&s, "/a?a=1"), key(&s, "/a?a=2"));
         // An upstream may tell `a` from `a=`, and reads a repeated name's
@@ -298,8 +377,37 @@ mod tests {
         );
         assert_eq!(
             key(&s, "/a?sort=price&b=1&sort=name"),
-            "users|GET|api.example.com/a?b=1&sort=price&sort=name"
+            "users|GET|http://api.example.com/a?b=1&sort=price&sort=name"
         );
+    }
+
+    #[test]
+    fn scheme_encoded_names_and_hash_signs() {
+        let s = spec(KeyQuery::Only(vec!["page".into(), "page[number]".into()]));
+        let uri: Uri = "/items?page=2".parse().unwrap();
+        let http = s.primary(&uri, &host_headers(), None, false).unwrap();
+        let https = s.primary(&uri, &host_headers(), None, true).unwrap();
+        assert_ne!(http, https);
+        assert!(
+            https.key.contains("|GET|https://api.example.com/"),
+            "{}",
+            https.key
+        );
+        // A listed name spelt another way still enters the key: an upstream
+        // reads `pa%67e` (and, in some frameworks, `PAGE`) as `page`.
+        assert_ne!(key(&s, "/items?pa%67e=999"), key(&s, "/items"));
+        assert_ne!(key(&s, "/items?PAGE=999"), key(&s, "/items"));
+        assert_ne!(key(&s, "/items?page%5Bnumber%5D=2"), key(&s, "/items"));
+        assert_eq!(key(&s, "/items?other=1"), key(&s, "/items"));
+        // `#` sets a variant's part apart: escaped in what callers send.
+        let s = KeySpec {
+            headers: vec![HeaderName::from_static("x-tenant")],
+            ..spec(KeyQuery::All)
+        };
+        let mut h = host_headers();
+        h.insert("x-tenant", HeaderValue::from_static("a#b"));
+        let k = s.primary(&"/p".parse().unwrap(), &h, None, false).unwrap();
+        assert!(!k.key.contains('#'), "{}", k.key);
     }
 
     #[test]
@@ -308,7 +416,7 @@ mod tests {
         let k = key(&s, "/items?page=2&api_key=LIVEKEY&Access_Token=abc");
         assert!(!k.contains("LIVEKEY") && !k.contains("abc"), "{k}");
         assert!(k.contains("page=2"), "{k}");
-        assert!(k.contains("api_key=#"), "{k}");
+        assert!(k.contains("api_key=%23"), "{k}");
         assert_ne!(k, key(&s, "/items?page=2&api_key=OTHER&Access_Token=abc"));
         assert_eq!(k, key(&s, "/items?Access_Token=abc&page=2&api_key=LIVEKEY"));
         // An empty value stays as sent.
@@ -325,7 +433,7 @@ mod tests {
         h.insert("x-api-key", HeaderValue::from_static("HEADERKEY"));
         h.insert("x-tenant", HeaderValue::from_static("acme"));
         let k = s
-            .primary(&"/p".parse().unwrap(), &h, None)
+            .primary(&"/p".parse().unwrap(), &h, None, false)
             .unwrap()
             .key
             .to_string();
@@ -340,11 +448,11 @@ mod tests {
     fn query_none_and_only() {
         let s = spec(KeyQuery::None);
         assert_eq!(key(&s, "/a?x=1"), key(&s, "/a?x=2"));
-        assert_eq!(key(&s, "/a?x=1"), "users|GET|api.example.com/a");
+        assert_eq!(key(&s, "/a?x=1"), "users|GET|http://api.example.com/a");
         let s = spec(KeyQuery::Only(vec!["page".into(), "size".into()]));
         assert_eq!(
             key(&s, "/a?utm=x&size=10&page=2"),
-            "users|GET|api.example.com/a?page=2&size=10"
+            "users|GET|http://api.example.com/a?page=2&size=10"
         );
         assert_eq!(key(&s, "/a?utm=x"), key(&s, "/a?utm=y"));
     }
@@ -356,13 +464,13 @@ mod tests {
         let uri: Uri = "/a".parse().unwrap();
         let mut h = host_headers();
         assert_eq!(
-            s.primary(&uri, &h, None).unwrap().key.as_ref(),
-            "users|GET|api.example.com/a|h:x-tenant"
+            s.primary(&uri, &h, None, false).unwrap().key.as_ref(),
+            "users|GET|http://api.example.com/a|h:x-tenant"
         );
         h.insert("x-tenant", HeaderValue::from_static("a b|c%"));
         assert_eq!(
-            s.primary(&uri, &h, None).unwrap().key.as_ref(),
-            "users|GET|api.example.com/a|h:x-tenant=a%20b%7Cc%25"
+            s.primary(&uri, &h, None, false).unwrap().key.as_ref(),
+            "users|GET|http://api.example.com/a|h:x-tenant=a%20b%7Cc%25"
         );
     }
 
@@ -379,17 +487,40 @@ mod tests {
         s.identity = Some("sub".into());
         let uri: Uri = "/me".parse().unwrap();
         assert_eq!(
-            s.primary(&uri, &host_headers(), None),
+            s.primary(&uri, &host_headers(), None, false),
             Err(NoKey::NoIdentity)
         );
         let alice = user("alice");
-        let k = s.primary(&uri, &host_headers(), Some(&alice)).unwrap();
-        assert_eq!(k.key.as_ref(), "users|GET|api.example.com/me|id:alice");
+        let k = s
+            .primary(&uri, &host_headers(), Some(&alice), false)
+            .unwrap();
+        assert_eq!(
+            k.key.as_ref(),
+            "users|GET|http://api.example.com/me|id:::alice"
+        );
+        // The same subject from another issuer or method is another key.
+        let mut other = user("alice");
+        other.issuer = Some("https://partners.example".into());
+        other.method = Some("jwt");
+        let k2 = s
+            .primary(&uri, &host_headers(), Some(&other), false)
+            .unwrap();
+        assert_eq!(
+            k2.key.as_ref(),
+            "users|GET|http://api.example.com/me|id:jwt:https://partners.example:alice"
+        );
         assert_eq!(k.path.as_ref(), "/me");
         let bob = user("bob");
-        assert_ne!(s.primary(&uri, &host_headers(), Some(&bob)).unwrap(), k);
+        assert_ne!(
+            s.primary(&uri, &host_headers(), Some(&bob), false).unwrap(),
+            k
+        );
         // No identity value can forge another member.
         let evil = user("x|id:alice");
-        assert_ne!(s.primary(&uri, &host_headers(), Some(&evil)).unwrap(), k);
+        assert_ne!(
+            s.primary(&uri, &host_headers(), Some(&evil), false)
+                .unwrap(),
+            k
+        );
     }
 }

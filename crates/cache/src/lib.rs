@@ -163,7 +163,7 @@
 //! Primary key (printable, as [`CacheStore::keys`] lists them):
 //!
 //! ```text
-//! {namespace}|GET|{host}{path}[?{query}][|h:{name}={value}]...[|id:{identity}]
+//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
 //! ```
 //!
 //! `GET` is the method class (HEAD shares it); the query is filtered per

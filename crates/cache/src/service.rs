@@ -24,7 +24,7 @@ use crate::collapse::{self, Join, Leader};
 use crate::conditional::{self, ETag};
 use crate::freshness::{Freshness, Timing};
 use crate::future::ResponseFuture;
-use crate::key::{PrimaryKey, request_host};
+use crate::key::{PrimaryKey, request_host, request_is_https};
 use crate::layer::{CacheLayer, Config};
 use crate::policy::{self, NotStored, Rules, Use, Why};
 use crate::store::{Lookup, Pending, Stored};
@@ -139,10 +139,11 @@ where
             return self.bypass().await;
         }
         let identity = self.parts.extensions.get::<Identity>();
+        let https = request_is_https(&self.parts.uri, &self.parts.extensions);
         let key = match self
             .cfg
             .key
-            .primary(&self.parts.uri, &self.parts.headers, identity)
+            .primary(&self.parts.uri, &self.parts.headers, identity, https)
         {
             Ok(key) => key,
             Err(_) => return self.bypass().await,
@@ -448,29 +449,33 @@ where
         if status.is_success() || status.is_redirection() {
             let identity = self.parts.extensions.get::<Identity>();
             let host = request_host(&self.parts.uri, &self.parts.headers);
-            let mut targets = Vec::with_capacity(3);
-            if let Ok(key) = self
-                .cfg
-                .key
-                .primary(&self.parts.uri, &self.parts.headers, identity)
-            {
-                targets.push(key);
-            }
-            for name in [LOCATION, CONTENT_LOCATION] {
-                let Some(value) = rsp.headers().get(name).and_then(|v| v.to_str().ok()) else {
-                    continue;
-                };
-                let Some((path, query)) = resolve(value, self.parts.uri.path(), &host) else {
-                    continue;
-                };
-                if let Ok(key) = self.cfg.key.build(
-                    &host,
-                    &path,
-                    query.as_deref(),
-                    &self.parts.headers,
-                    identity,
-                ) {
+            // The resource behind both schemes changed.
+            let mut targets = Vec::with_capacity(6);
+            for https in [false, true] {
+                if let Ok(key) =
+                    self.cfg
+                        .key
+                        .primary(&self.parts.uri, &self.parts.headers, identity, https)
+                {
                     targets.push(key);
+                }
+                for name in [LOCATION, CONTENT_LOCATION] {
+                    let Some(value) = rsp.headers().get(name).and_then(|v| v.to_str().ok()) else {
+                        continue;
+                    };
+                    let Some((path, query)) = resolve(value, self.parts.uri.path(), &host) else {
+                        continue;
+                    };
+                    if let Ok(key) = self.cfg.key.build(
+                        https,
+                        &host,
+                        &path,
+                        query.as_deref(),
+                        &self.parts.headers,
+                        identity,
+                    ) {
+                        targets.push(key);
+                    }
                 }
             }
             let removed: usize = targets

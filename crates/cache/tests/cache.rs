@@ -435,7 +435,7 @@ async fn key_identity_keeps_users_apart() {
     let mut keys = gw.store.keys();
     keys.sort();
     assert_eq!(keys.len(), 2);
-    assert!(keys[0].ends_with("/me|id:alice"), "{keys:?}");
+    assert!(keys[0].ends_with("/me|id:::alice"), "{keys:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -814,7 +814,7 @@ async fn purge_by_key_prefix_and_namespace() {
     get(&b.url("/x/1")).await.bytes().await.unwrap();
     assert_eq!(store.stats().entries, 4);
 
-    let key = format!("a|GET|{}/x/1", a.addr);
+    let key = format!("a|GET|http://{}/x/1", a.addr);
     assert!(store.keys().contains(&key), "{:?}", store.keys());
     assert_eq!(store.purge(&Purge::Key(key)), 1);
     assert_eq!(
@@ -825,7 +825,7 @@ async fn purge_by_key_prefix_and_namespace() {
         1
     );
     assert_eq!(store.purge(&Purge::Namespace("b".into())), 1);
-    assert_eq!(store.keys(), [format!("a|GET|{}/y/1", a.addr)]);
+    assert_eq!(store.keys(), [format!("a|GET|http://{}/y/1", a.addr)]);
     assert_eq!(store.purge(&Purge::Namespace("b".into())), 0);
 
     // Purged entries are fetched again; the survivor is a hit.

@@ -17,6 +17,10 @@ pub struct ClientAddr {
     pub client: IpAddr,
     /// Whether the connection to the gateway used TLS.
     pub tls: bool,
+    /// Whether the client asked for an `https` URI: the connection used
+    /// TLS, or, from a trusted proxy, its `X-Forwarded-Proto` says so (the
+    /// scheme the proxy tells the upstream: see `towergate-proxy`).
+    pub https: bool,
 }
 
 /// The set of peers whose forwarding headers are believed.
@@ -34,6 +38,7 @@ impl ClientAddr {
             peer,
             client: peer.ip(),
             tls,
+            https: tls,
         }
     }
 
@@ -58,7 +63,17 @@ impl ClientAddr {
         trusted: &TrustedProxies,
     ) -> Self {
         let mut client = peer.ip();
+        let mut https = tls;
         if trusted.contains(client) {
+            // The first hop's scheme, as the proxy passes it on.
+            if let Some(proto) = headers.get("x-forwarded-proto") {
+                let first = proto
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .next()
+                    .unwrap_or_default();
+                https = first.trim_ascii().eq_ignore_ascii_case(b"https");
+            }
             // Walk X-Forwarded-For from the right: each hop was added by the
             // proxy to its right, so it is believable while that proxy is trusted.
             // Split as bytes: a line with a byte that is not text (which
@@ -83,7 +98,12 @@ impl ClientAddr {
                 }
             }
         }
-        Self { peer, client, tls }
+        Self {
+            peer,
+            client,
+            tls,
+            https,
+        }
     }
 }
 

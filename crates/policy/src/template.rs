@@ -349,6 +349,7 @@ mod tests {
             peer,
             client: "203.0.113.9".parse().unwrap(),
             tls: false,
+            https: false,
         });
         ext.insert(RequestId(Arc::from("req-1")));
         req

@@ -565,7 +565,23 @@ pub(crate) fn cache_layer(
         }
     }
     if let Some(f) = &c.key.identity {
-        b = b.key_identity(f.clone());
+        // The key stands in for the caller: a field that many callers
+        // share would serve one caller's private answers to the others
+        // (`Authorization` no longer keeps them apart on such a route).
+        if matches!(
+            f.as_str(),
+            "iss" | "aud" | "scope" | "scopes" | "groups" | "method"
+        ) {
+            err(
+                errs,
+                format!("{p}.key.identity"),
+                format!(
+                    "`{f}` is shared by many callers: key by one that names the caller (`sub`, `consumer`, or a claim unique per caller)"
+                ),
+            );
+        } else {
+            b = b.key_identity(f.clone());
+        }
     }
     if let Some(on) = c.collapse {
         b = b.collapse(on);
