@@ -64,9 +64,11 @@ impl CacheControl {
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let mut cc = Self::default();
         for value in headers.get_all(CACHE_CONTROL) {
-            // Non-UTF-8 field values carry nothing a cache understands.
-            if let Ok(s) = value.to_str() {
-                cc.parse_into(s);
+            // A byte that is not text (in a quoted comment, say) must not
+            // hide the line's `private` or `no-store`: read what is text.
+            match value.to_str() {
+                Ok(s) => cc.parse_into(s),
+                Err(_) => cc.parse_into(&String::from_utf8_lossy(value.as_bytes())),
             }
         }
         cc
@@ -349,6 +351,19 @@ mod tests {
         let cc = CacheControl::from_headers(&headers);
         assert_eq!(cc.s_maxage, Some(3600));
         assert_eq!(cc.max_age, Some(1));
+    }
+
+    #[test]
+    fn a_line_with_a_byte_that_is_not_text_still_counts() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            CACHE_CONTROL,
+            HeaderValue::from_bytes(b"private, x-note=\"na\xefve\"").unwrap(),
+        );
+        headers.append(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        let cc = CacheControl::from_headers(&headers);
+        assert!(cc.private);
+        assert_eq!(cc.max_age, Some(60));
     }
 
     #[test]

@@ -395,6 +395,12 @@ impl CacheStore {
                 // upstream said, and no other.
                 self.inner.cache.invalidate(&old.variant);
             } else {
+                // Replaces the old response: the removal listener counts
+                // one response less, this one more.
+                self.inner
+                    .counters
+                    .responses
+                    .fetch_add(1, Ordering::Relaxed);
                 self.inner.cache.insert(
                     Arc::clone(&old.variant),
                     Slot::Response(Arc::clone(&stored)),

@@ -484,6 +484,8 @@ async fn expired_entry_is_revalidated_with_its_etag() {
     assert_eq!(rsp.headers()["x-revalidated"], "2");
     assert_eq!(gw.origin.count("/etag"), 2);
     assert_eq!(gw.store.stats().revalidated, 1);
+    // Freshened in place: still one stored response.
+    assert_eq!(gw.store.stats().entries, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
