@@ -27,7 +27,7 @@ use crate::future::ResponseFuture;
 use crate::key::{PrimaryKey, request_host, request_is_https};
 use crate::layer::{CacheLayer, Config};
 use crate::policy::{self, NotStored, Rules, Use, Why};
-use crate::store::{Lookup, Pending, Stored};
+use crate::store::{Generation, Lookup, Pending, Stored};
 use crate::vary::secondary_key;
 
 /// The `Cache-Status` response header (RFC 9211).
@@ -257,6 +257,7 @@ where
             add_validators(req.headers_mut(), &stored.headers);
         }
         let request_time = self.now();
+        let generation = self.cfg.store.generation(&key);
         let result = self.send(req).await;
         let response_time = self.now();
         let rsp = match result {
@@ -313,7 +314,15 @@ where
             }
         }
         self.count(|c| &c.misses);
-        Ok(self.store_response(key, rsp, request_time, response_time, fwd, leader))
+        Ok(self.store_response(
+            key,
+            generation,
+            rsp,
+            request_time,
+            response_time,
+            fwd,
+            leader,
+        ))
     }
 
     /// Nothing usable is stored: go upstream, collapsing concurrent misses.
@@ -361,17 +370,28 @@ where
         self.count(|c| &c.misses);
         let req = self.request();
         let request_time = self.now();
+        let generation = self.cfg.store.generation(&key);
         // On error `leader` drops with this frame, releasing the waiters.
         let rsp = self.send(req).await?;
         let response_time = self.now();
-        Ok(self.store_response(key, rsp, request_time, response_time, fwd, leader))
+        Ok(self.store_response(
+            key,
+            generation,
+            rsp,
+            request_time,
+            response_time,
+            fwd,
+            leader,
+        ))
     }
 
     /// Passes an upstream response on, teeing its body into the store when
     /// it is storable.
+    #[allow(clippy::too_many_arguments)]
     fn store_response(
         &self,
         key: PrimaryKey,
+        generation: Generation,
         rsp: Response<ResB>,
         request_time: SystemTime,
         response_time: SystemTime,
@@ -387,6 +407,7 @@ where
             &self.parts.headers,
             self.parts.extensions.get::<Identity>().is_some(),
             key,
+            generation,
             head.status,
             &head.headers,
             request_time,
@@ -613,6 +634,7 @@ where
         add_validators(req.headers_mut(), &stored.headers);
     }
     let request_time = cfg.clock.now();
+    let generation = cfg.store.generation(&key);
     let rsp = send(&mut svc, req).await?;
     let response_time = cfg.clock.now();
     if rsp.status() == StatusCode::NOT_MODIFIED && stored.has_validator() {
@@ -628,6 +650,7 @@ where
         &parts.headers,
         parts.extensions.get::<Identity>().is_some(),
         key,
+        generation,
         head.status,
         &head.headers,
         request_time,
@@ -647,11 +670,13 @@ where
 
 /// The storable head of a response to the request with `request` headers.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 fn pending(
     cfg: &Config,
     request: &HeaderMap,
     authenticated: bool,
     key: PrimaryKey,
+    generation: Generation,
     status: StatusCode,
     headers: &HeaderMap,
     request_time: SystemTime,
@@ -670,6 +695,7 @@ fn pending(
     let vary = policy::storable(rules, request, status, headers, &cc, &timing)?;
     Ok(Pending {
         key,
+        generation,
         secondary: secondary_key(&vary, request),
         vary,
         status,

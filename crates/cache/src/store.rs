@@ -120,6 +120,23 @@ pub(crate) struct Inner {
     /// clients while a copy accumulates): at most `max_bytes` in all, so
     /// that many slow fills cannot hold memory beyond the store's bound.
     pub(crate) filling: AtomicU64,
+    /// Invalidations, by a hash of the primary key; see
+    /// [`CacheStore::generation`].
+    generations: Box<[AtomicU64]>,
+    /// Purges, of any selection.
+    purges: AtomicU64,
+    hasher: std::hash::RandomState,
+}
+
+/// How many invalidation counters keys share.
+const GENERATION_SHARDS: usize = 256;
+
+/// A key's entries as of some moment: compared before a fetched response
+/// is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Generation {
+    purges: u64,
+    key: u64,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +187,8 @@ pub(crate) struct Stored {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) key: PrimaryKey,
+    /// The key's generation when the request went upstream.
+    pub(crate) generation: Generation,
     pub(crate) vary: Arc<[HeaderName]>,
     /// The secondary key of the request that fetched it.
     pub(crate) secondary: String,
@@ -217,6 +236,9 @@ impl CacheStore {
     /// Walks the whole store (purges are rare, admin-driven operations), so
     /// the count is exact.
     pub fn purge(&self, sel: &Purge) -> usize {
+        // Fills in flight anywhere are not stored (a purge is rare, and
+        // says the content changed).
+        self.inner.purges.fetch_add(1, Ordering::AcqRel);
         let matches = |key: &PrimaryKey| match sel {
             Purge::Namespace(ns) => *key.namespace == **ns,
             Purge::Key(k) => *key.key == **k,
@@ -314,6 +336,12 @@ impl CacheStore {
     /// Stores a complete response; returns whether it was stored.
     pub(crate) fn insert(&self, pending: Pending, body: Bytes) -> bool {
         if body.len() as u64 > self.inner.max_entry_bytes {
+            return false;
+        }
+        // Invalidated or purged since the request went upstream (a `PUT`
+        // to the same URI, an admin purge after a deploy): what it fetched
+        // may be what the invalidation was for.
+        if self.generation(&pending.key) != pending.generation {
             return false;
         }
         let index = self.index_for(&pending.key, &pending.vary);
@@ -414,9 +442,28 @@ impl CacheStore {
         stored
     }
 
+    /// The generation of `key`'s entries: it changes when they are
+    /// invalidated or purged, so that a response fetched before that is not
+    /// stored after it (see [`insert`](Self::insert)).
+    pub(crate) fn generation(&self, key: &PrimaryKey) -> Generation {
+        let shard = &self.inner.generations[self.shard(&key.key)];
+        Generation {
+            purges: self.inner.purges.load(Ordering::Acquire),
+            key: shard.load(Ordering::Acquire),
+        }
+    }
+
+    fn shard(&self, key: &str) -> usize {
+        let h = std::hash::BuildHasher::hash_one(&self.inner.hasher, key);
+        usize::try_from(h % GENERATION_SHARDS as u64).unwrap_or(0)
+    }
+
     /// Removes every variant of one primary key (§4.4 invalidation);
     /// returns how many responses were removed.
     pub(crate) fn invalidate(&self, key: &str) -> usize {
+        // Bumped even when nothing is stored yet: a fill in flight is what
+        // it stops.
+        self.inner.generations[self.shard(key)].fetch_add(1, Ordering::AcqRel);
         let Some(Slot::Index(index)) = self.inner.cache.remove(key) else {
             return 0;
         };
@@ -539,6 +586,9 @@ impl CacheStoreBuilder {
                 flights: Mutex::new(HashMap::new()),
                 revalidating: Mutex::new(HashSet::new()),
                 filling: AtomicU64::new(0),
+                generations: (0..GENERATION_SHARDS).map(|_| AtomicU64::new(0)).collect(),
+                purges: AtomicU64::new(0),
+                hasher: std::hash::RandomState::new(),
             }),
         }
     }

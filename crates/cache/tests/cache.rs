@@ -968,3 +968,42 @@ async fn cache_is_a_tower_service() {
         .unwrap();
     assert_eq!(rsp.headers()[CACHE_STATUS], "towergate; fwd=method");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_in_flight_is_not_stored_after_an_invalidation_or_a_purge() {
+    // The GET left before the write (or the deploy's purge); what it
+    // brings back may be what the invalidation was for.
+    for purge in [false, true] {
+        let gw = start(|b| b).await;
+        let mut first = get(&gw.url("/held/1")).await;
+        assert!(status(&first).contains("stored"), "{}", status(&first));
+        first.chunk().await.unwrap().unwrap();
+        if purge {
+            gw.store.purge(&Purge::Prefix {
+                namespace: None,
+                path_prefix: "/held/".into(),
+            });
+        } else {
+            let rsp = reqwest::Client::new()
+                .put(gw.url("/held/1"))
+                .body("v2")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(rsp.status(), 200);
+        }
+        gw.origin.gate.send_replace(true);
+        while first.chunk().await.unwrap().is_some() {}
+        gw.store.run_pending_tasks();
+        let again = get(&gw.url("/held/1")).await;
+        assert!(
+            !status(&again).contains("hit"),
+            "purge {purge}: {}",
+            status(&again)
+        );
+        again.bytes().await.unwrap();
+        // The next fill, with nothing in between, is stored.
+        gw.store.run_pending_tasks();
+        assert!(status(&get(&gw.url("/held/1")).await).contains("hit"));
+    }
+}
