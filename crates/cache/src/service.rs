@@ -670,7 +670,6 @@ where
 
 /// The storable head of a response to the request with `request` headers.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn pending(
     cfg: &Config,
     request: &HeaderMap,
