@@ -269,6 +269,17 @@ routes:
         .await
         .unwrap();
     assert_eq!(header(&v, "x-user-id"), Some("ada"), "{v}");
+    // Two tokens: the gateway would check one, an upstream might read the
+    // other.
+    let forged = format!("{}x", hs256(json!({"sub": "root", "exp": now() + 300})));
+    let rsp = c
+        .get(format!("http://{addr}/private/whoami"))
+        .bearer_auth(&token)
+        .header("authorization", format!("Bearer {forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem_reqwest(rsp, 401).await;
 }
 
 #[tokio::test]

@@ -91,9 +91,18 @@ impl Authenticator for BasicAuth {
         req: &'a Parts,
     ) -> BoxFuture<'a, Result<Option<Authenticated>, AuthError>> {
         Box::pin(async move {
-            let Some(value) = req.headers.get(AUTHORIZATION) else {
+            let mut values = req.headers.get_all(AUTHORIZATION).iter();
+            let Some(value) = values.next() else {
                 return Ok(None);
             };
+            // Two `Authorization` lines: one checked here, the other maybe
+            // read by the upstream.
+            if values.next().is_some() {
+                return Err(AuthError::unauthenticated(
+                    reason::MALFORMED,
+                    "more than one Authorization header",
+                ));
+            }
             let Some((scheme, encoded)) = split_scheme(value) else {
                 return Ok(None);
             };

@@ -31,10 +31,19 @@ pub(crate) struct Unreadable;
 impl TokenSource {
     /// The credential, `None` when absent. Query values are
     /// percent-decoded.
+    ///
+    /// A credential sent twice (two `Authorization` lines, two cookies or
+    /// query parameters of the name) is unreadable: the gateway would check
+    /// one, and an upstream that reads the other (PHP takes the last
+    /// `?access_token=`) would trust a credential nobody checked.
     pub(crate) fn extract<'a>(&self, req: &'a Parts) -> Option<Result<Cow<'a, str>, Unreadable>> {
         match self {
             TokenSource::Bearer => {
-                let value = req.headers.get(AUTHORIZATION)?;
+                let mut values = req.headers.get_all(AUTHORIZATION).iter();
+                let value = values.next()?;
+                if values.next().is_some() {
+                    return Some(Err(Unreadable));
+                }
                 let (scheme, rest) = split_scheme(value)?;
                 if !scheme.eq_ignore_ascii_case("bearer") {
                     return None;
@@ -48,7 +57,11 @@ impl TokenSource {
                 Some(Ok(Cow::Borrowed(token)))
             }
             TokenSource::Header(name) => {
-                let value = req.headers.get(name)?;
+                let mut values = req.headers.get_all(name).iter();
+                let value = values.next()?;
+                if values.next().is_some() {
+                    return Some(Err(Unreadable));
+                }
                 Some(
                     value
                         .to_str()
@@ -59,14 +72,18 @@ impl TokenSource {
                 )
             }
             TokenSource::Cookie(name) => {
+                let mut found = None;
                 for header in req.headers.get_all(COOKIE) {
                     let Ok(s) = header.to_str() else { continue };
                     for pair in s.split(';') {
                         if let Some((k, v)) = pair.trim().split_once('=')
                             && k == name
                         {
+                            if found.is_some() {
+                                return Some(Err(Unreadable));
+                            }
                             let v = v.trim_matches('"');
-                            return Some(if v.is_empty() {
+                            found = Some(if v.is_empty() {
                                 Err(Unreadable)
                             } else {
                                 Ok(Cow::Borrowed(v))
@@ -74,13 +91,17 @@ impl TokenSource {
                         }
                     }
                 }
-                None
+                found
             }
             TokenSource::Query(name) => {
                 let query = req.uri.query()?;
-                form_urlencoded::parse(query.as_bytes())
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| if v.is_empty() { Err(Unreadable) } else { Ok(v) })
+                let mut values =
+                    form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == name);
+                let (_, v) = values.next()?;
+                if values.next().is_some() {
+                    return Some(Err(Unreadable));
+                }
+                Some(if v.is_empty() { Err(Unreadable) } else { Ok(v) })
             }
         }
     }
@@ -177,6 +198,34 @@ mod tests {
 
     fn parts(req: Request<()>) -> Parts {
         req.into_parts().0
+    }
+
+    #[test]
+    fn a_credential_sent_twice_is_unreadable() {
+        let p = parts(
+            Request::get("/?access_token=a&access_token=b")
+                .header("authorization", "Bearer good")
+                .header("authorization", "Bearer forged")
+                .header("x-api-key", "k1")
+                .header("x-api-key", "k2")
+                .header("cookie", "session=s1; other=x")
+                .header("cookie", "session=s2")
+                .body(())
+                .unwrap(),
+        );
+        for src in [
+            TokenSource::Bearer,
+            TokenSource::Header(HeaderName::from_static("x-api-key")),
+            TokenSource::Cookie("session".into()),
+            TokenSource::Query("access_token".into()),
+        ] {
+            assert_eq!(src.extract(&p), Some(Err(Unreadable)), "{src:?}");
+        }
+        // Other names are not confused with them.
+        assert_eq!(
+            TokenSource::Cookie("other".into()).extract(&p),
+            Some(Ok(Cow::Borrowed("x")))
+        );
     }
 
     #[test]

@@ -244,6 +244,12 @@ impl AuthError {
         for c in self.challenges {
             rsp.headers_mut().append(header::WWW_AUTHENTICATE, c);
         }
+        // What the identity provider or auth service could not answer may
+        // be answered soon: a client should retry, not drop its credential.
+        if self.kind == AuthErrorKind::Unavailable {
+            rsp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         rsp.extensions_mut().insert(failure);
         rsp
     }

@@ -147,6 +147,8 @@ async fn provider_never_reachable_is_503() {
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.reason(), "keys_unavailable");
     assert!(r.headers.get("www-authenticate").is_none());
+    // An outage: the client should retry, not drop its token.
+    assert_eq!(r.headers["retry-after"], "5");
 }
 
 /// 100 tokens with random kids, twice over: the floor lets at most one
