@@ -23,7 +23,7 @@ pub struct Identity {
 
 impl Identity {
     /// A field by name: `sub`/`subject`, `consumer`, `iss`/`issuer`, or a claim
-    /// (dotted paths reach into objects: `org.id`). Strings are returned as
+    /// (by its whole name, else as a dotted path into objects: `org.id`). Strings are returned as
     /// they are, other JSON values in their JSON form.
     ///
     /// ```
@@ -33,6 +33,9 @@ impl Identity {
     /// assert_eq!(id.field("sub").as_deref(), Some("alice"));
     /// assert_eq!(id.field("org.id").as_deref(), Some("7"));
     /// assert_eq!(id.field("missing"), None);
+    /// // A claim whose name has dots is found by its whole name first.
+    /// id.claims.insert("https://acme.com/tenant".into(), serde_json::json!("t1"));
+    /// assert_eq!(id.field("https://acme.com/tenant").as_deref(), Some("t1"));
     /// ```
     pub fn field(&self, name: &str) -> Option<String> {
         match name {
@@ -41,12 +44,21 @@ impl Identity {
             "iss" | "issuer" => return self.issuer.clone(),
             _ => {}
         }
-        let mut parts = name.split('.');
-        let first = parts.next()?;
-        let mut v = self.claims.get(first)?;
-        for p in parts {
-            v = v.get(p)?;
-        }
+        // A claim named with dots (`https://acme.com/tenant`, as OIDC
+        // providers name custom claims) is itself first, as the rules read
+        // claims; then the dotted path.
+        let v = match self.claims.get(name) {
+            Some(v) => v,
+            None => {
+                let mut parts = name.split('.');
+                let first = parts.next()?;
+                let mut v = self.claims.get(first)?;
+                for p in parts {
+                    v = v.get(p)?;
+                }
+                v
+            }
+        };
         match v {
             Value::String(s) => Some(s.clone()),
             Value::Null => None,
