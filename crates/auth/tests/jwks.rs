@@ -432,3 +432,39 @@ fn built_outside_a_runtime() {
     });
     assert_eq!(jwks.hits(), 1);
 }
+
+#[tokio::test]
+async fn configured_keys_beside_a_jwks_and_more_than_four_of_them() {
+    // A PEM key (which has no id) beside the provider's JWKS, as during a
+    // migration: the provider's tokens still verify, and so do the PEM
+    // key's; a token neither signed does not.
+    let jwks = JwksServer::start(vec![rsa().jwk("k1")], 60).await;
+    let layer = JwtLayer::builder()
+        .jwks_url(jwks.url())
+        .issuer(ISS)
+        .audience(AUD)
+        .algorithms([Algorithm::RS256])
+        .pem(&rsa2().public_pem)
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    let r = bearer(&app.url(), &rsa().sign(Some("k1"), &claims("idp"))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = bearer(&app.url(), &rsa2().sign(None, &claims("own"))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let forged = format!("{}x", rsa().sign(Some("k1"), &claims("idp")));
+    assert_eq!(bearer(&app.url(), &forged).await.status, 401);
+
+    // Five configured keys without ids: the fifth's tokens verify too.
+    let keys: Vec<TestKey> = (0..5).map(|_| fresh_ec256()).collect();
+    let mut b = JwtLayer::builder()
+        .issuer(ISS)
+        .audience(AUD)
+        .algorithms([Algorithm::ES256]);
+    for k in &keys {
+        b = b.pem(&k.public_pem);
+    }
+    let app = serve(b.build().unwrap()).await;
+    let r = bearer(&app.url(), &keys[4].sign(None, &claims("fifth"))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}

@@ -30,6 +30,8 @@ pub(crate) struct KeyEntry {
 #[derive(Default)]
 pub(crate) struct KeySet {
     entries: Vec<KeyEntry>,
+    /// The most keys without `kid` tried for one token.
+    max_candidates: usize,
 }
 
 /// The outcome of looking a token's key up.
@@ -176,7 +178,25 @@ impl fmt::Debug for KeyEntry {
 
 impl KeySet {
     pub(crate) fn new(entries: Vec<KeyEntry>) -> Self {
-        Self { entries }
+        Self {
+            entries,
+            max_candidates: MAX_CANDIDATES,
+        }
+    }
+
+    /// The gateway's own keys (`secret`, PEM files): every one is tried,
+    /// however many there are (the configuration cannot give them ids;
+    /// the cap is for a provider's set).
+    pub(crate) fn configured(entries: Vec<KeyEntry>) -> Self {
+        Self {
+            entries,
+            max_candidates: usize::MAX,
+        }
+    }
+
+    /// Whether a key here carries this id.
+    pub(crate) fn names(&self, kid: &str) -> bool {
+        self.entries.iter().any(|e| e.kid.as_deref() == Some(kid))
     }
 
     /// Parses a JWKS document (RFC 7517 §5), keeping the keys that can
@@ -199,7 +219,7 @@ impl KeySet {
         if entries.is_empty() {
             return Err(JwksInvalid("no usable signature key".into()));
         }
-        Ok(Self { entries })
+        Ok(Self::new(entries))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -256,7 +276,7 @@ impl KeySet {
                     .iter()
                     .filter(|e| e.kid.is_none())
                     .filter(fits)
-                    .take(MAX_CANDIDATES)
+                    .take(self.max_candidates)
                     .collect();
                 if anonymous.is_empty() {
                     Lookup::UnknownKid
@@ -269,7 +289,7 @@ impl KeySet {
                     .entries
                     .iter()
                     .filter(fits)
-                    .take(MAX_CANDIDATES)
+                    .take(self.max_candidates)
                     .collect();
                 if usable.is_empty() {
                     Lookup::NoKeyForAlg

@@ -311,9 +311,23 @@ impl Inner {
         let kid = header.kid.as_deref();
         let miss = match self.static_keys.lookup(kid, header.alg) {
             Lookup::Found(candidates) => {
-                return self
+                let verified = self
                     .decode(token, header.alg, kid, &candidates)
                     .map(|(c, _)| (c, VerifiedBy::Static));
+                // Configured keys without an id stand in for any `kid`; a
+                // token they do not verify, whose `kid` no configured key
+                // names, may still be the provider's (PEM files beside a
+                // JWKS during a migration).
+                match verified {
+                    Err(e)
+                        if self.jwks.is_some()
+                            && e.reason() == validate::BAD_SIGNATURE.reason
+                            && !kid.is_some_and(|k| self.static_keys.names(k)) =>
+                    {
+                        validate::BAD_SIGNATURE
+                    }
+                    other => return other,
+                }
             }
             Lookup::UnknownKid => validate::UNKNOWN_KID,
             Lookup::NoKeyForAlg => validate::NO_KEY_FOR_ALG,
@@ -634,7 +648,7 @@ impl<O> JwtBuilder<O> {
             Some(c) => Some(Jwks::new(c, self.client)?),
             None => None,
         };
-        let static_keys = KeySet::new(self.static_keys);
+        let static_keys = KeySet::configured(self.static_keys);
         if static_keys.is_empty() && jwks.is_none() {
             return Err(BuildError::new(
                 "no verification key: give a secret, a PEM key or a jwks_url",

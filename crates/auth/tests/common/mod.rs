@@ -96,6 +96,11 @@ key!(ec256, &rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256);
 key!(ec384, &rcgen::PKCS_ECDSA_P384_SHA384, Algorithm::ES384);
 key!(ed25519, &rcgen::PKCS_ED25519, Algorithm::EdDSA);
 
+/// A new ES256 key, each call another.
+pub fn fresh_ec256() -> TestKey {
+    TestKey::generate(&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256)
+}
+
 pub fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
