@@ -91,6 +91,7 @@ pub struct ClientBuilder {
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
     http2_only: bool,
+    http2_keep_alive: Option<(Duration, Duration)>,
     ca_pem: Option<Vec<u8>>,
     client_cert: Option<(Vec<u8>, Vec<u8>)>,
     server_name: Option<String>,
@@ -204,6 +205,7 @@ impl ClientBuilder {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
             http2_only: false,
+            http2_keep_alive: Some((Duration::from_secs(30), Duration::from_secs(10))),
             ca_pem: None,
             client_cert: None,
             server_name: None,
@@ -241,6 +243,18 @@ impl ClientBuilder {
     /// ALPN connection is not known when the request is prepared.
     pub fn http2_only(mut self, yes: bool) -> Self {
         self.http2_only = yes;
+        self
+    }
+
+    /// Pings an HTTP/2 upstream connection every `interval` (busy or
+    /// idle), and closes it when a ping is not answered within `timeout`:
+    /// a connection to an upstream that vanished without a word (a killed
+    /// VM, an expired NAT entry) is dropped, and the next request opens a
+    /// new one, instead of every request waiting on it until its timeout
+    /// for the minutes the kernel takes to give up. Default 30 s and 10 s;
+    /// `None` sends no pings.
+    pub fn http2_keep_alive(mut self, ping: Option<(Duration, Duration)>) -> Self {
+        self.http2_keep_alive = ping;
         self
     }
 
@@ -320,6 +334,7 @@ impl ClientBuilder {
             any: self.connector(tls, resolver.clone()),
             http1: self.connector(tls_http1, resolver),
             http2_only: self.http2_only,
+            http2_keep_alive: self.http2_keep_alive,
             idle_timeout: self.pool_idle_timeout,
             max_idle: self.pool_max_idle_per_host,
         };

@@ -65,6 +65,8 @@ pub(crate) struct Settings {
     /// Upgrade requests: HTTP/1.1 whatever the upstream prefers.
     pub(crate) http1: Connector,
     pub(crate) http2_only: bool,
+    /// HTTP/2 pings: interval, and how long an answer may take.
+    pub(crate) http2_keep_alive: Option<(Duration, Duration)>,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_idle: usize,
 }
@@ -359,8 +361,15 @@ impl Host {
             })?;
             return Ok(Conn::Http1(tx));
         }
-        let (mut tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        if let Some((interval, timeout)) = self.settings.http2_keep_alive {
+            builder
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(true);
+        }
+        let (mut tx, conn) = builder
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;

@@ -80,3 +80,89 @@ async fn h2_by_alpn_over_tls() {
     assert_eq!(v["version"], "HTTP/2.0");
     assert_eq!(v["path"], "/x");
 }
+
+/// A TCP relay to `upstream` whose connections opened so far can be made
+/// to go silent (nothing forwarded either way, nothing closed): an
+/// upstream that vanished without a word. Returns its address and the
+/// switch.
+async fn freezable_relay(
+    upstream: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Connections numbered below this are silent.
+    let frozen_below = Arc::new(AtomicUsize::new(0));
+    let switch = frozen_below.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((client, _)) = listener.accept().await {
+            let id = n;
+            n += 1;
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (mut from, mut to) in [
+                (
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                    Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                ),
+                (Box::new(sr) as _, Box::new(cw) as _),
+            ] {
+                let frozen_below = frozen_below.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let Ok(k) = from.read(&mut buf).await else {
+                            return;
+                        };
+                        if k == 0 {
+                            return;
+                        }
+                        if id < frozen_below.load(Ordering::SeqCst) {
+                            // Silent: hold both sockets open, forward nothing.
+                            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                            return;
+                        }
+                        if to.write_all(&buf[..k]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, switch)
+}
+
+#[tokio::test]
+async fn a_silent_http2_connection_is_dropped_after_an_unanswered_ping() {
+    let (up, _) = spawn_counting(echo_router("svc")).await;
+    let (relay, freeze) = freezable_relay(up.addr).await;
+    let client = Client::builder()
+        .http2_only(true)
+        .http2_keep_alive(Some((
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_millis(200),
+        )))
+        .build()
+        .unwrap();
+    let proxy = Proxy::builder(format!("http://{relay}"))
+        .client(client)
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .unwrap();
+    assert_eq!(call(&proxy, get("/a")).await.status(), 200);
+    // The shared connection goes silent; its unanswered pings close it, and
+    // the next request opens another instead of waiting on it to 504.
+    freeze.store(1, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(call(&proxy, get("/b")).await.status(), 200);
+}
