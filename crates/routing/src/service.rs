@@ -101,6 +101,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // A gateway is no forward proxy: a CONNECT tunnel to wherever the
+        // client names is refused, whatever the routes (a catch-all route
+        // would otherwise send `CONNECT /` upstream).
+        if req.method() == http::Method::CONNECT {
+            return ResponseFuture::rejected(problem(
+                &req,
+                StatusCode::NOT_IMPLEMENTED,
+                "CONNECT is not supported: this is a gateway, not a forward proxy".into(),
+            ));
+        }
         let host = match check_host(&req) {
             Ok(HostCheck::Host(host)) => host,
             Ok(HostCheck::Rewrite(target)) => {

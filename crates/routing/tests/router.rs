@@ -112,6 +112,16 @@ async fn not_found_is_problem_json() {
 }
 
 #[tokio::test]
+async fn connect_is_refused_whatever_the_routes() {
+    let r = router([Route::new("all").path_prefix("/")]);
+    let mut rq = req(Method::CONNECT, "/");
+    *rq.uri_mut() = "internal.example:443".parse().unwrap();
+    let rsp = send(&r, rq).await;
+    let v = assert_problem(to_axum(rsp), 501).await;
+    assert_eq!(v["title"], "Not Implemented");
+}
+
+#[tokio::test]
 async fn method_not_allowed_lists_allow() {
     let r = router([
         Route::new("read")
