@@ -238,9 +238,9 @@ impl ClientBuilder {
     /// (h2c) over plain `http://`. Default false (HTTP/1.1, or HTTP/2 when a
     /// TLS upstream picks it).
     ///
-    /// Use it for gRPC upstreams: only then is the caller's `TE: trailers`
-    /// forwarded, since it is hop-by-hop in HTTP/1.1 and the protocol of an
-    /// ALPN connection is not known when the request is prepared.
+    /// The caller's `TE: trailers` (which gRPC needs) is forwarded over
+    /// HTTP/2 only: always with this, and over TLS whenever ALPN picks
+    /// `h2`. Use it for gRPC over plain `http://` (h2c).
     pub fn http2_only(mut self, yes: bool) -> Self {
         self.http2_only = yes;
         self

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use http::header::HOST;
+use http::header::{HOST, TE};
 use http::uri::{Authority, Parts, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -136,6 +136,12 @@ impl Host {
 
     /// Sends `req` (origin-form URI, `Host` set) over a pooled or new
     /// connection. An upgrade request goes over HTTP/1.1.
+    /// Whether its connections may turn out HTTP/2 without being asked
+    /// to: by ALPN, over TLS.
+    pub(crate) fn may_pick_http2(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
     pub(crate) fn send(self: &Arc<Self>, req: Request<ProxyBody>, upgrade: bool) -> SendFuture {
         Box::pin(self.clone().exchange(req, upgrade))
     }
@@ -190,6 +196,11 @@ impl Host {
                     // connection refused it): HTTP/1.1 sends origin form.
                     if req.version() == Version::HTTP_2 {
                         *req.version_mut() = Version::HTTP_11;
+                    }
+                    // `TE: trailers` was kept for HTTP/2, which ALPN may
+                    // have chosen; HTTP/1.1 did, where TE is hop-by-hop.
+                    if self.scheme == Scheme::HTTPS {
+                        req.headers_mut().remove(TE);
                     }
                     origin_form(&mut req);
                     match tx.try_send_request(req).await {

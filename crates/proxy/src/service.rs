@@ -477,7 +477,10 @@ impl Shared {
                 &mut headers,
                 Keep {
                     upgrade,
-                    te_trailers: http2_only && !upgrade,
+                    // gRPC needs `TE: trailers`, allowed in HTTP/2 only:
+                    // kept wherever the connection may be HTTP/2 (the
+                    // pool drops it if ALPN picks HTTP/1.1).
+                    te_trailers: (http2_only || self.pool.may_pick_http2()) && !upgrade,
                 },
             );
         }

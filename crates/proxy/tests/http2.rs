@@ -76,9 +76,14 @@ async fn h2_by_alpn_over_tls() {
         .client(client)
         .build()
         .unwrap();
-    let v = json(call(&proxy, get("/x")).await).await;
+    let mut req = get("/x");
+    req.headers_mut()
+        .insert("te", http::HeaderValue::from_static("trailers"));
+    let v = json(call(&proxy, req).await).await;
     assert_eq!(v["version"], "HTTP/2.0");
     assert_eq!(v["path"], "/x");
+    // gRPC's `TE: trailers` reaches an upstream that ALPN made HTTP/2.
+    assert_eq!(v["headers"]["te"], json!(["trailers"]), "{v}");
 }
 
 /// A TCP relay to `upstream` whose connections opened so far can be made
