@@ -7,7 +7,10 @@
 //! Dropping it always wakes the waiters, who then look the store up again
 //! and, finding nothing, go upstream themselves. Waiters wait at most the
 //! layer's timeout, and at most `max_waiters` wait per key: nothing here
-//! can deadlock.
+//! can deadlock. A flight older than that timeout takes no more waiters:
+//! the next miss leads a new one (a leader whose client reads slowly, or
+//! not at all, holds up one timeout's worth of waiters, not every miss
+//! until it ends).
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use crate::store::CacheStore;
 pub(crate) struct Flight {
     done: watch::Sender<bool>,
     waiters: AtomicUsize,
+    started: tokio::time::Instant,
 }
 
 /// What a miss does.
@@ -48,10 +52,16 @@ pub(crate) struct Waiter {
     flight: Arc<Flight>,
 }
 
-/// Joins the flight for `key`, or starts one.
-pub(crate) fn join(store: &CacheStore, key: &Arc<str>, max_waiters: usize) -> Join {
+/// Joins the flight for `key`, or starts one (also in place of one that
+/// has run for `timeout` already).
+pub(crate) fn join(
+    store: &CacheStore,
+    key: &Arc<str>,
+    max_waiters: usize,
+    timeout: Duration,
+) -> Join {
     let mut flights = store.inner.flights.lock();
-    if let Some(flight) = flights.get(key) {
+    if let Some(flight) = flights.get(key).filter(|f| f.started.elapsed() < timeout) {
         if flight.waiters.fetch_add(1, Ordering::AcqRel) >= max_waiters {
             flight.waiters.fetch_sub(1, Ordering::AcqRel);
             return Join::Busy;
@@ -65,6 +75,7 @@ pub(crate) fn join(store: &CacheStore, key: &Arc<str>, max_waiters: usize) -> Jo
     let flight = Arc::new(Flight {
         done,
         waiters: AtomicUsize::new(0),
+        started: tokio::time::Instant::now(),
     });
     flights.insert(Arc::clone(key), Arc::clone(&flight));
     Join::Leader(Leader {
@@ -119,34 +130,56 @@ impl fmt::Debug for Leader {
 mod tests {
     use super::*;
 
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flight_older_than_the_timeout_takes_no_more_waiters() {
+        let store = CacheStore::new();
+        let key: Arc<str> = "k".into();
+        let timeout = Duration::from_secs(5);
+        let Join::Leader(stuck) = join(&store, &key, 8, timeout) else {
+            panic!("first is leader")
+        };
+        assert!(matches!(join(&store, &key, 8, timeout), Join::Waiter(_)));
+        tokio::time::advance(timeout).await;
+        // The stuck leader still holds its flight: the next miss leads a
+        // new one, which the stuck leader's end does not close.
+        let Join::Leader(fresh) = join(&store, &key, 8, timeout) else {
+            panic!("a new leader")
+        };
+        drop(stuck);
+        assert!(matches!(join(&store, &key, 8, timeout), Join::Waiter(_)));
+        drop(fresh);
+    }
+
     #[tokio::test]
     async fn waiters_wake_when_the_leader_drops() {
         let store = CacheStore::new();
         let key: Arc<str> = "k".into();
-        let Join::Leader(leader) = join(&store, &key, 2) else {
+        let Join::Leader(leader) = join(&store, &key, 2, LONG) else {
             panic!("first is leader")
         };
-        let Join::Waiter(w1) = join(&store, &key, 2) else {
+        let Join::Waiter(w1) = join(&store, &key, 2, LONG) else {
             panic!("second waits")
         };
-        let Join::Waiter(w2) = join(&store, &key, 2) else {
+        let Join::Waiter(w2) = join(&store, &key, 2, LONG) else {
             panic!("third waits")
         };
-        assert!(matches!(join(&store, &key, 2), Join::Busy));
+        assert!(matches!(join(&store, &key, 2, LONG), Join::Busy));
         let t1 = tokio::spawn(w1.wait(Duration::from_secs(30)));
         drop(leader);
         assert!(t1.await.unwrap());
         assert!(w2.wait(Duration::from_secs(30)).await);
         // The key is free again.
-        assert!(matches!(join(&store, &key, 2), Join::Leader(_)));
+        assert!(matches!(join(&store, &key, 2, LONG), Join::Leader(_)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn waiters_time_out() {
         let store = CacheStore::new();
         let key: Arc<str> = "k".into();
-        let _leader = join(&store, &key, 8);
-        let Join::Waiter(w) = join(&store, &key, 8) else {
+        let _leader = join(&store, &key, 8, LONG);
+        let Join::Waiter(w) = join(&store, &key, 8, LONG) else {
             panic!("waits")
         };
         assert!(!w.wait(Duration::from_secs(5)).await);

@@ -192,7 +192,12 @@ where
                 if self.collapsible() && !stored.cc.no_cache && !fresh.lifetime.is_zero() =>
             {
                 let flight = Arc::clone(&stored.variant);
-                match collapse::join(&self.cfg.store, &flight, self.cfg.max_waiters) {
+                match collapse::join(
+                    &self.cfg.store,
+                    &flight,
+                    self.cfg.max_waiters,
+                    self.cfg.collapse_timeout,
+                ) {
                     Join::Leader(leader) => {
                         self.revalidate(key, stored, Why::Stale, req_cc, Some(leader))
                             .await
@@ -340,7 +345,12 @@ where
         if !self.collapsible() {
             return self.fetch(key, fwd, None).await;
         }
-        match collapse::join(&self.cfg.store, &key.key, self.cfg.max_waiters) {
+        match collapse::join(
+            &self.cfg.store,
+            &key.key,
+            self.cfg.max_waiters,
+            self.cfg.collapse_timeout,
+        ) {
             Join::Leader(leader) => self.fetch(key, fwd, Some(leader)).await,
             Join::Busy => self.fetch(key, fwd, None).await,
             Join::Waiter(waiter) => {
