@@ -155,13 +155,29 @@ impl Jwks {
             tracing::debug!(kid, url = %self.shared.shown, "unknown kid, refetching the JWKS");
         }
         self.shared.refetch_if_allowed().await;
-        self.current().ok_or_else(|| {
+        let set = self.current().ok_or_else(|| {
             AuthError::unavailable(
                 reason::KEYS_UNAVAILABLE,
                 "the identity provider's keys are not available",
                 "no JWKS fetched yet",
             )
-        })
+        })?;
+        // A `kid` the last good set does not know, while the provider
+        // cannot be reached: maybe a key it rotated to meanwhile. An
+        // outage (503: retry), not an invalid token (401: every client
+        // would drop a good token and log in again, at an identity
+        // provider already in trouble).
+        if let Some(kid) = kid
+            && !set.has_kid(kid)
+            && self.shared.state.lock().failures > 0
+        {
+            return Err(AuthError::unavailable(
+                reason::KEYS_UNAVAILABLE,
+                "the identity provider's keys could not be refreshed",
+                "unknown kid while the JWKS cannot be fetched",
+            ));
+        }
+        Ok(set)
     }
 
     fn ensure_started(&self) {
