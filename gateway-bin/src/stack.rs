@@ -1537,6 +1537,40 @@ impl std::fmt::Display for ErrorChain<'_> {
 mod tests {
     use super::cache_result;
 
+    #[tokio::test]
+    async fn a_failed_compile_leaves_no_authenticator_running() {
+        use crate::config::{Format, parse_str};
+        let cfg = |secret: &str, route_upstream: &str| {
+            parse_str(
+                &format!(
+                    "listen: \"127.0.0.1:0\"\nauth_providers:\n  p: {{ jwt: {{ secret: \"{secret}\" }} }}\nroutes:\n  - name: a\n    upstream: \"{route_upstream}\"\n    auth: {{ any_of: [p] }}\n"
+                ),
+                Format::Yaml,
+            )
+            .unwrap()
+        };
+        let registry = std::sync::Arc::new(crate::policy::Registry::default());
+        let good = cfg(
+            "a secret of at least thirty-two bytes!!",
+            "http://127.0.0.1:1",
+        );
+        assert!(super::compile_with(&good, registry.clone()).is_ok());
+        assert_eq!(registry.authenticators_kept(), 1);
+        // A reload with a new provider and an error elsewhere: refused.
+        let bad = cfg("another secret, at least thirty-two bytes", "not a url");
+        assert!(super::compile_with(&bad, registry.clone()).is_err());
+        assert_eq!(
+            registry.authenticators_kept(),
+            2,
+            "the failed one built its own"
+        );
+        // The next compile starts by dropping what the failed one built.
+        registry.discard_staged();
+        assert_eq!(registry.authenticators_kept(), 1);
+        assert!(super::compile_with(&good, registry.clone()).is_ok());
+        assert_eq!(registry.authenticators_kept(), 1);
+    }
+
     #[test]
     fn cache_status_entries_map_to_metric_results() {
         for (entry, want) in [

@@ -43,6 +43,10 @@ pub struct Registry {
     memory_staged: Mutex<HashMap<String, (usize, MemoryStore)>>,
     redis: Mutex<HashMap<String, RedisStore>>,
     authenticators: Mutex<HashMap<String, Arc<dyn towergate_auth::Authenticator>>>,
+    /// The keys of the authenticators the running configuration uses: a
+    /// compile that fails leaves the ones it built behind, dropped as the
+    /// next compile starts (see [`Registry::discard_staged`]).
+    authenticators_live: Mutex<std::collections::HashSet<String>>,
     ejections_seen: Mutex<HashMap<String, u64>>,
     /// The upstreams whose circuit state was last exported, to drop the
     /// series of those a reload removed.
@@ -275,6 +279,9 @@ impl Registry {
         if let Ok(mut m) = self.authenticators.lock() {
             m.retain(|key, _| in_use.contains(key));
         }
+        if let Ok(mut live) = self.authenticators_live.lock() {
+            live.clone_from(in_use);
+        }
     }
 
     /// The memory store of a rate-limit scope, kept across reloads; a
@@ -310,11 +317,24 @@ impl Registry {
         }
     }
 
-    /// Forgets what a compile staged (called as the next one starts).
+    /// Forgets what a compile staged (called as the next one starts): the
+    /// stores it resized, and the authenticators it built that the running
+    /// configuration does not use (a failed reload's new JWKS provider
+    /// stops fetching, and its secrets are dropped).
     pub(crate) fn discard_staged(&self) {
         if let Ok(mut staged) = self.memory_staged.lock() {
             staged.clear();
         }
+        if let (Ok(mut m), Ok(live)) = (self.authenticators.lock(), self.authenticators_live.lock())
+        {
+            m.retain(|key, _| live.contains(key));
+        }
+    }
+
+    /// How many authenticators are kept (for tests).
+    #[cfg(test)]
+    pub(crate) fn authenticators_kept(&self) -> usize {
+        self.authenticators.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     /// Takes in the stores the configuration just compiled resized, and
