@@ -181,6 +181,10 @@ impl fmt::Debug for Introspection {
     }
 }
 
+/// How many failed leaders' tries a request waits for before it answers
+/// 503 without a call of its own.
+const LEADER_ROUNDS: usize = 3;
+
 // === impl Inner ===
 
 impl Inner {
@@ -200,21 +204,36 @@ impl Inner {
             return self.answer(hit);
         }
         // Only with a cache: the waiters read the leader's answer there.
-        let _flight = match &self.cache {
-            Some(cache) => match self.join(key) {
-                Ok(flight) => Some(flight),
-                Err(mut done) => {
-                    let _ = done.wait_for(|d| *d).await;
-                    if let Some(hit) = cache.get(&key) {
-                        return self.answer(hit);
+        // When the leader failed (the endpoint timed out, its client went
+        // away), one of the waiters leads the next try and the others wait
+        // for it again, a few rounds at most: an endpoint in trouble gets
+        // one call per round, not one per waiting request at once.
+        let mut _flight = None;
+        if let Some(cache) = &self.cache {
+            let mut rounds = 0;
+            while _flight.is_none() {
+                match self.join(key) {
+                    Ok(flight) => _flight = Some(flight),
+                    Err(_) if rounds == LEADER_ROUNDS => {
+                        // Every try this request waited for failed: the
+                        // endpoint is in trouble, and one more call from
+                        // each waiter would not help it.
+                        return Err(AuthError::unavailable(
+                            reason::INTROSPECTION_UNAVAILABLE,
+                            "the token could not be checked; try again later",
+                            "the introspection calls this request waited for failed",
+                        ));
                     }
-                    // The leader failed (or its answer is not cached):
-                    // ask on our own.
-                    None
+                    Err(mut done) => {
+                        rounds += 1;
+                        let _ = done.wait_for(|d| *d).await;
+                        if let Some(hit) = cache.get(&key) {
+                            return self.answer(hit);
+                        }
+                    }
                 }
-            },
-            None => None,
-        };
+            }
+        }
         let answer = self.introspect(token).await?;
         let (verdict, exp) = self.judge(answer);
         if let Some(cache) = &self.cache {

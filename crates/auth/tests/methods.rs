@@ -127,6 +127,14 @@ async fn idp_server() -> (towergate_test::Upstream, Idp) {
                 "late"
             }),
         )
+        .route(
+            "/slow-counted",
+            post(|State(idp): State<Idp>| async move {
+                idp.hits.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
         .with_state(idp.clone());
     (spawn_upstream(app).await, idp)
 }
@@ -231,6 +239,31 @@ async fn concurrent_requests_with_one_token_make_one_introspection() {
         assert_eq!(status.unwrap(), 401);
     }
     assert_eq!(idp.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_gets_one_call_per_round_not_one_per_request() {
+    // Every call times out: the first request leads, the others wait; when
+    // it fails, one of them leads the next try, and so on for a few
+    // rounds; then all answer 503. Not 20 calls at once after the first.
+    let (server, idp) = idp_server().await;
+    let layer = IntrospectionLayer::builder(format!("{}/slow-counted", server.url()))
+        .client_credentials("gateway", "s3cré")
+        .audience(AUD)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let url = app.url();
+        tasks.spawn(async move { bearer(&url, "good-token").await.status });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 503);
+    }
+    let calls = idp.hits.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&calls), "{calls} calls for 20 requests");
 }
 
 #[tokio::test]
