@@ -330,7 +330,7 @@ impl<O> BasicAuthBuilder<O> {
     /// How long a success is remembered; zero turns the cache off.
     /// Default 30 s.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
-        self.cache_ttl = ttl;
+        self.cache_ttl = crate::bounded(ttl);
         self
     }
 

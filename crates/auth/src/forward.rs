@@ -263,7 +263,7 @@ impl<O> ForwardAuthBuilder<O> {
     /// How long the auth service may take, connecting included. Default
     /// 5 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = crate::bounded(timeout);
         self
     }
 

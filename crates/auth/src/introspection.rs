@@ -417,14 +417,14 @@ impl<O> IntrospectionBuilder<O> {
 
     /// How long the endpoint may take, connecting included. Default 5 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = crate::bounded(timeout);
         self
     }
 
     /// The longest an active answer is cached (never past the token's
     /// `exp`); zero turns the cache off. Default 5 minutes.
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
-        self.max_ttl = ttl;
+        self.max_ttl = crate::bounded(ttl);
         self
     }
 
@@ -432,7 +432,7 @@ impl<O> IntrospectionBuilder<O> {
     /// token does not hit the server each time. Default 5 s; zero
     /// disables it.
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.negative_ttl = ttl;
+        self.negative_ttl = crate::bounded(ttl);
         self
     }
 

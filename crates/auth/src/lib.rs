@@ -135,3 +135,12 @@ pub use layer::{
 };
 pub use rules::{Authorize, Rule};
 pub use service::{Auth, ClearedHeaders};
+
+/// The longest duration a builder keeps (ten years): longer ones are cut
+/// to it, so that `now + ttl` cannot overflow (a panic) on the request
+/// path, whatever a caller passes (`Duration::MAX` for "for ever").
+const LONGEST: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
+fn bounded(d: std::time::Duration) -> std::time::Duration {
+    d.min(LONGEST)
+}

@@ -335,3 +335,28 @@ async fn jwt_verify_directly() {
     assert_eq!(e.status(), 401);
     assert_eq!(e.reason(), "malformed");
 }
+
+#[tokio::test]
+async fn durations_of_for_ever_do_not_panic() {
+    // `Duration::MAX` for "for ever": cut to ten years, no overflow on
+    // the request path.
+    let layer = JwtLayer::builder()
+        .secret(SECRET)
+        .audience(AUD)
+        .issuer(ISS)
+        .leeway(std::time::Duration::MAX)
+        .cache_ttl(std::time::Duration::MAX)
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &claims("a"),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let r = bearer(&app.url(), &token).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+}

@@ -523,21 +523,21 @@ impl<O> JwtBuilder<O> {
     /// Bounds on the provider's `max-age`. Default 30 s to 24 h.
     pub fn jwks_ttl_bounds(mut self, min: Duration, max: Duration) -> Self {
         let c = self.jwks_config();
-        c.min_ttl = min;
-        c.max_ttl = max;
+        c.min_ttl = crate::bounded(min);
+        c.max_ttl = crate::bounded(max);
         self
     }
 
     /// The least time between two fetches caused by unknown `kid`s, so a
     /// flood of random `kid`s cannot hammer the provider. Default 10 s.
     pub fn jwks_refetch_floor(mut self, floor: Duration) -> Self {
-        self.jwks_config().refetch_floor = floor;
+        self.jwks_config().refetch_floor = crate::bounded(floor);
         self
     }
 
     /// Timeout of a JWKS fetch. Default 5 s.
     pub fn http_timeout(mut self, timeout: Duration) -> Self {
-        self.jwks_config().timeout = timeout;
+        self.jwks_config().timeout = crate::bounded(timeout);
         self
     }
 
@@ -577,7 +577,7 @@ impl<O> JwtBuilder<O> {
     /// Clock skew allowed on `exp`, `nbf` and `iat` (whole seconds).
     /// Default 30 s.
     pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
+        self.leeway = crate::bounded(leeway);
         self
     }
 
@@ -613,7 +613,7 @@ impl<O> JwtBuilder<O> {
     /// its `exp`). Default 30 s: a key removed from the JWKS stops
     /// verifying cached tokens at the next refresh anyway.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
-        self.cache_ttl = ttl;
+        self.cache_ttl = crate::bounded(ttl);
         self
     }
 
