@@ -350,7 +350,13 @@ impl CacheStore {
             let mut variants = index.variants.lock();
             if !variants.contains(&variant) {
                 if variants.len() >= MAX_VARIANTS {
-                    return false;
+                    // Variants the store evicted (or that expired) free
+                    // their places: the first 64 selections ever seen must
+                    // not hold them for as long as the URL is popular.
+                    variants.retain(|v| self.inner.cache.contains_key(&**v));
+                    if variants.len() >= MAX_VARIANTS {
+                        return false;
+                    }
                 }
                 variants.push(Arc::clone(&variant));
             }

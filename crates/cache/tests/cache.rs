@@ -1007,3 +1007,34 @@ async fn a_fill_in_flight_is_not_stored_after_an_invalidation_or_a_purge() {
         assert!(status(&get(&gw.url("/held/1")).await).contains("hit"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_variants_free_their_places() {
+    // A store that holds a dozen or so small responses, and a resource
+    // that varies on a header with many values: the variants the store
+    // evicted no longer count against the 64 a key may have.
+    let store = CacheStore::builder().max_bytes(8 * 1024).build();
+    let gw = start_with(store, true, |b| b).await;
+    let client = reqwest::Client::new();
+    let get_lang = |lang: String| {
+        let client = client.clone();
+        let url = gw.url("/vary");
+        async move {
+            let rsp = client
+                .get(url)
+                .header("accept-language", lang)
+                .send()
+                .await
+                .unwrap();
+            let status = status(&rsp);
+            rsp.bytes().await.unwrap();
+            status
+        }
+    };
+    for i in 0..70 {
+        get_lang(format!("l{i}")).await;
+        gw.store.run_pending_tasks();
+    }
+    let again = get_lang("l69".into()).await;
+    assert!(again.contains("hit"), "{again}");
+}
