@@ -640,6 +640,14 @@ where
     ResB::Error: Into<BoxError>,
 {
     let mut req = Request::from_parts(parts.clone(), ReqB::default());
+    // The refresh is the entry's, not the client's: a whole response (no
+    // `Range`: a 206 is not stored), conditional on the entry's validators
+    // only (a 304 to the client's own would refresh nothing).
+    let headers = req.headers_mut();
+    headers.remove(http::header::RANGE);
+    headers.remove(http::header::IF_RANGE);
+    headers.remove(IF_NONE_MATCH);
+    headers.remove(IF_MODIFIED_SINCE);
     if stored.has_validator() {
         add_validators(req.headers_mut(), &stored.headers);
     }
