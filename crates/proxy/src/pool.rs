@@ -134,14 +134,14 @@ impl Host {
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) over a pooled or new
-    /// connection. An upgrade request goes over HTTP/1.1.
     /// Whether its connections may turn out HTTP/2 without being asked
     /// to: by ALPN, over TLS.
     pub(crate) fn may_pick_http2(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }
 
+    /// Sends `req` (origin-form URI, `Host` set) over a pooled or new
+    /// connection. An upgrade request goes over HTTP/1.1.
     pub(crate) fn send(self: &Arc<Self>, req: Request<ProxyBody>, upgrade: bool) -> SendFuture {
         Box::pin(self.clone().exchange(req, upgrade))
     }
