@@ -62,6 +62,7 @@ pub struct CacheLayerBuilder {
     max_waiters: usize,
     clock: Arc<dyn Clock>,
     status_name: String,
+    ignore_request_cache_control: bool,
 }
 
 /// What every service of one layer shares.
@@ -73,6 +74,7 @@ pub(crate) struct Config {
     pub(crate) statuses: Vec<u16>,
     pub(crate) collapse: bool,
     pub(crate) collapse_timeout: Duration,
+    pub(crate) ignore_request_cache_control: bool,
     pub(crate) max_waiters: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) status_name: Arc<str>,
@@ -96,6 +98,7 @@ impl CacheLayer {
             max_waiters: 1024,
             clock: Arc::new(SystemClock),
             status_name: "towergate".into(),
+            ignore_request_cache_control: false,
         }
     }
 
@@ -174,6 +177,17 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// Whether a request's own `Cache-Control` is ignored, but for
+    /// `no-store` (default false: honoured, as RFC 9111 says). A browser
+    /// sends `max-age=0` on every reload, and any client can send
+    /// `no-cache`: each then goes upstream. Ignoring them keeps the
+    /// upstream's load in the gateway's hands, as nginx and Varnish do by
+    /// default.
+    pub fn ignore_request_cache_control(mut self, yes: bool) -> Self {
+        self.ignore_request_cache_control = yes;
+        self
+    }
+
     /// How long a collapsed request waits for the leader before going
     /// upstream itself (default 5 s).
     pub fn collapse_timeout(mut self, timeout: Duration) -> Self {
@@ -238,6 +252,7 @@ impl CacheLayerBuilder {
                 statuses,
                 collapse: self.collapse,
                 collapse_timeout: self.collapse_timeout,
+                ignore_request_cache_control: self.ignore_request_cache_control,
                 max_waiters: self.max_waiters,
                 clock: self.clock,
                 status_name: self.status_name.into(),

@@ -134,7 +134,14 @@ where
     }
 
     async fn cacheable(self) -> Result<Response<CacheBody<ResB>>, BoxError> {
-        let req_cc = CacheControl::from_request_headers(&self.parts.headers);
+        let mut req_cc = CacheControl::from_request_headers(&self.parts.headers);
+        if self.cfg.ignore_request_cache_control {
+            // All but `no-store`: what the client asks not to be stored.
+            req_cc = CacheControl {
+                no_store: req_cc.no_store,
+                ..CacheControl::default()
+            };
+        }
         if req_cc.no_store {
             return self.bypass().await;
         }

@@ -1046,3 +1046,34 @@ async fn evicted_variants_free_their_places() {
     let again = get_lang("l69".into()).await;
     assert!(again.contains("hit"), "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_cache_control_can_be_ignored() {
+    for ignore in [false, true] {
+        let gw = start(|b| b.ignore_request_cache_control(ignore)).await;
+        let client = reqwest::Client::new();
+        get(&gw.url("/public")).await.bytes().await.unwrap();
+        let reload = client
+            .get(gw.url("/public"))
+            .header("cache-control", "no-cache")
+            .send()
+            .await
+            .unwrap();
+        // A forced reload: upstream when honoured, a hit when ignored.
+        assert_eq!(
+            status(&reload).contains("hit"),
+            ignore,
+            "{}",
+            status(&reload)
+        );
+        reload.bytes().await.unwrap();
+        // `no-store` is honoured either way.
+        let private = client
+            .get(gw.url("/public"))
+            .header("cache-control", "no-store")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(&private), "towergate; fwd=bypass");
+    }
+}

@@ -166,6 +166,9 @@ pub struct RouteCacheConfig {
     pub collapse: Option<bool>,
     /// Longest wait for a collapsed request. Default `5s`.
     pub collapse_timeout: Option<String>,
+    /// Ignore the request's `Cache-Control` (`no-cache`, `max-age=0`),
+    /// but for `no-store`. Default `false`.
+    pub ignore_request_cache_control: Option<bool>,
 }
 
 /// Parts of the cache key.

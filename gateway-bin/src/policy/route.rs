@@ -586,6 +586,9 @@ pub(crate) fn cache_layer(
     if let Some(on) = c.collapse {
         b = b.collapse(on);
     }
+    if let Some(yes) = c.ignore_request_cache_control {
+        b = b.ignore_request_cache_control(yes);
+    }
     if let Some(t) = &c.collapse_timeout {
         match parse_duration(t) {
             Ok(d) => b = b.collapse_timeout(d),
