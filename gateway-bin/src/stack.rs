@@ -431,7 +431,15 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
             edge,
             trusted,
             pools,
-            cleared: ClearedHeaders::merge(&cleared),
+            // Credentials a forward-auth service may hand back in place of
+            // the client's (`copy_headers: [authorization]`) are that
+            // route's business: cleared on it, kept on every other.
+            cleared: ClearedHeaders::merge(&cleared).without(&[
+                http::header::AUTHORIZATION,
+                http::header::COOKIE,
+                http::header::PROXY_AUTHORIZATION,
+                http::header::HOST,
+            ]),
         }),
         listeners,
         server,

@@ -229,11 +229,17 @@ async fn identity_headers_cannot_be_spoofed_through_an_open_route() {
 auth_providers:
   service:
     jwt: {{ secret: "{SECRET}", algorithms: [HS256] }}
+  sso:
+    forward: {{ url: "http://127.0.0.1:1/check", copy_headers: [authorization, x-auth-user] }}
 routes:
   - name: private
     match: {{ path_prefix: "/private/" }}
     upstream: "{up}"
     auth: {{ any_of: [service], identity_headers: {{ sub: x-user-id }} }}
+  - name: sso
+    match: {{ path_prefix: "/sso/" }}
+    upstream: "{up}"
+    auth: {{ any_of: [sso] }}
   - name: public
     match: {{ path_prefix: "/public/" }}
     upstream: "{up}"
@@ -256,6 +262,21 @@ routes:
     assert_eq!(header(&v, "x-user-id"), None, "{v}");
     assert_eq!(header(&v, "x_user_id"), None, "{v}");
     assert_eq!(header(&v, "x-other"), Some("kept"), "{v}");
+    // What a forward-auth service's answer replaces on its own route
+    // (`copy_headers: [authorization]`) is cleared there only: the client's
+    // credentials still reach the other routes.
+    let v: Value = c
+        .get(format!("http://{addr}/public/whoami"))
+        .header("authorization", "Bearer mine")
+        .header("x-auth-user", "admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header(&v, "authorization"), Some("Bearer mine"), "{v}");
+    assert_eq!(header(&v, "x-auth-user"), None, "{v}");
     // The authenticated route still tells the upstream who called.
     let token = hs256(json!({"sub": "ada", "exp": now() + 300}));
     let v: Value = c

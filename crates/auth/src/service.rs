@@ -90,6 +90,14 @@ impl ClearedHeaders {
         Self::new(sets.into_iter().flat_map(|s| s.names.iter().cloned()))
     }
 
+    /// These names but `names`: at a gateway's edge, the credentials
+    /// (`Authorization`, `Cookie`) that a forward-auth service's answer may
+    /// replace on its own route must reach the others as the client sent
+    /// them.
+    pub fn without(&self, names: &[HeaderName]) -> Self {
+        Self::new(self.names.iter().filter(|n| !names.contains(n)).cloned())
+    }
+
     /// The names, sorted.
     pub fn names(&self) -> &[HeaderName] {
         &self.names

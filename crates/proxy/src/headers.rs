@@ -117,9 +117,12 @@ pub(crate) fn upgrade_accepts(offered: &HeaderValue, chosen: Option<&HeaderValue
     let offered: Vec<String> = upgrade_protocols(std::iter::once(offered))
         .map(name)
         .collect();
-    upgrade_protocols(std::iter::once(chosen))
+    // Every protocol the 101 switches to (a list names a stack) must have
+    // been offered, and it must name one.
+    let mut chosen = upgrade_protocols(std::iter::once(chosen))
         .map(name)
-        .any(|c| offered.iter().any(|o| o.eq_ignore_ascii_case(&c)))
+        .peekable();
+    chosen.peek().is_some() && chosen.all(|c| offered.iter().any(|o| o.eq_ignore_ascii_case(&c)))
 }
 
 /// The protocols of `Upgrade` values, trimmed, empty ones skipped.

@@ -570,7 +570,7 @@ pub(crate) fn cache_layer(
         // (`Authorization` no longer keeps them apart on such a route).
         if matches!(
             f.as_str(),
-            "iss" | "aud" | "scope" | "scopes" | "groups" | "method"
+            "iss" | "issuer" | "aud" | "scope" | "scopes" | "groups" | "method"
         ) {
             err(
                 errs,

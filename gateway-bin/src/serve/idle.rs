@@ -64,6 +64,11 @@ impl ConnStreams {
         self.h2.store(true, Ordering::Release);
     }
 
+    #[cfg(test)]
+    pub(crate) fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Acquire)
+    }
+
     fn stream_opened(self: &Arc<Self>) -> StreamGuard {
         self.open.fetch_add(1, Ordering::AcqRel);
         StreamGuard(self.clone())

@@ -31,6 +31,9 @@ use super::idle::ConnStreams;
 /// choose the protocol.
 const PREFACE_LEN: usize = 24;
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8; PREFACE_LEN] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 pin_project_lite::pin_project! {
     /// A connection's stream, with a deadline on its first bytes; see the
     /// [module docs](self).
@@ -40,7 +43,7 @@ pin_project_lite::pin_project! {
         // Until the preface's length has been read.
         deadline: Option<Sleep>,
         read: usize,
-        first: [u8; 3],
+        first: [u8; PREFACE_LEN],
         http2: bool,
         // Told when the connection turns out to speak HTTP/2.
         on_http2: Option<Arc<ConnStreams>>,
@@ -55,7 +58,7 @@ impl<I> Opening<I> {
             io,
             deadline: Some(towergate_core::timer::sleep(timeout)),
             read: 0,
-            first: [0; 3],
+            first: [0; PREFACE_LEN],
             http2,
             on_http2: None,
         }
@@ -90,16 +93,19 @@ impl<I: AsyncRead> AsyncRead for Opening<I> {
                     }
                 }
                 *this.read += new.len();
-                if *this.read >= 3 && this.first == b"PRI" {
-                    if !*this.http2 {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "HTTP/2 preface on an HTTP/1-only listener",
-                        )));
-                    }
-                    if let Some(streams) = this.on_http2.take() {
-                        streams.mark_h2();
-                    }
+                if !*this.http2 && *this.read >= 3 && this.first.starts_with(b"PRI") {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "HTTP/2 preface on an HTTP/1-only listener",
+                    )));
+                }
+                // The whole preface, as hyper-util tells the protocols
+                // apart: `PRINT / HTTP/1.1` stays HTTP/1's.
+                if *this.read >= PREFACE_LEN
+                    && this.first == PREFACE
+                    && let Some(streams) = this.on_http2.take()
+                {
+                    streams.mark_h2();
                 }
                 if *this.read >= PREFACE_LEN || new.is_empty() {
                     *this.deadline = None;
@@ -186,6 +192,23 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         client.write_all(b"x").await.unwrap();
         assert_eq!(s.read(&mut buf).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_the_whole_preface_marks_a_connection_http2() {
+        for (bytes, h2) in [
+            (&b"PRINT / HTTP/1.1\r\nHost: a\r\n\r\n"[..], false),
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], true),
+        ] {
+            let streams = ConnStreams::new();
+            let (mut client, server) = duplex(64);
+            let mut s =
+                Opening::new(server, Duration::from_secs(5), true).on_http2(streams.clone());
+            client.write_all(bytes).await.unwrap();
+            let mut buf = vec![0u8; bytes.len()];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(streams.is_h2(), h2, "{:?}", String::from_utf8_lossy(bytes));
+        }
     }
 
     #[tokio::test]

@@ -194,11 +194,6 @@ impl KeySet {
         }
     }
 
-    /// Whether a key here carries this id.
-    pub(crate) fn names(&self, kid: &str) -> bool {
-        self.entries.iter().any(|e| e.kid.as_deref() == Some(kid))
-    }
-
     /// Parses a JWKS document (RFC 7517 §5), keeping the keys that can
     /// verify signatures and skipping (and logging) the others, so that one
     /// exotic key does not take the whole set down.

@@ -322,7 +322,7 @@ impl Inner {
                     Err(e)
                         if self.jwks.is_some()
                             && e.reason() == validate::BAD_SIGNATURE.reason
-                            && !kid.is_some_and(|k| self.static_keys.names(k)) =>
+                            && !kid.is_some_and(|k| self.static_keys.has_kid(k)) =>
                     {
                         validate::BAD_SIGNATURE
                     }

@@ -725,5 +725,7 @@ fn a_101_must_name_an_offered_protocol() {
     assert!(upgrade_accepts(&offered, Some(&v("websocket"))));
     assert!(upgrade_accepts(&offered, Some(&v("WebSocket"))));
     assert!(!upgrade_accepts(&offered, Some(&v("h2c"))));
+    assert!(!upgrade_accepts(&offered, Some(&v("websocket, h2c"))));
+    assert!(!upgrade_accepts(&offered, Some(&v(" , "))));
     assert!(!upgrade_accepts(&offered, None));
 }
