@@ -80,27 +80,56 @@ struct Inner {
     cache: Option<TtlCache<Verdict>>,
     /// Introspections under way, by token digest: a token presented by
     /// many requests at once (a client's burst, a retry storm) costs the
-    /// identity provider one call; the others wait for its cached answer.
-    in_flight:
-        std::sync::Mutex<std::collections::HashMap<cache::Key, tokio::sync::watch::Receiver<bool>>>,
+    /// identity provider one call; the others wait for its answer.
+    in_flight: std::sync::Mutex<
+        std::collections::HashMap<cache::Key, tokio::sync::watch::Receiver<FlightEnd>>,
+    >,
 }
 
-/// Marks an introspection under way; when dropped (answered, failed or
-/// cancelled) the waiters are woken and look at the cache again.
+/// How an introspection under way ended, as its waiters learn it.
+#[derive(Clone)]
+enum FlightEnd {
+    Running,
+    /// The endpoint's answer (whether or not it was cached).
+    Answered(Verdict),
+    /// The endpoint could not be asked, or did not answer.
+    Failed,
+    /// The leading request went away before the answer.
+    Cancelled,
+}
+
+/// Marks an introspection under way; [`Flight::end`] (or its drop, as
+/// cancelled) tells the waiters how it ended.
 struct Flight<'a> {
     inner: &'a Inner,
     key: cache::Key,
-    done: tokio::sync::watch::Sender<bool>,
+    done: tokio::sync::watch::Sender<FlightEnd>,
 }
 
-impl Drop for Flight<'_> {
-    fn drop(&mut self) {
+impl Flight<'_> {
+    fn end(&self, end: FlightEnd) {
+        // Out of the map first: a waiter that goes on to lead the next
+        // try must not find this flight again.
         self.inner
             .in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.key);
-        self.done.send_replace(true);
+        self.done.send_if_modified(|state| {
+            let running = matches!(state, FlightEnd::Running);
+            if running {
+                *state = end;
+            }
+            running
+        });
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if matches!(*self.done.borrow(), FlightEnd::Running) {
+            self.end(FlightEnd::Cancelled);
+        }
     }
 }
 
@@ -203,21 +232,20 @@ impl Inner {
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&key)) {
             return self.answer(hit);
         }
-        // Only with a cache: the waiters read the leader's answer there.
-        // When the leader failed (the endpoint timed out, its client went
-        // away), one of the waiters leads the next try and the others wait
-        // for it again, a few rounds at most: an endpoint in trouble gets
-        // one call per round, not one per waiting request at once.
-        let mut _flight = None;
-        if let Some(cache) = &self.cache {
-            let mut rounds = 0;
-            while _flight.is_none() {
+        // Only with a cache (without one, every request asks). The
+        // waiters take the leader's answer. When the leader failed (the
+        // endpoint timed out) one of them leads the next try and the
+        // others wait for it again; after a few failed tries they answer
+        // 503: an endpoint in trouble gets one call at a time per token,
+        // not one from every waiting request at once. A leader whose
+        // client went away costs no round.
+        let mut flight = None;
+        if self.cache.is_some() {
+            let mut failed = 0;
+            while flight.is_none() {
                 match self.join(key) {
-                    Ok(flight) => _flight = Some(flight),
-                    Err(_) if rounds == LEADER_ROUNDS => {
-                        // Every try this request waited for failed: the
-                        // endpoint is in trouble, and one more call from
-                        // each waiter would not help it.
+                    Ok(f) => flight = Some(f),
+                    Err(_) if failed == LEADER_ROUNDS => {
                         return Err(AuthError::unavailable(
                             reason::INTROSPECTION_UNAVAILABLE,
                             "the token could not be checked; try again later",
@@ -225,16 +253,29 @@ impl Inner {
                         ));
                     }
                     Err(mut done) => {
-                        rounds += 1;
-                        let _ = done.wait_for(|d| *d).await;
-                        if let Some(hit) = cache.get(&key) {
-                            return self.answer(hit);
+                        let end = done
+                            .wait_for(|e| !matches!(e, FlightEnd::Running))
+                            .await
+                            .map(|e| e.clone())
+                            .unwrap_or(FlightEnd::Cancelled);
+                        match end {
+                            FlightEnd::Answered(verdict) => return self.answer(verdict),
+                            FlightEnd::Failed => failed += 1,
+                            FlightEnd::Running | FlightEnd::Cancelled => {}
                         }
                     }
                 }
             }
         }
-        let answer = self.introspect(token).await?;
+        let answer = match self.introspect(token).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                if let Some(f) = &flight {
+                    f.end(FlightEnd::Failed);
+                }
+                return Err(e);
+            }
+        };
         let (verdict, exp) = self.judge(answer);
         if let Some(cache) = &self.cache {
             let ttl = match (&verdict, exp) {
@@ -248,12 +289,15 @@ impl Inner {
                 cache.insert(key, verdict.clone(), Instant::now() + ttl);
             }
         }
+        if let Some(f) = &flight {
+            f.end(FlightEnd::Answered(verdict.clone()));
+        }
         self.answer(verdict)
     }
 
     /// Leads the introspection of `key`, or (`Err`) waits for the one
     /// under way.
-    fn join(&self, key: cache::Key) -> Result<Flight<'_>, tokio::sync::watch::Receiver<bool>> {
+    fn join(&self, key: cache::Key) -> Result<Flight<'_>, tokio::sync::watch::Receiver<FlightEnd>> {
         let mut flights = self
             .in_flight
             .lock()
@@ -261,7 +305,7 @@ impl Inner {
         if let Some(done) = flights.get(&key) {
             return Err(done.clone());
         }
-        let (done, rx) = tokio::sync::watch::channel(false);
+        let (done, rx) = tokio::sync::watch::channel(FlightEnd::Running);
         flights.insert(key, rx);
         Ok(Flight {
             inner: self,

@@ -242,6 +242,30 @@ async fn concurrent_requests_with_one_token_make_one_introspection() {
 }
 
 #[tokio::test]
+async fn waiters_take_the_answer_even_when_it_is_not_cached() {
+    // `negative_ttl: 0` caches no refusal: the waiters still take the
+    // leader's answer (401), instead of counting it as a failed try.
+    let (server, idp) = idp_server().await;
+    let layer = IntrospectionLayer::builder(format!("{}/introspect-slowly", server.url()))
+        .client_credentials("gateway", "s3cré")
+        .audience(AUD)
+        .timeout(Duration::from_secs(10))
+        .negative_ttl(Duration::ZERO)
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let url = app.url();
+        tasks.spawn(async move { bearer(&url, "forged-token").await.status });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 401);
+    }
+    assert_eq!(idp.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn a_failing_endpoint_gets_one_call_per_round_not_one_per_request() {
     // Every call times out: the first request leads, the others wait; when
     // it fails, one of them leads the next try, and so on for a few
