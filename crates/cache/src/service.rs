@@ -27,7 +27,7 @@ use crate::future::ResponseFuture;
 use crate::key::{PrimaryKey, request_host, request_is_https};
 use crate::layer::{CacheLayer, Config};
 use crate::policy::{self, NotStored, Rules, Use, Why};
-use crate::store::{Generation, Lookup, Pending, Stored};
+use crate::store::{FillTicket, Lookup, Pending, Stored};
 use crate::vary::secondary_key;
 
 /// The `Cache-Status` response header (RFC 9211).
@@ -269,7 +269,7 @@ where
             add_validators(req.headers_mut(), &stored.headers);
         }
         let request_time = self.now();
-        let generation = self.cfg.store.generation(&key);
+        let ticket = self.cfg.store.begin_fill(&key);
         let result = self.send(req).await;
         let response_time = self.now();
         let rsp = match result {
@@ -326,15 +326,7 @@ where
             }
         }
         self.count(|c| &c.misses);
-        Ok(self.store_response(
-            key,
-            generation,
-            rsp,
-            request_time,
-            response_time,
-            fwd,
-            leader,
-        ))
+        Ok(self.store_response(key, ticket, rsp, request_time, response_time, fwd, leader))
     }
 
     /// Nothing usable is stored: go upstream, collapsing concurrent misses.
@@ -387,19 +379,11 @@ where
         self.count(|c| &c.misses);
         let req = self.request();
         let request_time = self.now();
-        let generation = self.cfg.store.generation(&key);
+        let ticket = self.cfg.store.begin_fill(&key);
         // On error `leader` drops with this frame, releasing the waiters.
         let rsp = self.send(req).await?;
         let response_time = self.now();
-        Ok(self.store_response(
-            key,
-            generation,
-            rsp,
-            request_time,
-            response_time,
-            fwd,
-            leader,
-        ))
+        Ok(self.store_response(key, ticket, rsp, request_time, response_time, fwd, leader))
     }
 
     /// Passes an upstream response on, teeing its body into the store when
@@ -408,7 +392,7 @@ where
     fn store_response(
         &self,
         key: PrimaryKey,
-        generation: Generation,
+        ticket: FillTicket,
         rsp: Response<ResB>,
         request_time: SystemTime,
         response_time: SystemTime,
@@ -424,7 +408,7 @@ where
             &self.parts.headers,
             self.parts.extensions.get::<Identity>().is_some(),
             key,
-            generation,
+            ticket,
             head.status,
             &head.headers,
             request_time,
@@ -659,7 +643,7 @@ where
         add_validators(req.headers_mut(), &stored.headers);
     }
     let request_time = cfg.clock.now();
-    let generation = cfg.store.generation(&key);
+    let ticket = cfg.store.begin_fill(&key);
     let rsp = send(&mut svc, req).await?;
     let response_time = cfg.clock.now();
     if rsp.status() == StatusCode::NOT_MODIFIED && stored.has_validator() {
@@ -675,7 +659,7 @@ where
         &parts.headers,
         parts.extensions.get::<Identity>().is_some(),
         key,
-        generation,
+        ticket,
         head.status,
         &head.headers,
         request_time,
@@ -700,7 +684,7 @@ fn pending(
     request: &HeaderMap,
     authenticated: bool,
     key: PrimaryKey,
-    generation: Generation,
+    ticket: FillTicket,
     status: StatusCode,
     headers: &HeaderMap,
     request_time: SystemTime,
@@ -719,7 +703,7 @@ fn pending(
     let vary = policy::storable(rules, request, status, headers, &cc, &timing)?;
     Ok(Pending {
         key,
-        generation,
+        ticket,
         secondary: secondary_key(&vary, request),
         vary,
         status,

@@ -120,23 +120,58 @@ pub(crate) struct Inner {
     /// clients while a copy accumulates): at most `max_bytes` in all, so
     /// that many slow fills cannot hold memory beyond the store's bound.
     pub(crate) filling: AtomicU64,
-    /// Invalidations, by a hash of the primary key; see
-    /// [`CacheStore::generation`].
-    generations: Box<[AtomicU64]>,
-    /// Purges, of any selection.
-    purges: AtomicU64,
-    hasher: std::hash::RandomState,
+    /// The primary keys with requests upstream whose answers may be
+    /// stored (fills), and how often each was invalidated or purged since
+    /// the first of them left; see [`CacheStore::begin_fill`].
+    fills: Mutex<HashMap<Arc<str>, Fills>>,
 }
 
-/// How many invalidation counters keys share.
-const GENERATION_SHARDS: usize = 256;
+// === impl FillTicket ===
 
-/// A key's entries as of some moment: compared before a fetched response
-/// is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Generation {
-    purges: u64,
-    key: u64,
+impl FillTicket {
+    /// Whether the key was neither invalidated nor purged since the fill
+    /// began.
+    fn is_current(&self) -> bool {
+        self.store
+            .inner
+            .fills
+            .lock()
+            .get(&self.key)
+            .is_some_and(|f| f.generation == self.generation)
+    }
+}
+
+impl Drop for FillTicket {
+    fn drop(&mut self) {
+        let mut fills = self.store.inner.fills.lock();
+        if let Some(f) = fills.get_mut(&self.key) {
+            f.count = f.count.saturating_sub(1);
+            if f.count == 0 {
+                fills.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// One primary key's fills in flight.
+#[derive(Debug)]
+struct Fills {
+    namespace: Arc<str>,
+    path: Arc<str>,
+    /// Invalidations and purges of the key while fills were in flight.
+    generation: u64,
+    /// Fills in flight.
+    count: usize,
+}
+
+/// A request gone upstream for a primary key whose answer may be stored:
+/// [`CacheStore::insert`] stores it only if the key was neither
+/// invalidated nor purged since. Dropping it ends the fill.
+#[derive(Debug)]
+pub(crate) struct FillTicket {
+    store: CacheStore,
+    key: Arc<str>,
+    generation: u64,
 }
 
 #[derive(Debug, Default)]
@@ -187,8 +222,8 @@ pub(crate) struct Stored {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) key: PrimaryKey,
-    /// The key's generation when the request went upstream.
-    pub(crate) generation: Generation,
+    /// The fill this response is, since its request went upstream.
+    pub(crate) ticket: FillTicket,
     pub(crate) vary: Arc<[HeaderName]>,
     /// The secondary key of the request that fetched it.
     pub(crate) secondary: String,
@@ -236,9 +271,26 @@ impl CacheStore {
     /// Walks the whole store (purges are rare, admin-driven operations), so
     /// the count is exact.
     pub fn purge(&self, sel: &Purge) -> usize {
-        // Fills in flight anywhere are not stored (a purge is rare, and
-        // says the content changed).
-        self.inner.purges.fetch_add(1, Ordering::AcqRel);
+        // Fills in flight for what is purged are not stored: a purge says
+        // the content changed.
+        for (key, fills) in self.inner.fills.lock().iter_mut() {
+            let hit = match sel {
+                Purge::Namespace(ns) => *fills.namespace == **ns,
+                Purge::Key(k) => **key == **k,
+                Purge::Prefix {
+                    namespace,
+                    path_prefix,
+                } => {
+                    namespace
+                        .as_deref()
+                        .is_none_or(|ns| *fills.namespace == *ns)
+                        && fills.path.starts_with(path_prefix.as_str())
+                }
+            };
+            if hit {
+                fills.generation += 1;
+            }
+        }
         let matches = |key: &PrimaryKey| match sel {
             Purge::Namespace(ns) => *key.namespace == **ns,
             Purge::Key(k) => *key.key == **k,
@@ -341,7 +393,7 @@ impl CacheStore {
         // Invalidated or purged since the request went upstream (a `PUT`
         // to the same URI, an admin purge after a deploy): what it fetched
         // may be what the invalidation was for.
-        if self.generation(&pending.key) != pending.generation {
+        if !pending.ticket.is_current() {
             return false;
         }
         let index = self.index_for(&pending.key, &pending.vary);
@@ -365,6 +417,7 @@ impl CacheStore {
         sanitize(&mut headers);
         let mut headers = owned(&headers);
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let ticket = pending.ticket;
         let stored = Stored {
             key: pending.key,
             index: index.id,
@@ -375,7 +428,13 @@ impl CacheStore {
             timing: pending.timing,
             cc: pending.cc,
         };
-        self.put(variant, stored);
+        self.put(Arc::clone(&variant), stored);
+        // An invalidation between the check above and the store found
+        // nothing to remove: take it back out.
+        if !ticket.is_current() {
+            self.inner.cache.invalidate(&variant);
+            return false;
+        }
         true
     }
 
@@ -448,28 +507,34 @@ impl CacheStore {
         stored
     }
 
-    /// The generation of `key`'s entries: it changes when they are
-    /// invalidated or purged, so that a response fetched before that is not
-    /// stored after it (see [`insert`](Self::insert)).
-    pub(crate) fn generation(&self, key: &PrimaryKey) -> Generation {
-        let shard = &self.inner.generations[self.shard(&key.key)];
-        Generation {
-            purges: self.inner.purges.load(Ordering::Acquire),
-            key: shard.load(Ordering::Acquire),
+    /// A request for `key` goes upstream, and its answer may be stored:
+    /// from now on, an invalidation or a purge of `key` keeps it from
+    /// being stored (see [`insert`](Self::insert)).
+    pub(crate) fn begin_fill(&self, key: &PrimaryKey) -> FillTicket {
+        let mut fills = self.inner.fills.lock();
+        let entry = fills.entry(Arc::clone(&key.key)).or_insert_with(|| Fills {
+            namespace: Arc::clone(&key.namespace),
+            path: Arc::clone(&key.path),
+            generation: 0,
+            count: 0,
+        });
+        entry.count += 1;
+        FillTicket {
+            store: self.clone(),
+            key: Arc::clone(&key.key),
+            generation: entry.generation,
         }
-    }
-
-    fn shard(&self, key: &str) -> usize {
-        let h = std::hash::BuildHasher::hash_one(&self.inner.hasher, key);
-        usize::try_from(h % GENERATION_SHARDS as u64).unwrap_or(0)
     }
 
     /// Removes every variant of one primary key (§4.4 invalidation);
     /// returns how many responses were removed.
     pub(crate) fn invalidate(&self, key: &str) -> usize {
-        // Bumped even when nothing is stored yet: a fill in flight is what
-        // it stops.
-        self.inner.generations[self.shard(key)].fetch_add(1, Ordering::AcqRel);
+        // Even when nothing is stored yet: a fill in flight is what it
+        // stops. Before the removal, so that a fill stored meanwhile sees
+        // it when it checks again (see `insert`).
+        if let Some(fills) = self.inner.fills.lock().get_mut(key) {
+            fills.generation += 1;
+        }
         let Some(Slot::Index(index)) = self.inner.cache.remove(key) else {
             return 0;
         };
@@ -592,9 +657,7 @@ impl CacheStoreBuilder {
                 flights: Mutex::new(HashMap::new()),
                 revalidating: Mutex::new(HashSet::new()),
                 filling: AtomicU64::new(0),
-                generations: (0..GENERATION_SHARDS).map(|_| AtomicU64::new(0)).collect(),
-                purges: AtomicU64::new(0),
-                hasher: std::hash::RandomState::new(),
+                fills: Mutex::new(HashMap::new()),
             }),
         }
     }

@@ -986,10 +986,13 @@ async fn a_fill_in_flight_is_not_stored_after_an_invalidation_or_a_purge() {
         let mut first = get(&gw.url("/held/1")).await;
         assert!(status(&first).contains("stored"), "{}", status(&first));
         first.chunk().await.unwrap().unwrap();
+        // Another key's fill, in flight at the same time: not concerned.
+        let mut other = get(&gw.url("/held/2")).await;
+        other.chunk().await.unwrap().unwrap();
         if purge {
             gw.store.purge(&Purge::Prefix {
                 namespace: None,
-                path_prefix: "/held/".into(),
+                path_prefix: "/held/1".into(),
             });
         } else {
             let rsp = reqwest::Client::new()
@@ -1002,7 +1005,9 @@ async fn a_fill_in_flight_is_not_stored_after_an_invalidation_or_a_purge() {
         }
         gw.origin.gate.send_replace(true);
         while first.chunk().await.unwrap().is_some() {}
+        while other.chunk().await.unwrap().is_some() {}
         gw.store.run_pending_tasks();
+        assert!(status(&get(&gw.url("/held/2")).await).contains("hit"));
         let again = get(&gw.url("/held/1")).await;
         assert!(
             !status(&again).contains("hit"),
