@@ -59,7 +59,7 @@ impl TokenSource {
             TokenSource::Header(name) => {
                 let mut values = req.headers.get_all(name).iter();
                 let value = values.next()?;
-                if values.next().is_some() {
+                if values.next().is_some() || underscore_spelling_present(&req.headers, name) {
                     return Some(Err(Unreadable));
                 }
                 Some(
@@ -76,8 +76,10 @@ impl TokenSource {
                 for header in req.headers.get_all(COOKIE) {
                     let Ok(s) = header.to_str() else { continue };
                     for pair in s.split(';') {
+                        // Names compare trimmed, as servers read them
+                        // (`session =x` is `session` to Django).
                         if let Some((k, v)) = pair.trim().split_once('=')
-                            && k == name
+                            && k.trim() == name
                         {
                             if found.is_some() {
                                 return Some(Err(Unreadable));
@@ -95,12 +97,21 @@ impl TokenSource {
             }
             TokenSource::Query(name) => {
                 let query = req.uri.query()?;
-                let mut values =
-                    form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == name);
-                let (_, v) = values.next()?;
-                if values.next().is_some() {
-                    return Some(Err(Unreadable));
+                let mut found = None;
+                for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+                    if k == name.as_str() {
+                        if found.is_some() {
+                            return Some(Err(Unreadable));
+                        }
+                        found = Some(v);
+                    } else if same_to_upstreams(&k, name) {
+                        // `access.token` or `ACCESS_TOKEN` beside (or
+                        // instead of) `access_token`: PHP reads the first
+                        // as `access_token`, ASP.NET the second.
+                        return Some(Err(Unreadable));
+                    }
                 }
+                let v = found?;
                 Some(if v.is_empty() { Err(Unreadable) } else { Ok(v) })
             }
         }
@@ -126,6 +137,33 @@ impl TokenSource {
             TokenSource::Query(name) => strip_query(&mut req.uri, name),
         }
     }
+}
+
+/// Whether `headers` has `name` spelt with `_` for `-` (`x_api_key` for
+/// `x-api-key`), which CGI-style upstreams read as the same header.
+fn underscore_spelling_present(headers: &http::HeaderMap, name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    if !name.contains(&b'-') {
+        return false;
+    }
+    headers.keys().any(|k| {
+        let k = k.as_str().as_bytes();
+        k.len() == name.len()
+            && k.contains(&b'_')
+            && k.iter()
+                .zip(name)
+                .all(|(&a, &b)| a == b || (a == b'_' && b == b'-'))
+    })
+}
+
+/// Whether two query parameter names are one to some upstream: PHP turns
+/// `.`, spaces and `[` into `_`, ASP.NET ignores case.
+fn same_to_upstreams(a: &str, b: &str) -> bool {
+    let fold = |c: u8| match c {
+        b'.' | b' ' | b'[' => b'_',
+        c => c.to_ascii_lowercase(),
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 /// `Scheme rest` of an Authorization value.
@@ -225,6 +263,50 @@ mod tests {
         assert_eq!(
             TokenSource::Cookie("other".into()).extract(&p),
             Some(Ok(Cow::Borrowed("x")))
+        );
+    }
+
+    #[test]
+    fn other_spellings_of_a_credential_are_refused() {
+        let cases = [
+            (
+                TokenSource::Cookie("session".into()),
+                Request::get("/").header("cookie", "session=good; session =forged"),
+            ),
+            (
+                TokenSource::Query("access_token".into()),
+                Request::get("/?access_token=good&access.token=forged"),
+            ),
+            (
+                TokenSource::Query("access_token".into()),
+                Request::get("/?ACCESS_TOKEN=forged"),
+            ),
+            (
+                TokenSource::Header(HeaderName::from_static("x-api-key")),
+                Request::get("/")
+                    .header("x-api-key", "good")
+                    .header("x_api_key", "forged"),
+            ),
+        ];
+        for (src, req) in cases {
+            let p = parts(req.body(()).unwrap());
+            assert_eq!(src.extract(&p), Some(Err(Unreadable)), "{src:?}");
+        }
+        // Unrelated names pass.
+        let p = parts(
+            Request::get("/?access_token=t&access_tokens=x")
+                .header("x-api-key", "k")
+                .header("x_api_keys", "x")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(
+            TokenSource::Query("access_token".into()).extract(&p),
+            Some(Ok(Cow::Borrowed("t")))
+        );
+        assert_eq!(
+            TokenSource::Header(HeaderName::from_static("x-api-key")).extract(&p),
+            Some(Ok(Cow::Borrowed("k")))
         );
     }
 
