@@ -5,10 +5,11 @@
 //! purge one:
 //!
 //! ```text
-//! {namespace}|GET|{host}{path}[?{query}][|h:{name}={value}]...[|id:{identity}]
+//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
 //! ```
 //!
 //! - `GET` is the method class: `HEAD` shares the entries of `GET`.
+//! - `scheme` is the one the client asked for (see [`request_is_https`]).
 //! - `host` is the lowercased authority of the request (URI authority, else
 //!   `Host`), `path` the path as received.
 //! - `query` per [`KeyQuery`]: parameters sorted by name (so `?a=1&b=2`
@@ -16,10 +17,12 @@
 //!   their order), optionally filtered; left out when empty.
 //! - one `h:` member per configured key header, in configuration order;
 //!   `h:{name}` without `=` means the request lacked the header.
-//! - `id:` the configured `Identity` field.
+//! - `id:` the authenticating method, the issuer and the configured
+//!   `Identity` field.
 //!
-//! Header values and the identity are percent-encoded (`%`, `|`, space,
-//! controls and non-ASCII bytes), so no value can forge another member;
+//! Header values and the identity are percent-encoded (`%`, `|`, `#`,
+//! space, controls and non-ASCII bytes), so no value can forge another
+//! member or a variant's key (`#` separates it);
 //! the path and query are escaped the same way except for `%`, which they
 //! already use for their own escaping.
 //!
@@ -201,7 +204,8 @@ impl KeySpec {
             match pair.split_once('=') {
                 // A credential in the query (`?api_key=...`): a digest, as
                 // for headers.
-                Some((_, value)) if !value.is_empty() && looks_secret(name) => {
+                // By the name as upstreams read it: `api%5Fkey` is a key.
+                Some((_, value)) if !value.is_empty() && looks_secret(&decode_name(name)) => {
                     out.push_str(name);
                     out.push('=');
                     push_digest(&mut out, value);
@@ -419,6 +423,9 @@ mod tests {
         assert!(k.contains("api_key=%23"), "{k}");
         assert_ne!(k, key(&s, "/items?page=2&api_key=OTHER&Access_Token=abc"));
         assert_eq!(k, key(&s, "/items?Access_Token=abc&page=2&api_key=LIVEKEY"));
+        // Spelt with an escape, still a credential.
+        let k = key(&s, "/items?api%5Fkey=LIVEKEY");
+        assert!(!k.contains("LIVEKEY"), "{k}");
         // An empty value stays as sent.
         assert!(key(&s, "/items?token=").ends_with("?token="));
 

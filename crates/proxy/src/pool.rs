@@ -637,6 +637,21 @@ mod tests {
     }
 
     #[test]
+    fn http2_upstream_pings_are_on_by_default() {
+        let settings = crate::Client::builder().build().unwrap().settings();
+        assert_eq!(
+            settings.http2_keep_alive,
+            Some((Duration::from_secs(30), Duration::from_secs(10)))
+        );
+        let off = crate::Client::builder()
+            .http2_keep_alive(None)
+            .build()
+            .unwrap()
+            .settings();
+        assert_eq!(off.http2_keep_alive, None);
+    }
+
+    #[test]
     fn empty_pool_reaps_nothing_and_stops() {
         let settings = crate::Client::builder().build().unwrap().settings();
         let host = Host::new(
