@@ -28,7 +28,7 @@ use towergate_observe::{
     AccessLogLayer, Metrics, ObserveLayer, RecordLayer, RecordUpstreamLayer, RequestIdLayer,
     TraceLayer,
 };
-use towergate_proxy::{Client, Proxy, RouteSettings};
+use towergate_proxy::{Client, IdleTimeout, Proxy, RouteSettings};
 use towergate_ratelimit::error::RateLimited;
 use towergate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use towergate_routing::{Route as RoutingRoute, Router};
@@ -242,6 +242,8 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
                     forward,
                     max_body,
                     route: Arc::from(r.name.as_str()),
+                    body_idle: forwards.body_idle_timeout(&r.upstream),
+                    upstream: Arc::from(r.upstream.as_str()),
                 }),
                 Err(e) => {
                     errs.extend(e);
@@ -523,6 +525,15 @@ impl<'a> Forwards<'a> {
     /// The metrics handle, for the upstream recorders of aggregate calls.
     pub(crate) fn metrics(&self) -> towergate_observe::Metrics {
         self.registry.metrics().clone()
+    }
+
+    /// `upstream`'s `body_idle_timeout` (an URL's: the default, 5 min).
+    pub(crate) fn body_idle_timeout(&self, upstream: &str) -> Duration {
+        self.clients
+            .get(upstream)
+            .and_then(|(_, u)| u.body_idle_timeout.as_deref())
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(300))
     }
 
     /// The forwarding service for `upstream`; `Err(None)` when the error
@@ -1291,6 +1302,16 @@ struct RouteTarget {
     forward: Forward,
     max_body: u64,
     route: Arc<str>,
+    /// The upstream's `body_idle_timeout`.
+    body_idle: Duration,
+    /// The upstream's name (or URL), for the body's errors.
+    upstream: Arc<str>,
+}
+
+/// An upstream's response body as the stack passes it on: failing after
+/// a pause of `idle` (see [`IdleTimeout`]).
+fn upstream_body(body: hyper::body::Incoming, idle: Duration, upstream: &Arc<str>) -> Body {
+    Body::new(IdleTimeout::new(body, idle, upstream.clone()))
 }
 
 /// Where a route forwards: one upstream URL, or a balanced pool with the
@@ -1394,6 +1415,7 @@ impl Service<Request<Body>> for RouteTarget {
         };
         let route = self.route.clone();
         let max_body = self.max_body;
+        let (idle, upstream) = (self.body_idle, self.upstream.clone());
         match &mut self.forward {
             // The proxy's own future, in place: no box, no `Oneshot`, no
             // clone of the proxy. `Proxy` is always ready (it queues
@@ -1407,6 +1429,8 @@ impl Service<Request<Body>> for RouteTarget {
                         route,
                         max_body,
                         request_id,
+                        idle,
+                        upstream,
                     },
                     Poll::Ready(Err(err)) => RouteFuture::Ready {
                         rsp: Some(rescue(&*err, &route, max_body, request_id.as_ref())),
@@ -1416,7 +1440,7 @@ impl Service<Request<Body>> for RouteTarget {
                         RouteFuture::Boxed {
                             fut: Box::pin(async move {
                                 Ok(match proxy.oneshot(req).await {
-                                    Ok(rsp) => rsp.map(Body::new),
+                                    Ok(rsp) => rsp.map(|b| upstream_body(b, idle, &upstream)),
                                     Err(err) => {
                                         rescue(&*err, &route, max_body, request_id.as_ref())
                                     }
@@ -1434,7 +1458,7 @@ impl Service<Request<Body>> for RouteTarget {
                 RouteFuture::Boxed {
                     fut: Box::pin(async move {
                         Ok(match pool.oneshot(req).await {
-                            Ok(rsp) => rsp.map(Body::new),
+                            Ok(rsp) => rsp.map(|b| upstream_body(b, idle, &upstream)),
                             Err(err) => rescue(&*err, &route, max_body, request_id.as_ref()),
                         })
                     }),
@@ -1455,6 +1479,8 @@ pin_project_lite::pin_project! {
             route: Arc<str>,
             max_body: u64,
             request_id: Option<RequestId>,
+            idle: Duration,
+            upstream: Arc<str>,
         },
         Boxed {
             fut: BoxFuture<'static, Result<Response<Body>, Infallible>>,
@@ -1475,8 +1501,10 @@ impl std::future::Future for RouteFuture {
                 route,
                 max_body,
                 request_id,
+                idle,
+                upstream,
             } => Poll::Ready(Ok(match std::task::ready!(fut.poll(cx)) {
-                Ok(rsp) => rsp.map(Body::new),
+                Ok(rsp) => rsp.map(|b| upstream_body(b, *idle, upstream)),
                 Err(err) => rescue(&*err, route, *max_body, request_id.as_ref()),
             })),
             RouteFutureProj::Boxed { fut } => fut.as_mut().poll(cx),

@@ -568,6 +568,69 @@ async fn an_idle_http2_connection_is_closed() {
 }
 
 #[tokio::test]
+async fn a_response_body_that_pauses_too_long_is_cut() {
+    // `/steady` sends a chunk every 150 ms for 1.2 s; `/stall` sends one,
+    // then nothing for 30 s.
+    let chunks = |every: u64, n: u32| {
+        futures_util::stream::unfold(0u32, move |i| async move {
+            if i == n {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(every)).await;
+            }
+            Some((Ok::<_, std::io::Error>(Bytes::from("tick;")), i + 1))
+        })
+    };
+    let app = Router::new()
+        .route(
+            "/steady",
+            get(move || async move { Body::from_stream(chunks(150, 8)) }),
+        )
+        .route(
+            "/stall",
+            get(move || async move { Body::from_stream(chunks(30_000, 2)) }),
+        );
+    let up = spawn_upstream(app).await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+upstreams:
+  svc: {{ url: "{}", body_idle_timeout: "400ms" }}
+routes:
+  - name: all
+    match: {{ path_prefix: "/" }}
+    upstream: svc
+"#,
+        up.url()
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let body = client()
+        .get(format!("http://{addr}/steady"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        body,
+        "tick;".repeat(8),
+        "pauses shorter than the timeout pass"
+    );
+    let rsp = client()
+        .get(format!("http://{addr}/stall"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let read = tokio::time::timeout(Duration::from_secs(10), rsp.bytes()).await;
+    assert!(
+        matches!(read, Ok(Err(_))),
+        "a stalled body is cut, not held: {read:?}"
+    );
+}
+
+#[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     // A port with nothing listening: bind, read the port, close.
     let dead = {

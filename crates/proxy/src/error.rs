@@ -73,6 +73,8 @@ pub struct BuildError {
 enum Phase {
     Connect,
     Response,
+    /// Between two pieces of the response body.
+    Body,
 }
 
 /// The error the client's connector fails with when the connect timeout
@@ -219,6 +221,16 @@ impl UpstreamTimeout {
         }
     }
 
+    /// The response body paused for longer than `after`.
+    pub(crate) fn body(upstream: Arc<str>, after: Duration) -> Self {
+        Self {
+            upstream,
+            phase: Phase::Body,
+            after: Some(after),
+            source: None,
+        }
+    }
+
     pub(crate) fn response(upstream: Arc<str>, after: Duration) -> Self {
         Self {
             upstream,
@@ -252,6 +264,7 @@ impl fmt::Display for UpstreamTimeout {
         let what = match self.phase {
             Phase::Connect => "did not accept a connection",
             Phase::Response => "did not send response headers",
+            Phase::Body => "paused its response body",
         };
         write!(f, "upstream {} {what}", self.upstream)?;
         if let Some(after) = self.after {

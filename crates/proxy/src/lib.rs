@@ -90,6 +90,7 @@
 //! # }
 //! ```
 
+mod body;
 mod client;
 pub mod error;
 pub mod future;
@@ -98,6 +99,7 @@ mod pool;
 mod service;
 mod upgrade;
 
+pub use body::IdleTimeout;
 pub use client::{Client, ClientBuilder};
 pub use error::BuildError;
 pub use headers::strip_connection_options;

@@ -261,6 +261,9 @@ pub struct Upstream {
     pub connect_timeout: Option<String>,
     /// Time until the response headers arrive. Default `30s`.
     pub timeout: Option<String>,
+    /// Longest pause in a response body, once its headers came. Default
+    /// `5m`.
+    pub body_idle_timeout: Option<String>,
     /// Speak HTTP/2 only: h2 by ALPN over TLS, h2c by prior knowledge over
     /// plain HTTP. Default `false`.
     #[serde(default)]

@@ -143,6 +143,11 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
     if let Some(v) = &s.tunnel_idle_timeout {
         check_positive_duration("server.tunnel_idle_timeout", v, errs);
     }
+    for (name, u) in &cfg.upstreams {
+        if let Some(v) = &u.body_idle_timeout {
+            check_positive_duration(&format!("upstreams.{name}.body_idle_timeout"), v, errs);
+        }
+    }
     if let Some(v) = &s.http2_idle_timeout {
         check_positive_duration("server.http2_idle_timeout", v, errs);
     }
