@@ -1201,6 +1201,13 @@ fn build_client(u: &schema::Upstream, base: Option<&Path>) -> Result<Client, Str
     {
         b = b.connect_timeout(t);
     }
+    if let Some(t) = u
+        .keepalive_timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+    {
+        b = b.pool_idle_timeout(t);
+    }
     if let Some(tls) = &u.tls {
         if let Some(ca) = &tls.ca {
             b = b.ca_pem(read(base, ca)?);

@@ -226,6 +226,13 @@ fn each_kind_of_bad_config_names_its_path() {
         ),
         (
             format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u: {{ url: \"http://a:1\", keepalive_timeout: \"0s\", body_idle_timeout: \"5m\" }}\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
+            "upstreams.u.keepalive_timeout",
+            "more than 0",
+        ),
+        (
+            format!(
                 "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    aggregate:\n      max_concurrent_calls: 2305843009213693952\n      calls: [{{ name: x, upstream: \"http://a:1\", path: /x }}]\n"
             ),
             "routes[0].aggregate.max_concurrent_calls",

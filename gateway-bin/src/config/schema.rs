@@ -264,6 +264,8 @@ pub struct Upstream {
     /// Longest pause in a response body, once its headers came. Default
     /// `5m`.
     pub body_idle_timeout: Option<String>,
+    /// How long an idle pooled connection to it is kept. Default `90s`.
+    pub keepalive_timeout: Option<String>,
     /// Speak HTTP/2 only: h2 by ALPN over TLS, h2c by prior knowledge over
     /// plain HTTP. Default `false`.
     #[serde(default)]

@@ -147,6 +147,9 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         if let Some(v) = &u.body_idle_timeout {
             check_positive_duration(&format!("upstreams.{name}.body_idle_timeout"), v, errs);
         }
+        if let Some(v) = &u.keepalive_timeout {
+            check_positive_duration(&format!("upstreams.{name}.keepalive_timeout"), v, errs);
+        }
     }
     if let Some(v) = &s.http2_idle_timeout {
         check_positive_duration("server.http2_idle_timeout", v, errs);
