@@ -28,7 +28,7 @@ use towergate_observe::{
     AccessLogLayer, Metrics, ObserveLayer, RecordLayer, RecordUpstreamLayer, RequestIdLayer,
     TraceLayer,
 };
-use towergate_proxy::{Client, IdleTimeout, Proxy, RouteSettings};
+use towergate_proxy::{Client, Proxy, RouteSettings};
 use towergate_ratelimit::error::RateLimited;
 use towergate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use towergate_routing::{Route as RoutingRoute, Router};
@@ -242,8 +242,6 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
                     forward,
                     max_body,
                     route: Arc::from(r.name.as_str()),
-                    body_idle: forwards.body_idle_timeout(&r.upstream),
-                    upstream: Arc::from(r.upstream.as_str()),
                 }),
                 Err(e) => {
                     errs.extend(e);
@@ -527,15 +525,6 @@ impl<'a> Forwards<'a> {
         self.registry.metrics().clone()
     }
 
-    /// `upstream`'s `body_idle_timeout` (an URL's: the default, 5 min).
-    pub(crate) fn body_idle_timeout(&self, upstream: &str) -> Duration {
-        self.clients
-            .get(upstream)
-            .and_then(|(_, u)| u.body_idle_timeout.as_deref())
-            .and_then(|t| parse_duration(t).ok())
-            .unwrap_or(Duration::from_secs(300))
-    }
-
     /// The forwarding service for `upstream`; `Err(None)` when the error
     /// was reported already (unknown upstream, client that failed).
     pub(crate) fn get(
@@ -562,6 +551,10 @@ impl<'a> Forwards<'a> {
         let upstream_timeout = upstream_timeout
             .and_then(|t| parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(30));
+        let body_idle_timeout = named
+            .and_then(|u| u.body_idle_timeout.as_deref())
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(300));
         let route_timeout = o.timeout.as_deref().and_then(|t| parse_duration(t).ok());
         match named {
             // Several endpoints: one balanced pool per upstream, shared by
@@ -585,6 +578,7 @@ impl<'a> Forwards<'a> {
                             route_settings: true,
                             tunnel_idle_timeout: self.tunnel_idle_timeout,
                             upgrade_protocols: self.upgrade_protocols.clone(),
+                            body_idle_timeout,
                         };
                         let pool = balance::pool(
                             upstream,
@@ -638,6 +632,7 @@ impl<'a> Forwards<'a> {
                 route_settings: false,
                 tunnel_idle_timeout: self.tunnel_idle_timeout,
                 upgrade_protocols: self.upgrade_protocols.clone(),
+                body_idle_timeout,
             }
             .proxy(&url)
             .map(Forward::One)
@@ -1309,16 +1304,6 @@ struct RouteTarget {
     forward: Forward,
     max_body: u64,
     route: Arc<str>,
-    /// The upstream's `body_idle_timeout`.
-    body_idle: Duration,
-    /// The upstream's name (or URL), for the body's errors.
-    upstream: Arc<str>,
-}
-
-/// An upstream's response body as the stack passes it on: failing after
-/// a pause of `idle` (see [`IdleTimeout`]).
-fn upstream_body(body: hyper::body::Incoming, idle: Duration, upstream: &Arc<str>) -> Body {
-    Body::new(IdleTimeout::new(body, idle, upstream.clone()))
 }
 
 /// Where a route forwards: one upstream URL, or a balanced pool with the
@@ -1345,6 +1330,8 @@ pub(crate) struct ProxySettings {
     pub(crate) tunnel_idle_timeout: Duration,
     /// `server.upgrade_protocols`.
     pub(crate) upgrade_protocols: Arc<[String]>,
+    /// The upstream's `body_idle_timeout`.
+    pub(crate) body_idle_timeout: Duration,
 }
 
 impl ProxySettings {
@@ -1379,7 +1366,8 @@ impl ProxySettings {
             .via(self.via.clone())
             .route_settings(self.route_settings)
             .tunnel_idle_timeout(Some(self.tunnel_idle_timeout))
-            .upgrade_protocols(self.upgrade_protocols.iter().cloned());
+            .upgrade_protocols(self.upgrade_protocols.iter().cloned())
+            .body_idle_timeout(Some(self.body_idle_timeout));
         if let Some(h) = &self.host_rewrite {
             pb = pb.host_override(h.clone());
         } else if let Some(h) = named.filter(|_| !self.preserve_host) {
@@ -1422,7 +1410,6 @@ impl Service<Request<Body>> for RouteTarget {
         };
         let route = self.route.clone();
         let max_body = self.max_body;
-        let (idle, upstream) = (self.body_idle, self.upstream.clone());
         match &mut self.forward {
             // The proxy's own future, in place: no box, no `Oneshot`, no
             // clone of the proxy. `Proxy` is always ready (it queues
@@ -1436,8 +1423,6 @@ impl Service<Request<Body>> for RouteTarget {
                         route,
                         max_body,
                         request_id,
-                        idle,
-                        upstream,
                     },
                     Poll::Ready(Err(err)) => RouteFuture::Ready {
                         rsp: Some(rescue(&*err, &route, max_body, request_id.as_ref())),
@@ -1447,7 +1432,7 @@ impl Service<Request<Body>> for RouteTarget {
                         RouteFuture::Boxed {
                             fut: Box::pin(async move {
                                 Ok(match proxy.oneshot(req).await {
-                                    Ok(rsp) => rsp.map(|b| upstream_body(b, idle, &upstream)),
+                                    Ok(rsp) => rsp.map(Body::new),
                                     Err(err) => {
                                         rescue(&*err, &route, max_body, request_id.as_ref())
                                     }
@@ -1465,7 +1450,7 @@ impl Service<Request<Body>> for RouteTarget {
                 RouteFuture::Boxed {
                     fut: Box::pin(async move {
                         Ok(match pool.oneshot(req).await {
-                            Ok(rsp) => rsp.map(|b| upstream_body(b, idle, &upstream)),
+                            Ok(rsp) => rsp.map(Body::new),
                             Err(err) => rescue(&*err, &route, max_body, request_id.as_ref()),
                         })
                     }),
@@ -1486,8 +1471,6 @@ pin_project_lite::pin_project! {
             route: Arc<str>,
             max_body: u64,
             request_id: Option<RequestId>,
-            idle: Duration,
-            upstream: Arc<str>,
         },
         Boxed {
             fut: BoxFuture<'static, Result<Response<Body>, Infallible>>,
@@ -1508,10 +1491,8 @@ impl std::future::Future for RouteFuture {
                 route,
                 max_body,
                 request_id,
-                idle,
-                upstream,
             } => Poll::Ready(Ok(match std::task::ready!(fut.poll(cx)) {
-                Ok(rsp) => rsp.map(|b| upstream_body(b, *idle, upstream)),
+                Ok(rsp) => rsp.map(Body::new),
                 Err(err) => rescue(&*err, route, *max_body, request_id.as_ref()),
             })),
             RouteFutureProj::Boxed { fut } => fut.as_mut().poll(cx),

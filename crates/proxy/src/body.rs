@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body::{Body, Frame, SizeHint};
 use towergate_core::BoxError;
@@ -11,20 +11,27 @@ use towergate_core::timer::Sleep;
 
 use crate::error::UpstreamTimeout;
 
+/// The body of a [`Proxy`](crate::Proxy)'s responses: the upstream's, with
+/// the proxy's [`body_idle_timeout`](crate::ProxyBuilder::body_idle_timeout).
+pub type ResponseBody = IdleTimeout<hyper::body::Incoming>;
+
 pin_project_lite::pin_project! {
-    /// An upstream's response body that fails with
-    /// [`UpstreamTimeout`] when no frame comes for `idle` (nginx's
-    /// `proxy_read_timeout`, Envoy's stream idle timeout): an upstream
-    /// that sent its headers and then stalls would otherwise hold the
-    /// client's connection, the upstream's, and whatever limits the
-    /// request counted against, for as long as both stay open. The
-    /// client's connection is then closed mid-response (HTTP/1.1) or its
-    /// stream reset (HTTP/2), as for any upstream failure mid-body.
+    /// A response body that fails with [`UpstreamTimeout`] when no frame
+    /// comes for `idle` (nginx's `proxy_read_timeout`, Envoy's stream idle
+    /// timeout): an upstream that sent its headers and then stalls would
+    /// otherwise hold the client's connection, the upstream's, and
+    /// whatever limits the request counted against, for as long as both
+    /// stay open. The client's connection is then closed mid-response
+    /// (HTTP/1.1) or its stream reset (HTTP/2), as for any upstream failure
+    /// mid-body.
     ///
-    /// A timer is armed at the first pause only (most bodies come whole,
-    /// and never arm one), and re-armed when it runs out after frames came:
-    /// a pause is caught between `idle` and twice `idle` after it began,
-    /// for no timer work per frame.
+    /// No timer work per frame: a frame only marks the body active. The
+    /// proxy hands over the timer it armed for the response headers (so a
+    /// response costs no second timer), and the body arms one at its first
+    /// pause when there was none; when it runs out, an active body gets
+    /// another `idle`, an inactive one fails. A pause is caught between
+    /// `idle` and twice `idle` after it began (plus, the first time, what
+    /// was left of the response timeout).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -33,7 +40,7 @@ pin_project_lite::pin_project! {
     /// use http_body_util::BodyExt;
     /// use towergate_proxy::IdleTimeout;
     ///
-    /// let body = IdleTimeout::new(String::from("whole"), Duration::from_secs(60), "svc:80");
+    /// let body = IdleTimeout::new(String::from("whole"), Some(Duration::from_secs(60)), "svc:80");
     /// assert_eq!(body.collect().await.unwrap().to_bytes(), "whole");
     /// # }
     /// ```
@@ -41,31 +48,69 @@ pin_project_lite::pin_project! {
     pub struct IdleTimeout<B> {
         #[pin]
         inner: B,
-        idle: Duration,
+        idle: Option<Duration>,
         upstream: Arc<str>,
-        // Armed at the first pause.
         sleep: Option<Sleep>,
         // A frame came since the timer was last armed.
         active: bool,
+        // The timer runs to a deadline that was not set from `idle` (the
+        // response timeout's): its end says nothing of a pause.
+        borrowed: bool,
     }
 }
 
 impl<B> IdleTimeout<B> {
-    /// `inner`, failing after a pause of `idle`; `upstream` names the
-    /// upstream in the error.
-    pub fn new(inner: B, idle: Duration, upstream: impl Into<Arc<str>>) -> Self {
+    /// `inner`, failing after a pause of `idle` (`None`: never); `upstream`
+    /// names the upstream in the error.
+    pub fn new(inner: B, idle: Option<Duration>, upstream: impl Into<Arc<str>>) -> Self {
         Self {
             inner,
             idle,
             upstream: upstream.into(),
             sleep: None,
             active: false,
+            borrowed: false,
+        }
+    }
+
+    /// With a timer already armed (the response timeout's, of `armed_for`
+    /// from when it was armed), reused for the first period instead of a
+    /// new one when it runs out no later than `idle` from now.
+    pub(crate) fn with_timer(
+        inner: B,
+        idle: Option<Duration>,
+        upstream: Arc<str>,
+        sleep: Option<Sleep>,
+        armed_for: Duration,
+    ) -> Self {
+        let mut sleep = idle.and(sleep);
+        let mut borrowed = true;
+        if let (Some(s), Some(idle)) = (&mut sleep, idle)
+            && armed_for > idle
+        {
+            // It would first run out too late to catch a pause in time.
+            s.reset(Instant::now() + idle);
+            borrowed = false;
+        }
+        Self {
+            inner,
+            idle,
+            upstream,
+            // Without an idle timeout the timer is of no use: disarmed here.
+            sleep,
+            active: false,
+            borrowed,
         }
     }
 
     /// The wrapped body.
     pub fn get_ref(&self) -> &B {
         &self.inner
+    }
+
+    /// The wrapped body, unwrapped.
+    pub fn into_inner(self) -> B {
+        self.inner
     }
 }
 
@@ -88,20 +133,25 @@ where
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }
             Poll::Pending => {
-                let idle = *this.idle;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| towergate_core::timer::sleep(idle));
+                let Some(idle) = *this.idle else {
+                    return Poll::Pending;
+                };
+                let sleep = this.sleep.get_or_insert_with(|| {
+                    *this.borrowed = false;
+                    towergate_core::timer::sleep(idle)
+                });
                 while Pin::new(&mut *sleep).poll(cx).is_ready() {
-                    if !std::mem::take(this.active) {
+                    let active = std::mem::take(this.active);
+                    if !active && !std::mem::take(this.borrowed) {
                         return Poll::Ready(Some(Err(Box::new(UpstreamTimeout::body(
                             this.upstream.clone(),
                             idle,
                         )))));
                     }
-                    // Frames came since it was armed: another period.
-                    let next = sleep.deadline() + idle;
-                    sleep.reset(next.max(std::time::Instant::now()));
+                    // Frames came since it was armed, or it was the response
+                    // timeout's: another period.
+                    *this.borrowed = false;
+                    sleep.reset(Instant::now() + idle);
                 }
                 Poll::Pending
             }

@@ -19,6 +19,7 @@ use crate::headers::{self, Keep};
 use crate::pool::SendFuture;
 use crate::service::{Shared, Upload};
 use crate::upgrade;
+use crate::{IdleTimeout, ResponseBody};
 
 pin_project! {
     /// Resolves to the upstream's response once its headers have arrived;
@@ -94,7 +95,7 @@ impl ResponseFuture {
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Response<Incoming>, BoxError>;
+    type Output = Result<Response<ResponseBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -109,9 +110,12 @@ impl Future for ResponseFuture {
             } => {
                 match response.poll(cx) {
                     Poll::Ready(Ok(rsp)) => {
-                        // Disarmed now, not when the future is dropped.
-                        sleep.set(None);
-                        let finished = exchange.finish(rsp);
+                        // The response timeout's timer goes on as the
+                        // body's idle timer (one timer per response).
+                        let timer = sleep.as_mut().get_mut().take();
+                        let finished = exchange
+                            .finish(rsp)
+                            .map(|rsp| rsp.map(|b| exchange.body(b, timer)));
                         if let Err(e) = &finished {
                             exchange.log_failure(&**e);
                         }
@@ -177,6 +181,19 @@ impl fmt::Debug for ResponseFuture {
 // === impl Exchange ===
 
 impl Exchange {
+    /// The upstream's body as the caller gets it: failing after a pause of
+    /// the proxy's body idle timeout, on `timer` if the response timeout
+    /// armed one.
+    fn body(&self, body: Incoming, timer: Option<Sleep>) -> ResponseBody {
+        IdleTimeout::with_timer(
+            body,
+            self.shared.body_idle_timeout,
+            self.shared.upstream.clone(),
+            timer,
+            self.timeout,
+        )
+    }
+
     /// The upstream's response as it goes back to the caller.
     fn finish(&mut self, mut rsp: Response<Incoming>) -> Result<Response<Incoming>, BoxError> {
         // Room, in one growth of the map, for what the gateway adds on the

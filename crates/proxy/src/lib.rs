@@ -99,7 +99,7 @@ mod pool;
 mod service;
 mod upgrade;
 
-pub use body::IdleTimeout;
+pub use body::{IdleTimeout, ResponseBody};
 pub use client::{Client, ClientBuilder};
 pub use error::BuildError;
 pub use headers::strip_connection_options;

@@ -57,6 +57,7 @@ pub struct ProxyBuilder {
     route_settings: bool,
     tunnel_idle_timeout: Option<Duration>,
     upgrade_protocols: Vec<String>,
+    body_idle_timeout: Option<Duration>,
 }
 
 /// A route's own settings for a proxy it shares with other routes: the
@@ -150,6 +151,8 @@ pub(crate) struct Shared {
     pub(crate) tunnel_idle_timeout: Option<Duration>,
     /// The `Upgrade` protocols tunnelled (lowercase names).
     upgrade_protocols: Box<[String]>,
+    /// The longest pause in a response body.
+    pub(crate) body_idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -179,6 +182,7 @@ impl Proxy {
             route_settings: false,
             tunnel_idle_timeout: None,
             upgrade_protocols: vec!["websocket".to_owned()],
+            body_idle_timeout: Some(Duration::from_secs(300)),
         }
     }
 
@@ -198,7 +202,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<hyper::body::Incoming>;
+    type Response = Response<crate::ResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture;
 
@@ -301,6 +305,16 @@ impl ProxyBuilder {
     /// (a tunnel lasts as long as its two ends keep it open).
     pub fn tunnel_idle_timeout(mut self, idle: Option<Duration>) -> Self {
         self.tunnel_idle_timeout = idle;
+        self
+    }
+
+    /// The longest pause in a response body once its headers came; a body
+    /// that pauses longer fails with
+    /// [`UpstreamTimeout`](crate::error::UpstreamTimeout) (see
+    /// [`IdleTimeout`](crate::IdleTimeout)). Default 5 minutes; `None`:
+    /// bodies may pause for ever.
+    pub fn body_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.body_idle_timeout = idle;
         self
     }
 
@@ -439,6 +453,7 @@ impl ProxyBuilder {
                 route_settings: self.route_settings,
                 tunnel_idle_timeout: self.tunnel_idle_timeout,
                 upgrade_protocols: upgrade_protocols.into(),
+                body_idle_timeout: self.body_idle_timeout,
             }),
         })
     }

@@ -144,7 +144,7 @@ async fn slow_at_once(p: &Proxy, n: usize) {
     }
 }
 
-async fn body_of(rsp: http::Response<hyper::body::Incoming>) -> Bytes {
+async fn body_of(rsp: http::Response<towergate_proxy::ResponseBody>) -> Bytes {
     assert_eq!(rsp.status(), 200);
     rsp.into_body().collect().await.unwrap().to_bytes()
 }

@@ -220,3 +220,47 @@ async fn large_download_passes_through() {
         "the download came in one piece: it was buffered"
     );
 }
+
+#[tokio::test]
+async fn a_stalled_body_fails_after_the_idle_timeout() {
+    // One chunk, then nothing: the body fails once it has paused for the
+    // idle timeout, on the response timer the proxy handed over (the
+    // response timeout is shorter than the idle one here) and on one of
+    // its own (longer).
+    let app = Router::new().route(
+        "/stall",
+        get_route(|| async {
+            let chunks = stream::unfold(0u8, |i| async move {
+                match i {
+                    0 => Some((Ok::<_, Infallible>(Bytes::from_static(b"first")), 1)),
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        None
+                    }
+                }
+            });
+            Body::from_stream(chunks)
+        }),
+    );
+    let up = spawn_upstream(app).await;
+    for timeout in [Duration::from_millis(200), Duration::from_secs(10)] {
+        let proxy = Proxy::builder(up.url())
+            .timeout(timeout)
+            .body_idle_timeout(Some(Duration::from_millis(400)))
+            .build()
+            .unwrap();
+        let rsp = call(&proxy, get("/stall")).await;
+        assert_eq!(rsp.status(), 200);
+        let started = Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(5), rsp.into_body().collect()).await;
+        let err = match read {
+            Ok(Err(e)) => e,
+            other => panic!("timeout {timeout:?}: {other:?}"),
+        };
+        assert!(
+            err.to_string().contains("paused its response body"),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(400));
+    }
+}

@@ -10,7 +10,6 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -40,7 +39,10 @@ pub(crate) fn get(uri: &str) -> http::Request<Empty<Bytes>> {
 }
 
 /// Sends `req` through `proxy`, expecting success.
-pub(crate) async fn call<B>(proxy: &Proxy, req: http::Request<B>) -> http::Response<Incoming>
+pub(crate) async fn call<B>(
+    proxy: &Proxy,
+    req: http::Request<B>,
+) -> http::Response<towergate_proxy::ResponseBody>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -64,7 +66,7 @@ where
 }
 
 /// The body of an echo response as JSON.
-pub(crate) async fn json(rsp: http::Response<Incoming>) -> Value {
+pub(crate) async fn json(rsp: http::Response<towergate_proxy::ResponseBody>) -> Value {
     assert_eq!(rsp.status(), 200, "status");
     let bytes = rsp.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap()
