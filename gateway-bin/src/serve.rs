@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use towergate_core::{ClientAddr, ConnectionLease};
 
 use crate::live::Live;
-use idle::{ConnStreams, EdgeExecutor, Guarded};
+use idle::{ConnStreams, EdgeExecutor, Guarded, ShutdownSignal};
 use opening::Opening;
 
 mod idle;
@@ -32,6 +32,8 @@ pub struct RunningGateway {
     addrs: Vec<SocketAddr>,
     live: Arc<Live>,
     shutdown: watch::Sender<bool>,
+    /// The shutdown, as connections watch it.
+    signal: Arc<ShutdownSignal>,
     /// The accept loops (and the timer pacer); each hands back, when it
     /// ends, the set of its connections' tasks still running.
     tasks: JoinSet<JoinSet<()>>,
@@ -64,6 +66,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         server.clone(),
     ));
     let (shutdown, _) = watch::channel(false);
+    let signal = Arc::new(ShutdownSignal::default());
     let conns = Arc::new(Semaphore::new(server.max_connections));
     let streams = TaskTracker::new();
     let mut tasks = JoinSet::new();
@@ -85,6 +88,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
             live: live.clone(),
             conns: conns.clone(),
             streams: streams.clone(),
+            signal: signal.clone(),
         };
         tasks.spawn(accept_loop(listener, ctx, shutdown.subscribe()));
     }
@@ -97,6 +101,7 @@ pub async fn start(compiled: Compiled) -> std::io::Result<RunningGateway> {
         addrs,
         live,
         shutdown,
+        signal,
         tasks,
         drain: server.drain_timeout,
         shutdown_delay: server.shutdown_delay,
@@ -204,6 +209,15 @@ async fn pace_timers(mut shutdown: watch::Receiver<bool>) {
 
 // === impl RunningGateway ===
 
+/// A gateway dropped without [`RunningGateway::shutdown`] still lets its
+/// connections finish what they have and close (as the end of the
+/// accept loops' watch does for them).
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.signal.begin();
+    }
+}
+
 impl RunningGateway {
     /// The bound addresses, in listener order (useful with port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -236,6 +250,7 @@ impl RunningGateway {
         // its requests are done: HTTP/1 after the one in flight, HTTP/2
         // after `GOAWAY` and its open streams.
         let _ = self.shutdown.send(true);
+        self.signal.begin();
         let mut connections = Vec::new();
         while let Some(done) = self.tasks.join_next().await {
             if let Ok(set) = done {
@@ -296,6 +311,8 @@ struct AcceptCtx {
     live: Arc<Live>,
     conns: Arc<Semaphore>,
     streams: TaskTracker,
+    /// The shutdown, as connections watch it.
+    signal: Arc<ShutdownSignal>,
 }
 
 /// hyper's settings for one connection at the edge; `exec` runs (and
@@ -355,11 +372,6 @@ async fn accept_loop(
             .live
             .listener_tls(ctx.index)
             .map(tokio_rustls::TlsAcceptor::from);
-        // Completes when the shutdown begins (or the gateway is dropped).
-        let mut watch = shutdown.clone();
-        let shutdown_begun = async move {
-            let _ = watch.wait_for(|&begun| begun).await;
-        };
         // Counted while open, in the registry that outlives reloads, and
         // limited by the permit: both held by the connection's task and by
         // a tunnel that takes the connection over (see `ConnectionLease`).
@@ -368,7 +380,7 @@ async fn accept_loop(
         // Finished connections leave the set here, once per accept.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            serve_connection(tcp, peer, acceptor, &ctx, shutdown_begun, &lease).await;
+            serve_connection(tcp, peer, acceptor, &ctx, &lease).await;
         });
     }
 }
@@ -378,7 +390,6 @@ async fn serve_connection(
     peer: SocketAddr,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     ctx: &AcceptCtx,
-    shutdown_begun: impl Future<Output = ()>,
     lease: &ConnectionLease,
 ) {
     let live = ctx.live.clone();
@@ -396,7 +407,7 @@ async fn serve_connection(
             let io = Opening::new(tcp, ctx.server.header_read_timeout, ctx.plan.http2)
                 .on_http2(streams.clone());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            let conn = Guarded::new(conn, shutdown_begun, streams, idle_timeout);
+            let conn = Guarded::new(conn, ctx.signal.clone(), streams, idle_timeout);
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -424,7 +435,7 @@ async fn serve_connection(
             let io = Opening::new(tls, ctx.server.header_read_timeout, ctx.plan.http2)
                 .on_http2(streams.clone());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            let conn = Guarded::new(conn, shutdown_begun, streams, idle_timeout);
+            let conn = Guarded::new(conn, ctx.signal.clone(), streams, idle_timeout);
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -331,6 +331,46 @@ async fn a_shutdown_drains_websocket_tunnels_too() {
 }
 
 #[tokio::test]
+async fn idle_connections_close_as_the_shutdown_begins() {
+    // Connections waiting for their next request (HTTP/1.1 keep-alive,
+    // HTTP/2 with no stream open) are closed at once: the drain does not
+    // wait for its timeout.
+    let up = spawn_upstream(echo_router("up")).await;
+    let (gw, addr) = gateway(&one_route(
+        &up.url(),
+        "",
+        "server: { drain_timeout: \"20s\" }",
+    ))
+    .await;
+    let h1 = client();
+    assert_eq!(
+        h1.get(format!("http://{addr}/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (mut sender, h2_task) = h2_connection(addr).await;
+    let rsp = h2_get(&mut sender, addr, "/y").await;
+    assert_eq!(rsp.status(), 200);
+    let started = std::time::Instant::now();
+    let drained = tokio::time::timeout(Duration::from_secs(10), gw.shutdown())
+        .await
+        .expect("the drain ended");
+    assert!(drained);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(5), h2_task)
+        .await
+        .expect("the HTTP/2 connection was closed")
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_websocket_tunnel_counts_as_its_connection() {
     // hyper hands the client's connection over to the tunnel after the
     // 101: the tunnel keeps it counted in the gauge and in

@@ -75,6 +75,8 @@ pub(crate) struct Settings {
 pub(crate) struct Host {
     settings: Settings,
     scheme: Scheme,
+    /// `scheme` is `https` (compared once, not per request).
+    https: bool,
     authority: Authority,
     /// `scheme://authority/`, what the connector is called with.
     target: Uri,
@@ -126,6 +128,7 @@ impl Host {
         .unwrap_or_default();
         Self {
             settings,
+            https: scheme == Scheme::HTTPS,
             scheme,
             authority,
             target,
@@ -137,7 +140,7 @@ impl Host {
     /// Whether its connections may turn out HTTP/2 without being asked
     /// to: by ALPN, over TLS.
     pub(crate) fn may_pick_http2(&self) -> bool {
-        self.scheme == Scheme::HTTPS
+        self.https
     }
 
     /// Sends `req` (origin-form URI, `Host` set) over a pooled or new
@@ -199,7 +202,7 @@ impl Host {
                     }
                     // `TE: trailers` was kept for HTTP/2, which ALPN may
                     // have chosen; HTTP/1.1 did, where TE is hop-by-hop.
-                    if self.scheme == Scheme::HTTPS {
+                    if self.https {
                         req.headers_mut().remove(TE);
                     }
                     origin_form(&mut req);

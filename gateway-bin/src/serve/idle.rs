@@ -36,6 +36,23 @@ fn stamp() -> u64 {
     u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The gateway's shutdown, as its connections watch it: a flag read at
+/// each poll of a connection (one atomic load), and a `Notify` that wakes
+/// the connections that wait for their next request.
+#[derive(Debug, Default)]
+pub(crate) struct ShutdownSignal {
+    begun: AtomicBool,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl ShutdownSignal {
+    /// Every connection finishes what it has and closes.
+    pub(crate) fn begin(&self) {
+        self.begun.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
 /// One connection's HTTP/2 streams; see the [module docs](self).
 #[derive(Debug, Default)]
 pub(crate) struct ConnStreams {
@@ -154,13 +171,19 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A connection, closed gracefully when `shutdown` completes or when it
+    /// A connection, closed gracefully when the shutdown begins or when it
     /// has been idle (HTTP/2, no stream open) for `idle_timeout`.
-    pub(crate) struct Guarded<C, S> {
+    pub(crate) struct Guarded<C> {
         #[pin]
         conn: C,
+        signal: Arc<ShutdownSignal>,
+        // Registered with the signal's `Notify` at the first poll. A
+        // connection's task keeps its waker, so the registration holds:
+        // later polls read the flag only (one load, where polling the
+        // `Notified` again would take its lock each time).
         #[pin]
-        shutdown: S,
+        woken: tokio::sync::futures::OwnedNotified,
+        registered: bool,
         streams: Arc<ConnStreams>,
         idle_timeout: Duration,
         idle: Option<(u64, Sleep)>,
@@ -168,16 +191,19 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<C, S> Guarded<C, S> {
+impl<C> Guarded<C> {
     pub(crate) fn new(
         conn: C,
-        shutdown: S,
+        signal: Arc<ShutdownSignal>,
         streams: Arc<ConnStreams>,
         idle_timeout: Duration,
     ) -> Self {
+        let woken = Arc::clone(&signal.notify).notified_owned();
         Self {
             conn,
-            shutdown,
+            signal,
+            woken,
+            registered: false,
             streams,
             idle_timeout,
             idle: None,
@@ -186,26 +212,36 @@ impl<C, S> Guarded<C, S> {
     }
 }
 
-impl<C, S> Future for Guarded<C, S>
+impl<C> Future for Guarded<C>
 where
     C: GracefulConnection,
-    S: Future<Output = ()>,
 {
     type Output = C::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if !*this.closing && this.shutdown.poll(cx).is_ready() {
-            *this.closing = true;
-            *this.idle = None;
-            this.conn.as_mut().graceful_shutdown();
+        if !*this.closing {
+            if !*this.registered {
+                // Registers this task's waker (the flag below covers a
+                // shutdown that began before).
+                let _ = this.woken.as_mut().poll(cx);
+                *this.registered = true;
+            }
+            if this.signal.begun.load(Ordering::Acquire) {
+                *this.closing = true;
+                *this.idle = None;
+                this.conn.as_mut().graceful_shutdown();
+            }
         }
         loop {
             let polled = this.conn.as_mut().poll(cx);
             // After the connection's poll, which may have read the
             // preface, or opened or ended streams.
+            // (The HTTP/2 flag first, inline: an HTTP/1 connection pays a
+            // load.)
             if polled.is_ready()
                 || *this.closing
+                || !this.streams.h2.load(Ordering::Acquire)
                 || !this.streams.idle_expired(*this.idle_timeout, this.idle, cx)
             {
                 return polled;
