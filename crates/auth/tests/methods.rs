@@ -206,6 +206,37 @@ async fn introspection_active_inactive_and_cached() {
     assert_eq!(r.challenge(), "Bearer realm=\"api\"");
 }
 
+/// An introspection layer on `path` of the test's authorization server.
+fn introspection_at(
+    server: &towergate_test::Upstream,
+    path: &str,
+    timeout: Duration,
+    negative_ttl: Option<Duration>,
+) -> IntrospectionLayer {
+    let mut b = IntrospectionLayer::builder(format!("{}{path}", server.url()))
+        .client_credentials("gateway", "s3cré")
+        .audience(AUD)
+        .timeout(timeout);
+    if let Some(ttl) = negative_ttl {
+        b = b.negative_ttl(ttl);
+    }
+    b.build().unwrap()
+}
+
+/// The statuses of `n` concurrent requests with `token`.
+async fn burst(url: &str, token: &'static str, n: usize) -> Vec<u16> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let url = url.to_owned();
+        tasks.spawn(async move { bearer(&url, token).await.status });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = tasks.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses
+}
+
 #[tokio::test]
 async fn concurrent_requests_with_one_token_make_one_introspection() {
     // A client's burst, or a retry storm, with one token: the identity
@@ -213,31 +244,22 @@ async fn concurrent_requests_with_one_token_make_one_introspection() {
     let (server, idp) = idp_server().await;
     // A timeout far above the endpoint's 300 ms: a busy machine must not
     // turn the test into a 503.
-    let layer = IntrospectionLayer::builder(format!("{}/introspect-slowly", server.url()))
-        .client_credentials("gateway", "s3cré")
-        .audience(AUD)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let layer = introspection_at(&server, "/introspect-slowly", Duration::from_secs(10), None);
     let app = serve(layer).await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..20 {
-        let url = app.url();
-        tasks.spawn(async move { bearer(&url, "good-token").await.status });
-    }
-    while let Some(status) = tasks.join_next().await {
-        assert_eq!(status.unwrap(), 200);
-    }
+    assert!(
+        burst(&app.url(), "good-token", 20)
+            .await
+            .iter()
+            .all(|s| *s == 200)
+    );
     assert_eq!(idp.hits.load(Ordering::SeqCst), 1);
     // A refused token is shared the same way.
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..10 {
-        let url = app.url();
-        tasks.spawn(async move { bearer(&url, "forged-token").await.status });
-    }
-    while let Some(status) = tasks.join_next().await {
-        assert_eq!(status.unwrap(), 401);
-    }
+    assert!(
+        burst(&app.url(), "forged-token", 10)
+            .await
+            .iter()
+            .all(|s| *s == 401)
+    );
     assert_eq!(idp.hits.load(Ordering::SeqCst), 2);
 }
 
@@ -246,22 +268,19 @@ async fn waiters_take_the_answer_even_when_it_is_not_cached() {
     // `negative_ttl: 0` caches no refusal: the waiters still take the
     // leader's answer (401), instead of counting it as a failed try.
     let (server, idp) = idp_server().await;
-    let layer = IntrospectionLayer::builder(format!("{}/introspect-slowly", server.url()))
-        .client_credentials("gateway", "s3cré")
-        .audience(AUD)
-        .timeout(Duration::from_secs(10))
-        .negative_ttl(Duration::ZERO)
-        .build()
-        .unwrap();
+    let layer = introspection_at(
+        &server,
+        "/introspect-slowly",
+        Duration::from_secs(10),
+        Some(Duration::ZERO),
+    );
     let app = serve(layer).await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..20 {
-        let url = app.url();
-        tasks.spawn(async move { bearer(&url, "forged-token").await.status });
-    }
-    while let Some(status) = tasks.join_next().await {
-        assert_eq!(status.unwrap(), 401);
-    }
+    assert!(
+        burst(&app.url(), "forged-token", 20)
+            .await
+            .iter()
+            .all(|s| *s == 401)
+    );
     assert_eq!(idp.hits.load(Ordering::SeqCst), 1);
 }
 
@@ -271,21 +290,14 @@ async fn a_failing_endpoint_gets_one_call_per_round_not_one_per_request() {
     // it fails, one of them leads the next try, and so on for a few
     // rounds; then all answer 503. Not 20 calls at once after the first.
     let (server, idp) = idp_server().await;
-    let layer = IntrospectionLayer::builder(format!("{}/slow-counted", server.url()))
-        .client_credentials("gateway", "s3cré")
-        .audience(AUD)
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let layer = introspection_at(&server, "/slow-counted", Duration::from_millis(300), None);
     let app = serve(layer).await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..20 {
-        let url = app.url();
-        tasks.spawn(async move { bearer(&url, "good-token").await.status });
-    }
-    while let Some(status) = tasks.join_next().await {
-        assert_eq!(status.unwrap(), 503);
-    }
+    assert!(
+        burst(&app.url(), "good-token", 20)
+            .await
+            .iter()
+            .all(|s| *s == 503)
+    );
     let calls = idp.hits.load(Ordering::SeqCst);
     assert!((1..=4).contains(&calls), "{calls} calls for 20 requests");
 }
