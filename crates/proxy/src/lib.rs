@@ -3,9 +3,13 @@
 //! the upstream's response.
 //!
 //! - **Streaming both ways.** The request body is sent as the caller
-//!   produces it, and the response body (`hyper::body::Incoming`) is
-//!   returned as it is, so nothing is buffered and backpressure reaches
-//!   both ends.
+//!   produces it, and the response body ([`ResponseBody`]: the upstream's
+//!   `hyper::body::Incoming`) is returned as it streams, so nothing is
+//!   buffered and backpressure reaches both ends. A response body that
+//!   pauses longer than [`ProxyBuilder::body_idle_timeout`] (default
+//!   5 min) fails, so a stalled upstream does not hold both connections
+//!   for ever; HTTP/2 upstream connections are pinged
+//!   ([`ClientBuilder::http2_keep_alive`]).
 //! - **Paths.** The request's path and query are appended to the upstream's
 //!   base path: `http://svc:8080/api` + `/42?x=1` is `/api/42?x=1`.
 //! - **Headers.** Hop-by-hop headers (`Connection` and every header it
