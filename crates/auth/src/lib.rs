@@ -136,10 +136,13 @@ pub use layer::{
 pub use rules::{Authorize, Rule};
 pub use service::{Auth, ClearedHeaders};
 
-/// The longest duration a builder keeps (ten years): longer ones are cut
-/// to it, so that `now + ttl` cannot overflow (a panic) on the request
-/// path, whatever a caller passes (`Duration::MAX` for "for ever").
-const LONGEST: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+/// The longest duration a builder keeps (thirty years): longer ones are
+/// cut to it, so that `now + ttl` cannot overflow (a panic) on the request
+/// path, whatever a caller passes (`Duration::MAX` for "for ever"), nor
+/// `now - leeway` underflow in `jsonwebtoken` (now is ~56 years after
+/// 1970), while a leeway that reaches back to an RFC's 2011 example still
+/// fits.
+const LONGEST: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86_400);
 
 fn bounded(d: std::time::Duration) -> std::time::Duration {
     d.min(LONGEST)

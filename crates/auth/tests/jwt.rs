@@ -338,7 +338,7 @@ async fn jwt_verify_directly() {
 
 #[tokio::test]
 async fn durations_of_for_ever_do_not_panic() {
-    // `Duration::MAX` for "for ever": cut to ten years, no overflow on
+    // `Duration::MAX` for "for ever": cut to thirty years, no overflow on
     // the request path.
     let layer = JwtLayer::builder()
         .secret(SECRET)
