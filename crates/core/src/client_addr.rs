@@ -65,8 +65,7 @@ impl ClientAddr {
         let mut client = peer.ip();
         let mut https = tls;
         if trusted.contains(client) {
-            // The first hop's scheme, as the proxy passes it on; from
-            // `Forwarded` (RFC 7239) when the proxy sends only that.
+            // The first hop's scheme, as the proxy passes it on.
             if let Some(proto) = headers.get("x-forwarded-proto") {
                 let first = proto
                     .as_bytes()
@@ -74,27 +73,19 @@ impl ClientAddr {
                     .next()
                     .unwrap_or_default();
                 https = first.trim_ascii().eq_ignore_ascii_case(b"https");
-            } else if let Some(proto) = forwarded_params(headers, b"proto").next().flatten() {
-                https = proto.eq_ignore_ascii_case(b"https");
             }
             // Walk X-Forwarded-For from the right: each hop was added by the
             // proxy to its right, so it is believable while that proxy is trusted.
             // Split as bytes: a line with a byte that is not text (which
             // the client wrote into its own part, left of the proxy's) must
             // not hide the proxy's hops, as reading the line as text would.
-            let mut hops: Vec<&[u8]> = headers
+            let hops: Vec<&[u8]> = headers
                 .get_all("x-forwarded-for")
                 .iter()
                 .flat_map(|v| v.as_bytes().split(|&b| b == b','))
                 .map(<[u8]>::trim_ascii)
                 .filter(|s| !s.is_empty())
                 .collect();
-            // A proxy that sends only `Forwarded`: its `for=` values, walked
-            // the same way (`"[2001:db8::1]:4711"` is an address and port;
-            // `unknown` and obfuscated `_names` stop the walk).
-            if hops.is_empty() && headers.contains_key("forwarded") {
-                hops = forwarded_params(headers, b"for").flatten().collect();
-            }
             for hop in hops.iter().rev() {
                 match std::str::from_utf8(hop).ok().and_then(parse_ip) {
                     Some(ip) => {
@@ -116,42 +107,9 @@ impl ClientAddr {
     }
 }
 
-/// Parameter `name` of each element of `Forwarded` (RFC 7239 §4), in
-/// order, unquoted (`None` for an element without it).
-fn forwarded_params<'h>(
-    headers: &'h HeaderMap,
-    name: &'h [u8],
-) -> impl Iterator<Item = Option<&'h [u8]>> {
-    headers
-        .get_all("forwarded")
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(move |element| {
-            element.split(|&b| b == b';').find_map(|pair| {
-                let pair = pair.trim_ascii();
-                let eq = pair.iter().position(|&b| b == b'=')?;
-                let (key, value) = (&pair[..eq], &pair[eq + 1..]);
-                if !key.trim_ascii().eq_ignore_ascii_case(name) {
-                    return None;
-                }
-                let value = value.trim_ascii();
-                Some(
-                    value
-                        .strip_prefix(b"\"")
-                        .and_then(|v| v.strip_suffix(b"\""))
-                        .unwrap_or(value),
-                )
-            })
-        })
-}
-
 fn parse_ip(s: &str) -> Option<IpAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(ip);
-    }
-    // "[::1]" (Forwarded's form of an IPv6 address without a port)
-    if let Some(inner) = s.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
-        return inner.parse::<IpAddr>().ok();
     }
     // "1.2.3.4:567" or "[::1]:567"
     s.parse::<SocketAddr>().ok().map(|a| a.ip())
@@ -197,42 +155,6 @@ mod tests {
             "10.0.0.0/8".parse().unwrap(),
             "127.0.0.1/32".parse().unwrap(),
         ])
-    }
-
-    #[test]
-    fn a_proxy_that_sends_only_forwarded_is_read() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "forwarded",
-            HeaderValue::from_static(
-                "for=6.6.6.6, for=\"[2001:db8::1]:4711\";proto=https, For=10.0.0.9;proto=http",
-            ),
-        );
-        let a = ClientAddr::resolve("10.0.0.1:5000".parse().unwrap(), false, &h, &trusted());
-        assert_eq!(a.client.to_string(), "2001:db8::1");
-        // The first element's scheme is the client's: none here, so the
-        // connection's.
-        assert!(!a.https);
-        let mut h = HeaderMap::new();
-        h.insert(
-            "forwarded",
-            HeaderValue::from_static("for=\"[2001:db8::7]\";proto=https"),
-        );
-        let a = ClientAddr::resolve("10.0.0.1:5000".parse().unwrap(), false, &h, &trusted());
-        assert_eq!(a.client.to_string(), "2001:db8::7");
-        assert!(a.https);
-        // `unknown` stops the walk at the proxy's own address.
-        h.insert("forwarded", HeaderValue::from_static("for=unknown"));
-        let a = ClientAddr::resolve("10.0.0.1:5000".parse().unwrap(), false, &h, &trusted());
-        assert_eq!(a.client.to_string(), "10.0.0.1");
-        // Untrusted peers' `Forwarded` is not read.
-        h.insert(
-            "forwarded",
-            HeaderValue::from_static("for=1.2.3.4;proto=https"),
-        );
-        let a = ClientAddr::resolve("192.0.2.1:5000".parse().unwrap(), false, &h, &trusted());
-        assert_eq!(a.client.to_string(), "192.0.2.1");
-        assert!(!a.https);
     }
 
     #[test]
