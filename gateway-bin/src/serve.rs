@@ -209,15 +209,6 @@ async fn pace_timers(mut shutdown: watch::Receiver<bool>) {
 
 // === impl RunningGateway ===
 
-/// A gateway dropped without [`RunningGateway::shutdown`] still lets its
-/// connections finish what they have and close (as the end of the
-/// accept loops' watch does for them).
-impl Drop for RunningGateway {
-    fn drop(&mut self) {
-        self.signal.begin();
-    }
-}
-
 impl RunningGateway {
     /// The bound addresses, in listener order (useful with port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
