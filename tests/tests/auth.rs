@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use support::{client, gateway};
+use support::{client, gateway, get_json};
 use towergate_test::{assert_problem_reqwest, echo_router, spawn_upstream};
 
 const SECRET: &str = "an e2e shared secret of at least 32 bytes!";
@@ -248,47 +248,37 @@ routes:
     );
     let (_gw, addr) = gateway(&yaml).await;
     let c = client();
-    let v: Value = c
-        .get(format!("http://{addr}/public/whoami"))
-        .header("x-user-id", "admin")
-        .header("x_user_id", "admin")
-        .header("x-other", "kept")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let public = format!("http://{addr}/public/whoami");
+    let v = get_json(
+        &public,
+        &[
+            ("x-user-id", "admin"),
+            ("x_user_id", "admin"),
+            ("x-other", "kept"),
+        ],
+    )
+    .await;
     assert_eq!(header(&v, "x-user-id"), None, "{v}");
     assert_eq!(header(&v, "x_user_id"), None, "{v}");
     assert_eq!(header(&v, "x-other"), Some("kept"), "{v}");
     // What a forward-auth service's answer replaces on its own route
     // (`copy_headers: [authorization]`) is cleared there only: the client's
     // credentials still reach the other routes.
-    let v: Value = c
-        .get(format!("http://{addr}/public/whoami"))
-        .header("authorization", "Bearer mine")
-        .header("x-auth-user", "admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(
+        &public,
+        &[("authorization", "Bearer mine"), ("x-auth-user", "admin")],
+    )
+    .await;
     assert_eq!(header(&v, "authorization"), Some("Bearer mine"), "{v}");
     assert_eq!(header(&v, "x-auth-user"), None, "{v}");
     // The authenticated route still tells the upstream who called.
     let token = hs256(json!({"sub": "ada", "exp": now() + 300}));
-    let v: Value = c
-        .get(format!("http://{addr}/private/whoami"))
-        .bearer_auth(&token)
-        .header("x-user-id", "admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bearer = format!("Bearer {token}");
+    let v = get_json(
+        &format!("http://{addr}/private/whoami"),
+        &[("authorization", &bearer), ("x-user-id", "admin")],
+    )
+    .await;
     assert_eq!(header(&v, "x-user-id"), Some("ada"), "{v}");
     // Two tokens: the gateway would check one, an upstream might read the
     // other.
