@@ -331,7 +331,7 @@ routes:
     // climb directories or start a second query parameter.
     let rsp = client()
         .get(format!(
-            "http://{addr}/fan?id=..%2Fadmin%3Fx%3D1&q=a%26limit%3D9999%23frag"
+            "http://{addr}/fan?id=..%3Fx%3D1&q=a%26limit%3D9999%23frag"
         ))
         .header("x-request-id", "fan-out-1")
         .send()
@@ -348,11 +348,46 @@ routes:
     assert_eq!(
         seen,
         [
-            "a /items/..%2Fadmin%3Fx=1 fan-out-1",
+            "a /items/..%3Fx=1 fan-out-1",
             "b /search?q=a%26limit%3D9999%23frag&limit=5 fan-out-1",
             "c /c fan-out-1",
         ]
     );
+}
+
+#[tokio::test]
+async fn a_separator_in_a_path_value_is_refused_before_any_call() {
+    // `..%2Fadmin` escaped is still `../admin` to an upstream that decodes
+    // `%2F` before routing; the gateway refuses it as its router would.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let up = spawn_upstream(Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Json(json!({})) }
+    }))
+    .await;
+    let (_gw, addr) = gateway(&format!(
+        r#"listen: "127.0.0.1:0"
+routes:
+  - name: fan
+    match: {{ path: "/fan" }}
+    aggregate:
+      calls:
+        - {{ name: a, upstream: "{}", path: "/items/{{query.id}}" }}
+"#,
+        up.url()
+    ))
+    .await;
+    for id in ["..%2Fadmin", "a%5Cb", "a%00b"] {
+        let rsp = client()
+            .get(format!("http://{addr}/fan?id={id}"))
+            .send()
+            .await
+            .unwrap();
+        let p = assert_problem_reqwest(rsp, 400).await;
+        assert_eq!(p["reason"], "invalid_input", "{id}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

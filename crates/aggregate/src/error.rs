@@ -112,6 +112,15 @@ pub enum CallFailure {
         /// The variable, without braces (`user.customer_id`).
         variable: String,
     },
+    /// A field of an earlier call's response cannot go where the template
+    /// puts it: in a path, a value that would leave its segment (`/`,
+    /// `\`, NUL, `.`, `..`, empty). The upstream's answer is at fault, not
+    /// the client. Status 502.
+    #[error("the value of `{variable}` from an earlier call cannot be used there")]
+    DependencyFieldInvalid {
+        /// The variable, without braces (`user.customer_id`).
+        variable: String,
+    },
     /// A call this one depends on failed, so this one was not made. Status:
     /// that of the root cause.
     #[error("call `{dependency}` it depends on failed: {cause}")]
@@ -148,13 +157,15 @@ pub enum CallFailure {
 
 impl CallFailure {
     /// A stable code for the failure: `missing_input`, `invalid_input`,
-    /// `dependency_field_missing`, `dependency_failed`, `transport`,
+    /// `dependency_field_missing`, `dependency_field_invalid`,
+    /// `dependency_failed`, `transport`,
     /// `upstream_status`, `not_json`, `too_large`, `timeout`, `deadline`.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::MissingInput { .. } => "missing_input",
             Self::InvalidInput { .. } => "invalid_input",
             Self::DependencyFieldMissing { .. } => "dependency_field_missing",
+            Self::DependencyFieldInvalid { .. } => "dependency_field_invalid",
             Self::DependencyFailed { .. } => "dependency_failed",
             Self::Transport => "transport",
             Self::Status(_) => "upstream_status",
@@ -182,6 +193,7 @@ impl CallFailure {
             Self::DependencyFailed { cause, .. } => cause.status(),
             Self::Timeout | Self::Deadline => StatusCode::GATEWAY_TIMEOUT,
             Self::DependencyFieldMissing { .. }
+            | Self::DependencyFieldInvalid { .. }
             | Self::Transport
             | Self::Status(_)
             | Self::NotJson

@@ -249,8 +249,14 @@ fn prepare(
     let call = &inner.calls[i];
     let path = call.path.render_path(
         |v| resolve(inner, v, input, outcomes),
-        |v| CallFailure::InvalidInput {
-            variable: v.text.clone(),
+        |v| match v.source {
+            // An earlier call's answer put it there, not the client.
+            Source::Call(_) => CallFailure::DependencyFieldInvalid {
+                variable: v.text.clone(),
+            },
+            _ => CallFailure::InvalidInput {
+                variable: v.text.clone(),
+            },
         },
     )?;
     let uri = Uri::try_from(path).map_err(|_| CallFailure::InvalidInput {

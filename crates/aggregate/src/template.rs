@@ -192,6 +192,15 @@ impl Template {
                 }
                 Part::Var(v, pos) => {
                     let value = resolve(v)?;
+                    // Escaped, a `/` or `\` still reaches an upstream that
+                    // decodes `%2F` or `%5C` before routing (nginx's
+                    // `proxy_pass` with a URI, Tomcat, Apache with
+                    // `AllowEncodedSlashes`) as a separator, and NUL ends
+                    // the path in C: the router refuses all three in a
+                    // client's path, and a value may not make them.
+                    if segment.is_some() && value.contains(['/', '\\', '\0']) {
+                        return Err(refuse(v));
+                    }
                     if let Some((_, first @ None)) = &mut segment {
                         *first = Some(v);
                     }

@@ -94,7 +94,7 @@ fn users_router() -> Router {
             axum::Json(json!({
                 "id": id,
                 "name": "Ada",
-                "customer_id": "acme/7 b",
+                "customer_id": "acme 7;b",
                 "password_hash": "x",
                 "address": {"city": "Paris", "zip": "75001"}
             }))
@@ -208,8 +208,8 @@ async fn dependent_call_uses_a_field_of_the_first_answer() {
     let rsp = send(&agg, request("/", &[("id", "42")])).await;
     assert_eq!(rsp.status(), 200);
     let body = json_body(rsp).await;
-    // The value `acme/7 b` is one escaped path segment.
-    assert_eq!(body["customer"]["path"], "/customers/acme%2F7%20b");
+    // The value `acme 7;b` is one escaped path segment.
+    assert_eq!(body["customer"]["path"], "/customers/acme%207;b");
     assert_eq!(body["customer"]["query"], "of=42&n=75001");
     assert_eq!(body["customer"]["method"], "GET");
     assert_eq!(body["user"]["id"], "42");
@@ -639,7 +639,7 @@ async fn pick_allow_deny_rename_and_top_level_merge() {
             "id": "9",
             // prefs merged later: it wins the conflict on `name`.
             "name": "ignored?",
-            "customer": "acme/7 b",
+            "customer": "acme 7;b",
             "address": {"city": "Paris", "country": "FR"},
             "theme": "dark",
             "recent_orders": [{"id": 1, "amount": 10}, {"id": 2, "amount": 20}],
@@ -758,14 +758,40 @@ async fn a_value_cannot_climb_out_of_its_path_segment() {
         .call(Call::new("orders", "echo").path("/customers/{query.c}/orders?o={query.o}"))
         .build()
         .unwrap();
-    for c in ["..", "%2E%2E", ".", "", "..;x=1", ".%2e"] {
+    // Nor may a value hold a separator, escaped or not: upstreams that
+    // decode `%2F` or `%5C` before routing would read `..%2Fadmin` as
+    // `../admin`, and NUL ends a path in C.
+    for c in [
+        "..",
+        "%2E%2E",
+        ".",
+        "",
+        "..;x=1",
+        ".%2e",
+        "..%2Fadmin",
+        "a%2Fb",
+        "a/b",
+        "a%5Cb",
+        "a%00b",
+    ] {
         let problem =
             assert_problem(send(&agg, request(&format!("/?c={c}&o=1"), &[])).await, 400).await;
         assert_eq!(problem["reason"], "invalid_input", "{c}");
         assert_eq!(problem["call"], "orders", "{c}");
     }
-    // In the query, or inside a segment, dots are only dots.
-    let rsp = send(&agg, request("/?c=a..b&o=..", &[])).await;
+    // A separator an earlier call's answer holds is the upstream's fault:
+    // 502, not the client's 400.
+    let chained = http_target(Aggregate::builder(), "echo", echo.addr)
+        .call(Call::new("first", "echo").path("/a/b"))
+        .call(Call::new("second", "echo").path("/items/{first.path}"))
+        .build()
+        .unwrap();
+    let problem = assert_problem(send(&chained, request("/", &[])).await, 502).await;
+    assert_eq!(problem["reason"], "dependency_field_invalid");
+    assert_eq!(problem["call"], "second");
+    // In the query, or inside a segment, dots are only dots; and in the
+    // query a slash is only data.
+    let rsp = send(&agg, request("/?c=a..b&o=../x%2Fy", &[])).await;
     assert_eq!(rsp.status(), 200);
     let v = json_body(rsp).await;
     assert_eq!(v["orders"]["path"], "/customers/a..b/orders", "{v}");
