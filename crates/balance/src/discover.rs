@@ -242,9 +242,17 @@ impl Dns {
     }
 
     async fn resolve(&self) -> Result<Vec<Endpoint>, BoxError> {
-        let addrs: BTreeSet<SocketAddr> = tokio::net::lookup_host((&*self.host, self.port))
-            .await?
+        // Bounded: `getaddrinfo` can hang on an unanswering resolver, and
+        // the next round must not wait behind it. An empty answer is a
+        // failure, not an empty pool: a blip never empties a pool.
+        let lookup = tokio::net::lookup_host((&*self.host, self.port));
+        let addrs: BTreeSet<SocketAddr> = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
+            .await
+            .map_err(|_| format!("DNS lookup of {} timed out", self.host))??
             .collect();
+        if addrs.is_empty() {
+            return Err(format!("DNS lookup of {} found no address", self.host).into());
+        }
         Ok(addrs
             .into_iter()
             .map(|a| {
@@ -255,6 +263,9 @@ impl Dns {
             .collect())
     }
 }
+
+/// The longest wait for one DNS lookup.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn validate_path(path: &str) -> Result<(), BuildError> {
     if !path.is_empty() && !path.starts_with('/') {

@@ -74,7 +74,8 @@ pub fn to_problem(err: &(dyn std::error::Error + 'static)) -> Option<Problem> {
         );
     }
     if let Some(o) = cause_ref::<Overloaded>(err) {
-        let secs = o.retry_after.as_secs().max(1);
+        // Rounded up: a client that waits that long is never early.
+        let secs = o.retry_after.as_micros().div_ceil(1_000_000).max(1);
         let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE)
             .detail("the upstream service is overloaded");
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -188,7 +189,7 @@ mod tests {
         ));
         let p = to_problem(&*e).expect("ours");
         assert_eq!(p.status(), 503);
-        assert_eq!(p.headers()["retry-after"], "1");
+        assert_eq!(p.headers()["retry-after"], "2", "rounded up");
         let e: towergate_core::BoxError = Box::new(Timeout::request(Duration::from_secs(1)));
         assert_eq!(to_problem(&*e).expect("ours").status(), 504);
         assert_eq!(e.to_string(), "request timed out after 1s");

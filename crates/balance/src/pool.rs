@@ -555,14 +555,17 @@ where
             return false;
         }
         if slot.ejected.load(Ordering::Acquire) {
+            // The flag changes under the outlier lock, as it is set: cleared
+            // after the lock, it could undo an ejection made in between.
             let returned = {
                 let mut o = slot.outlier.lock();
                 if o.is_ejected(now) {
                     return false;
                 }
-                o.expire(now)
+                let returned = o.expire(now);
+                slot.ejected.store(false, Ordering::Release);
+                returned
             };
-            slot.ejected.store(false, Ordering::Release);
             if returned {
                 tracing::info!(pool = %self.shared.name, endpoint = %slot.endpoint.url(), "ejection over: endpoint back in rotation");
                 self.restart_ewma(slot, now);
@@ -618,7 +621,10 @@ where
         let passes = if tried.is_empty() { 1 } else { 2 };
         for pass in 0..passes {
             let avoid_tried = pass == 0 && !tried.is_empty();
-            for _ in 0..4 {
+            // Every miss marks its endpoint full, so each pass ends by
+            // `slots.len() + 1` picks: all endpoints are tried before an
+            // `Overloaded`.
+            for _ in 0..=slots.len() {
                 let eligible = |i: usize| {
                     let s = &slots[i];
                     if s.weight() == 0 || full.contains(&i) {
@@ -746,7 +752,12 @@ where
         let shared = &*self.shared;
         slot.requests.fetch_add(1, Ordering::Relaxed);
         match outcome {
-            Outcome::Ignore => {}
+            // Not the endpoint's fault (a route's own short timeout, the
+            // client's body), so no failure; but it took this long at
+            // least, and an endpoint that stopped answering must not look
+            // faster and faster to the latency-aware pick as its estimate
+            // decays.
+            Outcome::Ignore => slot.observe_at_least(rtt, now, shared.decay),
             Outcome::Success => {
                 slot.ewma.lock().observe(rtt, now, shared.decay);
                 slot.outlier.lock().on_success();
@@ -786,9 +797,10 @@ where
                 // ejection; the first one did it.
                 return;
             }
-            (o.eject(now, &shared.policy), o.ejections())
+            let ejected = (o.eject(now, &shared.policy), o.ejections());
+            slot.ejected.store(true, Ordering::Release);
+            ejected
         };
-        slot.ejected.store(true, Ordering::Release);
         tracing::warn!(pool = %shared.name, endpoint = %slot.endpoint.url(), ejected_for = ?d, ejections = n, "endpoint ejected after consecutive failures");
         Self::count_degraded(shared, &members);
     }
@@ -818,8 +830,11 @@ where
             }
             Some(true) => {
                 let now = now();
-                let was_ejected = slot.outlier.lock().uneject(now);
-                slot.ejected.store(false, Ordering::Release);
+                let was_ejected = {
+                    let mut o = slot.outlier.lock();
+                    slot.ejected.store(false, Ordering::Release);
+                    o.uneject(now)
+                };
                 slot.active_ok.store(true, Ordering::Release);
                 self.restart_ewma(slot, now);
                 tracing::info!(pool = %shared.name, endpoint = %slot.endpoint.url(), was_ejected, "endpoint passed its health checks: back in rotation");
@@ -1219,6 +1234,15 @@ impl<S> Slot<S> {
         &self.service
     }
 
+    /// An attempt that ended without an answer took `waited` at least: a
+    /// lower bound, which only ever raises the latency estimate.
+    fn observe_at_least(&self, waited: Duration, now: Instant, decay: Duration) {
+        let mut e = self.ewma.lock();
+        if waited.as_secs_f64() * 1e9 > e.last() {
+            e.observe(waited, now, decay);
+        }
+    }
+
     fn try_acquire(&self, max: Option<usize>) -> bool {
         match max {
             None => {
@@ -1279,11 +1303,8 @@ impl<S> Drop for Picked<S> {
         if self.observe_on_drop {
             let now = now();
             let waited = now.saturating_duration_since(self.started);
-            let mut e = self.slot.ewma.lock();
-            // A lower bound: it only ever raises the estimate.
-            if waited.as_secs_f64() * 1e9 > e.last() {
-                e.observe(waited, now, self.pool.shared.decay);
-            }
+            self.slot
+                .observe_at_least(waited, now, self.pool.shared.decay);
         }
     }
 }

@@ -516,10 +516,11 @@ async fn a_hedge_counts_as_a_retry() {
         )
         .build()
         .unwrap();
-    // a hangs, b is the hedge (503), a times out: two attempts, which
-    // `max_retries: 1` allows; c is not tried.
+    // a hangs, the hedge goes to b or c (503), a times out: two attempts,
+    // which `max_retries: 1` allows; the third endpoint is not tried.
     assert!(send(&b, get()).await.is_err());
-    assert_eq!((fake.hits("a"), fake.hits("b"), fake.hits("c")), (1, 1, 0));
+    assert_eq!(fake.hits("a"), 1);
+    assert_eq!(fake.hits("b") + fake.hits("c"), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -884,4 +885,55 @@ async fn wait_for(mut cond: impl FnMut() -> bool) {
     })
     .await
     .expect("condition within 5s");
+}
+
+/// With per-endpoint limits, a pick goes on past full endpoints until it
+/// has tried them all: four busy of six is not `Overloaded`.
+#[tokio::test]
+async fn a_pick_tries_every_endpoint_before_answering_overloaded() {
+    let urls = ["a", "b", "c", "d", "e", "f"];
+    let fake = Fake::with(&urls.map(|u| (u, Mode::Ok)));
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .circuit_breaker(CircuitBreaker::new().max_endpoint_requests(1))
+        .build()
+        .unwrap();
+    let held: Vec<_> = (0..4).map(|_| pool.pick(None, &[]).unwrap()).collect();
+    let busy: Vec<String> = held
+        .iter()
+        .map(|p| p.slot.endpoint().url().to_owned())
+        .collect();
+    assert_eq!(busy, ["a", "b", "c", "d"]);
+    // e and f answer at once.
+    for _ in 0..2 {
+        drop(pool.pick(None, &[]).unwrap());
+    }
+    for _ in 0..4 {
+        let p = pool.pick(None, &[]).expect("e and f are free");
+        let url = p.slot.endpoint().url().to_owned();
+        assert!(url == "e" || url == "f", "{url}");
+    }
+    drop(held);
+    assert!(pool.pick(None, &[]).is_ok());
+}
+
+/// An attempt whose failure is not the endpoint's fault (`Ignore`: a
+/// route's own short timeout) still tells how long the endpoint took at
+/// least: a silent endpoint must not look fast to the latency-aware pick.
+#[tokio::test(start_paused = true)]
+async fn an_ignored_outcome_still_raises_the_latency_estimate() {
+    let fake = Fake::with(&[("a", Mode::Ok)]);
+    let pool = fake.pool(Algorithm::PeakEwma).build().unwrap();
+    let picked = pool.pick(None, &[]).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    picked.finish(crate::Outcome::Ignore);
+    let a = pool.snapshot().into_iter().next().unwrap();
+    assert!(a.ewma_ms >= 190.0, "{a:?}");
+    assert_eq!(a.failures, 0, "{a:?}");
+    // A quick one afterwards does not lower it below what was seen.
+    let picked = pool.pick(None, &[]).unwrap();
+    picked.finish(crate::Outcome::Ignore);
+    let a = pool.snapshot().into_iter().next().unwrap();
+    assert!(a.ewma_ms >= 190.0, "{a:?}");
 }
