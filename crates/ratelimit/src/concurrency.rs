@@ -71,6 +71,7 @@ use crate::error::Overloaded;
 #[must_use]
 pub struct ConcurrencyLimitLayer {
     counter: Arc<Counter>,
+    max: usize,
     retry_after: Duration,
 }
 
@@ -79,6 +80,7 @@ pub struct ConcurrencyLimitLayer {
 pub struct ConcurrencyLimit<S> {
     inner: S,
     counter: Arc<Counter>,
+    max: usize,
     retry_after: Duration,
 }
 
@@ -99,9 +101,10 @@ pin_project! {
     }
 }
 
+/// The requests in flight, which layers with different limits may share
+/// (see [`ConcurrencyLimitLayer::sharing`]).
 #[derive(Debug)]
 struct Counter {
-    max: usize,
     in_flight: AtomicUsize,
 }
 
@@ -118,10 +121,24 @@ impl ConcurrencyLimitLayer {
     pub fn new(max: usize) -> Self {
         Self {
             counter: Arc::new(Counter {
-                max,
                 in_flight: AtomicUsize::new(0),
             }),
+            max,
             retry_after: Duration::from_secs(1),
+        }
+    }
+
+    /// A layer with a limit of `max` over this one's count of requests in
+    /// flight: what a reloaded route uses, so that the requests its
+    /// previous configuration let in still count against the new limit
+    /// (with a fresh counter, a reload would let in up to twice the
+    /// limit). Each layer admits while the shared count is below its own
+    /// `max`.
+    pub fn sharing(&self, max: usize) -> Self {
+        Self {
+            counter: self.counter.clone(),
+            max,
+            retry_after: self.retry_after,
         }
     }
 
@@ -139,7 +156,7 @@ impl ConcurrencyLimitLayer {
 
     /// The limit.
     pub fn max(&self) -> usize {
-        self.counter.max
+        self.max
     }
 }
 
@@ -150,6 +167,7 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
         ConcurrencyLimit {
             inner,
             counter: self.counter.clone(),
+            max: self.max,
             retry_after: self.retry_after,
         }
     }
@@ -199,7 +217,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match Counter::acquire(&self.counter) {
+        match Counter::acquire(&self.counter, self.max) {
             Some(slot) => ResponseFuture {
                 kind: Kind::Inner {
                     fut: self.inner.call(req),
@@ -213,9 +231,7 @@ where
                     .detail("too many requests in flight; retry later")
                     .header(header::RETRY_AFTER, secs.max(1).into())
                     .into_response();
-                response
-                    .extensions_mut()
-                    .insert(Overloaded::new(self.counter.max));
+                response.extensions_mut().insert(Overloaded::new(self.max));
                 ResponseFuture {
                     kind: Kind::Shed {
                         response: Some(response),
@@ -268,10 +284,10 @@ impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
 
 impl Counter {
     /// Takes a slot if fewer than `max` are taken; never blocks.
-    fn acquire(this: &Arc<Self>) -> Option<Slot> {
+    fn acquire(this: &Arc<Self>, max: usize) -> Option<Slot> {
         this.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < this.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .ok()
             .map(|_| Slot {

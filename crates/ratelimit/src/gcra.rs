@@ -194,7 +194,18 @@ impl Gcra {
     }
 
     fn probe(&self, tat: Option<u64>, now: u64) -> Probe {
-        let tat = tat.unwrap_or(now).max(now);
+        // A state this limit could have left is never more than a window
+        // ahead; one that is was left by another limit under the same name
+        // (a reload that lowered the rate or the burst) or by a clock that
+        // stepped back (Redis's, between instances): read as an empty
+        // bucket, it refuses for one interval, not for the old window. The
+        // stores write such a capped state back even on a refusal (the
+        // outcome's `tat` is below the stored one), so that the interval
+        // runs from now.
+        let tat = tat
+            .unwrap_or(now)
+            .max(now)
+            .min(now.saturating_add(self.window()));
         let next = tat.saturating_add(self.interval);
         Probe {
             gcra: *self,

@@ -64,22 +64,31 @@ pub(crate) fn seconds_ceil(micros: u64) -> u64 {
     micros.div_ceil(MICROS)
 }
 
-/// One member of `RateLimit-Policy`. Names are checked tokens (no quote or
-/// backslash), so they need no escaping in an sf-string.
-pub(crate) fn policy_item(name: &str, gcra: Gcra) -> String {
-    let (q, w) = quota_window(gcra);
+/// One member of `RateLimit-Policy`, with its [`quota_window`]. Names are
+/// checked tokens (no quote or backslash), so they need no escaping in an
+/// sf-string.
+pub(crate) fn policy_item(name: &str, (q, w): (u64, u64)) -> String {
     format!("\"{name}\";q={q};w={w}")
 }
 
-/// `q` and `w` of a limit: `w` is the window in whole seconds, rounded up,
-/// and `q` what a full bucket admits within `w`: the burst, plus what
-/// refills in the part of `w` past the window. So `q/w` is never below
-/// the real rate: `10/s` with a burst of 1 is `q=10;w=1`, not `q=1;w=1`.
-fn quota_window(gcra: Gcra) -> (u64, u64) {
-    let w = seconds_ceil(gcra.window());
-    let rest = w.saturating_mul(MICROS).saturating_sub(gcra.window());
-    let q = gcra.burst().saturating_add(rest / gcra.interval().max(1));
-    (q, w)
+/// `q` and `w` of `count` requests per `period` µs with a burst of
+/// `burst`: `w` is the window (`burst × period / count`) in whole seconds,
+/// rounded up, and `q` what a full bucket admits within `w`: the burst,
+/// plus what refills in the part of `w` past the window. So `q/w` is
+/// never below the real rate: `10/s` with a burst of 1 is `q=10;w=1`, not
+/// `q=1;w=1`. Computed from the limit as written, not from its GCRA
+/// interval, which is rounded up to a whole microsecond: `3/s` is
+/// `q=3;w=1`, not the `q=5;w=2` of a window 2 µs over a second.
+pub(crate) fn quota_window(count: u64, period: u64, burst: u64) -> (u64, u64) {
+    let (count, period, burst) = (u128::from(count), u128::from(period), u128::from(burst));
+    if count == 0 || period == 0 {
+        return (0, 0);
+    }
+    let micros = u128::from(MICROS);
+    let w = (burst * period).div_ceil(count * micros);
+    let q = burst + (w * micros * count).saturating_sub(burst * period) / period;
+    let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+    (clamp(q), clamp(w))
 }
 
 /// The constant start of a limit's `RateLimit` member, `"name";r=`: made
@@ -162,15 +171,21 @@ mod tests {
 
     #[test]
     fn formats() {
-        let g = Gcra::new(100_000, 20).unwrap(); // 10/s burst 20
-        assert_eq!(policy_item("per-ip", g), "\"per-ip\";q=20;w=2");
+        assert_eq!(
+            policy_item("per-ip", quota_window(10, 1_000_000, 20)),
+            "\"per-ip\";q=20;w=2"
+        );
         // Windows that are not whole seconds: q/w is the real rate, or more.
-        let ten_a_second = Gcra::new(100_000, 1).unwrap(); // 10/s burst 1
-        assert_eq!(policy_item("a", ten_a_second), "\"a\";q=10;w=1");
-        let two_a_second = Gcra::new(500_000, 3).unwrap(); // 20/10s burst 3
-        assert_eq!(policy_item("b", two_a_second), "\"b\";q=4;w=2");
-        let per_minute = Gcra::new(600_000, 100).unwrap();
-        assert_eq!(policy_item("c", per_minute), "\"c\";q=100;w=60");
+        assert_eq!(quota_window(10, 1_000_000, 1), (10, 1)); // 10/s burst 1
+        assert_eq!(quota_window(20, 10_000_000, 3), (4, 2)); // 20/10s burst 3
+        assert_eq!(quota_window(100, 60_000_000, 100), (100, 60));
+        // Rates whose interval is not a whole number of microseconds.
+        assert_eq!(quota_window(3, 1_000_000, 3), (3, 1));
+        assert_eq!(quota_window(7, 60_000_000, 7), (7, 60));
+        assert_eq!(quota_window(3, 1_000_000, 1), (3, 1));
+        assert_eq!(quota_window(7, 1_000_000, 10), (14, 2));
+        assert_eq!(quota_window(0, 1_000_000, 1), (0, 0));
+        let g = Gcra::new(100_000, 20).unwrap(); // 10/s burst 20
         let o = Outcome {
             allowed: true,
             remaining: 7,

@@ -15,7 +15,7 @@ use towergate_core::body::ResponseBody;
 
 use crate::error::{BuildError, RateLimited, StoreError, StoreUnavailable};
 use crate::gcra::{Gcra, Outcome, Verdict};
-use crate::headers::{Report, policy_item, rate_prefix, seconds_ceil};
+use crate::headers::{Report, policy_item, quota_window, rate_prefix, seconds_ceil};
 use crate::key::{Key, MissingKey};
 use crate::limit::{FailurePolicy, Limit};
 use crate::service::RateLimit;
@@ -219,6 +219,7 @@ impl RateLimitLayerBuilder {
         }
         let mut names = HashSet::new();
         let mut limits = Vec::with_capacity(self.limits.len());
+        let mut policy = Vec::with_capacity(self.limits.len());
         for limit in self.limits {
             let name: Arc<str> = match &limit.name {
                 Some(name) => name.clone(),
@@ -243,6 +244,14 @@ impl RateLimitLayerBuilder {
                 limit: name.to_string(),
                 reason,
             })?;
+            policy.push(policy_item(
+                &name,
+                quota_window(
+                    limit.count,
+                    crate::clock::duration_micros(limit.period),
+                    limit.burst.unwrap_or(limit.count),
+                ),
+            ));
             limits.push(Compiled {
                 id_prefix: format!("{}:{name}:", self.scope).into(),
                 rate_prefix: rate_prefix(&name),
@@ -252,11 +261,7 @@ impl RateLimitLayerBuilder {
                 on_failure: limit.on_store_failure,
             });
         }
-        let policy = limits
-            .iter()
-            .map(|l| policy_item(&l.name, l.gcra))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let policy = policy.join(", ");
         let policy =
             HeaderValue::from_str(&policy).map_err(|_| BuildError::InvalidName(policy.clone()))?;
         let uniform = limits.windows(2).all(|w| w[0].key == w[1].key);

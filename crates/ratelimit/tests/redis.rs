@@ -21,7 +21,9 @@ use tokio::task::JoinSet;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use towergate_ratelimit::gcra::Gcra;
 use towergate_ratelimit::store::{Batch, Bucket};
-use towergate_ratelimit::{FailurePolicy, Key, Limit, RateLimitLayer, RedisStore, Store};
+use towergate_ratelimit::{
+    FailurePolicy, Key, Limit, RateLimitLayer, RedisStore, Store, StoreError,
+};
 
 /// Generous: a hang guard, not a speed assertion.
 const HANG_GUARD: Duration = Duration::from_secs(10);
@@ -186,6 +188,47 @@ async fn script_decides_all_or_nothing_in_one_slot() {
     }
     assert!(!store.degraded());
 
+    // The same names under a lower limit (a reload from 4/h to 1/s, burst
+    // 1): the hour-long state left behind reads as an empty bucket of the
+    // new limit, refused for one interval, not for half an hour.
+    let lowered = Batch::new(
+        "scope|=k",
+        vec![
+            Bucket::new("fast", fast),
+            Bucket::new("hourly", Gcra::new(1_000_000, 1).unwrap()),
+        ],
+    );
+    let refused = tokio::time::timeout(HANG_GUARD, store.check(&lowered))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!refused.allowed);
+    assert!(
+        refused.outcomes[1].retry_after <= 1_000_000,
+        "retry after {} µs",
+        refused.outcomes[1].retry_after
+    );
+    assert!(refused.outcomes[1].reset_after <= 1_000_000);
+    // The refusal wrote the capped state back: the key now expires within
+    // the new window, and one interval later the new limit admits.
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}{{scope|=k}}hourly"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 1_000, "expires in {ttl} ms");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let admitted = tokio::time::timeout(HANG_GUARD, store.check(&lowered))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(admitted.allowed);
+
     // Keys are `<prefix>{<tag>}<id>` (one Cluster slot) and expire with
     // their TAT.
     let client = redis::Client::open(url.as_str()).unwrap();
@@ -265,6 +308,10 @@ async fn unreachable_redis_fails_closed_with_503() {
 struct Switch {
     addr: SocketAddr,
     up: watch::Sender<bool>,
+    /// Connections accepted before the latest freeze stop forwarding but
+    /// stay open: a half-open socket, or a network partition with no
+    /// reset. Later ones forward.
+    frozen: watch::Sender<u64>,
 }
 
 impl Switch {
@@ -272,31 +319,122 @@ impl Switch {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (up, _) = watch::channel(true);
+        let (frozen, _) = watch::channel(0u64);
         let state = up.subscribe();
+        let freezes = frozen.subscribe();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let mut state = state.clone();
+                let mut freezes = freezes.clone();
                 if !*state.borrow() {
                     // Down: hang up at once, as a dead peer's host would.
                     continue;
                 }
+                let born = *freezes.borrow();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(redis).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = state.wait_for(|up| !up) => {}
+                    let frozen = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                        _ = state.wait_for(|up| !up) => false,
+                        _ = freezes.wait_for(|f| *f > born) => true,
+                    };
+                    if frozen {
+                        // Silent, and open, until the test ends.
+                        std::future::pending::<()>().await;
                     }
+                    drop((client, server));
                 });
             }
         });
-        Self { addr, up }
+        Self { addr, up, frozen }
     }
 
     fn set(&self, up: bool) {
         self.up.send_replace(up);
     }
+
+    fn freeze(&self) {
+        self.frozen.send_modify(|f| *f += 1);
+    }
+}
+
+/// The Redis address of `url` for a [`Switch`], or `None` (and a loud
+/// skip) when it is not TCP.
+async fn tcp_addr(test: &str, url: &str) -> Option<SocketAddr> {
+    let info = redis::Client::open(url).unwrap();
+    match info.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => Some(
+            tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .unwrap()
+                .next()
+                .unwrap(),
+        ),
+        other => {
+            skip(test, &format!("needs a TCP Redis, not {other:?}"));
+            None
+        }
+    }
+}
+
+/// A connection that goes silent without closing (a partition, a host
+/// gone without a reset) is replaced after the failed call: the store
+/// recovers through a new connection instead of timing out on the old one
+/// until the kernel gives up on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_replaced() {
+    const TEST: &str = "a_silent_connection_is_replaced";
+    let Some(url) = redis(TEST).await else {
+        return;
+    };
+    let Some(redis_addr) = tcp_addr(TEST, &url).await else {
+        return;
+    };
+    let switch = Switch::start(redis_addr).await;
+    let store = RedisStore::builder(format!("redis://{}", switch.addr))
+        .prefix(unique_prefix("silent"))
+        .timeout(Duration::from_millis(200))
+        .probe_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let gcra = Gcra::new(1_000, 1_000).unwrap();
+    let decide = || {
+        let check = store.check(&Batch::new("k", vec![Bucket::new("k", gcra)]));
+        async move {
+            tokio::time::timeout(HANG_GUARD, check)
+                .await
+                .expect("a decision must never hang")
+        }
+    };
+    assert!(decide().await.is_ok(), "healthy");
+    switch.freeze();
+    // Timed out, by the store's clock or by the client's own response
+    // timeout (the same 200 ms).
+    let failed = decide().await;
+    assert!(
+        matches!(
+            failed,
+            Err(StoreError::TimedOut(_) | StoreError::Backend(_))
+        ),
+        "{failed:?}"
+    );
+    assert!(store.degraded());
+    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if decide().await.is_ok() && !store.degraded() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        recovered.is_ok(),
+        "still on the silent connection ({} failures)",
+        store.failures()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,20 +442,8 @@ async fn degrades_and_recovers_by_itself() {
     let Some(url) = redis("degrades_and_recovers_by_itself").await else {
         return;
     };
-    let info = redis::Client::open(url.as_str()).unwrap();
-    let redis_addr: SocketAddr = match info.get_connection_info().addr() {
-        redis::ConnectionAddr::Tcp(host, port) => tokio::net::lookup_host((host.as_str(), *port))
-            .await
-            .unwrap()
-            .next()
-            .unwrap(),
-        other => {
-            skip(
-                "degrades_and_recovers_by_itself",
-                &format!("needs a TCP Redis, not {other:?}"),
-            );
-            return;
-        }
+    let Some(redis_addr) = tcp_addr("degrades_and_recovers_by_itself", &url).await else {
+        return;
     };
     let switch = Switch::start(redis_addr).await;
     let store = RedisStore::builder(format!("redis://{}", switch.addr))

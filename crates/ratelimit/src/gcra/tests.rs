@@ -246,14 +246,19 @@ proptest! {
             let full = g.check(Some(o.tat), now + o.reset_after);
             prop_assert_eq!(full.remaining, burst - 1);
         } else {
+            // What a store holds after the refusal: the state as read
+            // (capped to a window ahead, see `check`).
+            let held = Some(o.tat);
             prop_assert_eq!(o.remaining, 0);
             prop_assert!(o.retry_after > 0);
-            prop_assert!(!g.check(tat, now + o.retry_after - 1).allowed);
-            prop_assert!(g.check(tat, now + o.retry_after).allowed);
+            prop_assert!(o.retry_after <= interval);
+            prop_assert!(!g.check(held, now + o.retry_after - 1).allowed);
+            prop_assert!(g.check(held, now + o.retry_after).allowed);
         }
     }
 
-    /// With several limits, a refused request leaves every TAT where it was,
+    /// With several limits, a refused request leaves every TAT where it was
+    /// (read at most a window ahead),
     /// and an admitted one moves each by exactly one interval.
     #[test]
     fn all_or_nothing(
@@ -267,7 +272,8 @@ proptest! {
         let v = decide(limits.iter().copied(), now);
         prop_assert_eq!(v.allowed, limits.iter().all(|(g, t)| g.check(*t, now).allowed));
         for ((g, t), o) in limits.iter().zip(&v.outcomes) {
-            let before = t.unwrap_or(now).max(now);
+            // A state more than a window ahead is read as one window ahead.
+            let before = t.unwrap_or(now).max(now).min(now + g.window());
             if v.allowed {
                 prop_assert_eq!(o.tat, before + g.interval());
             } else {
@@ -275,4 +281,28 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_state_beyond_the_window_reads_as_an_empty_bucket() {
+    // Left by 1000/h under the same name (a reload to 10/min), or by a
+    // clock that stepped back: refused for one interval, not for an hour.
+    let hourly = Gcra::new(3_600, 1_000).unwrap();
+    let mut tat = None;
+    for _ in 0..1_000 {
+        tat = Some(hourly.check(tat, 0).tat);
+    }
+    assert_eq!(tat, Some(3_600_000));
+    let per_minute = Gcra::new(6_000, 10).unwrap();
+    let o = per_minute.check(tat, 0);
+    assert!(!o.allowed);
+    assert_eq!(o.retry_after, 6_000);
+    assert_eq!(o.reset_after, 60_000);
+    assert_eq!(o.remaining, 0);
+    // The capped state is what a store writes back on this refusal; one
+    // interval later the new limit admits.
+    assert_eq!(o.tat, 60_000);
+    let o = per_minute.check(Some(o.tat), 6_000);
+    assert!(o.allowed);
+    assert_eq!(o.tat, 66_000);
 }

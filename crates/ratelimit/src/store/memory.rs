@@ -138,22 +138,25 @@ impl MemoryStore {
         let mut guards: Vec<MutexGuard<'_, Shard>> = order.iter().map(|&i| inner.lock(i)).collect();
         let slot = |shard: usize| order.binary_search(&shard).unwrap_or(0);
 
+        let tats: Vec<Option<u64>> = hashes
+            .iter()
+            .zip(&index)
+            .zip(buckets)
+            .map(|((&h, &i), b)| guards[slot(i)].find(h, b.id()))
+            .collect();
         let verdict = decide(
-            buckets
-                .iter()
-                .zip(hashes.iter().zip(&index))
-                .map(|(b, (&h, &i))| {
-                    let tat = guards[slot(i)].find(h, b.id());
-                    (b.gcra(), tat)
-                }),
+            buckets.iter().zip(&tats).map(|(b, &tat)| (b.gcra(), tat)),
             now,
         );
-        if verdict.allowed {
-            for ((b, (&h, &i)), o) in buckets
-                .iter()
-                .zip(hashes.iter().zip(&index))
-                .zip(&verdict.outcomes)
-            {
+        for (((b, (&h, &i)), o), &tat) in buckets
+            .iter()
+            .zip(hashes.iter().zip(&index))
+            .zip(&verdict.outcomes)
+            .zip(&tats)
+        {
+            // A refusal writes only a state it read as capped (see
+            // `Gcra::check`), so that the next interval admits.
+            if verdict.allowed || tat.is_some_and(|t| o.tat < t) {
                 inner.store(&mut guards[slot(i)], h, b.id(), o.tat, now);
             }
         }
@@ -285,7 +288,9 @@ impl Inner {
         match shard.tats.find_mut(hash, |(k, _)| **k == *id) {
             Some((_, tat)) => {
                 let outcome = gcra.check(Some(*tat), now);
-                if outcome.allowed {
+                // A refusal writes only a state it read as capped (see
+                // `Gcra::check`), so that the next interval admits.
+                if outcome.allowed || outcome.tat < *tat {
                     *tat = outcome.tat;
                 }
                 outcome
@@ -413,6 +418,35 @@ mod tests {
 
     fn one(id: &str, gcra: Gcra) -> Batch {
         Batch::new("", vec![Bucket::new(id, gcra)])
+    }
+
+    /// A lower limit under the same names (a reload from 1000/h to
+    /// 10/min) refuses for one of its intervals, not for the hour the old
+    /// state ran ahead; alone and in a batch.
+    #[test]
+    fn a_lowered_limit_forgets_the_old_window_after_one_interval() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::builder().clock(clock.clone()).build().unwrap();
+        let hourly = Gcra::new(3_600_000, 1_000).unwrap(); // 1000/h, in µs
+        let per_minute = Gcra::new(6_000_000, 10).unwrap(); // 10/min
+        let pair = |g: Gcra| Batch::new("", vec![Bucket::new("a", g), Bucket::new("b", g)]);
+        for _ in 0..1_000 {
+            assert!(store.decide(&one("k", hourly)).allowed);
+            assert!(store.decide(&pair(hourly)).allowed);
+        }
+        assert!(!store.decide(&one("k", hourly)).allowed);
+        let refused = store.decide(&one("k", per_minute));
+        assert!(!refused.allowed);
+        assert_eq!(refused.outcomes[0].retry_after, 6_000_000);
+        let refused = store.decide(&pair(per_minute));
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after(), 6_000_000);
+        clock.advance(Duration::from_secs(6));
+        assert!(store.decide(&one("k", per_minute)).allowed);
+        assert!(store.decide(&pair(per_minute)).allowed);
+        // And then the new rate holds.
+        assert!(!store.decide(&one("k", per_minute)).allowed);
+        assert!(!store.decide(&pair(per_minute)).allowed);
     }
 
     #[test]

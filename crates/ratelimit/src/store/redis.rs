@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -31,15 +32,20 @@ for i = 1, #KEYS do
   local window = interval * tonumber(ARGV[2 * i])
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
+  local capped = 0
+  if tat > now + window then
+    tat = now + window
+    capped = 1
+  end
   local allow_at = tat + interval - window
   if allow_at > now then allowed = 0 end
-  probes[i] = {interval, window, tat, allow_at}
+  probes[i] = {interval, window, tat, allow_at, capped}
 end
 local out = {allowed}
 for i = 1, #KEYS do
-  local interval, window, tat, allow_at = unpack(probes[i])
-  if allowed == 1 then
-    tat = tat + interval
+  local interval, window, tat, allow_at, capped = unpack(probes[i])
+  if allowed == 1 or capped == 1 then
+    if allowed == 1 then tat = tat + interval end
     redis.call('SET', KEYS[i], string.format('%.0f', tat),
       'PX', string.format('%.0f', math.ceil((tat - now) / 1000)))
   end
@@ -75,7 +81,12 @@ const REPLY_FIELDS: usize = 5;
 ///   cluster), not a Cluster client: a node's `MOVED` answer is a failure.
 /// - **Never hangs**: each call is bounded by [`timeout`](RedisStoreBuilder::timeout)
 ///   (50 ms by default). A [`ConnectionManager`] reconnects in the
-///   background.
+///   background when its connection breaks; and after any failed call
+///   (a timeout, `READONLY` from a primary demoted by a failover, an error)
+///   the store replaces the connection with a new one, so that a half-open
+///   socket or a server that changed roles is not asked again and again.
+///   Failures are rare while healthy and probes are one per interval while
+///   degraded, so this reconnects at most about once per interval.
 /// - **Degraded mode**: after a failure, the store answers
 ///   [`StoreError::Degraded`] at once, without touching the network, for
 ///   [`probe_interval`](RedisStoreBuilder::probe_interval) (1 s by
@@ -105,7 +116,10 @@ pub struct RedisStoreBuilder {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: ArcSwap<ConnectionManager>,
+    /// What a replacement connection is made from.
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     script: Script,
     prefix: String,
     timeout: Duration,
@@ -156,7 +170,7 @@ impl RedisStore {
     /// Sends `PING`, within the store's timeout; a readiness check for
     /// embedders and tests. Does not change the degraded state.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = ConnectionManager::clone(&self.inner.conn.load());
         let ping = redis::cmd("PING");
         match tokio::time::timeout(self.inner.timeout, ping.query_async::<String>(&mut conn)).await
         {
@@ -178,7 +192,8 @@ impl RedisStore {
         for arg in &args {
             invocation.arg(arg);
         }
-        let mut conn = inner.conn.clone();
+        let used = inner.conn.load_full();
+        let mut conn = ConnectionManager::clone(&used);
         let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
         let result = match tokio::time::timeout(inner.timeout, call).await {
             Ok(Ok(reply)) => parse(&reply, keys.len()),
@@ -187,7 +202,12 @@ impl RedisStore {
         };
         match &result {
             Ok(_) => inner.health.succeeded(),
-            Err(e) => inner.health.failed(e),
+            Err(e) => {
+                inner.health.failed(e);
+                if !matches!(e, StoreError::BadReply(_)) {
+                    inner.reconnect(&used);
+                }
+            }
         }
         result
     }
@@ -292,17 +312,39 @@ impl RedisStoreBuilder {
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.timeout))
             .set_max_delay(Duration::from_secs(2));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(BuildError::Redis)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(BuildError::Redis)?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                conn,
+                conn: ArcSwap::from_pointee(conn),
+                client,
+                config,
                 script: Script::new(SCRIPT),
                 prefix: self.prefix,
                 timeout: self.timeout,
                 health: Health::new(duration_micros(self.probe_interval)),
             }),
         })
+    }
+}
+
+impl Inner {
+    /// Replaces the connection `used` by a failed call with a new one
+    /// (connected lazily, by the next call): the connection manager
+    /// reconnects by itself only when the socket breaks, not when calls
+    /// time out on a half-open one or a demoted primary answers
+    /// `READONLY`. Calls that failed together on the same connection
+    /// replace it once.
+    fn reconnect(&self, used: &Arc<ConnectionManager>) {
+        let Ok(fresh) =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        else {
+            return;
+        };
+        let previous = self.conn.compare_and_swap(used, Arc::new(fresh));
+        if Arc::ptr_eq(&previous, used) {
+            tracing::debug!("redis rate-limit store: a new connection for the next call");
+        }
     }
 }
 
