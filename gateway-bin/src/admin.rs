@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -94,12 +95,50 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "admin listening");
     let app = router_for(state, !addr.ip().is_loopback());
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "admin server stopped");
-        }
-    });
+    let task = tokio::spawn(serve(listener, app));
     Ok(AdminServer { addr, task })
+}
+
+/// How many connections the admin listener holds at once; more are closed
+/// as they come. An operator's dashboard, a Prometheus or two and probes
+/// need a handful: the cap keeps an exposed listener from taking the file
+/// descriptors the proxy listeners need.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to send a request's headers, idle
+/// keep-alive included (the dashboard asks every few seconds).
+const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Serves the admin routes over HTTP/1.1 until the task is aborted.
+async fn serve(listener: TcpListener, app: Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!(error = %e, "admin listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("admin listener: connection limit reached; closing a new connection");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Starts the admin server the live configuration asks for (`admin`
@@ -365,10 +404,8 @@ fn upstream_list(cfg: &Config) -> Value {
         .map(|(name, u)| {
             json!({
                 "name": name,
-                "url": u.url.clone().or_else(|| u.endpoints.first().map(|e| match e {
-                    crate::config::schema::EndpointSpec::Url(url) => url.clone(),
-                    crate::config::schema::EndpointSpec::Weighted { url, .. } => url.clone(),
-                })),
+                "url": u.url.as_deref().or_else(|| u.endpoints.first().map(|e| e.url()))
+                    .map(|url| towergate_core::url_without_password(url).into_owned()),
                 "http2": u.http2,
                 "routes": cfg.routes.iter().filter(|r| &r.upstream == name).map(|r| r.name.as_str()).collect::<Vec<_>>(),
             })

@@ -48,14 +48,28 @@ pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
             // change waiting for a restart does not hold renewals back.
             live.swap_tls(&c.listeners);
             let server_changed = &c.server != live.server_settings();
+            // The admin server is bound once, at start.
+            let admin_changed = {
+                let (old, new) = (&live.config().admin, &c.config.admin);
+                old.enabled != new.enabled || old.listen != new.listen
+            };
             live.apply(c.stack, c.config);
             live.registry().metrics().config_reload(true);
-            if listeners_changed {
-                tracing::warn!(file = %path.display(), "configuration reloaded; listener changes take effect at the next restart");
-            } else if server_changed {
-                tracing::warn!(file = %path.display(), "configuration reloaded; changes to `server` (connection limits, timeouts, drain) take effect at the next restart");
-            } else {
+            let waiting: Vec<&str> = [
+                (listeners_changed, "listeners"),
+                (
+                    server_changed,
+                    "`server` (connection limits, timeouts, drain)",
+                ),
+                (admin_changed, "`admin.listen` and `admin.enabled`"),
+            ]
+            .into_iter()
+            .filter_map(|(changed, what)| changed.then_some(what))
+            .collect();
+            if waiting.is_empty() {
                 tracing::info!(file = %path.display(), "configuration reloaded");
+            } else {
+                tracing::warn!(file = %path.display(), "configuration reloaded; changes to {} take effect at the next restart", waiting.join(", "));
             }
             ReloadOutcome::Applied { listeners_changed }
         }
@@ -68,11 +82,23 @@ pub fn reload_now(path: &Path, live: &Live) -> ReloadOutcome {
     }
 }
 
+/// What woke the reloader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// SIGHUP, or an event naming the configuration file: reload.
+    File,
+    /// Another entry of a watched directory changed: reload if the file's
+    /// content did (a Kubernetes ConfigMap swaps its `..data` symlink, and
+    /// the file named in `--config` gets no event of its own).
+    Directory,
+}
+
 /// Watches `path` (through its directory, since editors and deploy tools
-/// replace files rather than write them in place) and SIGHUP, and reloads on
-/// either. Runs until the returned task is aborted.
+/// replace files rather than write them in place, and through its target's
+/// directory when it is a symlink) and SIGHUP, and reloads on either. Runs
+/// until the returned task is aborted.
 pub fn spawn_reloader(path: PathBuf, live: Arc<Live>) -> tokio::task::JoinHandle<()> {
-    let (tx, mut rx) = mpsc::channel::<()>(16);
+    let (tx, mut rx) = mpsc::channel::<Trigger>(16);
     let watcher = watch_file(&path, tx.clone());
     #[cfg(unix)]
     {
@@ -93,7 +119,7 @@ pub fn spawn_reloader(path: PathBuf, live: Arc<Live>) -> tokio::task::JoinHandle
                     live.registry().reopen_access_log(Duration::from_secs(2));
                 })
                 .await;
-                if tx.send(()).await.is_err() {
+                if tx.send(Trigger::File).await.is_err() {
                     return;
                 }
             }
@@ -102,10 +128,19 @@ pub fn spawn_reloader(path: PathBuf, live: Arc<Live>) -> tokio::task::JoinHandle
     tokio::spawn(async move {
         // Keep the watcher alive as long as the reloader runs.
         let _watcher = watcher;
-        while rx.recv().await.is_some() {
+        let mut seen = content_digest(&path).await;
+        while let Some(first) = rx.recv().await {
             // Debounce: a save is often several events.
             tokio::time::sleep(Duration::from_millis(150)).await;
-            while rx.try_recv().is_ok() {}
+            let mut named = first == Trigger::File;
+            while let Ok(t) = rx.try_recv() {
+                named |= t == Trigger::File;
+            }
+            let now = content_digest(&path).await;
+            if !named && now == seen {
+                continue;
+            }
+            seen = now;
             let path = path.clone();
             let live = live.clone();
             // Compiling reads files and may be slow: keep it off the runtime's workers.
@@ -114,27 +149,56 @@ pub fn spawn_reloader(path: PathBuf, live: Arc<Live>) -> tokio::task::JoinHandle
     })
 }
 
-fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+/// A digest of the file's content (through symlinks), `None` when it
+/// cannot be read.
+async fn content_digest(path: &Path) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let bytes = tokio::fs::read(path).await.ok()?;
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+fn watch_file(path: &Path, tx: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
     use notify::{Event, EventKind, RecursiveMode, Watcher};
     let file_name = path.file_name()?.to_owned();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // A symlinked file is edited where it points: watch there too.
+    let target_dir = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|t| t.parent().map(Path::to_path_buf))
+        .filter(|t| std::fs::canonicalize(&dir).ok().as_deref() != Some(t.as_path()));
     let handler = move |res: notify::Result<Event>| {
-        if let Ok(ev) = res
-            && matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(_))
-            && ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(file_name.as_os_str()))
-        {
-            let _ = tx.try_send(());
+        let Ok(ev) = res else { return };
+        if !matches!(
+            ev.kind,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+        ) {
+            return;
         }
+        let named = ev
+            .paths
+            .iter()
+            .any(|p| p.file_name() == Some(file_name.as_os_str()));
+        let _ = tx.try_send(if named {
+            Trigger::File
+        } else {
+            Trigger::Directory
+        });
     };
     match notify::recommended_watcher(handler) {
         Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
-            Ok(()) => Some(w),
+            Ok(()) => {
+                if let Some(t) = &target_dir
+                    && let Err(e) = w.watch(t, RecursiveMode::NonRecursive)
+                {
+                    tracing::warn!(error = %e, dir = %t.display(), "cannot watch the configuration's target directory");
+                }
+                Some(w)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the configuration; SIGHUP still reloads");
                 None

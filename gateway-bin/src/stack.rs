@@ -35,7 +35,7 @@ use towergate_routing::{Route as RoutingRoute, Router};
 
 use crate::balance;
 use crate::config::schema::{self, Config, ValueMatch};
-use crate::config::validate::{check_structure, parse_net, size_value};
+use crate::config::validate::{check_structure, has_user_info, parse_net, size_value};
 use crate::config::{ConfigError, ConfigErrors, parse_duration};
 use crate::policy::{self, Registry};
 use crate::tls;
@@ -167,8 +167,19 @@ pub fn check(cfg: &Config) -> Result<Compiled, ConfigErrors> {
 /// Compiles a configuration, reusing the state in `registry` (rate-limit
 /// buckets, store connections) that should survive a reload.
 pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, ConfigErrors> {
-    // What an earlier compile that failed left staged is not this one's.
+    // What an earlier compile left staged is not this one's.
     registry.discard_staged();
+    let compiled = compile_staged(cfg, registry.clone());
+    if compiled.is_err() {
+        // A refused configuration's new authenticators (a JWKS fetcher, an
+        // introspection client and its secret) stop now, not at the next
+        // reload.
+        registry.discard_staged();
+    }
+    compiled
+}
+
+fn compile_staged(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, ConfigErrors> {
     let mut errs = Vec::new();
     check_structure(cfg, &mut errs);
     let base = cfg.base_dir.clone();
@@ -289,10 +300,15 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
                 )
             })
             .unwrap_or_default();
-        let concurrency = r
-            .concurrency
-            .as_ref()
-            .and_then(|c| policy::concurrency_layer(c, &format!("{p}.concurrency"), &mut errs));
+        let concurrency = r.concurrency.as_ref().and_then(|c| {
+            policy::concurrency_layer(
+                c,
+                &r.name,
+                &registry,
+                &format!("{p}.concurrency"),
+                &mut errs,
+            )
+        });
         let auth = r.auth.as_ref().and_then(|a| {
             if let Some(req) = &a.require {
                 policy::check_require(req, &format!("{p}.auth.require"), &mut errs);
@@ -421,6 +437,13 @@ pub fn compile_with(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, C
     registry.commit_redis(crate::policy::redis_in_use(&cfg.rate_limiting).as_deref());
     registry.commit_authenticators(&provider_keys);
     registry.commit_memory(&policy::rate_limit_scopes(cfg));
+    registry.commit_concurrency(
+        &cfg.routes
+            .iter()
+            .filter(|r| r.concurrency.is_some())
+            .map(|r| r.name.as_str())
+            .collect(),
+    );
     registry
         .metrics()
         .forget_endpoints_after(forget_endpoints_after);
@@ -567,6 +590,11 @@ impl<'a> Forwards<'a> {
                 self.asked.insert(upstream.to_owned());
                 let pool = match self.pools.get(upstream) {
                     Some(pool) => pool.clone(),
+                    // Refused by the validation; not built, so that no log
+                    // line or error of the pool's shows its password.
+                    None if u.endpoints.iter().any(|e| has_user_info(e.url())) => {
+                        return Err(None);
+                    }
                     None => {
                         let settings = ProxySettings {
                             client,
@@ -1585,12 +1613,9 @@ mod tests {
         assert!(super::compile_with(&bad, registry.clone()).is_err());
         assert_eq!(
             registry.authenticators_kept(),
-            2,
-            "the failed one built its own"
+            1,
+            "what the failed one built is dropped at once"
         );
-        // The next compile starts by dropping what the failed one built.
-        registry.discard_staged();
-        assert_eq!(registry.authenticators_kept(), 1);
         assert!(super::compile_with(&good, registry.clone()).is_ok());
         assert_eq!(registry.authenticators_kept(), 1);
     }

@@ -2,9 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
 
+mod support;
+
 use std::sync::Arc;
 
 use serde_json::Value;
+use support::gateway_from_file;
 use towergate::admin::{AdminState, start};
 use towergate_test::{echo_router, spawn_upstream};
 
@@ -31,10 +34,7 @@ async fn admin_api() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, config(&echo.url(), "")).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
+    let (gw, _) = gateway_from_file(&path).await;
     let gw_addr = gw.local_addrs()[0];
     let admin = start(
         "127.0.0.1:0".parse().unwrap(),
@@ -321,10 +321,7 @@ async fn a_reload_rotates_the_admin_token() {
         )
     };
     std::fs::write(&path, text(OLD)).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
+    let (gw, _) = gateway_from_file(&path).await;
     let admin = towergate::admin::start_from_config(gw.live(), Some(path.clone()))
         .await
         .unwrap()
@@ -349,5 +346,59 @@ async fn a_reload_rotates_the_admin_token() {
     assert_eq!(status(OLD).await, 401);
     assert_eq!(status(NEW).await, 200);
     admin.stop();
+    gw.shutdown().await;
+}
+
+/// The admin listener holds a bounded number of connections: silent ones
+/// beyond the cap are closed as they come, and the API answers again once
+/// they are gone.
+#[tokio::test]
+async fn the_admin_listener_caps_its_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let cfg =
+        towergate::config::parse_str(&config(&echo.url(), ""), towergate::config::Format::Yaml)
+            .unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let admin = start(
+        "127.0.0.1:0".parse().unwrap(),
+        AdminState {
+            live: gw.live(),
+            config_path: None,
+            token: Some(Arc::from(TOKEN)),
+        },
+    )
+    .await
+    .unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(tokio::net::TcpStream::connect(admin.addr).await.unwrap());
+    }
+    // Accepted in order: by the time this one is, the 64 hold every slot.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(admin.addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("closed at once, not left waiting")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    drop(silent);
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match c.get(format!("http://{}/healthz", admin.addr)).send().await {
+            Ok(rsp) if rsp.status() == 200 => break,
+            _ if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => panic!("the API did not answer again: {other:?}"),
+        }
+    }
     gw.shutdown().await;
 }

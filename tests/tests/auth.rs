@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use support::{client, gateway, get_json};
+use support::{client, gateway, gateway_from_file, get_json};
 use towergate_test::{assert_problem_reqwest, echo_router, spawn_upstream};
 
 const SECRET: &str = "an e2e shared secret of at least 32 bytes!";
@@ -563,11 +563,7 @@ routes:
         ),
     )
     .unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
-    let addr = gw.local_addrs()[0];
+    let (gw, addr) = gateway_from_file(&path).await;
     let status = |pw: &'static str| {
         let url = format!("http://{addr}/x");
         async move {
@@ -616,11 +612,7 @@ routes:
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, text(SECRET)).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
-    let addr = gw.local_addrs()[0];
+    let (gw, addr) = gateway_from_file(&path).await;
     let claims = json!({"sub": "alice", "exp": now() + 300});
     let old = hs256(claims.clone());
     let new = encode(

@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::routing::get;
 use serde_json::{Value, json};
-use support::client;
+use support::{client, gateway_from_file};
 
 /// An upstream that counts its requests and answers per path.
 async fn counting() -> (towergate_test::Upstream, Arc<AtomicUsize>) {
@@ -205,11 +205,7 @@ async fn a_reload_that_changes_cache_settings_purges_the_route() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("gw.yaml");
     std::fs::write(&path, config(&up.url(), "30s")).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
-    let addr = gw.local_addrs()[0];
+    let (gw, addr) = gateway_from_file(&path).await;
     let c = client();
     let url = format!("http://{addr}/items/9");
     get_json(&c, &url, None).await;

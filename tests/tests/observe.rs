@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::client;
+use support::{client, gateway_from_file};
 use towergate::admin::{AdminState, start};
 use towergate_test::{echo_router, spawn_upstream};
 
@@ -247,11 +247,7 @@ async fn a_relative_access_log_path_is_the_config_files_directorys() {
         ),
     )
     .unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
-    let addr = gw.local_addrs()[0];
+    let (gw, addr) = gateway_from_file(&path).await;
     let rsp = client()
         .get(format!("http://{addr}/relative"))
         .send()

@@ -15,7 +15,7 @@ use axum::extract::Request;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use serde_json::{Value, json};
-use support::{client, gateway};
+use support::{client, gateway, gateway_from_file};
 use towergate_test::{assert_problem_reqwest, echo_router, spawn_upstream};
 
 /// An upstream that counts its requests, echoes request bodies byte for
@@ -276,11 +276,7 @@ routes:
     );
     let path = dir.join("gw.yaml");
     std::fs::write(&path, &yaml).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
-    let addr = gw.local_addrs()[0];
+    let (gw, addr) = gateway_from_file(&path).await;
     let c = client();
     let post = |body: &'static str| {
         c.post(format!("http://{addr}/orders?shop=main"))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use support::{client, gateway};
+use support::{client, gateway, gateway_from_file};
 use towergate::reload::{ReloadOutcome, reload_now};
 use towergate_test::{assert_problem_reqwest, echo_router, spawn_upstream};
 
@@ -192,6 +192,59 @@ async fn concurrency_limit_answers_503_at_once() {
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
 }
 
+/// Requests in flight when a reload lands still count against the
+/// route's (new) limit: a fresh counter would let in twice the limit.
+#[tokio::test]
+async fn the_concurrency_limit_counts_across_a_reload() {
+    let slow = spawn_upstream(Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            "done"
+        }),
+    ))
+    .await;
+    let dir = std::env::temp_dir().join(format!("towergate-rl-conc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.yaml");
+    let yaml = config(&slow.url(), "    concurrency: { max: 2 }\n");
+    std::fs::write(&path, &yaml).unwrap();
+    let (gw, addr) = gateway_from_file(&path).await;
+    let c = client();
+    let url = format!("http://{addr}/slow");
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The same limit, and then a higher one, reloaded while both run.
+    std::fs::write(
+        &path,
+        format!(
+            "{yaml}
+"
+        ),
+    )
+    .unwrap();
+    assert!(matches!(reload(&path, &gw), ReloadOutcome::Applied { .. }));
+    assert_problem_reqwest(c.get(&url).send().await.unwrap(), 503).await;
+    std::fs::write(&path, yaml.replace("max: 2", "max: 3")).unwrap();
+    assert!(matches!(reload(&path, &gw), ReloadOutcome::Applied { .. }));
+    let third = {
+        let (c, url) = (c.clone(), url.clone());
+        tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_problem_reqwest(c.get(&url).send().await.unwrap(), 503).await;
+    for t in in_flight {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(third.await.unwrap(), 200);
+    gw.shutdown().await;
+}
+
 /// Reloads `gw` from `path` now.
 fn reload(path: &std::path::Path, gw: &towergate::RunningGateway) -> ReloadOutcome {
     reload_now(path, &gw.live())
@@ -212,10 +265,7 @@ async fn three_a_minute_from_a_file(
         "    rate_limit:\n      limits:\n        - { name: per-ip, rate: \"3/min\" }\n",
     );
     std::fs::write(&path, &yaml).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
+    let (gw, _) = gateway_from_file(&path).await;
     (gw, path, yaml)
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::client;
+use support::{client, gateway_from_file};
 use towergate::reload::{ReloadOutcome, reload_now, spawn_reloader};
 use towergate_test::{echo_router, spawn_upstream};
 
@@ -33,10 +33,7 @@ async fn start_from_file(
 ) -> (towergate::RunningGateway, std::path::PathBuf) {
     let path = temp_file(name);
     std::fs::write(&path, text).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
+    let (gw, _) = gateway_from_file(&path).await;
     (gw, path)
 }
 
@@ -146,6 +143,17 @@ async fn file_change_is_picked_up_by_the_watcher() {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, config(&green.url())).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
+    assert_eq!(
+        wait_for_service(addr, "green").await,
+        "green",
+        "the watcher did not reload"
+    );
+    reloader.abort();
+    gw.shutdown().await;
+}
+
+/// Asks `/x` until `want` answers or 15 s pass; returns the last answer.
+async fn wait_for_service(addr: std::net::SocketAddr, want: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut service = String::new();
     while Instant::now() < deadline {
@@ -158,14 +166,50 @@ async fn file_change_is_picked_up_by_the_watcher() {
             .await
             .unwrap();
         service = v["service"].as_str().unwrap().to_owned();
-        if service == "green" {
+        if service == want {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(service, "green", "the watcher did not reload");
+    service
+}
+
+/// A Kubernetes ConfigMap volume: `gateway.yaml -> ..data/gateway.yaml`,
+/// `..data -> ..2026_1`; an update writes `..2026_2` and swaps the `..data`
+/// symlink, and the file named in `--config` gets no event of its own.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let blue = spawn_upstream(echo_router("blue")).await;
+    let green = spawn_upstream(echo_router("green")).await;
+    let dir =
+        std::env::temp_dir().join(format!("towergate-reload-{}-configmap", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("..2026_1")).unwrap();
+    std::fs::write(dir.join("..2026_1/gateway.yaml"), config(&blue.url())).unwrap();
+    symlink("..2026_1", dir.join("..data")).unwrap();
+    symlink("..data/gateway.yaml", dir.join("gateway.yaml")).unwrap();
+    let path = dir.join("gateway.yaml");
+    let (gw, addr) = gateway_from_file(&path).await;
+    let reloader = spawn_reloader(path.clone(), gw.live());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // What the kubelet does: a new timestamped directory, a new symlink
+    // renamed over `..data` (then the old directory removed, left here for
+    // after: its removal names the file in the watched target directory,
+    // and the swap alone must be enough).
+    std::fs::create_dir_all(dir.join("..2026_2")).unwrap();
+    std::fs::write(dir.join("..2026_2/gateway.yaml"), config(&green.url())).unwrap();
+    symlink("..2026_2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    assert_eq!(
+        wait_for_service(addr, "green").await,
+        "green",
+        "the symlink swap was not picked up"
+    );
     reloader.abort();
     gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,11 +363,7 @@ async fn a_reload_serves_renewed_certificates() {
         echo.url()
     );
     std::fs::write(&path, &yaml).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
-    let addr = gw.local_addrs()[0];
+    let (gw, addr) = gateway_from_file(&path).await;
     let trusting = |ca: &TestCa| {
         reqwest::Client::builder()
             .no_proxy()
@@ -390,11 +430,7 @@ async fn turning_http2_on_waits_for_the_restart_on_tls_listeners_too() {
         )
     };
     std::fs::write(&path, yaml(false)).unwrap();
-    let cfg = towergate::config::load_file(&path).unwrap();
-    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
-        .await
-        .unwrap();
-    let addr = gw.local_addrs()[0];
+    let (gw, addr) = gateway_from_file(&path).await;
     let c = reqwest::Client::builder()
         .no_proxy()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap())

@@ -50,13 +50,25 @@ pub fn parse_str(text: &str, format: Format) -> Result<Config, ConfigErrors> {
         // claim `country: NO` or a header value `on` would be read as a
         // boolean before the schema says it is a string (and TOML, which
         // has no such spellings, would mean something else).
+        // Errors never quote the file: the lines around a syntax error may
+        // hold a secret (a JWT key, a Redis password), and the error goes
+        // to the log, `/admin/status` and `/admin/reload`'s answer. They
+        // give the line and column instead.
         Format::Yaml => serde_saphyr::from_str_with_options(
             text,
-            serde_saphyr::options! { strict_booleans: true },
+            serde_saphyr::options! { strict_booleans: true, with_snippet: false },
         )
         .map_err(|e| ConfigErrors::one(None, ConfigError::new("", format!("invalid YAML: {e}"))))?,
-        Format::Toml => toml::from_str(text).map_err(|e| {
-            ConfigErrors::one(None, ConfigError::new("", format!("invalid TOML: {e}")))
+        Format::Toml => toml::from_str(text).map_err(|e: toml::de::Error| {
+            let at = e.span().map(|span| line_column(text, span.start));
+            let message = e.message().trim_end();
+            let text = match at {
+                Some((line, column)) => {
+                    format!("invalid TOML at line {line}, column {column}: {message}")
+                }
+                None => format!("invalid TOML: {message}"),
+            };
+            ConfigErrors::one(None, ConfigError::new("", text))
         })?,
     };
     if value.is_null() {
@@ -67,8 +79,31 @@ pub fn parse_str(text: &str, format: Format) -> Result<Config, ConfigErrors> {
     }
     serde_path_to_error::deserialize::<_, Config>(value).map_err(|e| {
         let path = display_path(e.path());
-        ConfigErrors::one(None, ConfigError::new(path, e.into_inner().to_string()))
+        let message = without_value(&e.into_inner().to_string());
+        ConfigErrors::one(None, ConfigError::new(path, message))
     })
+}
+
+/// The 1-based line and column (in characters) of byte `at` of `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// A type error without the value it found: ``invalid type: integer
+/// `12345`, expected a string`` for a numeric `admin.token` would show the
+/// token. Its kind (`integer`, `map`...) and the path say enough.
+fn without_value(message: &str) -> String {
+    const PREFIX: &str = "invalid type: ";
+    if let Some(rest) = message.strip_prefix(PREFIX)
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        let kind = found.split([' ', '`', '"']).next().unwrap_or(found);
+        return format!("{PREFIX}{kind}, expected {expected}");
+    }
+    message.to_owned()
 }
 
 fn display_path(path: &serde_path_to_error::Path) -> String {
@@ -93,4 +128,65 @@ fn display_path(path: &serde_path_to_error::Path) -> String {
         }
     }
     if out == "?" { String::new() } else { out }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "s3cr3t-0123456789-abcdefghij-klmnop";
+
+    fn error_text(text: &str, format: Format) -> String {
+        match parse_str(text, format) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Syntax and type errors name the place, never the file's text: the
+    /// lines around an error may hold a secret.
+    #[test]
+    fn errors_show_no_value_of_the_file() {
+        let yaml = [
+            // A duplicate key.
+            format!(
+                "listen: \"127.0.0.1:0\"\nauth_providers:\n  p:\n    jwt:\n      secret: \"{SECRET}\"\n      secret: \"{SECRET}\"\n"
+            ),
+            // A syntax error next to a Redis password.
+            format!("listen: \"127.0.0.1:0\"\nredis_url: \"redis://:{SECRET}@cache\"\nroutes: [\n"),
+            // A numeric token where a string is expected.
+            "listen: \"127.0.0.1:0\"\nadmin:\n  token: 123456789012345678901234567890\n".to_owned(),
+        ];
+        for text in &yaml {
+            let shown = error_text(text, Format::Yaml);
+            assert!(!shown.contains(SECRET), "{shown}");
+            assert!(!shown.contains("1234567890"), "{shown}");
+        }
+        let toml = [
+            format!(
+                "listen = \"127.0.0.1:0\"\n[admin]\ntoken = \"{SECRET}\"\ntoken = \"{SECRET}\"\n"
+            ),
+            format!("listen = \"127.0.0.1:0\"\nredis = \"redis://:{SECRET}@cache\" x\n"),
+        ];
+        for text in &toml {
+            let shown = error_text(text, Format::Toml);
+            assert!(!shown.contains(SECRET), "{shown}");
+            assert!(shown.contains("line "), "{shown}");
+        }
+        let shown = error_text(
+            "listen = \"127.0.0.1:0\"\n[admin]\ntoken = 123456789012345678\n",
+            Format::Toml,
+        );
+        assert!(shown.contains("admin.token"), "{shown}");
+        assert!(shown.contains("integer"), "{shown}");
+        assert!(!shown.contains("1234567890"), "{shown}");
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_column("ab\ncdé f", 0), (1, 1));
+        assert_eq!(line_column("ab\ncdé f", 3), (2, 1));
+        assert_eq!(line_column("ab\ncdé f", "ab\ncdé ".len()), (2, 5));
+    }
 }

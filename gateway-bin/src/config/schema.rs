@@ -232,6 +232,7 @@ pub struct Server {
 pub struct Upstream {
     /// Base URL of a single endpoint: `http://host:port[/base]` or
     /// `https://...`. Exclusive with `endpoints`.
+    #[serde(serialize_with = "redact_url_opt")]
     pub url: Option<String>,
     /// Several endpoints, load balanced: URLs or `{ url, weight }`.
     #[serde(default)]
@@ -307,7 +308,11 @@ pub struct Route {
     pub rewrite: Option<String>,
     /// A URL, or the name of an entry of `upstreams`. A route has exactly
     /// one target: `upstream`, `aggregate`, `redirect` or `respond`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        serialize_with = "redact_url"
+    )]
     pub upstream: String,
     /// Send the client's `Host` upstream instead of the upstream's.
     #[serde(default)]
@@ -889,14 +894,24 @@ pub enum TracingProtocol {
 #[serde(untagged, deny_unknown_fields)]
 pub enum EndpointSpec {
     /// A URL, weight 1.
-    Url(String),
+    Url(#[serde(serialize_with = "redact_url")] String),
     /// A URL with a weight.
     Weighted {
         /// The URL.
+        #[serde(serialize_with = "redact_url")]
         url: String,
         /// Relative weight (0 drains it).
         weight: u32,
     },
+}
+
+impl EndpointSpec {
+    /// The endpoint's URL.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Url(url) | Self::Weighted { url, .. } => url,
+        }
+    }
 }
 
 /// How a balanced upstream picks an endpoint.

@@ -132,6 +132,34 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         ));
     }
 
+    // The exporter is built at start, where a bad endpoint only disables
+    // it with a log line: `check` says so first.
+    if let Some(t) = &cfg.observability.tracing {
+        let endpoint = t.otlp_endpoint.parse::<http::Uri>().ok();
+        let http_url = endpoint.as_ref().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.authority().is_some_and(|a| !a.host().is_empty())
+        });
+        if !http_url {
+            errs.push(ConfigError::new(
+                "observability.tracing.otlp_endpoint",
+                format!(
+                    "`{}` is not an http(s) URL (`http://collector:4318`)",
+                    towergate_core::url_without_password(&t.otlp_endpoint)
+                ),
+            ));
+        }
+        if t.service_name
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            errs.push(ConfigError::new(
+                "observability.tracing.service_name",
+                "must not be empty",
+            ));
+        }
+    }
+
     // Server.
     let s = &cfg.server;
     if let Some(v) = &s.header_read_timeout {
@@ -494,6 +522,14 @@ fn check_size(path: &str, v: &Size, errs: &mut Vec<ConfigError>) {
     }
 }
 
+/// Whether `url` names a user (`http://user:pass@host`).
+pub(crate) fn has_user_info(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.as_str().contains('@')))
+        .unwrap_or(false)
+}
+
 fn check_url(path: &str, url: &str, errs: &mut Vec<ConfigError>) {
     // Errors show it without a password.
     let v = towergate_core::url_without_password(url);
@@ -513,6 +549,17 @@ fn check_url(path: &str, url: &str, errs: &mut Vec<ConfigError>) {
                 errs.push(ConfigError::new(
                     path,
                     format!("`{v}`: an upstream URL cannot have a query"),
+                ));
+            }
+            // The proxy refuses it too, but only for the upstreams it
+            // builds (not one no route uses): refused here, it never waits
+            // for the first reload that routes to it.
+            if has_user_info(url) {
+                errs.push(ConfigError::new(
+                    path,
+                    format!(
+                        "`{v}`: an upstream URL cannot carry user info; send credentials with the route's `request_headers`"
+                    ),
                 ));
             }
         }
@@ -580,6 +627,64 @@ mod tests {
         for good in ["0", "0.01", "1"] {
             assert!(errors(good).is_empty(), "{good}");
         }
+    }
+
+    #[test]
+    fn the_tracing_endpoint_and_service_name_are_checked() {
+        let errors = |tracing: &str| {
+            let yaml = format!(
+                "listen: \"127.0.0.1:0\"\nobservability:\n  tracing: {tracing}\nroutes:\n  - name: a\n    upstream: \"http://127.0.0.1:1\"\n"
+            );
+            let cfg = crate::config::parse_str(&yaml, crate::config::Format::Yaml).unwrap();
+            let mut errs = Vec::new();
+            check_structure(&cfg, &mut errs);
+            errs.into_iter().map(|e| e.path).collect::<Vec<_>>()
+        };
+        for bad in ["collector:4318", "udp://c:4318", "http://", "not a url"] {
+            assert_eq!(
+                errors(&format!("{{ otlp_endpoint: \"{bad}\" }}")),
+                ["observability.tracing.otlp_endpoint"],
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            errors("{ otlp_endpoint: \"http://c:4318\", service_name: \" \" }"),
+            ["observability.tracing.service_name"]
+        );
+        assert!(
+            errors("{ otlp_endpoint: \"https://c:4318/v1/traces\", protocol: grpc }").is_empty()
+        );
+    }
+
+    /// User info in an upstream URL is refused where it is written, used
+    /// or not, and no error or serialized config shows its password.
+    #[test]
+    fn upstream_urls_with_user_info_are_refused_without_showing_it() {
+        let yaml = "listen: \"127.0.0.1:0\"\nupstreams:\n  billing: { url: \"https://svc:hunter2@billing\" }\n  pool: { endpoints: [\"http://svc:hunter2@127.0.0.1:1\", { url: \"http://tok@127.0.0.1:2\", weight: 2 }] }\nroutes:\n  - name: a\n    upstream: pool\n  - name: b\n    upstream: \"http://u:hunter2@127.0.0.1:3\"\n";
+        let cfg = crate::config::parse_str(yaml, crate::config::Format::Yaml).unwrap();
+        let Err(errs) = crate::stack::check(&cfg) else {
+            panic!("accepted");
+        };
+        let paths: Vec<&str> = errs.errors.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "upstreams.billing.url",
+            "upstreams.pool.endpoints[0]",
+            "upstreams.pool.endpoints[1]",
+            "routes[1].upstream",
+        ] {
+            assert!(paths.contains(&want), "{want} in {paths:?}");
+        }
+        let text = errs.to_string();
+        assert!(text.contains("user info"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("tok@"),
+            "{text}"
+        );
+        let shown = serde_json::to_string(&cfg).unwrap();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok@"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct Registry {
     /// next compile starts (see [`Registry::discard_staged`]).
     authenticators_live: Mutex<std::collections::HashSet<String>>,
     ejections_seen: Mutex<HashMap<String, u64>>,
+    /// Each route's count of requests in flight for `concurrency`, by route
+    /// name: a reload's new limit counts the requests the old stack let in.
+    concurrency: Mutex<HashMap<String, ConcurrencyLimitLayer>>,
     /// The upstreams whose circuit state was last exported, to drop the
     /// series of those a reload removed.
     circuits_seen: Mutex<std::collections::BTreeSet<String>>,
@@ -335,6 +338,14 @@ impl Registry {
     #[cfg(test)]
     pub(crate) fn authenticators_kept(&self) -> usize {
         self.authenticators.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Keeps the in-flight counts of the routes that still have a
+    /// concurrency limit.
+    pub(crate) fn commit_concurrency(&self, in_use: &std::collections::HashSet<&str>) {
+        if let Ok(mut kept) = self.concurrency.lock() {
+            kept.retain(|route, _| in_use.contains(route.as_str()));
+        }
     }
 
     /// Takes in the stores the configuration just compiled resized, and
@@ -733,9 +744,13 @@ fn key_part(s: &str, p: &str, errs: &mut Vec<ConfigError>) -> Option<Key> {
     }
 }
 
-/// Builds a route's concurrency limit.
+/// Builds route `route`'s concurrency limit, counting the requests in
+/// flight together with the route's limit before the reload, if it had
+/// one.
 pub(crate) fn concurrency_layer(
     c: &Concurrency,
+    route: &str,
+    registry: &Registry,
     p: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Option<ConcurrencyLimitLayer> {
@@ -753,7 +768,18 @@ pub(crate) fn concurrency_layer(
             }
         },
     };
-    Some(ConcurrencyLimitLayer::new(c.max).retry_after(retry_after))
+    let layer = match registry.concurrency.lock() {
+        Ok(mut kept) => match kept.get(route) {
+            Some(before) => before.sharing(c.max),
+            None => {
+                let layer = ConcurrencyLimitLayer::new(c.max);
+                kept.insert(route.to_owned(), layer.clone());
+                layer
+            }
+        },
+        Err(_) => ConcurrencyLimitLayer::new(c.max),
+    };
+    Some(layer.retry_after(retry_after))
 }
 
 #[cfg(test)]

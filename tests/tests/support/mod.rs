@@ -17,6 +17,16 @@ pub async fn gateway(yaml: &str) -> (RunningGateway, SocketAddr) {
     (gw, addr)
 }
 
+/// Starts a gateway in-process from the configuration file at `path`
+/// (for the tests that reload it).
+pub async fn gateway_from_file(path: &std::path::Path) -> (RunningGateway, SocketAddr) {
+    let cfg = towergate::config::load_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = towergate::stack::compile(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let gw = towergate::start(compiled).await.expect("start gateway");
+    let addr = gw.local_addrs()[0];
+    (gw, addr)
+}
+
 /// A plain reqwest client with no proxy and a timeout.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
