@@ -181,15 +181,17 @@ impl CallFailure {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingInput { .. } | Self::InvalidInput { .. } => StatusCode::BAD_REQUEST,
-            // The client's fault, and "unavailable"/"timed out" (a
-            // gateway in front of the upstream said so), pass through.
-            Self::Status(s)
-                if s.is_client_error()
-                    || *s == StatusCode::SERVICE_UNAVAILABLE
-                    || *s == StatusCode::GATEWAY_TIMEOUT =>
-            {
-                *s
-            }
+            // What the answer says about the resource the client asked
+            // for (bad input, forbidden, not found, conflict, gone,
+            // unprocessable), and "unavailable"/"timed out" (a gateway in
+            // front of the upstream said so), pass through. The other 4xx
+            // are about the sub-request the gateway made, not the client's:
+            // a 401 or 407 (the call's credentials are the gateway's
+            // business, and its `WWW-Authenticate` is not passed on; a
+            // client would drop its own good session), 405, 413, 414, 431
+            // (the gateway's method, body, URI and headers), 429 (a limit
+            // on the gateway, with no `Retry-After` for the client): 502.
+            Self::Status(s) if passes_through(*s) => *s,
             Self::DependencyFailed { cause, .. } => cause.status(),
             Self::Timeout | Self::Deadline => StatusCode::GATEWAY_TIMEOUT,
             Self::DependencyFieldMissing { .. }
@@ -200,6 +202,23 @@ impl CallFailure {
             | Self::TooLarge => StatusCode::BAD_GATEWAY,
         }
     }
+}
+
+/// Whether an upstream status of a required call is the aggregate's
+/// status too (see [`CallFailure::status`]).
+fn passes_through(s: StatusCode) -> bool {
+    matches!(
+        s,
+        StatusCode::BAD_REQUEST
+            | StatusCode::FORBIDDEN
+            | StatusCode::NOT_FOUND
+            | StatusCode::CONFLICT
+            | StatusCode::GONE
+            | StatusCode::PRECONDITION_FAILED
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+    )
 }
 
 #[cfg(test)]
@@ -214,6 +233,15 @@ mod tests {
             502
         );
         assert_eq!(CallFailure::Status(StatusCode::FOUND).status(), 502);
+        for passed in [400, 403, 404, 409, 410, 412, 422] {
+            let s = StatusCode::from_u16(passed).unwrap();
+            assert_eq!(CallFailure::Status(s).status(), s);
+        }
+        // About the gateway's own sub-request, not the client's.
+        for not_the_clients in [401, 405, 407, 413, 414, 429, 431] {
+            let s = StatusCode::from_u16(not_the_clients).unwrap();
+            assert_eq!(CallFailure::Status(s).status(), 502, "{s}");
+        }
         assert_eq!(
             CallFailure::Status(StatusCode::SERVICE_UNAVAILABLE).status(),
             503
