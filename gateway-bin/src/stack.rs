@@ -330,7 +330,13 @@ fn compile_staged(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, Con
             .as_ref()
             .and_then(|c| policy::compression_layer(c, &format!("{p}.compression"), &mut errs));
         let validate = r.validate.as_ref().and_then(|v| {
-            policy::validate_layer(v, base.as_deref(), &format!("{p}.validate"), &mut errs)
+            policy::validate_layer(
+                v,
+                base.as_deref(),
+                max_body,
+                &format!("{p}.validate"),
+                &mut errs,
+            )
         });
         let transform = policy::transform_layer(
             r.request_headers.as_ref(),

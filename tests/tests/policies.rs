@@ -646,3 +646,36 @@ async fn bad_policy_config_names_the_key() {
         "{e}"
     );
 }
+
+/// The validation buffers no more than the route forwards: a route's
+/// `max_body` below the validation's default (1 MiB) caps what the schema
+/// check reads, and the answer is the validation's 413.
+#[tokio::test]
+async fn the_route_max_body_caps_what_the_validation_reads() {
+    let up = spawn_upstream(echo_router("up")).await;
+    let (_gw, addr) = gateway(&format!(
+        r#"listen: "127.0.0.1:0"
+routes:
+  - name: items
+    match: {{ path: "/items" }}
+    upstream: "{}"
+    max_body: "64KB"
+    validate:
+      schema: {{ type: object, properties: {{ items: {{ type: array, items: {{ type: object }} }} }} }}
+"#,
+        up.url()
+    ))
+    .await;
+    let zeros = vec!["0"; 450_000].join(",");
+    let body = format!(r#"{{"items":[{zeros}]}}"#);
+    assert!(body.len() > 800_000);
+    let rsp = client()
+        .post(format!("http://{addr}/items"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let p = assert_problem_reqwest(rsp, 413).await;
+    assert_eq!(p["limit"], 64_000, "{p}");
+}

@@ -154,9 +154,19 @@ impl Redirect {
                 let mut rendered = template
                     .render_ctx(&ctx, encode_path, true)
                     .unwrap_or_default();
-                if rendered.starts_with("//") && !template.literal_prefix().starts_with("//") {
-                    let trimmed = rendered.trim_start_matches('/').len();
-                    rendered = format!("/{}", &rendered[rendered.len() - trimmed..]);
+                // A location the configuration did not anchor to a scheme
+                // and host (`scheme://...` or `//host`) stays a path on this
+                // host, whatever the variables hold: `{params.rest}` on
+                // `/go/http:evil.com`, `{query.next}` with a URL, and `//`
+                // or `/\` (which browsers read as `//`) after a `/` would
+                // otherwise send the client elsewhere.
+                let literal = template.literal_prefix();
+                let anchored = literal.contains("://") || literal.starts_with("//");
+                if !anchored {
+                    let path = rendered.trim_start_matches(['/', '\\']);
+                    if path.len() + 1 != rendered.len() || !rendered.starts_with('/') {
+                        rendered = format!("/{path}");
+                    }
                 }
                 rendered
             }
@@ -287,6 +297,8 @@ mod tests {
             params: vec![
                 ("rest".into(), "a b/c".into()),
                 ("evil".into(), "/evil.com".into()),
+                ("scheme".into(), "http:evil.com".into()),
+                ("double".into(), "//evil.com/x".into()),
             ],
         });
         r.location(&req)
@@ -350,6 +362,27 @@ mod tests {
         );
         let r = Redirect::to(Template::parse("{params.evil}").unwrap());
         assert_eq!(location(&r, "/", None).unwrap(), "/evil.com");
+        // Not anchored by the configuration: a path on this host, whatever
+        // the values hold.
+        for (template, want) in [
+            ("{params.scheme}", "/http:evil.com"),
+            ("{params.double}", "/evil.com/x"),
+            ("/{params.double}", "/evil.com/x"),
+            ("{query.next}", "/https://evil.com"),
+        ] {
+            let r = Redirect::to(Template::parse(template).unwrap()).keep_query(false);
+            assert_eq!(
+                location(&r, "/?next=https://evil.com", None).unwrap(),
+                want,
+                "{template}"
+            );
+        }
+        // Anchored: as written.
+        let r = Redirect::to(Template::parse("//cdn.example.com/{params.rest}").unwrap());
+        assert_eq!(
+            location(&r, "/", None).unwrap(),
+            "//cdn.example.com/a%20b/c"
+        );
         let r = Redirect::to(Template::parse("https://new.example.com{path}").unwrap())
             .keep_query(false);
         assert_eq!(

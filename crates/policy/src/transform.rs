@@ -276,6 +276,30 @@ fn render_all<B>(ops: &[Op], req: &Request<B>) -> Vec<Option<HeaderValue>> {
         .collect()
 }
 
+/// Removes the headers whose names are `name` with some `-` written `_`
+/// (`x_user_sub`, `x-user_sub` for `x-user-sub`).
+fn remove_lookalikes(headers: &mut HeaderMap, name: &HeaderName) {
+    let want = name.as_str().as_bytes();
+    if !want.contains(&b'-') {
+        return;
+    }
+    let lookalike = |k: &HeaderName| {
+        let k = k.as_str().as_bytes();
+        k.len() == want.len()
+            && k != want
+            && k.iter()
+                .zip(want)
+                .all(|(&a, &b)| a == b || (a == b'_' && b == b'-'))
+    };
+    if !headers.keys().any(lookalike) {
+        return;
+    }
+    let found: Vec<HeaderName> = headers.keys().filter(|k| lookalike(k)).cloned().collect();
+    for k in found {
+        headers.remove(k);
+    }
+}
+
 /// `unrendered_set_removes`: on the request side, a `set` that could not be
 /// rendered removes the header (the client must not choose its value); on
 /// the response side the upstream's header is kept.
@@ -286,6 +310,14 @@ fn apply(
     unrendered_set_removes: bool,
 ) {
     for (op, value) in ops.iter().zip(values) {
+        // On the request side, what a `set`, `add` or `remove` decides is
+        // not left to a client's other spelling of the name either: an
+        // upstream that maps headers CGI-style (`HTTP_X_USER_SUB`) reads
+        // `x_user_sub` as `x-user-sub`.
+        if unrendered_set_removes && let Op::Set(name, _) | Op::Add(name, _) | Op::Remove(name) = op
+        {
+            remove_lookalikes(headers, name);
+        }
         match (op, value) {
             (Op::Set(name, _), Some(v)) => {
                 headers.insert(name.clone(), v);
@@ -373,6 +405,37 @@ mod tests {
             .header("x-c", "replaced")
             .header("x-gone", "1")
             .header("x-skip", "client-chosen value")
+            .body(())
+            .unwrap();
+        svc.oneshot(req).await.unwrap();
+    }
+
+    /// A client's underscore spelling of a header a request `set`, `add`
+    /// or `remove` decides is removed too: CGI-style upstreams read
+    /// `x_user_sub` as `x-user-sub`.
+    #[tokio::test]
+    async fn request_ops_also_clear_underscore_spellings() {
+        let layer = HeaderTransformLayer::builder()
+            .request(Op::Set(
+                HeaderName::from_static("x-user-sub"),
+                t("{identity.sub}"),
+            ))
+            .request(Op::Add(HeaderName::from_static("x-org"), t("acme")))
+            .request(Op::Remove(HeaderName::from_static("x-internal-flag")))
+            .build()
+            .unwrap();
+        let svc = layer.layer(service_fn(|req: Request<()>| async move {
+            let names: Vec<&str> = req.headers().keys().map(HeaderName::as_str).collect();
+            assert_eq!(names, ["x-keep_me", "x-org"], "{names:?}");
+            assert_eq!(req.headers()["x-org"], "acme");
+            Ok::<_, Infallible>(Response::new(()))
+        }));
+        let req = Request::get("/")
+            .header("x_user_sub", "admin")
+            .header("x-user_sub", "admin")
+            .header("x_org", "evil")
+            .header("x_internal_flag", "1")
+            .header("x-keep_me", "1")
             .body(())
             .unwrap();
         svc.oneshot(req).await.unwrap();

@@ -223,9 +223,12 @@ pub(crate) fn transform_layer(
 }
 
 /// Request validation; the upstream gets the very bytes that were checked.
+/// `route_max_body` is the route's own `max_body`: the validation never
+/// buffers more than the route would forward.
 pub(crate) fn validate_layer(
     v: &ValidateConfig,
     base: Option<&Path>,
+    route_max_body: u64,
     p: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Wrap> {
@@ -272,12 +275,17 @@ pub(crate) fn validate_layer(
     if let Some(s) = schema {
         b = b.json_schema(s);
     }
-    if let Some(m) = &v.max_body {
-        match size_value(m) {
-            Ok(n) => b = b.max_body_bytes(usize::try_from(n).unwrap_or(usize::MAX)),
-            Err(e) => err(errs, format!("{p}.max_body"), e),
-        }
-    }
+    let asked = match &v.max_body {
+        Some(m) => match size_value(m) {
+            Ok(n) => n,
+            Err(e) => {
+                err(errs, format!("{p}.max_body"), e);
+                route_max_body
+            }
+        },
+        None => towergate_policy::validate::DEFAULT_MAX_BODY_BYTES as u64,
+    };
+    b = b.max_body_bytes(usize::try_from(asked.min(route_max_body)).unwrap_or(usize::MAX));
     let regex = |s: &str, path: String, errs: &mut Vec<ConfigError>| {
         if s.is_empty() {
             return Some(None);

@@ -120,13 +120,23 @@ where
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(essence);
+        // Two `Content-Type`s: the check would judge the first, and the
+        // upstream may read the other.
+        let several = req
+            .headers()
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .nth(1)
+            .is_some();
         if let Some((ranges, listed)) = &config.content_types
             && has_body
-            && !content_type
-                .as_deref()
-                .is_some_and(|ct| ranges.iter().any(|r| r.matches(ct)))
+            && (several
+                || !content_type
+                    .as_deref()
+                    .is_some_and(|ct| ranges.iter().any(|r| r.matches(ct))))
         {
             let detail = match &content_type {
+                _ if several => "a request body has one Content-Type, not several".to_owned(),
                 Some(ct) => format!("content type {ct} is not accepted here"),
                 None => "a request body needs a Content-Type".to_owned(),
             };
@@ -323,11 +333,16 @@ fn check_query_and_headers<B>(config: &Config, req: &Request<B>) -> Vec<Value> {
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
         for (name, pattern) in &config.queries {
-            let value = pairs
+            let mut values = pairs
                 .iter()
-                .find(|(k, _)| k == name)
+                .filter(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str());
+            let value = values.next();
+            // Checked once, used as the upstream reads it: the first, the
+            // last (PHP) or all (Express). A repeated one is refused.
+            let repeated = values.next().is_some();
             let message = match (value, pattern) {
+                _ if repeated => "must appear once".to_owned(),
                 (None | Some(""), _) => "required query parameter is missing".to_owned(),
                 (Some(v), Some(re)) if !re.is_match(v) => {
                     format!("must match the pattern {}", original_pattern(re))
@@ -338,8 +353,11 @@ fn check_query_and_headers<B>(config: &Config, req: &Request<B>) -> Vec<Value> {
         }
     }
     for (name, pattern) in &config.headers {
-        let value = req.headers().get(name);
+        let mut values = req.headers().get_all(name).iter();
+        let value = values.next();
+        let repeated = values.next().is_some();
         let message = match (value, pattern) {
+            _ if repeated => "must appear once".to_owned(),
             (None, _) => "required header is missing".to_owned(),
             (Some(v), Some(re)) if !v.to_str().is_ok_and(|v| re.is_match(v)) => {
                 format!("must match the pattern {}", original_pattern(re))
@@ -359,7 +377,12 @@ fn original_pattern(re: &regex::Regex) -> &str {
         .unwrap_or(s)
 }
 
-/// Parses and validates a JSON body; the problem lists every schema error.
+/// Bodies up to this size get every schema error listed (at most
+/// [`MAX_LISTED_ERRORS`] shown); larger ones their first.
+const LIST_ALL_ERRORS_UP_TO: usize = 16 * 1024;
+
+/// Parses and validates a JSON body; the problem lists the schema errors
+/// (of a body over 16 KiB, the first).
 pub(super) fn check_json(bytes: &[u8], schema: &jsonschema::Validator) -> Result<(), Box<Problem>> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         Box::new(
@@ -370,10 +393,26 @@ pub(super) fn check_json(bytes: &[u8], schema: &jsonschema::Validator) -> Result
                 .extension("column", e.column()),
         )
     })?;
-    let mut errors: Vec<(String, String)> = schema
-        .iter_errors(&value)
-        .map(|e| (e.instance_path().to_string(), shorten(e.to_string())))
-        .collect();
+    // Most bodies are valid: ask that first, which allocates nothing.
+    if schema.is_valid(&value) {
+        return Ok(());
+    }
+    // Listing every error builds them all first, one or more per bad
+    // node: for `[0,0,0,...]` against `items: {type: object}` that is an
+    // error per array element, a hundred times the body in memory. Only a
+    // small body's are all listed; a larger one reports its first.
+    let all = bytes.len() <= LIST_ALL_ERRORS_UP_TO;
+    let mut errors: Vec<(String, String)> = if all {
+        schema
+            .iter_errors(&value)
+            .map(|e| (e.instance_path().to_string(), shorten(e.to_string())))
+            .collect()
+    } else {
+        match schema.validate(&value) {
+            Ok(()) => return Ok(()),
+            Err(e) => vec![(e.instance_path().to_string(), shorten(e.to_string()))],
+        }
+    };
     if errors.is_empty() {
         return Ok(());
     }
@@ -388,7 +427,12 @@ pub(super) fn check_json(bytes: &[u8], schema: &jsonschema::Validator) -> Result
     Err(Box::new(
         Problem::new(StatusCode::BAD_REQUEST)
             .title("Request body does not match the schema")
-            .detail(format!("{total} schema violation(s)"))
+            .detail(if all {
+                format!("{total} schema violation(s)")
+            } else {
+                "the first schema violation (of a body over 16 KiB, only the first is listed)"
+                    .to_owned()
+            })
             .extension("errors", Value::Array(listed)),
     ))
 }

@@ -163,6 +163,29 @@ fn schema_errors_sorted_and_capped() {
     assert_eq!(paths[0], "/0");
 }
 
+/// A large body gets its first error only: listing them all would build
+/// one error per bad node first (here 50,000, a hundred times the body).
+#[test]
+fn a_large_body_reports_its_first_schema_error() {
+    let schema = jsonschema::validator_for(&json!({
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"type": "object"}}}
+    }))
+    .unwrap();
+    let zeros = vec!["0"; 50_000].join(",");
+    let bytes = format!("{{\"items\":[{zeros}]}}").into_bytes();
+    assert!(bytes.len() > 16 * 1024);
+    let p = service::check_json(&bytes, &schema).unwrap_err().to_json();
+    let errors = p["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["path"], "/items/0");
+    assert!(p["detail"].as_str().unwrap().contains("first"), "{p}");
+    // And a valid one passes.
+    let objects = vec!["{}"; 10_000].join(",");
+    let ok = format!("{{\"items\":[{objects}]}}").into_bytes();
+    assert!(service::check_json(&ok, &schema).is_ok());
+}
+
 #[test]
 fn invalid_json_names_line_and_column() {
     let schema = jsonschema::validator_for(&json!({})).unwrap();
@@ -213,4 +236,60 @@ fn build_errors() {
         }))
         .build()
         .unwrap();
+}
+
+/// A validated parameter or header is checked once and must be sent once:
+/// the upstream may read another copy than the one checked (the last, as
+/// PHP does, or all of them).
+#[tokio::test]
+async fn repeated_validated_values_are_refused() {
+    let layer = ValidateLayer::builder()
+        .require_query("tenant", Some(regex::Regex::new("[a-z]+").unwrap()))
+        .require_header(
+            http::HeaderName::from_static("x-api-version"),
+            Some(regex::Regex::new("[0-9]+").unwrap()),
+        )
+        .content_types(["application/json"])
+        .build()
+        .unwrap();
+    let get = |uri: &str, headers: &[(&str, &str)]| {
+        let mut b = Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    };
+    let (status, _) = call(&layer, get("/?tenant=acme", &[("x-api-version", "2")])).await;
+    assert_eq!(status, 200);
+    let (status, v) = call(
+        &layer,
+        get("/?tenant=acme&tenant=..%2Fx", &[("x-api-version", "2")]),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["errors"][0]["name"], "tenant");
+    assert_eq!(v["errors"][0]["message"], "must appear once");
+    let (status, v) = call(
+        &layer,
+        get(
+            "/?tenant=acme",
+            &[("x-api-version", "2"), ("x-api-version", "x")],
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["errors"][0]["name"], "x-api-version");
+    // Two content types on a body: 415.
+    let req = Request::post("/?tenant=acme")
+        .header("x-api-version", "2")
+        .header("content-type", "application/json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let (status, v) = call(&layer, req).await;
+    assert_eq!(status, 415);
+    assert!(
+        v["detail"].as_str().unwrap().contains("one Content-Type"),
+        "{v}"
+    );
 }
