@@ -251,8 +251,14 @@ impl Registry {
     pub fn reopen_access_log(&self, timeout: std::time::Duration) {
         if let Ok(slot) = self.access_log.lock()
             && let Some((_, l)) = &*slot
+            && !l.reopen(timeout)
         {
-            l.reopen(timeout);
+            // The writer already said why when the file would not open;
+            // this covers a writer too busy to answer in time.
+            tracing::warn!(
+                ?timeout,
+                "access log: not reopened; lines may still go to the file renamed away"
+            );
         }
     }
 

@@ -56,10 +56,64 @@ pub(crate) struct Target {
     path_len: usize,
 }
 
+/// The most of a path (and of its query) a record keeps: a client may send
+/// 60 KiB of path, and a stalled sink's queue holds 8,192 records. A cut
+/// value ends with [`CUT_MARK`].
+pub(crate) const MAX_PATH: usize = 4096;
+/// The most of a `User-Agent` or `Referer` a record keeps.
+pub(crate) const MAX_HEADER: usize = 1024;
+/// What ends a value that was cut.
+pub(crate) const CUT_MARK: &str = "...";
+
+/// `s` if it has at most `max` bytes; else its start, cut on a character
+/// boundary with room left for [`CUT_MARK`], which the caller appends.
+pub(crate) fn capped(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max - CUT_MARK.len();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 impl Target {
-    pub(crate) fn of(uri: &Uri) -> Self {
-        let path = uri.path();
-        let text: Box<str> = match uri.query() {
+    /// The target as a line shows it: the query only when `keep_query`
+    /// names some of its parameters (the rest are filtered when the line
+    /// is written), each part capped to [`MAX_PATH`].
+    pub(crate) fn of(uri: &Uri, keep_query: bool) -> Self {
+        let full = uri.path();
+        let path = capped(full, MAX_PATH);
+        let cut = path.len() < full.len();
+        let query = uri
+            .query()
+            .filter(|_| keep_query)
+            .map(|q| (capped(q, MAX_PATH), q.len() > MAX_PATH));
+        if !cut && !query.is_some_and(|(_, cut)| cut) {
+            return Self::whole(path, query.map(|(q, _)| q));
+        }
+        let mut t = String::with_capacity(path.len() + 2 * CUT_MARK.len() + 1);
+        t.push_str(path);
+        if cut {
+            t.push_str(CUT_MARK);
+        }
+        let path_len = t.len();
+        if let Some((q, cut)) = query {
+            t.push('?');
+            t.push_str(q);
+            if cut {
+                t.push_str(CUT_MARK);
+            }
+        }
+        Target {
+            text: t.into_boxed_str(),
+            path_len,
+        }
+    }
+
+    fn whole(path: &str, query: Option<&str>) -> Self {
+        let text: Box<str> = match query {
             Some(q) => {
                 let mut t = String::with_capacity(path.len() + 1 + q.len());
                 t.push_str(path);
@@ -88,7 +142,7 @@ impl std::str::FromStr for Target {
     type Err = http::uri::InvalidUri;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self::of(&s.parse()?))
+        Ok(Self::of(&s.parse()?, true))
     }
 }
 
@@ -748,10 +802,32 @@ mod tests {
             "*",
         ] {
             let uri: Uri = s.parse().unwrap();
-            let t = Target::of(&uri);
+            let t = Target::of(&uri, true);
             assert_eq!(t.path(), uri.path(), "{s}");
             assert_eq!(t.query(), uri.query(), "{s}");
+            // Without parameters to keep, no query is kept at all.
+            let t = Target::of(&uri, false);
+            assert_eq!((t.path(), t.query()), (uri.path(), None), "{s}");
         }
+    }
+
+    /// A record keeps at most `MAX_PATH` of a path and of a query, marked
+    /// where cut: a stalled sink's queue must not hold 60 KiB paths.
+    #[test]
+    fn long_targets_are_cut() {
+        let long = format!("/{}", "a".repeat(30_000));
+        let uri: Uri = format!("{long}?page=2&{}", "q=x&".repeat(5_000))
+            .parse()
+            .unwrap();
+        let t = Target::of(&uri, true);
+        assert_eq!(t.path().len(), MAX_PATH);
+        assert!(t.path().ends_with(CUT_MARK));
+        assert!(t.query().unwrap().starts_with("page=2&"));
+        assert_eq!(t.query().unwrap().len(), MAX_PATH);
+        let t = Target::of(&uri, false);
+        assert_eq!((t.path().len(), t.query()), (MAX_PATH, None));
+        // Cut on a character boundary, room left for the mark.
+        assert_eq!(capped("é".repeat(3_000).as_str(), 1_000).len(), 996);
     }
 
     #[test]
@@ -759,7 +835,7 @@ mod tests {
         let (buffer, dropped) = towergate_test::tracked_bytes(b"GET /users/42?page=2 HTTP/1.1");
         // As hyper parses it: a slice of the read buffer.
         let uri = Uri::from_maybe_shared(buffer.slice(4..20)).unwrap();
-        let target = Target::of(&uri);
+        let target = Target::of(&uri, true);
         drop(uri);
         drop(buffer);
         assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));

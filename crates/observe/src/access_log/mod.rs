@@ -104,7 +104,7 @@ use crate::metrics::Metrics;
 mod format;
 mod service;
 
-pub(crate) use format::{Record, Target};
+pub(crate) use format::{CUT_MARK, MAX_HEADER, Record, Target};
 pub use service::{AccessLog, ResponseFuture};
 pub(crate) use service::{BodyWatch, Pending, TraceIdFrom};
 
@@ -222,8 +222,42 @@ pub enum Field {
 pub(crate) struct Shared {
     tx: SyncSender<Msg>,
     pub(crate) config: Arc<Config>,
-    dropped: AtomicU64,
+    dropped: Arc<AtomicU64>,
     metrics: Option<Metrics>,
+}
+
+/// Where the writer thread reports lines a failing sink lost: the same
+/// count and metric as lines the queue dropped.
+#[derive(Default)]
+struct Losses {
+    dropped: Arc<AtomicU64>,
+    metrics: Option<Metrics>,
+    /// Whether the sink's last write failed (a warning on each change).
+    failing: std::cell::Cell<bool>,
+}
+
+impl Losses {
+    fn lost(&self, lines: u64) {
+        if lines == 0 {
+            return;
+        }
+        self.dropped.fetch_add(lines, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.access_log_lost(lines);
+        }
+    }
+
+    fn failed(&self, error: &io::Error) {
+        if !self.failing.replace(true) {
+            tracing::warn!(%error, "access log: the sink fails; lines wait, and are dropped (and counted) past 1 MiB");
+        }
+    }
+
+    fn recovered(&self) {
+        if self.failing.replace(false) {
+            tracing::info!("access log: the sink takes lines again");
+        }
+    }
 }
 
 enum Msg {
@@ -416,15 +450,21 @@ impl AccessLogBuilder {
         let config = Arc::new(Config::new(self.format, self.fields, self.keep_query));
         let (tx, rx) = mpsc::sync_channel(self.capacity);
         let thread_config = config.clone();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let losses = Losses {
+            dropped: dropped.clone(),
+            metrics: self.metrics.clone(),
+            failing: std::cell::Cell::new(false),
+        };
         std::thread::Builder::new()
             .name("towergate-access-log".into())
-            .spawn(move || write_lines(rx, writer, path, &thread_config))
+            .spawn(move || write_lines(rx, writer, path, &thread_config, &losses))
             .map_err(|e| BuildError::with_source("access log: cannot start the writer", e))?;
         Ok(AccessLogLayer {
             shared: Arc::new(Shared {
                 tx,
                 config,
-                dropped: AtomicU64::new(0),
+                dropped,
                 metrics: self.metrics,
             }),
         })
@@ -558,6 +598,7 @@ fn write_lines(
     mut writer: Box<dyn Write + Send>,
     path: Option<PathBuf>,
     config: &Config,
+    losses: &Losses,
 ) {
     let mut formatter = format::LineFormatter::new(config);
     // Lines are formatted straight into this buffer, which goes to the
@@ -575,16 +616,16 @@ fn write_lines(
             formatter.format(&record, buf);
             buf.push(b'\n');
             if !*stalled && buf.len() >= BUFFER - MARGIN {
-                *stalled = !write_out(buf, writer);
+                *stalled = !write_out(buf, writer, losses);
             }
         }
         Msg::Flush(ack) => {
-            write_out(buf, writer);
+            write_out(buf, writer, losses);
             let _ = writer.flush();
             let _ = ack.send(());
         }
         Msg::Reopen(ack) => {
-            write_out(buf, writer);
+            write_out(buf, writer, losses);
             let _ = writer.flush();
             let reopened = match &path {
                 None => true,
@@ -608,7 +649,7 @@ fn write_lines(
         handle(first, &mut buf, &mut writer, &mut stalled);
         // Busy: drain in rounds until a round finds nothing.
         loop {
-            stalled = !write_out(&mut buf, &mut writer);
+            stalled = !write_out(&mut buf, &mut writer, losses);
             let _ = writer.flush();
             std::thread::sleep(BATCH_INTERVAL);
             let mut drained = 0usize;
@@ -620,7 +661,7 @@ fn write_lines(
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
-                        write_out(&mut buf, &mut writer);
+                        write_out(&mut buf, &mut writer, losses);
                         let _ = writer.flush();
                         return;
                     }
@@ -633,7 +674,7 @@ fn write_lines(
             }
         }
     }
-    write_out(&mut buf, &mut writer);
+    write_out(&mut buf, &mut writer, losses);
     let _ = writer.flush();
 }
 
@@ -641,21 +682,31 @@ fn write_lines(
 /// fails is tried again the next round, from where it stopped, so no line
 /// reaches it cut). A sink that keeps failing loses lines: past
 /// [`MAX_BACKLOG`] bytes, only the rest of the line it was in the middle
-/// of is kept. There is nowhere to report that but the sink itself.
+/// of is kept; the lines dropped are counted in `losses` (the layer's
+/// `dropped` and `towergate_access_log_dropped_total`), and the sink's
+/// failing and recovering are logged once each.
 /// Returns whether the sink took everything.
-fn write_out(buf: &mut Vec<u8>, writer: &mut Box<dyn Write + Send>) -> bool {
+fn write_out(buf: &mut Vec<u8>, writer: &mut Box<dyn Write + Send>, losses: &Losses) -> bool {
     let mut written = 0;
     while written < buf.len() {
         match writer.write(&buf[written..]) {
             Ok(0) => break,
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            Err(e) => {
+                losses.failed(&e);
+                break;
+            }
         }
+    }
+    if written == buf.len() && written > 0 {
+        losses.recovered();
     }
     buf.drain(..written);
     if buf.len() > MAX_BACKLOG {
         let rest_of_line = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let lost = buf[rest_of_line..].iter().filter(|&&b| b == b'\n').count();
+        losses.lost(u64::try_from(lost).unwrap_or(u64::MAX));
         buf.truncate(rest_of_line);
     }
     // One very long line made it grow: give the memory back.
@@ -702,6 +753,7 @@ mod tests {
 
     #[test]
     fn what_the_sink_does_not_take_is_kept_for_the_next_round() {
+        let losses = Losses::default();
         let out = Arc::new(Mutex::new(Vec::new()));
         let mut writer: Box<dyn Write + Send> = Box::new(TestSink {
             out: out.clone(),
@@ -710,7 +762,7 @@ mod tests {
         });
         let mut buf = lines(100, 0);
         let all = buf.clone();
-        assert!(write_out(&mut buf, &mut writer));
+        assert!(write_out(&mut buf, &mut writer, &losses));
         assert!(buf.is_empty());
         assert_eq!(*out.lock().unwrap(), all);
 
@@ -722,7 +774,7 @@ mod tests {
             fail: true,
         });
         let mut buf = lines(10, 0);
-        assert!(!write_out(&mut buf, &mut failing));
+        assert!(!write_out(&mut buf, &mut failing, &losses));
         assert_eq!(buf, lines(10, 0));
         buf.extend_from_slice(&lines(10, 10));
         let mut working: Box<dyn Write + Send> = Box::new(TestSink {
@@ -730,13 +782,19 @@ mod tests {
             take: 5,
             fail: false,
         });
-        assert!(write_out(&mut buf, &mut working));
+        assert!(write_out(&mut buf, &mut working, &losses));
         assert!(buf.is_empty());
         assert_eq!(*out.lock().unwrap(), lines(20, 0));
+        assert_eq!(losses.dropped.load(Ordering::Relaxed), 0, "nothing lost");
     }
 
     #[test]
     fn a_sink_that_keeps_failing_loses_whole_lines_only() {
+        let metrics = Metrics::new();
+        let losses = Losses {
+            metrics: Some(metrics.clone()),
+            ..Losses::default()
+        };
         let out = Arc::new(Mutex::new(Vec::new()));
         // It takes part of a line, then fails from there on.
         let mut writer: Box<dyn Write + Send> = Box::new(TestSink {
@@ -757,18 +815,28 @@ mod tests {
             take: 0,
             fail: true,
         });
-        assert!(!write_out(&mut buf, &mut failing));
+        assert!(!write_out(&mut buf, &mut failing, &losses));
         // Only the rest of the cut line is kept, so the sink's text stays
         // whole lines once it works again.
         assert!(buf.len() <= MAX_BACKLOG);
         assert_eq!(buf, b"e\":0}\n");
         assert!(buf.capacity() <= 2 * BUFFER);
+        // The 199,999 whole lines lost are counted, as dropped lines are
+        // (a disk-full outage shows on the metric).
+        assert_eq!(losses.dropped.load(Ordering::Relaxed), 199_999);
+        assert!(
+            metrics
+                .encode()
+                .contains("towergate_access_log_dropped_total 199999"),
+            "{}",
+            metrics.encode()
+        );
         let mut working: Box<dyn Write + Send> = Box::new(TestSink {
             out: out.clone(),
             take: usize::MAX,
             fail: false,
         });
-        assert!(write_out(&mut buf, &mut working));
+        assert!(write_out(&mut buf, &mut working, &losses));
         assert_eq!(*out.lock().unwrap(), b"{\"line\":0}\n");
     }
 }

@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use towergate_core::{ClientAddr, Identity, RequestId, RouteMatch};
 
-use super::{Field, Record, Shared, Target};
+use super::{CUT_MARK, Field, MAX_HEADER, Record, Shared, Target};
 use crate::body::{self, ByteCount, RequestBody, ResponseBody, Watch};
 use crate::observation::{Found, Observation, UpstreamInfo};
 
@@ -124,8 +124,16 @@ pub(crate) enum TraceIdFrom {
 /// A copy of `value` with bytes of its own: a request's values share its
 /// connection's read buffer.
 fn owned(value: &HeaderValue) -> HeaderValue {
-    // The bytes of a valid value are valid: the fallback is unreachable.
-    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+    // At most `MAX_HEADER` bytes, marked where cut. The bytes of a valid
+    // value, cut anywhere, and the mark are valid: the fallback is
+    // unreachable.
+    let bytes = value.as_bytes();
+    if bytes.len() <= MAX_HEADER {
+        return HeaderValue::from_bytes(bytes).unwrap_or_else(|_| value.clone());
+    }
+    let mut cut = bytes[..MAX_HEADER - CUT_MARK.len()].to_vec();
+    cut.extend_from_slice(CUT_MARK.as_bytes());
+    HeaderValue::from_bytes(&cut).unwrap_or_else(|_| value.clone())
 }
 
 /// The trace id of a W3C `traceparent` (`00-{32 hex}-{16 hex}-{2 hex}`).
@@ -192,7 +200,7 @@ impl Pending {
             },
             client: ext.get::<ClientAddr>().map(|a| a.client),
             method: parts.method.clone(),
-            uri: Target::of(&parts.uri),
+            uri: Target::of(&parts.uri, !config.keep_query.is_empty()),
             version: parts.version,
             route: None,
             upstream: None,

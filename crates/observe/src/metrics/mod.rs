@@ -731,6 +731,11 @@ impl Metrics {
         self.inner.access_log_dropped.inc();
     }
 
+    /// `lines` lost at once (a failing sink's backlog).
+    pub(crate) fn access_log_lost(&self, lines: u64) {
+        self.inner.access_log_dropped.inc_by(lines);
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
