@@ -1075,6 +1075,7 @@ fn trace_layer(obs: &schema::Observability) -> Option<TraceLayer> {
         TraceLayer::builder()
             .sample_ratio(t.sample_ratio.unwrap_or(DEFAULT_SAMPLE_RATIO))
             .b3(t.b3)
+            .trust_sampled(t.trust_client_sampling)
             .build()
     })
 }

@@ -876,6 +876,12 @@ pub struct TracingConfig {
     /// `traceparent`. Default `false`.
     #[serde(default)]
     pub b3: bool,
+    /// Follow a client's "sampled" flag (parent-based). Default `true`;
+    /// `false` at an internet-facing edge, so that clients cannot make
+    /// every request of theirs export a span: their requests are sampled
+    /// at `sample_ratio`, keeping their trace ids.
+    #[serde(default = "yes")]
+    pub trust_client_sampling: bool,
 }
 
 /// The OTLP wire protocol of [`TracingConfig`].

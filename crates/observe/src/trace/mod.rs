@@ -104,6 +104,7 @@ pub struct TraceBuilder {
     b3: bool,
     inject: bool,
     sample_ratio: Option<f64>,
+    trust_sampled: bool,
 }
 
 #[derive(Debug)]
@@ -111,6 +112,7 @@ pub(crate) struct Shared {
     pub(crate) propagator: Propagator,
     pub(crate) inject: bool,
     pub(crate) sample_ratio: Option<f64>,
+    pub(crate) trust_sampled: bool,
 }
 
 // === impl TraceLayer ===
@@ -127,6 +129,7 @@ impl TraceLayer {
             b3: false,
             inject: true,
             sample_ratio: None,
+            trust_sampled: true,
         }
     }
 }
@@ -197,6 +200,17 @@ impl TraceBuilder {
         self
     }
 
+    /// With [`sample_ratio`](Self::sample_ratio): whether a client's
+    /// "sampled" flag is followed (default true, W3C parent-based). Off, a
+    /// request the client marked sampled is sampled at the ratio like any
+    /// other (its trace id is kept either way), so that clients on the
+    /// internet cannot make every request of theirs export a span; a
+    /// client's "not sampled" is still followed, which only saves work.
+    pub fn trust_sampled(mut self, yes: bool) -> Self {
+        self.trust_sampled = yes;
+        self
+    }
+
     /// Builds the layer (nothing here can be wrong).
     pub fn build(self) -> TraceLayer {
         TraceLayer {
@@ -204,6 +218,7 @@ impl TraceBuilder {
                 propagator: Propagator::new(self.b3),
                 inject: self.inject,
                 sample_ratio: self.sample_ratio,
+                trust_sampled: self.trust_sampled,
             }),
         }
     }
@@ -254,6 +269,32 @@ mod tests {
         let (_, id) = layer(false).shared.start(&mut req, false);
         assert_eq!(id.unwrap().to_string(), &TP[3..35]);
         assert_eq!(req.headers()[TRACEPARENT], TP);
+    }
+
+    /// A client's "sampled" flag decides unless told not to trust it: then
+    /// the ratio decides, and the client's trace id travels on unsampled.
+    #[test]
+    fn a_clients_sampled_flag_is_followed_only_when_trusted() {
+        let sampled = TP.replace("-00", "-01");
+        let start = |trust| {
+            let mut req = Request::new(());
+            req.headers_mut()
+                .insert(TRACEPARENT, sampled.parse().unwrap());
+            let layer = TraceLayer::builder()
+                .sample_ratio(0.0)
+                .trust_sampled(trust)
+                .build();
+            let (pending, id) = layer.shared.start(&mut req, false);
+            let sent = req.headers()[TRACEPARENT].to_str().unwrap().to_owned();
+            (pending.is_some(), id, sent)
+        };
+        let (span, _, _) = start(true);
+        assert!(span, "trusted: the client's decision");
+        let (span, id, sent) = start(false);
+        assert!(!span, "untrusted: the ratio's (0)");
+        assert_eq!(id.unwrap().to_string(), &TP[3..35]);
+        assert_eq!(&sent[3..35], &TP[3..35]);
+        assert!(sent.ends_with("-00"), "{sent}");
     }
 
     // The span's field names are literals in `info_span!`; keep them equal

@@ -125,6 +125,7 @@ impl Shared {
             // Parent-based: the client's decision when it made one (B3
             // may leave it to us), the ratio otherwise.
             let sampled = match remote.and_then(|r| r.sampled) {
+                Some(true) if !self.trust_sampled => fastrand::f64() < ratio,
                 Some(decided) => decided,
                 None => fastrand::f64() < ratio,
             };
