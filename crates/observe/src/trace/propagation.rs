@@ -199,19 +199,27 @@ impl Propagator {
 
     /// Writes a context that this hop does not record: the trace goes on
     /// with `span_id` as the parent and the sampled flag off. `tracestate`
-    /// stays as the client sent it when it goes with the client's valid
-    /// `traceparent` (this hop adds nothing to it); with a new trace, or
-    /// one read from B3, it is dropped, as W3C asks: the caller says so
-    /// with `drop_tracestate` (`false` too when there is none to drop).
+    /// (`Some` when the client sent one) stays as the client sent it when
+    /// it goes with the client's valid `traceparent` (`Some(false)`: this
+    /// hop adds nothing to it) and is within W3C's limits (32 members,
+    /// 512 characters; a sampled request's goes through the SDK, which
+    /// keeps no more); with a new trace, or one read from B3
+    /// (`Some(true)`), it is dropped, as W3C asks.
     pub(crate) fn inject_unsampled(
         &self,
         trace_id: TraceId,
         span_id: SpanId,
-        drop_tracestate: bool,
+        tracestate: Option<bool>,
         headers: &mut HeaderMap,
     ) {
-        if drop_tracestate {
-            headers.remove(TRACESTATE);
+        match tracestate {
+            Some(true) => {
+                headers.remove(TRACESTATE);
+            }
+            Some(false) if !tracestate_within_limits(headers) => {
+                headers.remove(TRACESTATE);
+            }
+            _ => {}
         }
         // 00-{32 hex}-{16 hex}-00
         let mut tp = [b'0'; 55];
@@ -235,6 +243,22 @@ impl Propagator {
             }
         }
     }
+}
+
+/// Whether the request's `tracestate` lines hold at most 32 members and
+/// 512 characters together (W3C trace-context: a list longer than that may
+/// be cut, and one cut here would drop other vendors' entries at random).
+fn tracestate_within_limits(headers: &HeaderMap) -> bool {
+    let (mut chars, mut members) = (0usize, 0usize);
+    for (i, v) in headers.get_all(TRACESTATE).iter().enumerate() {
+        chars += v.len() + usize::from(i > 0);
+        members += v
+            .as_bytes()
+            .split(|&b| b == b',')
+            .filter(|m| !m.trim_ascii().is_empty())
+            .count();
+    }
+    chars <= 512 && members <= 32
 }
 
 /// Parses a W3C `traceparent` (trace-context level 1): `{version}-{trace
@@ -626,7 +650,7 @@ mod tests {
         let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
         let mut h = HeaderMap::new();
         h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
-        Propagator::new(true).inject_unsampled(trace_id, span_id, false, &mut h);
+        Propagator::new(true).inject_unsampled(trace_id, span_id, Some(false), &mut h);
         assert_eq!(
             h[TRACEPARENT],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
@@ -646,8 +670,38 @@ mod tests {
             })
         );
         // Another trace's state does not go with a new trace.
-        Propagator::new(false).inject_unsampled(trace_id, span_id, true, &mut h);
+        Propagator::new(false).inject_unsampled(trace_id, span_id, Some(true), &mut h);
         assert!(h.get(TRACESTATE).is_none());
+        // Nor one over W3C's limits: 33 members, or 513 characters.
+        for state in [
+            (0..33)
+                .map(|i| format!("v{i}=x"))
+                .collect::<Vec<_>>()
+                .join(","),
+            format!("v={}", "x".repeat(511)),
+        ] {
+            h.insert(TRACESTATE, HeaderValue::from_str(&state).unwrap());
+            Propagator::new(false).inject_unsampled(trace_id, span_id, Some(false), &mut h);
+            assert!(h.get(TRACESTATE).is_none(), "{state}");
+        }
+        // 32 members over two lines, 512 characters: kept.
+        let half = (0..16)
+            .map(|i| format!("v{i}=x"))
+            .collect::<Vec<_>>()
+            .join(",");
+        h.insert(TRACESTATE, HeaderValue::from_str(&half).unwrap());
+        h.append(
+            TRACESTATE,
+            HeaderValue::from_str(&half.replace('v', "w")).unwrap(),
+        );
+        Propagator::new(false).inject_unsampled(trace_id, span_id, Some(false), &mut h);
+        assert_eq!(h.get_all(TRACESTATE).iter().count(), 2);
+        h.insert(
+            TRACESTATE,
+            HeaderValue::from_str(&format!("v={}", "x".repeat(510))).unwrap(),
+        );
+        Propagator::new(false).inject_unsampled(trace_id, span_id, Some(false), &mut h);
+        assert!(h.get(TRACESTATE).is_some());
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl Shared {
                     self.propagator.inject_unsampled(
                         trace_id,
                         new_span_id(),
-                        tracestate && !same_trace,
+                        tracestate.then_some(!same_trace),
                         req.headers_mut(),
                     );
                 }
