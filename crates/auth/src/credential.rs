@@ -74,7 +74,14 @@ impl TokenSource {
             TokenSource::Cookie(name) => {
                 let mut found = None;
                 for header in req.headers.get_all(COOKIE) {
-                    let Ok(s) = header.to_str() else { continue };
+                    let Ok(s) = header.to_str() else {
+                        // A line that is not visible ASCII but names this
+                        // cookie: another copy, which an upstream may read.
+                        if names_cookie(header.as_bytes(), name) {
+                            return Some(Err(Unreadable));
+                        }
+                        continue;
+                    };
                     for pair in s.split(';') {
                         // Names compare trimmed, as servers read them
                         // (`session =x` is `session` to Django).
@@ -178,6 +185,14 @@ pub(crate) fn split_scheme(value: &HeaderValue) -> Option<(&str, &str)> {
 
 /// Rewrites every `Cookie` header without the cookie `name`, keeping the
 /// others byte for byte.
+/// Whether a raw `Cookie` line has a pair named `name` (names trimmed).
+fn names_cookie(line: &[u8], name: &str) -> bool {
+    line.split(|&b| b == b';').any(|pair| {
+        let key = pair.split(|&b| b == b'=').next().unwrap_or(pair);
+        key.trim_ascii() == name.as_bytes()
+    })
+}
+
 fn strip_cookie(req: &mut Parts, name: &str) {
     let kept: Vec<String> = req
         .headers
@@ -187,7 +202,8 @@ fn strip_cookie(req: &mut Parts, name: &str) {
         .flat_map(|s| s.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        // Names compare trimmed, as in `extract`.
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k).trim() != name)
         .map(str::to_owned)
         .collect();
     req.headers.remove(COOKIE);
@@ -351,6 +367,28 @@ mod tests {
         src.strip(&mut p);
         assert_eq!(p.headers["cookie"], "a=1; b=2");
         assert_eq!(src.extract(&p), None);
+        // A name with spaces around it is read, so it is stripped too.
+        let mut p = parts(
+            Request::get("/")
+                .header("cookie", "a=1; session =tok")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(src.extract(&p), Some(Ok(Cow::Borrowed("tok"))));
+        src.strip(&mut p);
+        assert_eq!(p.headers["cookie"], "a=1");
+        // A second copy in a line that is not visible ASCII: unreadable.
+        let p = parts(
+            Request::get("/")
+                .header("cookie", "session=good")
+                .header(
+                    "cookie",
+                    http::HeaderValue::from_bytes(b"session=forged\xff").unwrap(),
+                )
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(src.extract(&p), Some(Err(Unreadable)));
     }
 
     #[test]

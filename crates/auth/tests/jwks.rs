@@ -309,6 +309,18 @@ async fn every_attack_is_refused() {
     bearer(&url, &sign(c))
         .await
         .assert_invalid_token("wrong_issuer");
+    // An array holding the accepted issuer is not that issuer.
+    let mut c = claims("a");
+    c["iss"] = json!(["https://evil.test", c["iss"].clone()]);
+    bearer(&url, &sign(c))
+        .await
+        .assert_invalid_token("wrong_issuer");
+    // An `exp` far beyond what an `Instant` holds: accepted, and cached
+    // for the cache's own time (it overflowed and panicked).
+    let mut c = claims("a");
+    c["exp"] = json!(10_000_000_000_000_000_000u64);
+    let reply = bearer(&url, &sign(c)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
     let mut c = claims("a");
     c.as_object_mut().unwrap().remove("iss");
     bearer(&url, &sign(c))

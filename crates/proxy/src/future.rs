@@ -200,14 +200,35 @@ impl Exchange {
         // way back in most cases: `Via`, the request id and a couple more
         // (rate-limit or CORS headers may grow it again).
         let _ = rsp.headers_mut().try_reserve(4);
+        // An HTTP/1.1 answer framed by `Transfer-Encoding`: hyper has undone
+        // the chunking, and what it left must not frame the answer again.
+        // A `Content-Length` beside it is not the body's (RFC 9112 §6.3: an
+        // intermediary removes it; passed on, the client would read that
+        // many bytes and take the rest for the next answer); a coding
+        // other than `chunked` (`gzip, chunked`) leaves bytes no header
+        // describes any more.
+        // Most answers carry no hop-by-hop header: one pass over the names
+        // rules both out.
         let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::strip_hop_by_hop(
-            rsp.headers_mut(),
-            Keep {
-                upgrade: switching,
-                te_trailers: false,
-            },
-        );
+        if rsp.headers().keys().any(headers::is_hop_by_hop) {
+            if rsp.headers().contains_key(http::header::TRANSFER_ENCODING) {
+                if !headers::only_chunked(rsp.headers()) {
+                    return Err(UpstreamUnavailable::protocol(
+                        self.shared.upstream.clone(),
+                        "the upstream answered with a transfer coding other than chunked",
+                    )
+                    .into());
+                }
+                rsp.headers_mut().remove(http::header::CONTENT_LENGTH);
+            }
+            headers::strip_hop_by_hop_found(
+                rsp.headers_mut(),
+                Keep {
+                    upgrade: switching,
+                    te_trailers: false,
+                },
+            );
+        }
         let version = rsp.version();
         headers::append_via(rsp.headers_mut(), version, &self.shared.via);
         if switching {

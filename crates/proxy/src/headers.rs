@@ -41,7 +41,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// Whether `name` is `Connection` or in [`HOP_BY_HOP`]: by its text, which
 /// the compiler turns into a switch on the length and a comparison or two
 /// (comparing with each of the eight names costs several times that).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -56,7 +56,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// What [`strip_hop_by_hop`] keeps although it is hop-by-hop.
+/// What [`strip_hop_by_hop_found`] keeps although it is hop-by-hop.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Keep {
     /// Keep `Upgrade` and answer with `Connection: upgrade`: the message
@@ -183,9 +183,13 @@ pub fn strip_connection_options(headers: &mut HeaderMap) {
             if !kept.contains(&token.as_str()) {
                 kept.push(token);
             }
-        } else if name != HOST && name != http::header::CONTENT_LENGTH {
+        } else if name != HOST && name != http::header::CONTENT_LENGTH && !is_forwarding(&name) {
             // (The request's host and framing are not the client's to
-            // drop: routing and the body read them.)
+            // drop: routing and the body read them. Nor are the forwarding
+            // headers a trusted proxy in front wrote: a client's
+            // `Connection: X-Forwarded-For`, passed on by that proxy, would
+            // make the proxy's own address the client's. They are replaced
+            // or removed later for any other peer.)
             headers.remove(name);
         }
     }
@@ -223,7 +227,7 @@ pub(crate) fn join_cookie_crumbs(headers: &mut HeaderMap) {
 /// than the removals, each a hash and a probe.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Names {
-    /// `Connection` or a fixed hop-by-hop header ([`strip_hop_by_hop`]).
+    /// `Connection` or a fixed hop-by-hop header ([`strip_hop_by_hop_found`]).
     pub(crate) hop_by_hop: bool,
     /// A client-address claim ([`strip_client_claims`]).
     pub(crate) claims: bool,
@@ -240,16 +244,9 @@ pub(crate) fn scan_names(headers: &HeaderMap) -> Names {
 
 /// Removes hop-by-hop headers: `Connection`, every header it names, and the
 /// fixed list of RFC 9110 7.6.1 (plus `Proxy-Connection`, `Proxy-Auth*`).
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
-    // Most messages carry none of them: one pass over the names is cheaper
-    // than the removals below, each a hash and a probe.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    strip_hop_by_hop_found(headers, keep);
-}
-
-/// [`strip_hop_by_hop`], when a pass ([`scan_names`]) found some.
+/// Most messages carry none of them: callers first look for one in a pass
+/// over the names ([`scan_names`], [`is_hop_by_hop`]), cheaper than the
+/// removals here, each a hash and a probe.
 pub(crate) fn strip_hop_by_hop_found(headers: &mut HeaderMap, keep: Keep) {
     let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -373,11 +370,36 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
 /// [`is_hop_by_hop`]. Underscore spellings count too (`x_real_ip`, and
 /// `x_forwarded_for` beside the `x-forwarded-for` the proxy rewrites):
 /// CGI-style upstreams read both as `HTTP_X_REAL_IP`.
+/// Whether the `Transfer-Encoding` lines name `chunked` alone.
+pub(crate) fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    codings
+        .next()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+        && codings.next().is_none()
+}
+
+/// `Forwarded`, `X-Forwarded-For`/`-Proto`/`-Host` and the
+/// [`is_client_claim`] names: what trusted proxies write about the client.
+fn is_forwarding(name: &HeaderName) -> bool {
+    *name == FORWARDED
+        || matches!(
+            name.as_str(),
+            "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+        )
+        || is_client_claim(name)
+}
+
 fn is_client_claim(name: &HeaderName) -> bool {
     let name = name.as_str();
     // Every name below, in either spelling, has one of these lengths: most
     // names are ruled out before any byte is read.
-    if !matches!(name.len(), 9 | 11 | 14..=19 | 24) {
+    if !matches!(name.len(), 9 | 11..=19 | 24) {
         return false;
     }
     if is_claim_name(name) {
@@ -406,6 +428,16 @@ fn is_claim_name(name: &str) -> bool {
             | "x-forwarded-prefix"
             | "x-forwarded-server"
             | "x-original-forwarded-for"
+            // What upstream stacks read as the scheme (Rack reads
+            // `X-Forwarded-Ssl` before `X-Forwarded-Proto`) or as the
+            // path to serve instead of the one routed (IIS, Symfony,
+            // Zend): never the client's to say.
+            | "x-forwarded-ssl"
+            | "front-end-https"
+            | "x-forwarded-scheme"
+            | "x-url-scheme"
+            | "x-original-url"
+            | "x-rewrite-url"
     )
 }
 

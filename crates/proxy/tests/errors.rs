@@ -18,7 +18,7 @@ use towergate_proxy::error::{RequestBodyFailed, UpstreamTimeout, UpstreamUnavail
 use towergate_proxy::{Client, Proxy};
 use towergate_test::{echo_router, spawn_upstream};
 
-use common::{call_err, dead_port, get};
+use common::{call, call_err, dead_port, get};
 
 #[tokio::test]
 async fn upstream_down_is_unavailable_and_502() {
@@ -226,4 +226,60 @@ async fn errors_display_what_happened() {
         err.to_string(),
         format!("could not connect to upstream {port}")
     );
+}
+
+/// An upstream that answers every request on a connection with `answer`.
+async fn raw_upstream(answer: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {
+                    if tcp.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A chunked answer that also says `Content-Length`: the length is not the
+/// body's and must not reach the client (it would read 10 bytes and take
+/// the rest for the next answer); every byte arrives.
+#[tokio::test]
+async fn a_content_length_beside_chunked_is_dropped() {
+    use http_body_util::BodyExt;
+    let addr = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 10\r\n\r\n\
+          1e\r\n0123456789abcdefghijklmnopqrst\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = Proxy::builder(format!("http://{addr}")).build().unwrap();
+    for _ in 0..2 {
+        let rsp = call(&proxy, get("/")).await;
+        assert!(rsp.headers().get("content-length").is_none());
+        assert!(rsp.headers().get("transfer-encoding").is_none());
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"0123456789abcdefghijklmnopqrst");
+    }
+}
+
+/// A transfer coding besides `chunked` leaves bytes no header describes
+/// once hyper has undone the chunking: the upstream's failure, 502.
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_a_502() {
+    let addr = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = Proxy::builder(format!("http://{addr}")).build().unwrap();
+    let err = call_err(&proxy, get("/")).await;
+    assert!(cause_ref::<UpstreamUnavailable>(&*err).is_some(), "{err:?}");
+    assert_eq!(to_problem(&*err).status(), 502);
 }

@@ -99,6 +99,8 @@ struct Inner {
     cache: Option<TtlCache<Arc<Cached>>>,
     cache_ttl: Duration,
     consumer_claims: Vec<String>,
+    /// Issuers are configured: `iss` must be one string.
+    issuer_checked: bool,
 }
 
 /// What the cache says of a token.
@@ -275,11 +277,15 @@ impl Inner {
             VerifiedBy::Static => None,
         };
         if let (Some(cache), Some(key), true) = (&self.cache, cache_key, cacheable) {
-            let mut expires = Instant::now() + self.cache_ttl;
-            if let Some(exp) = exp {
-                expires =
-                    expires.min(Instant::now() + Duration::from_secs(exp.saturating_sub(now)));
-            }
+            // The shorter of the two as a duration first: an `exp` far in
+            // the future (any u64 parses) would overflow an `Instant`.
+            let ttl = match exp {
+                Some(exp) => self
+                    .cache_ttl
+                    .min(Duration::from_secs(exp.saturating_sub(now))),
+                None => self.cache_ttl,
+            };
+            let expires = Instant::now() + ttl;
             cache.insert(
                 key,
                 Arc::new(Cached {
@@ -365,6 +371,16 @@ impl Inner {
         let mut refusal = validate::BAD_SIGNATURE;
         for entry in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &entry.key, validation) {
+                // jsonwebtoken accepts an `iss` array that merely contains
+                // an accepted issuer (`["https://evil/", "https://idp/"]`);
+                // an issuer is one string, compared exactly.
+                Ok(data)
+                    if self.issuer_checked
+                        && !data.claims.get("iss").is_some_and(Value::is_string) =>
+                {
+                    refusal = validate::WRONG_ISSUER;
+                    break;
+                }
                 Ok(data) => return Ok((data.claims, entry)),
                 // Another candidate key may verify it.
                 Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
@@ -736,6 +752,7 @@ impl<O> JwtBuilder<O> {
                 consumer_claims: self
                     .consumer_claims
                     .unwrap_or_else(|| vec!["client_id".to_owned(), "azp".to_owned()]),
+                issuer_checked: !self.issuers.is_empty(),
             }),
         })
     }

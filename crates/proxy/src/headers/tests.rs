@@ -4,6 +4,14 @@ use std::net::SocketAddr;
 
 use super::*;
 
+/// What the proxy does with a message's headers: look for a hop-by-hop
+/// name, then strip.
+fn strip_hop_by_hop(h: &mut HeaderMap, keep: Keep) {
+    if h.keys().any(is_hop_by_hop) {
+        strip_hop_by_hop_found(h, keep);
+    }
+}
+
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
@@ -728,4 +736,60 @@ fn a_101_must_name_an_offered_protocol() {
     assert!(!upgrade_accepts(&offered, Some(&v("websocket, h2c"))));
     assert!(!upgrade_accepts(&offered, Some(&v(" , "))));
     assert!(!upgrade_accepts(&offered, None));
+}
+
+#[test]
+fn only_chunked_is_chunked_alone() {
+    for (te, want) in [
+        (&["chunked"][..], true),
+        (&["Chunked "][..], true),
+        (&["gzip, chunked"][..], false),
+        (&["gzip", "chunked"][..], false),
+        (&["chunked, chunked"][..], false),
+        (&["identity"][..], false),
+    ] {
+        let pairs: Vec<(&str, &str)> = te.iter().map(|v| ("transfer-encoding", *v)).collect();
+        assert_eq!(only_chunked(&headers(&pairs)), want, "{te:?}");
+    }
+}
+
+/// A client's `Connection` cannot drop what a trusted proxy in front
+/// wrote about the client; other listed headers still go.
+#[test]
+fn connection_options_never_name_forwarding_headers() {
+    let mut h = headers(&[
+        (
+            "connection",
+            "x-forwarded-for, X-Forwarded-Proto, forwarded, x-real-ip, x-custom",
+        ),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=203.0.113.7"),
+        ("x-real-ip", "203.0.113.7"),
+        ("x-custom", "1"),
+    ]);
+    strip_connection_options(&mut h);
+    assert_eq!(all(&h, "x-forwarded-for"), ["203.0.113.7"]);
+    assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
+    assert_eq!(all(&h, "forwarded"), ["for=203.0.113.7"]);
+    assert_eq!(all(&h, "x-real-ip"), ["203.0.113.7"]);
+    assert!(h.get("x-custom").is_none());
+    assert!(h.get("connection").is_none());
+}
+
+#[test]
+fn scheme_and_url_override_headers_are_client_claims() {
+    for name in [
+        "x-forwarded-ssl",
+        "front-end-https",
+        "x-forwarded-scheme",
+        "x-url-scheme",
+        "x-original-url",
+        "x-rewrite-url",
+        "x_original_url",
+        "x_forwarded_ssl",
+    ] {
+        assert!(is_client_claim(&HeaderName::from_static(name)), "{name}");
+    }
+    assert!(!is_client_claim(&HeaderName::from_static("x-request-id")));
 }
