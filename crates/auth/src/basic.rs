@@ -76,6 +76,35 @@ enum PasswordHash {
     Argon2(String),
 }
 
+// === impl PasswordHash ===
+
+impl PasswordHash {
+    /// A rough verification time, in µs, to compare hashes by: bcrypt
+    /// takes about 60 µs per unit of `2^cost`, Argon2 about 1 µs per KiB
+    /// of memory per pass. Unknown parameters count as the most costly.
+    fn cost(&self) -> u64 {
+        match self {
+            Self::Bcrypt(h) => h
+                .split('$')
+                .nth(2)
+                .and_then(|c| c.parse::<u32>().ok())
+                .map_or(u64::MAX, |c| 60u64.saturating_mul(1u64 << c.min(31))),
+            Self::Argon2(h) => {
+                let param = |name: &str| {
+                    h.split('$')
+                        .flat_map(|part| part.split(','))
+                        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                match (param("m"), param("t")) {
+                    (Some(m), Some(t)) => m.saturating_mul(t),
+                    _ => u64::MAX,
+                }
+            }
+        }
+    }
+}
+
 // === impl BasicAuth ===
 
 impl BasicAuth {
@@ -356,7 +385,15 @@ impl<O> BasicAuthBuilder<O> {
         for (name, hash) in self.users {
             let parsed = PasswordHash::parse(&hash)
                 .map_err(|why| BuildError::new(format!("user {name:?}: {why}")))?;
-            decoy.get_or_insert_with(|| parsed.clone());
+            // The decoy (verified for unknown users) is the costliest hash:
+            // a cheaper one would answer unknown names faster than known
+            // ones, and tell them apart.
+            if decoy
+                .as_ref()
+                .is_none_or(|d: &PasswordHash| parsed.cost() > d.cost())
+            {
+                decoy = Some(parsed.clone());
+            }
             if users.insert(name.clone(), parsed).is_some() {
                 return Err(BuildError::new(format!("user {name:?} is given twice")));
             }
@@ -431,6 +468,26 @@ mod tests {
             key("a", "b"),
             credential_key(&cache::random_salt(), "a", "b")
         );
+    }
+
+    /// Unknown users are checked against the costliest hash, whatever the
+    /// order of the list.
+    #[test]
+    fn the_decoy_is_the_costliest_hash() {
+        let cheap = bcrypt::hash("pw", 4).unwrap();
+        let dear = bcrypt::hash("pw", 6).unwrap();
+        let argon = "$argon2id$v=19$m=64,t=1,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+        let auth = BasicAuth::builder()
+            .user("a", &cheap)
+            .user("b", &dear)
+            .user("c", argon)
+            .build()
+            .unwrap();
+        assert!(matches!(&auth.inner.decoy, PasswordHash::Bcrypt(h) if *h == dear));
+        assert!(PasswordHash::Bcrypt(dear).cost() > PasswordHash::Argon2(argon.into()).cost());
+        let heavy = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+        assert_eq!(PasswordHash::Argon2(heavy.into()).cost(), 38_912);
+        assert_eq!(PasswordHash::Bcrypt(cheap).cost(), 960);
     }
 
     #[test]

@@ -182,6 +182,7 @@ impl CompressPredicate {
             || status.is_informational()
             || headers.contains_key(header::CONTENT_ENCODING)
             || headers.contains_key(header::CONTENT_RANGE)
+            || no_transform(headers)
         {
             return false;
         }
@@ -207,6 +208,16 @@ impl CompressPredicate {
             None => true,
         }
     }
+}
+
+/// `Cache-Control: no-transform`: a proxy must not change the body's
+/// encoding (RFC 9110 §7.7).
+fn no_transform(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
 }
 
 impl Predicate for CompressPredicate {
@@ -271,6 +282,22 @@ mod tests {
         let mut len = headers("text/plain");
         len.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
         assert!(!p.decide(ok, &len, None));
+        // `no-transform`, in any of several directives or lines.
+        for cc in [
+            "no-transform",
+            "public, No-Transform",
+            "max-age=60 ,no-transform",
+        ] {
+            let mut kept = headers("application/json");
+            kept.insert(header::CACHE_CONTROL, HeaderValue::from_str(cc).unwrap());
+            assert!(!p.decide(ok, &kept, Some(5000)), "{cc}");
+        }
+        let mut cached = headers("application/json");
+        cached.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        assert!(p.decide(ok, &cached, Some(5000)));
     }
 
     #[test]
