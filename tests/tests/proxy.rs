@@ -243,6 +243,35 @@ async fn websocket_echo_through_the_gateway() {
     ws.close(None).await.unwrap();
 }
 
+/// Browsers apply no CORS to WebSockets: on a route with CORS origins, an
+/// upgrade from another origin is refused, one from an allowed origin or
+/// without `Origin` (not a browser) goes through.
+#[tokio::test]
+async fn a_websocket_from_an_origin_cors_does_not_allow_is_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let up = spawn_upstream(ws_echo()).await;
+    let (_gw, addr) = gateway(&one_route(
+        &up.url(),
+        "    cors: { origins: [\"https://app.example\"], credentials: true }",
+        "",
+    ))
+    .await;
+    let open = |origin: Option<&'static str>| async move {
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((_, rsp)) => rsp.status().as_u16(),
+            Err(tokio_tungstenite::tungstenite::Error::Http(rsp)) => rsp.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(open(Some("https://evil.example")).await, 403);
+    assert_eq!(open(Some("https://app.example")).await, 101);
+    assert_eq!(open(None).await, 101);
+}
+
 /// An upstream that echoes WebSocket text messages back.
 fn ws_echo() -> Router {
     Router::new().route(

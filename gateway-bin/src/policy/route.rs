@@ -4,6 +4,7 @@
 //! route's service; `stack.rs` decides the order.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -57,6 +58,9 @@ fn method(s: &str, path: impl Into<String>, errs: &mut Vec<ConfigError>) -> Opti
 pub(crate) fn cors_layer(c: &CorsConfig, p: &str, errs: &mut Vec<ConfigError>) -> Option<Wrap> {
     let before = errs.len();
     let mut b = CorsPolicy::builder();
+    // Browsers apply no CORS to WebSockets: a page elsewhere may open one
+    // with the user's cookies. The route's origins decide those too.
+    let mut upgrade_origins: Option<Arc<[Origin]>> = None;
     if c.origins.iter().any(|o| o == "*") {
         if c.origins.len() > 1 {
             err(errs, format!("{p}.origins"), "`*` stands alone");
@@ -76,6 +80,7 @@ pub(crate) fn cors_layer(c: &CorsConfig, p: &str, errs: &mut Vec<ConfigError>) -
                 Err(e) => err(errs, format!("{p}.origins[{i}]"), e.to_string()),
             }
         }
+        upgrade_origins = Some(Arc::from(origins.clone()));
         b = b.allow_origins(origins);
     }
     if c.methods.iter().any(|m| m == "*") {
@@ -124,7 +129,13 @@ pub(crate) fn cors_layer(c: &CorsConfig, p: &str, errs: &mut Vec<ConfigError>) -
         return None;
     }
     match b.build() {
-        Ok(layer) => Some(Box::new(move |svc: RouteService| boxed(layer.layer(svc)))),
+        Ok(layer) => Some(Box::new(move |svc: RouteService| {
+            let svc = boxed(layer.layer(svc));
+            match upgrade_origins {
+                Some(origins) => upgrades_from(origins, svc),
+                None => svc,
+            }
+        })),
         Err(e) => {
             let key = if c.credentials {
                 "credentials"
@@ -135,6 +146,34 @@ pub(crate) fn cors_layer(c: &CorsConfig, p: &str, errs: &mut Vec<ConfigError>) -
             None
         }
     }
+}
+
+/// Refuses (`403`) an upgrade request (a WebSocket) whose `Origin` is not
+/// one of `origins`; requests without `Origin` (not from a browser) and
+/// plain requests pass.
+fn upgrades_from(origins: Arc<[Origin]>, inner: RouteService) -> RouteService {
+    boxed(tower::service_fn(move |req: Request<Body>| {
+        let refused = req.headers().contains_key(http::header::UPGRADE)
+            && req
+                .headers()
+                .get(http::header::ORIGIN)
+                .is_some_and(|o| !origins.iter().any(|allowed| allowed.matches(o.as_bytes())));
+        let inner = inner.clone();
+        async move {
+            if refused {
+                let problem = towergate_core::Problem::new(StatusCode::FORBIDDEN)
+                    .detail("this origin may not open a WebSocket here");
+                let problem = match req.extensions().get::<towergate_core::RequestId>() {
+                    Some(id) => problem.instance(id.as_str()),
+                    None => problem,
+                };
+                return Ok::<_, std::convert::Infallible>(
+                    problem.into_full_response().map(Body::new),
+                );
+            }
+            inner.oneshot(req).await
+        }
+    }))
 }
 
 fn ops(h: &HeaderOps, p: &str, request: bool, errs: &mut Vec<ConfigError>) -> Vec<Op> {
