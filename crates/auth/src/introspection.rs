@@ -142,6 +142,7 @@ enum Verdict {
 
 const INACTIVE: (&str, &str) = (reason::INACTIVE_TOKEN, "the token is not active");
 const WRONG_ISSUER: (&str, &str) = (reason::WRONG_ISSUER, "the token's issuer is not accepted");
+const NOT_ACCESS: (&str, &str) = (reason::INACTIVE_TOKEN, "the token is not an access token");
 const WRONG_AUDIENCE: (&str, &str) = (
     reason::WRONG_AUDIENCE,
     "the token is not meant for this audience",
@@ -379,6 +380,15 @@ impl Inner {
         {
             return refused(INACTIVE);
         }
+        // Some servers (Keycloak) call refresh and ID tokens "active" too;
+        // only an access token opens an API.
+        if ["token_type", "typ"]
+            .iter()
+            .filter_map(|k| answer.get(*k).and_then(Value::as_str))
+            .any(not_an_access_token)
+        {
+            return refused(NOT_ACCESS);
+        }
         if !self.issuers.is_empty() {
             let iss = answer.get("iss").and_then(Value::as_str);
             if !iss.is_some_and(|i| self.issuers.iter().any(|x| x == i)) {
@@ -409,6 +419,14 @@ impl Inner {
         tracing::trace!(sub = identity.subject.as_deref(), "token active");
         (Verdict::Active(identity), exp)
     }
+}
+
+/// A `token_type` or `typ` naming a refresh or ID token (`Refresh`,
+/// `refresh_token`, `ID`, `id_token`, their RFC 8693 URNs).
+fn not_an_access_token(kind: &str) -> bool {
+    let kind = kind.to_ascii_lowercase();
+    let kind = kind.rsplit(':').next().unwrap_or(&kind);
+    kind.contains("refresh") || kind == "id" || kind == "id_token"
 }
 
 fn now_secs() -> u64 {

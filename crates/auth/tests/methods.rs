@@ -102,6 +102,14 @@ async fn introspect(State(idp): State<Idp>, headers: HeaderMap, body: String) ->
         Some("other-aud") => {
             json!({"active": true, "sub": "x", "aud": "billing", "exp": now() + 60})
         }
+        // Keycloak calls a refresh token "active" too.
+        Some("refresh-token") => {
+            json!({"active": true, "sub": "x", "aud": AUD, "typ": "Refresh", "exp": now() + 60})
+        }
+        Some("typed-access") => json!({
+            "active": true, "sub": "x", "aud": AUD, "typ": "Bearer",
+            "token_type": "urn:ietf:params:oauth:token-type:access_token", "exp": now() + 60,
+        }),
         _ => json!({"active": false}),
     };
     axum::Json(answer).into_response()
@@ -189,6 +197,11 @@ async fn introspection_active_inactive_and_cached() {
     bearer(&app.url(), "other-aud")
         .await
         .assert_invalid_token("wrong_audience");
+    // Only an access token opens the API.
+    bearer(&app.url(), "refresh-token")
+        .await
+        .assert_invalid_token("inactive_token");
+    assert_eq!(bearer(&app.url(), "typed-access").await.status, 200);
 
     // Cached no longer than the token's exp.
     assert_eq!(bearer(&app.url(), "short-token").await.status, 200);

@@ -167,6 +167,30 @@ fn header_name(h: &str, path: &str) -> Built<HeaderName> {
         .map_err(|_| (path.to_owned(), format!("`{h}` is not a header name")))
 }
 
+/// Warns about an identity provider reached over plain HTTP beyond this
+/// host: whoever is on the path can put keys in the JWKS, or read the
+/// introspection client's secret and every token. (Inside a cluster's
+/// network that may be a choice; it is the operator's to make.)
+fn warn_if_plain_http(url: &str, at: &str) {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return;
+    };
+    let loopback = uri.host().is_some_and(|h| {
+        h == "localhost"
+            || h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if uri.scheme_str() == Some("http") && !loopback {
+        tracing::warn!(
+            at,
+            url = %towergate_core::url_without_password(url),
+            "identity provider over plain http: anyone on the path can forge keys or read tokens; use https"
+        );
+    }
+}
+
 fn jwt(
     j: &crate::config::schema::JwtProvider,
     base: Option<&Path>,
@@ -176,6 +200,7 @@ fn jwt(
     let mut b = Jwt::builder();
     let mut sources = 0;
     if let Some(url) = &j.jwks_url {
+        warn_if_plain_http(url, &format!("{p}.jwks_url"));
         b = b.jwks_url(url.clone());
         sources += 1;
     }
@@ -298,6 +323,7 @@ fn introspection(
     p: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Built<Introspection> {
+    warn_if_plain_http(&i.url, &format!("{p}.url"));
     let mut b = Introspection::builder(i.url.clone());
     let secret = match (&i.client_secret, &i.client_secret_env) {
         (Some(s), None) => Some(s.clone()),
