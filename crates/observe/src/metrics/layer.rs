@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use tower::{Layer, Service};
 use towergate_core::RouteMatch;
 
-use super::{Metrics, NO_ROUTE, RouteClass, RouteLabel, status_class};
+use super::{CANCELLED_CLASS, Metrics, NO_ROUTE, RouteClass, RouteLabel, status_class};
 use crate::body::{self, ByteCount, RequestBody, ResponseBody, Watch};
 use crate::observation::{Found, Observation};
 
@@ -44,9 +44,12 @@ pin_project! {
     }
 }
 
-/// What a request in flight needs at its response.
+/// What a request in flight needs at its response. Dropped before it
+/// (the client left, the connection was cut at shutdown), it counts the
+/// request as `cancelled`, with its duration and the bytes it sent.
 pub(crate) struct Pending {
-    in_flight: InFlight,
+    /// `None` once finished.
+    in_flight: Option<InFlight>,
     route_at_call: Option<Arc<str>>,
     obs: Observation,
     start: Instant,
@@ -177,7 +180,7 @@ impl Pending {
         bytes_in: ByteCount,
         start: Instant,
     ) -> Self {
-        let in_flight = InFlight::new(metrics);
+        let in_flight = Some(InFlight::new(metrics));
         Self {
             in_flight,
             route_at_call,
@@ -190,12 +193,14 @@ impl Pending {
     /// Records the request and its duration; for a response, returns what
     /// its body reports to (bytes out, then bytes in and in-flight at its
     /// end). `None` (no response): the request is finished here.
-    pub(crate) fn finish<B>(self, rsp: Option<&Response<B>>) -> Option<BodyWatch> {
-        let metrics = self.in_flight.0.clone();
+    pub(crate) fn finish<B>(mut self, rsp: Option<&Response<B>>) -> Option<BodyWatch> {
+        let in_flight = self.in_flight.take()?;
+        let metrics = in_flight.0.clone();
         let m = metrics.inner();
         let (recorded, slot) = self.obs.route_and_metrics();
         let route = self
             .route_at_call
+            .take()
             .or(recorded)
             .or_else(|| {
                 rsp.and_then(|r| r.extensions().get::<RouteMatch>())
@@ -238,9 +243,46 @@ impl Pending {
         Some(BodyWatch {
             bytes_out,
             bytes_in_counter,
-            bytes_in: self.bytes_in,
-            in_flight: Some(self.in_flight),
+            bytes_in: self.bytes_in.clone(),
+            in_flight: Some(in_flight),
         })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        let metrics = &in_flight.0;
+        let (recorded, slot) = self.obs.route_and_metrics();
+        let route = self
+            .route_at_call
+            .take()
+            .or(recorded)
+            .unwrap_or_else(|| Arc::from(NO_ROUTE));
+        let elapsed = self.start.elapsed().as_secs_f64();
+        match slot.as_deref().and_then(|s| s.get(metrics, &route)) {
+            Some(h) => {
+                h.cancelled().inc();
+                h.duration.observe(elapsed);
+                h.request_bytes.inc_by(self.bytes_in.get());
+            }
+            None => {
+                let m = metrics.inner();
+                let label = RouteLabel { route };
+                m.requests
+                    .get_or_create(&RouteClass {
+                        route: label.route.clone(),
+                        status_class: CANCELLED_CLASS,
+                    })
+                    .inc();
+                m.duration.get_or_create(&label).observe(elapsed);
+                m.request_bytes
+                    .get_or_create(&label)
+                    .inc_by(self.bytes_in.get());
+            }
+        }
     }
 }
 

@@ -24,8 +24,9 @@
 //! `status_class` is `1xx` .. `5xx`; a request whose inner service failed
 //! without a response counts as `5xx` at the edge (the rescue layer turns
 //! it into a 5xx problem) and as `error` at the upstream. A request whose
-//! caller left before the response headers is not counted (it was in
-//! flight, and is no longer).
+//! caller left before the response headers (or whose connection was cut
+//! at shutdown) counts as `cancelled`, with the time it ran and the body
+//! bytes it sent: the access log's 499.
 //!
 //! # Label cardinality
 //!
@@ -275,6 +276,9 @@ pub(crate) struct Buckets(Arc<[f64]>);
 /// The `status_class` labels, in the order of [`class_index`].
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The `status_class` of a request given up before its answer.
+pub(crate) const CANCELLED_CLASS: &str = "cancelled";
+
 /// A route's metric handles, resolved once from the families: looking a
 /// label set up hashes it (SipHash) and takes the family's lock, four times
 /// per request otherwise. Handles share their values with the families, so
@@ -287,8 +291,9 @@ pub(crate) struct RouteMetrics {
     /// The handle the series belong to.
     metrics: Metrics,
     route: Arc<str>,
-    /// `towergate_http_requests_total`, by [`class_index`].
-    requests: [OnceLock<Counter>; 5],
+    /// `towergate_http_requests_total`, by [`class_index`], then
+    /// `cancelled`.
+    requests: [OnceLock<Counter>; 6],
     pub(crate) duration: Histogram,
     pub(crate) request_bytes: Counter,
     /// Made at the first response: a failure has no body to count.
@@ -369,13 +374,22 @@ impl RouteMetrics {
     /// failure without a response, counted as `5xx`.
     pub(crate) fn requests(&self, status: Option<StatusCode>) -> &Counter {
         let i = status.map_or(4, class_index);
+        self.requests_of(i, CLASSES[i])
+    }
+
+    /// `towergate_http_requests_total{route, status_class="cancelled"}`.
+    pub(crate) fn cancelled(&self) -> &Counter {
+        self.requests_of(5, CANCELLED_CLASS)
+    }
+
+    fn requests_of(&self, i: usize, class: &'static str) -> &Counter {
         self.requests[i].get_or_init(|| {
             self.metrics
                 .inner()
                 .requests
                 .get_or_create_owned(&RouteClass {
                     route: self.route.clone(),
-                    status_class: CLASSES[i],
+                    status_class: class,
                 })
         })
     }
@@ -442,7 +456,7 @@ impl UpstreamMetrics {
         let m = self.metrics.inner();
         let class = match i {
             ERROR => "error",
-            CANCELLED => "cancelled",
+            CANCELLED => CANCELLED_CLASS,
             _ => CLASSES.get(i).copied().unwrap_or("error"),
         };
         if let Some(requests) = self.requests.get(i) {
@@ -955,6 +969,38 @@ impl MetricConstructor<Histogram> for Buckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request given up before its answer is counted `cancelled`, with
+    /// its duration, and leaves the in-flight gauge.
+    #[tokio::test]
+    async fn a_request_dropped_before_its_answer_is_cancelled() {
+        use tower::{Layer, Service, ServiceExt};
+        let m = Metrics::new();
+        let mut svc = m.layer().layer(tower::service_fn(
+            |_req: http::Request<crate::body::RequestBody<String>>| {
+                std::future::pending::<Result<http::Response<String>, std::convert::Infallible>>()
+            },
+        ));
+        let call = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(String::new()));
+        let waited = tokio::time::timeout(Duration::from_millis(20), call).await;
+        assert!(waited.is_err(), "never answers");
+        assert_eq!(m.in_flight(), 0);
+        let t = m.encode();
+        assert!(
+            t.contains(
+                "towergate_http_requests_total{route=\"(none)\",status_class=\"cancelled\"} 1"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("towergate_http_request_duration_seconds_count{route=\"(none)\"} 1"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn a_forgotten_upstream_loses_its_circuit_series() {
