@@ -158,16 +158,31 @@ async fn several_limits_and_missing_keys() {
     assert_eq!(other.status(), 200);
 }
 
-#[tokio::test]
-async fn concurrency_limit_answers_503_at_once() {
-    let slow = spawn_upstream(Router::new().route(
+/// An upstream whose `/slow` answers after `delay`.
+async fn slow_upstream(delay: Duration) -> towergate_test::Upstream {
+    spawn_upstream(Router::new().route(
         "/slow",
-        get(|| async {
-            tokio::time::sleep(Duration::from_millis(800)).await;
+        get(move || async move {
+            tokio::time::sleep(delay).await;
             "done"
         }),
     ))
-    .await;
+    .await
+}
+
+/// `n` GETs of `url` in flight at once; each task ends with its status.
+fn spawn_gets(c: &reqwest::Client, url: &str, n: usize) -> Vec<tokio::task::JoinHandle<u16>> {
+    (0..n)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.to_owned());
+            tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrency_limit_answers_503_at_once() {
+    let slow = slow_upstream(Duration::from_millis(800)).await;
     let yaml = config(
         &slow.url(),
         "    concurrency: { max: 2, retry_after: \"2s\" }\n",
@@ -175,12 +190,7 @@ async fn concurrency_limit_answers_503_at_once() {
     let (_gw, addr) = gateway(&yaml).await;
     let c = client();
     let url = format!("http://{addr}/slow");
-    let in_flight: Vec<_> = (0..2)
-        .map(|_| {
-            let (c, url) = (c.clone(), url.clone());
-            tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
-        })
-        .collect();
+    let in_flight = spawn_gets(&c, &url, 2);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rsp = c.get(&url).send().await.unwrap();
     assert_eq!(rsp.headers()["retry-after"], "2");
@@ -196,14 +206,7 @@ async fn concurrency_limit_answers_503_at_once() {
 /// route's (new) limit: a fresh counter would let in twice the limit.
 #[tokio::test]
 async fn the_concurrency_limit_counts_across_a_reload() {
-    let slow = spawn_upstream(Router::new().route(
-        "/slow",
-        get(|| async {
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
-            "done"
-        }),
-    ))
-    .await;
+    let slow = slow_upstream(Duration::from_millis(1_500)).await;
     let dir = std::env::temp_dir().join(format!("towergate-rl-conc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("gateway.yaml");
@@ -212,12 +215,7 @@ async fn the_concurrency_limit_counts_across_a_reload() {
     let (gw, addr) = gateway_from_file(&path).await;
     let c = client();
     let url = format!("http://{addr}/slow");
-    let in_flight: Vec<_> = (0..2)
-        .map(|_| {
-            let (c, url) = (c.clone(), url.clone());
-            tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
-        })
-        .collect();
+    let in_flight = spawn_gets(&c, &url, 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The same limit, and then a higher one, reloaded while both run.
     std::fs::write(
@@ -232,10 +230,7 @@ async fn the_concurrency_limit_counts_across_a_reload() {
     assert_problem_reqwest(c.get(&url).send().await.unwrap(), 503).await;
     std::fs::write(&path, yaml.replace("max: 2", "max: 3")).unwrap();
     assert!(matches!(reload(&path, &gw), ReloadOutcome::Applied { .. }));
-    let third = {
-        let (c, url) = (c.clone(), url.clone());
-        tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
-    };
+    let third = spawn_gets(&c, &url, 1).remove(0);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_problem_reqwest(c.get(&url).send().await.unwrap(), 503).await;
     for t in in_flight {
