@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
@@ -21,32 +21,6 @@ const SCAN_MAX: usize = 8;
 pub(crate) struct Propagator {
     w3c: TraceContextPropagator,
     b3: bool,
-}
-
-struct HeaderExtractor<'a> {
-    headers: &'a HeaderMap,
-    /// Every `tracestate` line joined with `,`, when there are several:
-    /// W3C trace context says they are one list, and the propagator
-    /// asks for one value.
-    tracestate: Option<String>,
-}
-
-impl<'a> HeaderExtractor<'a> {
-    fn new(headers: &'a HeaderMap) -> Self {
-        let mut lines = headers.get_all(TRACESTATE).iter();
-        let tracestate = match (lines.next(), lines.next()) {
-            (Some(first), Some(second)) => {
-                let all = [first, second].into_iter().chain(lines);
-                let parts: Option<Vec<&str>> = all.map(|v| v.to_str().ok()).collect();
-                parts.map(|p| p.join(","))
-            }
-            _ => None,
-        };
-        Self {
-            headers,
-            tracestate,
-        }
-    }
 }
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);
@@ -71,9 +45,20 @@ impl Propagator {
         // Never the thread's current context: a stray entered span must not
         // become the parent of a request from outside.
         let empty = Context::new();
-        let cx = self
-            .w3c
-            .extract_with_context(&empty, &HeaderExtractor::new(headers));
+        // The parent is read by the parser the sampling decision used
+        // ([`Propagator::remote`]), not the SDK's, which accepts forms it
+        // refuses (a trailing `-`, short ids): read twice, a malformed
+        // header would continue the client's trace for the sampled
+        // requests and start a new one for the others.
+        let parent = traceparent_of(headers)
+            .and_then(|v| parse_traceparent(v.as_bytes()))
+            .map(|(trace_id, span_id, flags)| {
+                SpanContext::new(trace_id, span_id, flags, true, tracestate_of(headers))
+            });
+        let cx = match parent {
+            Some(sc) => empty.with_remote_span_context(sc),
+            None => empty.clone(),
+        };
         if self.b3 && !cx.span().span_context().is_valid() {
             let b3 = headers
                 .get(B3_HEADER)
@@ -261,6 +246,21 @@ fn tracestate_within_limits(headers: &HeaderMap) -> bool {
     chars <= 512 && members <= 32
 }
 
+/// The request's `tracestate` lines as one list, as the SDK would read
+/// them (an invalid one is dropped).
+fn tracestate_of(headers: &HeaderMap) -> TraceState {
+    let mut lines = headers.get_all(TRACESTATE).iter();
+    let Some(first) = lines.next() else {
+        return TraceState::default();
+    };
+    let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
+    for line in lines {
+        joined.push(',');
+        joined.push_str(&String::from_utf8_lossy(line.as_bytes()));
+    }
+    joined.parse().unwrap_or_default()
+}
+
 /// Parses a W3C `traceparent` (trace-context level 1): `{version}-{trace
 /// id}-{parent id}-{flags}`, lowercase hex, version `ff` refused, version
 /// `00` exactly four fields, later versions may append fields; ids must
@@ -389,26 +389,6 @@ pub(crate) fn format_b3(sc: &SpanContext) -> String {
 
 fn is_lower_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-// === impl HeaderExtractor ===
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        if let Some(all) = &self.tracestate
-            && key.eq_ignore_ascii_case(TRACESTATE.as_str())
-        {
-            return Some(all);
-        }
-        if key.eq_ignore_ascii_case(TRACEPARENT.as_str()) {
-            return traceparent_of(self.headers).and_then(|v| v.to_str().ok());
-        }
-        self.headers.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.headers.keys().map(HeaderName::as_str).collect()
-    }
 }
 
 // === impl HeaderInjector ===
@@ -702,6 +682,35 @@ mod tests {
         );
         Propagator::new(false).inject_unsampled(trace_id, span_id, Some(false), &mut h);
         assert!(h.get(TRACESTATE).is_some());
+    }
+
+    /// The span's parent is read by the same parser as the sampling
+    /// decision: what it refuses (a trailing `-`, a short id) is no parent
+    /// at all, sampled or not; what it takes keeps its `tracestate`, every
+    /// line of it.
+    #[test]
+    fn the_parent_is_what_the_sampling_decision_read() {
+        let p = Propagator::new(false);
+        for bad in [
+            format!("{TP}-"),
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01".to_owned(),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(TRACEPARENT, HeaderValue::from_str(&bad).unwrap());
+            assert_eq!(p.remote(&h), None, "{bad}");
+            let cx = p.extract(&h, true);
+            assert!(!cx.span().span_context().is_valid(), "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(TP));
+        h.append(TRACESTATE, HeaderValue::from_static("a=1"));
+        h.append(TRACESTATE, HeaderValue::from_static("b=2"));
+        let cx = p.extract(&h, true);
+        let span = cx.span();
+        let sc = span.span_context();
+        assert!(sc.is_valid() && sc.is_remote() && sc.is_sampled());
+        assert_eq!(sc.trace_id().to_string(), &TP[3..35]);
+        assert_eq!(sc.trace_state().header(), "a=1,b=2");
     }
 
     #[test]
