@@ -204,6 +204,10 @@ impl Authenticator for ApiKeys {
             s.strip(req);
         }
     }
+
+    fn credential_sources(&self) -> Option<&[TokenSource]> {
+        Some(&self.inner.sources)
+    }
 }
 
 impl fmt::Debug for ApiKeys {

@@ -9,6 +9,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use towergate_core::Identity;
 
+use crate::credential::TokenSource;
 use crate::error::AuthError;
 
 /// A boxed, `Send` future, as [`Authenticator`] returns.
@@ -68,6 +69,15 @@ pub trait Authenticator: fmt::Debug + Send + Sync + 'static {
     fn added_headers(&self) -> &[HeaderName] {
         &[]
     }
+
+    /// Where this method reads its credential. With `any_of`, the
+    /// credentials of the methods that did not decide are removed before
+    /// forwarding (nobody checked them) when they are read elsewhere than
+    /// the deciding one's. `None` (the default): not known, so never
+    /// removed for another method.
+    fn credential_sources(&self) -> Option<&[TokenSource]> {
+        None
+    }
 }
 
 // === impl Authenticated ===
@@ -106,6 +116,10 @@ impl<T: Authenticator + ?Sized> Authenticator for Arc<T> {
     fn added_headers(&self) -> &[HeaderName] {
         (**self).added_headers()
     }
+
+    fn credential_sources(&self) -> Option<&[TokenSource]> {
+        (**self).credential_sources()
+    }
 }
 
 impl<T: Authenticator + ?Sized> Authenticator for Box<T> {
@@ -130,6 +144,10 @@ impl<T: Authenticator + ?Sized> Authenticator for Box<T> {
 
     fn added_headers(&self) -> &[HeaderName] {
         (**self).added_headers()
+    }
+
+    fn credential_sources(&self) -> Option<&[TokenSource]> {
+        (**self).credential_sources()
     }
 }
 

@@ -19,7 +19,7 @@ use towergate_core::Identity;
 use crate::authenticator::{Authenticated, Authenticator, BoxFuture};
 use crate::cache::{self, TtlCache};
 use crate::challenge;
-use crate::credential::split_scheme;
+use crate::credential::{TokenSource, split_scheme};
 use crate::error::{AuthError, BuildError, reason};
 use crate::layer::{BasicAuthLayer, LayerOptions};
 
@@ -154,6 +154,12 @@ impl Authenticator for BasicAuth {
             self.inner.realm
         ))
         .ok()
+    }
+
+    fn credential_sources(&self) -> Option<&[TokenSource]> {
+        static AUTHORIZATION_HEADER: std::sync::LazyLock<[TokenSource; 1]> =
+            std::sync::LazyLock::new(|| [TokenSource::Header(AUTHORIZATION)]);
+        Some(&*AUTHORIZATION_HEADER)
     }
 
     fn strip_credential(&self, req: &mut Parts) {

@@ -190,6 +190,10 @@ impl Authenticator for Introspection {
             s.strip(req);
         }
     }
+
+    fn credential_sources(&self) -> Option<&[TokenSource]> {
+        Some(&self.inner.sources)
+    }
 }
 
 impl fmt::Debug for Introspection {

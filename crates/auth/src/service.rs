@@ -12,6 +12,7 @@ use towergate_core::body::ResponseBody;
 use towergate_core::{Identity, RequestId};
 
 use crate::authenticator::{Authenticated, Authenticator};
+use crate::credential::TokenSource;
 use crate::error::{AuthError, AuthErrorKind, Chain, reason};
 use crate::future::{Checked, ResponseFuture};
 use crate::layer::{AuthLayer, LayerOptions};
@@ -38,9 +39,49 @@ pub(crate) struct Shared {
     rules: Vec<Arc<dyn Authorize>>,
     identity_headers: Vec<(String, HeaderName)>,
     strip_credentials: bool,
+    /// With `any_of`, by deciding method: the other methods whose
+    /// credentials are removed (nobody checked them), those read where the
+    /// decider's is not (see [`Authenticator::credential_sources`]).
+    unchecked: Vec<Vec<usize>>,
     /// Removed from every incoming request: identity headers and the
     /// headers methods add.
     pub(crate) cleared: ClearedHeaders,
+}
+
+/// For each method, the other methods whose credentials are read where
+/// its own is not: when it decides, theirs went unchecked and are removed.
+/// A method that does not say where it reads is never removed, nor one
+/// that reads where the decider does (two JWT providers on the bearer
+/// token share the one credential that was checked).
+fn unchecked_credentials(methods: &[Arc<dyn Authenticator>]) -> Vec<Vec<usize>> {
+    let overlap = |a: &TokenSource, b: &TokenSource| {
+        let authorization = |s: &TokenSource| match s {
+            TokenSource::Bearer => true,
+            TokenSource::Header(n) => *n == http::header::AUTHORIZATION,
+            _ => false,
+        };
+        (authorization(a) && authorization(b)) || a == b
+    };
+    methods
+        .iter()
+        .enumerate()
+        .map(|(i, decider)| {
+            let Some(own) = decider.credential_sources() else {
+                return Vec::new();
+            };
+            methods
+                .iter()
+                .enumerate()
+                .filter(|&(j, other)| {
+                    j != i
+                        && other.credential_sources().is_some_and(|theirs| {
+                            !theirs.iter().any(|t| own.iter().any(|o| overlap(o, t)))
+                        })
+                })
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect()
 }
 
 /// Headers the gateway sets toward the upstream to say who the caller is
@@ -218,12 +259,17 @@ impl Shared {
                         .flat_map(|m| m.added_headers().iter().cloned()),
                 ),
         );
+        let unchecked = match mode {
+            Mode::AnyOf if !options.strip_credentials => unchecked_credentials(&methods),
+            _ => Vec::new(),
+        };
         Self {
             methods,
             mode,
             rules: options.rules,
             identity_headers: options.identity_headers,
             strip_credentials: options.strip_credentials,
+            unchecked,
             cleared,
         }
     }
@@ -288,6 +334,10 @@ impl Shared {
         if self.strip_credentials {
             for m in &self.methods {
                 m.strip_credential(&mut parts);
+            }
+        } else if let Some(others) = decider.and_then(|i| self.unchecked.get(i)) {
+            for &j in others {
+                self.methods[j].strip_credential(&mut parts);
             }
         }
         parts.extensions.insert(identity);

@@ -328,6 +328,51 @@ async fn any_of_the_first_present_credential_decides() {
     )
     .await;
     assert_eq!(r.status, 200);
+    // Nor does it reach the upstream: nobody checked it. The deciding
+    // credential does (no `strip_credentials`).
+    assert!(r.body["headers"].get("x-api-key").is_none(), "{:?}", r.body);
+    assert_eq!(r.body["headers"]["authorization"][0], auth.as_str());
+}
+
+/// With `any_of`, the credentials of the methods that did not decide were
+/// never checked: they do not reach the upstream (a forged bearer beside a
+/// good API key would be trusted by an upstream that decodes it), unless
+/// they are where the deciding credential is.
+#[tokio::test]
+async fn any_of_removes_the_credentials_nobody_checked() {
+    let layer = AuthLayer::builder()
+        .method(keys())
+        .method(jwt())
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    let r = get(
+        &app.url(),
+        &[
+            ("x-api-key", "key-1"),
+            ("authorization", "Bearer forged.jwt.x"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["identity"]["method"], "api_key");
+    assert!(
+        r.body["headers"].get("authorization").is_none(),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["headers"]["x-api-key"][0], "key-1");
+    // Two JWT providers on the one bearer: the checked token stays.
+    let layer = AuthLayer::builder()
+        .method(jwt())
+        .method(jwt())
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    let auth = format!("Bearer {}", hs256(&claims("alice")));
+    let r = get(&app.url(), &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["headers"]["authorization"][0], auth.as_str());
 }
 
 #[tokio::test]

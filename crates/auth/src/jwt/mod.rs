@@ -176,6 +176,10 @@ impl Authenticator for Jwt {
             s.strip(req);
         }
     }
+
+    fn credential_sources(&self) -> Option<&[TokenSource]> {
+        Some(&self.inner.sources)
+    }
 }
 
 impl fmt::Debug for Jwt {
