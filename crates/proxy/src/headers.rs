@@ -365,11 +365,6 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
     }
 }
 
-/// Whether `name` is a header some proxy sets to tell its upstream about
-/// the client, which an upstream may believe: by its text, like
-/// [`is_hop_by_hop`]. Underscore spellings count too (`x_real_ip`, and
-/// `x_forwarded_for` beside the `x-forwarded-for` the proxy rewrites):
-/// CGI-style upstreams read both as `HTTP_X_REAL_IP`.
 /// Whether the `Transfer-Encoding` lines name `chunked` alone.
 pub(crate) fn only_chunked(headers: &HeaderMap) -> bool {
     let mut codings = headers
@@ -395,11 +390,16 @@ fn is_forwarding(name: &HeaderName) -> bool {
         || is_client_claim(name)
 }
 
+/// Whether `name` is a header some proxy sets to tell its upstream about
+/// the client, which an upstream may believe: by its text, like
+/// [`is_hop_by_hop`]. Underscore spellings count too (`x_real_ip`, and
+/// `x_forwarded_for` beside the `x-forwarded-for` the proxy rewrites):
+/// CGI-style upstreams read both as `HTTP_X_REAL_IP`.
 fn is_client_claim(name: &HeaderName) -> bool {
     let name = name.as_str();
-    // Every name below, in either spelling, has one of these lengths: most
-    // names are ruled out before any byte is read.
-    if !matches!(name.len(), 9 | 11..=19 | 24) {
+    // Most names are ruled out by their length and last byte, before any
+    // comparison (`x-request-id`, `traceparent` on every observed request).
+    if !CLAIM_FILTER.may_match(name.as_bytes()) {
         return false;
     }
     if is_claim_name(name) {
@@ -407,39 +407,75 @@ fn is_client_claim(name: &HeaderName) -> bool {
     }
     name.as_bytes().contains(&b'_') && {
         let dashed = name.replace('_', "-");
-        is_claim_name(&dashed)
-            || matches!(
-                dashed.as_str(),
-                "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
-            )
+        is_claim_name(&dashed) || UNDERSCORED_FORWARDING.contains(&dashed.as_str())
     }
 }
 
+/// The client-address claims ([`is_client_claim`]), dashed.
+const CLAIM_NAMES: [&str; 16] = [
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
+    // What upstream stacks read as the scheme (Rack reads
+    // `X-Forwarded-Ssl` before `X-Forwarded-Proto`) or as the path to
+    // serve instead of the one routed (IIS, Symfony, Zend): never the
+    // client's to say.
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-forwarded-scheme",
+    "x-url-scheme",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// The forwarding headers the proxy rewrites itself, which count as claims
+/// only in an underscore spelling (`x_forwarded_for`).
+const UNDERSCORED_FORWARDING: [&str; 3] =
+    ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
 fn is_claim_name(name: &str) -> bool {
-    matches!(
-        name,
-        "x-real-ip"
-            | "x-client-ip"
-            | "true-client-ip"
-            | "cf-connecting-ip"
-            | "fastly-client-ip"
-            | "x-cluster-client-ip"
-            | "x-forwarded-port"
-            | "x-forwarded-prefix"
-            | "x-forwarded-server"
-            | "x-original-forwarded-for"
-            // What upstream stacks read as the scheme (Rack reads
-            // `X-Forwarded-Ssl` before `X-Forwarded-Proto`) or as the
-            // path to serve instead of the one routed (IIS, Symfony,
-            // Zend): never the client's to say.
-            | "x-forwarded-ssl"
-            | "front-end-https"
-            | "x-forwarded-scheme"
-            | "x-url-scheme"
-            | "x-original-url"
-            | "x-rewrite-url"
-    )
+    CLAIM_NAMES.contains(&name)
 }
+
+/// For each name length, the last bytes (ASCII) a claim of that length
+/// ends with, in either spelling: `_` and `-` are inside names, never last.
+struct NameFilter([u128; Self::MAX_LEN + 1]);
+
+impl NameFilter {
+    const MAX_LEN: usize = 32;
+
+    const fn of(lists: [&[&str]; 2]) -> Self {
+        let mut masks = [0u128; Self::MAX_LEN + 1];
+        let mut l = 0;
+        while l < lists.len() {
+            let mut i = 0;
+            while i < lists[l].len() {
+                let b = lists[l][i].as_bytes();
+                assert!(b.len() <= Self::MAX_LEN && b[b.len() - 1] < 128);
+                masks[b.len()] |= 1 << b[b.len() - 1];
+                i += 1;
+            }
+            l += 1;
+        }
+        Self(masks)
+    }
+
+    fn may_match(&self, name: &[u8]) -> bool {
+        match (self.0.get(name.len()), name.last()) {
+            (Some(mask), Some(&last)) if last < 128 => mask & (1 << last) != 0,
+            _ => false,
+        }
+    }
+}
+
+const CLAIM_FILTER: NameFilter = NameFilter::of([&CLAIM_NAMES, &UNDERSCORED_FORWARDING]);
 
 /// Removes the client-address headers upstream stacks believe
 /// ([`is_client_claim`]: `X-Real-IP` above all) unless the peer is a

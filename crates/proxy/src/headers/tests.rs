@@ -793,3 +793,25 @@ fn scheme_and_url_override_headers_are_client_claims() {
     }
     assert!(!is_client_claim(&HeaderName::from_static("x-request-id")));
 }
+
+#[test]
+fn every_claim_passes_the_name_filter_in_both_spellings() {
+    for name in CLAIM_NAMES {
+        let underscored = name.replace('-', "_");
+        for n in [name, underscored.as_str()] {
+            assert!(is_client_claim(&HeaderName::from_bytes(n.as_bytes()).unwrap()), "{n}");
+        }
+    }
+    for name in UNDERSCORED_FORWARDING {
+        let underscored = name.replace('-', "_");
+        assert!(is_client_claim(&HeaderName::from_bytes(underscored.as_bytes()).unwrap()));
+        assert!(!is_client_claim(&HeaderName::from_static(name)), "{name}");
+    }
+    // The names of an ordinary request are ruled out by the filter alone.
+    for name in ["host", "x-request-id", "traceparent", "user-agent", "accept", "content-length", "x-real-ipv6", "a"] {
+        assert!(!is_client_claim(&HeaderName::from_static(name)), "{name}");
+    }
+    assert!(!CLAIM_FILTER.may_match(b"x-request-id"));
+    assert!(!CLAIM_FILTER.may_match(b"traceparent"));
+    assert!(!CLAIM_FILTER.may_match(&[b'x'; 200]));
+}
