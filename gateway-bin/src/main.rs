@@ -166,6 +166,7 @@ async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_open_files_limit(compiled.server.max_connections);
     let gateway = match towergate::start(compiled).await {
         Ok(g) => g,
         Err(e) => {
@@ -186,13 +187,50 @@ async fn run(path: PathBuf) -> ExitCode {
     reloader.abort();
     // The admin server stays up while draining, so /readyz reports it.
     let live = gateway.live();
-    gateway.shutdown().await;
+    // A second SIGTERM or SIGINT while draining (an operator's second
+    // Ctrl-C) stops at once instead of waiting out the delay and the
+    // drain timeout: the requests still in flight are cut, the lines
+    // already logged are written out.
+    let drained = tokio::select! {
+        _ = gateway.shutdown() => true,
+        () = towergate::shutdown_signal() => {
+            tracing::warn!("second signal while draining: stopping now, requests in flight are cut");
+            false
+        }
+    };
     live.registry()
-        .flush_access_log(std::time::Duration::from_secs(2));
+        .flush_access_log(std::time::Duration::from_secs(if drained { 2 } else { 1 }));
+    if !drained {
+        return ExitCode::FAILURE;
+    }
     if let Some(a) = admin {
         a.stop();
     }
     ExitCode::SUCCESS
+}
+
+/// Raises the soft limit on open files to the hard limit (systemd's and
+/// most shells' soft default, 1024, is far below what `max_connections`
+/// allows), and warns when even that is too low: each proxied request
+/// holds two descriptors (the client's and an upstream connection), and
+/// pooled upstream connections, listeners and log files take more. Past
+/// the limit, accepts and upstream connects fail with "too many open
+/// files" and clients get `502`s instead of waiting in the accept queue.
+fn raise_open_files_limit(max_connections: usize) {
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(1024);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            max_connections,
+            wanted,
+            "the open-files limit is below what server.max_connections needs (2 per connection, and 1024 more): raise the hard limit (LimitNOFILE= in systemd, ulimit -Hn) or lower server.max_connections"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-files limit"),
+    }
 }
 
 fn init_tracing(

@@ -396,7 +396,8 @@ async fn serve_connection(
                 lease: lease.clone(),
             };
             let io = Opening::new(tcp, ctx.server.header_read_timeout, ctx.plan.http2)
-                .on_http2(streams.clone());
+                .on_http2(streams.clone())
+                .send_timeout(ctx.server.send_timeout);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             let conn = Guarded::new(conn, ctx.signal.clone(), streams, idle_timeout);
             if let Err(e) = conn.await {
@@ -424,7 +425,8 @@ async fn serve_connection(
                 lease: lease.clone(),
             };
             let io = Opening::new(tls, ctx.server.header_read_timeout, ctx.plan.http2)
-                .on_http2(streams.clone());
+                .on_http2(streams.clone())
+                .send_timeout(ctx.server.send_timeout);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             let conn = Guarded::new(conn, ctx.signal.clone(), streams, idle_timeout);
             if let Err(e) = conn.await {

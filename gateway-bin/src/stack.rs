@@ -94,6 +94,9 @@ pub struct ServerSettings {
     pub shutdown_delay: Duration,
     /// Time an HTTP/2 connection with no stream open is kept.
     pub http2_idle_timeout: Duration,
+    /// Time a write to a client may stay blocked before the connection is
+    /// closed.
+    pub send_timeout: Duration,
 }
 
 /// The request-handling part of a compiled configuration; swapped whole on
@@ -330,10 +333,23 @@ fn compile_staged(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, Con
             .as_ref()
             .and_then(|c| policy::compression_layer(c, &format!("{p}.compression"), &mut errs));
         let validate = r.validate.as_ref().and_then(|v| {
+            // The proxy's own clock for a request body: the route's
+            // `timeout`, else its upstream's, else the default.
+            let body_timeout = r
+                .timeout
+                .as_deref()
+                .or_else(|| {
+                    cfg.upstreams
+                        .get(&r.upstream)
+                        .and_then(|u| u.timeout.as_deref())
+                })
+                .and_then(|t| parse_duration(t).ok())
+                .unwrap_or(towergate_policy::validate::DEFAULT_BODY_TIMEOUT);
             policy::validate_layer(
                 v,
                 base.as_deref(),
                 max_body,
+                body_timeout,
                 &format!("{p}.validate"),
                 &mut errs,
             )
@@ -1181,6 +1197,7 @@ fn server_settings(s: &schema::Server) -> ServerSettings {
         drain_timeout: dur(&s.drain_timeout, 30),
         shutdown_delay: dur(&s.shutdown_delay, 0),
         http2_idle_timeout: dur(&s.http2_idle_timeout, 180),
+        send_timeout: dur(&s.send_timeout, 60),
     }
 }
 

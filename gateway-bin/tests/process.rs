@@ -37,6 +37,8 @@ fn free_port() -> SocketAddr {
 struct Gateway {
     child: Child,
     addr: SocketAddr,
+    /// What it logged up to "listening".
+    early: Vec<String>,
 }
 
 impl Gateway {
@@ -47,8 +49,15 @@ impl Gateway {
 
     /// [`Gateway::start`] with global options before `run`.
     fn start_with(config: &Path, addr: SocketAddr, options: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(options)
+        let mut cmd = Command::new(BIN);
+        cmd.args(options);
+        Self::start_command(cmd, config, addr)
+    }
+
+    /// [`Gateway::start`] through `cmd` (the binary, or a wrapper that
+    /// runs it), to which `run --config` is added.
+    fn start_command(mut cmd: Command, config: &Path, addr: SocketAddr) -> Self {
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -66,14 +75,16 @@ impl Gateway {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut early = Vec::new();
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(l) if l.contains("listening") => break,
+                Ok(l) => early.push(l),
                 _ if Instant::now() > deadline => panic!("gateway did not start"),
                 _ => {}
             }
         }
-        Self { child, addr }
+        Self { child, addr, early }
     }
 
     fn signal(&self, sig: &str) {
@@ -592,4 +603,94 @@ async fn readyz_turns_503_on_sigterm_before_the_listener_closes() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_while_draining_stops_at_once() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let dir = temp_dir("second-term");
+    let listen = free_port();
+    let admin = free_port();
+    let cfg = write_config_with(
+        &dir,
+        listen,
+        &echo.url(),
+        &format!("admin: {{ listen: \"{admin}\" }}\n"),
+    );
+    // A delay far longer than the test waits: only the second signal can
+    // end the process in time.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("server:\n", "server:\n  shutdown_delay: \"60s\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut gw = Gateway::start(&cfg, listen);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "admin not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.signal("-TERM");
+    // Draining: the first signal was taken.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client.get(format!("http://{admin}/readyz")).send().await;
+        if r.is_ok_and(|r| r.status() == 503) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.signal("-TERM");
+    let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "a cut drain is not a clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_files_limit_is_raised_and_a_low_one_is_warned_about() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: prlimit (util-linux) is not installed");
+        assert!(std::env::var_os("CI").is_none(), "CI must have prlimit");
+        return;
+    }
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let dir = temp_dir("nofile");
+    let listen = free_port();
+    let cfg = write_config_with(&dir, listen, &echo.url(), "admin: { enabled: false }\n");
+    // A soft limit of 256 under a hard one of 4096: raised to 4096, which
+    // is still below what 10,000 connections need.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=256:4096", "--", BIN]);
+    let gw = Gateway::start_command(cmd, &cfg, listen);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", gw.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(soft[3], "4096", "{line}");
+    assert!(
+        gw.early
+            .iter()
+            .any(|l| l.contains("open-files limit is below")),
+        "{:?}",
+        gw.early
+    );
+    let rsp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{}/x", gw.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
 }

@@ -873,3 +873,68 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // An endless response: only the gateway giving up ends it.
+    let upstream_done = Arc::new(AtomicBool::new(false));
+    let done = upstream_done.clone();
+    let app = Router::new().route(
+        "/endless",
+        get(move || {
+            let done = done.clone();
+            async move {
+                struct Flag(Arc<AtomicBool>);
+                impl Drop for Flag {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::SeqCst);
+                    }
+                }
+                let flag = Flag(done);
+                let chunks = futures_util::stream::repeat_with(move || {
+                    let _ = &flag;
+                    Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 64 * 1024]))
+                });
+                Body::from_stream(chunks)
+            }
+        }),
+    );
+    let up = spawn_upstream(app).await;
+    let (_gw, addr) = gateway(&one_route(
+        &up.url(),
+        "",
+        "server: { send_timeout: \"300ms\" }",
+    ))
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /endless HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing: the socket buffers fill, the gateway's
+    // writes block, and after the send timeout it closes the connection
+    // and lets the upstream's response go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !upstream_done.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled response was never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What the buffers held arrives, then the end of the connection.
+    let mut sink = vec![0u8; 1 << 20];
+    let read_all = async {
+        loop {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("the connection was closed");
+}

@@ -211,6 +211,9 @@ pub struct Server {
     /// How long an HTTP/2 connection with no stream open is kept before
     /// the gateway closes it (`GOAWAY`). Default `3m`.
     pub http2_idle_timeout: Option<String>,
+    /// How long a write to a client may stay blocked (the client takes no
+    /// byte) before its connection is closed. Default `60s`.
+    pub send_timeout: Option<String>,
     /// The protocols a client may switch to (`Upgrade`, answered `101`)
     /// through the gateway. Default `[websocket]`; `h2c` is refused.
     pub upgrade_protocols: Option<Vec<String>>,

@@ -165,6 +165,9 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
     if let Some(v) = &s.header_read_timeout {
         check_positive_duration("server.header_read_timeout", v, errs);
     }
+    if let Some(v) = &s.send_timeout {
+        check_positive_duration("server.send_timeout", v, errs);
+    }
     if let Some(v) = &s.drain_timeout {
         check_duration("server.drain_timeout", v, errs);
     }

@@ -263,11 +263,14 @@ pub(crate) fn transform_layer(
 
 /// Request validation; the upstream gets the very bytes that were checked.
 /// `route_max_body` is the route's own `max_body`: the validation never
-/// buffers more than the route would forward.
+/// buffers more than the route would forward; `body_timeout`, the route's
+/// upstream `timeout`: it waits for the body no longer than the proxy
+/// would.
 pub(crate) fn validate_layer(
     v: &ValidateConfig,
     base: Option<&Path>,
     route_max_body: u64,
+    body_timeout: std::time::Duration,
     p: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Wrap> {
@@ -325,6 +328,7 @@ pub(crate) fn validate_layer(
         None => towergate_policy::validate::DEFAULT_MAX_BODY_BYTES as u64,
     };
     b = b.max_body_bytes(usize::try_from(asked.min(route_max_body)).unwrap_or(usize::MAX));
+    b = b.body_timeout(body_timeout);
     let regex = |s: &str, path: String, errs: &mut Vec<ConfigError>| {
         if s.is_empty() {
             return Some(None);

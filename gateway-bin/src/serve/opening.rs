@@ -13,6 +13,13 @@
 //! those bytes must come within the header-read timeout, and on an
 //! HTTP/1-only listener a connection that starts like the preface (`PRI`) is
 //! refused. After that it only passes calls through.
+//!
+//! For the whole life of the connection it also bounds how long a write
+//! may stay blocked ([`Opening::send_timeout`], `server.send_timeout`, as
+//! nginx's `send_timeout`): hyper has no write timeout, and a client that
+//! stops reading (a zero TCP window, which the kernel keeps alive for
+//! ever) would otherwise hold its connection slot, and the upstream
+//! connection its response comes from, for as long as it likes.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -47,6 +54,9 @@ pin_project_lite::pin_project! {
         http2: bool,
         // Told when the connection turns out to speak HTTP/2.
         on_http2: Option<Arc<ConnStreams>>,
+        // How long a write may stay blocked, and since when one is.
+        send_timeout: Option<Duration>,
+        stalled: Option<Sleep>,
     }
 }
 
@@ -61,7 +71,16 @@ impl<I> Opening<I> {
             first: [0; PREFACE_LEN],
             http2,
             on_http2: None,
+            send_timeout: None,
+            stalled: None,
         }
+    }
+
+    /// Fails a write (and so the connection) that the peer has let stay
+    /// blocked for `timeout`: it takes no byte at all for that long.
+    pub(crate) fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = Some(timeout);
+        self
     }
 
     /// Marks `streams` as HTTP/2's when the preface arrives (for the idle
@@ -130,7 +149,9 @@ impl<I: AsyncWrite> AsyncWrite for Opening<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        let done = this.io.poll_write(cx, buf);
+        watch_stall(done, *this.send_timeout, this.stalled, cx)
     }
 
     fn poll_write_vectored(
@@ -138,7 +159,9 @@ impl<I: AsyncWrite> AsyncWrite for Opening<I> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let done = this.io.poll_write_vectored(cx, bufs);
+        watch_stall(done, *this.send_timeout, this.stalled, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -146,11 +169,44 @@ impl<I: AsyncWrite> AsyncWrite for Opening<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
+        let this = self.project();
+        let done = this.io.poll_flush(cx);
+        watch_stall(done, *this.send_timeout, this.stalled, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
+        let this = self.project();
+        let done = this.io.poll_shutdown(cx);
+        watch_stall(done, *this.send_timeout, this.stalled, cx)
+    }
+}
+
+/// A write's outcome, or, while it stays blocked, a `TimedOut` error once
+/// it has been for `timeout`. Any progress (or error) ends the stall: the
+/// timer only runs while the peer takes nothing.
+fn watch_stall<T>(
+    done: Poll<io::Result<T>>,
+    timeout: Option<Duration>,
+    stalled: &mut Option<Sleep>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<T>> {
+    let Some(timeout) = timeout else {
+        return done;
+    };
+    if done.is_ready() {
+        *stalled = None;
+        return done;
+    }
+    let sleep = stalled.get_or_insert_with(|| towergate_core::timer::sleep(timeout));
+    match Pin::new(sleep).poll(cx) {
+        Poll::Ready(()) => {
+            *stalled = None;
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no byte within the send timeout",
+            )))
+        }
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -235,5 +291,44 @@ mod tests {
         client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(s.read(&mut buf).await.unwrap(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_write_the_peer_leaves_blocked_times_out_and_progress_resets_it() {
+        // A pipe of 16 bytes that the client never reads: the second
+        // write blocks, and fails after the send timeout.
+        let (mut client, server) = duplex(16);
+        let mut s = Opening::new(server, Duration::from_secs(5), true)
+            .send_timeout(Duration::from_millis(100));
+        s.write_all(&[b'x'; 16]).await.unwrap();
+        let err = s.write_all(b"more").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+
+        // A slow reader that keeps taking bytes is not cut: each read
+        // ends the stall, however long the whole transfer takes.
+        let (mut client2, server) = duplex(16);
+        let mut s = Opening::new(server, Duration::from_secs(5), true)
+            .send_timeout(Duration::from_millis(150));
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0u8; 16];
+            while got < 160 {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                got += client2.read(&mut buf).await.unwrap();
+            }
+            got
+        });
+        s.write_all(&[b'y'; 160]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 160);
+        // Without a send timeout a blocked write just waits.
+        let (_c, server) = duplex(4);
+        let mut s = Opening::new(server, Duration::from_secs(5), true);
+        s.write_all(b"1234").await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), s.write_all(b"5"))
+                .await
+                .is_err()
+        );
+        drop(client.read(&mut [0u8; 1]).await);
     }
 }

@@ -12,6 +12,7 @@
 //! | required query parameters and headers missing or not matching | `400`, `errors: [{in, name, message}]` for each |
 //! | with a schema: `Content-Type` not `application/json` nor `*/*+json` | `415` |
 //! | with a schema: body over [`max_body_bytes`](ValidateLayerBuilder::max_body_bytes) (declared or streamed) | `413` |
+//! | with a schema: body not whole within [`body_timeout`](ValidateLayerBuilder::body_timeout) | `408` |
 //! | with a schema: body not JSON | `400` with `line` and `column` |
 //! | with a schema: body not valid | `400`, `errors: [{path, message}]` |
 //!
@@ -71,6 +72,7 @@ mod body;
 mod service;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
@@ -83,6 +85,10 @@ use crate::media_type::MediaRange;
 
 /// The default limit of a body checked against a schema: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long a body read for validation may take by default: the gateway's
+/// default upstream `timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// At most this many schema errors are listed in a problem.
 pub const MAX_LISTED_ERRORS: usize = 50;
@@ -105,6 +111,7 @@ pub struct ValidateLayerBuilder {
     headers: Vec<(HeaderName, Option<Regex>)>,
     schema: Option<serde_json::Value>,
     max_body: usize,
+    body_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -115,6 +122,7 @@ struct Config {
     headers: Vec<(HeaderName, Option<Regex>)>,
     schema: Option<jsonschema::Validator>,
     max_body: usize,
+    body_timeout: Duration,
 }
 
 // === impl ValidateLayer ===
@@ -129,6 +137,7 @@ impl ValidateLayer {
             headers: Vec::new(),
             schema: None,
             max_body: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 }
@@ -184,6 +193,14 @@ impl ValidateLayerBuilder {
     /// The largest body read for schema validation (default 1 MiB).
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body = limit;
+        self
+    }
+
+    /// How long a body read for schema validation may take to arrive whole
+    /// (default 30 s, the gateway's default upstream timeout); past it the
+    /// request is answered `408`.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
         self
     }
 
@@ -251,6 +268,7 @@ impl ValidateLayerBuilder {
                 headers,
                 schema,
                 max_body: self.max_body,
+                body_timeout: self.body_timeout,
             }),
         })
     }

@@ -46,6 +46,8 @@ pin_project! {
             parts: Option<Parts>,
             svc: Option<S>,
             config: Arc<Config>,
+            // The body must be whole by then (`body_timeout`).
+            deadline: towergate_core::timer::Sleep,
         },
         Inner {
             #[pin]
@@ -192,6 +194,7 @@ where
                 buf: BytesMut::new(),
                 parts: Some(parts),
                 svc: Some(svc),
+                deadline: towergate_core::timer::sleep(config.body_timeout),
                 config: config.clone(),
             },
         }
@@ -228,9 +231,28 @@ where
                     parts,
                     svc,
                     config,
+                    deadline,
                 } => {
                     let problem = loop {
-                        match ready!(body.as_mut().poll_frame(cx)) {
+                        let frame = match body.as_mut().poll_frame(cx) {
+                            Poll::Ready(frame) => frame,
+                            // A client that sends its body slowly or not
+                            // at all would hold the request (and its
+                            // connection) for ever: nothing else runs a
+                            // clock before the upstream is called.
+                            Poll::Pending => match Pin::new(&mut *deadline).poll(cx) {
+                                Poll::Ready(()) => {
+                                    break Some(Problem::new(StatusCode::REQUEST_TIMEOUT).detail(
+                                        format!(
+                                            "the request body did not arrive within {} ms",
+                                            config.body_timeout.as_millis()
+                                        ),
+                                    ));
+                                }
+                                Poll::Pending => return Poll::Pending,
+                            },
+                        };
+                        match frame {
                             Some(Ok(frame)) => {
                                 if let Ok(data) = frame.into_data() {
                                     buf.extend_from_slice(&data);

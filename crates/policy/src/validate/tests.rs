@@ -293,3 +293,46 @@ async fn repeated_validated_values_are_refused() {
         "{v}"
     );
 }
+
+/// A body that sends its first bytes and then nothing more, ever.
+struct Stalls(Option<&'static str>);
+
+impl Body for Stalls {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.0.take() {
+            Some(s) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(s.as_bytes()))))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_stops_coming_is_answered_408_at_the_body_timeout() {
+    let layer = ValidateLayer::builder()
+        .json_schema(json!({"type": "object"}))
+        .body_timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let req = Request::post("/")
+        .header("content-type", "application/json")
+        .header("content-length", "100")
+        .body(Stalls(Some("{\"a\"")))
+        .unwrap();
+    let (status, v) = tokio::time::timeout(std::time::Duration::from_secs(10), call(&layer, req))
+        .await
+        .expect("the stalled body was given up");
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert!(v["detail"].as_str().unwrap().contains("100 ms"), "{v}");
+    // A body that comes in time passes as before.
+    let req = Request::post("/")
+        .header("content-type", "application/json")
+        .body(Chunks(VecDeque::from(["{\"a\"", ": 1}"])))
+        .unwrap();
+    assert_eq!(call(&layer, req).await.0, StatusCode::OK);
+}
