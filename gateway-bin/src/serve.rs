@@ -234,6 +234,7 @@ impl RunningGateway {
     pub async fn shutdown(mut self) -> bool {
         self.live.set_draining();
         if !self.shutdown_delay.is_zero() {
+            self.signal.begin_drain();
             tracing::info!(delay = ?self.shutdown_delay, "draining: not ready; closing listeners after the delay");
             tokio::time::sleep(self.shutdown_delay).await;
         }
@@ -486,7 +487,25 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
             req.extensions_mut().insert(self.lease.clone());
         }
         prepare(&stack, &mut req, self.peer, self.tls);
-        stack.edge.call_shared(req.map(edge_body))
+        let call = stack.edge.call_shared(req.map(edge_body));
+        if !self.live.is_draining() {
+            return call;
+        }
+        // Draining (`server.shutdown_delay`): the client is told to take
+        // its next request to a new connection, which a fronting load
+        // balancer sends elsewhere; hyper closes this one after the
+        // response. An upgrade's `101` keeps its connection: it is the
+        // tunnel.
+        Box::pin(async move {
+            let mut rsp = call.await?;
+            if rsp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                rsp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(rsp)
+        })
     }
 }
 

@@ -938,3 +938,86 @@ async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
         .await
         .expect("the connection was closed");
 }
+
+#[tokio::test]
+async fn during_the_shutdown_delay_clients_are_told_to_reconnect() {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let up = spawn_upstream(echo_router("up")).await;
+    let (gw, addr) = gateway(&one_route(
+        &up.url(),
+        "",
+        "server: { shutdown_delay: \"3s\", drain_timeout: \"1s\" }",
+    ))
+    .await;
+    let live = gw.live();
+    // Connections open before the drain: an HTTP/1 keep-alive one and an
+    // HTTP/2 one, each with a request served.
+    let mut h1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let get = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    h1.write_all(get).await.unwrap();
+    let head = read_head(&mut h1).await;
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let (mut sender, h2_task) = h2_connection(addr).await;
+    let rsp = h2_get(&mut sender, addr, "/x").await;
+    assert_eq!(rsp.status(), 200);
+    rsp.into_body().collect().await.unwrap();
+
+    let shutdown = tokio::spawn(gw.shutdown());
+    while !live.is_draining() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // HTTP/2: GOAWAY, well before the listeners close.
+    tokio::time::timeout(Duration::from_secs(2), h2_task)
+        .await
+        .expect("the HTTP/2 connection got GOAWAY during the delay")
+        .unwrap();
+    // HTTP/1: the next response says `Connection: close`, then the
+    // connection ends.
+    h1.write_all(get).await.unwrap();
+    let head = read_head(&mut h1).await;
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), h1.read_to_end(&mut rest))
+        .await
+        .expect("closed after the response")
+        .unwrap();
+    // New connections are still served meanwhile.
+    let rsp = client()
+        .get(format!("http://{addr}/y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert!(shutdown.await.unwrap());
+}
+
+/// Reads a response head and its `Content-Length` body from `tcp`.
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "connection ended");
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await.unwrap();
+    head
+}

@@ -39,9 +39,17 @@ fn stamp() -> u64 {
 /// The gateway's shutdown, as its connections watch it: a flag read at
 /// each poll of a connection (one atomic load), and a `Notify` that wakes
 /// the connections that wait for their next request.
+///
+/// Before it, during `server.shutdown_delay`, the gateway drains softly:
+/// the listeners still accept, HTTP/1 responses say `Connection: close`
+/// (see `EdgeService`), and the HTTP/2 connections open when it began get
+/// `GOAWAY` (their open streams finish), so clients move their next
+/// requests to new connections, which a load balancer that has seen
+/// `/readyz` turn 503 sends elsewhere.
 #[derive(Debug, Default)]
 pub(crate) struct ShutdownSignal {
     begun: AtomicBool,
+    draining: AtomicBool,
     notify: Arc<tokio::sync::Notify>,
 }
 
@@ -49,6 +57,12 @@ impl ShutdownSignal {
     /// Every connection finishes what it has and closes.
     pub(crate) fn begin(&self) {
         self.begun.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// The soft drain: the HTTP/2 connections open now get `GOAWAY`.
+    pub(crate) fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
 }
@@ -188,6 +202,9 @@ pin_project_lite::pin_project! {
         idle_timeout: Duration,
         idle: Option<(u64, Sleep)>,
         closing: bool,
+        // Opened during the soft drain: served until the shutdown begins
+        // (a `GOAWAY` at once would leave its client nowhere to go).
+        born_draining: bool,
     }
 }
 
@@ -199,6 +216,7 @@ impl<C> Guarded<C> {
         idle_timeout: Duration,
     ) -> Self {
         let woken = Arc::clone(&signal.notify).notified_owned();
+        let born_draining = signal.draining.load(Ordering::Acquire);
         Self {
             conn,
             signal,
@@ -208,6 +226,7 @@ impl<C> Guarded<C> {
             idle_timeout,
             idle: None,
             closing: false,
+            born_draining,
         }
     }
 }
@@ -227,7 +246,10 @@ where
                 let _ = this.woken.as_mut().poll(cx);
                 *this.registered = true;
             }
-            if this.signal.begun.load(Ordering::Acquire) {
+            let drain_h2 = !*this.born_draining
+                && this.signal.draining.load(Ordering::Acquire)
+                && this.streams.h2.load(Ordering::Acquire);
+            if this.signal.begun.load(Ordering::Acquire) || drain_h2 {
                 *this.closing = true;
                 *this.idle = None;
                 this.conn.as_mut().graceful_shutdown();
