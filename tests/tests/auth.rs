@@ -495,6 +495,57 @@ routes:
     }
 }
 
+/// An Authelia-style rule on `^/admin/` must see `/admin/users`, not the
+/// `/users` the route strips it to for the upstream.
+#[tokio::test]
+async fn forward_auth_sees_the_path_before_strip_prefix() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let authz = spawn_upstream(Router::new().route(
+        "/check",
+        get(|req: Request| async move {
+            let uri = req
+                .headers()
+                .get("x-forwarded-uri")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            if uri.starts_with("/admin/") {
+                ([("x-seen-uri", uri)], "").into_response()
+            } else {
+                (http::StatusCode::FORBIDDEN, uri).into_response()
+            }
+        }),
+    ))
+    .await;
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+auth_providers:
+  sso:
+    forward: {{ url: "{fwd}/check", copy_headers: [x-seen-uri] }}
+routes:
+  - name: admin
+    match: {{ path_prefix: "/admin/" }}
+    strip_prefix: true
+    upstream: "{up}"
+    auth: {{ any_of: [sso] }}
+"#,
+        fwd = authz.url(),
+        up = echo.url(),
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let rsp = client()
+        .get(format!("http://{addr}/admin//x/../users?page=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let v: Value = rsp.json().await.unwrap();
+    assert_eq!(v["path"], "/users");
+    assert_eq!(v["query"], "page=2");
+    // Normalised, as the router matched it.
+    assert_eq!(header(&v, "x-seen-uri"), Some("/admin/users?page=2"));
+}
+
 #[test]
 fn bad_auth_config_names_its_path() {
     let cases = [

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{self, HOST};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
-use towergate_core::{ClientAddr, Identity};
+use towergate_core::{ClientAddr, Identity, RoutedPath};
 
 use crate::authenticator::{Authenticated, Authenticator, BoxFuture};
 use crate::error::{AuthError, BuildError, reason};
@@ -21,11 +21,13 @@ use crate::layer::{ForwardAuthLayer, LayerOptions};
 /// [`Authenticator`] behind [`ForwardAuthLayer`].
 ///
 /// Per request, a `GET` goes to the auth service with the original method
-/// in `X-Forwarded-Method`, the original path and query in
-/// `X-Forwarded-Uri`, `X-Forwarded-Host`, `X-Forwarded-Proto`,
-/// `X-Forwarded-For` (the client address, when the listener recorded it)
-/// and the [chosen request headers](ForwardAuthBuilder::forward_header)
-/// (default: `Authorization` and `Cookie`).
+/// in `X-Forwarded-Method`, the path and query in `X-Forwarded-Uri` (as
+/// the router matched them, normalised: the [`RoutedPath`] when a route
+/// stripped or rewrote the path, else the request's), `X-Forwarded-Host`,
+/// `X-Forwarded-Proto`, `X-Forwarded-For` (the client address, when the
+/// listener recorded it) and the
+/// [chosen request headers](ForwardAuthBuilder::forward_header) (default:
+/// `Authorization` and `Cookie`).
 ///
 /// - A `2xx` lets the request through; the
 ///   [chosen response headers](ForwardAuthBuilder::copy_response_header)
@@ -131,7 +133,11 @@ impl Inner {
             .get(self.url.clone())
             .timeout(self.timeout)
             .header("x-forwarded-method", req.method.as_str());
-        if let Some(pq) = req.uri.path_and_query() {
+        // The path the client asked for, as routed: the router may since
+        // have stripped or rewritten it for the upstream, and the auth
+        // service's rules (`^/admin/`) are written against the former.
+        let routed = req.extensions.get::<RoutedPath>().map(|r| &r.0);
+        if let Some(pq) = routed.or(req.uri.path_and_query()) {
             sub = sub.header("x-forwarded-uri", pq.as_str());
         }
         let host = req.headers.get(HOST).cloned().or_else(|| {

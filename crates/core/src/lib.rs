@@ -11,7 +11,7 @@
 //!   (502, 503, 504) that towergate generates.
 //! - [`body::ResponseBody`]: the one body type of generated responses.
 //! - Request extensions: [`RouteMatch`], [`Identity`], [`ClientAddr`],
-//!   [`RequestId`].
+//!   [`RequestId`], [`OriginalPath`], [`RoutedPath`].
 //! - [`write_ip`]: an IP address as text, identical to `Display`, without
 //!   `core::fmt` (forwarding headers, rate-limit keys and log lines use it).
 //!
@@ -84,6 +84,16 @@ impl std::fmt::Debug for ConnectionLease {
 /// (HTTP to HTTPS) read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginalPath(pub std::sync::Arc<str>);
+
+/// The path and query the router matched the request on (normalised),
+/// when the route's `strip_prefix` or `rewrite` then changed the path the
+/// upstream is sent; put in the extensions by the router only then.
+/// Layers behind the router that tell someone else what was asked
+/// (forward auth's `X-Forwarded-Uri`) read it: their rules are written
+/// against the paths clients use, not the upstream's. Unlike
+/// [`OriginalPath`], it has no `..` or escapes left to read two ways.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutedPath(pub http::uri::PathAndQuery);
 
 /// Returns whether `err`, or any error in its `source()` chain, is a `T`.
 pub fn is_caused_by<T: std::error::Error + 'static>(

@@ -73,6 +73,25 @@ impl Rewrite {
             parts.push(Part::Param(index));
             rest = &inner[end + 1..];
         }
+        // The output is forwarded as it is, never normalised again: a `..`
+        // there (`%2e%2e` is one, literals being decoded) would climb out of
+        // the rewritten path on the upstream, and `..;` would in a servlet
+        // container. A parameter stands in as `{`, which no canonical
+        // literal holds: what it captures is never a dot segment.
+        let mut shape = String::with_capacity(literal_len + parts.len());
+        for part in &parts {
+            match part {
+                Part::Literal(s) => shape.push_str(s),
+                Part::Param(_) => shape.push('{'),
+            }
+        }
+        let dot_segment = |seg: &str| {
+            let seg = seg.split_once(';').map_or(seg, |(s, _)| s);
+            seg == "." || seg == ".."
+        };
+        if shape.split('/').any(dot_segment) {
+            return Err(invalid("a `.` or `..` segment is not allowed"));
+        }
         Ok(Self { parts, literal_len })
     }
 
@@ -159,6 +178,14 @@ mod tests {
             ("/v2/id}", "unbalanced `}`"),
             ("/v2?x=1", "query"),
             ("/v2/%2f", "percent"),
+            ("/v2/%2e%2e/admin/{id}", "`..` segment"),
+            ("/v2/%2E%2e/admin/{id}", "`..` segment"),
+            ("/v2/.%2e/{id}", "`..` segment"),
+            ("/v2/../{id}", "`..` segment"),
+            ("/v2/{id}/..", "`..` segment"),
+            ("/v2/{id}/%2e", "`..` segment"),
+            ("/v2/..;x/{id}", "`..` segment"),
+            ("/./v2", "`..` segment"),
         ] {
             match Rewrite::parse(template, &p) {
                 Err(BuildErrorKind::InvalidRewrite { reason, .. }) => {
@@ -166,6 +193,15 @@ mod tests {
                 }
                 other => panic!("{template}: {other:?}"),
             }
+        }
+        // Dots that do not make a whole segment are ordinary text.
+        for ok in [
+            "/v2/.well-known/{id}",
+            "/v2/{id}..",
+            "/v2/..{id}",
+            "/v2/a..b",
+        ] {
+            assert!(Rewrite::parse(ok, &p).is_ok(), "{ok}");
         }
         assert!(matches!(
             Rewrite::parse("/v2/{user}", &p),

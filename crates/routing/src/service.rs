@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use tower::Service;
 use tower::util::Oneshot;
 use towergate_core::body::ResponseBody;
-use towergate_core::{Problem, RequestId, RouteMatch};
+use towergate_core::{Problem, RequestId, RouteMatch, RoutedPath};
 
 use crate::error::BuildError;
 use crate::future::ResponseFuture;
@@ -27,10 +27,12 @@ use crate::table::{Outcome, RouteTable};
 ///
 /// - on a match, puts a [`RouteMatch`] in the request extensions, replaces
 ///   the request's path with the normalised one, stripped or rewritten as
-///   the route says (the query string is kept), and calls a clone of the
-///   route's service with [`Oneshot`], which drives its readiness;
-/// - otherwise answers with `application/problem+json`: 400 for a path it
-///   refuses, 405 with `Allow` when only the method is wrong, 404.
+///   the route says (the query string is kept; when stripped or rewritten,
+///   the path matched on goes in a [`RoutedPath`]), and calls a clone of
+///   the route's service with [`Oneshot`], which drives its readiness;
+/// - otherwise answers with `application/problem+json`: 400 for a path or
+///   host it refuses (in `Host` or the target) and for an authority-form
+///   target, 405 with `Allow` when only the method is wrong, 404.
 ///
 /// `poll_ready` is always ready, as axum assumes of every service; cloning
 /// is cheap (one `Arc`). See the [crate docs](crate) for an example.
@@ -111,6 +113,17 @@ where
                 "CONNECT is not supported: this is a gateway, not a forward proxy".into(),
             ));
         }
+        // An authority-form target (`GET a.example:80`) belongs to CONNECT
+        // alone (RFC 9112 §3.2.3). It has no path: read as `/`, it would
+        // match a root route, and with no path to replace, that route's
+        // rewrite would be skipped and the upstream asked for its root.
+        if req.uri().scheme().is_none() && req.uri().authority().is_some() {
+            return ResponseFuture::rejected(problem(
+                &req,
+                StatusCode::BAD_REQUEST,
+                "an authority-form request target is only for CONNECT".into(),
+            ));
+        }
         let host = match check_host(&req) {
             Ok(HostCheck::Host(host)) => host,
             Ok(HostCheck::Rewrite(target)) => {
@@ -164,10 +177,28 @@ where
             return ResponseFuture::rejected(problem(&req, StatusCode::NOT_FOUND, detail));
         };
 
+        // Layers behind the router that describe the request to someone
+        // else (forward auth's `X-Forwarded-Uri`) need the path the client
+        // asked for, whose rules are written against it, not the one a
+        // strip or rewrite made for the upstream.
+        let routed = match &upstream_path {
+            Some(upstream) if *upstream != *path => {
+                match path_and_query(&path, req.uri().query()) {
+                    Ok(routed) => Some(RoutedPath(routed)),
+                    Err(_) => {
+                        let detail = format!("cannot forward path {path}");
+                        return ResponseFuture::rejected(problem(
+                            &req,
+                            StatusCode::BAD_REQUEST,
+                            detail,
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
         let forward = upstream_path.map_or(path, Cow::Owned);
-        // Authority-form URIs (CONNECT) have no path to replace.
-        let authority_form = req.uri().scheme().is_none() && req.uri().authority().is_some();
-        if forward != req.uri().path() && !authority_form {
+        if forward != req.uri().path() {
             let uri = with_path(req.uri(), &forward);
             match uri {
                 Ok(uri) => {
@@ -185,6 +216,9 @@ where
                 }
             }
         }
+        if let Some(routed) = routed {
+            req.extensions_mut().insert(routed);
+        }
         req.extensions_mut().insert(RouteMatch {
             route: name.clone(),
             params,
@@ -199,26 +233,39 @@ where
 /// - more than one `Host` field, or one that is not a `host[:port]`
 ///   (`a/b`, `user@host`, spaces): refused (RFC 9112 §3.2: 400), since
 ///   one reader taking `a` and another `a/b` is how caches get poisoned;
+/// - the same for the target's authority (HTTP/2 `:authority`, an
+///   absolute-form target), which `http` accepts with lists and `;` in it
+///   (`evil.example,a.example`): routed as given, it would match a
+///   `*.example` route that an upstream reading the first name never
+///   meant; userinfo there is refused too (RFC 9110 §4.2.4);
 /// - an absolute-form request (`GET http://a/ HTTP/1.1`) with another
 ///   `Host`: the target's authority wins (RFC 9112 §3.2.2) and replaces it;
 /// - HTTP/2 with a `host` field naming another host than `:authority`:
 ///   malformed (RFC 9113 §8.3.1), refused.
 fn check_host<B>(req: &Request<B>) -> Result<HostCheck<'_>, &'static str> {
+    let target = match req.uri().authority() {
+        Some(authority) => {
+            let target = authority.as_str();
+            if target.contains('@') {
+                return Err("the request target's authority carries user info");
+            }
+            if !valid_host(target.as_bytes()) {
+                return Err("the request target's authority is not a host and port");
+            }
+            Some(target)
+        }
+        None => None,
+    };
     let Some(host) = host_field(req.headers())? else {
         return Ok(HostCheck::Host(req.uri().authority().map(|a| a.host())));
     };
     if !valid_host(host.as_bytes()) {
         return Err("the Host header field is not a host and port");
     }
-    let Some(authority) = req.uri().authority() else {
+    let Some(target) = target else {
         // `valid_host` passed: the bytes are text.
         return Ok(HostCheck::Host(host.to_str().ok()));
     };
-    // The target's host and port, without any userinfo.
-    let target = authority
-        .as_str()
-        .rsplit_once('@')
-        .map_or(authority.as_str(), |(_, h)| h);
     let default_port = match req.uri().scheme_str() {
         Some("https") | Some("wss") => "443",
         _ => "80",
@@ -351,13 +398,16 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
 
 /// `uri` with its path replaced and its query kept.
 fn with_path(uri: &Uri, path: &str) -> Result<Uri, http::Error> {
-    let path_and_query = match uri.query() {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query(path, uri.query())?);
+    Ok(Uri::from_parts(parts)?)
+}
+
+fn path_and_query(path: &str, query: Option<&str>) -> Result<PathAndQuery, http::Error> {
+    Ok(match query {
         Some(query) => PathAndQuery::try_from(format!("{path}?{query}"))?,
         None => PathAndQuery::try_from(path)?,
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(path_and_query);
-    Ok(Uri::from_parts(parts)?)
+    })
 }
 
 fn problem<B>(req: &Request<B>, status: StatusCode, detail: String) -> Problem {
@@ -509,11 +559,32 @@ mod tests {
                 ));
             }
         }
-        // Absolute form: the target's authority wins, userinfo left out.
-        let mut r = req("http://u@victim.example:81/x", &["evil.example"], HTTP_11);
+        // Absolute form: the target's authority wins.
+        let mut r = req("http://victim.example:81/x", &["evil.example"], HTTP_11);
         assert_eq!(check(&mut r), Ok(()));
         assert_eq!(r.headers()[HOST], "victim.example:81");
         assert_eq!(request_host(&r), Some("victim.example:81"));
+        // The target's authority is held to the rules of `Host`: `http`
+        // takes lists and `;` there, which one reader would route on and
+        // another (Express: the first name) would serve.
+        for (uri, hosts, version) in [
+            ("https://a.example,evil.example/x", &[][..], HTTP_2),
+            (
+                "http://evil.example,a.example/x",
+                &["a.example"][..],
+                HTTP_11,
+            ),
+            ("http://evil.example;a.example/x", &[][..], HTTP_11),
+            (
+                "http://u@victim.example:81/x",
+                &["evil.example"][..],
+                HTTP_11,
+            ),
+            ("https://u@victim.example/x", &[][..], HTTP_2),
+        ] {
+            let mut r = req(uri, hosts, version);
+            assert!(check(&mut r).is_err(), "{uri}");
+        }
         // The same host in another case is the same host.
         let mut r = req("http://Victim.example/x", &["victim.EXAMPLE"], HTTP_11);
         assert_eq!(check(&mut r), Ok(()));

@@ -102,6 +102,31 @@ async fn rewrites_and_strip_prefix_keep_the_query() {
     assert_eq!(v["params"], json!({"t": "acme"}));
 }
 
+/// Layers behind the router that judge the client's path (forward auth)
+/// get it, normalised, when a route changed what the upstream is sent.
+#[tokio::test]
+async fn the_routed_path_is_kept_when_a_route_changes_it() {
+    let r = router([
+        Route::new("admin")
+            .path_prefix("/admin/")
+            .strip_prefix(true),
+        Route::new("v2")
+            .path_template("/users/{id}")
+            .rewrite("/v2/users/{id}"),
+        Route::new("plain").path_prefix("/plain/"),
+    ]);
+    for (uri, path, routed) in [
+        ("/admin/users?x=1", "/users", json!("/admin/users?x=1")),
+        ("/admin//a/../users", "/users", json!("/admin/users")),
+        ("/users/42", "/v2/users/42", json!("/users/42")),
+        ("/plain/./x?y", "/plain/x", json!(null)),
+    ] {
+        let v = json(send(&r, req(Method::GET, uri)).await).await;
+        assert_eq!(v["path"], path, "{uri}");
+        assert_eq!(v["routed"], routed, "{uri}");
+    }
+}
+
 #[tokio::test]
 async fn not_found_is_problem_json() {
     let r = router([Route::new("user").path_template("/users/{id}")]);
@@ -119,6 +144,48 @@ async fn connect_is_refused_whatever_the_routes() {
     let rsp = send(&r, rq).await;
     let v = assert_problem(to_axum(rsp), 501).await;
     assert_eq!(v["title"], "Not Implemented");
+}
+
+/// `GET up.example:80` has no path: read as `/`, it would take a root
+/// route with its rewrite skipped, so it is refused whatever the routes.
+#[tokio::test]
+async fn authority_form_is_for_connect_only() {
+    let r = router([Route::new("all").path_prefix("/").rewrite("/x/")]);
+    for method in [Method::GET, Method::POST, Method::OPTIONS] {
+        let mut rq = req(method.clone(), "/");
+        *rq.uri_mut() = "up.example:80".parse().unwrap();
+        let v = assert_problem(to_axum(send(&r, rq).await), 400).await;
+        assert!(
+            v["detail"].as_str().unwrap().contains("authority-form"),
+            "{method}: {v}"
+        );
+    }
+    let v = json(send(&r, req(Method::GET, "/a")).await).await;
+    assert_eq!(v["path"], "/x/a");
+}
+
+/// The host in the target (HTTP/2 `:authority`, absolute form) is held to
+/// the rules of `Host`: a list there would match `*.example` routes while
+/// the upstream reads its first name.
+#[tokio::test]
+async fn a_bad_host_in_the_target_is_refused() {
+    let r = router([Route::new("wild").host("*.example").path_prefix("/")]);
+    let mut h2 = req(Method::GET, "https://a.example,evil.example/x");
+    *h2.version_mut() = http::Version::HTTP_2;
+    let mut h1 = req(Method::GET, "http://evil.example,a.example/x");
+    h1.headers_mut()
+        .insert("host", "a.example".parse().unwrap());
+    for rq in [h2, h1] {
+        let uri = rq.uri().clone();
+        let v = assert_problem(to_axum(send(&r, rq).await), 400).await;
+        assert!(
+            v["detail"].as_str().unwrap().contains("authority"),
+            "{uri}: {v}"
+        );
+    }
+    let mut ok = req(Method::GET, "https://b.example/x");
+    *ok.version_mut() = http::Version::HTTP_2;
+    assert_eq!(json(send(&r, ok).await).await["route"], "wild");
 }
 
 #[tokio::test]

@@ -13,10 +13,11 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::Service;
-use towergate_core::RouteMatch;
+use towergate_core::{RouteMatch, RoutedPath};
 
 /// A route's service that answers with a JSON echo of what it received:
-/// its own name, the `RouteMatch` the router inserted, and the request line.
+/// its own name, the `RouteMatch` and `RoutedPath` the router inserted, and
+/// the request line.
 #[derive(Clone, Debug)]
 pub(crate) struct Echo(pub(crate) Arc<str>);
 
@@ -52,6 +53,7 @@ impl<B> Service<Request<B>> for Echo {
             "method": req.method().as_str(),
             "path": req.uri().path(),
             "query": req.uri().query(),
+            "routed": req.extensions().get::<RoutedPath>().map(|r| r.0.as_str()),
         });
         ready(Ok(Response::new(body.to_string())))
     }
