@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use towergate_core::{ClientAddr, ConnectionLease};
 
 use crate::live::Live;
-use idle::{ConnStreams, EdgeExecutor, Guarded, ShutdownSignal};
+use idle::{ConnStreams, EdgeExecutor, Guarded, ShutdownSignal, StreamFlow};
 use opening::Opening;
 
 mod idle;
@@ -386,7 +386,9 @@ async fn serve_connection(
 ) {
     let live = ctx.live.clone();
     let streams = ConnStreams::new();
-    let builder = edge_builder(ctx, EdgeExecutor::new(ctx.streams.clone(), streams.clone()));
+    let exec = EdgeExecutor::new(ctx.streams.clone(), streams.clone())
+        .send_timeout(ctx.server.send_timeout);
+    let builder = edge_builder(ctx, exec);
     let idle_timeout = ctx.server.http2_idle_timeout;
     match acceptor {
         None => {
@@ -440,6 +442,76 @@ async fn serve_connection(
 type EdgeFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
 
+type ServedFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<ServedBody>, Infallible>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The response future hyper gets: an HTTP/1 request's is the edge
+    /// stack's own (no wrapper box); an HTTP/2 stream's is boxed with its
+    /// flow watch (see `idle::StreamFlow`).
+    #[project = ServedProj]
+    enum Served {
+        Http1 { #[pin] fut: EdgeFuture },
+        Http2 { #[pin] fut: ServedFuture },
+    }
+}
+
+impl Future for Served {
+    type Output = Result<Response<ServedBody>, Infallible>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            ServedProj::Http1 { fut } => fut
+                .poll(cx)
+                .map(|r| r.map(|rsp| rsp.map(|inner| ServedBody { inner, flow: None }))),
+            ServedProj::Http2 { fut } => fut.poll(cx),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body as hyper sends it: the edge stack's, which on an
+    /// HTTP/2 stream tells the stream's flow watch when it hands over a
+    /// frame and when it is polled again.
+    pub(crate) struct ServedBody {
+        #[pin]
+        inner: EdgeBody,
+        flow: Option<Arc<StreamFlow>>,
+    }
+}
+
+impl http_body::Body for ServedBody {
+    type Data = <EdgeBody as http_body::Body>::Data;
+    type Error = <EdgeBody as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let Some(flow) = this.flow else {
+            return this.inner.poll_frame(cx);
+        };
+        flow.polled();
+        let polled = this.inner.poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
+            flow.delivered();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The per-connection service hyper calls for each request.
 #[derive(Clone)]
 struct EdgeService {
@@ -451,9 +523,9 @@ struct EdgeService {
 }
 
 impl hyper::service::Service<Request<Incoming>> for EdgeService {
-    type Response = Response<EdgeBody>;
+    type Response = Response<ServedBody>;
     type Error = Infallible;
-    type Future = EdgeFuture;
+    type Future = Served;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         // Each request is served by the stack it loads here, whatever
@@ -466,10 +538,14 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
             // work (routing, authentication, ...) goes in the future, so
             // the streams of one connection are handled in parallel.
             let (peer, tls) = (self.peer, self.tls);
-            return Box::pin(async move {
+            let fut: ServedFuture = Box::pin(async move {
+                // On the stream's task: its flow watch.
+                let flow = StreamFlow::current();
                 prepare(&stack, &mut req, peer, tls);
-                stack.edge.call_shared(req.map(edge_body)).await
+                let rsp = stack.edge.call_shared(req.map(edge_body)).await?;
+                Ok(rsp.map(|inner| ServedBody { inner, flow }))
             });
+            return Served::Http2 { fut };
         }
         // HTTP/1: one request at a time per connection, called and polled
         // on the connection's task. The edge service's own boxed future
@@ -489,14 +565,14 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
         prepare(&stack, &mut req, self.peer, self.tls);
         let call = stack.edge.call_shared(req.map(edge_body));
         if !self.live.is_draining() {
-            return call;
+            return Served::Http1 { fut: call };
         }
         // Draining (`server.shutdown_delay`): the client is told to take
         // its next request to a new connection, which a fronting load
         // balancer sends elsewhere; hyper closes this one after the
         // response. An upgrade's `101` keeps its connection: it is the
         // tunnel.
-        Box::pin(async move {
+        let fut: EdgeFuture = Box::pin(async move {
             let mut rsp = call.await?;
             if rsp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 rsp.headers_mut().insert(
@@ -505,7 +581,8 @@ impl hyper::service::Service<Request<Incoming>> for EdgeService {
                 );
             }
             Ok(rsp)
-        })
+        });
+        Served::Http1 { fut }
     }
 }
 

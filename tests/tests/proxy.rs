@@ -1021,3 +1021,73 @@ async fn read_head(tcp: &mut tokio::net::TcpStream) -> String {
     tcp.read_exact(&mut body).await.unwrap();
     head
 }
+
+#[tokio::test]
+async fn an_http2_stream_left_without_window_is_reset_after_the_send_timeout() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // Each response is endless; the count says how many the upstream
+    // still serves.
+    let serving = Arc::new(AtomicUsize::new(0));
+    let s2 = serving.clone();
+    let app = Router::new()
+        .route(
+            "/endless",
+            get(move || {
+                let serving = s2.clone();
+                async move {
+                    struct Serving(Arc<AtomicUsize>);
+                    impl Drop for Serving {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                    serving.fetch_add(1, Ordering::SeqCst);
+                    let guard = Serving(serving);
+                    Body::from_stream(futures_util::stream::repeat_with(move || {
+                        let _ = &guard;
+                        Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 16 * 1024]))
+                    }))
+                }
+            }),
+        )
+        .route("/x", get(|| async { "ok" }));
+    let up = spawn_upstream(app).await;
+    let (_gw, addr) = gateway(&one_route(
+        &up.url(),
+        "",
+        "server: { send_timeout: \"300ms\" }",
+    ))
+    .await;
+    // A client that reads its connection but never the stream's body: the
+    // stream's window (64 KiB) fills and stays shut.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .adaptive_window(false)
+            .handshake::<_, http_body_util::Empty<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let rsp = h2_get(&mut sender, addr, "/endless").await;
+    assert_eq!(rsp.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while serving.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The stream is reset and the upstream's response let go...
+    while serving.load(Ordering::SeqCst) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream without window was never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...while the connection goes on.
+    let ok = h2_get(&mut sender, addr, "/x").await;
+    assert_eq!(ok.status(), 200);
+    assert!(!conn.is_finished());
+    drop(rsp);
+}

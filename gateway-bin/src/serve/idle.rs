@@ -156,16 +156,29 @@ impl Drop for StreamGuard {
 /// hyper's executor at the edge, one per connection: tokio's, with every
 /// task it spawns (an HTTP/2 stream's) tracked, so that a shutdown can wait
 /// for the streams of the connections it cut off to end (and log their
-/// requests), and counted as the connection's open streams.
+/// requests), and counted as the connection's open streams. Each stream
+/// also runs under a [`FlowWatch`]: see [`StreamFlow`].
 #[derive(Clone, Debug)]
 pub(crate) struct EdgeExecutor {
     tracker: TaskTracker,
     streams: Arc<ConnStreams>,
+    send_timeout: Option<Duration>,
 }
 
 impl EdgeExecutor {
     pub(crate) fn new(tracker: TaskTracker, streams: Arc<ConnStreams>) -> Self {
-        Self { tracker, streams }
+        Self {
+            tracker,
+            streams,
+            send_timeout: None,
+        }
+    }
+
+    /// Resets a stream whose response the client has let wait for flow
+    /// control (no window) this long.
+    pub(crate) fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = Some(timeout);
+        self
     }
 }
 
@@ -176,11 +189,113 @@ where
 {
     fn execute(&self, fut: F) {
         let open = self.streams.stream_opened();
-        self.tracker.spawn(async move {
-            let out = fut.await;
+        let Some(timeout) = self.send_timeout else {
+            self.tracker.spawn(async move {
+                let out = fut.await;
+                drop(open);
+                out
+            });
+            return;
+        };
+        let flow = Arc::new(StreamFlow::default());
+        let watched = FlowWatch {
+            fut,
+            flow: flow.clone(),
+            timeout,
+            armed: None,
+        };
+        self.tracker.spawn(STREAM_FLOW.scope(flow, async move {
+            if watched.await.is_none() {
+                tracing::debug!(
+                    ?timeout,
+                    "HTTP/2 stream: the client gave no flow-control window for the send timeout; reset"
+                );
+            }
             drop(open);
-            out
-        });
+        }));
+    }
+}
+
+tokio::task_local! {
+    /// The [`StreamFlow`] of the HTTP/2 stream whose task this is.
+    static STREAM_FLOW: Arc<StreamFlow>;
+}
+
+/// Whether an HTTP/2 stream's response waits for the client's
+/// flow-control window.
+///
+/// A connection-level write timeout (`server.send_timeout`, see
+/// `opening`) does not see a client that keeps its connection moving but
+/// leaves one stream's window shut: hyper then waits for window before it
+/// polls the response body again, for ever, and the stream holds its
+/// upstream connection meanwhile (a client could hold a whole pool with a
+/// few connections of 200 such streams). The response body
+/// ([`StreamFlow::delivered`]) marks when it handed hyper a frame, and
+/// its next poll ([`StreamFlow::polled`]) clears the mark: a mark older
+/// than the send timeout means hyper has waited that long to send it, and
+/// [`FlowWatch`] drops the stream (h2 resets it). A body waiting for its
+/// upstream is not marked: that is the upstream's timeouts' business.
+#[derive(Debug, Default)]
+pub(crate) struct StreamFlow {
+    /// When the last frame was handed over, if the body has not been
+    /// polled since (nanoseconds since [`EPOCH`]; 0: not waiting).
+    waiting_since: AtomicU64,
+}
+
+impl StreamFlow {
+    /// The current stream's, on an HTTP/2 stream's task.
+    pub(crate) fn current() -> Option<Arc<Self>> {
+        STREAM_FLOW.try_with(Arc::clone).ok()
+    }
+
+    /// The body is polled: hyper had window for what it last got.
+    pub(crate) fn polled(&self) {
+        self.waiting_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The body handed hyper a frame.
+    pub(crate) fn delivered(&self) {
+        self.waiting_since.store(stamp().max(1), Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's task, dropped (`None`) once its response has waited for
+    /// flow control for the timeout; see [`StreamFlow`].
+    struct FlowWatch<F> {
+        #[pin]
+        fut: F,
+        flow: Arc<StreamFlow>,
+        timeout: Duration,
+        // The deadline, with the wait it is for.
+        armed: Option<(u64, Sleep)>,
+    }
+}
+
+impl<F: Future> Future for FlowWatch<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let since = this.flow.waiting_since.load(Ordering::Relaxed);
+        if since == 0 {
+            *this.armed = None;
+            return Poll::Pending;
+        }
+        let sleep = match this.armed {
+            Some((armed_for, sleep)) if *armed_for == since => sleep,
+            _ => {
+                let deadline = *EPOCH + Duration::from_nanos(since) + *this.timeout;
+                &mut this.armed.insert((since, timer::sleep_until(deadline))).1
+            }
+        };
+        match Pin::new(sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
