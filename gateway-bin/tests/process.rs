@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use towergate_test::{echo_router, spawn_upstream};
+use towergate_test::{Upstream, echo_router, spawn_upstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_towergate");
 
@@ -545,10 +545,15 @@ async fn sixty_four_megabytes_each_way_with_bounded_memory() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_turns_503_on_sigterm_before_the_listener_closes() {
+/// A gateway with an admin listener and `shutdown_delay: delay`, sent
+/// SIGTERM and seen draining (`/readyz` 503); with its listen address, a
+/// client and its upstream (which stops when dropped).
+async fn draining_gateway(
+    name: &str,
+    delay: &str,
+) -> (Gateway, SocketAddr, reqwest::Client, Upstream) {
     let echo = spawn_upstream(echo_router("echo")).await;
-    let dir = temp_dir("readyz");
+    let dir = temp_dir(name);
     let listen = free_port();
     let admin = free_port();
     let cfg = write_config_with(
@@ -558,11 +563,12 @@ async fn readyz_turns_503_on_sigterm_before_the_listener_closes() {
         &format!("admin: {{ listen: \"{admin}\" }}\n"),
     );
     // The delay between "not ready" and closing the listeners.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("server:\n", "server:\n  shutdown_delay: \"2s\"\n");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "server:\n",
+        &format!("server:\n  shutdown_delay: \"{delay}\"\n"),
+    );
     std::fs::write(&cfg, text).unwrap();
-    let mut gw = Gateway::start(&cfg, listen);
+    let gw = Gateway::start(&cfg, listen);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     // The admin listener may come up just after the gateway's.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -592,6 +598,12 @@ async fn readyz_turns_503_on_sigterm_before_the_listener_closes() {
         assert!(Instant::now() < deadline, "readyz never turned 503");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (gw, listen, client, echo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_503_on_sigterm_before_the_listener_closes() {
+    let (mut gw, listen, client, _echo) = draining_gateway("readyz", "2s").await;
     // Not ready, yet still serving: the listener closes only after the delay.
     let rsp = client
         .get(format!("http://{listen}/x"))
@@ -607,46 +619,9 @@ async fn readyz_turns_503_on_sigterm_before_the_listener_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_while_draining_stops_at_once() {
-    let echo = spawn_upstream(echo_router("echo")).await;
-    let dir = temp_dir("second-term");
-    let listen = free_port();
-    let admin = free_port();
-    let cfg = write_config_with(
-        &dir,
-        listen,
-        &echo.url(),
-        &format!("admin: {{ listen: \"{admin}\" }}\n"),
-    );
     // A delay far longer than the test waits: only the second signal can
     // end the process in time.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("server:\n", "server:\n  shutdown_delay: \"60s\"\n");
-    std::fs::write(&cfg, text).unwrap();
-    let mut gw = Gateway::start(&cfg, listen);
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "admin not up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    gw.signal("-TERM");
-    // Draining: the first signal was taken.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = client.get(format!("http://{admin}/readyz")).send().await;
-        if r.is_ok_and(|r| r.status() == 503) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "readyz never turned 503");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut gw, _, _, _echo) = draining_gateway("second-term", "60s").await;
     gw.signal("-TERM");
     let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(5)))
         .await
