@@ -380,7 +380,14 @@ fn compile_staged(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, Con
                     )
                 );
                 cache_routes.insert(r.name.clone(), settings);
-                policy::cache_layer(&r.name, c, store.clone(), &format!("{p}.cache"), &mut errs)
+                policy::cache_layer(
+                    &r.name,
+                    c,
+                    r.request_headers.as_ref(),
+                    store.clone(),
+                    &format!("{p}.cache"),
+                    &mut errs,
+                )
             }
             _ => None,
         };

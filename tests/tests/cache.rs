@@ -305,3 +305,127 @@ routes:
     }
     assert_eq!(count.load(Ordering::SeqCst), before + 2);
 }
+
+/// An upstream behind a load balancer: it builds links from the forwarded
+/// host, and answers per API key, which it checks itself. Counts requests.
+async fn links_and_tenants() -> (towergate_test::Upstream, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let app = Router::new().fallback(get(move |req: Request| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let h = |name: &str| {
+            req.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        let body = format!(
+            "<a href=\"//{}/next\"> tenant [{}]",
+            h("x-forwarded-host"),
+            h("x-api-key")
+        );
+        async move { ([("cache-control", "max-age=60")], body) }
+    }));
+    (towergate_test::spawn_upstream(app).await, count)
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_host_cannot_poison_the_cache() {
+    for trusted in [true, false] {
+        let (up, count) = links_and_tenants().await;
+        let server = if trusted {
+            r#"server: { trusted_proxies: ["127.0.0.1"] }"#
+        } else {
+            ""
+        };
+        let (_gw, addr) = support::gateway(&format!(
+            r#"listen: "127.0.0.1:0"
+{server}
+routes:
+  - name: catalog
+    match: {{ path: "/catalog" }}
+    upstream: "{url}"
+    cache: {{ ttl: "30s" }}
+"#,
+            url = up.url()
+        ))
+        .await;
+        let c = client();
+        let links = |forwarded_host: &'static str| {
+            let req = c
+                .get(format!("http://{addr}/catalog"))
+                .header("host", "shop.example")
+                .header("x-forwarded-host", forwarded_host);
+            async move { req.send().await.unwrap().text().await.unwrap() }
+        };
+        let evil = links("evil.example").await;
+        let good = links("shop.example").await;
+        if trusted {
+            // The load balancer's header reaches the upstream: one entry
+            // per forwarded host, and shop.example's links stay its own.
+            assert!(evil.contains("//evil.example/"), "{evil}");
+            assert!(good.contains("//shop.example/"), "{good}");
+            assert_eq!(count.load(Ordering::SeqCst), 2);
+        } else {
+            // Anyone else's is replaced by the `Host`: one entry for all.
+            assert!(evil.contains("//shop.example/"), "{evil}");
+            assert_eq!(good, evil);
+            assert_eq!(count.load(Ordering::SeqCst), 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_api_key_the_upstream_checks_is_not_shared() {
+    let (up, count) = links_and_tenants().await;
+    let (_gw, addr) = support::gateway(&config(&up.url(), "30s")).await;
+    let c = client();
+    let url = format!("http://{addr}/reports");
+    let a = c.get(&url).header("x-api-key", "tenant-a").send().await;
+    let a = a.unwrap().text().await.unwrap();
+    assert!(a.contains("tenant [tenant-a]"), "{a}");
+    // An anonymous caller is not served tenant A's report.
+    let anon = c.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(anon.contains("tenant []"), "{anon}");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_gateways_own_api_key_does_not_keep_answers_private() {
+    let (up, count) = links_and_tenants().await;
+    let (_gw, addr) = support::gateway(&format!(
+        r#"listen: "127.0.0.1:0"
+routes:
+  - name: service-key
+    match: {{ path: "/service" }}
+    upstream: "{url}"
+    request_headers: {{ set: {{ X-Api-Key: "gateway-key" }} }}
+    cache: {{ ttl: "30s" }}
+  - name: copied-key
+    match: {{ path: "/copied" }}
+    upstream: "{url}"
+    request_headers: {{ set: {{ X-Api-Key: "{{header.x-client-key}}" }} }}
+    cache: {{ ttl: "30s" }}
+"#,
+        url = up.url()
+    ))
+    .await;
+    let c = client();
+    let get = |path: &str, key: &'static str| {
+        c.get(format!("http://{addr}{path}"))
+            .header("x-client-key", key)
+            .send()
+    };
+    // One literal value for every caller: shared, whatever callers send.
+    for key in ["a", "b"] {
+        let body = get("/service", key).await.unwrap().text().await.unwrap();
+        assert!(body.contains("tenant [gateway-key]"), "{body}");
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    // A template copies the caller's key: each its own answer.
+    for key in ["a", "b"] {
+        let body = get("/copied", key).await.unwrap().text().await.unwrap();
+        assert!(body.contains(&format!("tenant [{key}]")), "{body}");
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+}

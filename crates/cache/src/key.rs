@@ -5,7 +5,7 @@
 //! purge one:
 //!
 //! ```text
-//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
+//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|fh:{hosts}][|fw:{hosts}][|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
 //! ```
 //!
 //! - `GET` is the method class: `HEAD` shares the entries of `GET`.
@@ -14,7 +14,12 @@
 //!   `Host`), `path` the path as received.
 //! - `query` per [`KeyQuery`]: parameters sorted by name (so `?a=1&b=2`
 //!   and `?b=2&a=1` share an entry; the values of a repeated name keep
-//!   their order), optionally filtered; left out when empty.
+//!   their order), optionally filtered; left out when empty. With
+//!   [`KeyQuery::Only`], a request with a left-out pair that holds a `;`
+//!   has no key (see [`NoKey::AmbiguousQuery`]).
+//! - `fh:` and `fw:` the hosts of `X-Forwarded-Host` and of `Forwarded`'s
+//!   `host=`, when the peer is a trusted proxy (or unknown): see
+//!   [`forwarded_hosts`].
 //! - one `h:` member per configured key header, in configuration order;
 //!   `h:{name}` without `=` means the request lacked the header.
 //! - `id:` the authenticating method, the issuer and the configured
@@ -35,11 +40,11 @@
 
 use std::sync::Arc;
 
-use http::header::HOST;
-use http::{HeaderMap, HeaderName, Uri};
+use http::header::{FORWARDED, HOST};
+use http::{Extensions, HeaderMap, HeaderName, Uri};
 use sha2::{Digest, Sha256};
-use towergate_core::Identity;
 use towergate_core::url_text::looks_secret;
+use towergate_core::{ClientAddr, Identity};
 
 /// Which query parameters are part of the cache key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,22 +84,28 @@ pub(crate) enum NoKey {
     /// The route keys by identity and the request has none (or lacks the
     /// field).
     NoIdentity,
+    /// With [`KeyQuery::Only`], a pair the key leaves out holds a `;`
+    /// (`?utm=x;page=999`): an upstream that splits on `;` as well as `&`
+    /// reads a listed parameter in it, one that splits on `&` alone does
+    /// not, and no key is right for both.
+    AmbiguousQuery,
 }
 
 // === impl KeySpec ===
 
 impl KeySpec {
     /// The key of a request for `uri`; `https`: whether the client asked
-    /// for an `https` URI (see [`request_is_https`]).
+    /// for an `https` URI (see [`request_is_https`]); `extensions`: the
+    /// request's, for its [`Identity`] and [`ClientAddr`].
     pub(crate) fn primary(
         &self,
         uri: &Uri,
         headers: &HeaderMap,
-        identity: Option<&Identity>,
+        extensions: &Extensions,
         https: bool,
     ) -> Result<PrimaryKey, NoKey> {
         let host = request_host(uri, headers);
-        self.build(https, &host, uri.path(), uri.query(), headers, identity)
+        self.build(https, &host, uri.path(), uri.query(), headers, extensions)
     }
 
     /// The key a request would have for another URI on `host`: the
@@ -106,8 +117,9 @@ impl KeySpec {
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
-        identity: Option<&Identity>,
+        extensions: &Extensions,
     ) -> Result<PrimaryKey, NoKey> {
+        let identity = extensions.get::<Identity>();
         let mut key = String::with_capacity(self.namespace.len() + host.len() + path.len() + 16);
         key.push_str(&self.namespace);
         // The target URI (RFC 9111 §2), scheme included: an upstream may
@@ -120,10 +132,29 @@ impl KeySpec {
         });
         push_escaped(&mut key, host, false);
         push_escaped(&mut key, path, false);
-        let query = self.query(query.unwrap_or(""));
+        let query = self.query(query.unwrap_or(""))?;
         if !query.is_empty() {
             key.push('?');
             push_escaped(&mut key, &query, false);
+        }
+        // A trusted proxy's `X-Forwarded-Host` and `Forwarded: host=` reach
+        // the upstream as sent, and upstreams build links and redirects
+        // from them: a response for another forwarded host is another
+        // response. An untrusted peer's are replaced by the proxy (with
+        // the `Host`, already in the key): leaving them out keeps clients
+        // from splitting the cache with them. Without a `ClientAddr`
+        // (embedded use) nothing stripped them.
+        let trusted = extensions
+            .get::<ClientAddr>()
+            .is_none_or(|c| c.trusted_peer);
+        if trusted {
+            let (fh, fw) = forwarded_hosts(headers);
+            for (member, hosts) in [("|fh:", fh), ("|fw:", fw)] {
+                if let Some(hosts) = hosts {
+                    key.push_str(member);
+                    key.push_str(&hosts);
+                }
+            }
         }
         for name in &self.headers {
             key.push_str("|h:");
@@ -170,28 +201,38 @@ impl KeySpec {
     }
 
     /// The query as it enters the key: filtered and sorted.
-    pub(crate) fn query(&self, query: &str) -> String {
+    pub(crate) fn query(&self, query: &str) -> Result<String, NoKey> {
         if matches!(self.query, KeyQuery::None) {
-            return String::new();
+            return Ok(String::new());
         }
         // (name, the pair as sent): `flag` and `flag=` stay apart, as an
         // upstream may tell them apart.
-        let mut pairs: Vec<(&str, &str)> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| (p.split_once('=').map_or(p, |(name, _)| name), p))
-            .filter(|(name, _)| match &self.query {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let kept = match &self.query {
                 // As upstreams read names: decoded (`pa%67e` is `page`),
                 // and some (ASP.NET) regardless of case. Matching more
                 // spellings only puts more in the key; missing one would
                 // let `?pa%67e=999` share the key of a request without it.
-                KeyQuery::Only(names) => {
-                    let decoded = decode_name(name);
-                    names.iter().any(|n| n.eq_ignore_ascii_case(&decoded))
-                }
+                KeyQuery::Only(names) => is_listed(names, name),
                 _ => true,
-            })
-            .collect();
+            };
+            if kept {
+                // A `;` in a kept pair is in the key as sent: whichever
+                // way the upstream splits, no other request shares it.
+                pairs.push((name, pair));
+            } else if pair.contains(';') {
+                // Some upstreams (older Java and Python frameworks) split
+                // on `;` too: to them `utm=x;page=999` holds `page`, and a
+                // key without it would be that of a request for the
+                // first page. Splitting on `;` here is no cure: to an
+                // upstream splitting on `&` alone, `page=2;x` is not page
+                // 2, and its answer (a 404) would be stored as page 2's.
+                // Such a request is not cached at all.
+                return Err(NoKey::AmbiguousQuery);
+            }
+        }
         // By name only, and stable: the values of a repeated name keep
         // their order (`?sort=price&sort=name` is not `?sort=name&sort=price`
         // to an upstream reading them in order).
@@ -213,8 +254,124 @@ impl KeySpec {
                 _ => out.push_str(pair),
             }
         }
-        out
+        Ok(out)
     }
+}
+
+// === impl KeyQuery ===
+
+impl KeyQuery {
+    /// Whether the key leaves out the query parameter `name` (as sent).
+    pub(crate) fn leaves_out(&self, name: &str) -> bool {
+        match self {
+            KeyQuery::All => false,
+            KeyQuery::None => true,
+            KeyQuery::Only(names) => !is_listed(names, name),
+        }
+    }
+}
+
+/// Whether the query parameter `name` (as sent) is one of `names`.
+fn is_listed(names: &[String], name: &str) -> bool {
+    let decoded = decode_name(name);
+    names.iter().any(|n| n.eq_ignore_ascii_case(&decoded))
+}
+
+/// The key's view of the forwarded host an upstream may build links from:
+/// `X-Forwarded-Host` (all its values, trimmed and lowercased: upstreams
+/// differ on which one they read, Rails the last, most others the first)
+/// and the `host=` of every `Forwarded` element, in order (an element
+/// without one is an empty place, so that which element has it counts).
+/// Each `None` when the request has no such host. Values are escaped like
+/// header values, and `,` too, so that no value can pose as two.
+pub(crate) fn forwarded_hosts(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let mut fh: Option<String> = None;
+    for line in headers.get_all("x-forwarded-host") {
+        for value in line.as_bytes().split(|&b| b == b',') {
+            let first = fh.is_none();
+            let out = fh.get_or_insert_with(String::new);
+            if !first {
+                out.push(',');
+            }
+            push_host(out, value);
+        }
+    }
+    let mut places: Vec<Option<Vec<u8>>> = Vec::new();
+    for line in headers.get_all(FORWARDED) {
+        for element in split_unquoted(line.as_bytes(), b',') {
+            let host = split_unquoted(element, b';').find_map(|pair| {
+                let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+                name.trim_ascii()
+                    .eq_ignore_ascii_case(b"host")
+                    .then(|| unquote(&value[1..]))
+            });
+            places.push(host);
+        }
+    }
+    let fw = places.iter().any(Option::is_some).then(|| {
+        let mut out = String::new();
+        for (i, host) in places.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            if let Some(host) = host {
+                // `=` marks a place with a host: `host=""` is not no host.
+                out.push('=');
+                push_host(&mut out, host);
+            }
+        }
+        out
+    });
+    (fh, fw)
+}
+
+/// A forwarded host as it enters the key: trimmed, lowercased, escaped
+/// like a header value, `,` too.
+fn push_host(out: &mut String, host: &[u8]) {
+    let host = String::from_utf8_lossy(host.trim_ascii()).to_ascii_lowercase();
+    let mut escaped = String::with_capacity(host.len());
+    push_escaped(&mut escaped, &host, true);
+    // `%` is escaped already: `%2C` can only be a comma.
+    out.push_str(&escaped.replace(',', "%2C"));
+}
+
+/// `s` split on `sep` outside quoted strings (RFC 9110 §5.6.4, with
+/// `\` escapes), as `Forwarded` values are (RFC 7239 §4).
+fn split_unquoted(s: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+    let mut quoted = false;
+    let mut escaped = false;
+    s.split(move |&b| {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if b == sep && !quoted {
+            return true;
+        }
+        false
+    })
+}
+
+/// A `Forwarded` parameter's value, without its quotes and escapes.
+fn unquote(value: &[u8]) -> Vec<u8> {
+    let value = value.trim_ascii();
+    let Some(inner) = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+    else {
+        return value.to_vec();
+    };
+    let mut out = Vec::with_capacity(inner.len());
+    let mut bytes = inner.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'\\' => out.extend(bytes.next()),
+            _ => out.push(b),
+        }
+    }
+    out
 }
 
 /// The request's authority, lowercased: the URI's (HTTP/2, absolute form),
@@ -268,7 +425,7 @@ pub(crate) fn request_is_https(uri: &Uri, extensions: &http::Extensions) -> bool
 
 /// A query parameter's name, percent-decoded (`+` is a space), as an
 /// upstream's framework reads it.
-fn decode_name(name: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn decode_name(name: &str) -> std::borrow::Cow<'_, str> {
     if !name.bytes().any(|b| b == b'%' || b == b'+') {
         return std::borrow::Cow::Borrowed(name);
     }
@@ -341,7 +498,7 @@ mod tests {
 
     fn key(spec: &KeySpec, uri: &str) -> String {
         let uri: Uri = uri.parse().unwrap();
-        spec.primary(&uri, &host_headers(), None, false)
+        spec.primary(&uri, &host_headers(), &Extensions::new(), false)
             .unwrap()
             .key
             .to_string()
@@ -389,8 +546,12 @@ mod tests {
     fn scheme_encoded_names_and_hash_signs() {
         let s = spec(KeyQuery::Only(vec!["page".into(), "page[number]".into()]));
         let uri: Uri = "/items?page=2".parse().unwrap();
-        let http = s.primary(&uri, &host_headers(), None, false).unwrap();
-        let https = s.primary(&uri, &host_headers(), None, true).unwrap();
+        let http = s
+            .primary(&uri, &host_headers(), &Extensions::new(), false)
+            .unwrap();
+        let https = s
+            .primary(&uri, &host_headers(), &Extensions::new(), true)
+            .unwrap();
         assert_ne!(http, https);
         assert!(
             https.key.contains("|GET|https://api.example.com/"),
@@ -410,7 +571,9 @@ mod tests {
         };
         let mut h = host_headers();
         h.insert("x-tenant", HeaderValue::from_static("a#b"));
-        let k = s.primary(&"/p".parse().unwrap(), &h, None, false).unwrap();
+        let k = s
+            .primary(&"/p".parse().unwrap(), &h, &Extensions::new(), false)
+            .unwrap();
         assert!(!k.key.contains('#'), "{}", k.key);
     }
 
@@ -440,7 +603,7 @@ mod tests {
         h.insert("x-api-key", HeaderValue::from_static("HEADERKEY"));
         h.insert("x-tenant", HeaderValue::from_static("acme"));
         let k = s
-            .primary(&"/p".parse().unwrap(), &h, None, false)
+            .primary(&"/p".parse().unwrap(), &h, &Extensions::new(), false)
             .unwrap()
             .key
             .to_string();
@@ -471,14 +634,26 @@ mod tests {
         let uri: Uri = "/a".parse().unwrap();
         let mut h = host_headers();
         assert_eq!(
-            s.primary(&uri, &h, None, false).unwrap().key.as_ref(),
+            s.primary(&uri, &h, &Extensions::new(), false)
+                .unwrap()
+                .key
+                .as_ref(),
             "users|GET|http://api.example.com/a|h:x-tenant"
         );
         h.insert("x-tenant", HeaderValue::from_static("a b|c%"));
         assert_eq!(
-            s.primary(&uri, &h, None, false).unwrap().key.as_ref(),
+            s.primary(&uri, &h, &Extensions::new(), false)
+                .unwrap()
+                .key
+                .as_ref(),
             "users|GET|http://api.example.com/a|h:x-tenant=a%20b%7Cc%25"
         );
+    }
+
+    fn id_ext(id: &Identity) -> Extensions {
+        let mut ext = Extensions::new();
+        ext.insert(id.clone());
+        ext
     }
 
     fn user(sub: &str) -> Identity {
@@ -494,12 +669,12 @@ mod tests {
         s.identity = Some("sub".into());
         let uri: Uri = "/me".parse().unwrap();
         assert_eq!(
-            s.primary(&uri, &host_headers(), None, false),
+            s.primary(&uri, &host_headers(), &Extensions::new(), false),
             Err(NoKey::NoIdentity)
         );
         let alice = user("alice");
         let k = s
-            .primary(&uri, &host_headers(), Some(&alice), false)
+            .primary(&uri, &host_headers(), &id_ext(&alice), false)
             .unwrap();
         assert_eq!(
             k.key.as_ref(),
@@ -510,7 +685,7 @@ mod tests {
         other.issuer = Some("https://partners.example".into());
         other.method = Some("jwt");
         let k2 = s
-            .primary(&uri, &host_headers(), Some(&other), false)
+            .primary(&uri, &host_headers(), &id_ext(&other), false)
             .unwrap();
         assert_eq!(
             k2.key.as_ref(),
@@ -519,15 +694,120 @@ mod tests {
         assert_eq!(k.path.as_ref(), "/me");
         let bob = user("bob");
         assert_ne!(
-            s.primary(&uri, &host_headers(), Some(&bob), false).unwrap(),
+            s.primary(&uri, &host_headers(), &id_ext(&bob), false)
+                .unwrap(),
             k
         );
         // No identity value can forge another member.
         let evil = user("x|id:alice");
         assert_ne!(
-            s.primary(&uri, &host_headers(), Some(&evil), false)
+            s.primary(&uri, &host_headers(), &id_ext(&evil), false)
                 .unwrap(),
             k
         );
+    }
+
+    #[test]
+    fn semicolons_in_left_out_pairs_leave_no_key() {
+        let s = spec(KeyQuery::Only(vec!["page".into()]));
+        let k = |uri: &str| {
+            let uri: Uri = uri.parse().unwrap();
+            s.primary(&uri, &host_headers(), &Extensions::new(), false)
+        };
+        // To an upstream splitting on `;`, this is page 999.
+        assert_eq!(k("/items/?utm=x;page=999"), Err(NoKey::AmbiguousQuery));
+        assert_eq!(k("/items/?utm;page=999"), Err(NoKey::AmbiguousQuery));
+        // A kept pair enters whole: no other request shares its key.
+        let kept = k("/items/?page=2;utm=x").unwrap();
+        assert_ne!(kept, k("/items/?page=2").unwrap());
+        assert!(kept.key.ends_with("?page=2;utm=x"), "{}", kept.key);
+        assert!(k("/items/?utm=x&page=2").is_ok());
+        // The whole query is in the key, or none of it matters.
+        for q in [KeyQuery::All, KeyQuery::None] {
+            let s = spec(q);
+            let uri: Uri = "/items/?utm=x;page=999".parse().unwrap();
+            assert!(
+                s.primary(&uri, &host_headers(), &Extensions::new(), false)
+                    .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn forwarded_hosts_enter_the_key_unless_the_peer_is_untrusted() {
+        let s = spec(KeyQuery::All);
+        let uri: Uri = "/catalog".parse().unwrap();
+        let trusted = towergate_core::TrustedProxies::new(["10.0.0.0/8".parse().unwrap()]);
+        let peer = |ip: &str| {
+            let mut ext = Extensions::new();
+            let addr = format!("{ip}:5000").parse().unwrap();
+            ext.insert(ClientAddr::resolve(
+                addr,
+                false,
+                &HeaderMap::new(),
+                &trusted,
+            ));
+            ext
+        };
+        let key = |extra: &[(&'static str, &'static str)], ext: &Extensions| {
+            let mut h = host_headers();
+            for (k, v) in extra {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            s.primary(&uri, &h, ext, false).unwrap().key.to_string()
+        };
+        let plain = key(&[], &Extensions::new());
+        let evil = [("x-forwarded-host", " Evil.example ")];
+        // From a trusted proxy, and embedded (nothing stripped it).
+        for ext in [peer("10.0.0.1"), Extensions::new()] {
+            assert_eq!(
+                key(&evil, &ext),
+                "users|GET|http://api.example.com/catalog|fh:evil.example"
+            );
+            assert_ne!(
+                key(&evil, &ext),
+                key(&[("x-forwarded-host", "good.example")], &ext)
+            );
+        }
+        // From anyone else the proxy replaces it: no key of its own.
+        assert_eq!(key(&evil, &peer("192.0.2.1")), plain);
+        assert_eq!(
+            key(
+                &[("forwarded", "for=1.2.3.4;host=evil.example")],
+                &peer("192.0.2.1")
+            ),
+            plain
+        );
+
+        let trusted = peer("10.0.0.1");
+        // Every value: upstreams differ on which one they read.
+        assert_ne!(
+            key(&[("x-forwarded-host", "a.example, evil.example")], &trusted),
+            key(&[("x-forwarded-host", "a.example")], &trusted)
+        );
+        // No value poses as another member or as two.
+        assert!(key(&[("x-forwarded-host", "a|h:x b")], &trusted).ends_with("|fh:a%7Ch:x%20b"));
+        // `Forwarded`: the host of each element, in its place.
+        assert_eq!(
+            key(
+                &[("forwarded", "for=1.2.3.4;Host=\"Evil.example\";proto=https")],
+                &trusted
+            ),
+            "users|GET|http://api.example.com/catalog|fw:=evil.example"
+        );
+        assert_eq!(key(&[("forwarded", "for=1.2.3.4")], &trusted), plain);
+        assert_ne!(
+            key(&[("forwarded", "for=1.2.3.4, host=a")], &trusted),
+            key(&[("forwarded", "host=a, for=1.2.3.4")], &trusted)
+        );
+        assert_ne!(
+            key(&[("forwarded", "host=\"a,b\"")], &trusted),
+            key(&[("forwarded", "host=a, host=b")], &trusted)
+        );
+        assert_ne!(
+            key(&[("forwarded", "for=\"x;host=a\";host=b")], &trusted),
+            key(&[("forwarded", "host=a")], &trusted)
+        );
+        assert!(key(&[("forwarded", "for=\"x;host=a\";host=b")], &trusted).ends_with("|fw:=b"));
     }
 }

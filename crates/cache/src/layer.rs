@@ -57,6 +57,7 @@ pub struct CacheLayerBuilder {
     key_query: KeyQuery,
     key_headers: Vec<HeaderName>,
     key_identity: Option<String>,
+    gateway_set_headers: Vec<HeaderName>,
     collapse: bool,
     collapse_timeout: Duration,
     max_waiters: usize,
@@ -72,6 +73,8 @@ pub(crate) struct Config {
     pub(crate) key: KeySpec,
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) statuses: Vec<u16>,
+    /// See [`CacheLayerBuilder::gateway_set_header`].
+    pub(crate) gateway_set_headers: Vec<HeaderName>,
     pub(crate) collapse: bool,
     pub(crate) collapse_timeout: Duration,
     pub(crate) ignore_request_cache_control: bool,
@@ -93,6 +96,7 @@ impl CacheLayer {
             key_query: KeyQuery::All,
             key_headers: Vec::new(),
             key_identity: None,
+            gateway_set_headers: Vec::new(),
             collapse: true,
             collapse_timeout: Duration::from_secs(5),
             max_waiters: 1024,
@@ -167,6 +171,19 @@ impl CacheLayerBuilder {
     /// responses to requests with `Authorization` may be stored.
     pub fn key_identity(mut self, field: impl Into<String>) -> Self {
         self.key_identity = Some(field.into());
+        self
+    }
+
+    /// Names a request header that a layer in front sets to one value for
+    /// every request, whatever the client sent (the gateway's own API key
+    /// for the upstream). Requests carrying a header that looks like a
+    /// credential (`X-API-Key`) are otherwise stored only when the upstream
+    /// marks its answer shared, since the upstream may answer per key;
+    /// this one is the same for every caller.
+    pub fn gateway_set_header(mut self, name: HeaderName) -> Self {
+        if !self.gateway_set_headers.contains(&name) {
+            self.gateway_set_headers.push(name);
+        }
         self
     }
 
@@ -250,6 +267,7 @@ impl CacheLayerBuilder {
                 },
                 default_ttl: self.default_ttl,
                 statuses,
+                gateway_set_headers: self.gateway_set_headers,
                 collapse: self.collapse,
                 collapse_timeout: self.collapse_timeout,
                 ignore_request_cache_control: self.ignore_request_cache_control,

@@ -86,6 +86,16 @@
 //!   the route keys by
 //!   identity ([`key_identity`](CacheLayerBuilder::key_identity)) or the
 //!   response says `public`, `s-maxage` or `must-revalidate` (§3.5);
+//! - on the same terms, the request carried a credential the key does not
+//!   hold, which the upstream may check itself and answer per caller: a
+//!   header whose name looks like one
+//!   ([`looks_secret`](towergate_core::url_text::looks_secret):
+//!   `X-API-Key`, `X-Auth-Token`) that is not a
+//!   [`key_header`](CacheLayerBuilder::key_header) nor a
+//!   [`gateway_set_header`](CacheLayerBuilder::gateway_set_header), or a
+//!   query parameter whose decoded name looks like one (`api_key`) that
+//!   the [`KeyQuery`] leaves out (`Authorization` and `Cookie` have rules
+//!   of their own);
 //! - it states no freshness (`s-maxage`, `max-age`, `Expires`) and the layer
 //!   has no [`default_ttl`](CacheLayerBuilder::default_ttl), unless it is
 //!   `no-cache` with a validator (stored, always revalidated);
@@ -163,12 +173,17 @@
 //! Primary key (printable, as [`CacheStore::keys`] lists them):
 //!
 //! ```text
-//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
+//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|fh:{hosts}][|fw:{hosts}][|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
 //! ```
 //!
 //! `GET` is the method class (HEAD shares it); the query is filtered per
-//! [`KeyQuery`] and sorted (`?a=1&b=2` and `?b=2&a=1` share an entry);
-//! key headers follow in configuration order (`h:name` alone when the
+//! [`KeyQuery`] and sorted (`?a=1&b=2` and `?b=2&a=1` share an entry;
+//! with [`KeyQuery::Only`], a request whose left-out pairs hold a `;` is
+//! not cached, as upstreams differ on splitting there); `fh:` and `fw:`
+//! hold the hosts of `X-Forwarded-Host` and of `Forwarded`'s `host=`, which
+//! upstreams build links from, when the request's
+//! [`ClientAddr`](towergate_core::ClientAddr) is a trusted proxy (whose
+//! headers the gateway passes on) or there is none; key headers follow in configuration order (`h:name` alone when the
 //! request lacks it); `id:` is the configured `Identity` field, and a
 //! request without it is not cached. Header values and identities are
 //! percent-encoded so no value can forge another member.
@@ -178,7 +193,9 @@
 //! naming the request fields the resource varies on, and each variant is
 //! stored under the primary key plus the normalised values of those fields
 //! in the request (lines combined, whitespace around commas dropped;
-//! absent differs from empty). Up to 64 variants per primary key.
+//! absent differs from empty). Up to 64 variants per primary key. A
+//! response whose `Vary` names other fields replaces the stored variants
+//! and is stored itself.
 //!
 //! # Request collapsing
 //!
@@ -211,7 +228,7 @@
 //! | `towergate; fwd=request; fwd-status=304; ttl=N` | the same, validation asked for by the request |
 //! | `towergate; fwd=stale[; stored]` | stale, the upstream sent a new response |
 //! | `towergate; fwd=stale[; fwd-status=503]; ttl=-N; detail=stale-if-error` | upstream failed, stale served |
-//! | `towergate; fwd=bypass` | not cacheable: request `no-store`, missing identity |
+//! | `towergate; fwd=bypass` | not cacheable: request `no-store`, missing identity, a `;` in a left-out query pair |
 //! | `towergate; fwd=method` | a method other than GET/HEAD |
 //! | `towergate; detail=only-if-cached` | the `504` of an `only-if-cached` miss |
 //!

@@ -7,8 +7,11 @@ use std::time::Duration;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderName, StatusCode};
 
+use towergate_core::url_text::looks_secret;
+
 use crate::cache_control::CacheControl;
 use crate::freshness::{Freshness, Timing, has_explicit_lifetime, lifetime};
+use crate::key::{KeyQuery, decode_name};
 use crate::vary::Vary;
 
 /// Why a response is not stored (logged at debug level).
@@ -20,6 +23,11 @@ pub(crate) enum NotStored {
     VaryStar,
     SetCookie,
     Authorization,
+    /// The request carried a credential the key does not hold (a header
+    /// like `X-API-Key`, a query parameter like `api_key` left out of the
+    /// key) that the upstream may check itself: as with `Authorization`,
+    /// the answer may be one caller's.
+    Credential,
     /// Only the route's default lifetime made it storable, and the request
     /// carried cookies: the page may be personalised by them.
     Cookie,
@@ -41,6 +49,16 @@ pub(crate) struct Rules<'a> {
     pub(crate) authenticated: bool,
     /// `Cookie` is part of the key: each cookie value has its own entry.
     pub(crate) keyed_by_cookie: bool,
+    /// The request headers in the key: a credential among them has its
+    /// own entry per value.
+    pub(crate) key_headers: &'a [HeaderName],
+    /// Request headers set in front to one value for every request: no
+    /// caller's credential.
+    pub(crate) gateway_set_headers: &'a [HeaderName],
+    /// Which query parameters the key holds.
+    pub(crate) key_query: &'a KeyQuery,
+    /// The request's query.
+    pub(crate) query: Option<&'a str>,
     pub(crate) max_entry_bytes: u64,
 }
 
@@ -69,11 +87,17 @@ pub(crate) fn storable(
     if headers.contains_key(SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    if (request.contains_key(AUTHORIZATION) || rules.authenticated)
-        && !rules.keyed_by_identity
-        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
-    {
+    let shared_anyway =
+        rules.keyed_by_identity || cc.public || cc.s_maxage.is_some() || cc.must_revalidate;
+    if (request.contains_key(AUTHORIZATION) || rules.authenticated) && !shared_anyway {
         return Err(NotStored::Authorization);
+    }
+    // A route without auth of its own may front an upstream that checks an
+    // API key itself: the answer to tenant A's key is A's, and a key
+    // without the credential would hand it to anyone, anonymous callers
+    // included. Treated as `Authorization` (§3.5).
+    if !shared_anyway && unkeyed_credential(rules, request) {
+        return Err(NotStored::Credential);
     }
     // The route's `ttl` stores responses the upstream said nothing about;
     // with cookies in the request, such a response is as likely to be one
@@ -106,6 +130,32 @@ pub(crate) fn storable(
         return Err(NotStored::TooLarge);
     }
     Ok(vary)
+}
+
+/// Whether the request carries a credential its key does not hold: a
+/// header whose name looks like one ([`looks_secret`]: `X-API-Key`,
+/// `X-Auth-Token`) that is not a key header, or a query parameter whose
+/// name, decoded, looks like one (`api_key`, `access_token`) and that the
+/// key leaves out. Headers set in front to one value for everyone (the
+/// gateway's own key for the upstream) are no caller's credential. `Authorization` and `Cookie` have rules of their own.
+/// Query pairs are split on `;` as well as `&`, as some upstreams split
+/// them.
+pub(crate) fn unkeyed_credential(rules: Rules<'_>, request: &HeaderMap) -> bool {
+    let in_header = request.keys().any(|name| {
+        *name != AUTHORIZATION
+            && *name != COOKIE
+            && looks_secret(name.as_str())
+            && !rules.key_headers.contains(name)
+            && !rules.gateway_set_headers.contains(name)
+    });
+    in_header
+        || rules.query.is_some_and(|query| {
+            query
+                .split(['&', ';'])
+                .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+                .filter(|name| !name.is_empty())
+                .any(|name| rules.key_query.leaves_out(name) && looks_secret(&decode_name(name)))
+        })
 }
 
 /// A valid `Content-Length`.
@@ -309,6 +359,10 @@ mod tests {
             keyed_by_identity: false,
             authenticated: false,
             keyed_by_cookie: false,
+            key_headers: &[],
+            gateway_set_headers: &[],
+            key_query: &KeyQuery::All,
+            query: None,
             max_entry_bytes: 100,
         };
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -443,5 +497,128 @@ mod tests {
             check(&[], 200, &[ma, ("content-length", "101")], rules),
             Err(NotStored::TooLarge)
         );
+    }
+
+    fn rules<'a>(key_headers: &'a [HeaderName], key_query: &'a KeyQuery) -> Rules<'a> {
+        Rules {
+            statuses: &[200],
+            default_ttl: Some(Duration::from_secs(30)),
+            keyed_by_identity: false,
+            authenticated: false,
+            keyed_by_cookie: false,
+            key_headers,
+            gateway_set_headers: &[],
+            key_query,
+            query: None,
+            max_entry_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn unkeyed_credentials_are_found_in_headers_and_query() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let all = KeyQuery::All;
+        let none = KeyQuery::None;
+        let page = KeyQuery::Only(vec!["page".into()]);
+        let r = rules(&[], &all);
+        for name in ["x-api-key", "x-auth-token", "api-key", "x-session-id"] {
+            let h = headers(&[(name, "A")]);
+            assert!(unkeyed_credential(r, &h), "{name}");
+        }
+        // Rules of their own, and headers that are no credential.
+        for name in ["authorization", "cookie", "accept", "x-tenant"] {
+            let h = headers(&[(name, "A")]);
+            assert!(!unkeyed_credential(r, &h), "{name}");
+        }
+        // A key header has an entry per value.
+        let keyed = [HeaderName::from_static("x-api-key")];
+        let h = headers(&[("x-api-key", "A")]);
+        assert!(!unkeyed_credential(rules(&keyed, &all), &h));
+        // So is a header set in front to one value for everyone.
+        let set = Rules {
+            gateway_set_headers: &keyed,
+            ..r
+        };
+        assert!(!unkeyed_credential(set, &h));
+        let h = headers(&[("x-api-key", "A"), ("x-auth-token", "B")]);
+        assert!(unkeyed_credential(set, &h));
+
+        let q = |query: &'static str, key_query| Rules {
+            query: Some(query),
+            ..rules(&[], key_query)
+        };
+        let empty = HeaderMap::new();
+        // All of the query is in the key (as digests).
+        assert!(!unkeyed_credential(q("api_key=A&page=2", &all), &empty));
+        for query in [
+            "api_key=A&page=2",
+            "page=2&access_token=A",
+            "api%5Fkey=A",
+            "page=2;api_key=A",
+            "API_KEY=A",
+        ] {
+            assert!(unkeyed_credential(q(query, &page), &empty), "{query}");
+            assert!(unkeyed_credential(q(query, &none), &empty), "{query}");
+        }
+        assert!(!unkeyed_credential(q("page=2&utm=x", &page), &empty));
+        assert!(!unkeyed_credential(q("", &none), &empty));
+    }
+
+    #[test]
+    fn unkeyed_credentials_are_stored_only_when_shared_anyway() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let check = |rules: Rules<'_>, req: &[(&'static str, &'static str)], cc: &'static str| {
+            let mut rq = HeaderMap::new();
+            for (k, v) in req {
+                rq.append(*k, HeaderValue::from_static(v));
+            }
+            let mut h = HeaderMap::new();
+            if !cc.is_empty() {
+                h.insert("cache-control", HeaderValue::from_static(cc));
+            }
+            let parsed = CacheControl::from_headers(&h);
+            let timing = Timing::new(&h, now, now);
+            storable(rules, &rq, StatusCode::OK, &h, &parsed, &timing).map(|_| ())
+        };
+        let all = KeyQuery::All;
+        let page = KeyQuery::Only(vec!["page".into()]);
+        let key = [("x-api-key", "tenant-a")];
+        let r = rules(&[], &all);
+        // With the route's ttl, and with the upstream's own max-age.
+        assert_eq!(check(r, &key, ""), Err(NotStored::Credential));
+        assert_eq!(check(r, &key, "max-age=60"), Err(NotStored::Credential));
+        for ok in [
+            "public, max-age=60",
+            "s-maxage=60",
+            "max-age=60, must-revalidate",
+        ] {
+            assert_eq!(check(r, &key, ok), Ok(()), "{ok}");
+        }
+        let by_id = Rules {
+            keyed_by_identity: true,
+            ..r
+        };
+        assert_eq!(check(by_id, &key, ""), Ok(()));
+        let keyed = [HeaderName::from_static("x-api-key")];
+        assert_eq!(check(rules(&keyed, &all), &key, ""), Ok(()));
+        assert_eq!(check(r, &[], ""), Ok(()));
+        // In the query, left out of the key.
+        let left_out = Rules {
+            query: Some("page=2&api_key=tenant-a"),
+            ..rules(&[], &page)
+        };
+        assert_eq!(check(left_out, &[], ""), Err(NotStored::Credential));
+        assert_eq!(check(left_out, &[], "public"), Ok(()));
+        let in_key = Rules {
+            query: Some("page=2&api_key=tenant-a"),
+            ..r
+        };
+        assert_eq!(check(in_key, &[], ""), Ok(()));
     }
 }

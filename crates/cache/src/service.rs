@@ -145,13 +145,13 @@ where
         if req_cc.no_store {
             return self.bypass().await;
         }
-        let identity = self.parts.extensions.get::<Identity>();
         let https = request_is_https(&self.parts.uri, &self.parts.extensions);
-        let key = match self
-            .cfg
-            .key
-            .primary(&self.parts.uri, &self.parts.headers, identity, https)
-        {
+        let key = match self.cfg.key.primary(
+            &self.parts.uri,
+            &self.parts.headers,
+            &self.parts.extensions,
+            https,
+        ) {
             Ok(key) => key,
             Err(_) => return self.bypass().await,
         };
@@ -405,8 +405,7 @@ where
         let (mut head, body) = rsp.into_parts();
         match pending(
             &self.cfg,
-            &self.parts.headers,
-            self.parts.extensions.get::<Identity>().is_some(),
+            &self.parts,
             key,
             ticket,
             head.status,
@@ -469,16 +468,16 @@ where
         let rsp = self.send(req).await?;
         let status = rsp.status();
         if status.is_success() || status.is_redirection() {
-            let identity = self.parts.extensions.get::<Identity>();
             let host = request_host(&self.parts.uri, &self.parts.headers);
             // The resource behind both schemes changed.
             let mut targets = Vec::with_capacity(6);
             for https in [false, true] {
-                if let Ok(key) =
-                    self.cfg
-                        .key
-                        .primary(&self.parts.uri, &self.parts.headers, identity, https)
-                {
+                if let Ok(key) = self.cfg.key.primary(
+                    &self.parts.uri,
+                    &self.parts.headers,
+                    &self.parts.extensions,
+                    https,
+                ) {
                     targets.push(key);
                 }
                 for name in [LOCATION, CONTENT_LOCATION] {
@@ -494,7 +493,7 @@ where
                         &path,
                         query.as_deref(),
                         &self.parts.headers,
-                        identity,
+                        &self.parts.extensions,
                     ) {
                         targets.push(key);
                     }
@@ -656,8 +655,7 @@ where
     let (head, body) = rsp.into_parts();
     match pending(
         &cfg,
-        &parts.headers,
-        parts.extensions.get::<Identity>().is_some(),
+        &parts,
         key,
         ticket,
         head.status,
@@ -677,12 +675,11 @@ where
     Ok(())
 }
 
-/// The storable head of a response to the request with `request` headers.
+/// The storable head of a response to `request`.
 #[allow(clippy::too_many_arguments)]
 fn pending(
     cfg: &Config,
-    request: &HeaderMap,
-    authenticated: bool,
+    request: &Parts,
     key: PrimaryKey,
     ticket: FillTicket,
     status: StatusCode,
@@ -696,15 +693,19 @@ fn pending(
         statuses: &cfg.statuses,
         default_ttl: cfg.default_ttl,
         keyed_by_identity: cfg.key.identity.is_some(),
-        authenticated,
+        authenticated: request.extensions.get::<Identity>().is_some(),
         keyed_by_cookie: cfg.key.headers.contains(&http::header::COOKIE),
+        key_headers: &cfg.key.headers,
+        gateway_set_headers: &cfg.gateway_set_headers,
+        key_query: &cfg.key.query,
+        query: request.uri.query(),
         max_entry_bytes: cfg.store.inner.max_entry_bytes,
     };
-    let vary = policy::storable(rules, request, status, headers, &cc, &timing)?;
+    let vary = policy::storable(rules, &request.headers, status, headers, &cc, &timing)?;
     Ok(Pending {
         key,
         ticket,
-        secondary: secondary_key(&vary, request),
+        secondary: secondary_key(&vary, &request.headers),
         vary,
         status,
         headers: headers.clone(),

@@ -535,6 +535,13 @@ impl CacheStore {
         if let Some(fills) = self.inner.fills.lock().get_mut(key) {
             fills.generation += 1;
         }
+        self.remove_variants(key)
+    }
+
+    /// Removes the index of one primary key and every variant it names;
+    /// returns how many responses were removed. Unlike
+    /// [`invalidate`](Self::invalidate), fills in flight stay current.
+    fn remove_variants(&self, key: &str) -> usize {
         let Some(Slot::Index(index)) = self.inner.cache.remove(key) else {
             return 0;
         };
@@ -564,8 +571,10 @@ impl CacheStore {
                 return index;
             }
             // The resource now varies differently: its old variants can
-            // never be selected again.
-            self.invalidate(&key.key);
+            // never be selected again. Not an invalidation: the response
+            // being stored is the one that says so, and other fills in
+            // flight bring answers no less current than before.
+            self.remove_variants(&key.key);
         }
         let index = Arc::new(Index {
             id: self.inner.next_index.fetch_add(1, Ordering::Relaxed),

@@ -24,9 +24,10 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use towergate_cache::{
-    CACHE_STATUS, Cache, CacheLayer, CacheLayerBuilder, CacheStore, Clock, ManualClock, Purge,
+    CACHE_STATUS, Cache, CacheLayer, CacheLayerBuilder, CacheStore, Clock, KeyQuery, ManualClock,
+    Purge,
 };
-use towergate_core::Identity;
+use towergate_core::{ClientAddr, Identity, TrustedProxies};
 use towergate_test::Upstream;
 
 // === the upstream ===
@@ -96,6 +97,38 @@ async fn origin(State(o): State<Arc<Origin>>, req: Request) -> Response {
         "/private" => ok("private, max-age=60", "private".into()),
         "/public" => ok("public, max-age=60", "public".into()),
         "/me" => ok("max-age=60", format!("hello {}", header("x-user")).into()),
+        // Links built from the forwarded host, as upstreams behind a load
+        // balancer do.
+        "/links" => ok(
+            "max-age=60",
+            format!("<a href=\"//{}/next\">", header("x-forwarded-host")).into(),
+        ),
+        // An upstream that checks API keys itself and answers per tenant.
+        "/tenant" => {
+            let query = req.uri().query().unwrap_or("").to_owned();
+            let key = if header("x-api-key").is_empty() {
+                query
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("api_key="))
+                    .unwrap_or("")
+                    .to_owned()
+            } else {
+                header("x-api-key")
+            };
+            ok("max-age=60", format!("tenant [{key}]").into())
+        }
+        // Varies on `Origin` only for requests that have one (CORS done
+        // this way is common).
+        "/cors" => {
+            let origin = header("origin");
+            if origin.is_empty() {
+                return ok("max-age=60", "no origin".into());
+            }
+            let mut rsp = ok("max-age=60", origin.into());
+            rsp.headers_mut()
+                .insert("vary", HeaderValue::from_static("Origin"));
+            rsp
+        }
         "/vary" => {
             let mut rsp = ok("max-age=60", header("accept-language").into());
             rsp.headers_mut()
@@ -306,8 +339,20 @@ async fn serve(
         *req.uri_mut() = format!("http://{target}{pq}").parse().unwrap();
         client.request(req)
     });
+    // The listener's record of the peer, named by the test: 10.0.0.0/8 are
+    // the trusted load balancers.
+    let trusted = TrustedProxies::new(["10.0.0.0/8".parse().unwrap()]);
     let svc = ServiceBuilder::new()
-        .map_request(|mut req: http::Request<Body>| {
+        .map_request(move |mut req: http::Request<Body>| {
+            if let Some(peer) = req
+                .headers()
+                .get("x-test-peer")
+                .and_then(|v| v.to_str().ok())
+            {
+                let peer = format!("{peer}:5000").parse().unwrap();
+                let addr = ClientAddr::resolve(peer, false, req.headers(), &trusted);
+                req.extensions_mut().insert(addr);
+            }
             if let Some(user) = req.headers().get("x-user").and_then(|v| v.to_str().ok()) {
                 let id = Identity {
                     subject: Some(user.to_owned()),
@@ -1081,4 +1126,112 @@ async fn request_cache_control_can_be_ignored() {
             .unwrap();
         assert_eq!(status(&private), "towergate; fwd=bypass");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_forwarded_host_is_part_of_the_key() {
+    let gw = start(|b| b).await;
+    let client = reqwest::Client::new();
+    let get_links = |peer: &'static str, forwarded_host: &'static str| {
+        let req = client
+            .get(gw.url("/links"))
+            .header("x-test-peer", peer)
+            .header("x-forwarded-host", forwarded_host);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    // From a trusted load balancer the header reaches the upstream: each
+    // forwarded host has its own entry, and no one is served evil links.
+    assert_eq!(
+        get_links("10.0.0.1", "evil.example").await,
+        "<a href=\"//evil.example/next\">"
+    );
+    assert_eq!(
+        get_links("10.0.0.1", "shop.example").await,
+        "<a href=\"//shop.example/next\">"
+    );
+    assert_eq!(gw.origin.count("/links"), 2);
+    assert_eq!(
+        get_links("10.0.0.1", "shop.example").await,
+        "<a href=\"//shop.example/next\">"
+    );
+    assert_eq!(gw.origin.count("/links"), 2, "a hit");
+    // From anyone else the proxy replaces it with `Host`: one entry for
+    // all, whatever they send.
+    get_links("192.0.2.1", "a.example").await;
+    get_links("192.0.2.1", "b.example").await;
+    assert_eq!(gw.origin.count("/links"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_the_upstream_checks_are_not_shared() {
+    let gw = start(|b| b).await;
+    let client = reqwest::Client::new();
+    let rsp = client
+        .get(gw.url("/tenant"))
+        .header("x-api-key", "tenant-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&rsp), "towergate; fwd=uri-miss", "not stored");
+    assert_eq!(rsp.text().await.unwrap(), "tenant [tenant-a]");
+    // An anonymous caller is not served tenant A's answer.
+    let rsp = get(&gw.url("/tenant")).await;
+    assert_eq!(rsp.text().await.unwrap(), "tenant []");
+    assert_eq!(gw.origin.count("/tenant"), 2);
+    // What the upstream marks public is shared.
+    for _ in 0..2 {
+        let rsp = client
+            .get(gw.url("/public"))
+            .header("x-api-key", "tenant-a")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rsp.text().await.unwrap(), "public");
+    }
+    assert_eq!(gw.origin.count("/public"), 1);
+
+    // A key in the query that the key leaves out.
+    let gw = start(|b| b.key_query(KeyQuery::Only(vec!["page".into()]))).await;
+    let rsp = get(&gw.url("/tenant?page=1&api_key=tenant-a")).await;
+    assert_eq!(status(&rsp), "towergate; fwd=uri-miss", "not stored");
+    assert_eq!(rsp.text().await.unwrap(), "tenant [tenant-a]");
+    let rsp = get(&gw.url("/tenant?page=1")).await;
+    assert_eq!(rsp.text().await.unwrap(), "tenant []");
+    assert_eq!(gw.origin.count("/tenant"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_vary_keeps_the_response_that_brings_it() {
+    let gw = start(|b| b).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let mut req = client.get(gw.url("/cors"));
+        if i % 2 == 0 {
+            req = req.header("origin", "https://app.example");
+        }
+        let rsp = req.send().await.unwrap();
+        statuses.push(status(&rsp));
+        rsp.bytes().await.unwrap();
+    }
+    // The answer without `Vary` replaced the one with it, and is stored:
+    // it serves both kinds of request from then on.
+    assert_eq!(gw.origin.count("/cors"), 2, "{statuses:?}");
+    let stats = gw.store.stats();
+    assert!(stats.hits >= 1, "{statuses:?}");
+    assert!(stats.entries >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_left_out_pair_with_a_semicolon_is_not_cached() {
+    let gw = start(|b| b.key_query(KeyQuery::Only(vec!["page".into()]))).await;
+    assert_eq!(get(&gw.url("/q/")).await.text().await.unwrap(), "/q/ v1");
+    // Page 999 to an upstream that splits on `;`: not the entry of `/q/`,
+    // and not stored as it.
+    let rsp = get(&gw.url("/q/?utm=x;page=999")).await;
+    assert_eq!(status(&rsp), "towergate; fwd=bypass");
+    assert_eq!(rsp.text().await.unwrap(), "/q/ v2");
+    let rsp = get(&gw.url("/q/?utm=y")).await;
+    assert!(status(&rsp).contains("hit"), "{}", status(&rsp));
+    assert_eq!(rsp.text().await.unwrap(), "/q/ v1");
 }

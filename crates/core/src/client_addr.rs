@@ -21,6 +21,11 @@ pub struct ClientAddr {
     /// TLS, or, from a trusted proxy, its `X-Forwarded-Proto` says so (the
     /// scheme the proxy tells the upstream: see `towergate-proxy`).
     pub https: bool,
+    /// Whether the TCP peer is a trusted proxy: its forwarding headers
+    /// (`X-Forwarded-Host`, `Forwarded`) reach the upstream as it sent
+    /// them, so whatever depends on what the upstream sees (a cache key)
+    /// must take them into account.
+    pub trusted_peer: bool,
 }
 
 /// The set of peers whose forwarding headers are believed.
@@ -39,6 +44,7 @@ impl ClientAddr {
             client: peer.ip(),
             tls,
             https: tls,
+            trusted_peer: false,
         }
     }
 
@@ -52,9 +58,11 @@ impl ClientAddr {
     /// h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap());
     /// let a = ClientAddr::resolve("10.0.0.1:5000".parse().unwrap(), false, &h, &trusted);
     /// assert_eq!(a.client.to_string(), "203.0.113.9");
+    /// assert!(a.trusted_peer);
     /// // An untrusted peer's header is not believed.
     /// let a = ClientAddr::resolve("192.0.2.1:5000".parse().unwrap(), false, &h, &trusted);
     /// assert_eq!(a.client.to_string(), "192.0.2.1");
+    /// assert!(!a.trusted_peer);
     /// ```
     pub fn resolve(
         peer: SocketAddr,
@@ -64,7 +72,8 @@ impl ClientAddr {
     ) -> Self {
         let mut client = peer.ip();
         let mut https = tls;
-        if trusted.contains(client) {
+        let trusted_peer = trusted.contains(client);
+        if trusted_peer {
             // The first hop's scheme, as the proxy passes it on.
             if let Some(proto) = headers.get("x-forwarded-proto") {
                 let first = proto
@@ -103,6 +112,7 @@ impl ClientAddr {
             client,
             tls,
             https,
+            trusted_peer,
         }
     }
 }

@@ -350,6 +350,7 @@ mod tests {
             client: "203.0.113.9".parse().unwrap(),
             tls: false,
             https: false,
+            trusted_peer: false,
         });
         ext.insert(RequestId(Arc::from("req-1")));
         req

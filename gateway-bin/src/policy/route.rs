@@ -569,10 +569,12 @@ pub(crate) fn store(
     })
 }
 
-/// A route's cache layer, over the shared store.
+/// A route's cache layer, over the shared store; `request_headers`: the
+/// route's request header transforms, which run before the cache.
 pub(crate) fn cache_layer(
     route: &str,
     c: &RouteCacheConfig,
+    request_headers: Option<&HeaderOps>,
     store: CacheStore,
     p: &str,
     errs: &mut Vec<ConfigError>,
@@ -632,6 +634,19 @@ pub(crate) fn cache_layer(
             );
         } else {
             b = b.key_identity(f.clone());
+        }
+    }
+    // A literal `set` is the same for every caller (the route's own key
+    // for the upstream), so it is no caller's credential to the cache.
+    // Not a template, which may copy the caller's (or be skipped, leaving
+    // the client's value), nor a name that is also added to. Names that
+    // do not parse are reported by the transform itself.
+    for (name, value) in request_headers.iter().flat_map(|h| &h.set) {
+        let literal = Template::parse(value).is_ok_and(|t| t.is_literal());
+        let added =
+            request_headers.is_some_and(|h| h.add.keys().any(|a| a.eq_ignore_ascii_case(name)));
+        if let (true, false, Ok(n)) = (literal, added, HeaderName::from_bytes(name.as_bytes())) {
+            b = b.gateway_set_header(n);
         }
     }
     if let Some(on) = c.collapse {
