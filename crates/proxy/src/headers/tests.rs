@@ -799,16 +799,30 @@ fn every_claim_passes_the_name_filter_in_both_spellings() {
     for name in CLAIM_NAMES {
         let underscored = name.replace('-', "_");
         for n in [name, underscored.as_str()] {
-            assert!(is_client_claim(&HeaderName::from_bytes(n.as_bytes()).unwrap()), "{n}");
+            assert!(
+                is_client_claim(&HeaderName::from_bytes(n.as_bytes()).unwrap()),
+                "{n}"
+            );
         }
     }
     for name in UNDERSCORED_FORWARDING {
         let underscored = name.replace('-', "_");
-        assert!(is_client_claim(&HeaderName::from_bytes(underscored.as_bytes()).unwrap()));
+        assert!(is_client_claim(
+            &HeaderName::from_bytes(underscored.as_bytes()).unwrap()
+        ));
         assert!(!is_client_claim(&HeaderName::from_static(name)), "{name}");
     }
     // The names of an ordinary request are ruled out by the filter alone.
-    for name in ["host", "x-request-id", "traceparent", "user-agent", "accept", "content-length", "x-real-ipv6", "a"] {
+    for name in [
+        "host",
+        "x-request-id",
+        "traceparent",
+        "user-agent",
+        "accept",
+        "content-length",
+        "x-real-ipv6",
+        "a",
+    ] {
         assert!(!is_client_claim(&HeaderName::from_static(name)), "{name}");
     }
     assert!(!CLAIM_FILTER.may_match(b"x-request-id"));
