@@ -307,7 +307,8 @@ routes:
 }
 
 /// An upstream behind a load balancer: it builds links from the forwarded
-/// host, and answers per API key, which it checks itself. Counts requests.
+/// host, serves the path `X-Original-URL` names, and answers per API key,
+/// which it checks itself. Counts requests.
 async fn links_and_tenants() -> (towergate_test::Upstream, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
     let c = count.clone();
@@ -319,8 +320,14 @@ async fn links_and_tenants() -> (towergate_test::Upstream, Arc<AtomicUsize>) {
                 .map(|v| v.to_str().unwrap().to_owned())
                 .unwrap_or_default()
         };
+        // The path served: `X-Original-URL`'s when there is one (IIS,
+        // Symfony, Zend).
+        let served = match h("x-original-url") {
+            url if url.is_empty() => req.uri().path().to_owned(),
+            url => url,
+        };
         let body = format!(
-            "<a href=\"//{}/next\"> tenant [{}]",
+            "<a href=\"//{}/next\"> tenant [{}] serving {served}",
             h("x-forwarded-host"),
             h("x-api-key")
         );
@@ -370,6 +377,52 @@ routes:
             // Anyone else's is replaced by the `Host`: one entry for all.
             assert!(evil.contains("//shop.example/"), "{evil}");
             assert_eq!(good, evil);
+            assert_eq!(count.load(Ordering::SeqCst), 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_original_url_cannot_poison_the_cache() {
+    for trusted in [true, false] {
+        let (up, count) = links_and_tenants().await;
+        let server = if trusted {
+            r#"server: { trusted_proxies: ["127.0.0.1"] }"#
+        } else {
+            ""
+        };
+        let (_gw, addr) = support::gateway(&format!(
+            r#"listen: "127.0.0.1:0"
+{server}
+routes:
+  - name: public
+    match: {{ path: "/public" }}
+    upstream: "{url}"
+    cache: {{ ttl: "30s" }}
+"#,
+            url = up.url()
+        ))
+        .await;
+        let c = client();
+        let page = |original_url: Option<&'static str>| {
+            let mut req = c.get(format!("http://{addr}/public"));
+            if let Some(url) = original_url {
+                req = req.header("x-original-url", url);
+            }
+            async move { req.send().await.unwrap().text().await.unwrap() }
+        };
+        let admin = page(Some("/admin/report")).await;
+        let public = page(None).await;
+        if trusted {
+            // The load balancer's header reaches the upstream, which serves
+            // that path: its answer is not stored as `/public`'s.
+            assert!(admin.ends_with("serving /admin/report"), "{admin}");
+            assert!(public.ends_with("serving /public"), "{public}");
+            assert_eq!(count.load(Ordering::SeqCst), 2);
+        } else {
+            // Anyone else's is removed: one entry for all.
+            assert!(admin.ends_with("serving /public"), "{admin}");
+            assert_eq!(public, admin);
             assert_eq!(count.load(Ordering::SeqCst), 1);
         }
     }

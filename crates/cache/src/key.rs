@@ -5,7 +5,7 @@
 //! purge one:
 //!
 //! ```text
-//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|fh:{hosts}][|fw:{hosts}][|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
+//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|fh:{hosts}][|fw:{hosts}][|fp:{protos}][|fx:{name}={values}]...[|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
 //! ```
 //!
 //! - `GET` is the method class: `HEAD` shares the entries of `GET`.
@@ -20,6 +20,11 @@
 //! - `fh:` and `fw:` the hosts of `X-Forwarded-Host` and of `Forwarded`'s
 //!   `host=`, when the peer is a trusted proxy (or unknown): see
 //!   [`forwarded_hosts`].
+//! - `fp:` the `proto=` of every `Forwarded` element, and one `fx:`
+//!   member per other forwarding header an upstream builds URLs from or
+//!   picks the resource by (`X-Forwarded-Proto` and the [`URL_CLAIMS`]:
+//!   `X-Forwarded-Prefix`, `X-Original-URL`, ...), on the same terms:
+//!   see [`push_url_claims`].
 //! - one `h:` member per configured key header, in configuration order;
 //!   `h:{name}` without `=` means the request lacked the header.
 //! - `id:` the authenticating method, the issuer and the configured
@@ -44,7 +49,7 @@ use http::header::{FORWARDED, HOST};
 use http::{Extensions, HeaderMap, HeaderName, Uri};
 use sha2::{Digest, Sha256};
 use towergate_core::url_text::looks_secret;
-use towergate_core::{ClientAddr, Identity};
+use towergate_core::{ClientAddr, Identity, URL_CLAIMS};
 
 /// Which query parameters are part of the cache key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -140,21 +145,25 @@ impl KeySpec {
         // A trusted proxy's `X-Forwarded-Host` and `Forwarded: host=` reach
         // the upstream as sent, and upstreams build links and redirects
         // from them: a response for another forwarded host is another
-        // response. An untrusted peer's are replaced by the proxy (with
-        // the `Host`, already in the key): leaving them out keeps clients
-        // from splitting the cache with them. Without a `ClientAddr`
-        // (embedded use) nothing stripped them.
+        // response. So do its scheme, port, prefix and original-URL
+        // headers, and some upstreams serve another path by the latter.
+        // An untrusted peer's are replaced or removed by the proxy (the
+        // `Host` and scheme are already in the key): leaving them out
+        // keeps clients from splitting the cache with them. Without a
+        // `ClientAddr` (embedded use) nothing stripped them.
         let trusted = extensions
             .get::<ClientAddr>()
             .is_none_or(|c| c.trusted_peer);
         if trusted {
             let (fh, fw) = forwarded_hosts(headers);
-            for (member, hosts) in [("|fh:", fh), ("|fw:", fw)] {
-                if let Some(hosts) = hosts {
+            let fp = forwarded_param(headers, b"proto", false);
+            for (member, values) in [("|fh:", fh), ("|fw:", fw), ("|fp:", fp)] {
+                if let Some(values) = values {
                     key.push_str(member);
-                    key.push_str(&hosts);
+                    key.push_str(&values);
                 }
             }
+            push_url_claims(&mut key, headers);
         }
         for name in &self.headers {
             key.push_str("|h:");
@@ -296,43 +305,119 @@ pub(crate) fn forwarded_hosts(headers: &HeaderMap) -> (Option<String>, Option<St
             push_host(out, value);
         }
     }
+    (fh, forwarded_param(headers, b"host", true))
+}
+
+/// The `{param}=` of every `Forwarded` element, in order (an element
+/// without one is an empty place, so that which element has it counts),
+/// lowercased when `lowercase` (hosts; a scheme is kept as sent, as an
+/// upstream may compare it as sent); `None` when no element has one.
+fn forwarded_param(headers: &HeaderMap, param: &[u8], lowercase: bool) -> Option<String> {
     let mut places: Vec<Option<Vec<u8>>> = Vec::new();
     for line in headers.get_all(FORWARDED) {
         for element in split_unquoted(line.as_bytes(), b',') {
-            let host = split_unquoted(element, b';').find_map(|pair| {
+            let value = split_unquoted(element, b';').find_map(|pair| {
                 let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
                 name.trim_ascii()
-                    .eq_ignore_ascii_case(b"host")
+                    .eq_ignore_ascii_case(param)
                     .then(|| unquote(&value[1..]))
             });
-            places.push(host);
+            places.push(value);
         }
     }
-    let fw = places.iter().any(Option::is_some).then(|| {
+    places.iter().any(Option::is_some).then(|| {
         let mut out = String::new();
-        for (i, host) in places.iter().enumerate() {
+        for (i, value) in places.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            if let Some(host) = host {
-                // `=` marks a place with a host: `host=""` is not no host.
+            if let Some(value) = value {
+                // `=` marks a place with a value: `host=""` is not no host.
                 out.push('=');
-                push_host(&mut out, host);
+                if lowercase {
+                    push_host(&mut out, value);
+                } else {
+                    push_list_item(&mut out, value.trim_ascii());
+                }
             }
         }
         out
-    });
-    (fh, fw)
+    })
+}
+
+/// The forwarding headers other than `X-Forwarded-Host` and `Forwarded`
+/// that reach the upstream as a trusted proxy sent them, and that the
+/// upstream builds URLs from or picks the resource by: `X-Forwarded-Proto`
+/// (all of it: the key's scheme holds only whether its first value is
+/// `https`) and the [`URL_CLAIMS`] (`X-Forwarded-Prefix`, `-Port`,
+/// `-Ssl`, `-Scheme`, `Front-End-Https`, `X-Url-Scheme`,
+/// `X-Original-URL`, `X-Rewrite-URL`), in that order; also in an
+/// underscore spelling (`x_original_url`, and `x_forwarded_host`), which
+/// CGI-style upstreams read as the same `HTTP_X_ORIGINAL_URL`.
+const KEYED_FORWARDING: [&[&str]; 3] = [&["x-forwarded-proto"], &URL_CLAIMS, &["x-forwarded-host"]];
+
+/// Appends one `|fx:{name}={values}` member per [`KEYED_FORWARDING`]
+/// header the request has, in that list's order (spellings of one name by
+/// their text): the name as sent, then every value as sent, escaped like
+/// header values and `,` too, joined with `,`. An `X-Original-URL:
+/// /admin` stored under `/public`'s key would serve the admin page to
+/// everyone asking for `/public`.
+fn push_url_claims(key: &mut String, headers: &HeaderMap) {
+    let mut found: Vec<(usize, &HeaderName)> = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        let rank = KEYED_FORWARDING
+            .iter()
+            .flat_map(|list| list.iter())
+            .position(|keyed| same_when_dashed(n, keyed));
+        // `X-Forwarded-Host` itself is `fh:`.
+        if let Some(rank) = rank
+            && n != "x-forwarded-host"
+        {
+            found.push((rank, name));
+        }
+    }
+    found.sort_unstable_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+    for (_, name) in found {
+        key.push_str("|fx:");
+        key.push_str(name.as_str());
+        key.push('=');
+        for (i, value) in headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                key.push(',');
+            }
+            push_list_item(key, value.as_bytes());
+        }
+    }
+}
+
+/// Whether `name` is `dashed` in some spelling with `_` for `-`.
+fn same_when_dashed(name: &str, dashed: &str) -> bool {
+    name.len() == dashed.len()
+        && name
+            .bytes()
+            .zip(dashed.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
 }
 
 /// A forwarded host as it enters the key: trimmed, lowercased, escaped
 /// like a header value, `,` too.
 fn push_host(out: &mut String, host: &[u8]) {
-    let host = String::from_utf8_lossy(host.trim_ascii()).to_ascii_lowercase();
-    let mut escaped = String::with_capacity(host.len());
-    push_escaped(&mut escaped, &host, true);
-    // `%` is escaped already: `%2C` can only be a comma.
-    out.push_str(&escaped.replace(',', "%2C"));
+    push_list_item(out, &host.trim_ascii().to_ascii_lowercase());
+}
+
+/// One value of a list in the key: escaped like a header value, `,` too,
+/// so that no value can pose as two. Bytes, not text: two values that are
+/// not UTF-8 stay apart (as text both would hold U+FFFD).
+fn push_list_item(out: &mut String, value: &[u8]) {
+    for &b in value {
+        // `%` is escaped too: `%2C` can only be a comma.
+        if b == b',' {
+            out.push_str("%2C");
+        } else {
+            push_escaped_byte(out, b, true);
+        }
+    }
 }
 
 /// `s` split on `sep` outside quoted strings (RFC 9110 §5.6.4, with
@@ -461,14 +546,18 @@ pub(crate) fn decode_name(name: &str) -> std::borrow::Cow<'_, str> {
 /// space, controls and non-ASCII (and `%` when `percent`).
 pub(crate) fn push_escaped(out: &mut String, s: &str, percent: bool) {
     for b in s.bytes() {
-        let escape = b == b'|' || b == b'#' || b <= b' ' || b >= 0x7f || (percent && b == b'%');
-        if escape {
-            out.push('%');
-            out.push(hex(b >> 4));
-            out.push(hex(b & 0xf));
-        } else {
-            out.push(char::from(b));
-        }
+        push_escaped_byte(out, b, percent);
+    }
+}
+
+fn push_escaped_byte(out: &mut String, b: u8, percent: bool) {
+    let escape = b == b'|' || b == b'#' || b <= b' ' || b >= 0x7f || (percent && b == b'%');
+    if escape {
+        out.push('%');
+        out.push(hex(b >> 4));
+        out.push(hex(b & 0xf));
+    } else {
+        out.push(char::from(b));
     }
 }
 
@@ -787,13 +876,14 @@ mod tests {
         );
         // No value poses as another member or as two.
         assert!(key(&[("x-forwarded-host", "a|h:x b")], &trusted).ends_with("|fh:a%7Ch:x%20b"));
-        // `Forwarded`: the host of each element, in its place.
+        // `Forwarded`: the host of each element, in its place (and its
+        // proto, in `fp:`).
         assert_eq!(
             key(
                 &[("forwarded", "for=1.2.3.4;Host=\"Evil.example\";proto=https")],
                 &trusted
             ),
-            "users|GET|http://api.example.com/catalog|fw:=evil.example"
+            "users|GET|http://api.example.com/catalog|fw:=evil.example|fp:=https"
         );
         assert_eq!(key(&[("forwarded", "for=1.2.3.4")], &trusted), plain);
         assert_ne!(
@@ -809,5 +899,115 @@ mod tests {
             key(&[("forwarded", "host=a")], &trusted)
         );
         assert!(key(&[("forwarded", "for=\"x;host=a\";host=b")], &trusted).ends_with("|fw:=b"));
+    }
+
+    #[test]
+    fn url_claims_enter_the_key_unless_the_peer_is_untrusted() {
+        let s = spec(KeyQuery::All);
+        let uri: Uri = "/public".parse().unwrap();
+        let trusted = towergate_core::TrustedProxies::new(["10.0.0.0/8".parse().unwrap()]);
+        let peer = |ip: &str| {
+            let mut ext = Extensions::new();
+            let addr = format!("{ip}:5000").parse().unwrap();
+            ext.insert(ClientAddr::resolve(
+                addr,
+                false,
+                &HeaderMap::new(),
+                &trusted,
+            ));
+            ext
+        };
+        let key = |extra: &[(&'static str, &'static [u8])], ext: &Extensions| {
+            let mut h = host_headers();
+            for (k, v) in extra {
+                h.append(*k, HeaderValue::from_bytes(v).unwrap());
+            }
+            s.primary(&uri, &h, ext, false).unwrap().key.to_string()
+        };
+        let plain = key(&[], &Extensions::new());
+        let admin: &[(&str, &[u8])] = &[("x-original-url", b"/admin/report")];
+        for ext in [peer("10.0.0.1"), Extensions::new()] {
+            assert_eq!(
+                key(admin, &ext),
+                "users|GET|http://api.example.com/public|fx:x-original-url=/admin/report"
+            );
+        }
+        // From anyone else the proxy removes them: no key of their own.
+        let untrusted = peer("192.0.2.1");
+        assert_eq!(key(admin, &untrusted), plain);
+        assert_eq!(
+            key(
+                &[
+                    ("x-forwarded-prefix", b"/evil"),
+                    ("x-forwarded-proto", b"https, http"),
+                    ("forwarded", b"proto=https"),
+                    ("x_original_url", b"/admin")
+                ],
+                &untrusted
+            ),
+            plain
+        );
+
+        let trusted = peer("10.0.0.1");
+        // Every claim, and the underscore spellings, in one fixed order
+        // whatever the order of the request's lines.
+        let all: &[(&str, &[u8])] = &[
+            ("x-rewrite-url", b"/r"),
+            ("x_original_url", b"/u"),
+            ("x-original-url", b"/o"),
+            ("x-forwarded-prefix", b"/api"),
+            ("x-forwarded-port", b"8443"),
+            ("x-forwarded-ssl", b"on"),
+            ("front-end-https", b"on"),
+            ("x-forwarded-scheme", b"https"),
+            ("x-url-scheme", b"https"),
+            ("x-forwarded-proto", b"HTTPS"),
+            ("x_forwarded_host", b"evil.example"),
+        ];
+        let mut reversed = all.to_vec();
+        reversed.reverse();
+        assert_eq!(
+            key(all, &trusted),
+            "users|GET|http://api.example.com/public|fx:x-forwarded-proto=HTTPS\
+             |fx:x-forwarded-port=8443|fx:x-forwarded-prefix=/api|fx:x-forwarded-ssl=on\
+             |fx:front-end-https=on|fx:x-forwarded-scheme=https|fx:x-url-scheme=https\
+             |fx:x-original-url=/o|fx:x_original_url=/u|fx:x-rewrite-url=/r\
+             |fx:x_forwarded_host=evil.example"
+        );
+        assert_eq!(key(&reversed, &trusted), key(all, &trusted));
+        // Each header's values, lines included, as sent.
+        assert_ne!(
+            key(&[("x-forwarded-proto", b"https, http")], &trusted),
+            key(&[("x-forwarded-proto", b"https")], &trusted)
+        );
+        assert_ne!(
+            key(&[("x-forwarded-prefix", b"/a,/b")], &trusted),
+            key(
+                &[("x-forwarded-prefix", b"/a"), ("x-forwarded-prefix", b"/b")],
+                &trusted
+            )
+        );
+        // No value poses as another member, nor two non-UTF-8 values as one.
+        assert!(
+            key(&[("x-original-url", b"/a|fx:x")], &trusted)
+                .ends_with("|fx:x-original-url=/a%7Cfx:x")
+        );
+        assert_ne!(
+            key(&[("x-original-url", b"/a\xff")], &trusted),
+            key(&[("x-original-url", b"/a\xfe")], &trusted)
+        );
+        // `Forwarded`: the proto of each element, in its place, as sent.
+        assert_eq!(
+            key(
+                &[("forwarded", b"for=1.2.3.4;proto=HTTP, for=10.0.0.1")],
+                &trusted
+            ),
+            "users|GET|http://api.example.com/public|fp:=HTTP,"
+        );
+        assert_ne!(
+            key(&[("forwarded", b"for=1.2.3.4, proto=http")], &trusted),
+            key(&[("forwarded", b"proto=http, for=1.2.3.4")], &trusted)
+        );
+        assert_eq!(key(&[("forwarded", b"for=1.2.3.4")], &trusted), plain);
     }
 }

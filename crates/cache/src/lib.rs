@@ -173,7 +173,7 @@
 //! Primary key (printable, as [`CacheStore::keys`] lists them):
 //!
 //! ```text
-//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|fh:{hosts}][|fw:{hosts}][|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
+//! {namespace}|GET|{scheme}://{host}{path}[?{query}][|fh:{hosts}][|fw:{hosts}][|fp:{protos}][|fx:{name}={values}]...[|h:{name}={value}]...[|id:{method}:{issuer}:{identity}]
 //! ```
 //!
 //! `GET` is the method class (HEAD shares it); the query is filtered per
@@ -183,7 +183,12 @@
 //! hold the hosts of `X-Forwarded-Host` and of `Forwarded`'s `host=`, which
 //! upstreams build links from, when the request's
 //! [`ClientAddr`](towergate_core::ClientAddr) is a trusted proxy (whose
-//! headers the gateway passes on) or there is none; key headers follow in configuration order (`h:name` alone when the
+//! headers the gateway passes on) or there is none; on the same terms,
+//! `fp:` holds `Forwarded`'s `proto=`, and each `fx:` the values of
+//! `X-Forwarded-Proto` or one of the
+//! [`URL_CLAIMS`](towergate_core::URL_CLAIMS) (`X-Forwarded-Prefix`,
+//! `X-Original-URL`, ...), which upstreams build URLs from or serve
+//! another path by; key headers follow in configuration order (`h:name` alone when the
 //! request lacks it); `id:` is the configured `Identity` field, and a
 //! request without it is not cached. Header values and identities are
 //! percent-encoded so no value can forge another member.

@@ -103,6 +103,15 @@ async fn origin(State(o): State<Arc<Origin>>, req: Request) -> Response {
             "max-age=60",
             format!("<a href=\"//{}/next\">", header("x-forwarded-host")).into(),
         ),
+        // An upstream that serves the path in `X-Original-URL` instead of
+        // the request's, as IIS, Symfony and Zend do.
+        "/page" => {
+            let served = match header("x-original-url") {
+                url if url.is_empty() => path.clone(),
+                url => url,
+            };
+            ok("max-age=60", format!("page {served}").into())
+        }
         // An upstream that checks API keys itself and answers per tenant.
         "/tenant" => {
             let query = req.uri().query().unwrap_or("").to_owned();
@@ -1234,4 +1243,36 @@ async fn a_left_out_pair_with_a_semicolon_is_not_cached() {
     let rsp = get(&gw.url("/q/?utm=y")).await;
     assert!(status(&rsp).contains("hit"), "{}", status(&rsp));
     assert_eq!(rsp.text().await.unwrap(), "/q/ v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_original_url_is_part_of_the_key() {
+    for (peer, trusted) in [("10.0.0.1", true), ("192.0.2.1", false)] {
+        let gw = start(|b| b).await;
+        let client = reqwest::Client::new();
+        let get_page = |original_url: &'static str| {
+            let req = client
+                .get(gw.url("/page"))
+                .header("x-test-peer", peer)
+                .header("x-original-url", original_url);
+            async move { req.send().await.unwrap().text().await.unwrap() }
+        };
+        let admin = get_page("/admin/report").await;
+        let other = get_page("/public").await;
+        if trusted {
+            // The load balancer's header reaches the upstream, which serves
+            // that path: each its own entry, and `/public` is not the
+            // admin report.
+            assert_eq!(admin, "page /admin/report");
+            assert_eq!(other, "page /public");
+            assert_eq!(gw.origin.count("/page"), 2);
+            assert_eq!(get_page("/public").await, "page /public", "a hit");
+            assert_eq!(gw.origin.count("/page"), 2);
+        } else {
+            // A client's is removed by the proxy (not in this test's):
+            // it cannot split the cache with it.
+            assert_eq!(other, admin);
+            assert_eq!(gw.origin.count("/page"), 1);
+        }
+    }
 }

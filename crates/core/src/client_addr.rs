@@ -22,11 +22,35 @@ pub struct ClientAddr {
     /// scheme the proxy tells the upstream: see `towergate-proxy`).
     pub https: bool,
     /// Whether the TCP peer is a trusted proxy: its forwarding headers
-    /// (`X-Forwarded-Host`, `Forwarded`) reach the upstream as it sent
-    /// them, so whatever depends on what the upstream sees (a cache key)
+    /// (`X-Forwarded-Host`, `Forwarded`, the [`URL_CLAIMS`]) reach the
+    /// upstream as it sent them, so whatever depends on what the upstream sees (a cache key)
     /// must take them into account.
     pub trusted_peer: bool,
 }
+
+/// Request headers (dashed, lowercase) through which a proxy tells its
+/// upstream what URL the client asked for, besides `X-Forwarded-Host`,
+/// `X-Forwarded-Proto` and `Forwarded`: upstream stacks build links and
+/// redirects from them (`X-Forwarded-Prefix`: Spring, ASP.NET's path
+/// base; the port; the scheme, which Rack reads from `X-Forwarded-Ssl`
+/// before `X-Forwarded-Proto`), and some serve another resource by them
+/// (`X-Original-URL`, `X-Rewrite-URL`: IIS, Symfony, Zend serve that path
+/// instead of the request's).
+///
+/// One list for the two crates that must agree on it: `towergate-proxy`
+/// strips them unless the peer is a trusted proxy (a client has no say in
+/// them), and `towergate-cache` keys a trusted proxy's values, as they
+/// reach the upstream unchanged and choose its answer.
+pub const URL_CLAIMS: [&str; 8] = [
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-forwarded-scheme",
+    "x-url-scheme",
+    "x-original-url",
+    "x-rewrite-url",
+];
 
 /// The set of peers whose forwarding headers are believed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

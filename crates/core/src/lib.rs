@@ -35,7 +35,7 @@ mod route_match;
 pub mod timer;
 pub mod url_text;
 
-pub use client_addr::{ClientAddr, TrustedProxies};
+pub use client_addr::{ClientAddr, TrustedProxies, URL_CLAIMS};
 pub use identity::Identity;
 pub use ip_text::write_ip;
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};

@@ -11,7 +11,7 @@ use http::header::{
 };
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
-use towergate_core::{ClientAddr, TrustedProxies};
+use towergate_core::{ClientAddr, TrustedProxies, URL_CLAIMS};
 
 #[cfg(test)]
 mod tests;
@@ -411,29 +411,23 @@ fn is_client_claim(name: &HeaderName) -> bool {
     }
 }
 
-/// The client-address claims ([`is_client_claim`]), dashed.
-const CLAIM_NAMES: [&str; 16] = [
+/// The client-address claims ([`is_client_claim`]), dashed. The claims of
+/// the scheme and the path (`X-Forwarded-Ssl`, `X-Original-URL`, ...) are
+/// [`URL_CLAIMS`], in `towergate-core` because the cache keys a trusted
+/// proxy's values of them.
+const ADDRESS_CLAIMS: [&str; 8] = [
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
     "cf-connecting-ip",
     "fastly-client-ip",
     "x-cluster-client-ip",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
     "x-forwarded-server",
     "x-original-forwarded-for",
-    // What upstream stacks read as the scheme (Rack reads
-    // `X-Forwarded-Ssl` before `X-Forwarded-Proto`) or as the path to
-    // serve instead of the one routed (IIS, Symfony, Zend): never the
-    // client's to say.
-    "x-forwarded-ssl",
-    "front-end-https",
-    "x-forwarded-scheme",
-    "x-url-scheme",
-    "x-original-url",
-    "x-rewrite-url",
 ];
+
+/// Every client claim ([`is_client_claim`]), dashed.
+const CLAIM_NAMES: [&[&str]; 2] = [&ADDRESS_CLAIMS, &URL_CLAIMS];
 
 /// The forwarding headers the proxy rewrites itself, which count as claims
 /// only in an underscore spelling (`x_forwarded_for`).
@@ -441,7 +435,7 @@ const UNDERSCORED_FORWARDING: [&str; 3] =
     ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
 
 fn is_claim_name(name: &str) -> bool {
-    CLAIM_NAMES.contains(&name)
+    CLAIM_NAMES.iter().any(|list| list.contains(&name))
 }
 
 /// For each name length, the last bytes (ASCII) a claim of that length
@@ -451,7 +445,7 @@ struct NameFilter([u128; Self::MAX_LEN + 1]);
 impl NameFilter {
     const MAX_LEN: usize = 32;
 
-    const fn of(lists: [&[&str]; 2]) -> Self {
+    const fn of<const N: usize>(lists: [&[&str]; N]) -> Self {
         let mut masks = [0u128; Self::MAX_LEN + 1];
         let mut l = 0;
         while l < lists.len() {
@@ -475,7 +469,8 @@ impl NameFilter {
     }
 }
 
-const CLAIM_FILTER: NameFilter = NameFilter::of([&CLAIM_NAMES, &UNDERSCORED_FORWARDING]);
+const CLAIM_FILTER: NameFilter =
+    NameFilter::of([&ADDRESS_CLAIMS, &URL_CLAIMS, &UNDERSCORED_FORWARDING]);
 
 /// Removes the client-address headers upstream stacks believe
 /// ([`is_client_claim`]: `X-Real-IP` above all) unless the peer is a
