@@ -15,7 +15,7 @@ use http_body_util::Full;
 use tower::Service;
 use towergate_core::Problem;
 
-use crate::template::{Ctx, encode_path};
+use crate::template::Ctx;
 use crate::{BuildError, Template};
 
 /// Answers every request with a redirect.
@@ -151,9 +151,7 @@ impl Redirect {
                 format!("https://{host}{port}{path}")
             }
             Target::To(template) => {
-                let mut rendered = template
-                    .render_ctx(&ctx, encode_path, true)
-                    .unwrap_or_default();
+                let mut rendered = template.render_location(&ctx);
                 // A location the configuration did not anchor to a scheme
                 // and host (`scheme://...` or `//host`) stays a path on this
                 // host, whatever the variables hold: `{params.rest}` on
@@ -391,6 +389,32 @@ mod tests {
         );
         let r = Redirect::to(Template::parse("/v2/{params.missing}").unwrap());
         assert_eq!(location(&r, "/", None).unwrap(), "/v2/");
+        // A value in the authority of an anchored template cannot end it
+        // early: the client stays on the configured host.
+        for (query, want) in [
+            ("region=eu", "https://eu.example.com/x"),
+            ("region=evil.com/", "https://evil.com%2F.example.com/x"),
+            ("region=evil.com%3F", "https://evil.com%3F.example.com/x"),
+            ("region=a@evil.com", "https://a%40evil.com.example.com/x"),
+            ("region=evil.com%23", "https://evil.com%23.example.com/x"),
+        ] {
+            let r = Redirect::to(
+                Template::parse("https://{query.region}.example.com/{query.region}").unwrap(),
+            )
+            .keep_query(false);
+            let got = location(&r, &format!("/?{query}"), None).unwrap();
+            let host = got
+                .trim_start_matches("https://")
+                .split('/')
+                .next()
+                .unwrap();
+            assert!(host.ends_with(".example.com"), "{got}");
+            assert_eq!(
+                got.split('/').take(3).collect::<Vec<_>>().join("/") + "/x",
+                want,
+                "{query}"
+            );
+        }
     }
 
     #[test]

@@ -188,6 +188,79 @@ impl Template {
     }
 }
 
+impl Template {
+    /// [`render_ctx`](Self::render_ctx) (lossy) for a redirect's location:
+    /// values in the authority of a template anchored to a host
+    /// (`https://{query.region}.example.com/`) keep only what a host and
+    /// port are made of, so no value can end the authority early and send
+    /// the client to a host of its choosing (`?region=evil.com/` would
+    /// make `https://evil.com/.example.com/`); values elsewhere are
+    /// path-encoded.
+    pub(crate) fn render_location(&self, ctx: &Ctx<'_>) -> String {
+        // Where the authority starts and ends: after the first `//` of the
+        // literal text, until the next `/`, `?` or `#` of it.
+        #[derive(PartialEq)]
+        enum At {
+            Scheme,
+            Authority,
+            Rest,
+        }
+        let mut at = At::Scheme;
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => {
+                    out.push_str(s);
+                    let mut rest = s.as_str();
+                    if at == At::Scheme
+                        && let Some(i) = rest.find("//")
+                    {
+                        at = At::Authority;
+                        rest = &rest[i + 2..];
+                    }
+                    if at == At::Authority && rest.contains(['/', '?', '#']) {
+                        at = At::Rest;
+                    }
+                }
+                // The request's path (normalised, starting with `/`)
+                // right after a host ends the authority:
+                // `https://new.example.com{path}`.
+                Part::Var(Var::Path) if at == At::Authority => {
+                    out.push_str(&encode_path(ctx.uri.path()));
+                    at = At::Rest;
+                }
+                Part::Var(v) => {
+                    if let Some(value) = v.value(ctx).filter(|v| !v.is_empty()) {
+                        match at {
+                            At::Authority => out.push_str(&encode_authority(&value)),
+                            _ => out.push_str(&encode_path(&value)),
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Percent-encodes all but what a host and port are made of (letters,
+/// digits, `-`, `.`, `:` and the brackets of an IPv6 address).
+pub(crate) fn encode_authority(value: &str) -> Cow<'_, str> {
+    let keep = |b: u8| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b);
+    if value.bytes().all(keep) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for b in value.bytes() {
+        if keep(b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    Cow::Owned(out)
+}
+
 impl std::fmt::Display for Template {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.source)
