@@ -1091,3 +1091,55 @@ async fn an_http2_stream_left_without_window_is_reset_after_the_send_timeout() {
     assert!(!conn.is_finished());
     drop(rsp);
 }
+
+/// A WebSocket tunnel is the route's work for as long as it is open: it
+/// keeps its slot of the route's concurrency limit until it closes.
+#[tokio::test]
+async fn an_open_websocket_counts_against_the_concurrency_limit() {
+    let up = spawn_upstream(ws_echo()).await;
+    let (_gw, addr) = gateway(&one_route(&up.url(), "    concurrency: { max: 1 }", "")).await;
+    let open = || async move {
+        match tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await {
+            Ok((ws, rsp)) => (Some(ws), rsp.status().as_u16()),
+            Err(tokio_tungstenite::tungstenite::Error::Http(rsp)) => (None, rsp.status().as_u16()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (first, status) = open().await;
+    assert_eq!(status, 101);
+    let mut first = first.unwrap();
+    first
+        .send(tokio_tungstenite::tungstenite::Message::Text("hi".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "echo:hi"
+    );
+    // The tunnel holds the only slot.
+    assert_eq!(open().await.1, 503);
+    // Closed, it lets the next one in.
+    first.close(None).await.unwrap();
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ws, status) = open().await;
+        if status == 101 {
+            drop(ws);
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

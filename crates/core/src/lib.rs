@@ -78,6 +78,40 @@ impl std::fmt::Debug for ConnectionLease {
     }
 }
 
+/// What must live as long as a tunnel (an upgraded connection, a
+/// WebSocket): the proxy puts one in the extensions of a `101` response it
+/// starts a tunnel for and keeps a clone in the tunnel's task; a layer
+/// outside it that counts requests in flight ([`hold`](Self::hold)s its
+/// slot there instead of releasing it with the `101`, so a tunnel counts
+/// against the route's concurrency limit until it closes.
+///
+/// ```
+/// let hold = towergate_core::TunnelHold::default();
+/// let slot = std::sync::Arc::new(());
+/// hold.hold(Box::new(slot.clone()));
+/// assert_eq!(std::sync::Arc::strong_count(&slot), 2);
+/// drop(hold);
+/// assert_eq!(std::sync::Arc::strong_count(&slot), 1);
+/// ```
+#[derive(Clone, Default)]
+pub struct TunnelHold(std::sync::Arc<std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>>);
+
+impl TunnelHold {
+    /// Keeps `thing` until the tunnel ends (and every clone is dropped).
+    pub fn hold(&self, thing: Box<dyn std::any::Any + Send>) {
+        match self.0.lock() {
+            Ok(mut held) => held.push(thing),
+            Err(poisoned) => poisoned.into_inner().push(thing),
+        }
+    }
+}
+
+impl std::fmt::Debug for TunnelHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TunnelHold")
+    }
+}
+
 /// The request's path as the client sent it, before a router replaced it
 /// with a normalised, stripped or rewritten one; put in the extensions by
 /// the router only when it changed the path. Redirects to the same URL

@@ -240,12 +240,15 @@ impl Exchange {
             let chosen = rsp.headers().get(http::header::UPGRADE);
             match self.on_upgrade.take() {
                 Some((client, lease, offer)) if headers::upgrade_accepts(&offer, chosen) => {
+                    // Layers outside keep what counts the tunnel in it.
+                    let hold = towergate_core::TunnelHold::default();
+                    rsp.extensions_mut().insert(hold.clone());
                     upgrade::spawn_tunnel(
                         client,
                         hyper::upgrade::on(&mut rsp),
                         self.shared.upstream.clone(),
                         self.request_id.clone(),
-                        lease,
+                        (lease, hold),
                         self.shared.tunnel_idle_timeout,
                     );
                 }

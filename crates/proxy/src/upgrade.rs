@@ -12,7 +12,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
-use towergate_core::{ConnectionLease, RequestId};
+use towergate_core::{ConnectionLease, RequestId, TunnelHold};
 
 /// Copies bytes both ways between the two upgraded connections, in a task
 /// of its own: the 101 response must reach the client first, since hyper
@@ -22,7 +22,7 @@ pub(crate) fn spawn_tunnel(
     upstream: OnUpgrade,
     upstream_name: Arc<str>,
     request_id: Option<RequestId>,
-    lease: Option<ConnectionLease>,
+    lease: (Option<ConnectionLease>, TunnelHold),
     idle_timeout: Option<Duration>,
 ) {
     match tokio::runtime::Handle::try_current() {
@@ -31,7 +31,8 @@ pub(crate) fn spawn_tunnel(
         Ok(runtime) => {
             runtime.spawn(async move {
                 // The client's connection stays counted (and limited) as
-                // long as the tunnel that took it over.
+                // long as the tunnel that took it over, and so does the
+                // request in the limits of the layers outside.
                 let _lease = lease;
                 tunnel(client, upstream, upstream_name, request_id, idle_timeout).await;
             });

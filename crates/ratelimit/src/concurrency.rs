@@ -10,7 +10,11 @@
 //! completes or is dropped (client gone, timeout). It does *not* count while
 //! the response body streams: the slot is about the work to produce a
 //! response (upstream call, handler), and keeping it through a slow
-//! download would let slow readers shed everyone else.
+//! download would let slow readers shed everyone else. A `101` that opened
+//! a tunnel (a WebSocket through `towergate-proxy`, which puts a
+//! [`TunnelHold`](towergate_core::TunnelHold) in the response) keeps its
+//! slot until the tunnel closes: each open tunnel holds an upstream
+//! connection, and the limit is what protects the upstream.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -260,8 +264,17 @@ where
             KindProj::Inner { fut, slot } => {
                 let result = ready!(fut.poll(cx));
                 // The response is produced: free the slot now rather than
-                // when the caller drops this future.
-                slot.take();
+                // when the caller drops this future; unless it opened a
+                // tunnel (a WebSocket), which keeps the slot until it
+                // closes: a tunnel is the route's work as long as it
+                // lasts.
+                let slot = slot.take();
+                if let (Ok(rsp), Some(slot)) = (&result, slot)
+                    && rsp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(hold) = rsp.extensions().get::<towergate_core::TunnelHold>()
+                {
+                    hold.hold(Box::new(slot));
+                }
                 Poll::Ready(result.map(|rsp| rsp.map(ResponseBody::inner)))
             }
         }
