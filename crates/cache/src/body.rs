@@ -12,7 +12,7 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use towergate_core::BoxError;
 
-use crate::collapse::Leader;
+use crate::collapse::{self, Leader, Outcome};
 use crate::store::{CacheStore, Pending};
 
 pin_project! {
@@ -25,7 +25,10 @@ pin_project! {
     ///   copy is stored. The response is never buffered before it is sent.
     ///   A body larger than the store's `max_entry_bytes`, a body error,
     ///   trailers, or the client dropping the body mid-way abandon the copy
-    ///   (the response is then simply not stored).
+    ///   (the response is then simply not stored). Requests collapsed
+    ///   behind this one learn which: a body too large or with trailers
+    ///   will not be stored for them either, and they go upstream at once;
+    ///   after an error or a drop they try again, one of them leading.
     pub struct CacheBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -48,7 +51,8 @@ pub(crate) struct Tee {
     buf: BytesMut,
     limit: usize,
     /// Released (waking collapsed waiters) once the entry is stored or
-    /// abandoned.
+    /// given up: finished with the outcome, or dropped with the copy when
+    /// the body failed or the client dropped it (an abandoned flight).
     leader: Option<Leader>,
     /// The bytes of `buf` counted in the store's fill budget.
     reserved: Reserved,
@@ -162,15 +166,14 @@ where
             KindProj::Pass { inner } => inner.poll_frame(cx).map_err(Into::into),
             KindProj::Tee { mut inner, tee } => match ready!(inner.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    match frame.data_ref() {
-                        Some(data) => {
-                            if tee.as_mut().is_some_and(|t| !t.push(data)) {
-                                *tee = None;
-                            }
-                        }
+                    let keep = match frame.data_ref() {
+                        Some(data) => tee.as_mut().is_none_or(|t| t.push(data)),
                         // Trailers are not stored: rather than serve a
                         // response without them later, do not store it.
-                        None => *tee = None,
+                        None => false,
+                    };
+                    if !keep && let Some(t) = tee.take() {
+                        t.give_up();
                     }
                     if inner.is_end_stream()
                         && let Some(t) = tee.take()
@@ -180,6 +183,7 @@ where
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Some(Err(e)) => {
+                    // Dropped with its leader: the waiters try again.
                     *tee = None;
                     Poll::Ready(Some(Err(e.into())))
                 }
@@ -264,6 +268,12 @@ impl Tee {
         true
     }
 
+    /// Gives up the copy of a response that cannot be stored (too large,
+    /// trailers): the collapsed waiters go upstream at once.
+    fn give_up(self) {
+        collapse::finish(self.leader, Outcome::NotStored);
+    }
+
     fn finish(self) {
         // `reserved` goes with the fields not named below, at the end.
         let Tee {
@@ -283,7 +293,14 @@ impl Tee {
         };
         let stored = store.insert(pending, body);
         tracing::trace!(%key, stored, "cache fill complete");
-        // `leader` drops here, after the insert: waiters find the entry.
-        drop(leader);
+        // After the insert: waiters find the entry. Not stored (purged or
+        // invalidated meanwhile, or refused by the store), they go
+        // upstream at once.
+        let outcome = if stored {
+            Outcome::Stored
+        } else {
+            Outcome::NotStored
+        };
+        collapse::finish(leader, outcome);
     }
 }

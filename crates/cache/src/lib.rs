@@ -210,9 +210,12 @@
 //! [`max_waiters`](CacheLayerBuilder::max_waiters) per key, otherwise they
 //! go upstream at once) and are served from the store when the leader's
 //! entry is complete. If the leader's response is not storable (or for
-//! another variant), or its body fails or is dropped, the waiters go
-//! upstream themselves. HEAD, conditional and `Range` requests do not
-//! collapse.
+//! another variant), or the upstream failed, the waiters go upstream
+//! themselves, side by side. If the leader gave up before it knew (its
+//! client went away, its body failed or was dropped), they join again:
+//! one of them leads the next try while the others wait, within the
+//! timeout counted from their first join. HEAD, conditional and `Range`
+//! requests do not collapse.
 //!
 //! # `Cache-Status` (RFC 9211)
 //!

@@ -20,7 +20,7 @@ use towergate_core::{BoxError, Identity, Problem};
 
 use crate::body::CacheBody;
 use crate::cache_control::{CacheControl, DELTA_SECONDS_MAX};
-use crate::collapse::{self, Join, Leader};
+use crate::collapse::{self, Join, Leader, Outcome, Waited};
 use crate::conditional::{self, ETag};
 use crate::freshness::{Freshness, Timing};
 use crate::future::ResponseFuture;
@@ -211,25 +211,31 @@ where
                     }
                     Join::Busy => self.revalidate(key, stored, Why::Stale, req_cc, None).await,
                     Join::Waiter(waiter) => {
-                        waiter.wait(self.cfg.collapse_timeout).await;
-                        let now = self.now();
-                        if let Lookup::Found(fresh) =
-                            self.cfg.store.lookup(&key, &self.parts.headers)
-                        {
-                            let f = fresh.freshness(self.cfg.default_ttl, now);
-                            if policy::decide(&fresh.cc, &f, req_cc) == Use::Fresh {
+                        let waited = collapse::wait(
+                            waiter,
+                            &self.cfg.store,
+                            &flight,
+                            self.cfg.max_waiters,
+                            self.cfg.collapse_timeout,
+                            || fresh_entry(&self.cfg, &key, &self.parts.headers, req_cc),
+                        )
+                        .await;
+                        match waited {
+                            Waited::Found((fresh, now)) => {
                                 self.count(|c| &c.hits);
                                 self.count(|c| &c.collapsed);
-                                return Ok(self.serve(
-                                    &fresh,
-                                    now,
-                                    "hit",
-                                    "; detail=collapsed",
-                                    None,
-                                ));
+                                Ok(self.serve(&fresh, now, "hit", "; detail=collapsed", None))
+                            }
+                            // The revalidation was abandoned: this one
+                            // leads the next.
+                            Waited::Lead(leader) => {
+                                self.revalidate(key, stored, Why::Stale, req_cc, Some(leader))
+                                    .await
+                            }
+                            Waited::Alone => {
+                                self.revalidate(key, stored, Why::Stale, req_cc, None).await
                             }
                         }
-                        self.revalidate(key, stored, Why::Stale, req_cc, None).await
                     }
                 }
             }
@@ -275,6 +281,9 @@ where
         let rsp = match result {
             Ok(rsp) => rsp,
             Err(e) => {
+                // The waiters try themselves, as they would after a
+                // response that cannot be stored.
+                collapse::finish(leader, Outcome::NotStored);
                 let fresh = stored.freshness(self.cfg.default_ttl, response_time);
                 if policy::stale_if_error(&stored.cc, &fresh, req_cc) {
                     tracing::debug!(key = %key.key, error = %e, "upstream failed: serving stale");
@@ -307,13 +316,14 @@ where
                 .store
                 .freshen(&stored, rsp.headers(), request_time, response_time);
             // The waiters find the freshened entry.
-            drop(leader);
+            collapse::finish(leader, Outcome::Stored);
             let lead = format!("{fwd}; fwd-status=304");
             return Ok(self.serve(&fresh, response_time, &lead, "", Some(cookies)));
         }
         if policy::is_error_status(status) {
             let fresh = stored.freshness(self.cfg.default_ttl, response_time);
             if policy::stale_if_error(&stored.cc, &fresh, req_cc) {
+                collapse::finish(leader, Outcome::NotStored);
                 self.count(|c| &c.stale_hits);
                 let lead = format!("fwd=stale; fwd-status={}", status.as_u16());
                 return Ok(self.serve(
@@ -353,19 +363,29 @@ where
             Join::Leader(leader) => self.fetch(key, fwd, Some(leader)).await,
             Join::Busy => self.fetch(key, fwd, None).await,
             Join::Waiter(waiter) => {
-                waiter.wait(self.cfg.collapse_timeout).await;
-                let now = self.now();
-                if let Lookup::Found(stored) = self.cfg.store.lookup(&key, &self.parts.headers) {
-                    let fresh = stored.freshness(self.cfg.default_ttl, now);
-                    if policy::decide(&stored.cc, &fresh, req_cc) == Use::Fresh {
+                let waited = collapse::wait(
+                    waiter,
+                    &self.cfg.store,
+                    &key.key,
+                    self.cfg.max_waiters,
+                    self.cfg.collapse_timeout,
+                    || fresh_entry(&self.cfg, &key, &self.parts.headers, req_cc),
+                )
+                .await;
+                match waited {
+                    Waited::Found((stored, now)) => {
                         self.count(|c| &c.hits);
                         self.count(|c| &c.collapsed);
-                        return Ok(self.serve(&stored, now, "hit", "; detail=collapsed", None));
+                        Ok(self.serve(&stored, now, "hit", "; detail=collapsed", None))
                     }
+                    // The leader's client went away before its response
+                    // was stored: this one leads the next try.
+                    Waited::Lead(leader) => self.fetch(key, "fwd=miss", Some(leader)).await,
+                    // The leader's response was not stored (or not for
+                    // this request's variant), or the wait is over: go
+                    // upstream alone.
+                    Waited::Alone => self.fetch(key, "fwd=miss", None).await,
                 }
-                // The leader's response was not stored (or not for this
-                // request's variant): go upstream alone.
-                self.fetch(key, "fwd=miss", None).await
             }
         }
     }
@@ -380,8 +400,16 @@ where
         let req = self.request();
         let request_time = self.now();
         let ticket = self.cfg.store.begin_fill(&key);
-        // On error `leader` drops with this frame, releasing the waiters.
-        let rsp = self.send(req).await?;
+        let rsp = match self.send(req).await {
+            Ok(rsp) => rsp,
+            Err(e) => {
+                // The waiters try themselves, as they would after a
+                // response that cannot be stored (cancelled before this,
+                // `leader` drops with the frame: an abandoned flight).
+                collapse::finish(leader, Outcome::NotStored);
+                return Err(e);
+            }
+        };
         let response_time = self.now();
         Ok(self.store_response(key, ticket, rsp, request_time, response_time, fwd, leader))
     }
@@ -400,6 +428,7 @@ where
         leader: Option<Leader>,
     ) -> Response<CacheBody<ResB>> {
         if self.parts.method != Method::GET {
+            collapse::finish(leader, Outcome::NotStored);
             return self.pass(rsp, fwd);
         }
         let (mut head, body) = rsp.into_parts();
@@ -421,6 +450,7 @@ where
             }
             Err(reason) => {
                 tracing::debug!(?reason, status = %head.status, "response not stored");
+                collapse::finish(leader, Outcome::NotStored);
                 append_status(&mut head.headers, &self.cfg.status_name, fwd);
                 Response::from_parts(head, CacheBody::pass(body))
             }
@@ -612,6 +642,22 @@ where
 {
     poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into)?;
     svc.call(req).await.map_err(Into::into)
+}
+
+/// The stored response for a request with `headers`, with the time it was
+/// looked up at, if it is fresh for it: what a collapsed waiter is served.
+fn fresh_entry(
+    cfg: &Config,
+    key: &PrimaryKey,
+    headers: &HeaderMap,
+    req_cc: &CacheControl,
+) -> Option<(Arc<Stored>, SystemTime)> {
+    let now = cfg.clock.now();
+    let Lookup::Found(stored) = cfg.store.lookup(key, headers) else {
+        return None;
+    };
+    let freshness = stored.freshness(cfg.default_ttl, now);
+    (policy::decide(&stored.cc, &freshness, req_cc) == Use::Fresh).then_some((stored, now))
 }
 
 /// The background half of `stale-while-revalidate`.

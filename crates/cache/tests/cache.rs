@@ -44,11 +44,33 @@ struct Origin {
     gate: tokio::sync::watch::Sender<bool>,
     /// When `/lm` was last modified.
     last_modified: SystemTime,
+    /// `/slow300/*` requests being answered, and the most at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// How long `/slow300/*` take to answer.
+const SLOW: Duration = Duration::from_millis(300);
+
+/// A request being answered, counted in [`Origin::in_flight`] until it
+/// ends or is cancelled.
+struct InFlight<'a>(&'a Origin);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Origin {
     fn count(&self, path: &str) -> usize {
         self.counts.lock().get(path).copied().unwrap_or(0)
+    }
+
+    fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
     }
 
     fn last_request(&self, path: &str) -> HeaderMap {
@@ -205,6 +227,17 @@ async fn origin(State(o): State<Arc<Origin>>, req: Request) -> Response {
             tokio::time::sleep(Duration::from_millis(200)).await;
             ok("max-age=60", "slow body".into())
         }
+        // `/slow300/cookie` cannot be stored.
+        p if p.starts_with("/slow300/") => {
+            let _in_flight = o.enter();
+            tokio::time::sleep(SLOW).await;
+            let mut rsp = ok("max-age=60", "slow300 body".into());
+            if p.ends_with("/cookie") {
+                rsp.headers_mut()
+                    .insert("set-cookie", HeaderValue::from_static("session=1"));
+            }
+            rsp
+        }
         "/big" => ok("max-age=60", vec![b'b'; 200 * 1024].into()),
         "/big-stream" => {
             let chunks = (0..25).map(|_| Ok::<_, Infallible>(Bytes::from(vec![b's'; 8 * 1024])));
@@ -312,6 +345,8 @@ async fn start_with(
         release: Mutex::new(None),
         gate: tokio::sync::watch::channel(false).0,
         last_modified: clock.now() - Duration::from_secs(3600),
+        in_flight: AtomicUsize::new(0),
+        max_in_flight: AtomicUsize::new(0),
     });
     let upstream = towergate_test::spawn_upstream(
         Router::new()
@@ -683,6 +718,71 @@ async fn concurrent_misses_collapse_into_one_upstream_request() {
     assert_eq!(stats.misses, 1);
     assert_eq!(stats.hits, 99, "waiters and later arrivals are hits");
     assert!(stats.collapsed >= 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_whose_leader_gives_up_do_not_all_go_upstream() {
+    let gw = start(|b| b.collapse_timeout(Duration::from_secs(10))).await;
+    let url = gw.url("/slow300/abandoned");
+    // The leader's client gives up long before the upstream answers.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let leader = tokio::spawn(impatient.get(&url).send());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let req = client.get(&url).send();
+        tasks.spawn(async move { req.await.unwrap().text().await.unwrap() });
+    }
+    assert!(
+        leader.await.unwrap().is_err(),
+        "the leader's client gave up"
+    );
+    while let Some(body) = tasks.join_next().await {
+        assert_eq!(body.unwrap(), "slow300 body");
+    }
+    // The abandoned try and one more, which one waiter led and the others
+    // waited for; not one per waiter.
+    let calls = gw.origin.count("/slow300/abandoned");
+    assert!(calls <= 2, "{calls} upstream calls");
+    assert!(gw.store.stats().collapsed >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_a_response_that_cannot_be_stored_go_upstream_together() {
+    let gw = start(|b| b.collapse_timeout(Duration::from_secs(10))).await;
+    let url = gw.url("/slow300/cookie");
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let req = client.get(&url).send();
+        tasks.spawn(async move {
+            let body = req.await.unwrap().text().await.unwrap();
+            (body, tokio::time::Instant::now())
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (body, at) = r.unwrap();
+        assert_eq!(body, "slow300 body");
+        done.push(at);
+    }
+    // Each goes upstream (nothing can be stored), the waiters all at once
+    // when the leader's answer turns out not storable: not in line, one
+    // upstream latency after another.
+    assert_eq!(gw.origin.count("/slow300/cookie"), 10);
+    let first = done.iter().min().unwrap();
+    let last = done.iter().max().unwrap();
+    assert!(
+        *last - *first < SLOW * 3 / 2,
+        "the last answer came {:?} after the first",
+        *last - *first
+    );
+    let together = gw.origin.max_in_flight.load(Ordering::SeqCst);
+    assert!(together >= 5, "at most {together} at once upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
