@@ -1143,3 +1143,64 @@ async fn an_open_websocket_counts_against_the_concurrency_limit() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A WebSocket handshake on a cached route goes to the upstream, even when
+/// a plain GET of the same URL has an entry.
+#[tokio::test]
+async fn a_websocket_handshake_is_never_answered_from_the_cache() {
+    use axum::extract::FromRequestParts;
+    use axum::response::IntoResponse;
+    let app = Router::new().route(
+        "/ws",
+        get(|req: axum::extract::Request| async move {
+            if !req.headers().contains_key("upgrade") {
+                return "a page".into_response();
+            }
+            let (mut parts, _) = req.into_parts();
+            match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+                Ok(ws) => ws.on_upgrade(|mut socket| async move {
+                    while let Some(Ok(WsMessage::Text(t))) = socket.recv().await {
+                        let _ = socket
+                            .send(WsMessage::Text(format!("echo:{}", t.as_str()).into()))
+                            .await;
+                    }
+                }),
+                Err(e) => e.into_response(),
+            }
+        }),
+    );
+    let up = spawn_upstream(app).await;
+    let (_gw, addr) = gateway(&one_route(
+        &up.url(),
+        "    cache: { ttl: \"30s\" }",
+        "cache: { max_size: \"8MB\" }",
+    ))
+    .await;
+    // The page is stored...
+    for _ in 0..2 {
+        let rsp = client()
+            .get(format!("http://{addr}/ws"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rsp.text().await.unwrap(), "a page");
+    }
+    // ...and a handshake still reaches the upstream and gets its tunnel.
+    let (mut ws, rsp) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status().as_u16(), 101);
+    ws.send(tokio_tungstenite::tungstenite::Message::Text("hi".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "echo:hi"
+    );
+}

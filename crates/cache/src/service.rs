@@ -134,6 +134,14 @@ where
     }
 
     async fn cacheable(self) -> Result<Response<CacheBody<ResB>>, BoxError> {
+        // A WebSocket handshake (any upgrade) is a new connection to the
+        // upstream, never an answer to store or to be answered from: a
+        // page stored for a plain GET of the same URL would otherwise be
+        // served to every handshake, and a background refresh would carry
+        // the handshake's headers (and its connection's upgrade) upstream.
+        if self.parts.headers.contains_key(http::header::UPGRADE) {
+            return self.bypass().await;
+        }
         let mut req_cc = CacheControl::from_request_headers(&self.parts.headers);
         if self.cfg.ignore_request_cache_control {
             // All but `no-store`: what the client asks not to be stored.
