@@ -406,12 +406,13 @@ async fn a_websocket_tunnel_counts_as_its_connection() {
     // `max_connections`, until it closes.
     let up = spawn_upstream(ws_echo()).await;
     let (gw, addr) = gateway(&one_route(&up.url(), "", "server: { max_connections: 1 }")).await;
-    let open = || {
+    let gauge = |name: &str| {
         let page = gw.live().registry().metrics().encode();
         page.lines()
-            .find_map(|l| l.strip_prefix("towergate_open_connections "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
             .map(|v| v.trim().to_owned())
     };
+    let open = || gauge("towergate_open_connections");
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();
@@ -425,6 +426,7 @@ async fn a_websocket_tunnel_counts_as_its_connection() {
         Some("1"),
         "the tunnel is an open connection"
     );
+    assert_eq!(gauge("towergate_open_tunnels").as_deref(), Some("1"));
     // The one connection allowed is the tunnel's: another client waits.
     let quick = reqwest::Client::builder()
         .no_proxy()
@@ -449,6 +451,7 @@ async fn a_websocket_tunnel_counts_as_its_connection() {
             "the tunnel's place was never freed"
         );
     }
+    assert_eq!(gauge("towergate_open_tunnels").as_deref(), Some("0"));
 }
 
 #[tokio::test]

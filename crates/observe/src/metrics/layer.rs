@@ -208,6 +208,12 @@ impl Pending {
             })
             .unwrap_or_else(|| Arc::from(NO_ROUTE));
         let status = rsp.map(Response::status);
+        // A tunnel (a WebSocket) counts as open while it lasts.
+        if status == Some(http::StatusCode::SWITCHING_PROTOCOLS)
+            && let Some(hold) = rsp.and_then(|r| r.extensions().get::<towergate_core::TunnelHold>())
+        {
+            hold.hold(Box::new(metrics.open_tunnel()));
+        }
         let elapsed = self.start.elapsed().as_secs_f64();
         let handles = slot.as_deref().and_then(|s| s.get(&metrics, &route));
         let label = RouteLabel { route };

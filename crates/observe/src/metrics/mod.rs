@@ -127,6 +127,14 @@ pub struct ConnectionGuard {
     metrics: Metrics,
 }
 
+/// Drops the open-tunnels gauge by one when dropped; see
+/// [`Metrics::open_tunnel`].
+#[derive(Debug)]
+#[must_use = "the tunnel counts as open until the guard is dropped"]
+pub struct TunnelGuard {
+    metrics: Metrics,
+}
+
 /// The state of a circuit breaker, as `towergate_circuit_state` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CircuitState {
@@ -149,6 +157,7 @@ pub(crate) struct Inner {
     upstream_requests: Family<UpstreamClass, Counter>,
     upstream_duration: Family<UpstreamLabel, Histogram, Buckets>,
     open_connections: Gauge,
+    open_tunnels: Gauge,
     connections: Counter,
     auth_failures: Family<ReasonLabel, Counter>,
     ratelimit_rejections: Family<LimitLabel, Counter>,
@@ -592,6 +601,15 @@ impl Metrics {
         }
     }
 
+    /// Counts a tunnel (an upgraded connection) as open until the guard is
+    /// dropped (`towergate_open_tunnels`).
+    pub fn open_tunnel(&self) -> TunnelGuard {
+        self.inner.open_tunnels.inc();
+        TunnelGuard {
+            metrics: self.clone(),
+        }
+    }
+
     /// Counts a refused authentication, by a short fixed reason
     /// (`missing`, `expired`, `bad_signature`, ...):
     /// `towergate_auth_failures_total{reason}`.
@@ -764,6 +782,7 @@ impl Metrics {
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(buckets),
             open_connections: Gauge::default(),
+            open_tunnels: Gauge::default(),
             connections: Counter::default(),
             auth_failures: Family::default(),
             ratelimit_rejections: Family::default(),
@@ -830,6 +849,11 @@ impl Metrics {
             "connections",
             "Client connections accepted",
             inner.connections.clone(),
+        );
+        r.register(
+            "open_tunnels",
+            "Upgraded connections (WebSocket tunnels) open now",
+            inner.open_tunnels.clone(),
         );
         r.register(
             "auth_failures",
@@ -955,6 +979,14 @@ impl MetricsBuilder {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.metrics.inner.open_connections.dec();
+    }
+}
+
+// === impl TunnelGuard ===
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.metrics.inner.open_tunnels.dec();
     }
 }
 
