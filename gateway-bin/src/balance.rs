@@ -421,9 +421,19 @@ pub(crate) fn balance(
     }
     if let Some(h) = &u.hedge {
         let hedge = match (&h.after, h.percentile) {
-            (Some(a), None) => Hedge::after(
-                parse_duration(a).map_err(|e| ConfigError::new(format!("{p}.hedge.after"), e))?,
-            ),
+            (Some(a), None) => {
+                let after = parse_duration(a)
+                    .map_err(|e| ConfigError::new(format!("{p}.hedge.after"), e))?;
+                if after.is_zero() {
+                    // Not a delay but every read sent twice, until the
+                    // retry budget is gone and real retries with it.
+                    return Err(ConfigError::new(
+                        format!("{p}.hedge.after"),
+                        "must be more than 0s (a hedge after 0s sends every read twice)",
+                    ));
+                }
+                Hedge::after(after)
+            }
             (None, Some(q)) if (0.5..=0.999).contains(&q) => {
                 Hedge::percentile(q, Duration::from_millis(100))
             }

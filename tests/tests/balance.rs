@@ -280,6 +280,10 @@ fn bad_balance_config_names_its_path() {
             "upstreams: { u: { endpoints: [\"http://127.0.0.1:1\"], retry: { on: [teapot] } } }",
             "upstreams.u.retry.on[0]",
         ),
+        (
+            "upstreams: { u: { endpoints: [\"http://127.0.0.1:1\"], hedge: { after: \"0s\" } } }",
+            "upstreams.u.hedge.after",
+        ),
     ];
     for (ups, path) in cases {
         let yaml =
@@ -492,4 +496,46 @@ routes:
     let (_, stuck_states) = states.iter().find(|(n, _)| n == "stucksvc").unwrap();
     let slow3_state = stuck_states.iter().find(|s| s.url == slow3.url()).unwrap();
     assert!(slow3_state.ejections >= 1, "{stuck_states:?}");
+}
+
+/// An endpoint that accepts connections and never answers on them.
+async fn hung_server() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_endpoint_cut_short_by_request_timeout_is_ejected() {
+    // `request_timeout` runs out long before the attempt's own `timeout`
+    // (30 s by default): the attempt it cuts short is the endpoint's
+    // timeout, so the hung endpoint is ejected instead of costing every
+    // other request a 504 for ever.
+    let (hung, hung_task) = hung_server().await;
+    let good = towergate_test::spawn_upstream(echo_router("good")).await;
+    let eps = vec![format!("\"http://{hung}\""), format!("\"{}\"", good.url())];
+    let (_gw, addr) = gateway(&config(
+        &eps,
+        "    balance: round_robin\n    request_timeout: \"200ms\"\n    ejection: { consecutive_failures: 2, base_time: \"60s\" }",
+    ))
+    .await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let rsp = c.get(format!("http://{addr}/x")).send().await.unwrap();
+        statuses.push(rsp.status().as_u16());
+    }
+    let late_ok = statuses[10..].iter().filter(|s| **s == 200).count();
+    assert!(late_ok >= 9, "the last ten: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 504),
+        "{statuses:?}"
+    );
+    hung_task.abort();
 }

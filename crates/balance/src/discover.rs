@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+#[cfg(feature = "srv")]
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -267,6 +269,46 @@ impl Dns {
 /// The longest wait for one DNS lookup.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An SRV record kept, and its target's name without the final dot.
+#[cfg(feature = "srv")]
+struct Target<'a> {
+    srv: &'a hickory_resolver::proto::rr::rdata::SRV,
+    host: String,
+}
+
+#[cfg(feature = "srv")]
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.host)
+    }
+}
+
+/// Looks every target up at once, each within `limit`, so that one
+/// unanswered lookup (`getaddrinfo` has no timeout of its own) neither
+/// stalls the resolution nor delays the others.
+#[cfg(feature = "srv")]
+async fn lookup_all<T, F, Fut>(
+    targets: Vec<T>,
+    limit: Duration,
+    lookup: F,
+) -> Vec<(T, Result<Vec<IpAddr>, BoxError>)>
+where
+    T: fmt::Display,
+    F: Fn(&T) -> Fut,
+    Fut: Future<Output = Result<Vec<IpAddr>, BoxError>>,
+{
+    let lookups = targets.iter().map(|t| {
+        let (f, name) = (lookup(t), t.to_string());
+        async move {
+            tokio::time::timeout(limit, f)
+                .await
+                .unwrap_or_else(|_| Err(format!("lookup of {name} timed out").into()))
+        }
+    });
+    let found = futures_util::future::join_all(lookups).await;
+    targets.into_iter().zip(found).collect()
+}
+
 fn validate_path(path: &str) -> Result<(), BuildError> {
     if !path.is_empty() && !path.starts_with('/') {
         return Err(BuildError::new(format!(
@@ -386,16 +428,25 @@ impl Srv {
         let Some(best) = records.iter().map(|r| r.priority).min() else {
             return Err(format!("no SRV records for {}", self.name).into());
         };
-        let mut out = Vec::new();
-        let mut first_error = None;
-        for r in records.into_iter().filter(|r| r.priority == best) {
-            let weight = u32::from(r.weight).max(1);
-            let target = r.target.to_utf8();
-            let host = target.trim_end_matches('.');
-            let ips: Vec<std::net::IpAddr> = if let Ok(ip) = host.parse() {
-                vec![ip]
-            } else {
-                let glue: Vec<std::net::IpAddr> = answer
+        let kept = records
+            .into_iter()
+            .filter(|r| r.priority == best)
+            .map(|srv| {
+                let target = srv.target.to_utf8();
+                Target {
+                    srv,
+                    host: target.trim_end_matches('.').to_owned(),
+                }
+            })
+            .collect();
+        let answer = &answer;
+        let found = lookup_all(kept, LOOKUP_TIMEOUT, |t: &Target<'_>| {
+            let (r, host) = (t.srv, t.host.clone());
+            async move {
+                if let Ok(ip) = host.parse() {
+                    return Ok(vec![ip]);
+                }
+                let glue: Vec<IpAddr> = answer
                     .additionals()
                     .iter()
                     .filter(|a| a.name == r.target)
@@ -406,33 +457,35 @@ impl Srv {
                     })
                     .collect();
                 if !glue.is_empty() {
-                    glue
+                    Ok(glue)
                 } else if self.nameserver.is_some() {
-                    match resolver.lookup_ip(r.target.clone()).await {
-                        Ok(ips) => ips.iter().collect(),
-                        Err(e) => {
-                            tracing::warn!(srv = %self.name, target = %host, error = %e, "SRV target left out: it did not resolve");
-                            first_error.get_or_insert_with(|| BoxError::from(e));
-                            continue;
-                        }
-                    }
+                    let ips = resolver.lookup_ip(r.target.clone()).await?;
+                    Ok(ips.iter().collect())
                 } else {
-                    match tokio::net::lookup_host((host, r.port)).await {
-                        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
-                        Err(e) => {
-                            tracing::warn!(srv = %self.name, target = %host, error = %e, "SRV target left out: it did not resolve");
-                            first_error.get_or_insert_with(|| BoxError::from(e));
-                            continue;
-                        }
-                    }
+                    let addrs = tokio::net::lookup_host((&*host, r.port)).await?;
+                    Ok(addrs.map(|a| a.ip()).collect())
+                }
+            }
+        })
+        .await;
+        let mut out = Vec::new();
+        let mut first_error = None;
+        for (t, ips) in found {
+            let ips = match ips {
+                Ok(ips) => ips,
+                Err(e) => {
+                    tracing::warn!(srv = %self.name, target = %t.host, error = %e, "SRV target left out: it did not resolve");
+                    first_error.get_or_insert(e);
+                    continue;
                 }
             };
+            let weight = u32::from(t.srv.weight).max(1);
             for ip in ips {
-                let a = SocketAddr::new(ip, r.port);
+                let a = SocketAddr::new(ip, t.srv.port);
                 out.push(
                     Endpoint::new(format!("{}://{a}{}", self.scheme, self.path))
                         .with_weight(weight)
-                        .with_hostname(host),
+                        .with_hostname(t.host.as_str()),
                 );
             }
         }
@@ -552,5 +605,43 @@ mod tests {
         }
         assert!(Dns::new("x", 1).path("nope").validate().is_err());
         assert!(Dns::new("", 1).validate().is_err());
+    }
+
+    #[cfg(feature = "srv")]
+    #[tokio::test(start_paused = true)]
+    async fn srv_targets_are_looked_up_at_once_each_within_the_limit() {
+        let started = tokio::time::Instant::now();
+        let lookups = lookup_all(
+            vec!["hangs-1.test", "slow.test", "hangs-2.test"],
+            LOOKUP_TIMEOUT,
+            |t: &&str| {
+                let t = *t;
+                async move {
+                    if t == "slow.test" {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        return Ok(vec![IpAddr::from([10, 0, 0, 1])]);
+                    }
+                    // As `getaddrinfo` with a resolver that never answers.
+                    std::future::pending().await
+                }
+            },
+        );
+        let found = tokio::time::timeout(Duration::from_secs(600), lookups)
+            .await
+            .expect("every lookup is bounded");
+        assert_eq!(
+            started.elapsed(),
+            LOOKUP_TIMEOUT,
+            "at once, not one after the other"
+        );
+        let found: Vec<(&str, bool)> = found.iter().map(|(t, r)| (*t, r.is_ok())).collect();
+        assert_eq!(
+            found,
+            [
+                ("hangs-1.test", false),
+                ("slow.test", true),
+                ("hangs-2.test", false)
+            ]
+        );
     }
 }

@@ -149,8 +149,8 @@ pub(crate) struct Picked<S> {
     pub(crate) slot: Arc<Slot<S>>,
     pool: Pool<S>,
     started: Instant,
-    /// A cancelled attempt (hedge lost, request timed out) still tells how
-    /// long the endpoint took at least.
+    /// A cancelled attempt (hedge lost, caller gone) still tells how long
+    /// the endpoint took at least.
     observe_on_drop: bool,
 }
 
@@ -575,8 +575,9 @@ where
         true
     }
 
-    /// Chooses an endpoint for an attempt, avoiding `tried` when another
-    /// one is available. Fails fast: never waits for an endpoint.
+    /// Chooses an endpoint for an attempt, never one of `tried` (a retry or
+    /// a hedge goes elsewhere, or not at all). Fails fast: never waits for
+    /// an endpoint.
     pub(crate) fn pick(
         &self,
         hash: Option<u64>,
@@ -618,43 +619,39 @@ where
         // A full endpoint (per-endpoint limits) found while acquiring.
         let mut full: Vec<usize> = Vec::new();
         let mut capped = false;
-        let passes = if tried.is_empty() { 1 } else { 2 };
-        for pass in 0..passes {
-            let avoid_tried = pass == 0 && !tried.is_empty();
-            // Every miss marks its endpoint full, so each pass ends by
-            // `slots.len() + 1` picks: all endpoints are tried before an
-            // `Overloaded`.
-            for _ in 0..=slots.len() {
-                let eligible = |i: usize| {
-                    let s = &slots[i];
-                    if s.weight() == 0 || full.contains(&i) {
-                        return false;
-                    }
-                    if filter_health && !s.in_rotation() {
-                        return false;
-                    }
-                    if avoid_tried && tried.iter().any(|t| Arc::ptr_eq(t, s)) {
-                        return false;
-                    }
-                    circuit
-                        .max_endpoint_pending
-                        .is_none_or(|max| s.pending.load(Ordering::Relaxed) < max)
-                };
-                let Some(i) = self.choose(&members, hash, eligible, now) else {
-                    break;
-                };
-                let slot = &slots[i];
-                if slot.try_acquire(circuit.max_endpoint_requests) {
-                    return Ok(Picked {
-                        slot: slot.clone(),
-                        pool: self.clone(),
-                        started: now,
-                        observe_on_drop: true,
-                    });
+        // Every miss marks its endpoint full, so this ends by
+        // `slots.len() + 1` picks: all endpoints are tried before an
+        // `Overloaded`.
+        for _ in 0..=slots.len() {
+            let eligible = |i: usize| {
+                let s = &slots[i];
+                if s.weight() == 0 || full.contains(&i) {
+                    return false;
                 }
-                capped = true;
-                full.push(i);
+                if filter_health && !s.in_rotation() {
+                    return false;
+                }
+                if tried.iter().any(|t| Arc::ptr_eq(t, s)) {
+                    return false;
+                }
+                circuit
+                    .max_endpoint_pending
+                    .is_none_or(|max| s.pending.load(Ordering::Relaxed) < max)
+            };
+            let Some(i) = self.choose(&members, hash, eligible, now) else {
+                break;
+            };
+            let slot = &slots[i];
+            if slot.try_acquire(circuit.max_endpoint_requests) {
+                return Ok(Picked {
+                    slot: slot.clone(),
+                    pool: self.clone(),
+                    started: now,
+                    observe_on_drop: true,
+                });
             }
+            capped = true;
+            full.push(i);
         }
         let any_pending_cap = circuit.max_endpoint_pending.is_some_and(|max| {
             slots
@@ -666,6 +663,18 @@ where
         } else {
             Err(NoHealthyEndpoint::new(shared.name.clone()).into())
         }
+    }
+
+    /// Whether the pool has an endpoint taking traffic that is not one of
+    /// `tried`, health aside (the pick that follows sees to that): a cheap
+    /// check before waiting to retry.
+    pub(crate) fn has_untried(&self, tried: &[Arc<Slot<S>>]) -> bool {
+        self.shared
+            .members
+            .load()
+            .slots
+            .iter()
+            .any(|s| s.weight() > 0 && !tried.iter().any(|t| Arc::ptr_eq(t, s)))
     }
 
     fn choose(

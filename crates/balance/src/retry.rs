@@ -19,7 +19,11 @@ use crate::error::BuildError;
 ///   [`non_idempotent`](Self::non_idempotent) is on;
 /// - the body can be sent again (see [`RetryBody`](crate::RetryBody));
 /// - fewer than [`max_retries`](Self::max_retries) retries were made;
-/// - the [`RetryBudget`] has a retry left.
+/// - the [`RetryBudget`] has a retry left;
+/// - an endpoint this request has not tried takes traffic: a retry never
+///   goes back to an endpoint that failed it (so a pool of one endpoint
+///   does not retry), and is counted (budget, `on_retry`) only once it
+///   has one.
 ///
 /// The default retries twice on connect failures, other failures (a reset
 /// connection) and 502/503/504, within a budget of 20% plus 10 per second, with 10 ms →
@@ -277,7 +281,11 @@ impl Hedge {
     }
 
     /// Hedge after the `q` quantile (e.g. `0.95`) of this route's recent
-    /// successful attempt latencies; `initial` until 20 have been seen.
+    /// attempt latencies; `initial` until 20 have been seen. Successful
+    /// attempts count, and so, as lower bounds, do first attempts that a
+    /// hedge beat and attempts that timed out: the slow tail that hedging
+    /// hides must stay in the distribution, or the quantile would keep
+    /// falling and ever more requests be hedged.
     pub fn percentile(q: f64, initial: Duration) -> Self {
         Self {
             delay: HedgeDelay::Percentile { q, initial },

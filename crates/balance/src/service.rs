@@ -179,14 +179,49 @@ where
         };
         let pool = self.pool.clone();
         let route = self.route.clone();
-        match route.timeout {
-            None => ResponseFuture::inner(dispatch(pool, route, req, admission)),
-            Some(t) => ResponseFuture::inner(async move {
-                tokio::time::timeout(t, dispatch(pool, route, req, admission))
-                    .await
-                    .unwrap_or_else(|_| Err(Timeout::request(t).into()))
-            }),
-        }
+        // The deadline is kept inside, by each wait, rather than by
+        // dropping the whole request when it passes: an attempt it cuts
+        // short must be recorded as a timeout of its endpoint, or one that
+        // accepts and never answers is never ejected when the deadline is
+        // shorter than the attempt's own timeout.
+        let deadline = route.timeout.and_then(Deadline::after);
+        ResponseFuture::inner(dispatch(pool, route, req, admission, deadline))
+    }
+}
+
+/// The whole request's deadline ([`BalanceBuilder::timeout`]).
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    at: tokio::time::Instant,
+    after: Duration,
+}
+
+impl Deadline {
+    /// `None` when `after` is too far off to be represented: no deadline.
+    fn after(after: Duration) -> Option<Self> {
+        let at = tokio::time::Instant::now().checked_add(after)?;
+        Some(Self { at, after })
+    }
+
+    fn passed(&self) -> bool {
+        tokio::time::Instant::now() >= self.at
+    }
+
+    fn error(&self) -> BoxError {
+        Timeout::request(self.after).into()
+    }
+}
+
+/// `f`, failed with the request's [`Timeout`] if the deadline passes first.
+async fn within<T>(
+    deadline: Option<Deadline>,
+    f: impl Future<Output = Result<T, BoxError>>,
+) -> Result<T, BoxError> {
+    match deadline {
+        None => f.await,
+        Some(d) => tokio::time::timeout_at(d.at, f)
+            .await
+            .unwrap_or_else(|_| Err(d.error())),
     }
 }
 
@@ -196,6 +231,7 @@ async fn dispatch<S, C, B, RB>(
     route: Arc<Route<C>>,
     req: Request<B>,
     _admission: Admission<S>,
+    deadline: Option<Deadline>,
 ) -> Result<Response<RB>, BoxError>
 where
     S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
@@ -210,7 +246,7 @@ where
     let hash = pool.request_hash(&parts);
     let method_allows = route.retry.method_allows(&parts.method);
     let body = if route.buffer_limit > 0 && route.retry.max_retries > 0 && method_allows {
-        ReplaySource::buffered(body, route.buffer_limit).await?
+        within(deadline, ReplaySource::buffered(body, route.buffer_limit)).await?
     } else {
         ReplaySource::streaming(body)
     };
@@ -218,24 +254,21 @@ where
     let hedge = route.hedge.is_some() && is_safe_read(&parts) && body.is_replayable();
 
     let mut tried: Vec<Arc<Slot<S>>> = Vec::new();
-    let mut previous: Option<Result<Response<RB>, BoxError>> = None;
+    let mut picked = pool.pick(hash, &[])?;
+    let Some(mut attempt_body) = body.attempt() else {
+        picked.release();
+        return Err(BodyConsumed.into());
+    };
     let mut retries = 0u32;
     loop {
-        let picked = match pool.pick(hash, &tried) {
-            Ok(p) => p,
-            // A retry that finds no endpoint answers with the failure it
-            // was retrying.
-            Err(e) => return previous.unwrap_or(Err(e)),
-        };
-        let Some(attempt_body) = body.attempt() else {
-            picked.release();
-            return previous.unwrap_or_else(|| Err(BodyConsumed.into()));
-        };
         tried.push(picked.slot.clone());
         let req = Request::from_parts(parts.clone(), attempt_body);
         let (result, outcome) = if hedge && retries == 0 {
             let sent = tried.len();
-            let done = hedged(&pool, &route, picked, req, hash, &body, &parts, &mut tried).await;
+            let done = hedged(
+                &pool, &route, picked, req, hash, &body, &parts, &mut tried, deadline,
+            )
+            .await;
             if tried.len() > sent {
                 // The hedge was an extra attempt: it counts as a retry, so
                 // a hedged request makes at most `max_retries + 1` attempts
@@ -244,18 +277,47 @@ where
             }
             done
         } else {
-            attempt(&route, picked, req).await
+            attempt(&route, picked, req, deadline).await
         };
 
+        // A retry goes to an endpoint this request has not tried: with
+        // none left (a pool of one, or all tried) there is no retry, and
+        // no back-off spent waiting for one.
         let retry = outcome.is_failure()
             && retries < route.retry.max_retries
             && route.retry.on.matches(outcome)
             && (method_allows || outcome == Outcome::ConnectFailure)
-            && body.attempt().is_some();
+            && body.attempt().is_some()
+            && !deadline.is_some_and(|d| d.passed())
+            && pool.has_untried(&tried);
         if !retry {
             return result;
         }
+        if !route.budget_left_now() {
+            tracing::debug!(pool = %pool.name(), ?outcome, "retry budget exhausted: not retrying");
+            return result;
+        }
+        let delay = route.retry.backoff.delay(retries, ThreadRandom.unit());
+        if !delay.is_zero() {
+            let wait = async {
+                tokio::time::sleep(delay).await;
+                Ok(())
+            };
+            within(deadline, wait).await?;
+        }
+        // Only now is the retry sure to happen, so only now is it spent
+        // from the budget and counted: the metric counts retries sent.
+        let Ok(next) = pool.pick(hash, &tried) else {
+            // No untried endpoint takes traffic: the answer is the failure
+            // that was to be retried.
+            return result;
+        };
+        let Some(next_body) = body.attempt() else {
+            next.release();
+            return result;
+        };
         if !route.withdraw() {
+            next.release();
             tracing::debug!(pool = %pool.name(), ?outcome, "retry budget exhausted: not retrying");
             return result;
         }
@@ -263,11 +325,8 @@ where
         if let Some(f) = &route.on_retry {
             f();
         }
-        previous = Some(result);
-        let delay = route.retry.backoff.delay(retries, ThreadRandom.unit());
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        picked = next;
+        attempt_body = next_body;
         retries += 1;
     }
 }
@@ -277,12 +336,18 @@ async fn attempt<S, C, B, RB>(
     route: &Route<C>,
     picked: Picked<S>,
     req: Request<RetryBody<B>>,
+    deadline: Option<Deadline>,
 ) -> Attempted<RB>
 where
     S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     C: Classify,
 {
+    if let Some(d) = deadline.filter(Deadline::passed) {
+        // Nothing was sent, so nothing to hold against the endpoint.
+        picked.release();
+        return (Err(d.error()), Outcome::Ignore);
+    }
     let mut svc = picked.slot.service().clone();
     let started = now();
     let call = async {
@@ -300,11 +365,24 @@ where
         drop(waiting);
         svc.call(req).await.map_err(Into::into)
     };
-    let result = match route.attempt_timeout {
+    // The attempt's own timeout, or the request's deadline when that comes
+    // first: cut short by either, the attempt is the endpoint's timeout.
+    // (A request dropped by its caller drops this attempt unrecorded: the
+    // client going away is not the endpoint's fault.)
+    let own = route.attempt_timeout.and_then(|t| {
+        let at = tokio::time::Instant::now().checked_add(t)?;
+        Some((at, Timeout::attempt(t)))
+    });
+    let request = deadline.map(|d| (d.at, Timeout::request(d.after)));
+    let limit = match (own, request) {
+        (Some(own), Some(request)) => Some(if request.0 <= own.0 { request } else { own }),
+        (own, request) => own.or(request),
+    };
+    let result = match limit {
         None => call.await,
-        Some(t) => tokio::time::timeout(t, call)
+        Some((at, timeout)) => tokio::time::timeout_at(at, call)
             .await
-            .unwrap_or_else(|_| Err(Timeout::attempt(t).into())),
+            .unwrap_or_else(|_| Err(timeout.into())),
     };
     let outcome = match &result {
         Ok(rsp) => route.classify.classify_response(rsp),
@@ -312,7 +390,10 @@ where
         Err(e) if e.is::<Timeout>() => Outcome::Timeout,
         Err(e) => route.classify.classify_error(&**e),
     };
-    if outcome == Outcome::Success && route.hedge.is_some() {
+    // A timed-out attempt took this long at least: kept as a lower bound,
+    // or the slow tail would be missing from the percentile that hedging
+    // waits for. (A failure's time says nothing of an answer's.)
+    if route.hedge.is_some() && matches!(outcome, Outcome::Success | Outcome::Timeout) {
         route
             .latencies
             .record(now().saturating_duration_since(started));
@@ -333,26 +414,27 @@ async fn hedged<S, C, B, RB>(
     body: &ReplaySource<B>,
     parts: &Parts,
     tried: &mut Vec<Arc<Slot<S>>>,
+    deadline: Option<Deadline>,
 ) -> Attempted<RB>
 where
     S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     C: Classify,
 {
-    let mut first = pin!(attempt(route, picked, req));
+    let started = now();
+    let mut first = pin!(attempt(route, picked, req, deadline));
     let delay = route.hedge_delay();
     match select(first.as_mut(), pin!(tokio::time::sleep(delay))).await {
         Either::Left((done, _)) => return done,
         Either::Right(((), _)) => {}
     }
-    let second = match pool.pick(hash, tried) {
-        Ok(p) if !tried.iter().any(|t| Arc::ptr_eq(t, &p.slot)) => p,
-        Ok(p) => {
-            // Only the endpoint already waited on: nothing to hedge with.
-            p.release();
-            return first.await;
-        }
-        Err(_) => return first.await,
+    if deadline.is_some_and(|d| d.passed()) {
+        // No time left for a second attempt; the first ends now.
+        return first.await;
+    }
+    // Never the endpoint already waited on: nothing to hedge with then.
+    let Ok(second) = pool.pick(hash, tried) else {
+        return first.await;
     };
     let Some(second_body) = body.attempt() else {
         second.release();
@@ -370,16 +452,26 @@ where
     let second = pin!(attempt(
         route,
         second,
-        Request::from_parts(parts.clone(), second_body)
+        Request::from_parts(parts.clone(), second_body),
+        deadline,
     ));
     // The loser is dropped, which cancels it.
     match select(first, second).await {
-        Either::Left((done, other)) | Either::Right((done, other)) => {
-            if done.1.is_failure() {
-                other.await
-            } else {
-                done
-            }
+        Either::Left((done, other)) | Either::Right((done, other)) if done.1.is_failure() => {
+            other.await
+        }
+        Either::Left((done, _)) => done,
+        Either::Right((done, _)) => {
+            // The first attempt lost: it took this long at least. Kept as a
+            // lower bound, or only the hedges' fast answers would be
+            // measured, the percentile would keep falling and hedging grow
+            // until it spent the whole retry budget. (A second attempt
+            // that loses is not kept: it started late, so its time says
+            // little, and the first one's answer was measured.)
+            route
+                .latencies
+                .record(now().saturating_duration_since(started));
+            done
         }
     }
 }
@@ -397,6 +489,13 @@ impl<C> Route<C> {
         if let Some(b) = &self.budget {
             b.lock().deposit(now());
         }
+    }
+
+    /// Whether the budget has a retry left, without taking it.
+    fn budget_left_now(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_none_or(|b| b.lock().balance(now()) >= 1.0)
     }
 
     fn withdraw(&self) -> bool {
@@ -445,6 +544,9 @@ impl<S, C> BalanceBuilder<S, C> {
 
     /// The whole request's deadline, attempts and back-off included;
     /// expiry fails it with [`Timeout`](crate::error::Timeout). Default none.
+    /// An attempt it cuts short is recorded as a [`Outcome::Timeout`] of
+    /// its endpoint (for passive health), as its own timeout would be; a
+    /// request dropped by its caller is not held against the endpoint.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
@@ -464,7 +566,7 @@ impl<S, C> BalanceBuilder<S, C> {
         self
     }
 
-    /// Calls `f` each time a request is retried on another endpoint (for a
+    /// Calls `f` each time a retry (or a hedge) is sent to another endpoint (for a
     /// retries counter: the gateway feeds `towergate_retries_total{route}`).
     pub fn on_retry(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
         self.on_retry = Some(Arc::new(f));

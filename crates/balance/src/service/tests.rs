@@ -937,3 +937,170 @@ async fn an_ignored_outcome_still_raises_the_latency_estimate() {
     let a = pool.snapshot().into_iter().next().unwrap();
     assert!(a.ewma_ms >= 190.0, "{a:?}");
 }
+
+/// A request deadline shorter than the attempts' own timeout: an attempt
+/// it cuts short is a timeout of the endpoint, so one that accepts and
+/// never answers is ejected instead of failing its share of requests for
+/// ever.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_cut_short_by_the_request_deadline_counts_against_its_endpoint() {
+    let fake = Fake::with(&[("a", Mode::Hang), ("b", Mode::Ok)]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(
+            Ejection::default()
+                .consecutive_failures(2)
+                .base_time(Duration::from_secs(60)),
+        )
+        .build()
+        .unwrap();
+    let b = Balance::builder(pool.clone())
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(match send(&b, get()).await {
+            Ok(rsp) => rsp.status().as_u16(),
+            Err(e) => {
+                let t = cause_ref::<Timeout>(&*e).expect("typed timeout");
+                assert!(!t.is_attempt(), "the request's deadline");
+                504
+            }
+        });
+    }
+    assert!(
+        statuses[10..].iter().all(|s| *s == 200),
+        "the last ten: {statuses:?}"
+    );
+    let a = pool.snapshot().into_iter().find(|s| s.url == "a").unwrap();
+    assert_eq!(a.status, Status::Ejected, "{a:?}");
+    assert_eq!((a.failures, fake.hits("a")), (2, 2), "{a:?}");
+}
+
+/// A caller that goes away is not the endpoint's fault: the attempt it
+/// abandons is no failure (only a lower bound of its latency).
+#[tokio::test(start_paused = true)]
+async fn a_request_its_caller_drops_is_not_held_against_the_endpoint() {
+    let fake = Fake::with(&[("a", Mode::Hang)]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::default().consecutive_failures(1))
+        .build()
+        .unwrap();
+    let b = Balance::builder(pool.clone())
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let gone = tokio::time::timeout(Duration::from_millis(100), send(&b, get())).await;
+        assert!(gone.is_err(), "still waiting when the caller left");
+    }
+    let a = pool.snapshot().into_iter().next().unwrap();
+    assert_eq!(a.status, Status::Healthy, "{a:?}");
+    assert_eq!((a.failures, a.consecutive_failures), (0, 0), "{a:?}");
+    assert!(a.ewma_ms >= 90.0, "{a:?}");
+    assert_eq!(a.in_flight, 0, "{a:?}");
+}
+
+/// Percentile hedging measures the first attempts it hedges away too (as
+/// lower bounds): were only the winners measured, the slow tail would
+/// vanish from the distribution, the percentile would fall to the fast
+/// endpoint's latency and every request would be hedged.
+#[tokio::test(start_paused = true)]
+async fn percentile_hedging_keeps_the_slow_tail_it_hedges_away() {
+    let fake = Fake::with(&[
+        ("a", Mode::Delay(Duration::from_secs(1))),
+        ("b", Mode::Delay(Duration::from_millis(10))),
+    ]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .build()
+        .unwrap();
+    let b = Balance::builder(pool)
+        .hedge(Hedge::percentile(0.9, Duration::from_millis(100)))
+        .retry(RetryPolicy::default().budget(None))
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        assert_eq!(send(&b, get()).await.unwrap().status(), 200);
+    }
+    let p90 = b
+        .route
+        .latencies
+        .quantile(0.9, crate::retry::HEDGE_MIN_SAMPLES)
+        .unwrap();
+    assert!(
+        p90 >= Duration::from_millis(100) && p90 <= Duration::from_millis(1250),
+        "{p90:?}"
+    );
+
+    // Attempts cut short by a timeout took that long at least, too.
+    let fake = Fake::with(&[("a", Mode::Hang), ("b", Mode::Hang)]);
+    let pool = fake.pool(Algorithm::RoundRobin).build().unwrap();
+    let b = Balance::builder(pool)
+        .hedge(Hedge::percentile(0.9, Duration::from_millis(100)))
+        .attempt_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        assert!(send(&b, get()).await.is_err());
+    }
+    let p50 = b.route.latencies.quantile(0.5, 20).unwrap();
+    assert!(p50 >= Duration::from_millis(300), "{p50:?}");
+}
+
+/// A retry goes to an endpoint the request has not tried, or does not
+/// happen; the retries counter and the budget count only retries sent.
+#[tokio::test(start_paused = true)]
+async fn a_retry_goes_to_an_untried_endpoint_or_not_at_all() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let counted = |pool| {
+        let retries = Arc::new(AtomicUsize::new(0));
+        let r = retries.clone();
+        let b = Balance::builder(pool)
+            .retry(
+                RetryPolicy::default()
+                    .max_retries(3)
+                    .backoff(Duration::ZERO, Duration::ZERO),
+            )
+            .on_retry(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .unwrap();
+        (b, retries)
+    };
+
+    // One endpoint: nowhere else to go, so no retry.
+    let fake = Fake::with(&[("a", Mode::Status(503))]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .build()
+        .unwrap();
+    let (b, retries) = counted(pool);
+    let before = b.budget_left().unwrap();
+    for _ in 0..5 {
+        assert_eq!(send(&b, get()).await.unwrap().status(), 503);
+    }
+    assert_eq!(fake.hits("a"), 5);
+    assert_eq!(retries.load(Ordering::SeqCst), 0);
+    assert!(b.budget_left().unwrap() >= before, "nothing spent");
+
+    // Two: one retry each, on the other one, whatever `max_retries` allows.
+    let fake = Fake::with(&[("a", Mode::Status(503)), ("b", Mode::Status(503))]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .ejection(Ejection::disabled())
+        .build()
+        .unwrap();
+    let (b, retries) = counted(pool);
+    for _ in 0..5 {
+        assert_eq!(send(&b, get()).await.unwrap().status(), 503);
+    }
+    assert_eq!((fake.hits("a"), fake.hits("b")), (5, 5));
+    assert_eq!(retries.load(Ordering::SeqCst), 5);
+}
