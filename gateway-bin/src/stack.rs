@@ -117,11 +117,15 @@ impl Stack {
     /// Starts the DNS and SRV endpoints of this stack's pools from those of
     /// `previous` (the stack a reload replaces), pool by pool with the same
     /// key: a reload then neither empties a pool until its first lookup nor
-    /// leaves it empty when that lookup fails.
+    /// leaves it empty when that lookup fails; and each endpoint's health,
+    /// ejection and latency estimate with them.
     pub(crate) fn adopt_resolved(&self, previous: &Stack) {
         for (key, pool) in &self.pools {
             if let Some((_, old)) = previous.pools.iter().find(|(k, _)| k == key) {
                 pool.adopt_resolved(old);
+                // Health and ejections too: a reload (a SIGHUP for log
+                // rotation included) must not put a dead endpoint back.
+                pool.adopt_state(old);
             }
         }
     }

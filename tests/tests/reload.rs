@@ -450,3 +450,54 @@ async fn turning_http2_on_waits_for_the_restart_on_tls_listeners_too() {
     assert_eq!(rsp.version(), reqwest::Version::HTTP_11);
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_an_ejected_endpoint_out() {
+    // A reload (the SIGHUP of a log rotation included) builds new pools:
+    // the endpoints' health and ejections come over with them.
+    let good = spawn_upstream(echo_router("good")).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let text = format!(
+        r#"listen: "127.0.0.1:0"
+upstreams:
+  app:
+    endpoints: ["{}", "http://{dead}"]
+    balance: round_robin
+    ejection: {{ consecutive_failures: 1, base_time: "5m", max_time: "5m", max_ejected_ratio: 0.5 }}
+routes:
+  - name: svc
+    match: {{ path_prefix: "/" }}
+    upstream: app
+"#,
+        good.url()
+    );
+    let (gw, path) = start_from_file("keep-ejected", &text).await;
+    let addr = gw.local_addrs()[0];
+    let ejected = |gw: &towergate::RunningGateway| {
+        gw.live()
+            .stack()
+            .upstream_states()
+            .into_iter()
+            .flat_map(|(_, eps)| eps)
+            .any(|e| e.url.contains(&dead.to_string()) && e.ejected_for_ms.is_some())
+    };
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ejected(&gw) {
+        assert!(
+            Instant::now() < deadline,
+            "the dead endpoint was never ejected"
+        );
+        let _ = c.get(format!("http://{addr}/x")).send().await;
+    }
+    // The same file again, as a SIGHUP would.
+    assert!(matches!(
+        reload_now(&path, &gw.live()),
+        ReloadOutcome::Applied { .. }
+    ));
+    assert!(ejected(&gw), "the reload put the dead endpoint back");
+    gw.shutdown().await;
+}

@@ -343,8 +343,9 @@ where
     /// that the new pool serves at once instead of after its first lookup,
     /// and keeps serving if that lookup fails. A source that has already
     /// resolved here is left as it is; the next lookup replaces what was
-    /// taken over, as it would any earlier answer. Health, load and
-    /// ejection state start over. Returns how many endpoints were taken.
+    /// taken over, as it would any earlier answer. Their health and
+    /// ejection state come over with [`adopt_state`](Self::adopt_state).
+    /// Returns how many endpoints were taken.
     pub fn adopt_resolved(&self, previous: &Pool<S>) -> usize {
         if Arc::ptr_eq(&self.shared, &previous.shared) {
             return 0;
@@ -383,6 +384,57 @@ where
             tracing::debug!(pool = %self.shared.name, taken, "resolved endpoints taken over from the previous pool");
         }
         taken
+    }
+
+    /// Carries each endpoint's state over from `previous` (the pool a
+    /// reload replaces) to the endpoints of this pool with the same URL:
+    /// its outlier ejection (and the back-off of its next one) when this
+    /// pool ejects too, its active-check record when this pool checks too,
+    /// and its latency estimate. A reload (a SIGHUP for log rotation
+    /// included) would otherwise put an endpoint found dead back in
+    /// rotation until checks or failures found it again. Call it after
+    /// [`adopt_resolved`](Self::adopt_resolved), which brings the resolved
+    /// endpoints over. Returns how many endpoints were carried over.
+    pub fn adopt_state(&self, previous: &Pool<S>) -> usize {
+        if Arc::ptr_eq(&self.shared, &previous.shared) {
+            return 0;
+        }
+        let old = previous.shared.members.load_full();
+        let _g = self.shared.update.lock();
+        let current = self.shared.members.load_full();
+        let ejects = self.shared.ejection.enabled;
+        let checks = self.shared.health.is_some() && previous.shared.health.is_some();
+        let mut carried = 0;
+        for slot in &current.slots {
+            let Some(o) = old
+                .slots
+                .iter()
+                .find(|o| o.endpoint.url() == slot.endpoint.url())
+            else {
+                continue;
+            };
+            if ejects {
+                let outlier = *o.outlier.lock();
+                *slot.outlier.lock() = outlier;
+                slot.ejected
+                    .store(o.ejected.load(Ordering::Acquire), Ordering::Release);
+            }
+            if checks {
+                let record = {
+                    let a = o.active.lock();
+                    (a.health, a.last_status, a.last_error.clone())
+                };
+                let mut b = slot.active.lock();
+                (b.health, b.last_status, b.last_error) = record;
+                slot.active_ok
+                    .store(o.active_ok.load(Ordering::Acquire), Ordering::Release);
+            }
+            let ewma = *o.ewma.lock();
+            *slot.ewma.lock() = ewma;
+            carried += 1;
+        }
+        Self::count_degraded(&self.shared, &current);
+        carried
     }
 
     /// Re-resolves every DNS (and SRV) source now, instead of waiting for
