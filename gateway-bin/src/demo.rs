@@ -218,8 +218,9 @@ pub struct Demo {
     pub gateway: crate::RunningGateway,
     /// The configuration it runs, with addresses filled in.
     pub config: String,
-    /// Addresses of the users, orders and notifications services.
-    pub services: [SocketAddr; 3],
+    /// Addresses of the users service's two instances, then of the orders
+    /// and notifications services.
+    pub services: [SocketAddr; 4],
     /// A JWT the demo's `account` route accepts (HS256, valid for a day).
     pub token: String,
 }
@@ -246,7 +247,7 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error
     Ok(Demo {
         gateway,
         config,
-        services: [users, orders, notifications],
+        services: [users, users2, orders, notifications],
         token,
     })
 }
@@ -326,8 +327,8 @@ pub fn curl_lines(addr: SocketAddr, token: &str) -> Vec<(String, &'static str)> 
             "Cache-Status: miss then hit (the second never reaches the service); no Server header",
         ),
         (
-            format!("curl -s --compressed -D - -o /dev/null http://{addr}/catalog"),
-            "Content-Encoding: br (or gzip/zstd, as the client asks)",
+            format!("curl -s -H 'Accept-Encoding: br' -D - -o /dev/null http://{addr}/catalog"),
+            "Content-Encoding: br (gzip or zstd when asked for those)",
         ),
         (
             format!(
@@ -361,9 +362,11 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error + S
         .first()
         .copied()
         .unwrap_or(listen);
-    let [users, orders, notifications] = demo.services;
+    let [users, users2, orders, notifications] = demo.services;
     println!("towergate demo: gateway on http://{addr}");
-    println!("  demo services: users {users}, orders {orders}, notifications {notifications}");
+    println!(
+        "  demo services: users {users} and {users2} (balanced), orders {orders}, notifications {notifications}"
+    );
     println!("configuration:{}", demo.config);
     println!("try:");
     for (line, what) in curl_lines(addr, &demo.token) {

@@ -52,7 +52,7 @@ enum Command {
     /// Validate a configuration file and print every error with its path.
     Check {
         /// The configuration file.
-        #[arg(short, long)]
+        #[arg(short, long, env = "TOWERGATE_CONFIG")]
         config: PathBuf,
     },
     /// Run the gateway with an embedded configuration in front of three
@@ -109,7 +109,9 @@ fn main() -> ExitCode {
             Command::Demo { listen } => match towergate::demo::run(listen).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("demo failed: {e}");
+                    eprintln!(
+                        "demo failed: {e} (another port: towergate demo --listen 127.0.0.1:PORT)"
+                    );
                     ExitCode::FAILURE
                 }
             },
@@ -139,9 +141,14 @@ fn check(path: PathBuf) -> ExitCode {
     });
     match compiled {
         Ok((routes, listeners)) => {
+            let plural = |n: usize, one: &str, many: &str| {
+                format!("{n} {}", if n == 1 { one } else { many })
+            };
             println!(
-                "{}: ok ({routes} routes, {listeners} listeners)",
-                path.display()
+                "{}: ok ({}, {})",
+                path.display(),
+                plural(routes, "route", "routes"),
+                plural(listeners, "listener", "listeners")
             );
             ExitCode::SUCCESS
         }
@@ -167,6 +174,13 @@ async fn run(path: PathBuf) -> ExitCode {
         }
     };
     raise_open_files_limit(compiled.server.max_connections);
+    tracing::info!(
+        file = %path.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        routes = compiled.config.routes.len(),
+        listeners = compiled.listeners.len(),
+        "configuration loaded"
+    );
     let gateway = match towergate::start(compiled).await {
         Ok(g) => g,
         Err(e) => {
@@ -272,6 +286,9 @@ fn init_tracing(
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    // Colours for a terminal only: not in journald, `docker
+                    // logs` or a file.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_filter(log_filter(filter)),
             )
             .init(),
