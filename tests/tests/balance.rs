@@ -274,7 +274,7 @@ fn bad_balance_config_names_its_path() {
         ),
         (
             "upstreams: { u: { url: \"http://127.0.0.1:1\", retry: { max_retries: 1 } } }",
-            "upstreams.u",
+            "upstreams.u.retry",
         ),
         (
             "upstreams: { u: { endpoints: [\"http://127.0.0.1:1\"], retry: { on: [teapot] } } }",

@@ -258,6 +258,120 @@ fn each_kind_of_bad_config_names_its_path() {
             "admin.listen",
             "already bound by `listen`",
         ),
+        (
+            // Only a DNS pool: no proxy is built at load to refuse it.
+            format!(
+                "listen: \"127.0.0.1:1\"\nserver: {{ via: \"tower gate\" }}\nupstreams:\n  d: {{ dns: {{ host: svc.local, port: 80 }} }}\nroutes:\n  - name: a\n    upstream: d\n"
+            ),
+            "server.via",
+            "not a token",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nobservability:\n  tracing: {{ otlp_endpoint: \"https://c:4317\", protocol: grpc }}\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "observability.tracing.otlp_endpoint",
+            "plaintext only",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u: {{ endpoints: [\"http://a:1\"], health_check: {{ interval: \"0s\" }} }}\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
+            "upstreams.u.health_check.interval",
+            "more than 0",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u: {{ endpoints: [\"http://a:1\"], request_timeout: \"0s\" }}\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
+            "upstreams.u.request_timeout",
+            "more than 0",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u: {{ endpoints: [\"http://a:1\"], retry: {{ budget_ratio: 2000 }} }}\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
+            "upstreams.u.retry.budget_ratio",
+            "between 0 and 1000",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  s: {{ srv: {{ name: _http._tcp.svc.local, interval: \"0s\" }} }}\nroutes:\n  - name: a\n    upstream: s\n"
+            ),
+            "upstreams.s.srv.interval",
+            "more than 0",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u: {{ url: \"http://a:1\", retry: {{ max_retries: 1 }} }}\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
+            "upstreams.u.retry",
+            "`endpoints`, `dns` or `srv`",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nupstreams:\n  u: {{ endpoints: [\"http://a:1\"], tls: {{ server_name: a }} }}\nroutes:\n  - name: a\n    upstream: u\n"
+            ),
+            "upstreams.u.tls",
+            "no https:// endpoint",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    aggregate:\n      deadline: \"0s\"\n      calls: [{{ name: x, upstream: \"http://a:1\", path: /x }}]\n"
+            ),
+            "routes[0].aggregate.deadline",
+            "more than 0",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    aggregate:\n      max_response_size: 0\n      calls: [{{ name: x, upstream: \"http://a:1\", path: /x }}]\n"
+            ),
+            "routes[0].aggregate.max_response_size",
+            "at least 1",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nrate_limiting:\n  store: redis\n  redis: {{ url: \"redis://127.0.0.1:6379\", timeout: \"0s\" }}\nroutes:\n{GOOD_ROUTE}    rate_limit: {{ limits: [{{ rate: \"10/s\" }}] }}\n"
+            ),
+            "rate_limiting.redis.timeout",
+            "more than 0",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nrate_limiting:\n  store: redis\n  redis: {{ url: \"redis://127.0.0.1:6379\", connect_timeout: \"0s\" }}\nroutes:\n{GOOD_ROUTE}    rate_limit: {{ limits: [{{ rate: \"10/s\" }}] }}\n"
+            ),
+            "rate_limiting.redis.connect_timeout",
+            "more than 0",
+        ),
+        (
+            // No route rate-limits, or caches: checked all the same.
+            format!(
+                "listen: \"127.0.0.1:1\"\nrate_limiting: {{ max_keys: 0 }}\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "rate_limiting.max_keys",
+            "at least 1",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\ncache: {{ max_size: \"64 apples\" }}\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "cache.max_size",
+            "unit",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nobservability: {{ enabled: false, access_log: {{ format: jsonl }} }}\nroutes:\n{GOOD_ROUTE}"
+            ),
+            "observability.access_log.format",
+            "json, common or combined",
+        ),
+        (
+            format!(
+                "listen: \"127.0.0.1:1\"\nroutes:\n  - name: a\n    redirect: {{ to: \"https://b.example/\", port: 8443 }}\n"
+            ),
+            "routes[0].redirect.port",
+            "https: true",
+        ),
     ];
     for (yaml, path, needle) in cases {
         let e = errors(&yaml, Format::Yaml);
@@ -270,6 +384,54 @@ fn each_kind_of_bad_config_names_its_path() {
             "`{path}`: {:?} lacks {needle:?}",
             hit.message
         );
+    }
+}
+
+/// A pool's bad settings are all reported, each at its own path (the
+/// balancer, built after, reports only its first, at `endpoints`).
+#[test]
+fn a_pools_errors_are_all_reported_at_their_paths() {
+    let yaml = r#"listen: "127.0.0.1:1"
+upstreams:
+  u:
+    endpoints: ["http://127.0.0.1:1"]
+    health_check: { interval: "0s", timeout: "0s" }
+    ejection: { base_time: "0s", max_time: "0s" }
+    circuit_breaker: { max_requests: 0, max_endpoint_requests: 0 }
+  d:
+    dns: { host: svc.local, port: 80, interval: "0s" }
+routes:
+  - name: a
+    upstream: u
+"#;
+    let e = errors(yaml, Format::Yaml);
+    for p in [
+        "upstreams.u.health_check.interval",
+        "upstreams.u.health_check.timeout",
+        "upstreams.u.ejection.base_time",
+        "upstreams.u.ejection.max_time",
+        "upstreams.u.circuit_breaker.max_requests",
+        "upstreams.u.circuit_breaker.max_endpoint_requests",
+        "upstreams.d.dns.interval",
+    ] {
+        assert!(e.has_path(p), "missing {p} in {e}");
+    }
+}
+
+/// A setting checked at load and again by the builder that uses it (once
+/// per route for a shared store) is reported once.
+#[test]
+fn a_store_error_is_reported_once() {
+    let yaml = format!(
+        "listen: \"127.0.0.1:1\"\ncache: {{ max_size: \"64 apples\" }}\nrate_limiting:\n  store: redis\n  redis: {{ url: \"redis://127.0.0.1:6379\", timeout: soon }}\nroutes:\n{GOOD_ROUTE}    cache: {{ ttl: 1m }}\n    rate_limit: {{ limits: [{{ rate: \"10/s\" }}] }}\n{}    rate_limit: {{ limits: [{{ rate: \"10/s\" }}] }}\n",
+        GOOD_ROUTE
+            .replace("name: users", "name: other")
+            .replace("/users/", "/other/")
+    );
+    let e = errors(&yaml, Format::Yaml);
+    for p in ["cache.max_size", "rate_limiting.redis.timeout"] {
+        let n = e.errors.iter().filter(|err| err.path == p).count();
+        assert_eq!(n, 1, "{p} in {e}");
     }
 }
 

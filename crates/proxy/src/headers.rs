@@ -578,8 +578,11 @@ pub(crate) fn join_path(base: &str, pq: Option<&PathAndQuery>) -> String {
 }
 
 /// Whether `s` is an RFC 9110 token (the grammar of a `Via` pseudonym and of
-/// an unquoted `Forwarded` value).
-pub(crate) fn is_token(s: &str) -> bool {
+/// an unquoted `Forwarded` value): letters, digits and ``!#$%&'*+-.^_`|~``.
+/// [`ProxyBuilder::build`](crate::ProxyBuilder::build) refuses a `via` that
+/// is not one; public so that a configuration is checked by the same rule
+/// before any proxy is built.
+pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_tchar)
 }
 

@@ -106,5 +106,5 @@ mod upgrade;
 pub use body::{IdleTimeout, ResponseBody};
 pub use client::{Client, ClientBuilder};
 pub use error::BuildError;
-pub use headers::strip_connection_options;
+pub use headers::{is_token, strip_connection_options};
 pub use service::{Proxy, ProxyBuilder, RouteSettings};

@@ -39,6 +39,15 @@ impl ConfigError {
     }
 }
 
+/// Adds `e` unless the same error (path and message) is already there:
+/// `check_structure` reports some settings that a builder, run after it,
+/// reports again (a store shared by routes, once per route).
+pub(crate) fn push_new(errs: &mut Vec<ConfigError>, e: ConfigError) {
+    if !errs.contains(&e) {
+        errs.push(e);
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {

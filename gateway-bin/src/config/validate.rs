@@ -1,7 +1,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use super::schema::{Config, Route, Size, ValueMatch};
+use super::schema::{Config, Route, Size, StoreKind, TracingProtocol, Upstream, ValueMatch};
 use super::{ConfigError, ConfigErrors, parse_duration, parse_size};
 
 /// Checks everything that can be checked without building the stack, then
@@ -148,6 +149,21 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
                     towergate_core::url_without_password(&t.otlp_endpoint)
                 ),
             ));
+        } else if t.protocol == TracingProtocol::Grpc
+            && endpoint
+                .as_ref()
+                .and_then(|u| u.scheme_str())
+                .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+        {
+            // The gRPC exporter is built without TLS: it would fail at
+            // start and export would be off, with one log line.
+            errs.push(ConfigError::new(
+                "observability.tracing.otlp_endpoint",
+                format!(
+                    "`{}`: OTLP over gRPC is plaintext only (`http://collector:4317`); for an https:// collector use `protocol: http` (OTLP/HTTP protobuf)",
+                    towergate_core::url_without_password(&t.otlp_endpoint)
+                ),
+            ));
         }
         if t.service_name
             .as_deref()
@@ -160,8 +176,33 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         }
     }
 
+    // The access log is built only when observability and the log are
+    // on: its format is checked whatever they are, so turning them on by
+    // a reload cannot be what finds it wrong.
+    if let Some(f) = &cfg.observability.access_log.format
+        && !matches!(f.as_str(), "json" | "common" | "combined")
+    {
+        errs.push(ConfigError::new(
+            "observability.access_log.format",
+            format!("`{f}`: use json, common or combined"),
+        ));
+    }
+
     // Server.
     let s = &cfg.server;
+    // Checked by each proxy as it is built, so at the routes (or, with
+    // only `dns`/`srv` pools, at run time: every request a 503) if left
+    // to them.
+    if let Some(v) = &s.via
+        && !towergate_proxy::is_token(v)
+    {
+        errs.push(ConfigError::new(
+            "server.via",
+            format!(
+                "`{v}` is not a token: one word of letters, digits and !#$%&'*+-.^_`|~ (no spaces)"
+            ),
+        ));
+    }
     if let Some(v) = &s.header_read_timeout {
         check_positive_duration("server.header_read_timeout", v, errs);
     }
@@ -241,6 +282,12 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
         }
     }
 
+    // The response cache and the rate-limit stores are built only when a
+    // route uses them: checked here whatever the routes, so a reload that
+    // adds the first such route is not what finds them wrong.
+    check_cache_store(cfg, errs);
+    check_rate_limiting(cfg, errs);
+
     // Upstreams.
     for (name, u) in &cfg.upstreams {
         let p = format!("upstreams.{name}");
@@ -258,27 +305,31 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
             }
             (None, true) => errs.push(ConfigError::new(
                 format!("{p}.url"),
-                "give `url` or `endpoints`",
+                "give `url`, or a pool: `endpoints`, `dns` or `srv`",
             )),
             (Some(_), false) => errs.push(ConfigError::new(
                 format!("{p}.endpoints"),
                 "`url` and `endpoints` exclude each other",
             )),
         }
-        if !balanced
-            && (u.balance.is_some()
-                || u.hedge.is_some()
-                || u.request_timeout.is_some()
-                || u.health_check.is_some()
-                || u.ejection.is_some()
-                || u.circuit_breaker.is_some()
-                || u.retry.is_some())
-        {
-            errs.push(ConfigError::new(
-                p.clone(),
-                "balancing settings (balance, health_check, ejection, circuit_breaker, retry) need `endpoints`",
-            ));
+        // A single `url` is proxied without a pool: these would be ignored.
+        for (set, key) in [
+            (u.balance.is_some(), "balance"),
+            (u.hedge.is_some(), "hedge"),
+            (u.request_timeout.is_some(), "request_timeout"),
+            (u.health_check.is_some(), "health_check"),
+            (u.ejection.is_some(), "ejection"),
+            (u.circuit_breaker.is_some(), "circuit_breaker"),
+            (u.retry.is_some(), "retry"),
+        ] {
+            if set && !balanced {
+                errs.push(ConfigError::new(
+                    format!("{p}.{key}"),
+                    "applies only to a pool: give `endpoints`, `dns` or `srv` instead of `url`",
+                ));
+            }
         }
+        check_pool_settings(u, &p, errs);
         if let Some(v) = &u.connect_timeout {
             check_positive_duration(&format!("{p}.connect_timeout"), v, errs);
         }
@@ -292,15 +343,29 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
                     "`client_cert` and `client_key` go together",
                 ));
             }
-            if !u
-                .url
-                .as_deref()
-                .unwrap_or("https://")
-                .starts_with("https://")
+            // Used only by https:// endpoints (a pool's may be found by
+            // DNS, with `scheme: https`).
+            let https = |url: &str| {
+                url.get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+            };
+            let by_scheme = |s: Option<&String>| s.is_some_and(|s| s == "https");
+            if let Some(url) = &u.url
+                && !https(url)
             {
                 errs.push(ConfigError::new(
                     format!("{p}.tls"),
                     "TLS settings on an upstream whose URL is not https://",
+                ));
+            } else if u.url.is_none()
+                && balanced
+                && !u.endpoints.iter().any(|e| https(e.url()))
+                && !u.dns.as_ref().is_some_and(|d| by_scheme(d.scheme.as_ref()))
+                && !u.srv.as_ref().is_some_and(|d| by_scheme(d.scheme.as_ref()))
+            {
+                errs.push(ConfigError::new(
+                    format!("{p}.tls"),
+                    "TLS settings on a pool with no https:// endpoint (`endpoints` all http://, `dns`/`srv` without `scheme: https`): they would be ignored",
                 ));
             }
         }
@@ -440,11 +505,28 @@ fn check_target(cfg: &Config, r: &Route, p: &str, errs: &mut Vec<ConfigError>) {
             }
         }
         if let Some(t) = &a.deadline {
-            check_duration(&format!("{p}.aggregate.deadline"), t, errs);
+            check_positive_duration(&format!("{p}.aggregate.deadline"), t, errs);
         }
         if let Some(v) = &a.max_response_size {
-            check_size(&format!("{p}.aggregate.max_response_size"), v, errs);
+            check_positive_size(&format!("{p}.aggregate.max_response_size"), v, errs);
         }
+        if a.max_concurrent_calls == Some(0) {
+            errs.push(ConfigError::new(
+                format!("{p}.aggregate.max_concurrent_calls"),
+                "must be at least 1",
+            ));
+        }
+    }
+    // `port` is the HTTPS port of `https: true`; a `to` target carries its
+    // own, and the redirect would ignore this one.
+    if let Some(red) = &r.redirect
+        && red.port.is_some()
+        && red.to.is_some()
+    {
+        errs.push(ConfigError::new(
+            format!("{p}.redirect.port"),
+            "applies only with `https: true`; with `to`, write the port in its URL",
+        ));
     }
     let proxied = !r.upstream.is_empty();
     for (set, key) in [
@@ -522,6 +604,193 @@ fn check_positive_duration(path: &str, v: &str, errs: &mut Vec<ConfigError>) {
 fn check_size(path: &str, v: &Size, errs: &mut Vec<ConfigError>) {
     if let Err(e) = size_value(v) {
         errs.push(ConfigError::new(path, e));
+    }
+}
+
+/// A size that must not be zero.
+fn check_positive_size(path: &str, v: &Size, errs: &mut Vec<ConfigError>) {
+    match size_value(v) {
+        Ok(0) => errs.push(ConfigError::new(path, "must be at least 1 byte")),
+        Ok(_) => {}
+        Err(e) => errs.push(ConfigError::new(path, e)),
+    }
+}
+
+/// A count that must not be zero.
+fn check_at_least_one<N: Into<u64> + Copy>(path: &str, v: Option<N>, errs: &mut Vec<ConfigError>) {
+    if v.is_some_and(|n| n.into() == 0) {
+        errs.push(ConfigError::new(path, "must be at least 1"));
+    }
+}
+
+/// `cache`: the same rules as `policy::cache_store`.
+fn check_cache_store(cfg: &Config, errs: &mut Vec<ConfigError>) {
+    let mut size = |key: &str, v: &Option<Size>, default: u64| match v {
+        None => Some(default),
+        Some(v) => size_value(v)
+            .map_err(|e| errs.push(ConfigError::new(format!("cache.{key}"), e)))
+            .ok(),
+    };
+    let max = size("max_size", &cfg.cache.max_size, 64 << 20);
+    let entry = size("max_entry_size", &cfg.cache.max_entry_size, 1 << 20);
+    if let (Some(max), Some(entry)) = (max, entry)
+        && entry > max
+    {
+        errs.push(ConfigError::new(
+            "cache.max_entry_size",
+            "larger than `max_size`",
+        ));
+    }
+}
+
+/// `rate_limiting`: the rules of the in-memory and Redis stores.
+fn check_rate_limiting(cfg: &Config, errs: &mut Vec<ConfigError>) {
+    let rl = &cfg.rate_limiting;
+    if rl.max_keys == Some(0) {
+        errs.push(ConfigError::new(
+            "rate_limiting.max_keys",
+            "must be at least 1",
+        ));
+    }
+    let redis = rl.redis.as_ref();
+    if rl.store == StoreKind::Redis
+        && redis.and_then(|r| r.url.as_ref()).is_none()
+        && std::env::var("REDIS_URL").is_err()
+    {
+        errs.push(ConfigError::new(
+            "rate_limiting.redis.url",
+            "`store: redis` needs a URL (or the REDIS_URL environment variable)",
+        ));
+    }
+    let Some(r) = redis else {
+        return;
+    };
+    if let Some(v) = &r.timeout {
+        check_positive_duration("rate_limiting.redis.timeout", v, errs);
+    }
+    // Zero, no connection attempt ever completes: Redis is never used.
+    if let Some(v) = &r.connect_timeout {
+        check_positive_duration("rate_limiting.redis.connect_timeout", v, errs);
+    }
+    if let Some(prefix) = &r.prefix
+        && prefix.contains(['{', '}'])
+    {
+        errs.push(ConfigError::new(
+            "rate_limiting.redis.prefix",
+            format!(
+                "{prefix:?} contains a brace, which would change the keys' Redis Cluster hash tag"
+            ),
+        ));
+    }
+}
+
+/// The settings of a pool (`endpoints`, `dns`, `srv`) that the balancer
+/// refuses when it is built: there, every error but the first is lost and
+/// the zero values are reported at `endpoints` or `retry`. Checked here at
+/// their own paths, all of them, whether the upstream is a pool or not.
+fn check_pool_settings(u: &Upstream, p: &str, errs: &mut Vec<ConfigError>) {
+    if let Some(v) = u.dns.as_ref().and_then(|d| d.interval.as_ref()) {
+        check_positive_duration(&format!("{p}.dns.interval"), v, errs);
+    }
+    if let Some(v) = u.srv.as_ref().and_then(|d| d.interval.as_ref()) {
+        check_positive_duration(&format!("{p}.srv.interval"), v, errs);
+    }
+    if let Some(v) = &u.request_timeout {
+        check_positive_duration(&format!("{p}.request_timeout"), v, errs);
+    }
+    if let Some(h) = &u.health_check {
+        let hp = format!("{p}.health_check");
+        if let Some(v) = &h.interval {
+            check_positive_duration(&format!("{hp}.interval"), v, errs);
+        }
+        if let Some(v) = &h.timeout {
+            check_positive_duration(&format!("{hp}.timeout"), v, errs);
+        }
+        if let Some(path) = &h.path
+            && !path.starts_with('/')
+        {
+            errs.push(ConfigError::new(
+                format!("{hp}.path"),
+                format!("`{path}` does not start with `/`"),
+            ));
+        }
+        check_at_least_one(
+            &format!("{hp}.healthy_threshold"),
+            h.healthy_threshold,
+            errs,
+        );
+        check_at_least_one(
+            &format!("{hp}.unhealthy_threshold"),
+            h.unhealthy_threshold,
+            errs,
+        );
+    }
+    if let Some(e) = &u.ejection {
+        let ep = format!("{p}.ejection");
+        check_at_least_one(
+            &format!("{ep}.consecutive_failures"),
+            e.consecutive_failures,
+            errs,
+        );
+        let mut time = |key: &str, v: &Option<String>, default: Duration| match v {
+            None => Some(default),
+            Some(t) => {
+                let before = errs.len();
+                check_positive_duration(&format!("{ep}.{key}"), t, errs);
+                (errs.len() == before)
+                    .then(|| parse_duration(t).ok())
+                    .flatten()
+            }
+        };
+        let base = time("base_time", &e.base_time, Duration::from_secs(10));
+        let max = time("max_time", &e.max_time, Duration::from_secs(300));
+        if let (Some(base), Some(max)) = (base, max)
+            && max < base
+        {
+            let (key, msg) = if e.max_time.is_some() {
+                ("max_time", format!("shorter than `base_time` ({base:?})"))
+            } else {
+                (
+                    "base_time",
+                    format!("longer than `max_time` (default {max:?})"),
+                )
+            };
+            errs.push(ConfigError::new(format!("{ep}.{key}"), msg));
+        }
+        if let Some(r) = e.max_ejected_ratio
+            && !(0.0..=1.0).contains(&r)
+        {
+            errs.push(ConfigError::new(
+                format!("{ep}.max_ejected_ratio"),
+                format!("{r} is not between 0 and 1"),
+            ));
+        }
+    }
+    if let Some(c) = &u.circuit_breaker {
+        let cp = format!("{p}.circuit_breaker");
+        // A limit of 0 would refuse every request.
+        for (key, v) in [
+            ("max_requests", c.max_requests),
+            ("max_endpoint_requests", c.max_endpoint_requests),
+        ] {
+            if v == Some(0) {
+                errs.push(ConfigError::new(
+                    format!("{cp}.{key}"),
+                    "must be at least 1 (0 would refuse every request)",
+                ));
+            }
+        }
+        if let Some(v) = &c.retry_after {
+            check_duration(&format!("{cp}.retry_after"), v, errs);
+        }
+    }
+    if let Some(ratio) = u.retry.as_ref().and_then(|r| r.budget_ratio)
+        && !(ratio.is_finite() && (0.0..=1000.0).contains(&ratio))
+    {
+        errs.push(ConfigError::new(
+            format!("{p}.retry.budget_ratio"),
+            format!("{ratio} is not between 0 and 1000 (0.2: retries add at most 20 % load)"),
+        ));
     }
 }
 
@@ -654,8 +923,217 @@ mod tests {
             errors("{ otlp_endpoint: \"http://c:4318\", service_name: \" \" }"),
             ["observability.tracing.service_name"]
         );
+        // The gRPC exporter has no TLS: export would silently be off.
+        for grpc_tls in ["https://c:4317", "HTTPS://c:4317"] {
+            assert_eq!(
+                errors(&format!(
+                    "{{ otlp_endpoint: \"{grpc_tls}\", protocol: grpc }}"
+                )),
+                ["observability.tracing.otlp_endpoint"],
+                "{grpc_tls}"
+            );
+        }
+        assert!(errors("{ otlp_endpoint: \"http://c:4317\", protocol: grpc }").is_empty());
         assert!(
-            errors("{ otlp_endpoint: \"https://c:4318/v1/traces\", protocol: grpc }").is_empty()
+            errors("{ otlp_endpoint: \"https://c:4318/v1/traces\", protocol: http }").is_empty()
+        );
+    }
+
+    /// The paths of what `check_structure` finds wrong with `yaml`.
+    fn paths(yaml: &str) -> Vec<String> {
+        let cfg = crate::config::parse_str(yaml, crate::config::Format::Yaml).unwrap();
+        let mut errs = Vec::new();
+        check_structure(&cfg, &mut errs);
+        errs.into_iter().map(|e| e.path).collect()
+    }
+
+    const ROUTE: &str = "routes:\n  - name: a\n    upstream: \"http://127.0.0.1:1\"\n";
+
+    #[test]
+    fn the_via_pseudonym_is_a_token() {
+        for bad in ["tower gate", "a/b", "a,b", "", "gé", "1.1 gw"] {
+            assert_eq!(
+                paths(&format!(
+                    "listen: \"127.0.0.1:0\"\nserver: {{ via: \"{bad}\" }}\n{ROUTE}"
+                )),
+                ["server.via"],
+                "{bad}"
+            );
+        }
+        for good in ["towergate", "edge-1.example", "gw~1"] {
+            assert!(
+                paths(&format!(
+                    "listen: \"127.0.0.1:0\"\nserver: {{ via: \"{good}\" }}\n{ROUTE}"
+                ))
+                .is_empty(),
+                "{good}"
+            );
+        }
+    }
+
+    /// Settings read only when something uses them are checked anyway.
+    #[test]
+    fn unused_stores_and_a_disabled_access_log_are_checked() {
+        let got = paths(&format!(
+            "listen: \"127.0.0.1:0\"\nobservability:\n  enabled: false\n  access_log: {{ format: jsonl }}\ncache: {{ max_size: ten, max_entry_size: lots }}\nrate_limiting:\n  store: redis\n  max_keys: 0\n  redis: {{ url: \"redis://r:6379\", timeout: \"0s\", connect_timeout: \"0s\", prefix: \"a{{b}}\" }}\n{ROUTE}"
+        ));
+        assert_eq!(
+            got,
+            [
+                "observability.access_log.format",
+                "cache.max_size",
+                "cache.max_entry_size",
+                "rate_limiting.max_keys",
+                "rate_limiting.redis.timeout",
+                "rate_limiting.redis.connect_timeout",
+                "rate_limiting.redis.prefix",
+            ]
+        );
+        assert_eq!(
+            paths(&format!(
+                "listen: \"127.0.0.1:0\"\ncache: {{ max_size: 1KiB, max_entry_size: 2KiB }}\n{ROUTE}"
+            )),
+            ["cache.max_entry_size"]
+        );
+    }
+
+    /// Zero and out-of-range pool settings, each at its own path, all of
+    /// them (the balancer reports only its first, at `endpoints`).
+    #[test]
+    fn pool_settings_are_checked_at_their_paths() {
+        let got = paths(&format!(
+            r#"listen: "127.0.0.1:0"
+upstreams:
+  p:
+    endpoints: ["http://127.0.0.1:1"]
+    request_timeout: "0s"
+    health_check: {{ interval: "0s", timeout: "0ms", path: healthz, healthy_threshold: 0, unhealthy_threshold: 0 }}
+    ejection: {{ consecutive_failures: 0, base_time: "0s", max_time: "0s", max_ejected_ratio: 1.5 }}
+    circuit_breaker: {{ max_requests: 0, max_endpoint_requests: 0, retry_after: soon }}
+    retry: {{ budget_ratio: -1 }}
+  d:
+    dns: {{ host: svc.local, port: 80, interval: "0s" }}
+  s:
+    srv: {{ name: _http._tcp.svc.local, interval: "0s" }}
+  e:
+    endpoints: ["http://127.0.0.1:2"]
+    ejection: {{ base_time: "1m", max_time: "30s" }}
+  f:
+    endpoints: ["http://127.0.0.1:3"]
+    ejection: {{ base_time: "10m" }}
+{ROUTE}"#
+        ));
+        assert_eq!(
+            got,
+            [
+                "upstreams.d.dns.interval",
+                "upstreams.e.ejection.max_time",
+                "upstreams.f.ejection.base_time",
+                "upstreams.p.request_timeout",
+                "upstreams.p.health_check.interval",
+                "upstreams.p.health_check.timeout",
+                "upstreams.p.health_check.path",
+                "upstreams.p.health_check.healthy_threshold",
+                "upstreams.p.health_check.unhealthy_threshold",
+                "upstreams.p.ejection.consecutive_failures",
+                "upstreams.p.ejection.base_time",
+                "upstreams.p.ejection.max_time",
+                "upstreams.p.ejection.max_ejected_ratio",
+                "upstreams.p.circuit_breaker.max_requests",
+                "upstreams.p.circuit_breaker.max_endpoint_requests",
+                "upstreams.p.circuit_breaker.retry_after",
+                "upstreams.p.retry.budget_ratio",
+                "upstreams.s.srv.interval",
+            ]
+        );
+        for bad in ["1001", "-0.1"] {
+            assert_eq!(
+                paths(&format!(
+                    "listen: \"127.0.0.1:0\"\nupstreams:\n  p: {{ endpoints: [\"http://127.0.0.1:1\"], retry: {{ budget_ratio: {bad} }} }}\n{ROUTE}"
+                )),
+                ["upstreams.p.retry.budget_ratio"],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn pool_only_settings_on_a_single_url_name_the_pool_keys() {
+        let cfg = crate::config::parse_str(
+            &format!(
+                "listen: \"127.0.0.1:0\"\nupstreams:\n  u:\n    url: \"http://127.0.0.1:1\"\n    balance: round_robin\n    hedge: {{ after: 50ms }}\n    request_timeout: 1s\n    health_check: {{}}\n    ejection: {{}}\n    circuit_breaker: {{}}\n    retry: {{}}\n{ROUTE}"
+            ),
+            crate::config::Format::Yaml,
+        )
+        .unwrap();
+        let mut errs = Vec::new();
+        check_structure(&cfg, &mut errs);
+        let got: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            got,
+            [
+                "upstreams.u.balance",
+                "upstreams.u.hedge",
+                "upstreams.u.request_timeout",
+                "upstreams.u.health_check",
+                "upstreams.u.ejection",
+                "upstreams.u.circuit_breaker",
+                "upstreams.u.retry",
+            ]
+        );
+        for e in &errs {
+            assert!(e.message.contains("`endpoints`, `dns` or `srv`"), "{e}");
+        }
+    }
+
+    #[test]
+    fn ignored_settings_are_refused() {
+        // A redirect's `port` goes with `https: true` only.
+        let redirect = |r: &str| {
+            paths(&format!(
+                "listen: \"127.0.0.1:0\"\nroutes:\n  - name: r\n    redirect: {r}\n"
+            ))
+        };
+        assert_eq!(
+            redirect("{ to: \"https://b.example/x\", port: 8443 }"),
+            ["routes[0].redirect.port"]
+        );
+        assert!(redirect("{ https: true, port: 8443 }").is_empty());
+        // Upstream TLS settings with no https:// endpoint to use them.
+        let tls = |u: &str| {
+            paths(&format!(
+                "listen: \"127.0.0.1:0\"\nupstreams:\n  u: {{ {u}, tls: {{ server_name: x }} }}\n{ROUTE}"
+            ))
+        };
+        for ignored in [
+            "url: \"http://a:1\"",
+            "endpoints: [\"http://a:1\", { url: \"http://b:1\", weight: 2 }]",
+            "dns: { host: a, port: 80 }",
+            "srv: { name: _a._tcp.b, scheme: http }",
+        ] {
+            assert_eq!(tls(ignored), ["upstreams.u.tls"], "{ignored}");
+        }
+        for used in [
+            "url: \"https://a:1\"",
+            "endpoints: [\"http://a:1\", \"HTTPS://b:1\"]",
+            "dns: { host: a, port: 443, scheme: https }",
+            "srv: { name: _a._tcp.b, scheme: https }",
+        ] {
+            assert!(tls(used).is_empty(), "{used}");
+        }
+    }
+
+    #[test]
+    fn aggregate_limits_are_not_zero() {
+        assert_eq!(
+            paths(
+                "listen: \"127.0.0.1:0\"\nroutes:\n  - name: a\n    aggregate:\n      deadline: 0s\n      max_response_size: 0\n      max_concurrent_calls: 0\n      calls: [{ name: x, upstream: \"http://a:1\", path: /x }]\n"
+            ),
+            [
+                "routes[0].aggregate.deadline",
+                "routes[0].aggregate.max_response_size",
+                "routes[0].aggregate.max_concurrent_calls",
+            ]
         );
     }
 

@@ -25,7 +25,7 @@ use crate::config::schema::{
     Concurrency, FailureMode, KeySpec, LimitConfig, MissingKeyConfig, RateLimiting, RouteRateLimit,
     StoreKind,
 };
-use crate::config::{ConfigError, parse_duration};
+use crate::config::{ConfigError, parse_duration, push_new};
 
 /// State that outlives a reload: rate-limit buckets are kept when a route
 /// keeps its name, so a reload never hands every client a fresh burst, and
@@ -596,10 +596,13 @@ fn resolve_redis(store: &RateLimiting, errs: &mut Vec<ConfigError>) -> Option<Re
     let url = match r.url.or_else(|| std::env::var("REDIS_URL").ok()) {
         Some(u) => u,
         None => {
-            errs.push(ConfigError::new(
-                "rate_limiting.redis.url",
-                "`store: redis` needs a URL (or the REDIS_URL environment variable)",
-            ));
+            push_new(
+                errs,
+                ConfigError::new(
+                    "rate_limiting.redis.url",
+                    "`store: redis` needs a URL (or the REDIS_URL environment variable)",
+                ),
+            );
             return None;
         }
     };
@@ -607,7 +610,7 @@ fn resolve_redis(store: &RateLimiting, errs: &mut Vec<ConfigError>) -> Option<Re
         |v: &Option<String>, path: &str, default: Duration, errs: &mut Vec<ConfigError>| match v {
             None => default,
             Some(t) => parse_duration(t).unwrap_or_else(|e| {
-                errs.push(ConfigError::new(path, e));
+                push_new(errs, ConfigError::new(path, e));
                 default
             }),
         };

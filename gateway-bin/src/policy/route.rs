@@ -22,7 +22,7 @@ use crate::config::schema::{
     RespondConfig, RouteCacheConfig, ValidateConfig,
 };
 use crate::config::validate::size_value;
-use crate::config::{ConfigError, parse_duration};
+use crate::config::{ConfigError, parse_duration, push_new};
 use crate::stack::{RouteService, Wrap, boxed, resolve_path};
 
 fn err(errs: &mut Vec<ConfigError>, path: impl Into<String>, msg: impl Into<String>) {
@@ -552,14 +552,17 @@ pub(crate) fn store(
                 d: u64,
                 errs: &mut Vec<ConfigError>| {
         v.as_ref().map_or(Ok(d), size_value).unwrap_or_else(|e| {
-            err(errs, format!("cache.{key}"), e);
+            push_new(errs, ConfigError::new(format!("cache.{key}"), e));
             d
         })
     };
     let max = size(&c.max_size, "max_size", 64 << 20, errs);
     let entry = size(&c.max_entry_size, "max_entry_size", 1 << 20, errs);
     if entry > max {
-        err(errs, "cache.max_entry_size", "larger than `max_size`");
+        push_new(
+            errs,
+            ConfigError::new("cache.max_entry_size", "larger than `max_size`"),
+        );
     }
     registry.cache_store(&format!("{max}/{entry}"), || {
         CacheStore::builder()
