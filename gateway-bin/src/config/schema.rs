@@ -225,7 +225,7 @@ pub struct Server {
     pub trusted_proxies: Vec<String>,
     /// Default request body limit for every route. Default `10MB`.
     pub max_body: Option<Size>,
-    /// Pseudonym in `Via`. Default `towergate`.
+    /// Pseudonym in `Via`, a token. Default `towergate`.
     pub via: Option<String>,
 }
 
@@ -822,7 +822,10 @@ pub struct Observability {
     /// One line per request.
     #[serde(default)]
     pub access_log: AccessLogConfig,
-    /// OpenTelemetry export (read at start; a reload does not change it).
+    /// OpenTelemetry traces. The exporter (`otlp_endpoint`, `protocol`,
+    /// `service_name`) is set up at start and a reload does not change it;
+    /// the request layer (`sample_ratio`, `trust_client_sampling`, `b3`,
+    /// whether the block is there) is rebuilt at each reload.
     pub tracing: Option<TracingConfig>,
     /// How long an upstream endpoint's series stay in `/metrics` once it
     /// left every pool (a reload, DNS discovery). Default `5m`.
@@ -864,7 +867,7 @@ pub struct AccessLogConfig {
 pub struct TracingConfig {
     /// Collector URL: the OTLP/HTTP base URL (`http://127.0.0.1:4318`,
     /// `/v1/traces` is appended), or for gRPC the collector's address as
-    /// given (`http://127.0.0.1:4317`).
+    /// given (`http://127.0.0.1:4317`, plaintext only).
     #[serde(serialize_with = "redact_url")]
     pub otlp_endpoint: String,
     /// The OTLP wire protocol: `http` (default) or `grpc`.
