@@ -2,7 +2,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::schema::{Config, Route, Size, StoreKind, TracingProtocol, Upstream, ValueMatch};
+use super::schema::{
+    Config, Route, Size, StoreKind, TokenFrom, TracingProtocol, Upstream, ValueMatch,
+};
 use super::{ConfigError, ConfigErrors, parse_duration, parse_size};
 
 /// Checks everything that can be checked without building the stack, then
@@ -186,6 +188,25 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
             "observability.access_log.format",
             format!("`{f}`: use json, common or combined"),
         ));
+    }
+
+    // A query parameter an auth provider reads a credential from is never
+    // logged, whatever its name (the access log refuses credential-like
+    // names by itself, but `key` or `sig` are not).
+    for (i, kept) in cfg.observability.access_log.keep_query.iter().enumerate() {
+        for (name, p) in &cfg.auth_providers {
+            let read = [
+                p.api_key.as_ref().and_then(|k| k.query.as_deref()),
+                token_query(p.jwt.as_ref().and_then(|j| j.token_from.as_ref())),
+                token_query(p.introspection.as_ref().and_then(|j| j.token_from.as_ref())),
+            ];
+            if read.into_iter().flatten().any(|q| same_query_name(q, kept)) {
+                errs.push(ConfigError::new(
+                    format!("observability.access_log.keep_query[{i}]"),
+                    format!("`{kept}` carries the credential of auth provider `{name}`: it is never logged"),
+                ));
+            }
+        }
     }
 
     // Server.
@@ -875,6 +896,24 @@ fn effective_admin_token(
     }
 }
 
+/// The query parameter a token is read from, if it is one.
+fn token_query(from: Option<&TokenFrom>) -> Option<&str> {
+    match from? {
+        TokenFrom::Named(spec) => spec.query.as_deref(),
+        TokenFrom::Word(_) => None,
+    }
+}
+
+/// Whether two query parameter names are one to some upstream (PHP turns
+/// `.`, spaces and `[` into `_`; ASP.NET ignores case).
+fn same_query_name(a: &str, b: &str) -> bool {
+    let fold = |c: u8| match c {
+        b'.' | b' ' | b'[' => b'_',
+        c => c.to_ascii_lowercase(),
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -948,6 +987,23 @@ mod tests {
     }
 
     const ROUTE: &str = "routes:\n  - name: a\n    upstream: \"http://127.0.0.1:1\"\n";
+
+    #[test]
+    fn a_query_parameter_carrying_a_credential_is_never_kept_in_the_log() {
+        let cfg = |keep: &str| {
+            format!(
+                "listen: \"127.0.0.1:0\"\nobservability:\n  access_log: {{ enabled: true, keep_query: [page, {keep}] }}\nauth_providers:\n  partners: {{ api_key: {{ query: key, keys: [{{ key: \"0123456789abcdef0123\", consumer: acme }}] }} }}\n  sso: {{ jwt: {{ secret: \"0123456789abcdef0123456789abcdef\", token_from: {{ query: jwt }} }} }}\n{ROUTE}"
+            )
+        };
+        for keep in ["key", "KEY", "jwt"] {
+            assert_eq!(
+                paths(&cfg(keep)),
+                ["observability.access_log.keep_query[1]"],
+                "{keep}"
+            );
+        }
+        assert!(paths(&cfg("sort")).is_empty());
+    }
 
     #[test]
     fn the_via_pseudonym_is_a_token() {
