@@ -20,7 +20,7 @@ use towergate_balance::{Classify, Dns, Hedge, classify};
 use towergate_core::{BoxError, cause_ref};
 use towergate_observe::{Metrics, RecordUpstream, RecordUpstreamLayer};
 use towergate_proxy::error::{RequestBodyFailed, UpstreamTimeout, UpstreamUnavailable};
-use towergate_proxy::{Client, Proxy};
+use towergate_proxy::{Proxy, WeakClient};
 
 use crate::config::schema::{BalanceSpec, EndpointSpec, Upstream};
 use crate::config::{ConfigError, parse_duration};
@@ -110,8 +110,12 @@ fn dur(
 struct EndpointProxies {
     settings: ProxySettings,
     /// One client per name that endpoints are found under (it carries the
-    /// SNI), shared by that name's addresses.
-    named_clients: Mutex<HashMap<String, Client>>,
+    /// SNI), shared by that name's addresses. Held weakly: a client lives
+    /// as long as a proxy built with it (an endpoint's, a probe's), so the
+    /// clients of names that left the pool go with their last endpoint.
+    /// SRV target names churn (Consul node names, autoscaled hosts), and
+    /// each client holds its own TLS settings and connection pools.
+    named_clients: Mutex<HashMap<String, WeakClient>>,
 }
 
 impl EndpointProxies {
@@ -127,11 +131,15 @@ impl EndpointProxies {
                         .named_clients
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner);
-                    match clients.get(name) {
-                        Some(c) => c.clone(),
+                    match clients.get(name).and_then(WeakClient::upgrade) {
+                        Some(c) => c,
                         None => {
+                            // Entries of names no endpoint uses any more
+                            // are swept as new names come, so the map
+                            // never holds many more names than are in use.
+                            clients.retain(|_, c| c.is_alive());
                             let c = settings.client.for_server_name(name)?;
-                            clients.insert(name.to_owned(), c.clone());
+                            clients.insert(name.to_owned(), c.downgrade());
                             c
                         }
                     }
@@ -448,4 +456,58 @@ pub(crate) fn balance(
     }
     b.build()
         .map_err(|e| ConfigError::new(format!("{p}.retry"), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use towergate_core::TrustedProxies;
+    use towergate_proxy::Client;
+
+    fn proxies() -> EndpointProxies {
+        EndpointProxies {
+            settings: ProxySettings {
+                client: Client::builder().build().unwrap(),
+                timeout: Duration::from_secs(30),
+                preserve_host: false,
+                host_rewrite: None,
+                trusted: TrustedProxies::default(),
+                via: "towergate".into(),
+                route_settings: true,
+                tunnel_idle_timeout: Duration::from_secs(60),
+                upgrade_protocols: Arc::from(Vec::<String>::new()),
+                body_idle_timeout: Duration::from_secs(60),
+            },
+            named_clients: Mutex::default(),
+        }
+    }
+
+    /// An https endpoint found through DNS under `name`.
+    fn named(name: &str) -> Endpoint {
+        Endpoint::new("https://127.0.0.1:8443").with_hostname(name)
+    }
+
+    /// SRV target names churn (node names, autoscaled hosts): the client
+    /// of a name goes with its last endpoint, so the map stays as small as
+    /// the set of names in use, while a name in use keeps its client.
+    #[test]
+    fn clients_of_names_no_endpoint_uses_go() {
+        let proxies = proxies();
+        let kept = proxies.proxy(&named("node-0.example")).unwrap();
+        for i in 1..200 {
+            // An endpoint comes, is probed, and leaves with its name.
+            let p = proxies.proxy(&named(&format!("node-{i}.example"))).unwrap();
+            let probe = proxies.proxy(&named(&format!("node-{i}.example"))).unwrap();
+            drop((p, probe));
+        }
+        let clients = proxies.named_clients.lock().unwrap();
+        assert!(clients.len() <= 2, "{} clients kept", clients.len());
+        assert!(
+            clients.contains_key("node-0.example"),
+            "the name in use keeps its client"
+        );
+        drop(kept);
+    }
 }

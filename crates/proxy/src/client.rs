@@ -83,6 +83,14 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// A handle to a [`Client`] that does not keep it alive (see
+/// [`Client::downgrade`]): for a cache of clients that should go with the
+/// last proxy using them.
+#[derive(Clone, Debug)]
+pub struct WeakClient {
+    inner: Weak<Inner>,
+}
+
 /// Settings for a [`Client`]; see [`Client::builder`].
 #[derive(Clone)]
 #[must_use]
@@ -153,6 +161,15 @@ impl Client {
         ClientBuilder::new()
     }
 
+    /// A handle that does not keep this client (its TLS settings, its
+    /// connection pools) alive: [`WeakClient::upgrade`] gives it back while
+    /// a clone of it (a proxy built with it) still lives.
+    pub fn downgrade(&self) -> WeakClient {
+        WeakClient {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
     /// Whether this client speaks only HTTP/2 upstream.
     pub fn is_http2_only(&self) -> bool {
         self.inner.http2_only
@@ -193,6 +210,20 @@ impl fmt::Debug for Client {
             .field("trusts", &self.inner.trusts)
             .field("mtls", &self.inner.mtls)
             .finish_non_exhaustive()
+    }
+}
+
+// === impl WeakClient ===
+
+impl WeakClient {
+    /// The client, if a clone of it still lives.
+    pub fn upgrade(&self) -> Option<Client> {
+        self.inner.upgrade().map(|inner| Client { inner })
+    }
+
+    /// Whether a clone of the client still lives.
+    pub fn is_alive(&self) -> bool {
+        self.inner.strong_count() > 0
     }
 }
 

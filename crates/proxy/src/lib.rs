@@ -104,7 +104,7 @@ mod service;
 mod upgrade;
 
 pub use body::{IdleTimeout, ResponseBody};
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, WeakClient};
 pub use error::BuildError;
 pub use headers::{is_token, strip_connection_options};
 pub use service::{Proxy, ProxyBuilder, RouteSettings};
