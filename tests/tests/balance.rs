@@ -1,7 +1,8 @@
 //! Load balancing through the gateway: an upstream with several real
 //! endpoints, one killed during a request loop (zero failed requests), its
 //! return noticed by active health checks, weighted round-robin, consistent
-//! hashing, and a fast 503 when every endpoint is down.
+//! hashing, a fast 503 when every endpoint is down, and streamed responses
+//! and WebSocket tunnels counted in flight until they end.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
 
@@ -538,4 +539,126 @@ async fn a_hung_endpoint_cut_short_by_request_timeout_is_ejected() {
         "{statuses:?}"
     );
     hung_task.abort();
+}
+
+/// An upstream whose answers send a first chunk at once, then stream on
+/// (as a download or server-sent events do) until `end` turns true.
+async fn streaming_server(end: tokio::sync::watch::Receiver<bool>) -> towergate_test::Upstream {
+    use futures_util::StreamExt;
+    towergate_test::spawn_upstream(Router::new().fallback(move || {
+        let mut end = end.clone();
+        async move {
+            let first = futures_util::stream::once(async {
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"start\n"))
+            });
+            let rest = futures_util::stream::once(async move {
+                let _ = end.wait_for(|e| *e).await;
+                Ok(bytes::Bytes::from_static(b"end\n"))
+            });
+            axum::body::Body::from_stream(first.chain(rest))
+        }
+    }))
+    .await
+}
+
+/// A request counts against `max_endpoint_requests` until its response
+/// body ends, not only until its headers came: two bodies still streaming
+/// fill an endpoint with room for two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_responses_count_in_flight_until_their_bodies_end() {
+    let (end, ends) = tokio::sync::watch::channel(false);
+    let up = streaming_server(ends).await;
+    let (_gw, addr) = gateway(&config(
+        &[format!("\"{}\"", up.url())],
+        "    circuit_breaker: { max_endpoint_requests: 2 }",
+    ))
+    .await;
+    let c = client();
+    let url = format!("http://{addr}/events");
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut rsp = c.get(&url).send().await.unwrap();
+        assert_eq!(rsp.status(), 200);
+        assert_eq!(rsp.chunk().await.unwrap().unwrap(), "start\n");
+        streams.push(rsp);
+    }
+    // Both still stream: the endpoint is full.
+    let rsp = c.get(&url).send().await.unwrap();
+    towergate_test::assert_problem_reqwest(rsp, 503).await;
+
+    // The streams end; then there is room again.
+    end.send(true).unwrap();
+    for rsp in streams {
+        assert_eq!(rsp.text().await.unwrap(), "end\n");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rsp = c.get(&url).send().await.unwrap();
+        if rsp.status() == 200 {
+            assert_eq!(rsp.text().await.unwrap(), "start\nend\n");
+            break;
+        }
+        assert_eq!(rsp.status(), 503);
+        assert!(Instant::now() < deadline, "the endpoint was never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A WebSocket tunnel through a pool counts against
+/// `max_endpoint_requests` until it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_counts_against_max_endpoint_requests() {
+    use axum::extract::ws::{Message, WebSocketUpgrade};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite;
+
+    let up = towergate_test::spawn_upstream(Router::new().route(
+        "/ws",
+        get(|ws: WebSocketUpgrade| async move {
+            ws.on_upgrade(|mut socket| async move {
+                while let Some(Ok(msg)) = socket.recv().await {
+                    if let Message::Text(t) = msg {
+                        let _ = socket.send(Message::Text(t)).await;
+                    }
+                }
+            })
+        }),
+    ))
+    .await;
+    let (_gw, addr) = gateway(&config(
+        &[format!("\"{}\"", up.url())],
+        "    circuit_breaker: { max_endpoint_requests: 1 }",
+    ))
+    .await;
+    let open = || async move {
+        match tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await {
+            Ok((ws, rsp)) => (Some(ws), rsp.status().as_u16()),
+            Err(tungstenite::Error::Http(rsp)) => (None, rsp.status().as_u16()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (ws, status) = open().await;
+    assert_eq!(status, 101);
+    let mut ws = ws.unwrap();
+    ws.send(tungstenite::Message::Text("hi".into()))
+        .await
+        .unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "hi");
+    // The open tunnel fills the endpoint.
+    assert_eq!(open().await.1, 503);
+
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ws, status) = open().await;
+        if status == 101 {
+            drop(ws);
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "the tunnel was never let go");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
 use tower::{ServiceExt, service_fn};
-use towergate_balance::{Balance, Endpoint, Pool, RetryBody};
+use towergate_balance::{Balance, Endpoint, Pool, ResponseBody, RetryBody};
 use towergate_core::BoxError;
 
 #[tokio::main]
@@ -59,8 +59,8 @@ async fn main() -> Result<(), BoxError> {
         let mut seen = BTreeMap::<String, usize>::new();
         for _ in 0..100 {
             let req = Request::get("/hello").body(Empty::<Bytes>::new())?;
-            let rsp: Response<Bytes> = lb.clone().oneshot(req).await?;
-            let name = String::from_utf8_lossy(rsp.body()).into_owned();
+            let rsp: Response<ResponseBody<Bytes>> = lb.clone().oneshot(req).await?;
+            let name = String::from_utf8_lossy(rsp.body().get_ref()).into_owned();
             *seen.entry(name).or_default() += 1;
         }
         Ok::<_, BoxError>(seen)

@@ -1,5 +1,7 @@
-//! The request body given to endpoint services, which lets a request be
-//! sent again.
+//! The bodies of a [`Balance`](crate::Balance): [`RetryBody`], the request
+//! body given to endpoint services, which lets a request be sent again; and
+//! [`ResponseBody`], the response body, which keeps the request counted in
+//! flight until it ends.
 //!
 //! A retry needs the body again. [`RetryBody`] gives each attempt either
 //! a copy of a body that is known in full (empty, or buffered under the
@@ -13,7 +15,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -23,6 +25,7 @@ use parking_lot::Mutex;
 use towergate_core::BoxError;
 
 use crate::error::BodyConsumed;
+use crate::pool::Load;
 
 /// The body of one attempt; see the [module docs](self).
 ///
@@ -42,6 +45,30 @@ enum Kind<B> {
         slot: Arc<Mutex<Option<Stream<B>>>>,
         taken: Option<Stream<B>>,
     },
+}
+
+pin_project_lite::pin_project! {
+    /// The response body of a [`Balance`](crate::Balance): the endpoint's
+    /// body, with the request still counted in flight until it ends.
+    ///
+    /// A request counts against the pool's
+    /// [`CircuitBreaker`](crate::CircuitBreaker) limits, and as its
+    /// endpoint's load for `least_requests` and P2C, until its body has
+    /// been read to the end, has failed, or is dropped; not only until the
+    /// headers came. A download or a stream of server-sent events is work
+    /// for its endpoint for as long as it streams (as linkerd counts a
+    /// request pending until the end of its stream). Latency is still
+    /// measured at the headers.
+    ///
+    /// A `101` response whose extensions hold a
+    /// [`TunnelHold`](towergate_core::TunnelHold) (towergate-proxy's
+    /// tunnels) counts until the tunnel closes instead: its count is held
+    /// there, not in this body.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        held: Held,
+    }
 }
 
 /// Where each attempt's body comes from.
@@ -149,6 +176,84 @@ impl<B> fmt::Debug for RetryBody<B> {
             Kind::Shared { .. } => "stream",
         };
         f.debug_struct("RetryBody").field("kind", &kind).finish()
+    }
+}
+
+/// The counts a response holds until it is done; given back when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    /// The endpoint's (`max_endpoint_requests`, its load).
+    pub(crate) endpoint: Option<Load>,
+    /// The pool's (`max_requests`).
+    pub(crate) request: Option<Load>,
+}
+
+// === impl ResponseBody ===
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn new(inner: B, endpoint: Option<Load>) -> Self {
+        Self {
+            inner,
+            held: Held {
+                endpoint,
+                request: None,
+            },
+        }
+    }
+
+    /// The endpoint's body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
+    /// The endpoint's body, mutably.
+    pub fn get_mut(&mut self) -> &mut B {
+        &mut self.inner
+    }
+
+    /// The endpoint's body; the request stops counting in flight now.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+
+    pub(crate) fn held_mut(&mut self) -> &mut Held {
+        &mut self.held
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        // Done: the end, a failure (nothing more comes), or the last
+        // frame (a caller may stop there without asking again).
+        if !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream() {
+            *this.held = Held::default();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .field("held", &self.held)
+            .finish()
     }
 }
 

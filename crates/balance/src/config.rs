@@ -49,9 +49,12 @@ pub struct Ejection {
 /// request over a limit fails at once with
 /// [`Overloaded`](crate::error::Overloaded) instead of queueing.
 ///
-/// *Requests* are in flight (sent, response headers not yet back);
-/// *pending* ones wait for an endpoint service to become ready (services
-/// with their own concurrency limit). All limits are off by default.
+/// *Requests* are in flight from when they are sent until their response
+/// body ends or is dropped (a stream counts while it streams), or, for a
+/// `101` that opened a tunnel, until the tunnel closes (see
+/// [`ResponseBody`](crate::body::ResponseBody)); *pending* ones wait for an
+/// endpoint service to become ready (services with their own concurrency
+/// limit). All limits are off by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CircuitBreaker {
     pub(crate) max_requests: Option<usize>,

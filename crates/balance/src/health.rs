@@ -1,5 +1,7 @@
 //! Active health checks: each endpoint is probed on an interval, taken out
-//! after failed checks and put back after passed ones.
+//! after failed checks and put back after passed ones. Each endpoint has
+//! its own schedule, offset at random by up to a tenth of the interval, so
+//! a probe that hangs until its timeout delays no other endpoint's checks.
 //!
 //! The probe itself is the embedder's: a [`CheckHealth`] (any closure
 //! `Fn(&Endpoint, &str) -> impl Future<Output = Result<StatusCode, BoxError>>`)
@@ -102,7 +104,10 @@ impl HealthCheck {
         self
     }
 
-    /// Time between rounds of checks (default 5 s).
+    /// Time from the start of one probe of an endpoint to the start of its
+    /// next (default 5 s), plus a random up to a tenth of it; each endpoint
+    /// on its own schedule. A probe that takes longer is followed at once
+    /// by the next one.
     pub fn interval(mut self, d: Duration) -> Self {
         self.interval = d;
         self

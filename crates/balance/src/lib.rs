@@ -71,7 +71,7 @@
 //!     let rsp = users.clone().oneshot(req).await?;
 //!     // b's 503s are retried on another endpoint: the caller never sees one.
 //!     assert_eq!(rsp.status(), StatusCode::OK);
-//!     assert_ne!(rsp.body(), "http://b");
+//!     assert_ne!(rsp.body().get_ref(), "http://b");
 //! }
 //!
 //! let state = pool.snapshot();
@@ -141,7 +141,7 @@ mod retry;
 mod service;
 pub mod state;
 
-pub use body::RetryBody;
+pub use body::{ResponseBody, RetryBody};
 pub use classify::{Classify, DefaultClassify, Outcome};
 pub use config::{Algorithm, CircuitBreaker, Ejection};
 pub use discover::Dns;

@@ -1,7 +1,7 @@
 //! [`Pool`]: a named set of endpoints, their services, their load and their
 //! health, shared by every route that sends to it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -9,16 +9,16 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use futures_util::future::join_all;
 use http::request::Parts;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio::task::{AbortHandle, JoinSet};
 use towergate_core::BoxError;
 
 use crate::algorithm::outlier::EjectionPolicy;
 use crate::algorithm::{
-    ActiveHealth, Outlier, PeakEwma, Ring, RoundRobin, SmoothWeighted, ThreadRandom, ewma, least,
-    p2c,
+    ActiveHealth, Outlier, PeakEwma, Random, Ring, RoundRobin, SmoothWeighted, ThreadRandom, ewma,
+    least, p2c,
 };
 use crate::classify::Outcome;
 use crate::config::{Algorithm, CircuitBreaker, Ejection};
@@ -84,9 +84,15 @@ pub(crate) struct Shared<S> {
     /// zero, picks skip the health scan entirely.
     degraded: AtomicUsize,
     panicking: AtomicBool,
-    requests: AtomicUsize,
+    /// Requests admitted (`max_requests`); shared with the [`Load`]s that
+    /// responses carry.
+    requests: Arc<AtomicUsize>,
     pending: AtomicUsize,
     rr: RoundRobin,
+    /// Told of each membership change, for the active checks to start and
+    /// stop their probes (its own `Arc`: the task waits on it without
+    /// keeping the pool alive).
+    members_changed: Arc<Notify>,
     /// Dropped with the pool: background tasks see the channel close.
     _shutdown: watch::Sender<()>,
 }
@@ -117,7 +123,10 @@ pub(crate) struct Slot<S> {
     weight: AtomicU32,
     source: SourceTag,
     service: S,
-    in_flight: AtomicUsize,
+    /// Requests sent and not finished (`max_endpoint_requests`,
+    /// `least_requests`, the peak-EWMA cost); shared with the [`Load`]s
+    /// that responses carry.
+    in_flight: Arc<AtomicUsize>,
     pending: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
@@ -144,7 +153,9 @@ pub(crate) enum SourceTag {
     Api,
 }
 
-/// An endpoint chosen for one attempt; counts as in flight until dropped.
+/// An endpoint chosen for one attempt; counts as in flight until dropped,
+/// or, once [`finish`](Picked::finish)ed, for as long as the [`Load`] it
+/// hands on lives.
 pub(crate) struct Picked<S> {
     pub(crate) slot: Arc<Slot<S>>,
     pool: Pool<S>,
@@ -152,12 +163,19 @@ pub(crate) struct Picked<S> {
     /// A cancelled attempt (hedge lost, caller gone) still tells how long
     /// the endpoint took at least.
     observe_on_drop: bool,
+    /// The endpoint's count of this attempt; `None` once handed on.
+    load: Option<Load>,
 }
 
-/// A request counted against the pool's `max_requests`.
-pub(crate) struct Admission<S> {
-    pool: Option<Pool<S>>,
-}
+/// One request counted in a counter of requests in flight (an endpoint's,
+/// or the pool's `max_requests`), until it is dropped.
+///
+/// A response carries it in its body (see
+/// [`ResponseBody`](crate::body::ResponseBody)), so that a request counts
+/// until its body has streamed, not only until its headers came. It is not
+/// generic over the endpoint service, so neither is the body, and it costs
+/// no allocation: the counter is the slot's (or the pool's) own `Arc`.
+pub(crate) struct Load(Arc<AtomicUsize>);
 
 /// A request waiting for an endpoint service to become ready.
 pub(crate) struct PendingGuard<S> {
@@ -554,6 +572,7 @@ where
         };
         Self::count_degraded(shared, &members);
         shared.members.store(Arc::new(members));
+        shared.members_changed.notify_one();
         failed
     }
 
@@ -700,6 +719,7 @@ where
                     pool: self.clone(),
                     started: now,
                     observe_on_drop: true,
+                    load: Some(Load(slot.in_flight.clone())),
                 });
             }
             capped = true;
@@ -783,19 +803,18 @@ where
         .into()
     }
 
-    /// Counts a request against `max_requests`.
-    pub(crate) fn admit(&self) -> Result<Admission<S>, BoxError> {
+    /// Counts a request against `max_requests` (`None`: no such limit,
+    /// nothing counted).
+    pub(crate) fn admit(&self) -> Result<Option<Load>, BoxError> {
         let Some(max) = self.shared.circuit.max_requests else {
-            return Ok(Admission { pool: None });
+            return Ok(None);
         };
         let prev = self.shared.requests.fetch_add(1, Ordering::AcqRel);
         if prev >= max {
             self.shared.requests.fetch_sub(1, Ordering::AcqRel);
             return Err(self.overloaded("pool"));
         }
-        Ok(Admission {
-            pool: Some(self.clone()),
-        })
+        Ok(Some(Load(self.shared.requests.clone())))
     }
 
     /// Counts a wait for `slot`'s service to become ready.
@@ -904,31 +923,25 @@ where
             None => {}
         }
     }
+}
 
-    /// One round of active checks over every endpoint, at once.
-    async fn check_all(&self, cfg: &HealthCheck) {
-        let members = self.shared.members.load_full();
-        let checks = members.slots.iter().map(|slot| async move {
-            let probe = cfg.checker.check(&slot.endpoint(), &cfg.path);
-            let (ok, status, error) = match tokio::time::timeout(cfg.timeout, probe).await {
-                Ok(Ok(status)) if cfg.passes(status) => (true, Some(status.as_u16()), None),
-                Ok(Ok(status)) => (
-                    false,
-                    Some(status.as_u16()),
-                    Some(format!("unexpected status {status}")),
-                ),
-                Ok(Err(e)) => (false, None, Some(e.to_string())),
-                Err(_) => (
-                    false,
-                    None,
-                    Some(format!("no answer within {:?}", cfg.timeout)),
-                ),
-            };
-            (slot, ok, status, error)
-        });
-        for (slot, ok, status, error) in join_all(checks).await {
-            self.record_check(slot, ok, status, error);
-        }
+/// One probe of `endpoint`, within the check's timeout: whether it passed,
+/// the status it got, and why it failed.
+async fn probe(cfg: &HealthCheck, endpoint: &Endpoint) -> (bool, Option<u16>, Option<String>) {
+    let probe = cfg.checker.check(endpoint, &cfg.path);
+    match tokio::time::timeout(cfg.timeout, probe).await {
+        Ok(Ok(status)) if cfg.passes(status) => (true, Some(status.as_u16()), None),
+        Ok(Ok(status)) => (
+            false,
+            Some(status.as_u16()),
+            Some(format!("unexpected status {status}")),
+        ),
+        Ok(Err(e)) => (false, None, Some(e.to_string())),
+        Err(_) => (
+            false,
+            None,
+            Some(format!("no answer within {:?}", cfg.timeout)),
+        ),
     }
 }
 
@@ -1107,9 +1120,10 @@ impl<M: MakeEndpoint> PoolBuilder<M> {
             decay: self.decay,
             degraded: AtomicUsize::new(0),
             panicking: AtomicBool::new(false),
-            requests: AtomicUsize::new(0),
+            requests: Arc::new(AtomicUsize::new(0)),
             pending: AtomicUsize::new(0),
             rr: RoundRobin::default(),
+            members_changed: Arc::new(Notify::new()),
             _shutdown: shutdown,
         });
         let pool = Pool { shared };
@@ -1171,10 +1185,10 @@ where
                 self.shared._shutdown.subscribe(),
             ));
         }
-        if let Some(h) = &self.shared.health {
+        if self.shared.health.is_some() {
             rt.spawn(health_task(
                 weak,
-                h.interval,
+                self.shared.members_changed.clone(),
                 self.shared._shutdown.subscribe(),
             ));
         }
@@ -1235,23 +1249,81 @@ async fn discover_task<S>(
     }
 }
 
-async fn health_task<S>(pool: Weak<Shared<S>>, every: Duration, mut shutdown: watch::Receiver<()>)
+/// Active checks: one probe loop per endpoint ([`probe_task`]), started
+/// for each endpoint that joins and stopped for each that leaves. Probing
+/// each endpoint on its own schedule, rather than all of them in rounds,
+/// means a probe that hangs until its timeout delays no other endpoint's
+/// checks, so neither the detection of a failing endpoint nor the return
+/// of a recovered one.
+async fn health_task<S>(
+    pool: Weak<Shared<S>>,
+    members_changed: Arc<Notify>,
+    mut shutdown: watch::Receiver<()>,
+) where
+    S: Clone + Send + Sync + 'static,
+{
+    // The loops die with this task (the pool dropped): the set aborts them.
+    let mut running = JoinSet::new();
+    // Each endpoint's loop, by the address of its slot: the loop holds the
+    // slot, so the address is not reused while its entry is here.
+    let mut probes: HashMap<usize, AbortHandle> = HashMap::new();
+    loop {
+        {
+            let Some(shared) = pool.upgrade() else { return };
+            let Some(cfg) = shared.health.clone() else {
+                return;
+            };
+            let members = shared.members.load_full();
+            drop(shared);
+            let current: HashSet<usize> = members.slots.iter().map(|s| slot_key(s)).collect();
+            probes.retain(|key, probe| {
+                let stays = current.contains(key);
+                if !stays {
+                    probe.abort();
+                }
+                stays
+            });
+            for slot in &members.slots {
+                probes.entry(slot_key(slot)).or_insert_with(|| {
+                    running.spawn(probe_task(pool.clone(), slot.clone(), cfg.clone()))
+                });
+            }
+            // The aborted loops' results.
+            while running.try_join_next().is_some() {}
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = members_changed.notified() => {}
+        }
+    }
+}
+
+fn slot_key<S>(slot: &Arc<Slot<S>>) -> usize {
+    Arc::as_ptr(slot).addr()
+}
+
+/// One endpoint's active checks: a probe every `interval` from the start
+/// of the previous one (at once after it, when a probe took longer), each
+/// later by a random part of a tenth of the interval, the first one too:
+/// a pool's endpoints are not all probed at the same moment.
+async fn probe_task<S>(pool: Weak<Shared<S>>, slot: Arc<Slot<S>>, cfg: HealthCheck)
 where
     S: Clone + Send + Sync + 'static,
 {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let jitter = || (cfg.interval / 10).mul_f64(ThreadRandom.unit());
+    tokio::time::sleep(jitter()).await;
     loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tick.tick() => {}
+        let started = tokio::time::Instant::now();
+        let (ok, status, error) = probe(&cfg, &slot.endpoint()).await;
+        {
+            let Some(shared) = pool.upgrade() else { return };
+            Pool { shared }.record_check(&slot, ok, status, error);
         }
-        let Some(shared) = pool.upgrade() else { return };
-        let pool = Pool { shared };
-        let Some(cfg) = pool.shared.health.clone() else {
-            return;
-        };
-        pool.check_all(&cfg).await;
+        match started.checked_add(cfg.interval.saturating_add(jitter())) {
+            Some(next) => tokio::time::sleep_until(next).await,
+            // An interval too long to be represented: never again.
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -1266,7 +1338,7 @@ impl<S> Slot<S> {
             endpoint,
             source,
             service,
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             pending: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -1339,13 +1411,16 @@ impl<S> Picked<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    /// Records the attempt's outcome; the endpoint is no longer counted as
-    /// in flight once this is dropped.
-    pub(crate) fn finish(mut self, outcome: Outcome) {
+    /// Records the attempt's outcome, its latency taken now (at the
+    /// response headers), and hands on the endpoint's count of it: the
+    /// attempt stays in flight until that is dropped (with the response
+    /// body, or the tunnel a `101` opened).
+    pub(crate) fn finish(mut self, outcome: Outcome) -> Option<Load> {
         self.observe_on_drop = false;
         let now = now();
         let rtt = now.saturating_duration_since(self.started);
         self.pool.record(&self.slot, outcome, rtt, now);
+        self.load.take()
     }
 
     /// Gives the endpoint back without recording anything.
@@ -1359,8 +1434,8 @@ where
 }
 
 impl<S> Drop for Picked<S> {
+    // The endpoint's count goes with `load`, unless it was handed on.
     fn drop(&mut self) {
-        self.slot.in_flight.fetch_sub(1, Ordering::AcqRel);
         if self.observe_on_drop {
             let now = now();
             let waited = now.saturating_duration_since(self.started);
@@ -1370,13 +1445,19 @@ impl<S> Drop for Picked<S> {
     }
 }
 
-// === impl Admission ===
+// === impl Load ===
 
-impl<S> Drop for Admission<S> {
+impl Drop for Load {
     fn drop(&mut self) {
-        if let Some(p) = &self.pool {
-            p.shared.requests.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for Load {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Load")
+            .field(&self.0.load(Ordering::Relaxed))
+            .finish()
     }
 }
 

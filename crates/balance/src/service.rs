@@ -10,18 +10,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::{Either, select};
 use http::request::Parts;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use parking_lot::Mutex;
 use tower::Service;
-use towergate_core::BoxError;
+use towergate_core::{BoxError, TunnelHold};
 
 use crate::algorithm::{BudgetWindow, LatencyHistogram, Random, ThreadRandom};
-use crate::body::{ReplaySource, RetryBody};
+use crate::body::{Held, ReplaySource, ResponseBody, RetryBody};
 use crate::classify::{Classify, DefaultClassify, Outcome};
 use crate::error::{BodyConsumed, BuildError, Timeout};
 use crate::future::ResponseFuture;
-use crate::pool::{Admission, Picked, Pool, Slot, now};
+use crate::pool::{Load, Picked, Pool, Slot, now};
 use crate::retry::{HEDGE_MIN_SAMPLES, Hedge, HedgeDelay, RetryPolicy};
 
 /// Sends each request to an endpoint of a [`Pool`]: picks one, retries
@@ -40,6 +40,11 @@ use crate::retry::{HEDGE_MIN_SAMPLES, Hedge, HedgeDelay, RetryPolicy};
 /// [`Timeout`](crate::error::Timeout), or the last attempt's own error.
 /// When every attempt got a failure response (a 503), the last one is
 /// returned as it is.
+///
+/// A request counts in flight (against the
+/// [`CircuitBreaker`](crate::CircuitBreaker) limits, and as its endpoint's
+/// load) until its response body ends or is dropped, or, for a `101` that
+/// opened a tunnel, until the tunnel closes; see [`ResponseBody`].
 ///
 /// Cloning is cheap: clones share the pool, the policy and the budget.
 ///
@@ -77,7 +82,7 @@ struct Route<C> {
     on_retry: Option<OnRetry>,
 }
 
-type Attempted<RB> = (Result<Response<RB>, BoxError>, Outcome);
+type Attempted<RB> = (Result<Response<ResponseBody<RB>>, BoxError>, Outcome);
 
 // === impl Balance ===
 
@@ -162,9 +167,9 @@ where
     RB: Send + 'static,
     C: Classify,
 {
-    type Response = Response<RB>;
+    type Response = Response<ResponseBody<RB>>;
     type Error = BoxError;
-    type Future = ResponseFuture<Response<RB>>;
+    type Future = ResponseFuture<Response<ResponseBody<RB>>>;
 
     /// Always ready: endpoints are chosen, and refusals made, per request.
     #[inline]
@@ -185,8 +190,37 @@ where
         // accepts and never answers is never ejected when the deadline is
         // shorter than the attempt's own timeout.
         let deadline = route.timeout.and_then(Deadline::after);
-        ResponseFuture::inner(dispatch(pool, route, req, admission, deadline))
+        ResponseFuture::inner(async move {
+            // Admitted while the attempts run, then for as long as the
+            // response lasts.
+            let rsp = dispatch(pool, route, req, deadline).await?;
+            Ok(hand_on(rsp, admission))
+        })
     }
+}
+
+/// Makes the response carry the request's counts to its end: in its body,
+/// or, for a `101` that opened a tunnel (its [`TunnelHold`]), in the tunnel,
+/// which is the endpoint's work until it closes (its body is empty and
+/// goes at once).
+fn hand_on<RB>(
+    mut rsp: Response<ResponseBody<RB>>,
+    admission: Option<Load>,
+) -> Response<ResponseBody<RB>> {
+    let tunnel = if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        rsp.extensions().get::<TunnelHold>().cloned()
+    } else {
+        None
+    };
+    let held = rsp.body_mut().held_mut();
+    match tunnel {
+        Some(hold) => hold.hold(Box::new(Held {
+            endpoint: held.endpoint.take(),
+            request: admission,
+        })),
+        None => held.request = admission,
+    }
+    rsp
 }
 
 /// The whole request's deadline ([`BalanceBuilder::timeout`]).
@@ -230,9 +264,8 @@ async fn dispatch<S, C, B, RB>(
     pool: Pool<S>,
     route: Arc<Route<C>>,
     req: Request<B>,
-    _admission: Admission<S>,
     deadline: Option<Deadline>,
-) -> Result<Response<RB>, BoxError>
+) -> Result<Response<ResponseBody<RB>>, BoxError>
 where
     S: Service<Request<RetryBody<B>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
@@ -398,7 +431,10 @@ where
             .latencies
             .record(now().saturating_duration_since(started));
     }
-    picked.finish(outcome);
+    // Latency is taken at the headers; the attempt stays in flight with its
+    // response body (a failure's count goes now).
+    let load = picked.finish(outcome);
+    let result = result.map(|rsp| rsp.map(|body| ResponseBody::new(body, load)));
     (result, outcome)
 }
 
@@ -458,6 +494,9 @@ where
     // The loser is dropped, which cancels it.
     match select(first, second).await {
         Either::Left((done, other)) | Either::Right((done, other)) if done.1.is_failure() => {
+            // The failed answer goes now: its endpoint stops counting it
+            // while the other attempt is awaited.
+            drop(done);
             other.await
         }
         Either::Left((done, _)) => done,

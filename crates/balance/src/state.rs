@@ -16,7 +16,8 @@ pub struct EndpointState {
     pub status: Status,
     /// The active health check's view, if checks are configured.
     pub active_check: Option<ActiveCheckState>,
-    /// Requests sent and not answered yet.
+    /// Requests sent whose response has not ended yet (its body still
+    /// streams, or its tunnel is open).
     pub in_flight: usize,
     /// Requests waiting for the endpoint service to become ready.
     pub pending: usize,

@@ -20,7 +20,7 @@ use crate::error::{NoHealthyEndpoint, Overloaded, Timeout};
 use crate::state::Status;
 use crate::{
     Algorithm, Balance, CircuitBreaker, Ejection, Endpoint, HashKey, HealthCheck, Hedge, Pool,
-    RetryBody, RetryBudget, RetryOn, RetryPolicy, discover,
+    ResponseBody, RetryBody, RetryBudget, RetryOn, RetryPolicy, discover,
 };
 
 #[derive(Clone, Debug)]
@@ -148,9 +148,10 @@ fn get() -> Request<Empty<Bytes>> {
 async fn send<S, C>(
     b: &Balance<S, C>,
     req: Request<Empty<Bytes>>,
-) -> Result<Response<String>, BoxError>
+) -> Result<Response<ResponseBody<String>>, BoxError>
 where
-    Balance<S, C>: Service<Request<Empty<Bytes>>, Response = Response<String>, Error = BoxError>,
+    Balance<S, C>:
+        Service<Request<Empty<Bytes>>, Response = Response<ResponseBody<String>>, Error = BoxError>,
 {
     b.clone().oneshot(req).await
 }
@@ -249,7 +250,7 @@ async fn non_idempotent_is_retried_only_when_nothing_was_sent() {
         .await
         .unwrap();
     assert_eq!(rsp.status(), 200);
-    assert_eq!(rsp.into_body(), "b");
+    assert_eq!(rsp.into_body().into_inner(), "b");
 }
 
 #[tokio::test(start_paused = true)]
@@ -355,7 +356,7 @@ async fn attempt_timeout_retries_elsewhere_and_overall_timeout_is_typed() {
         .build()
         .unwrap();
     let rsp = send(&b, get()).await.unwrap();
-    assert_eq!(rsp.into_body(), "b");
+    assert_eq!(rsp.into_body().into_inner(), "b");
 
     let b = Balance::builder(pool)
         .retry(RetryPolicy::none())
@@ -480,7 +481,7 @@ async fn hedging_answers_from_the_second_endpoint() {
         .unwrap();
     let started = tokio::time::Instant::now();
     let rsp = send(&b, get()).await.unwrap();
-    assert_eq!(rsp.into_body(), "b");
+    assert_eq!(rsp.into_body().into_inner(), "b");
     assert_eq!(started.elapsed(), Duration::from_millis(50));
     assert_eq!((fake.hits("a"), fake.hits("b")), (1, 1));
     // The cancelled attempt counts against a's latency.
@@ -684,6 +685,107 @@ async fn active_checks_take_out_and_put_back() {
     assert!(fake.hits("b") > before, "back in rotation");
 }
 
+/// Each endpoint is probed on its own schedule: a probe that hangs until
+/// its timeout delays only its own endpoint's checks, so another endpoint
+/// turning unhealthy (or recovering) is noticed within about its threshold
+/// × `interval`, not × `timeout`.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_probe_delays_only_its_own_endpoint() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let fake = Fake::with(&[("a", Mode::Ok), ("b", Mode::Ok), ("c", Mode::Ok)]);
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = down.clone();
+    let check = HealthCheck::new(move |e: &Endpoint, _path: &str| {
+        let (url, down) = (e.url().to_owned(), flag.load(Ordering::SeqCst));
+        async move {
+            match url.as_str() {
+                // Accepts, never answers: each probe runs to the timeout.
+                "a" => std::future::pending().await,
+                "b" if down => Ok::<_, BoxError>(StatusCode::SERVICE_UNAVAILABLE),
+                _ => Ok(StatusCode::OK),
+            }
+        }
+    })
+    .interval(Duration::from_millis(100))
+    .timeout(Duration::from_secs(2))
+    .healthy_threshold(2)
+    .unhealthy_threshold(2);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .health_check(check)
+        .build()
+        .unwrap();
+    let status = |url: &str| {
+        pool.snapshot()
+            .into_iter()
+            .find(|s| s.url == url)
+            .unwrap()
+            .status
+    };
+    // a's first probe is hanging now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    down.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    wait_for(|| status("b") == Status::Unhealthy).await;
+    // Two probes, 100-110 ms apart, after up to one interval's wait.
+    let took = started.elapsed();
+    assert!(took <= Duration::from_millis(400), "b out after {took:?}");
+
+    down.store(false, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    wait_for(|| status("b") == Status::Healthy).await;
+    let took = started.elapsed();
+    assert!(took <= Duration::from_millis(400), "b back after {took:?}");
+    assert_eq!(status("c"), Status::Healthy);
+}
+
+/// An endpoint that joins is probed from then on; one that leaves is not
+/// probed any more.
+#[tokio::test(start_paused = true)]
+async fn endpoints_that_join_are_probed_and_those_that_leave_are_not() {
+    let probes: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let seen = probes.clone();
+    let check = HealthCheck::new(move |e: &Endpoint, _path: &str| {
+        *seen.lock().entry(e.url().to_owned()).or_default() += 1;
+        let ok = e.url() != "d";
+        async move {
+            Ok::<_, BoxError>(if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_GATEWAY
+            })
+        }
+    })
+    .interval(Duration::from_millis(100))
+    .unhealthy_threshold(2);
+    let fake = Fake::with(&[("a", Mode::Ok)]);
+    let pool = fake
+        .pool(Algorithm::RoundRobin)
+        .health_check(check)
+        .build()
+        .unwrap();
+    let count = |url: &str| probes.lock().get(url).copied().unwrap_or(0);
+    pool.insert(Endpoint::new("d")).unwrap();
+    wait_for(|| {
+        pool.snapshot()
+            .iter()
+            .any(|s| s.url == "d" && s.status == Status::Unhealthy)
+    })
+    .await;
+    assert!(pool.remove("d"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (a, d) = (count("a"), count("d"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count("d"), d, "d left: no more probes");
+    assert!(
+        count("a") >= a + 9,
+        "a still probed: {a} then {}",
+        count("a")
+    );
+}
+
 #[tokio::test]
 async fn consistent_hash_sticks_and_moves_little() {
     let urls: Vec<String> = (0..5).map(|i| format!("http://10.0.0.{i}")).collect();
@@ -727,9 +829,23 @@ async fn consistent_hash_sticks_and_moves_little() {
             .body(Empty::<Bytes>::new())
             .unwrap()
     };
-    let first = b.clone().oneshot(req()).await.unwrap().into_body();
+    let first = b
+        .clone()
+        .oneshot(req())
+        .await
+        .unwrap()
+        .into_body()
+        .into_inner();
     for _ in 0..10 {
-        assert_eq!(b.clone().oneshot(req()).await.unwrap().into_body(), first);
+        assert_eq!(
+            b.clone()
+                .oneshot(req())
+                .await
+                .unwrap()
+                .into_body()
+                .into_inner(),
+            first
+        );
     }
 }
 
@@ -874,7 +990,7 @@ async fn full_body_through_a_retry() {
         )
         .await
         .unwrap();
-    assert_eq!(rsp.into_body(), "c");
+    assert_eq!(rsp.into_body().into_inner(), "c");
 }
 
 async fn wait_for(mut cond: impl FnMut() -> bool) {
@@ -1103,4 +1219,139 @@ async fn a_retry_goes_to_an_untried_endpoint_or_not_at_all() {
     }
     assert_eq!((fake.hits("a"), fake.hits("b")), (5, 5));
     assert_eq!(retries.load(Ordering::SeqCst), 5);
+}
+
+/// A response body that streams until its sender says it is done (or
+/// goes): a download, server-sent events.
+#[derive(Debug)]
+struct Open(tokio::sync::oneshot::Receiver<()>);
+
+impl Body for Open {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| None)
+    }
+}
+
+/// What ends the answers of a [`streaming_pool`]: a sender per body, a
+/// hold per tunnel (a tunnel's task keeps one until it closes).
+#[derive(Clone, Default)]
+struct Ends {
+    bodies: Arc<Mutex<Vec<tokio::sync::oneshot::Sender<()>>>>,
+    tunnels: Arc<Mutex<Vec<towergate_core::TunnelHold>>>,
+}
+
+/// An endpoint whose answers' bodies stay open until the test ends them
+/// through [`Ends`]; with `tunnel`, each answer is a `101` carrying its
+/// tunnel's hold, as towergate-proxy's are.
+#[derive(Clone)]
+struct Streaming {
+    ends: Ends,
+    tunnel: bool,
+}
+
+impl Service<Request<RetryBody<Empty<Bytes>>>> for Streaming {
+    type Response = Response<Open>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Open>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<RetryBody<Empty<Bytes>>>) -> Self::Future {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ends.bodies.lock().push(tx);
+        let mut rsp = Response::new(Open(rx));
+        if self.tunnel {
+            let hold = towergate_core::TunnelHold::default();
+            *rsp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            rsp.extensions_mut().insert(hold.clone());
+            self.ends.tunnels.lock().push(hold);
+        }
+        std::future::ready(Ok(rsp))
+    }
+}
+
+/// A pool of one [`Streaming`] endpoint, `a`.
+fn streaming_pool(circuit: CircuitBreaker, tunnel: bool) -> (Pool<Streaming>, Ends) {
+    let ends = Ends::default();
+    let svc = Streaming {
+        ends: ends.clone(),
+        tunnel,
+    };
+    let pool = Pool::builder("streams", move |_: &Endpoint| {
+        Ok::<_, Infallible>(svc.clone())
+    })
+    .endpoint(Endpoint::new("a"))
+    .circuit_breaker(circuit)
+    .build()
+    .unwrap();
+    (pool, ends)
+}
+
+/// A request is in flight until its response body ends, not only until
+/// the headers came: streams (downloads, server-sent events) count against
+/// `max_endpoint_requests` (and as the endpoint's load) while they stream.
+#[tokio::test]
+async fn a_streamed_response_counts_in_flight_until_its_body_ends() {
+    let (pool, ends) = streaming_pool(CircuitBreaker::new().max_endpoint_requests(2), false);
+    let b = Balance::new(pool.clone());
+    let in_flight = || pool.snapshot()[0].in_flight;
+    let first = b.clone().oneshot(get()).await.unwrap();
+    let second = b.clone().oneshot(get()).await.unwrap();
+    assert_eq!(in_flight(), 2, "both bodies still stream");
+    let err = b.clone().oneshot(get()).await.unwrap_err();
+    assert_eq!(cause_ref::<Overloaded>(&*err).unwrap().scope(), "endpoint");
+
+    // One read to its end, the other dropped unread (its client gone).
+    let end = ends.bodies.lock().remove(0);
+    end.send(()).unwrap();
+    first.into_body().collect().await.unwrap();
+    assert_eq!(in_flight(), 1);
+    drop(second);
+    assert_eq!(in_flight(), 0);
+    assert_eq!(b.oneshot(get()).await.unwrap().status(), 200);
+}
+
+/// The pool-wide `max_requests` counts a request until its body ends too.
+#[tokio::test]
+async fn a_streamed_response_holds_its_place_in_max_requests() {
+    let (pool, _ends) = streaming_pool(CircuitBreaker::new().max_requests(1), false);
+    let b = Balance::new(pool);
+    let first = b.clone().oneshot(get()).await.unwrap();
+    let err = b.clone().oneshot(get()).await.unwrap_err();
+    assert_eq!(cause_ref::<Overloaded>(&*err).unwrap().scope(), "pool");
+    drop(first);
+    assert_eq!(b.oneshot(get()).await.unwrap().status(), 200);
+}
+
+/// A `101` that opened a tunnel counts until the tunnel closes (its hold
+/// goes), not until its (empty) body is dropped.
+#[tokio::test]
+async fn a_tunnel_counts_in_flight_until_it_closes() {
+    let (pool, ends) = streaming_pool(
+        CircuitBreaker::new()
+            .max_endpoint_requests(1)
+            .max_requests(1),
+        true,
+    );
+    let b = Balance::new(pool.clone());
+    let rsp = b.clone().oneshot(get()).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    drop(rsp);
+    assert_eq!(pool.snapshot()[0].in_flight, 1, "the tunnel is open");
+    assert!(
+        b.clone().oneshot(get()).await.is_err(),
+        "no room while it is"
+    );
+    // The tunnel closes: its task lets go of the hold.
+    ends.tunnels.lock().clear();
+    assert_eq!(pool.snapshot()[0].in_flight, 0);
+    assert_eq!(b.oneshot(get()).await.unwrap().status(), 101);
 }
