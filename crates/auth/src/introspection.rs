@@ -384,12 +384,14 @@ impl Inner {
         {
             return refused(INACTIVE);
         }
-        // Some servers (Keycloak) call refresh and ID tokens "active" too;
-        // only an access token opens an API.
+        // Some servers (Keycloak) call refresh, offline, logout and ID
+        // tokens "active" too; only an access token opens an API. An
+        // allow-list: a deny-list let each new kind of token in until it
+        // was named (Keycloak's `Offline` refresh tokens did).
         if ["token_type", "typ"]
             .iter()
-            .filter_map(|k| answer.get(*k).and_then(Value::as_str))
-            .any(not_an_access_token)
+            .filter_map(|k| answer.get(*k))
+            .any(|kind| !names_an_access_token(kind))
         {
             return refused(NOT_ACCESS);
         }
@@ -425,12 +427,26 @@ impl Inner {
     }
 }
 
-/// A `token_type` or `typ` naming a refresh or ID token (`Refresh`,
-/// `refresh_token`, `ID`, `id_token`, their RFC 8693 URNs).
-fn not_an_access_token(kind: &str) -> bool {
-    let kind = kind.to_ascii_lowercase();
-    let kind = kind.rsplit(':').next().unwrap_or(&kind);
-    kind.contains("refresh") || kind == "id" || kind == "id_token"
+/// Whether a `token_type` or `typ` of an answer names an access token:
+/// `Bearer` or `DPoP` (RFC 7662's `token_type`, the schemes the token is
+/// used with), `access_token` or its RFC 8693 URN, `at+jwt` (RFC 9068,
+/// with or without `application/`). `null` counts as absent; anything else
+/// (`Refresh`, `Offline`, `Logout`, `ID`, `Serialized-ID`, a number) is not
+/// an access token.
+fn names_an_access_token(kind: &Value) -> bool {
+    const ACCESS: &[&str] = &[
+        "bearer",
+        "dpop",
+        "access_token",
+        "urn:ietf:params:oauth:token-type:access_token",
+        "at+jwt",
+        "application/at+jwt",
+    ];
+    match kind {
+        Value::Null => true,
+        Value::String(s) => ACCESS.iter().any(|a| s.eq_ignore_ascii_case(a)),
+        _ => false,
+    }
 }
 
 fn now_secs() -> u64 {
@@ -620,3 +636,38 @@ impl<O> fmt::Debug for IntrospectionBuilder<O> {
 }
 
 crate::macros::layer_options!(IntrospectionBuilder<IntrospectionLayer>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_access_token_types_are_accepted() {
+        for ok in [
+            json!(null),
+            json!("Bearer"),
+            json!("DPoP"),
+            json!("access_token"),
+            json!("urn:ietf:params:oauth:token-type:access_token"),
+            json!("AT+JWT"),
+            json!("application/at+jwt"),
+        ] {
+            assert!(names_an_access_token(&ok), "{ok}");
+        }
+        for refused in [
+            json!("Refresh"),
+            json!("Offline"),
+            json!("Logout"),
+            json!("ID"),
+            json!("Serialized-ID"),
+            json!("urn:ietf:params:oauth:token-type:refresh_token"),
+            json!("urn:example:access_token"),
+            json!(""),
+            json!(1),
+            json!(["Bearer"]),
+        ] {
+            assert!(!names_an_access_token(&refused), "{refused}");
+        }
+    }
+}

@@ -106,6 +106,20 @@ async fn introspect(State(idp): State<Idp>, headers: HeaderMap, body: String) ->
         Some("refresh-token") => {
             json!({"active": true, "sub": "x", "aud": AUD, "typ": "Refresh", "exp": now() + 60})
         }
+        // Keycloak's offline refresh tokens, logout tokens and serialised
+        // ID tokens: none of them is an access token.
+        Some(t @ ("offline-token" | "logout-token" | "serialized-id")) => {
+            let typ = match t {
+                "offline-token" => "Offline",
+                "logout-token" => "Logout",
+                _ => "Serialized-ID",
+            };
+            json!({"active": true, "sub": "x", "aud": AUD, "typ": typ, "exp": now() + 60})
+        }
+        Some("dpop-access") => json!({
+            "active": true, "sub": "x", "aud": AUD, "token_type": "DPoP", "typ": "at+jwt",
+            "exp": now() + 60,
+        }),
         Some("typed-access") => json!({
             "active": true, "sub": "x", "aud": AUD, "typ": "Bearer",
             "token_type": "urn:ietf:params:oauth:token-type:access_token", "exp": now() + 60,
@@ -201,7 +215,13 @@ async fn introspection_active_inactive_and_cached() {
     bearer(&app.url(), "refresh-token")
         .await
         .assert_invalid_token("inactive_token");
+    for kind in ["offline-token", "logout-token", "serialized-id"] {
+        bearer(&app.url(), kind)
+            .await
+            .assert_invalid_token("inactive_token");
+    }
     assert_eq!(bearer(&app.url(), "typed-access").await.status, 200);
+    assert_eq!(bearer(&app.url(), "dpop-access").await.status, 200);
 
     // Cached no longer than the token's exp.
     assert_eq!(bearer(&app.url(), "short-token").await.status, 200);
