@@ -70,13 +70,32 @@ pub trait Authenticator: fmt::Debug + Send + Sync + 'static {
         &[]
     }
 
-    /// Where this method reads its credential. With `any_of`, the
-    /// credentials of the methods that did not decide are removed before
-    /// forwarding (nobody checked them) when they are read elsewhere than
-    /// the deciding one's. `None` (the default): not known, so never
-    /// removed for another method.
+    /// Where this method reads its credential. Before forwarding, what is
+    /// at these places is removed (with every spelling an upstream reads
+    /// as it) unless the method that authenticated the request read there
+    /// ([`credential_read_from`](Self::credential_read_from)): nobody
+    /// checked it. `None` (the default): not known, so never removed.
     fn credential_sources(&self) -> Option<&[TokenSource]> {
         None
+    }
+
+    /// Where the credential of `req` was read, once this method accepted
+    /// it: these places keep what they hold, the other
+    /// [`credential_sources`](Self::credential_sources) of every method
+    /// are emptied.
+    ///
+    /// The default suits a method that tries its sources in turn and reads
+    /// the first present one (as `extract` finds it), which is what the
+    /// methods of this crate do. A method that reads several places at
+    /// once says so here (forward auth sends all its chosen headers to the
+    /// auth service); one that reads none of them returns nothing, and
+    /// then every method's credential is removed when it decides.
+    fn credential_read_from<'a>(&'a self, req: &Parts) -> &'a [TokenSource] {
+        let sources = self.credential_sources().unwrap_or_default();
+        match sources.iter().position(|s| s.extract(req).is_some()) {
+            Some(i) => &sources[i..=i],
+            None => &[],
+        }
     }
 }
 
@@ -120,6 +139,10 @@ impl<T: Authenticator + ?Sized> Authenticator for Arc<T> {
     fn credential_sources(&self) -> Option<&[TokenSource]> {
         (**self).credential_sources()
     }
+
+    fn credential_read_from<'a>(&'a self, req: &Parts) -> &'a [TokenSource] {
+        (**self).credential_read_from(req)
+    }
 }
 
 impl<T: Authenticator + ?Sized> Authenticator for Box<T> {
@@ -148,6 +171,10 @@ impl<T: Authenticator + ?Sized> Authenticator for Box<T> {
 
     fn credential_sources(&self) -> Option<&[TokenSource]> {
         (**self).credential_sources()
+    }
+
+    fn credential_read_from<'a>(&'a self, req: &Parts) -> &'a [TokenSource] {
+        (**self).credential_read_from(req)
     }
 }
 

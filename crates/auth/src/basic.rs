@@ -163,14 +163,8 @@ impl Authenticator for BasicAuth {
     }
 
     fn strip_credential(&self, req: &mut Parts) {
-        let is_basic = req
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(split_scheme)
-            .is_some_and(|(s, _)| s.eq_ignore_ascii_case("basic"));
-        if is_basic {
-            req.headers.remove(AUTHORIZATION);
-        }
+        // By location, whatever the scheme: see `TokenSource::strip`.
+        TokenSource::Header(AUTHORIZATION).strip(req);
     }
 }
 

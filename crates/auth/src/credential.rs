@@ -124,25 +124,70 @@ impl TokenSource {
         }
     }
 
-    /// Removes the credential from the request.
+    /// Removes the credential from the request: whatever is at its
+    /// location, read or not, and every spelling an upstream takes for
+    /// it.
+    ///
+    /// By location, not by what `extract` makes of it: a value `extract`
+    /// calls absent may still be read by an upstream. `Bearer\t<token>`
+    /// is no bearer token here, but Python's `split()` and Go's
+    /// `strings.Fields` find one in it; `x_token` is not `X-Token` here,
+    /// but PHP, WSGI and Rack read both as `HTTP_X_TOKEN`.
     pub(crate) fn strip(&self, req: &mut Parts) {
         match self {
+            // Every `Authorization` value, whatever its scheme says.
             TokenSource::Bearer => {
-                let is_bearer = req
-                    .headers
-                    .get(AUTHORIZATION)
-                    .and_then(split_scheme)
-                    .is_some_and(|(s, _)| s.eq_ignore_ascii_case("bearer"));
-                if is_bearer {
-                    req.headers.remove(AUTHORIZATION);
-                }
+                req.headers.remove(AUTHORIZATION);
             }
-            TokenSource::Header(name) => {
-                req.headers.remove(name);
-            }
+            TokenSource::Header(name) => strip_header(&mut req.headers, name),
             TokenSource::Cookie(name) => strip_cookie(req, name),
             TokenSource::Query(name) => strip_query(&mut req.uri, name),
         }
+    }
+
+    /// Whether the two read one credential in the same place, so that
+    /// removing one would remove the other: `Bearer` and an
+    /// `Authorization` header, a `Cookie` header and any cookie, header or
+    /// query names that upstreams take for one another.
+    pub(crate) fn shares_location(&self, other: &TokenSource) -> bool {
+        use TokenSource::{Bearer, Cookie, Header, Query};
+        let header = |s: &TokenSource| match s {
+            Bearer => Some(AUTHORIZATION),
+            Header(n) => Some(n.clone()),
+            _ => None,
+        };
+        match (self, other) {
+            (Query(a), Query(b)) => same_to_upstreams(a, b),
+            (Cookie(a), Cookie(b)) => a.trim() == b.trim(),
+            (Cookie(_), Header(h)) | (Header(h), Cookie(_)) => *h == COOKIE,
+            _ => match (header(self), header(other)) {
+                (Some(a), Some(b)) => same_header(a.as_str(), b.as_str()),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// Whether two header names are one to CGI-style upstreams, which read
+/// `_` as `-` (names are lowercase in a `HeaderMap`).
+fn same_header(a: &str, b: &str) -> bool {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
+
+/// Removes `name` and its spellings with `_` for `-`.
+fn strip_header(headers: &mut http::HeaderMap, name: &HeaderName) {
+    headers.remove(name);
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let spellings: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| same_header(k.as_str(), name.as_str()))
+        .cloned()
+        .collect();
+    for k in spellings {
+        headers.remove(k);
     }
 }
 
@@ -183,8 +228,6 @@ pub(crate) fn split_scheme(value: &HeaderValue) -> Option<(&str, &str)> {
     }
 }
 
-/// Rewrites every `Cookie` header without the cookie `name`, keeping the
-/// others byte for byte.
 /// Whether a raw `Cookie` line has a pair named `name` (names trimmed).
 fn names_cookie(line: &[u8], name: &str) -> bool {
     line.split(|&b| b == b';').any(|pair| {
@@ -193,7 +236,18 @@ fn names_cookie(line: &[u8], name: &str) -> bool {
     })
 }
 
+/// Rewrites the `Cookie` headers without the cookie `name`, as one line of
+/// the other pairs joined by `; ` (lines that are not visible ASCII go).
 fn strip_cookie(req: &mut Parts, name: &str) {
+    // Rewriting joins the lines and respaces them: only when needed.
+    if !req
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .any(|h| names_cookie(h.as_bytes(), name))
+    {
+        return;
+    }
     let kept: Vec<String> = req
         .headers
         .get_all(COOKIE)
@@ -214,21 +268,27 @@ fn strip_cookie(req: &mut Parts, name: &str) {
     }
 }
 
-/// Drops every `name=...` pair from the query, keeping the other pairs as
-/// they were encoded (re-encoding them could change what the upstream
-/// sees).
+/// Drops every `name=...` pair from the query, and the pairs some upstream
+/// reads as `name` (`access.token`, `ACCESS_TOKEN`), keeping the other
+/// pairs as they were encoded (re-encoding them could change what the
+/// upstream sees).
 fn strip_query(uri: &mut Uri, name: &str) {
     let Some(query) = uri.query() else { return };
+    let is_credential = |pair: &str| {
+        let raw = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let key: Cow<'_, str> = form_urlencoded::parse(raw.as_bytes())
+            .next()
+            .map(|(k, _)| k)
+            .unwrap_or(Cow::Borrowed(""));
+        same_to_upstreams(&key, name)
+    };
+    // Left as sent when there is nothing to drop.
+    if !query.split('&').any(is_credential) {
+        return;
+    }
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| {
-            let raw = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            let key: Cow<'_, str> = form_urlencoded::parse(raw.as_bytes())
-                .next()
-                .map(|(k, _)| k)
-                .unwrap_or(Cow::Borrowed(""));
-            !pair.is_empty() && key != name
-        })
+        .filter(|pair| !pair.is_empty() && !is_credential(pair))
         .collect();
     let mut pq = uri.path().to_owned();
     if !kept.is_empty() {
@@ -389,6 +449,72 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(src.extract(&p), Some(Err(Unreadable)));
+    }
+
+    #[test]
+    fn strip_goes_by_place_and_spelling() {
+        let mut p = parts(
+            Request::get("/x?a=1&access.token=f&ACCESS_TOKEN=g&access%5Ftoken=h&b=2")
+                .header("authorization", "Bearer\tforged")
+                .header("x_token", "forged")
+                .header("x_tokens", "kept")
+                .body(())
+                .unwrap(),
+        );
+        // None of these is read as a credential here...
+        assert_eq!(TokenSource::Bearer.extract(&p), None);
+        let x_token = TokenSource::Header(HeaderName::from_static("x-token"));
+        assert_eq!(x_token.extract(&p), None);
+        // ...and all of them are removed.
+        TokenSource::Bearer.strip(&mut p);
+        x_token.strip(&mut p);
+        TokenSource::Query("access_token".into()).strip(&mut p);
+        assert!(p.headers.get("authorization").is_none());
+        assert!(p.headers.get("x_token").is_none());
+        assert_eq!(p.headers["x_tokens"], "kept");
+        assert_eq!(p.uri.to_string(), "/x?a=1&b=2");
+        // Nothing to remove: the query and cookies stay as sent.
+        let mut p = parts(
+            Request::get("/x?a=%20b&&c")
+                .header("cookie", "a=1;b=2")
+                .body(())
+                .unwrap(),
+        );
+        TokenSource::Query("access_token".into()).strip(&mut p);
+        TokenSource::Cookie("session".into()).strip(&mut p);
+        assert_eq!(p.uri.to_string(), "/x?a=%20b&&c");
+        assert_eq!(p.headers["cookie"], "a=1;b=2");
+    }
+
+    #[test]
+    fn places_shared() {
+        let header = |n: &'static str| TokenSource::Header(HeaderName::from_static(n));
+        let query = |n: &str| TokenSource::Query(n.into());
+        let shared = [
+            (TokenSource::Bearer, header("authorization")),
+            (header("x-token"), header("x_token")),
+            (query("access_token"), query("ACCESS.TOKEN")),
+            (header("cookie"), TokenSource::Cookie("session".into())),
+        ];
+        for (a, b) in shared {
+            assert!(
+                a.shares_location(&b) && b.shares_location(&a),
+                "{a:?} {b:?}"
+            );
+        }
+        let apart = [
+            (TokenSource::Bearer, header("x-token")),
+            (header("x-token"), header("x-tokens")),
+            (query("access_token"), query("api_key")),
+            (query("x_token"), header("x-token")),
+            (
+                TokenSource::Cookie("session".into()),
+                TokenSource::Cookie("other".into()),
+            ),
+        ];
+        for (a, b) in apart {
+            assert!(!a.shares_location(&b), "{a:?} {b:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use towergate_core::{ClientAddr, Identity, RoutedPath};
 
 use crate::authenticator::{Authenticated, Authenticator, BoxFuture};
+use crate::credential::TokenSource;
 use crate::error::{AuthError, BuildError, reason};
 use crate::http_client;
 use crate::layer::{ForwardAuthLayer, LayerOptions};
@@ -67,6 +68,8 @@ struct Inner {
     url: reqwest::Url,
     client: reqwest::Client,
     forward: Vec<HeaderName>,
+    /// `forward`, as the places the auth service saw.
+    read: Vec<TokenSource>,
     copy: Vec<HeaderName>,
     /// `copy` plus the subject header: removed from incoming requests.
     added: Vec<HeaderName>,
@@ -107,6 +110,14 @@ impl Authenticator for ForwardAuth {
 
     fn added_headers(&self) -> &[HeaderName] {
         &self.inner.added
+    }
+
+    // No `credential_sources`: which of the forwarded headers (`Cookie`
+    // whole, `User-Agent`) hold a credential is the auth service's
+    // business, so none is removed when another method decides. When this
+    // one does, the auth service saw all of them.
+    fn credential_read_from<'a>(&'a self, _req: &Parts) -> &'a [TokenSource] {
+        &self.inner.read
     }
 }
 
@@ -314,6 +325,7 @@ impl<O> ForwardAuthBuilder<O> {
             inner: Arc::new(Inner {
                 url,
                 client,
+                read: forward.iter().cloned().map(TokenSource::Header).collect(),
                 forward,
                 copy: self.copy,
                 added,

@@ -29,9 +29,11 @@ use crate::service::{Auth, Mode, Shared};
 ///    a `401` listing every method's `WWW-Authenticate` challenge;
 ///    **all-of**: every method must pass, and the identities are merged;
 /// 3. the [rules](AuthLayerBuilder::require) run on the identity (`403`);
-/// 4. the [`Identity`](towergate_core::Identity) goes in the request
-///    extensions, identity headers are set, and credentials are stripped
-///    if asked.
+/// 4. the credentials nobody checked are removed (those of the methods
+///    that did not decide, wherever and however spelt; with
+///    [`strip_credentials`](AuthLayerBuilder::strip_credentials), the
+///    checked ones too), then the [`Identity`](towergate_core::Identity)
+///    goes in the request extensions and identity headers are set.
 ///
 /// Refusals are `401`/`403` problem responses; a method that cannot reach
 /// what it depends on answers `503`. Cloning is cheap: clones share the

@@ -27,8 +27,9 @@ macro_rules! layer_options {
                 self
             }
 
-            /// Whether the credential is removed before the request goes
-            /// upstream. Default false.
+            /// Whether the checked credential is removed before the request
+            /// goes upstream too (those nobody checked always are). Default
+            /// false.
             pub fn strip_credentials(mut self, yes: bool) -> Self {
                 self.layer.strip_credentials = yes;
                 self

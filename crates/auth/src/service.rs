@@ -39,49 +39,29 @@ pub(crate) struct Shared {
     rules: Vec<Arc<dyn Authorize>>,
     identity_headers: Vec<(String, HeaderName)>,
     strip_credentials: bool,
-    /// With `any_of`, by deciding method: the other methods whose
-    /// credentials are removed (nobody checked them), those read where the
-    /// decider's is not (see [`Authenticator::credential_sources`]).
-    unchecked: Vec<Vec<usize>>,
+    /// Where the methods read credentials (see
+    /// [`Authenticator::credential_sources`]), each place once: emptied
+    /// before forwarding unless the credential that was checked came from
+    /// there.
+    locations: Vec<TokenSource>,
     /// Removed from every incoming request: identity headers and the
     /// headers methods add.
     pub(crate) cleared: ClearedHeaders,
 }
 
-/// For each method, the other methods whose credentials are read where
-/// its own is not: when it decides, theirs went unchecked and are removed.
-/// A method that does not say where it reads is never removed, nor one
-/// that reads where the decider does (two JWT providers on the bearer
-/// token share the one credential that was checked).
-fn unchecked_credentials(methods: &[Arc<dyn Authenticator>]) -> Vec<Vec<usize>> {
-    let overlap = |a: &TokenSource, b: &TokenSource| {
-        let authorization = |s: &TokenSource| match s {
-            TokenSource::Bearer => true,
-            TokenSource::Header(n) => *n == http::header::AUTHORIZATION,
-            _ => false,
-        };
-        (authorization(a) && authorization(b)) || a == b
-    };
-    methods
+/// Every place a method reads a credential, each once.
+fn credential_locations(methods: &[Arc<dyn Authenticator>]) -> Vec<TokenSource> {
+    let mut locations: Vec<TokenSource> = Vec::new();
+    for s in methods
         .iter()
-        .enumerate()
-        .map(|(i, decider)| {
-            let Some(own) = decider.credential_sources() else {
-                return Vec::new();
-            };
-            methods
-                .iter()
-                .enumerate()
-                .filter(|&(j, other)| {
-                    j != i
-                        && other.credential_sources().is_some_and(|theirs| {
-                            !theirs.iter().any(|t| own.iter().any(|o| overlap(o, t)))
-                        })
-                })
-                .map(|(j, _)| j)
-                .collect()
-        })
-        .collect()
+        .filter_map(|m| m.credential_sources())
+        .flatten()
+    {
+        if !locations.contains(s) {
+            locations.push(s.clone());
+        }
+    }
+    locations
 }
 
 /// Headers the gateway sets toward the upstream to say who the caller is
@@ -259,17 +239,14 @@ impl Shared {
                         .flat_map(|m| m.added_headers().iter().cloned()),
                 ),
         );
-        let unchecked = match mode {
-            Mode::AnyOf if !options.strip_credentials => unchecked_credentials(&methods),
-            _ => Vec::new(),
-        };
+        let locations = credential_locations(&methods);
         Self {
             methods,
             mode,
             rules: options.rules,
             identity_headers: options.identity_headers,
             strip_credentials: options.strip_credentials,
-            unchecked,
+            locations,
             cleared,
         }
     }
@@ -309,6 +286,11 @@ impl Shared {
             }
         }
 
+        // Before the headers of the gateway go on: those are not the
+        // client's (a forward-auth service may answer with an
+        // `Authorization` for the upstream).
+        self.remove_credentials(&mut parts, decider);
+
         let mut last = None;
         for (name, value) in headers {
             // `HeaderMap::into_iter` names a header once, then `None` for
@@ -331,17 +313,46 @@ impl Shared {
                 None => {}
             }
         }
-        if self.strip_credentials {
-            for m in &self.methods {
-                m.strip_credential(&mut parts);
-            }
-        } else if let Some(others) = decider.and_then(|i| self.unchecked.get(i)) {
-            for &j in others {
-                self.methods[j].strip_credential(&mut parts);
-            }
-        }
         parts.extensions.insert(identity);
         Ok(parts)
+    }
+
+    /// Removes the credentials nobody checked: with `any_of`, those of the
+    /// methods that did not decide and the deciding one's other sources;
+    /// with `all_of`, each method's sources it did not read. A place where
+    /// a checked credential was read keeps it (two JWT providers on the
+    /// one bearer token). With `strip_credentials`, every method removes
+    /// its own, the checked ones too.
+    ///
+    /// By place, not by what a method makes of the value there: a
+    /// `Bearer\t<forged>` that no method reads as a token is still one to
+    /// an upstream that splits on any whitespace.
+    fn remove_credentials(&self, parts: &mut Parts, decider: Option<usize>) {
+        if self.strip_credentials {
+            for m in &self.methods {
+                m.strip_credential(parts);
+            }
+            return;
+        }
+        if self.locations.is_empty() {
+            return;
+        }
+        let checked_by: &[Arc<dyn Authenticator>] = match (self.mode, decider) {
+            (Mode::AnyOf, Some(i)) => self.methods.get(i..=i).unwrap_or_default(),
+            (Mode::AnyOf, None) => &[],
+            (Mode::AllOf, _) => &self.methods,
+        };
+        // Read before anything is removed: removing changes what is
+        // present.
+        let checked: Vec<&TokenSource> = checked_by
+            .iter()
+            .flat_map(|m| m.credential_read_from(parts))
+            .collect();
+        for place in &self.locations {
+            if !checked.iter().any(|c| c.shares_location(place)) {
+                place.strip(parts);
+            }
+        }
     }
 
     /// The first method whose credential is present decides.

@@ -337,7 +337,8 @@ async fn any_of_the_first_present_credential_decides() {
 /// With `any_of`, the credentials of the methods that did not decide were
 /// never checked: they do not reach the upstream (a forged bearer beside a
 /// good API key would be trusted by an upstream that decodes it), unless
-/// they are where the deciding credential is.
+/// they are where the deciding credential is. They go by where they are,
+/// not by whether the gateway can read them: upstreams read more.
 #[tokio::test]
 async fn any_of_removes_the_credentials_nobody_checked() {
     let layer = AuthLayer::builder()
@@ -346,22 +347,70 @@ async fn any_of_removes_the_credentials_nobody_checked() {
         .build()
         .unwrap();
     let app = serve(layer).await;
-    let r = get(
-        &app.url(),
-        &[
-            ("x-api-key", "key-1"),
-            ("authorization", "Bearer forged.jwt.x"),
-        ],
-    )
-    .await;
+    // A tab after the scheme (Python's `split()` and Go's `strings.Fields`
+    // still find the token), or a byte that is not ASCII: no bearer token
+    // to the gateway, one to the upstream.
+    for forged in [
+        "Bearer forged.jwt.x",
+        "Bearer\tforged.jwt.x",
+        "Bearer forged.jwt.x\u{e9}",
+    ] {
+        let r = get(
+            &app.url(),
+            &[("x-api-key", "key-1"), ("authorization", forged)],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["identity"]["method"], "api_key");
+        assert!(
+            r.body["headers"].get("authorization").is_none(),
+            "{forged:?}: {:?}",
+            r.body
+        );
+        assert_eq!(r.body["headers"]["x-api-key"][0], "key-1");
+    }
+
+    // A JWT read from `X-Token`: its underscore spelling, which PHP, WSGI
+    // and Rack read as `X_TOKEN` too, goes even when sent alone. So do the
+    // other query spellings of a token read from the query, and the other
+    // source of the deciding method (the API key came in the header, the
+    // `api_key` parameter was never looked at).
+    let layer = AuthLayer::builder()
+        .method(
+            ApiKeys::builder()
+                .header(h("x-api-key"))
+                .query("api_key")
+                .key("key-1", Consumer::new("acme"))
+                .build()
+                .unwrap(),
+        )
+        .method(
+            Jwt::builder()
+                .secret(SECRET)
+                .token_from(TokenSource::Header(h("x-token")))
+                .token_from(TokenSource::Query("access_token".into()))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    let url = format!(
+        "{}/items?a=1&api_key=forged&access.token=forged&ACCESS_TOKEN=forged&b=2",
+        app.url()
+    );
+    let r = get(&url, &[("x-api-key", "key-1"), ("x_token", "forged.jwt.x")]).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["identity"]["method"], "api_key");
-    assert!(
-        r.body["headers"].get("authorization").is_none(),
-        "{:?}",
-        r.body
-    );
+    assert!(r.body["headers"].get("x_token").is_none(), "{:?}", r.body);
+    assert_eq!(r.body["uri"], "/items?a=1&b=2");
     assert_eq!(r.body["headers"]["x-api-key"][0], "key-1");
+    // The key in the query was checked: it stays, the forged token goes.
+    let url = format!("{}/items?api_key=key-1", app.url());
+    let r = get(&url, &[("x_token", "forged.jwt.x")]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["uri"], "/items?api_key=key-1");
+    assert!(r.body["headers"].get("x_token").is_none(), "{:?}", r.body);
     // Two JWT providers on the one bearer: the checked token stays.
     let layer = AuthLayer::builder()
         .method(jwt())
@@ -373,6 +422,72 @@ async fn any_of_removes_the_credentials_nobody_checked() {
     let r = get(&app.url(), &[("authorization", &auth)]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["headers"]["authorization"][0], auth.as_str());
+}
+
+/// A forward-auth service decides by what it was sent (here a Basic
+/// `Authorization`, which the JWT method before it passed over): that
+/// stays, the other methods' credentials go.
+#[tokio::test]
+async fn forward_auth_deciding_removes_the_other_credentials() {
+    let auth = spawn_upstream(Router::new().route(
+        "/auth",
+        axum::routing::get(|headers: http::HeaderMap| async move {
+            match headers.get("authorization").map(|v| v.as_bytes()) {
+                Some(b"Basic b2s6b2s=") => http::StatusCode::OK,
+                _ => http::StatusCode::UNAUTHORIZED,
+            }
+        }),
+    ))
+    .await;
+    let layer = AuthLayer::builder()
+        .method(keys())
+        .method(jwt())
+        .method(
+            towergate_auth::ForwardAuth::builder(format!("{}/auth", auth.url()))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    // No `X-Api-Key`, so the auth service decides; `x_api_key` reaches a
+    // CGI-style upstream as the API key, which nobody checked.
+    let r = get(
+        &app.url(),
+        &[("authorization", "Basic b2s6b2s="), ("x_api_key", "key-1")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["identity"]["method"], "forward_auth");
+    assert_eq!(r.body["headers"]["authorization"][0], "Basic b2s6b2s=");
+    assert!(r.body["headers"].get("x_api_key").is_none(), "{:?}", r.body);
+}
+
+/// With `all_of`, each method checked one credential: a method's other
+/// sources were not checked either.
+#[tokio::test]
+async fn all_of_removes_the_sources_not_read() {
+    let layer = AuthLayer::builder()
+        .all_of()
+        .method(jwt())
+        .method(
+            ApiKeys::builder()
+                .header(h("x-api-key"))
+                .query("api_key")
+                .key("key-1", Consumer::new("acme"))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let app = serve(layer).await;
+    let auth = format!("Bearer {}", hs256(&claims("alice")));
+    let url = format!("{}/items?api_key=forged&b=2", app.url());
+    let r = get(&url, &[("authorization", &auth), ("x-api-key", "key-1")]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["uri"], "/items?b=2");
+    assert_eq!(r.body["headers"]["authorization"][0], auth.as_str());
+    assert_eq!(r.body["headers"]["x-api-key"][0], "key-1");
 }
 
 #[tokio::test]
