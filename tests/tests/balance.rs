@@ -101,7 +101,7 @@ async fn a_killed_endpoint_costs_no_request_and_comes_back() {
     let yaml = config(
         &eps,
         r#"    balance: round_robin
-    health_check: { path: /healthz, interval: "200ms", timeout: "500ms", healthy_threshold: 1, unhealthy_threshold: 1 }
+    health_check: { path: /healthz, interval: "200ms", timeout: "150ms", healthy_threshold: 1, unhealthy_threshold: 1 }
     ejection: { consecutive_failures: 1, base_time: "300ms" }
     retry: { max_retries: 2, on: [connect, failure, 502, 503] }"#,
     );

@@ -95,7 +95,7 @@ upstreams:
     dns: {{ host: localhost, port: {port}, scheme: https, interval: "1s" }}
     tls: {{ ca: "{d}/ca.pem" }}
     retry: {{ max_retries: 2, on: [connect] }}
-    health_check: {{ path: /healthz, interval: "100ms", healthy_threshold: 1, unhealthy_threshold: 1 }}
+    health_check: {{ path: /healthz, interval: "100ms", timeout: "80ms", healthy_threshold: 1, unhealthy_threshold: 1 }}
   rewritten:
     dns: {{ host: localhost, port: {port}, scheme: https, interval: "1s" }}
     tls: {{ ca: "{d}/ca.pem" }}

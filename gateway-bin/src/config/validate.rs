@@ -727,6 +727,25 @@ fn check_pool_settings(u: &Upstream, p: &str, errs: &mut Vec<ConfigError>) {
         if let Some(v) = &h.timeout {
             check_positive_duration(&format!("{hp}.timeout"), v, errs);
         }
+        // A probe that may outlast its interval delays the next one: its
+        // endpoint's detection and recovery then follow the timeout.
+        let (interval, timeout) = (
+            h.interval
+                .as_deref()
+                .map_or(Ok(Duration::from_secs(5)), parse_duration),
+            h.timeout
+                .as_deref()
+                .map_or(Ok(Duration::from_secs(1)), parse_duration),
+        );
+        if let (Ok(interval), Ok(timeout)) = (interval, timeout)
+            && !interval.is_zero()
+            && timeout >= interval
+        {
+            errs.push(ConfigError::new(
+                format!("{hp}.timeout"),
+                format!("{timeout:?} is not below the interval ({interval:?})"),
+            ));
+        }
         if let Some(path) = &h.path
             && !path.starts_with('/')
         {
@@ -1077,6 +1096,12 @@ upstreams:
   f:
     endpoints: ["http://127.0.0.1:3"]
     ejection: {{ base_time: "10m" }}
+  g:
+    endpoints: ["http://127.0.0.1:4"]
+    health_check: {{ interval: "1s", timeout: "2s" }}
+  h:
+    endpoints: ["http://127.0.0.1:5"]
+    health_check: {{ timeout: "5s" }}
 {ROUTE}"#
         ));
         assert_eq!(
@@ -1085,6 +1110,8 @@ upstreams:
                 "upstreams.d.dns.interval",
                 "upstreams.e.ejection.max_time",
                 "upstreams.f.ejection.base_time",
+                "upstreams.g.health_check.timeout",
+                "upstreams.h.health_check.timeout",
                 "upstreams.p.request_timeout",
                 "upstreams.p.health_check.interval",
                 "upstreams.p.health_check.timeout",
