@@ -246,8 +246,14 @@ impl Template {
 /// Percent-encodes all but what a host and port are made of (letters,
 /// digits, `-`, `.`, `:` and the brackets of an IPv6 address).
 pub(crate) fn encode_authority(value: &str) -> Cow<'_, str> {
-    let keep = |b: u8| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b);
-    if value.bytes().all(keep) {
+    percent_encode(value, |b| {
+        b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)
+    })
+}
+
+/// `value` with every byte `keep` refuses percent-encoded.
+fn percent_encode(value: &str, keep: impl Fn(u8) -> bool) -> Cow<'_, str> {
+    if value.bytes().all(&keep) {
         return Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
@@ -378,19 +384,9 @@ pub(crate) fn verbatim(value: &str) -> Cow<'_, str> {
 /// Percent-encodes what may not appear in a URI path: everything but
 /// unreserved characters, sub-delimiters, `:`, `@` and `/`.
 pub(crate) fn encode_path(value: &str) -> Cow<'_, str> {
-    let keep = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b);
-    if value.bytes().all(keep) {
-        return Cow::Borrowed(value);
-    }
-    let mut out = String::with_capacity(value.len() + 8);
-    for b in value.bytes() {
-        if keep(b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    Cow::Owned(out)
+    percent_encode(value, |b| {
+        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b)
+    })
 }
 
 #[cfg(test)]
