@@ -185,7 +185,9 @@ pub async fn start_from_config(
 /// `Err` when the token in effect is unusable (then nothing matches).
 fn required_token(state: &AdminState) -> Result<Option<Arc<str>>, String> {
     match &state.token {
-        Some(fixed) => Ok(Some(fixed.clone())),
+        // An embedder's token is held to the file's rules: an empty one
+        // (a secret that came through empty) must not open the API.
+        Some(fixed) => crate::config::check_admin_token(fixed).map(|()| Some(fixed.clone())),
         None => crate::config::admin_token(state.live.config().admin.token.as_deref())
             .map(|t| t.map(Arc::from)),
     }
@@ -203,15 +205,41 @@ fn browser_from_elsewhere(req: &Request) -> Option<&'static str> {
         );
     }
     let reads = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+    // A change comes from no browser page (no `Origin`) or from a page of
+    // the admin API's own origin: a page served by another loopback port
+    // (a dev server, the demo, an upstream's HTML behind a loopback
+    // listener) is another site.
     if !reads
         && header(header::ORIGIN).is_some_and(|o| {
-            o.split_once("://")
-                .is_none_or(|(_, authority)| !loopback_host(authority))
+            o.split_once("://").is_none_or(|(_, authority)| {
+                !header(header::HOST).is_some_and(|h| same_authority(authority, h))
+            })
         })
     {
-        return Some("the admin API without a token takes changes only from a loopback origin");
+        return Some("the admin API without a token takes changes only from its own origin");
     }
     None
+}
+
+/// Whether an `Origin`'s authority and a `Host` name the same host and
+/// port (ignoring case; a missing port is 80, the plain-HTTP admin API's
+/// default).
+fn same_authority(origin: &str, host: &str) -> bool {
+    fn split(a: &str) -> (String, &str) {
+        let (name, port) = match a.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            // `[v6]` or `[v6]:port`
+            Some((v6, after)) => (format!("[{v6}]"), after.strip_prefix(':').unwrap_or("")),
+            None => match a.rsplit_once(':') {
+                Some((name, port)) => (name.to_owned(), port),
+                None => (a.to_owned(), ""),
+            },
+        };
+        (
+            name.to_ascii_lowercase(),
+            if port.is_empty() { "80" } else { port },
+        )
+    }
+    split(origin) == split(host)
 }
 
 /// Whether `host` (`name[:port]`, `[v6][:port]`) names this host's loopback.
@@ -280,13 +308,19 @@ async fn require_token(
             None
         }
     };
+    // `Bearer` in any case (RFC 9110: schemes are case-insensitive); no
+    // credential is no match, whatever the token.
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if token.is_some_and(|t| constant_time_eq(given.as_bytes(), t.as_bytes())) {
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    if let (Some(t), Some(given)) = (token, given)
+        && !t.is_empty()
+        && constant_time_eq(given.as_bytes(), t.as_bytes())
+    {
         next.run(req).await
     } else {
         Problem::new(StatusCode::UNAUTHORIZED)
@@ -407,22 +441,38 @@ fn upstream_list(cfg: &Config) -> Value {
                 "url": u.url.as_deref().or_else(|| u.endpoints.first().map(|e| e.url()))
                     .map(|url| towergate_core::url_without_password(url).into_owned()),
                 "http2": u.http2,
-                "routes": cfg.routes.iter().filter(|r| &r.upstream == name).map(|r| r.name.as_str()).collect::<Vec<_>>(),
+                "routes": cfg.routes.iter().filter(|r| route_uses(r, name)).map(|r| r.name.as_str()).collect::<Vec<_>>(),
             })
         })
         .collect();
-    // Inline URLs: one entry per URL, with every route that uses it.
+    // Inline URLs: one entry per URL, with every route that uses it (as
+    // its upstream or in an aggregate's calls).
     let mut inline: Vec<(&str, Vec<&str>)> = Vec::new();
-    for r in cfg.routes.iter().filter(|r| r.upstream.contains("://")) {
-        match inline.iter_mut().find(|(u, _)| *u == r.upstream) {
-            Some((_, routes)) => routes.push(&r.name),
-            None => inline.push((&r.upstream, vec![&r.name])),
+    for r in &cfg.routes {
+        for url in route_targets(r).filter(|u| u.contains("://")) {
+            match inline.iter_mut().find(|(u, _)| *u == url) {
+                Some((_, routes)) if routes.last() == Some(&r.name.as_str()) => {}
+                Some((_, routes)) => routes.push(&r.name),
+                None => inline.push((url, vec![&r.name])),
+            }
         }
     }
     for (url, routes) in inline {
         out.push(json!({ "name": url, "url": url, "http2": false, "routes": routes }));
     }
     Value::Array(out)
+}
+
+/// What `r` sends requests to: its upstream and its aggregate's calls.
+fn route_targets(r: &crate::config::schema::Route) -> impl Iterator<Item = &str> {
+    let calls = r.aggregate.iter().flat_map(|a| a.calls.iter());
+    std::iter::once(r.upstream.as_str())
+        .filter(|u| !u.is_empty())
+        .chain(calls.map(|c| c.upstream.as_str()))
+}
+
+fn route_uses(r: &crate::config::schema::Route, upstream: &str) -> bool {
+    route_targets(r).any(|u| u == upstream)
 }
 
 async fn status(State(state): State<AdminState>) -> Json<Value> {
@@ -612,6 +662,28 @@ mod tests {
         assert!(
             browser_from_elsewhere(&req("POST", Some("127.0.0.1:9901"), Some("null"))).is_some()
         );
+        // Another loopback port is another site: a dev server's page, the
+        // demo's, an upstream's HTML behind a loopback listener.
+        for other in [
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "http://localhost:9902",
+        ] {
+            assert!(
+                browser_from_elsewhere(&req("POST", Some("localhost:9901"), Some(other))).is_some(),
+                "{other}"
+            );
+        }
+        for same in [
+            ("[::1]:9901", "http://[::1]:9901"),
+            ("LOCALHOST", "http://localhost:80"),
+        ] {
+            assert_eq!(
+                browser_from_elsewhere(&req("POST", Some(same.0), Some(same.1))),
+                None,
+                "{same:?}"
+            );
+        }
         // A cross-site read is the browser's to block (no CORS headers here).
         assert_eq!(
             browser_from_elsewhere(&req(
@@ -634,6 +706,14 @@ mod tests {
         // Nor does an unusable token, anywhere.
         assert!(matches!(gate(Err("bad".into()), false), Gate::Closed(_)));
         assert!(matches!(gate(Err("bad".into()), true), Gate::Closed(_)));
+    }
+
+    #[test]
+    fn an_embedders_token_is_held_to_the_files_rules() {
+        for bad in ["", "short", "0123456789 abcdef", "pässwörd-0123456789"] {
+            assert!(crate::config::check_admin_token(bad).is_err(), "{bad:?}");
+        }
+        assert!(crate::config::check_admin_token("0123456789abcdef").is_ok());
     }
 
     #[test]

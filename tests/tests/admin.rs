@@ -402,3 +402,65 @@ async fn the_admin_listener_caps_its_connections() {
     }
     gw.shutdown().await;
 }
+
+/// An embedder's fixed token is held to the file's rules: an empty one
+/// keeps the API closed; `Bearer` is matched in any case; an upstream
+/// used only by an aggregate's calls lists its route.
+#[tokio::test]
+async fn an_empty_embedded_token_keeps_the_api_closed() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let extra = r#"  - name: screen
+    match: { path: "/screen" }
+    aggregate:
+      calls:
+        - { name: a, upstream: only_called, path: "/a" }
+"#;
+    let text = config(&echo.url(), extra).replace(
+        "upstreams:\n",
+        &format!("upstreams:\n  only_called: {{ url: \"{}\" }}\n", echo.url()),
+    );
+    let cfg = towergate::config::parse_str(&text, towergate::config::Format::Yaml).unwrap();
+    let gw = towergate::start(towergate::stack::compile(&cfg).unwrap())
+        .await
+        .unwrap();
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let admin_with = |token: &str| {
+        let live = gw.live();
+        let token = Arc::from(token);
+        async move {
+            start(
+                "127.0.0.1:0".parse().unwrap(),
+                AdminState {
+                    live,
+                    config_path: None,
+                    token: Some(token),
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let empty = admin_with("").await;
+    for auth in [None, Some("Bearer "), Some("Bearer")] {
+        let mut rb = c.get(format!("http://{}/admin/config", empty.addr));
+        if let Some(a) = auth {
+            rb = rb.header("authorization", a);
+        }
+        assert_eq!(rb.send().await.unwrap().status(), 401, "{auth:?}");
+    }
+    let admin = admin_with(TOKEN).await;
+    let rsp = c
+        .get(format!("http://{}/admin/upstreams", admin.addr))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let v: Value = rsp.json().await.unwrap();
+    let called = v
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["name"] == "only_called"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(called["routes"], serde_json::json!(["screen"]), "{v}");
+}

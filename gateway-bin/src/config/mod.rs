@@ -16,7 +16,7 @@ pub(crate) mod validate;
 pub use load::{Format, load_file, parse_str};
 pub use schema::Config;
 pub use units::{parse_duration, parse_size};
-pub use validate::{admin_token, validate};
+pub use validate::{admin_token, check_admin_token, validate};
 
 use std::fmt;
 

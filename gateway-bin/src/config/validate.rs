@@ -109,16 +109,8 @@ pub(crate) fn check_structure(cfg: &Config, errs: &mut Vec<ConfigError>) {
             (Err(_), _) => check_addr("admin.listen", &cfg.admin.listen, errs),
         }
     }
-    if cfg
-        .admin
-        .token
-        .as_deref()
-        .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN)
-    {
-        errs.push(ConfigError::new(
-            "admin.token",
-            format!("must be at least {MIN_ADMIN_TOKEN} characters"),
-        ));
+    if let Some(Err(e)) = cfg.admin.token.as_deref().map(check_admin_token) {
+        errs.push(ConfigError::new("admin.token", e));
     }
 
     // Observability: a ratio, not a percentage (`10` would sample all).
@@ -907,12 +899,25 @@ fn effective_admin_token(
         },
     };
     match from_env {
-        Some(t) if t.len() < MIN_ADMIN_TOKEN => Err(format!(
-            "{ADMIN_TOKEN_ENV} must be at least {MIN_ADMIN_TOKEN} characters"
-        )),
-        Some(t) => Ok(Some(t)),
+        Some(t) => match check_admin_token(&t) {
+            Ok(()) => Ok(Some(t)),
+            Err(e) => Err(format!("{ADMIN_TOKEN_ENV}: {e}")),
+        },
         None => Ok(configured.map(str::to_owned)),
     }
+}
+
+/// Whether `token` can be an admin token: at least [`MIN_ADMIN_TOKEN`]
+/// characters, all visible ASCII (a header carries it: a token with other
+/// bytes could never be sent, and every request would get 401).
+pub fn check_admin_token(token: &str) -> Result<(), String> {
+    if token.len() < MIN_ADMIN_TOKEN {
+        return Err(format!("must be at least {MIN_ADMIN_TOKEN} characters"));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII characters only (no spaces)".into());
+    }
+    Ok(())
 }
 
 /// The query parameter a token is read from, if it is one.
