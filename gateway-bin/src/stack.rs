@@ -302,6 +302,7 @@ fn compile_staged(cfg: &Config, registry: Arc<Registry>) -> Result<Compiled, Con
                     rl,
                     &cfg.rate_limiting,
                     &registry,
+                    r.auth.is_some(),
                     &format!("{p}.rate_limit"),
                     &mut errs,
                 )

@@ -423,6 +423,11 @@ fn bad_rate_limit_config_names_its_path() {
             "rate: \"10/s\" }\n        - { rate: \"10/s\", before_auth: true",
             "routes[0].rate_limit.limits[1].name",
         ),
+        // No `auth` on the route: no request has an identity.
+        (
+            "rate: \"10/s\", key: \"identity:sub\"",
+            "routes[0].rate_limit.limits[0].key",
+        ),
     ];
     for (limit, path) in cases {
         let yaml = config(
@@ -433,6 +438,13 @@ fn bad_rate_limit_config_names_its_path() {
         let e = towergate::stack::compile(&cfg).unwrap_err();
         assert!(e.has_path(path), "{limit}: {e}");
     }
+    let yaml = config(
+        "http://127.0.0.1:1",
+        "    rate_limit: { key: \"identity:consumer\", limits: [{ rate: \"10/s\" }] }\n",
+    );
+    let cfg = towergate::config::parse_str(&yaml, towergate::config::Format::Yaml).unwrap();
+    let e = towergate::stack::compile(&cfg).unwrap_err();
+    assert!(e.has_path("routes[0].rate_limit.key"), "{e}");
     let yaml = config("http://127.0.0.1:1", "    concurrency: { max: 0 }\n");
     let cfg = towergate::config::parse_str(&yaml, towergate::config::Format::Yaml).unwrap();
     assert!(

@@ -448,6 +448,7 @@ pub(crate) fn rate_limit_layers(
     cfg: &RouteRateLimit,
     store: &RateLimiting,
     registry: &Registry,
+    authenticated: bool,
     p: &str,
     errs: &mut Vec<ConfigError>,
 ) -> RateLimitLayers {
@@ -456,6 +457,19 @@ pub(crate) fn rate_limit_layers(
         Some(k) => parse_key(k, &format!("{p}.key"), errs),
         None => Some(CLIENT),
     };
+    // Without `auth` no request has an identity: every one would be
+    // refused (or, with `on_missing_key: shared`, all share one bucket).
+    let no_identity = |key: &Key, at: String, errs: &mut Vec<ConfigError>| {
+        if !authenticated && uses_identity(key) {
+            errs.push(ConfigError::new(
+                at,
+                "keys on `identity:`, but the route has no `auth`: no request would have one",
+            ));
+        }
+    };
+    if let Some(k) = &key {
+        no_identity(k, format!("{p}.key"), errs);
+    }
     if cfg.limits.is_empty() {
         errs.push(ConfigError::new(
             format!("{p}.limits"),
@@ -471,6 +485,9 @@ pub(crate) fn rate_limit_layers(
         let Some(limit) = limit(l, &lp, errs) else {
             continue;
         };
+        if let Some(own) = limit.own_key() {
+            no_identity(own, format!("{lp}.key"), errs);
+        }
         let name = limit.display_name();
         if !names.insert(name.clone()) {
             errs.push(ConfigError::new(
