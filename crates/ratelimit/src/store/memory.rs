@@ -11,8 +11,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::BuildError;
 use crate::gcra::{Gcra, Outcome, Verdict, decide};
 
-/// Rate-limit state in this process: N shards of `Mutex<HashTable<(key, TAT)>>`
-/// holding at most `max_keys` keys in all.
+/// Rate-limit state in this process: N shards of
+/// `Mutex<HashTable<(key, TAT and window)>>` holding at most `max_keys` keys
+/// in all, each shard at least 1,024 of them (or all, in a smaller store).
 ///
 /// Decisions are exact: the shards of a batch are locked (in index order,
 /// so two batches never deadlock) while its TATs are read, decided and
@@ -24,9 +25,15 @@ use crate::gcra::{Gcra, Outcome, Verdict, decide};
 /// arrives, the shard first forgets every key whose TAT is in the past:
 /// such a key decides exactly like a key never seen (a full bucket), so
 /// forgetting it never changes a decision. If live keys still fill more
-/// than 7/8 of the shard, it forgets the live keys with the smallest TATs
-/// down to 7/8: those are the buckets closest to full, so forgetting them
-/// forgives the least debt; [`MemoryStore::evictions`] counts them. Each
+/// than 7/8 of the shard, it forgets the live keys that owe the least
+/// relative to their own limit (`(TAT - now) / window`) down to 7/8: those
+/// are the buckets closest to full, so forgetting them forgives the least.
+/// Not the smallest TATs: limits of different windows share a store, and an
+/// exhausted route-wide `5000/s` bucket (TAT one second ahead) owes its
+/// whole burst while a client's first request to `1000/h` (TAT 3.6 s ahead)
+/// owes a thousandth of its own; a flood of new clients must push out the
+/// clients, not hand the route a fresh burst. [`MemoryStore::evictions`]
+/// counts them. Each
 /// shard is cleaned at most once per `capacity / 8` new keys, so the
 /// amortised cost per new key stays constant under a flood of distinct keys,
 /// and the number of keys never exceeds [`MemoryStore::max_keys`].
@@ -60,6 +67,7 @@ pub struct MemoryStoreBuilder {
 
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
+    /// Keys per shard: a shard makes room when it alone is full.
     per_shard: usize,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
@@ -71,11 +79,24 @@ struct Inner {
 /// once.
 #[derive(Default)]
 struct Shard {
-    tats: HashTable<(Box<str>, u64)>,
+    tats: HashTable<(Box<str>, Held)>,
+}
+
+/// What the store keeps of a bucket: its TAT, and the window of the limit
+/// that wrote it, which eviction weighs the TAT against.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    tat: u64,
+    window: u64,
 }
 
 const DEFAULT_MAX_KEYS: usize = 100_000;
 const DEFAULT_SHARDS: usize = 64;
+/// The fewest keys a shard holds (unless the whole store holds fewer): a
+/// shard makes room when it is full, however empty the others are, so
+/// tiny shards (`max_keys` 100 in 64 shards: one key each) would let two
+/// clients in one shard push each other out, and neither be limited.
+const MIN_PER_SHARD: usize = 1_024;
 
 // === impl MemoryStore ===
 
@@ -99,8 +120,7 @@ impl MemoryStore {
     }
 
     fn with_parts(max_keys: usize, shards: usize, clock: Arc<dyn Clock>) -> Self {
-        // Never more shards than keys, so every shard holds at least one.
-        let shards = shards.clamp(1, max_keys.max(1));
+        let shards = shards.clamp(1, (max_keys / MIN_PER_SHARD).max(1));
         Self {
             inner: Arc::new(Inner {
                 shards: (0..shards).map(|_| Mutex::default()).collect(),
@@ -157,7 +177,8 @@ impl MemoryStore {
             // A refusal writes only a state it read as capped (see
             // `Gcra::check`), so that the next interval admits.
             if verdict.allowed || tat.is_some_and(|t| o.tat < t) {
-                inner.store(&mut guards[slot(i)], h, b.id(), o.tat, now);
+                let held = Held::new(o.tat, b.gcra());
+                inner.store(&mut guards[slot(i)], h, b.id(), held, now);
             }
         }
         verdict
@@ -204,18 +225,18 @@ impl MemoryStore {
         let new = Self::with_parts(max_keys, old.shards.len(), old.clock.clone());
         let now = old.clock.now_micros();
         for i in 0..old.shards.len() {
-            let live: Vec<(Box<str>, u64)> = old
+            let live: Vec<(Box<str>, Held)> = old
                 .lock(i)
                 .tats
                 .iter()
-                .filter(|(_, tat)| *tat > now)
+                .filter(|(_, held)| held.tat > now)
                 .cloned()
                 .collect();
-            for (id, tat) in live {
+            for (id, held) in live {
                 let inner = &*new.inner;
                 let hash = inner.hash(&id);
                 let mut shard = inner.lock(inner.shard_of(hash));
-                inner.store(&mut shard, hash, &id, tat, now);
+                inner.store(&mut shard, hash, &id, held, now);
             }
         }
         Ok(new)
@@ -223,7 +244,9 @@ impl MemoryStore {
 
     /// How many live keys (TAT in the future) were forgotten to stay within
     /// the bound: each such key got a full bucket back early. Zero unless
-    /// more keys are active at once than the store holds.
+    /// about as many keys are active at once as the store holds (a shard
+    /// makes room when it is full, and keys spread over shards only about
+    /// evenly; shards hold at least 1,024 keys, so the spread is close).
     pub fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)
     }
@@ -250,7 +273,9 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// How many independently locked shards (default 64).
+    /// How many independently locked shards (default 64); fewer when
+    /// `max_keys` is small, so that each shard holds at least 1,024 keys
+    /// (one shard below 2,048 keys).
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards;
         self
@@ -286,12 +311,12 @@ impl Inner {
         let mut shard = self.lock(self.shard_of(hash));
         // One lookup for a key already held, the usual case.
         match shard.tats.find_mut(hash, |(k, _)| **k == *id) {
-            Some((_, tat)) => {
-                let outcome = gcra.check(Some(*tat), now);
+            Some((_, held)) => {
+                let outcome = gcra.check(Some(held.tat), now);
                 // A refusal writes only a state it read as capped (see
                 // `Gcra::check`), so that the next interval admits.
-                if outcome.allowed || outcome.tat < *tat {
-                    *tat = outcome.tat;
+                if outcome.allowed || outcome.tat < held.tat {
+                    *held = Held::new(outcome.tat, gcra);
                 }
                 outcome
             }
@@ -300,7 +325,8 @@ impl Inner {
                 if outcome.allowed {
                     // Known absent (the look-up above, under this lock):
                     // no second look-up before the insert.
-                    self.insert_absent(&mut shard, hash, id, outcome.tat, now);
+                    let held = Held::new(outcome.tat, gcra);
+                    self.insert_absent(&mut shard, hash, id, held, now);
                 }
                 outcome
             }
@@ -339,17 +365,17 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn store(&self, shard: &mut Shard, hash: u64, id: &str, tat: u64, now: u64) {
+    fn store(&self, shard: &mut Shard, hash: u64, id: &str, held: Held, now: u64) {
         if let Some((_, slot)) = shard.tats.find_mut(hash, |(k, _)| **k == *id) {
-            *slot = tat;
+            *slot = held;
             return;
         }
-        self.insert_absent(shard, hash, id, tat, now);
+        self.insert_absent(shard, hash, id, held, now);
     }
 
-    /// Stores the TAT of a key the shard does not hold, making room first
-    /// when the shard is full.
-    fn insert_absent(&self, shard: &mut Shard, hash: u64, id: &str, tat: u64, now: u64) {
+    /// Stores the state of a key the shard does not hold, making room
+    /// first when the shard is full.
+    fn insert_absent(&self, shard: &mut Shard, hash: u64, id: &str, held: Held, now: u64) {
         if shard.tats.len() >= self.per_shard {
             let evicted = shard.make_room(now, self.per_shard);
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
@@ -357,7 +383,7 @@ impl Inner {
         // When the table grows, the keys it moves are hashed again.
         shard
             .tats
-            .insert_unique(hash, (id.into(), tat), |(k, _)| self.hash(k));
+            .insert_unique(hash, (id.into(), held), |(k, _)| self.hash(k));
     }
 }
 
@@ -378,35 +404,94 @@ impl Shard {
     fn find(&self, hash: u64, id: &str) -> Option<u64> {
         self.tats
             .find(hash, |(k, _)| **k == *id)
-            .map(|&(_, tat)| tat)
+            .map(|(_, held)| held.tat)
     }
 
     /// Shrinks a full shard to at most 7/8 of `capacity`; returns how many
-    /// live keys it had to forget.
+    /// live keys it had to forget: those that owe the least relative to
+    /// their window.
     fn make_room(&mut self, now: u64, capacity: usize) -> u64 {
         // Free: an expired TAT decides like no TAT.
-        self.tats.retain(|(_, tat)| *tat > now);
+        self.tats.retain(|(_, held)| held.tat > now);
         let target = capacity - (capacity / 8).max(1);
         if self.tats.len() <= target {
             return 0;
         }
         let excess = self.tats.len() - target;
-        let mut tats: Vec<u64> = self.tats.iter().map(|&(_, tat)| tat).collect();
-        let threshold = *tats.select_nth_unstable(excess - 1).1;
-        let mut removed = 0;
-        // Ties at the threshold could match more than `excess` keys: stop
-        // at `excess` so no more live state is lost than needed.
-        self.tats.retain(|(_, tat)| {
-            if removed < excess && *tat <= threshold {
-                removed += 1;
+        let mut debts: Vec<Debt> = self.tats.iter().map(|(_, h)| Debt::of(h, now)).collect();
+        let threshold = *debts.select_nth_unstable(excess - 1).1;
+        // Every debt below the threshold goes, then ties at it until
+        // `excess`: no more live state is lost than needed, and a tie met
+        // first in the table never saves a smaller debt.
+        let below = debts.iter().filter(|&&d| d < threshold).count();
+        let mut ties = excess - below;
+        self.tats.retain(|(_, held)| {
+            let debt = Debt::of(held, now);
+            if debt < threshold {
+                false
+            } else if debt == threshold && ties > 0 {
+                ties -= 1;
                 false
             } else {
                 true
             }
         });
-        removed as u64
+        excess as u64
     }
 }
+
+// === impl Held ===
+
+impl Held {
+    fn new(tat: u64, gcra: Gcra) -> Self {
+        Self {
+            tat,
+            window: gcra.window(),
+        }
+    }
+}
+
+/// How much of its window a live bucket owes, `(tat - now) / window`,
+/// ordered exactly: compared by cross-multiplying in 128 bits, no floats.
+#[derive(Clone, Copy, Debug)]
+struct Debt {
+    owed: u64,
+    window: u64,
+}
+
+impl Debt {
+    fn of(held: &Held, now: u64) -> Self {
+        Self {
+            owed: held.tat.saturating_sub(now),
+            // Never zero (a `Gcra` has a positive window); `max` keeps the
+            // ordering total anyway.
+            window: held.window.max(1),
+        }
+    }
+}
+
+impl Ord for Debt {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let mine = u128::from(self.owed) * u128::from(other.window);
+        let theirs = u128::from(other.owed) * u128::from(self.window);
+        mine.cmp(&theirs)
+    }
+}
+
+impl PartialOrd for Debt {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Equal debts are equal ratios (1/2 of 2 s and 1/2 of 1 h), as `Ord` has it.
+impl PartialEq for Debt {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Debt {}
 
 #[cfg(test)]
 mod tests {
@@ -508,7 +593,7 @@ mod tests {
     fn keys_spread_over_shards_and_are_found_after_growth() {
         let clock = ManualClock::new();
         let store = MemoryStore::builder()
-            .max_keys(64_000)
+            .max_keys(64 * 1_024)
             .shards(64)
             .clock(clock.clone())
             .build()
@@ -568,6 +653,62 @@ mod tests {
         assert_eq!(store.evictions(), 1, "down to 7 of 8, then the newcomer");
         let heavy = store.decide(&one("heavy", g));
         assert_eq!(heavy.outcomes[0].remaining, 4, "heavy kept its debt");
+    }
+
+    /// Limits of different windows share a store: a route-wide bucket
+    /// (window 1 s) that is exhausted owes all of its window, while a
+    /// client's first request to 1000/h owes a thousandth of its window,
+    /// though its TAT lies further ahead. A flood of new clients must push
+    /// out the clients, not give the route a fresh burst.
+    #[test]
+    fn eviction_weighs_debt_against_each_bucket_window() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::builder()
+            .max_keys(64)
+            .shards(1)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let route = Gcra::new(200, 5_000).unwrap(); // 5000/s: window 1 s
+        let hourly = Gcra::new(3_600_000, 1_000).unwrap(); // 1000/h: window 1 h
+        for _ in 0..5_000 {
+            assert!(store.decide(&one("route", route)).allowed);
+        }
+        assert!(!store.decide(&one("route", route)).allowed, "exhausted");
+        for i in 0..64 {
+            // A microsecond apart: no ties, so the order of eviction is
+            // that of the ranking alone, not of the table.
+            clock.advance(Duration::from_micros(1));
+            assert!(store.decide(&one(&format!("client{i}"), hourly)).allowed);
+        }
+        assert!(store.evictions() > 0, "the flood had to push keys out");
+        assert!(
+            !store.decide(&one("route", route)).allowed,
+            "the exhausted route bucket was forgiven"
+        );
+    }
+
+    /// Shards of a small store are not so small that two active clients
+    /// push each other out while the store has room for both.
+    #[test]
+    fn a_small_store_holds_as_many_keys_as_asked() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::builder()
+            .max_keys(64)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let hourly = Gcra::new(3_600_000_000, 1).unwrap(); // 1/h
+        for i in 0..40 {
+            assert!(store.decide(&one(&format!("k{i}"), hourly)).allowed);
+        }
+        for i in 0..40 {
+            assert!(
+                !store.decide(&one(&format!("k{i}"), hourly)).allowed,
+                "k{i} was forgotten"
+            );
+        }
+        assert_eq!(store.evictions(), 0);
     }
 
     #[test]
