@@ -312,6 +312,9 @@ struct Switch {
     /// stay open: a half-open socket, or a network partition with no
     /// reset. Later ones forward.
     frozen: watch::Sender<u64>,
+    /// How long each new connection waits before its first byte goes
+    /// through: a slow connect (TLS, AUTH, a far region).
+    delay: watch::Sender<Duration>,
 }
 
 impl Switch {
@@ -320,8 +323,10 @@ impl Switch {
         let addr = listener.local_addr().unwrap();
         let (up, _) = watch::channel(true);
         let (frozen, _) = watch::channel(0u64);
+        let (delay, _) = watch::channel(Duration::ZERO);
         let state = up.subscribe();
         let freezes = frozen.subscribe();
+        let delays = delay.subscribe();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let mut state = state.clone();
@@ -331,7 +336,9 @@ impl Switch {
                     continue;
                 }
                 let born = *freezes.borrow();
+                let delay = *delays.borrow();
                 tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
                     let Ok(mut server) = TcpStream::connect(redis).await else {
                         return;
                     };
@@ -348,7 +355,12 @@ impl Switch {
                 });
             }
         });
-        Self { addr, up, frozen }
+        Self {
+            addr,
+            up,
+            frozen,
+            delay,
+        }
     }
 
     fn set(&self, up: bool) {
@@ -357,6 +369,11 @@ impl Switch {
 
     fn freeze(&self) {
         self.frozen.send_modify(|f| *f += 1);
+    }
+
+    /// Delays every connection accepted from now on by `delay`.
+    fn slow_connect(&self, delay: Duration) {
+        self.delay.send_replace(delay);
     }
 }
 
@@ -433,6 +450,70 @@ async fn a_silent_connection_is_replaced() {
     assert!(
         recovered.is_ok(),
         "still on the silent connection ({} failures)",
+        store.failures()
+    );
+}
+
+/// One decision of bucket `k` on `store`, within the hang guard.
+async fn decide(store: &RedisStore) -> Result<towergate_ratelimit::gcra::Verdict, StoreError> {
+    let gcra = Gcra::new(1_000, 1_000).unwrap();
+    let check = store.check(&Batch::new("k", vec![Bucket::new("k", gcra)]));
+    tokio::time::timeout(HANG_GUARD, check)
+        .await
+        .expect("a decision must never hang")
+}
+
+/// Whether Redis decides again (not a failure policy) within `within`.
+async fn served(store: &RedisStore, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        loop {
+            if decide(store).await.is_ok() && !store.degraded() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Connecting takes longer than one decision may wait (80 ms against
+/// 50 ms): the store still gets a connection, because connecting is not
+/// bounded by the decision timeout but by `connect_timeout`, and is not
+/// abandoned when a decision gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_when_connecting_outlasts_the_decision_timeout() {
+    const TEST: &str = "recovers_when_connecting_outlasts_the_decision_timeout";
+    let Some(url) = redis(TEST).await else {
+        return;
+    };
+    let Some(redis_addr) = tcp_addr(TEST, &url).await else {
+        return;
+    };
+    let switch = Switch::start(redis_addr).await;
+    let store = RedisStore::builder(format!("redis://{}", switch.addr))
+        .prefix(unique_prefix("slow-connect"))
+        .timeout(Duration::from_millis(50))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert!(served(&store, HANG_GUARD).await, "never healthy");
+
+    switch.slow_connect(Duration::from_millis(80));
+    switch.set(false);
+    let failed = tokio::time::timeout(HANG_GUARD, async {
+        while decide(&store).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(failed.is_ok(), "the cut was never noticed");
+    assert!(store.degraded());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    switch.set(true);
+    assert!(
+        served(&store, Duration::from_secs(5)).await,
+        "Redis is back but the store never used it ({} failures)",
         store.failures()
     );
 }

@@ -1,13 +1,16 @@
 //! The Redis store: every gateway instance shares the same buckets, one
 //! Lua script call per decision.
 
-use std::sync::Arc;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
 
 use super::{Batch, Check, Store};
 use crate::clock::duration_micros;
@@ -71,34 +74,43 @@ const REPLY_FIELDS: usize = 5;
 /// the same server and prefix.
 ///
 /// - **One round trip per decision**: all buckets of a request go to one
-///   `EVALSHA` of a Lua script (loaded on `NOSCRIPT` by `redis::Script`),
-///   which reads the time with `TIME`, decides with GCRA and writes only if
-///   every limit admits. Redis runs scripts one at a time, so decisions are
-///   atomic across instances.
+///   `EVALSHA` of a Lua script, which reads the time with `TIME`, decides
+///   with GCRA and writes only if every limit admits. Redis runs scripts
+///   one at a time, so decisions are atomic across instances. Each new
+///   connection loads the script before any decision uses it (a restarted
+///   Redis has forgotten it); should Redis still answer `NOSCRIPT`,
+///   `redis::Script` loads it and calls again.
 /// - **Cluster-compatible keys**: `<prefix>{<tag>}<bucket id>`, where the
 ///   tag is the batch's tag, so every key of one decision hashes to one slot.
-///   The connection is to one server (standalone, or a proxy in front of a
-///   cluster), not a Cluster client: a node's `MOVED` answer is a failure.
+///   A tag with a brace (a client-chosen key value such as `a}1`) is
+///   replaced by its digest: Redis hashes only up to the first `}`, so such
+///   values would otherwise all land in one slot. The connection is to one
+///   server (standalone, or a proxy in front of a cluster), not a Cluster
+///   client: a node's `MOVED` answer is a failure.
 /// - **Never hangs**: each call is bounded by [`timeout`](RedisStoreBuilder::timeout)
-///   (50 ms by default). A [`ConnectionManager`] reconnects in the
-///   background when its connection breaks; and after any failed call
-///   (a timeout, `READONLY` from a primary demoted by a failover, an error)
-///   the store replaces the connection with a new one, so that a half-open
-///   socket or a server that changed roles is not asked again and again.
-///   Failures are rare while healthy and probes are one per interval while
-///   degraded, so this reconnects at most about once per interval.
+///   (50 ms by default). Connecting is not: it takes several round trips
+///   (TCP, TLS, `AUTH`, loading the script), so it runs in a background
+///   task bounded by [`connect_timeout`](RedisStoreBuilder::connect_timeout)
+///   (1 s by default), tried again every probe interval until it succeeds;
+///   a decision that gives up waiting never cancels it. After any failed
+///   call (a timeout, `READONLY` from a primary demoted by a failover, an
+///   error) the store drops the connection and makes a new one, so that a
+///   half-open socket or a server that changed roles is not asked again and
+///   again.
 /// - **Degraded mode**: after a failure, the store answers
 ///   [`StoreError::Degraded`] at once, without touching the network, for
 ///   [`probe_interval`](RedisStoreBuilder::probe_interval) (1 s by
-///   default); then one request probes Redis, and the first success ends
-///   degraded mode. The layer applies each limit's
+///   default) and for as long as it has no connection; then one request
+///   probes Redis (the first as soon as a new connection is ready), and the
+///   first success ends degraded mode. The layer applies each limit's
 ///   [`FailurePolicy`](crate::FailurePolicy) to these errors. Entering and
 ///   leaving degraded mode is logged (`warn`/`info`); while degraded, at
 ///   most one warning per 10 s.
 ///
 /// Clones share the connection and the health state. Building needs a
-/// Tokio runtime, and connects lazily, so a gateway starts even while
-/// Redis is down.
+/// Tokio runtime and starts connecting in the background without waiting,
+/// so a gateway starts even while Redis is down; until the first
+/// connection is ready, decisions wait for it within their timeout.
 #[derive(Clone, Debug)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -116,10 +128,17 @@ pub struct RedisStoreBuilder {
 }
 
 struct Inner {
-    conn: ArcSwap<ConnectionManager>,
-    /// What a replacement connection is made from.
+    /// The connection decisions use; `None` while a new one is being made
+    /// (at the start, and after a failed call gave the previous one up).
+    /// Exactly one connect task runs while it is `None`.
+    conn: ArcSwapOption<ConnectionManager>,
+    /// Wakes the decisions waiting for the first connection.
+    connected: Notify,
+    /// What a new connection is made from, and where its task runs.
     client: redis::Client,
     config: ConnectionManagerConfig,
+    connect_timeout: Duration,
+    runtime: Handle,
     script: Script,
     prefix: String,
     timeout: Duration,
@@ -170,10 +189,11 @@ impl RedisStore {
     /// Sends `PING`, within the store's timeout; a readiness check for
     /// embedders and tests. Does not change the degraded state.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = ConnectionManager::clone(&self.inner.conn.load());
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(self.inner.timeout, ping.query_async::<String>(&mut conn)).await
-        {
+        let ping = async {
+            let mut conn = ConnectionManager::clone(&*self.inner.connection().await);
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(self.inner.timeout, ping).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Backend(Box::new(e))),
             Err(_) => Err(StoreError::TimedOut(self.inner.timeout)),
@@ -192,9 +212,14 @@ impl RedisStore {
         for arg in &args {
             invocation.arg(arg);
         }
-        let used = inner.conn.load_full();
-        let mut conn = ConnectionManager::clone(&used);
-        let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
+        // The connection this call used, if it got one before the timeout.
+        let mut used = None;
+        let call = async {
+            let conn = inner.connection().await;
+            let mut manager = ConnectionManager::clone(&conn);
+            used = Some(conn);
+            invocation.invoke_async::<Vec<i64>>(&mut manager).await
+        };
         let result = match tokio::time::timeout(inner.timeout, call).await {
             Ok(Ok(reply)) => parse(&reply, keys.len()),
             Ok(Err(e)) => Err(StoreError::Backend(Box::new(e))),
@@ -204,8 +229,10 @@ impl RedisStore {
             Ok(_) => inner.health.succeeded(),
             Err(e) => {
                 inner.health.failed(e);
-                if !matches!(e, StoreError::BadReply(_)) {
-                    inner.reconnect(&used);
+                // Without `used`, the call timed out waiting for a
+                // connection that is still being made: nothing to replace.
+                if let (Some(used), false) = (&used, matches!(e, StoreError::BadReply(_))) {
+                    inner.reconnect(used);
                 }
             }
         }
@@ -215,11 +242,12 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn check(&self, batch: &Batch) -> Check {
-        if let Some(wait) = self.inner.health.skip() {
+        let connected = self.inner.conn.load().is_some();
+        if let Some(wait) = self.inner.health.skip(connected) {
             return Check::ready(Err(StoreError::Degraded(wait)));
         }
         let prefix = &self.inner.prefix;
-        let tag = batch.tag();
+        let tag = hash_tag(batch.tag());
         let keys = batch
             .buckets()
             .iter()
@@ -232,6 +260,31 @@ impl Store for RedisStore {
             .collect();
         Check::pending(Self::run(self.inner.clone(), keys, args))
     }
+}
+
+/// What goes between the braces of a key for a batch tagged `tag`: the tag
+/// itself, or, if it holds a brace, `#` and 32 hex digits of its BLAKE3
+/// digest (the same on every instance).
+///
+/// Redis Cluster hashes a key by what lies between its first `{` and the
+/// next `}`. Tags hold client-chosen key values, so a client sending
+/// `a}1`, `a}2`, ... would otherwise put every key in the slot of `a`,
+/// one node. The digest only spreads slots: keys stay distinct, because
+/// each ends with its bucket id.
+fn hash_tag(tag: &str) -> Cow<'_, str> {
+    if !tag.contains(['{', '}']) {
+        // Most tags: unchanged, so keys written before keep their names.
+        return Cow::Borrowed(tag);
+    }
+    let digest = blake3::hash(tag.as_bytes());
+    let mut out = String::with_capacity(33);
+    out.push('#');
+    for b in &digest.as_bytes()[..16] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    Cow::Owned(out)
 }
 
 /// `{allowed, then per bucket: admits, remaining, reset_after, retry_after, tat}`.
@@ -271,13 +324,18 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Longest wait for one decision, connection included (default 50 ms).
+    /// Longest wait for one decision (default 50 ms). Connecting is not
+    /// counted: it happens in the background (see
+    /// [`connect_timeout`](Self::connect_timeout)), except that the first
+    /// decisions after building wait for the first connection this long.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// Longest wait for one connection attempt in the background (default 1 s).
+    /// Longest wait for one connection attempt in the background, loading
+    /// the script included (default 1 s). Attempts repeat every
+    /// [`probe_interval`](Self::probe_interval) until one succeeds.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -290,8 +348,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The store. Parses the URL but does not connect: the first decision
-    /// does. Fails outside a Tokio runtime, on a bad URL or prefix.
+    /// The store. Parses the URL and starts connecting in the background,
+    /// without waiting. Fails outside a Tokio runtime, on a bad URL or
+    /// prefix, or on a zero timeout.
     pub fn build(self) -> Result<RedisStore, BuildError> {
         if self.prefix.contains(['{', '}']) {
             return Err(BuildError::InvalidStore(format!(
@@ -299,52 +358,121 @@ impl RedisStoreBuilder {
                 self.prefix
             )));
         }
-        if self.timeout.is_zero() {
-            return Err(BuildError::InvalidStore("Redis timeout is zero".to_owned()));
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(BuildError::InvalidStore(
+                "Redis timeout or connect timeout is zero".to_owned(),
+            ));
         }
-        // The connection manager spawns its reconnect task on the current
-        // runtime; without one it would panic.
-        if tokio::runtime::Handle::try_current().is_err() {
+        // Connections are made by tasks on this runtime (and the connection
+        // manager spawns its own); without one, spawning would panic.
+        let Ok(runtime) = Handle::try_current() else {
             return Err(BuildError::NoRuntime);
-        }
+        };
         let client = redis::Client::open(self.url.as_str()).map_err(BuildError::Redis)?;
+        // No response timeout and no retries in the client: every call has
+        // its own deadline here (the decision timeout, or connect_timeout
+        // for the connect task), and the connect task does the retrying, at
+        // the probe interval.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(BuildError::Redis)?;
-        Ok(RedisStore {
-            inner: Arc::new(Inner {
-                conn: ArcSwap::from_pointee(conn),
-                client,
-                config,
-                script: Script::new(SCRIPT),
-                prefix: self.prefix,
-                timeout: self.timeout,
-                health: Health::new(duration_micros(self.probe_interval)),
-            }),
-        })
+            .set_response_timeout(None)
+            .set_number_of_retries(0);
+        let inner = Arc::new(Inner {
+            conn: ArcSwapOption::empty(),
+            connected: Notify::new(),
+            client,
+            config,
+            connect_timeout: self.connect_timeout,
+            runtime,
+            script: Script::new(SCRIPT),
+            prefix: self.prefix,
+            timeout: self.timeout,
+            health: Health::new(duration_micros(self.probe_interval)),
+        });
+        inner.spawn_connect();
+        Ok(RedisStore { inner })
     }
 }
 
 impl Inner {
-    /// Replaces the connection `used` by a failed call with a new one
-    /// (connected lazily, by the next call): the connection manager
-    /// reconnects by itself only when the socket breaks, not when calls
-    /// time out on a half-open one or a demoted primary answers
-    /// `READONLY`. Calls that failed together on the same connection
-    /// replace it once.
-    fn reconnect(&self, used: &Arc<ConnectionManager>) {
-        let Ok(fresh) =
-            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-        else {
-            return;
-        };
-        let previous = self.conn.compare_and_swap(used, Arc::new(fresh));
-        if Arc::ptr_eq(&previous, used) {
-            tracing::debug!("redis rate-limit store: a new connection for the next call");
+    /// The current connection, waiting (unbounded: callers bound it) for
+    /// the connect task when there is none.
+    async fn connection(&self) -> Arc<ConnectionManager> {
+        loop {
+            if let Some(conn) = self.conn.load_full() {
+                return conn;
+            }
+            // Registered before the second look, so a connection stored in
+            // between still wakes this caller.
+            let mut notified = std::pin::pin!(self.connected.notified());
+            notified.as_mut().enable();
+            if let Some(conn) = self.conn.load_full() {
+                return conn;
+            }
+            notified.await;
         }
+    }
+
+    /// Gives up the connection `used` by a failed call and starts making a
+    /// new one: the connection manager reconnects by itself only when the
+    /// socket breaks, not when calls time out on a half-open one or a
+    /// demoted primary answers `READONLY`. Calls that failed together on
+    /// the same connection start one connect task.
+    fn reconnect(self: &Arc<Self>, used: &Arc<ConnectionManager>) {
+        let previous = self
+            .conn
+            .compare_and_swap(used, None::<Arc<ConnectionManager>>);
+        if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, used)) {
+            tracing::debug!("redis rate-limit store: replacing the connection after a failure");
+            self.spawn_connect();
+        }
+    }
+
+    /// Makes a connection in a task of its own, so that no decision's
+    /// timeout can cancel it: a connect that takes longer than one
+    /// decision may wait still completes, and then serves every decision.
+    /// The task holds the store weakly and stops when it is dropped.
+    fn spawn_connect(self: &Arc<Self>) {
+        let store = Arc::downgrade(self);
+        drop(self.runtime.spawn(Self::connect(store)));
+    }
+
+    async fn connect(store: Weak<Self>) {
+        loop {
+            let Some(inner) = store.upgrade() else {
+                return;
+            };
+            match tokio::time::timeout(inner.connect_timeout, inner.open()).await {
+                Ok(Ok(conn)) => {
+                    inner.conn.store(Some(Arc::new(conn)));
+                    inner.connected.notify_waiters();
+                    inner.health.connected();
+                    tracing::debug!("redis rate-limit store: connected");
+                    return;
+                }
+                Ok(Err(e)) => inner.health.failed(&StoreError::Backend(Box::new(e))),
+                Err(_) => inner
+                    .health
+                    .failed(&StoreError::TimedOut(inner.connect_timeout)),
+            }
+            // One attempt per probe interval, never a busy loop (a zero
+            // interval is allowed for probes).
+            let pause =
+                Duration::from_micros(inner.health.probe_interval).max(Duration::from_millis(10));
+            drop(inner);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// A connected manager with the script loaded: here, off the request
+    /// path, because after a Redis restart `EVALSHA` would answer
+    /// `NOSCRIPT` and a decision would need three round trips (`EVALSHA`,
+    /// `SCRIPT LOAD`, `EVALSHA`) within its timeout.
+    async fn open(&self) -> redis::RedisResult<ConnectionManager> {
+        let mut conn =
+            ConnectionManager::new_with_config(self.client.clone(), self.config.clone()).await?;
+        self.script.load_async(&mut conn).await?;
+        Ok(conn)
     }
 }
 
@@ -379,7 +507,10 @@ impl Health {
 
     /// While degraded, how long the caller should not bother Redis; `None`
     /// when it should call (healthy, or this caller won the probe).
-    fn skip(&self) -> Option<Duration> {
+    /// `connected`: whether there is a connection to probe with; without
+    /// one, a new one is being made, and [`connected`](Self::connected)
+    /// lets the next caller probe as soon as it is ready.
+    fn skip(&self, connected: bool) -> Option<Duration> {
         if !self.degraded.load(Ordering::Acquire) {
             return None;
         }
@@ -387,6 +518,9 @@ impl Health {
         let next = self.next_probe.load(Ordering::Acquire);
         if now < next {
             return Some(Duration::from_micros(next - now));
+        }
+        if !connected {
+            return Some(Duration::from_micros(self.probe_interval));
         }
         // One probe per interval: the caller that moves `next_probe` goes,
         // everyone else keeps deciding without Redis.
@@ -398,6 +532,12 @@ impl Health {
             Ok(_) => None,
             Err(_) => Some(Duration::from_micros(self.probe_interval)),
         }
+    }
+
+    /// A new connection is ready: the next caller probes it at once
+    /// instead of waiting for the rest of the probe interval.
+    fn connected(&self) {
+        self.next_probe.store(0, Ordering::Release);
     }
 
     fn succeeded(&self) {
@@ -464,16 +604,47 @@ mod tests {
     #[test]
     fn one_probe_per_interval_while_degraded() {
         let h = Health::new(60_000_000);
-        assert_eq!(h.skip(), None, "healthy: always call");
+        assert_eq!(h.skip(true), None, "healthy: always call");
+        assert_eq!(h.skip(false), None, "healthy: wait for the connection");
         h.failed(&StoreError::TimedOut(Duration::from_millis(1)));
-        assert!(h.skip().is_some(), "degraded: skip until the probe time");
-        // Pretend the probe time has come.
-        h.next_probe.store(0, Ordering::Release);
-        assert_eq!(h.skip(), None, "the first caller probes");
-        assert!(h.skip().is_some(), "the others do not");
+        assert!(
+            h.skip(true).is_some(),
+            "degraded: skip until the probe time"
+        );
+        // A new connection is ready: probe it at once.
+        h.connected();
+        assert!(h.skip(false).is_some(), "no probe without a connection");
+        assert_eq!(h.skip(true), None, "the first caller probes");
+        assert!(h.skip(true).is_some(), "the others do not");
         h.succeeded();
-        assert_eq!(h.skip(), None);
+        assert_eq!(h.skip(true), None);
         assert_eq!(h.failures.load(Ordering::Relaxed), 1);
+    }
+
+    /// Redis hashes a key by what lies between its first `{` and the next
+    /// `}`: a client's `}` must not cut the tag short and pile its keys on
+    /// one slot.
+    #[test]
+    fn braces_in_a_tag_do_not_choose_the_slot() {
+        // What Redis Cluster hashes in `key`.
+        fn hashed(key: &str) -> &str {
+            let Some(open) = key.find('{') else {
+                return key;
+            };
+            match key[open + 1..].find('}') {
+                Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+                _ => key,
+            }
+        }
+        let key = |tag: &str, id: &str| format!("p:{{{}}}{id}", hash_tag(tag));
+        let (one, two) = (key("s|=a}1", "s:l:=a}1"), key("s|=a}2", "s:l:=a}2"));
+        assert_ne!(hashed(&one), hashed(&two), "{one} and {two}");
+        assert_ne!(hashed(&one), "s|=a");
+        assert_ne!(key("s|={", "x"), key("s|=}", "x"));
+        assert_eq!(hash_tag("s|=a}1"), hash_tag("s|=a}1"), "stable");
+        // Tags without braces keep their form (and their keys).
+        assert_eq!(hash_tag("s|=alice"), "s|=alice");
+        assert_eq!(hashed(&key("s|=alice", "s:l:=alice")), "s|=alice");
     }
 
     #[test]
