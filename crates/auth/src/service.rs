@@ -334,7 +334,11 @@ impl Shared {
             }
             return;
         }
-        if self.locations.is_empty() {
+        // One method reading one place (a route with one JWT provider on
+        // the bearer token, the usual case): the method that passed read
+        // its credential there, so nothing is unchecked; skipping saves
+        // reading the credential a second time (the whole token's text).
+        if self.locations.is_empty() || (self.methods.len() == 1 && self.locations.len() == 1) {
             return;
         }
         let checked_by: &[Arc<dyn Authenticator>] = match (self.mode, decider) {
