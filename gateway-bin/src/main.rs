@@ -105,7 +105,7 @@ fn main() -> ExitCode {
     let code = rt.block_on(async move {
         match cli.command {
             Command::Check { config } => check(config),
-            Command::Run { config } => run(config).await,
+            Command::Run { config } => run(config, cli.log_format).await,
             Command::Demo { listen } => match towergate::demo::run(listen).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -159,7 +159,18 @@ fn check(path: PathBuf) -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> ExitCode {
+/// Reports why `run` cannot go on: as plain text for a terminal, or, with
+/// `--log-format json`, as one JSON log line (a log pipeline would get the
+/// text's lines as several stray non-JSON ones).
+fn fatal(format: LogFormat, error: &dyn std::fmt::Display) -> ExitCode {
+    match format {
+        LogFormat::Text => eprintln!("{}", error.to_string().trim_end()),
+        LogFormat::Json => tracing::error!(error = %error.to_string().trim_end(), "cannot run"),
+    }
+    ExitCode::FAILURE
+}
+
+async fn run(path: PathBuf, format: LogFormat) -> ExitCode {
     let compiled = towergate::config::load_file(&path).and_then(|cfg| {
         towergate::stack::compile(&cfg).map_err(|mut e| {
             e.source = Some(path.display().to_string());
@@ -168,10 +179,7 @@ async fn run(path: PathBuf) -> ExitCode {
     });
     let compiled = match compiled {
         Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fatal(format, &e),
     };
     raise_open_files_limit(compiled.server.max_connections);
     tracing::info!(
@@ -183,18 +191,12 @@ async fn run(path: PathBuf) -> ExitCode {
     );
     let gateway = match towergate::start(compiled).await {
         Ok(g) => g,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fatal(format, &e),
     };
     let admin = match towergate::admin::start_from_config(gateway.live(), Some(path.clone())).await
     {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fatal(format, &e),
     };
     let reloader = towergate::reload::spawn_reloader(path, gateway.live());
     towergate::shutdown_signal().await;

@@ -669,3 +669,31 @@ async fn the_open_files_limit_is_raised_and_a_low_one_is_warned_about() {
         .unwrap();
     assert_eq!(rsp.status(), 200);
 }
+
+#[test]
+fn a_fatal_error_is_one_json_line_with_json_logs() {
+    let dir = temp_dir("fatal-json");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: \"127.0.0.1:0\"\nroutes:\n  - name: a\n    upstream: nowhere\n",
+    )
+    .unwrap();
+    for (format, json) in [("json", true), ("text", false)] {
+        let out = Command::new(BIN)
+            .args(["--log-format", format, "run", "--config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("routes[0].upstream"), "{format}: {err}");
+        if json {
+            for line in err.lines().filter(|l| !l.trim().is_empty()) {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(v.is_object(), "{line}");
+            }
+        }
+    }
+}
