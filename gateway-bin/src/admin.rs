@@ -105,6 +105,47 @@ pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<Admin
 /// descriptors the proxy listeners need.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
+/// How many of those one client address may hold: a single client keeping
+/// every slot busy would shut out the probes and the scrapes.
+const ADMIN_MAX_PER_CLIENT: usize = 16;
+
+/// The admin connections open per client address.
+#[derive(Default)]
+struct PerClient(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// A connection counted in [`PerClient`] until dropped.
+struct ClientSlot(Arc<PerClient>, std::net::IpAddr);
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= ADMIN_MAX_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = (self.0)
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// How long a connection may take to send a request's headers, idle
 /// keep-alive included (the dashboard asks every few seconds).
 const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -112,8 +153,9 @@ const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// Serves the admin routes over HTTP/1.1 until the task is aborted.
 async fn serve(listener: TcpListener, app: Router) {
     let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    let per_client = Arc::new(PerClient::default());
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: wait rather than spin.
@@ -122,6 +164,10 @@ async fn serve(listener: TcpListener, app: Router) {
                 continue;
             }
         };
+        let Some(client_slot) = per_client.take(peer.ip()) else {
+            tracing::debug!(%peer, "admin listener: this client's connection limit reached; closing a new connection");
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!("admin listener: connection limit reached; closing a new connection");
             continue;
@@ -129,7 +175,7 @@ async fn serve(listener: TcpListener, app: Router) {
         let _ = tcp.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, client_slot);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT)

@@ -349,9 +349,9 @@ async fn a_reload_rotates_the_admin_token() {
     gw.shutdown().await;
 }
 
-/// The admin listener holds a bounded number of connections: silent ones
-/// beyond the cap are closed as they come, and the API answers again once
-/// they are gone.
+/// The admin listener holds a bounded number of connections, and a bounded
+/// number per client: those beyond are closed as they come, and the API
+/// answers again once they are gone.
 #[tokio::test]
 async fn the_admin_listener_caps_its_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -372,22 +372,47 @@ async fn the_admin_listener_caps_its_connections() {
     )
     .await
     .unwrap();
+    let addr = admin.addr;
+    // A client at 127.0.0.i (all of 127/8 is loopback).
+    let from = |i: u8| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(format!("127.0.0.{i}:0").parse().unwrap())
+            .unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    // What a new connection from 127.0.0.i gets for `GET /healthz`: the
+    // answer's first bytes, or nothing when it is closed at once.
+    let ask = |i: u8| async move {
+        let mut tcp = from(i).await;
+        let _ = tcp
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("answered or closed at once, not left waiting")
+            .unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // One client holds at most 16 of the slots: its 17th connection is
+    // closed, while another client is still served.
     let mut silent = Vec::new();
-    for _ in 0..64 {
-        silent.push(tokio::net::TcpStream::connect(admin.addr).await.unwrap());
+    for _ in 0..16 {
+        silent.push(from(1).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(ask(1).await, "");
+    assert!(ask(2).await.starts_with("HTTP/1.1 200"));
+    // Four clients take every slot: a fifth is closed too.
+    for i in 2..=4 {
+        for _ in 0..16 {
+            silent.push(from(i).await);
+        }
     }
     // Accepted in order: by the time this one is, the 64 hold every slot.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let mut extra = tokio::net::TcpStream::connect(admin.addr).await.unwrap();
-    let _ = extra
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await;
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut buf))
-        .await
-        .expect("closed at once, not left waiting")
-        .unwrap_or(0);
-    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(ask(5).await, "");
     drop(silent);
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
