@@ -138,14 +138,12 @@ impl Stack {
             .collect()
     }
 
-    /// Every pool's endpoints, with the pool's identity (one pool per
-    /// upstream; the identity tells a reload's new pool from the old).
+    /// Every pool's endpoints, with its upstream (one pool per upstream).
     pub(crate) fn pool_states(&self) -> Vec<PoolState> {
         self.pools
             .iter()
             .map(|(name, pool)| PoolState {
                 upstream: name.clone(),
-                pool: pool.id(),
                 endpoints: pool.snapshot(),
             })
             .collect()
@@ -155,7 +153,6 @@ impl Stack {
 /// One pool's state, for the metrics: see [`Stack::pool_states`].
 pub(crate) struct PoolState {
     pub(crate) upstream: String,
-    pub(crate) pool: usize,
     pub(crate) endpoints: Vec<towergate_balance::EndpointState>,
 }
 

@@ -493,11 +493,39 @@ routes:
         );
         let _ = c.get(format!("http://{addr}/x")).send().await;
     }
+    // The ejection counter, as a scrape of the admin API reads it.
+    let admin = towergate::admin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        towergate::admin::AdminState {
+            live: gw.live(),
+            config_path: None,
+            token: None,
+        },
+    )
+    .await
+    .unwrap();
+    let ejections = || async {
+        let page = client()
+            .get(format!("http://{}/metrics", admin.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.lines()
+            .find(|l| l.starts_with("towergate_upstream_ejections_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_owned())
+    };
+    let before = ejections().await;
+    assert_eq!(before.as_deref(), Some("1"));
     // The same file again, as a SIGHUP would.
     assert!(matches!(
         reload_now(&path, &gw.live()),
         ReloadOutcome::Applied { .. }
     ));
     assert!(ejected(&gw), "the reload put the dead endpoint back");
+    // The ejection it kept is not counted again.
+    assert_eq!(ejections().await, before);
     gw.shutdown().await;
 }

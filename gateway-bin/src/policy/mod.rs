@@ -131,9 +131,20 @@ impl Registry {
         for p in pools {
             let statuses = circuits.entry(p.upstream.as_str()).or_default();
             for e in &p.endpoints {
-                // Keyed by the pool's identity: a pool rebuilt by a reload
-                // counts from its own 0.
-                let key = format!("{:x}\u{0}{}", p.pool, e.url);
+                // Keyed by upstream and endpoint, not by pool: a pool a
+                // reload rebuilds takes its endpoints' ejection counts
+                // over (`Pool::adopt_state`), and counts them on from
+                // there; one that starts from 0 reads as a reset. (Pools
+                // of one upstream seen together are told apart by their
+                // order.)
+                let mut key = format!("{}\u{0}{}", p.upstream, e.url);
+                let base = key.len();
+                let mut n = 0u32;
+                while now.contains_key(&key) {
+                    n += 1;
+                    key.truncate(base);
+                    key.push_str(&format!("\u{0}{n}"));
+                }
                 let before = seen.get(&key).copied().unwrap_or(0);
                 for _ in 0..new_ejections(before, e.ejections) {
                     self.metrics.ejection(p.upstream.clone());
