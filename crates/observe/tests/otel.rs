@@ -258,6 +258,15 @@ async fn sampled_parent_is_continued_and_exported() {
         Some(&AnyValue::StringValue("/api/x".into()))
     );
     assert_eq!(
+        attr(span, "url.scheme"),
+        Some(&AnyValue::StringValue("http".into()))
+    );
+    assert_eq!(
+        attr(span, "server.address"),
+        Some(&AnyValue::StringValue("127.0.0.1".into()))
+    );
+    assert_eq!(attr(span, "http.request.method_original"), None);
+    assert_eq!(
         attr(span, "upstream"),
         Some(&AnyValue::StringValue("echo:1".into()))
     );
@@ -632,4 +641,35 @@ async fn observe_layer_does_the_work_of_the_four_layers() {
     assert!(v["bytes_out"].as_u64().unwrap() > 0);
     assert_eq!(v["path"], "/api/x");
     assert!(!line.contains("secret"), "{line}");
+}
+
+/// A method the client made up does not name the span: span names (and
+/// the span metrics backends derive from them) stay a closed set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_up_method_is_other_and_the_span_is_named_http() {
+    pipeline();
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let gw = gateway(TraceLayer::new(), upstream.url()).await;
+    let trace_id = new_trace_id();
+    let rsp = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"RAND0123").unwrap(),
+            gw.url("/api/x"),
+        )
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let spans = exported(&trace_id).await;
+    let span = &spans[0].span;
+    assert_eq!(span.name, "HTTP api");
+    assert_eq!(
+        attr(span, "http.request.method"),
+        Some(&AnyValue::StringValue("_OTHER".into()))
+    );
+    assert_eq!(
+        attr(span, "http.request.method_original"),
+        Some(&AnyValue::StringValue("RAND0123".into()))
+    );
 }

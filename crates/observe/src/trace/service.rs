@@ -43,7 +43,8 @@ pub(crate) struct Pending {
     // The OpenTelemetry context, when an OpenTelemetry subscriber layer
     // made one: to rename the span once the route is known.
     otel: Option<opentelemetry::Context>,
-    method: Method,
+    /// The method as the conventions name it ([`known_method`]).
+    method: &'static str,
     route_at_call: Option<Arc<str>>,
     obs: Observation,
     start: Instant,
@@ -152,7 +153,7 @@ impl Shared {
                 return (None, Some(trace_id));
             }
         }
-        let method = req.method().clone();
+        let method = known_method(req.method());
         let route_at_call = req
             .extensions()
             .get::<RouteMatch>()
@@ -160,14 +161,34 @@ impl Shared {
         let obs = Observation::get_or_insert(req.extensions_mut());
         let span = {
             let request_id = req.extensions().get::<RequestId>().map(RequestId::as_str);
+            // A method the client made up is `_OTHER` (its text apart), and
+            // the span is named `HTTP`: span names stay a closed set.
+            let original = (method == OTHER_METHOD).then(|| req.method().as_str());
+            let scheme = match req.extensions().get::<towergate_core::ClientAddr>() {
+                Some(c) if c.https => "https",
+                Some(_) => "http",
+                None => req.uri().scheme_str().unwrap_or("http"),
+            };
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().host());
+            let server_address = host.map(|h| match h.rsplit_once(':') {
+                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+                _ => h,
+            });
             tracing::info_span!(
                 target: "towergate_observe::trace",
                 "request",
-                otel.name = method.as_str(),
+                otel.name = span_name(method),
                 otel.kind = "server",
                 otel.status_code = Empty,
-                http.request.method = method.as_str(),
+                http.request.method = method,
+                http.request.method_original = original,
+                url.scheme = scheme,
                 url.path = req.uri().path(),
+                server.address = server_address,
                 request_id,
                 http.route = Empty,
                 upstream = Empty,
@@ -212,6 +233,37 @@ impl Shared {
             start: Instant::now(),
         };
         (Some(Box::new(pending)), trace_id)
+    }
+}
+
+/// What OpenTelemetry's HTTP conventions call a method nobody defined.
+const OTHER_METHOD: &str = "_OTHER";
+
+/// The method as OpenTelemetry's HTTP conventions name it: one of those
+/// RFC 9110 and RFC 5789 define, else `_OTHER` (a client may send any
+/// token, and span names and metrics built from them must stay few).
+fn known_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => OTHER_METHOD,
+    }
+}
+
+/// A span's name for `method` (as [`known_method`] gives it): the method,
+/// or `HTTP` for one nobody defined.
+fn span_name(method: &'static str) -> &'static str {
+    if method == OTHER_METHOD {
+        "HTTP"
+    } else {
+        method
     }
 }
 
@@ -303,7 +355,7 @@ impl Pending {
         if let (Some(cx), Some(route)) = (&self.otel, &route) {
             let otel_span = cx.span();
             if otel_span.is_recording() {
-                otel_span.update_name(format!("{} {}", self.method, route));
+                otel_span.update_name(format!("{} {}", span_name(self.method), route));
             }
         }
     }
