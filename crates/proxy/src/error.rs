@@ -283,6 +283,11 @@ impl StdError for UpstreamTimeout {
 // === impl RequestBodyFailed ===
 
 impl RequestBodyFailed {
+    /// The client's body failed with `source` while it was sent.
+    pub(crate) fn failed(upstream: Arc<str>, source: BoxError) -> Self {
+        Self { upstream, source }
+    }
+
     pub(crate) fn timed_out(upstream: Arc<str>, after: Duration) -> Self {
         Self {
             upstream,

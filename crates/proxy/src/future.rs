@@ -123,7 +123,17 @@ impl Future for ResponseFuture {
                     }
                     Poll::Ready(Err(e)) => {
                         sleep.set(None);
-                        let error = error::classify(e, &exchange.shared.upstream);
+                        // A body that failed is the client's fault whatever
+                        // the connection reports: over HTTP/2 only a reset
+                        // of the stream reaches here.
+                        let body_error = upload.as_ref().and_then(|u| u.take_body_error());
+                        let error: BoxError = match body_error {
+                            Some(source) => Box::new(RequestBodyFailed::failed(
+                                exchange.shared.upstream.clone(),
+                                source,
+                            )),
+                            None => error::classify(e, &exchange.shared.upstream),
+                        };
                         exchange.log_failure(&*error);
                         return Poll::Ready(Err(error));
                     }

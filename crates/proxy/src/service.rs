@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -583,12 +583,26 @@ pub(crate) struct Upload {
     /// the upstream stopped taking it (a full window or socket), which is
     /// the upstream's slowness, not the client's.
     waiting_on_client: AtomicBool,
+    /// The error the client's body failed with. Over HTTP/2 hyper only
+    /// logs it and resets the stream, so the exchange fails with a plain
+    /// reset that would be blamed on the upstream; kept here, the failure
+    /// is put back on the client (and a body over its limit stays a 413).
+    body_error: Mutex<Option<BoxError>>,
 }
 
 impl Upload {
     /// When the body ended, if it has.
     pub(crate) fn ended(&self) -> Option<Instant> {
         self.ended.get().copied()
+    }
+
+    /// The error the body failed with, if it did: taken once.
+    pub(crate) fn take_body_error(&self) -> Option<BoxError> {
+        // A poisoned lock still holds the error: it is only ever stored.
+        self.body_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     /// Whether the body is unfinished because the client is slow.
@@ -610,7 +624,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B: Body> Body for Watched<B> {
+impl<B: Body<Error = BoxError>> Body for Watched<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -645,7 +659,20 @@ impl<B: Body> Body for Watched<B> {
         if ended {
             let _ = this.upload.ended.set(Instant::now());
         }
-        Poll::Ready(frame)
+        match frame {
+            Some(Err(e)) => {
+                // hyper gets a stand-in: the error itself is not `Clone`,
+                // and over HTTP/2 hyper drops what it is given.
+                *this
+                    .upload
+                    .body_error
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(e);
+                let stand_in: BoxError = Box::new(BodyError("the request body failed".into()));
+                Poll::Ready(Some(Err(stand_in)))
+            }
+            frame => Poll::Ready(frame),
+        }
     }
 
     fn is_end_stream(&self) -> bool {

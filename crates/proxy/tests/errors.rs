@@ -131,6 +131,52 @@ async fn failing_request_body_is_not_blamed_on_the_upstream() {
     assert_eq!(to_problem(&*err).status(), 502);
 }
 
+#[tokio::test]
+async fn failing_request_body_over_http2_is_not_blamed_on_the_upstream() {
+    // Over HTTP/2 hyper only resets the stream when the body fails; the
+    // reset alone would read as the upstream's failure (502, counted
+    // against a healthy endpoint).
+    let up = spawn_upstream(echo_router("svc")).await;
+    let client = Client::builder().http2_only(true).build().unwrap();
+    let proxy = Proxy::builder(up.url()).client(client).build().unwrap();
+    let frames = stream::iter([
+        Ok(Frame::data(Bytes::from_static(b"partial"))),
+        Err::<Frame<Bytes>, BoxError>("client went away".into()),
+    ]);
+    let req = http::Request::post("/upload")
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let err = call_err(&proxy, req).await;
+    assert!(cause_ref::<RequestBodyFailed>(&*err).is_some(), "{err:?}");
+    assert!(cause_ref::<UpstreamUnavailable>(&*err).is_none());
+}
+
+#[tokio::test]
+async fn a_body_over_its_limit_keeps_its_cause_over_both_protocols() {
+    // The gateway answers 413 when a LengthLimitError is in the chain.
+    let up = spawn_upstream(echo_router("svc")).await;
+    for http2 in [false, true] {
+        let client = Client::builder().http2_only(http2).build().unwrap();
+        let proxy = Proxy::builder(up.url()).client(client).build().unwrap();
+        let frames = stream::iter([
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"12345678"))),
+            Ok(Frame::data(Bytes::from_static(b"12345678"))),
+        ]);
+        let req = http::Request::post("/upload")
+            .body(http_body_util::Limited::new(StreamBody::new(frames), 10))
+            .unwrap();
+        let err = call_err(&proxy, req).await;
+        assert!(
+            cause_ref::<RequestBodyFailed>(&*err).is_some(),
+            "{http2}: {err:?}"
+        );
+        assert!(
+            towergate_core::is_caused_by::<http_body_util::LengthLimitError>(&*err),
+            "{http2}: {err:?}"
+        );
+    }
+}
+
 /// A body whose second half comes `pause` after the first, then ends.
 fn slow_body(pause: Duration) -> impl http_body::Body<Data = Bytes, Error = BoxError> {
     let frames = stream::unfold(0, move |step| async move {
