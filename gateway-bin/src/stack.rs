@@ -778,8 +778,9 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let id = req.extensions().get::<towergate_core::RequestId>().cloned();
         if let Some(e) = self.not_ready.take() {
-            return Box::pin(async move { Ok(layer_failed(&e)) });
+            return Box::pin(async move { Ok(layer_failed(&e, id)) });
         }
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -787,18 +788,20 @@ where
                 Ok(rsp) => rsp.map(Body::new),
                 Err(e) => {
                     let e: BoxError = e.into();
-                    layer_failed(&ErrorChain(&*e).to_string())
+                    layer_failed(&ErrorChain(&*e).to_string(), id)
                 }
             })
         })
     }
 }
 
-fn layer_failed(e: &str) -> Response<Body> {
+fn layer_failed(e: &str, request_id: Option<towergate_core::RequestId>) -> Response<Body> {
     tracing::error!(error = %e, "route layer failed");
-    Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
-        .into_full_response()
-        .map(Body::new)
+    let mut problem = Problem::new(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(id) = request_id {
+        problem = problem.instance_if_absent(id.as_str());
+    }
+    problem.into_full_response().map(Body::new)
 }
 
 /// Wraps `svc` in `layer`, mapping the layer's response body back to the

@@ -79,8 +79,14 @@ async fn exact_admission_per_client_with_headers() {
         .parse()
         .unwrap();
     assert!((1..=12).contains(&retry), "retry-after {retry}");
+    let id = refused.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let v = assert_problem_reqwest(refused, 429).await;
     assert!(v["detail"].as_str().unwrap().contains("per-ip"), "{v}");
+    // The refusal names the request, as every problem does.
+    assert_eq!(v["instance"], id.as_str(), "{v}");
 }
 
 #[tokio::test]

@@ -549,10 +549,13 @@ where
     }
 
     fn only_if_cached(&self) -> Response<CacheBody<ResB>> {
-        let rsp = Problem::new(StatusCode::GATEWAY_TIMEOUT)
+        let mut problem = Problem::new(StatusCode::GATEWAY_TIMEOUT)
             .title("Not cached")
-            .detail("the request is only-if-cached and no usable response is stored")
-            .into_full_response();
+            .detail("the request is only-if-cached and no usable response is stored");
+        if let Some(id) = self.parts.extensions.get::<towergate_core::RequestId>() {
+            problem = problem.instance_if_absent(id.as_str());
+        }
+        let rsp = problem.into_full_response();
         let (mut head, body) = rsp.into_parts();
         append_status(
             &mut head.headers,

@@ -231,10 +231,13 @@ where
             None => {
                 let secs =
                     self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0);
-                let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE)
                     .detail("too many requests in flight; retry later")
-                    .header(header::RETRY_AFTER, secs.max(1).into())
-                    .into_response();
+                    .header(header::RETRY_AFTER, secs.max(1).into());
+                if let Some(id) = req.extensions().get::<towergate_core::RequestId>() {
+                    problem = problem.instance_if_absent(id.as_str());
+                }
+                let mut response = problem.into_response();
                 response.extensions_mut().insert(Overloaded::new(self.max));
                 ResponseFuture {
                     kind: Kind::Shed {

@@ -138,7 +138,7 @@ where
                         }
                         Decision::Refuse(refusal) => {
                             kind.set(Kind::Answered { response: None });
-                            return Poll::Ready(Ok(refusal.into_response()));
+                            return Poll::Ready(Ok(refusal.into_response(request.extensions())));
                         }
                     }
                 }

@@ -524,8 +524,14 @@ impl Refusal {
         }
     }
 
-    pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
-        let mut rsp = self.problem.into_response();
+    /// The answer; `request` names the refused request's id as the
+    /// problem's `instance`, as every problem of the gateway does.
+    pub(crate) fn into_response<B>(self, request: &http::Extensions) -> Response<ResponseBody<B>> {
+        let problem = match request.get::<towergate_core::RequestId>() {
+            Some(id) => self.problem.instance_if_absent(id.as_str()),
+            None => self.problem,
+        };
+        let mut rsp = problem.into_response();
         if let Some(report) = self.report {
             report.apply(rsp.headers_mut());
         }

@@ -78,7 +78,9 @@ where
             None => {
                 let batch = match shared.batch(&parts) {
                     Ok(batch) => batch,
-                    Err(refusal) => return ResponseFuture::answered(refusal.into_response()),
+                    Err(refusal) => {
+                        return ResponseFuture::answered(refusal.into_response(&parts.extensions));
+                    }
                 };
                 match shared.store().check(&batch).into_ready() {
                     // In-memory: decided already, no extra poll.
@@ -101,7 +103,9 @@ where
                 let req = Request::from_parts(parts, body);
                 ResponseFuture::inner(self.inner.call(req), report)
             }
-            Decision::Refuse(refusal) => ResponseFuture::answered(refusal.into_response()),
+            Decision::Refuse(refusal) => {
+                ResponseFuture::answered(refusal.into_response(&parts.extensions))
+            }
         }
     }
 }
