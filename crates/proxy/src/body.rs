@@ -89,7 +89,7 @@ impl<B> IdleTimeout<B> {
             && armed_for > idle
         {
             // It would first run out too late to catch a pause in time.
-            s.reset(Instant::now() + idle);
+            s.reset(deadline_after(idle));
             borrowed = false;
         }
         Self {
@@ -112,6 +112,17 @@ impl<B> IdleTimeout<B> {
     pub fn into_inner(self) -> B {
         self.inner
     }
+}
+
+/// When a pause of `idle` from now runs out. A library user may pass a
+/// duration no `Instant` can hold (`Duration::MAX` for "never"): adding it
+/// would panic, so it becomes a deadline decades away, which is never in
+/// practice (as `towergate_core::timer::sleep` does).
+fn deadline_after(idle: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(idle)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365 * 30)))
+        .unwrap_or(now)
 }
 
 impl<B> Body for IdleTimeout<B>
@@ -151,7 +162,7 @@ where
                     // Frames came since it was armed, or it was the response
                     // timeout's: another period.
                     *this.borrowed = false;
-                    sleep.reset(Instant::now() + idle);
+                    sleep.reset(deadline_after(idle));
                 }
                 Poll::Pending
             }

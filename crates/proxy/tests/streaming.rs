@@ -222,6 +222,39 @@ async fn large_download_passes_through() {
 }
 
 #[tokio::test]
+async fn an_idle_timeout_of_duration_max_means_never() {
+    // The response timer (100 ms) runs out during the pause and is re-armed
+    // for the idle timeout: `now + Duration::MAX` must not overflow.
+    let app = Router::new().route(
+        "/pause",
+        get_route(|| async {
+            let chunks = stream::unfold(0u8, |i| async move {
+                match i {
+                    0 => Some((Ok::<_, Infallible>(Bytes::from_static(b"first ")), 1)),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Some((Ok(Bytes::from_static(b"last")), 2))
+                    }
+                    _ => None,
+                }
+            });
+            Body::from_stream(chunks)
+        }),
+    );
+    let up = spawn_upstream(app).await;
+    let proxy = Proxy::builder(up.url())
+        .timeout(Duration::from_millis(100))
+        .body_idle_timeout(Some(Duration::MAX))
+        .build()
+        .unwrap();
+    let rsp = call(&proxy, get("/pause")).await;
+    assert_eq!(rsp.status(), 200);
+    let body = tokio::spawn(rsp.into_body().collect()).await;
+    let body = body.expect("no panic").unwrap().to_bytes();
+    assert_eq!(body, "first last");
+}
+
+#[tokio::test]
 async fn a_stalled_body_fails_after_the_idle_timeout() {
     // One chunk, then nothing: the body fails once it has paused for the
     // idle timeout, on the response timer the proxy handed over (the
