@@ -1579,7 +1579,11 @@ fn too_large(max: u64, id: Option<&RequestId>) -> Response<Body> {
     if let Some(id) = id {
         p = p.instance(id.as_str());
     }
-    p.into_full_response().map(Body::new)
+    let mut rsp = p.into_full_response().map(Body::new);
+    // The client's doing, not the upstream's answer.
+    rsp.extensions_mut()
+        .insert(towergate_core::GatewayAnswer::NotCalled);
+    rsp
 }
 
 /// Maps an operational error to its problem response, logging the cause:
@@ -1603,7 +1607,11 @@ fn rescue(
     if let Some(id) = id {
         p = p.instance(id.as_str());
     }
-    p.into_full_response().map(Body::new)
+    let mut rsp = p.into_full_response().map(Body::new);
+    // No answer came from the upstream: a failed call, not its 502.
+    rsp.extensions_mut()
+        .insert(towergate_core::GatewayAnswer::NoResponse);
+    rsp
 }
 
 /// Displays an error with its whole `source()` chain.

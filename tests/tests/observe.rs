@@ -177,6 +177,18 @@ routes:
     assert_eq!(req("limited", "2xx"), 1.0);
     assert_eq!(req("limited", "4xx"), 1.0);
     assert_eq!(req("broken", "5xx"), 1.0);
+    // The upstream of `broken` gave no answer: a failed call, not a 5xx of
+    // its own (the 502 is the gateway's).
+    let upstream = |class: &str| {
+        sample(
+            &page,
+            &format!(
+                "towergate_upstream_requests_total{{upstream=\"{dead}\",status_class=\"{class}\"}}"
+            ),
+        )
+    };
+    assert_eq!(upstream("error"), 1.0, "{page}");
+    assert_eq!(upstream("5xx"), 0.0, "{page}");
     assert_eq!(req("(none)", "4xx"), 1.0);
     assert!(
         page.contains("towergate_auth_failures_total{reason=\"missing_credentials\"} 1"),

@@ -78,6 +78,20 @@ impl std::fmt::Debug for ConnectionLease {
     }
 }
 
+/// Put in the extensions of an answer a proxy target made itself instead
+/// of the upstream's, for what records upstream calls (the metrics of
+/// `towergate-observe`'s `RecordUpstreamLayer`): such an answer is not the
+/// upstream's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayAnswer {
+    /// The upstream was not called, or the call was given up because of
+    /// the client (a body over the route's limit): nothing to record.
+    NotCalled,
+    /// The upstream was called and gave no response (connect failure,
+    /// timeout, reset): a call that failed without one.
+    NoResponse,
+}
+
 /// What must live as long as a tunnel (an upgraded connection, a
 /// WebSocket): the proxy puts one in the extensions of a `101` response it
 /// starts a tunnel for and keeps a clone in the tunnel's task; a layer

@@ -378,8 +378,19 @@ where
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx));
         if let (Some(m), Some(start)) = (this.metrics.as_ref(), this.start.take()) {
-            let status = res.as_ref().ok().map(|r| r.status());
-            m.observe(status, start.elapsed());
+            // An answer the target made itself is not the upstream's
+            // status: a failed call, or no call at all.
+            let status = match &res {
+                Ok(r) => match r.extensions().get::<towergate_core::GatewayAnswer>() {
+                    None => Some(Some(r.status())),
+                    Some(towergate_core::GatewayAnswer::NoResponse) => Some(None),
+                    Some(towergate_core::GatewayAnswer::NotCalled) => None,
+                },
+                Err(_) => Some(None),
+            };
+            if let Some(status) = status {
+                m.observe(status, start.elapsed());
+            }
         }
         if let (Ok(rsp), Some(info)) = (&mut res, this.info.take()) {
             rsp.extensions_mut().insert(info);
