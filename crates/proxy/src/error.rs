@@ -221,6 +221,17 @@ impl UpstreamTimeout {
         }
     }
 
+    /// The connection was still being made (or waited for) when the
+    /// response timeout `after` ran out: nothing was sent.
+    pub(crate) fn not_connected(upstream: Arc<str>, after: Duration) -> Self {
+        Self {
+            upstream,
+            phase: Phase::Connect,
+            after: Some(after),
+            source: None,
+        }
+    }
+
     /// The response body paused for longer than `after`.
     pub(crate) fn body(upstream: Arc<str>, after: Duration) -> Self {
         Self {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,9 @@ pub(crate) struct Exchange {
     /// The response timeout: the proxy's, or the route's
     /// ([`RouteSettings`](crate::RouteSettings)).
     pub(crate) timeout: Duration,
+    /// Set by the pool once a connection has the request: until then a
+    /// timeout is the connect's (nothing was sent, safe to retry).
+    pub(crate) dispatched: Arc<AtomicBool>,
 }
 
 // === impl ResponseFuture ===
@@ -148,6 +152,17 @@ impl Future for ResponseFuture {
                 };
                 while sleep.as_mut().poll(cx).is_ready() {
                     let shared = &exchange.shared;
+                    // Still checking out or connecting (an endpoint that
+                    // drops SYNs, a connect timeout longer than this one):
+                    // nothing reached the upstream.
+                    if !exchange.dispatched.load(Ordering::Relaxed) {
+                        let error: BoxError = Box::new(UpstreamTimeout::not_connected(
+                            exchange.shared.upstream.clone(),
+                            timeout,
+                        ));
+                        exchange.log_failure(&*error);
+                        return Poll::Ready(Err(error));
+                    }
                     let error: BoxError = match upload.as_ref().map(|u| u.ended()) {
                         // The client has not sent its whole body in the
                         // time: its slowness, not the upstream's (408, and

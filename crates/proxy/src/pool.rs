@@ -21,6 +21,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -145,14 +146,24 @@ impl Host {
 
     /// Sends `req` (origin-form URI, `Host` set) over a pooled or new
     /// connection. An upgrade request goes over HTTP/1.1.
-    pub(crate) fn send(self: &Arc<Self>, req: Request<ProxyBody>, upgrade: bool) -> SendFuture {
-        Box::pin(self.clone().exchange(req, upgrade))
+    ///
+    /// `dispatched` is set while the request is in a connection's hands
+    /// (and cleared if it comes back unsent): a timeout before that is a
+    /// connect timeout, safe to retry elsewhere.
+    pub(crate) fn send(
+        self: &Arc<Self>,
+        req: Request<ProxyBody>,
+        upgrade: bool,
+        dispatched: Arc<AtomicBool>,
+    ) -> SendFuture {
+        Box::pin(self.clone().exchange(req, upgrade, dispatched))
     }
 
     async fn exchange(
         self: Arc<Self>,
         mut req: Request<ProxyBody>,
         upgrade: bool,
+        dispatched: Arc<AtomicBool>,
     ) -> Result<Response<Incoming>, SendError> {
         // A request refused unsent by a reused connection is sent again:
         // after one refusal no idle HTTP/1.1 connection is tried (a new
@@ -206,6 +217,7 @@ impl Host {
                         req.headers_mut().remove(TE);
                     }
                     origin_form(&mut req);
+                    dispatched.store(true, Ordering::Relaxed);
                     match tx.try_send_request(req).await {
                         Ok(rsp) => {
                             // A 101 hands the connection over to the upgrade.
@@ -215,7 +227,10 @@ impl Host {
                             return Ok(rsp);
                         }
                         Err(mut e) => match e.take_message() {
-                            Some(back) if reused => req = back,
+                            Some(back) if reused => {
+                                dispatched.store(false, Ordering::Relaxed);
+                                req = back;
+                            }
                             Some(_) => return Err(SendError::Unsent(e.into_error())),
                             None => return Err(SendError::Request(e.into_error())),
                         },
@@ -224,10 +239,12 @@ impl Host {
                 Conn::Http2(mut tx) => {
                     absolute_form(&mut req, &self.scheme, &self.authority);
                     *req.version_mut() = Version::HTTP_2;
+                    dispatched.store(true, Ordering::Relaxed);
                     match tx.try_send_request(req).await {
                         Ok(rsp) => return Ok(rsp),
                         Err(mut e) => match e.take_message() {
                             Some(back) if reused => {
+                                dispatched.store(false, Ordering::Relaxed);
                                 self.forget_closed_h2();
                                 req = back;
                             }
@@ -681,7 +698,7 @@ mod tests {
         ));
         let fut = host
             .clone()
-            .exchange(Request::new(ProxyBody::default()), false);
+            .exchange(Request::new(ProxyBody::default()), false, Arc::default());
         let size = std::mem::size_of_val(&fut);
         eprintln!("exchange future: {size} bytes");
         assert!(size <= 1024, "the exchange future is {size} bytes");

@@ -244,16 +244,18 @@ where
             None => (self.shared.timeout, None),
         };
 
+        let dispatched = Arc::new(AtomicBool::new(false));
         let exchange = Exchange {
             shared: self.shared.clone(),
             on_upgrade,
             request_id,
             method,
             timeout,
+            dispatched: dispatched.clone(),
         };
         match self.shared.outgoing(parts, body, upgrade, route_host) {
             Ok((out, upload)) => {
-                let response = self.shared.pool.send(out, upgrade);
+                let response = self.shared.pool.send(out, upgrade, dispatched);
                 ResponseFuture::waiting(response, exchange, upload)
             }
             Err(error) => {

@@ -97,6 +97,32 @@ async fn stalled_tls_handshake_is_a_connect_timeout() {
 }
 
 #[tokio::test]
+async fn a_response_timeout_while_still_connecting_is_a_connect_timeout() {
+    // The route's timeout runs out before the (longer) connect timeout,
+    // while the connection is still being made: here a TLS handshake that
+    // never finishes, standing in for an endpoint that drops SYNs. Nothing
+    // was sent, so it is a connect timeout, which balancers may retry on
+    // another endpoint.
+    let (addr, _server) = accept_and_hold().await;
+    let client = Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let proxy = Proxy::builder(format!("https://localhost:{}", addr.port()))
+        .client(client)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = call_err(&proxy, get("/")).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let timeout = cause_ref::<UpstreamTimeout>(&*err).unwrap();
+    assert!(timeout.is_connect(), "{err}");
+    assert_eq!(timeout.after(), Some(Duration::from_millis(200)));
+    assert_eq!(to_problem(&*err).status(), 504);
+}
+
+#[tokio::test]
 async fn upstream_closing_without_answer_is_unavailable() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
