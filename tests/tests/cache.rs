@@ -336,27 +336,36 @@ async fn links_and_tenants() -> (towergate_test::Upstream, Arc<AtomicUsize>) {
     (towergate_test::spawn_upstream(app).await, count)
 }
 
+/// A gateway with one cached route on `path` to `upstream`, its peer
+/// (127.0.0.1) a trusted proxy or not.
+async fn cached_route(
+    upstream: &str,
+    path: &str,
+    trusted: bool,
+) -> (towergate::RunningGateway, std::net::SocketAddr) {
+    let server = if trusted {
+        r#"server: { trusted_proxies: ["127.0.0.1"] }"#
+    } else {
+        ""
+    };
+    support::gateway(&format!(
+        r#"listen: "127.0.0.1:0"
+{server}
+routes:
+  - name: cached
+    match: {{ path: "{path}" }}
+    upstream: "{upstream}"
+    cache: {{ ttl: "30s" }}
+"#
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn a_trusted_proxys_forwarded_host_cannot_poison_the_cache() {
     for trusted in [true, false] {
         let (up, count) = links_and_tenants().await;
-        let server = if trusted {
-            r#"server: { trusted_proxies: ["127.0.0.1"] }"#
-        } else {
-            ""
-        };
-        let (_gw, addr) = support::gateway(&format!(
-            r#"listen: "127.0.0.1:0"
-{server}
-routes:
-  - name: catalog
-    match: {{ path: "/catalog" }}
-    upstream: "{url}"
-    cache: {{ ttl: "30s" }}
-"#,
-            url = up.url()
-        ))
-        .await;
+        let (_gw, addr) = cached_route(&up.url(), "/catalog", trusted).await;
         let c = client();
         let links = |forwarded_host: &'static str| {
             let req = c
@@ -386,23 +395,7 @@ routes:
 async fn a_trusted_proxys_original_url_cannot_poison_the_cache() {
     for trusted in [true, false] {
         let (up, count) = links_and_tenants().await;
-        let server = if trusted {
-            r#"server: { trusted_proxies: ["127.0.0.1"] }"#
-        } else {
-            ""
-        };
-        let (_gw, addr) = support::gateway(&format!(
-            r#"listen: "127.0.0.1:0"
-{server}
-routes:
-  - name: public
-    match: {{ path: "/public" }}
-    upstream: "{url}"
-    cache: {{ ttl: "30s" }}
-"#,
-            url = up.url()
-        ))
-        .await;
+        let (_gw, addr) = cached_route(&up.url(), "/public", trusted).await;
         let c = client();
         let page = |original_url: Option<&'static str>| {
             let mut req = c.get(format!("http://{addr}/public"));

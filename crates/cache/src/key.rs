@@ -822,22 +822,25 @@ mod tests {
         }
     }
 
+    /// The extensions of a request from `ip`, where 10.0.0.0/8 is trusted.
+    fn peer_from(ip: &str) -> Extensions {
+        let trusted = towergate_core::TrustedProxies::new(["10.0.0.0/8".parse().unwrap()]);
+        let mut ext = Extensions::new();
+        let addr = format!("{ip}:5000").parse().unwrap();
+        ext.insert(ClientAddr::resolve(
+            addr,
+            false,
+            &HeaderMap::new(),
+            &trusted,
+        ));
+        ext
+    }
+
     #[test]
     fn forwarded_hosts_enter_the_key_unless_the_peer_is_untrusted() {
         let s = spec(KeyQuery::All);
         let uri: Uri = "/catalog".parse().unwrap();
-        let trusted = towergate_core::TrustedProxies::new(["10.0.0.0/8".parse().unwrap()]);
-        let peer = |ip: &str| {
-            let mut ext = Extensions::new();
-            let addr = format!("{ip}:5000").parse().unwrap();
-            ext.insert(ClientAddr::resolve(
-                addr,
-                false,
-                &HeaderMap::new(),
-                &trusted,
-            ));
-            ext
-        };
+        let peer = peer_from;
         let key = |extra: &[(&'static str, &'static str)], ext: &Extensions| {
             let mut h = host_headers();
             for (k, v) in extra {
@@ -905,18 +908,7 @@ mod tests {
     fn url_claims_enter_the_key_unless_the_peer_is_untrusted() {
         let s = spec(KeyQuery::All);
         let uri: Uri = "/public".parse().unwrap();
-        let trusted = towergate_core::TrustedProxies::new(["10.0.0.0/8".parse().unwrap()]);
-        let peer = |ip: &str| {
-            let mut ext = Extensions::new();
-            let addr = format!("{ip}:5000").parse().unwrap();
-            ext.insert(ClientAddr::resolve(
-                addr,
-                false,
-                &HeaderMap::new(),
-                &trusted,
-            ));
-            ext
-        };
+        let peer = peer_from;
         let key = |extra: &[(&'static str, &'static [u8])], ext: &Extensions| {
             let mut h = host_headers();
             for (k, v) in extra {

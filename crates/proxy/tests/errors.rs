@@ -75,22 +75,27 @@ async fn accept_and_hold() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>
     (addr, server)
 }
 
-#[tokio::test]
-async fn stalled_tls_handshake_is_a_connect_timeout() {
-    // Accepts TCP connections and never answers: the TLS handshake stalls.
+/// The error of a request to an upstream whose TLS handshake never
+/// finishes, with the proxy's `connect_timeout` and `timeout`, and how long
+/// it took.
+async fn stalled_handshake(connect: Duration, timeout: Duration) -> (BoxError, Duration) {
     let (addr, _server) = accept_and_hold().await;
-    let client = Client::builder()
-        .connect_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let client = Client::builder().connect_timeout(connect).build().unwrap();
     let proxy = Proxy::builder(format!("https://localhost:{}", addr.port()))
         .client(client)
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .unwrap();
     let started = Instant::now();
     let err = call_err(&proxy, get("/")).await;
-    assert!(started.elapsed() < Duration::from_secs(5));
+    (err, started.elapsed())
+}
+
+#[tokio::test]
+async fn stalled_tls_handshake_is_a_connect_timeout() {
+    // Accepts TCP connections and never answers: the TLS handshake stalls.
+    let (err, took) = stalled_handshake(Duration::from_millis(200), Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(5));
     let timeout = cause_ref::<UpstreamTimeout>(&*err).unwrap();
     assert!(timeout.is_connect(), "{err}");
     assert_eq!(to_problem(&*err).status(), 504);
@@ -103,19 +108,8 @@ async fn a_response_timeout_while_still_connecting_is_a_connect_timeout() {
     // never finishes, standing in for an endpoint that drops SYNs. Nothing
     // was sent, so it is a connect timeout, which balancers may retry on
     // another endpoint.
-    let (addr, _server) = accept_and_hold().await;
-    let client = Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let proxy = Proxy::builder(format!("https://localhost:{}", addr.port()))
-        .client(client)
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let err = call_err(&proxy, get("/")).await;
-    assert!(started.elapsed() < Duration::from_secs(3));
+    let (err, took) = stalled_handshake(Duration::from_secs(5), Duration::from_millis(200)).await;
+    assert!(took < Duration::from_secs(3));
     let timeout = cause_ref::<UpstreamTimeout>(&*err).unwrap();
     assert!(timeout.is_connect(), "{err}");
     assert_eq!(timeout.after(), Some(Duration::from_millis(200)));
