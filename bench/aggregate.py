@@ -214,6 +214,9 @@ class Run:
         self.instr = {}
         self.sys = {}
         self.notes = []
+        # (scenario, peer, tool) -> [(round, path, kv)]: the redis and jwks
+        # scenarios' own records (Redis commands, outcomes, JWKS fetches).
+        self.extra = defaultdict(list)
         index = os.path.join(raw, "index.tsv")
         for line in read(index).splitlines():
             f = line.split("\t")
@@ -233,6 +236,8 @@ class Run:
                 self.sys[peer] = kv
             elif tool in ("failed", "skipped"):
                 self.notes.append("%s / %s: %s" % (scenario, peer, kv.get("note", tool)))
+            else:
+                self.extra[(scenario, peer, tool)].append((int(rnd), path, kv))
 
     def add_load(self, scenario, rnd, peer, kind, path, kv):
         text = read(path)
@@ -410,7 +415,7 @@ FOOT["tls"] = FOOT["wrk"]
 VARIANTS = {
     "features": (
         "tg-plain",
-        ["nginx", "tg-plain", "tg-plain-keys", "tg-jwt", "tg-rl", "tg-rl-keys", "tg-full"],
+        ["nginx", "tg-plain", "tg-plain-keys", "tg-jwt", "tg-es256", "tg-rl", "tg-rl-keys", "tg-redis", "tg-full"],
         "Features on the request path (wrk, {conns} connections)",
     ),
     "observe": (
@@ -428,6 +433,8 @@ VARIANT_NAME = {
     "nginx": "nginx, plain route",
     "tg-plain": "towergate, plain route `/api/s0/`",
     "tg-jwt": "+ JWT RS256 `/jwt/`",
+    "tg-es256": "+ JWT ES256, keys from a JWKS `/jwks/`",
+    "tg-redis": "+ rate limit, buckets in Redis `/rlredis/`",
     "tg-rl": "+ rate limit, in memory `/rl/`",
     "tg-rl-keys": "+ rate limit, in memory, a new key on every request `/rlkeys/`",
     "tg-plain-keys": "towergate, plain route, with `/rlkeys/`'s new `x-api-key` on every request",
@@ -527,7 +534,8 @@ def variant_instr_table(run, out):
     out.append(
         "Same method as the table above (callgrind, N1=%s, N2=%s, 4 connections; bench-client "
         "sends the bearer token on the JWT routes, and a new `x-api-key` on every request to "
-        "`/rlkeys/`). ×base: against the plain route, observability "
+        "`/rlkeys/`; `/rlredis/` runs in a process of its own, its buckets in our own Redis on the "
+        "load CPU). ×base: against the plain route, observability "
         "off, and the uncached route respectively. The JWT is the same token on every request, so "
         "after the first it is a verified-token cache hit (as for a client reusing its token)."
         % (kv0.get("n1", "?"), kv0.get("n2", "?"))
@@ -773,6 +781,74 @@ def goals(run, out):
                 status(None if rj is None else rj <= 1.5),
             )
         )
+    if any(r["peer"] == "tg-es256" for r in frows):
+        re_ = run.ratio(frows, "tg-es256", "cpu_us", "tg-plain")
+        out.append(
+            "| JWT ES256, keys from a JWKS (token cached): CPU per request ≤ 1.5× plain towergate | %s µs vs %s µs | %s | %s |"
+            % (
+                fmt(run.figure("features", "wrk", "tg-es256", "cpu_us"), 1),
+                fmt(run.figure("features", "wrk", "tg-plain", "cpu_us"), 1),
+                fmt_ratio(re_),
+                status(None if re_ is None else re_ <= 1.5),
+            )
+        )
+    s_es, s_pl = run.sys.get("tg-es256"), run.sys.get("tg-plain")
+    if s_es and s_pl:
+        a, b = sys_per_req(s_es)[0], sys_per_req(s_pl)[0]
+        if a is not None and b is not None:
+            # "No syscall per request": at most a tenth of one more than
+            # the plain route (epoll_wait lands either side by that much).
+            out.append(
+                "| JWT ES256 from a JWKS: no syscall per request for keys (syscalls per request vs plain) "
+                "| %s vs %s | %+.2f | %s |" % (fmt(a, 2), fmt(b, 2), a - b, status(a - b <= 0.1))
+            )
+    jrows = run.load.get(("jwks", "wrk"), [])
+    if jrows:
+        n = sum(r.get("requests") or 0 for r in jrows)
+        e = sum(r.get("errors") or 0 for r in jrows)
+        fetches = [kv for _, _, kv in run.extra.get(("jwks", "towergate", "fetches"), [])]
+        out.append(
+            "| JWKS key rotation under load: zero failed requests | %d failed of %d (JWKS fetches during the run: %s) | – | %s |"
+            % (e, n, fetches[0].get("fetches", "–") if fetches else "–", status(n > 0 and e == 0))
+        )
+    scrapes = run.extra.get(("scrape", "towergate", "scrape"), [])
+    if scrapes:
+        ts = [num(kv.get("time_s")) for _, _, kv in scrapes]
+        t = med(ts)
+        kv = scrapes[0][2]
+        out.append(
+            "| metrics: a scrape with 10,000 routes' series ≤ 100 ms | %s ms (median of %d; %s routes with series, %s lines, %s bytes) | – | %s |"
+            % (
+                fmt(t * 1000 if t is not None else None, 1),
+                len(ts),
+                kv.get("routes", "–"),
+                kv.get("lines", "–"),
+                kv.get("bytes", "–"),
+                status(None if t is None else t <= 0.1),
+            )
+        )
+    rrows = run.load.get(("redis", "rate"), [])
+    if rrows:
+        p_r = run.figure("redis", "rate", "tg-redis", "p99")
+        p_p = run.figure("redis", "rate", "tg-redis-plain", "p99")
+        d = p_r - p_p if p_r is not None and p_p is not None else None
+        out.append(
+            "| rate limit in Redis: p99 ≤ plain p99 + 1 ms (%s req/s) | %s ms vs %s ms | %s | %s |"
+            % (RATE, fmt(p_r, 3), fmt(p_p, 3), "–" if d is None else "%+.3f ms" % d, status(None if d is None else d <= 1.0))
+        )
+        cmds = redis_commands_per_decision(run)
+        out.append(
+            "| rate limit in Redis: one round trip per decision | %s commands sent to Redis per request | – | %s |"
+            % (fmt(cmds, 3), status(None if cmds is None else cmds <= 1.001))
+        )
+        down = run.extra.get(("redis", "tg-redis-down", "outcome"), [])
+        if down:
+            r = parse_rate(read(down[0][1]))
+            out.append(
+                "| rate limit in Redis: Redis stopped under load, the local fallback, zero failed requests "
+                "| %s failed of %s | – | %s |"
+                % (r.get("errors", "–"), r.get("requests", "–"), status(bool(r.get("requests")) and r.get("errors") == 0))
+            )
     ir_rl, ir_pl = per_req(run.instr.get("tg-rl", {})), per_req(run.instr.get("tg-plain", {}))
     if ir_rl and ir_pl:
         out.append(
@@ -856,6 +932,94 @@ def goals(run, out):
     out.append("")
 
 
+def redis_commands_per_decision(run):
+    """Redis commands over the Redis-limited runs, per request sent."""
+    sent = {r["round"]: r.get("requests") for r in run.load.get(("redis", "rate"), []) if r["peer"] == "tg-redis"}
+    cmds = n = 0
+    for rnd, _, kv in run.extra.get(("redis", "tg-redis", "commands"), []):
+        c = num(kv.get("commands"))
+        if c is not None and sent.get(rnd):
+            cmds, n = cmds + c, n + sent[rnd]
+    return cmds / n if n else None
+
+
+def redis_table(run, out):
+    rows = run.load.get(("redis", "rate"), [])
+    if not rows:
+        return
+    nrounds = len({r["round"] for r in rows})
+    out.append("### Rate limiting with its buckets in Redis (bench-client, %s requests/s)\n" % RATE)
+    out.append("| route | requests, all rounds | failed | p50 ms | p90 ms | p99 ms | p99.9 ms | proxy CPU µs/req |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    names = {"tg-redis-plain": "`/api/s0/`, no limit", "tg-redis": "`/rlredis/`, limit in Redis"}
+    for peer in ("tg-redis-plain", "tg-redis"):
+        pr = [r for r in rows if r["peer"] == peer]
+        if not pr:
+            continue
+        out.append(
+            "| %s | %d | %d | %s | %s | %s | %s | %s |"
+            % (
+                names[peer],
+                sum(r.get("requests") or 0 for r in pr),
+                sum(r.get("errors") or 0 for r in pr),
+                fmt(med([r.get("p50") for r in pr]), 3),
+                fmt(med([r.get("p90") for r in pr]), 3),
+                fmt(med([r.get("p99") for r in pr]), 3),
+                fmt(med([r.get("p999") for r in pr]), 3),
+                fmt(med([r.get("cpu_us") for r in pr]), 1),
+            )
+        )
+    out.append("")
+    cmds = redis_commands_per_decision(run)
+    lines = [
+        "%d round(s), the two routes of one process interleaved; medians over rounds. Redis "
+        "(our own `redis-server`) runs on the load CPU. Commands sent to Redis per request on the "
+        "limited route (its `INFO commandstats`, less the `TIME`, `GET` and `SET` the script runs "
+        "inside its one `EVALSHA`): %s." % (nrounds, fmt(cmds, 3))
+    ]
+    for label, what in (("tg-redis-down", "Redis stopped a third into a run"), ("tg-redis-back", "Redis started again")):
+        for _, path, kv in run.extra.get(("redis", label, "outcome"), []):
+            r = parse_rate(read(path))
+            extra = ""
+            if "commands" in kv:
+                extra = ", Redis commands during it %s" % kv["commands"]
+            lines.append(
+                "%s: %s requests, %s failed, p99 %s ms%s."
+                % (what, r.get("requests", "–"), r.get("errors", "–"), fmt(r.get("p99"), 3), extra)
+            )
+    out.append(" ".join(lines))
+    out.append("")
+
+
+def jwks_table(run, out):
+    rows = run.load.get(("jwks", "wrk"), [])
+    if not rows:
+        return
+    out.append("### JWT ES256 from a JWKS, keys rotated under load (wrk)\n")
+    out.append("| client | requests | req/s | failed | p50 ms | p99 ms |")
+    out.append("|---|---|---|---|---|---|")
+    names = {"key-a": "tokens of key `a` (published from the start, withdrawn at the end)",
+             "key-b": "tokens of key `b` (published during the run)"}
+    for peer in ("key-a", "key-b"):
+        for r in [r for r in rows if r["peer"] == peer]:
+            out.append(
+                "| %s | %s | %s | %d | %s | %s |"
+                % (names[peer], r.get("requests", "–"), fmt(r.get("rps"), 0), r.get("errors") or 0,
+                   fmt(r.get("p50"), 2), fmt(r.get("p99"), 2))
+            )
+    fetches = run.extra.get(("jwks", "towergate", "fetches"), [])
+    kv = fetches[0][2] if fetches else {}
+    out.append("")
+    out.append(
+        "Half the connections each. Key `a`'s client runs alone for %s s; the JWKS then publishes "
+        "`a` and `b`, and key `b`'s client starts (a `kid` the gateway has not seen: one refetch); "
+        "when `a`'s client ends the JWKS keeps `b` alone (seen at the gateway's next scheduled "
+        "refresh). JWKS fetches from the upstream during the run: %s (before it: %s)."
+        % (kv.get("publish_after_s", "–"), kv.get("fetches", "–"), kv.get("warm_fetches", "–"))
+    )
+    out.append("")
+
+
 CONNS = os.environ.get("CONNS", "50")
 RATE = os.environ.get("RATE", "5000")
 
@@ -898,6 +1062,8 @@ def main():
         load_table(run, key[0], key[1], out, settings)
     for scenario in VARIANTS:
         variant_table(run, scenario, out, settings)
+    redis_table(run, out)
+    jwks_table(run, out)
     memory_table(run, out)
     reload_table(run, out)
     instr_table(run, out)

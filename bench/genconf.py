@@ -15,7 +15,8 @@ callgrind, where nginx must be one process).
 
 `variants` writes the towergate configurations of the features, observe and
 cache scenarios (see VARIANTS below), without TLS listener:
-  towergate-features.yaml      /api/s0/ plain, /jwt/ JWT RS256, /rl/ rate limit
+  towergate-features.yaml      /api/s0/ plain, /jwt/ JWT RS256, /rl/ rate limit,
+                               /jwks/ JWT ES256 from the bench upstream's JWKS
   towergate-features-log.yaml  /full/ JWT + rate limit, access log to a file
                                (alternate port: it runs beside the first)
   towergate-obs-off.yaml       /api/s0/, observability.enabled: false
@@ -24,7 +25,11 @@ cache scenarios (see VARIANTS below), without TLS listener:
   towergate-obs-log.yaml       /api/s0/, access log only    } the two halves of
   towergate-obs-trace.yaml     /api/s0/, OTLP tracing only  } obs-on
   towergate-cache.yaml         /api/s0/ uncached, /cached/ cached (ttl 60s)
-The JWT routes read WORK/jwt-public.pem (written by the jwt-token binary).
+  towergate-redis.yaml         /api/s0/ plain, /rlredis/ rate limit, its
+                               buckets in Redis (PORT_REDIS)
+The RS256 route reads WORK/jwt-public.pem (written by the jwt-token binary);
+the ES256 one fetches http://127.0.0.1:PORT_UP/jwks.json (WORK/jwks.json,
+served by bench-upstream --jwks).
 
 Ports come from the environment (PORT_UP, PORT_NGINX, ...), set by lib.sh.
 Standard library only.
@@ -85,6 +90,12 @@ JWT_PROVIDER = """auth_providers:
       pem_files: ["@WORK@/jwt-public.pem"]
       algorithms: [RS256]
       issuer: bench
+      audience: bench
+  bench-jwks:
+    jwt:
+      jwks_url: "http://127.0.0.1:@PORT_UP@/jwks.json"
+      algorithms: [ES256]
+      issuer: bench
       audience: bench"""
 
 
@@ -125,6 +136,7 @@ def variants(work):
                 # Keyed by a header the client sets to a new value on every
                 # request (bench-client --distinct-header x-api-key).
                 route("rlkeys", "/rlkeys/", "rate_limit: %s" % RATE_LIMIT_KEYS),
+                route("jwks", "/jwks/", "auth: { any_of: [bench-jwks] }"),
             ],
             JWT_PROVIDER,
         ),
@@ -158,6 +170,14 @@ def variants(work):
             False,
             [route("s0", "/api/s0/"), route("cached", "/cached/", 'cache: { ttl: "60s" }')],
             "",
+        ),
+        # The store is global: a process of its own. A short decision
+        # timeout is the default (50 ms); Redis runs on the load CPU.
+        "redis": (
+            False,
+            [route("s0", "/api/s0/"), route("rlredis", "/rlredis/", "rate_limit: %s" % RATE_LIMIT)],
+            'rate_limiting:\n  store: redis\n  redis: { url: "redis://127.0.0.1:%s" }'
+            % env_port("PORT_REDIS", 19009),
         ),
     }
 
@@ -204,7 +224,7 @@ def write_variants(work, common):
                 dict(
                     common,
                     ROUTES_YAML="\n".join(lines),
-                    EXTRA_YAML=extra.replace("@WORK@", work),
+                    EXTRA_YAML=extra.replace("@WORK@", work).replace("@PORT_UP@", common["PORT_UP"]),
                     PORT_PLAIN=env_port(*port),
                     PORT_TLS="0",
                     PORT_ADMIN=env_port(*admin),

@@ -32,9 +32,10 @@
 # matching; bare-mt: bare-proxy on tokio's multi-thread scheduler with one
 # worker, as towergate runs, which tells the scheduler's cost apart).
 # The towergate variants of run.sh's features, observe and cache scenarios
-# are labels too (tg-plain tg-plain-keys tg-jwt tg-rl tg-rl-keys tg-full tg-obs-off tg-obs-on
-# tg-obs-log tg-obs-trace tg-nocache tg-cached, see `variant` in lib.sh):
-# their config, path and request header (the JWT) come from there.
+# are labels too (tg-plain tg-plain-keys tg-jwt tg-es256 tg-rl tg-rl-keys tg-redis
+# tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached, see
+# `variant` in lib.sh): their config, path and request header (the JWT) come
+# from there. tg-redis starts our own Redis (PORT_REDIS) first.
 # tg-cached: the first request stores the entry, so the N2 - N1 difference
 # is all hits.
 set -euo pipefail
@@ -66,6 +67,11 @@ python3 "$BENCH_DIR/genconf.py" "$WORK" 100 --no-master >/dev/null || die "genco
 python3 "$BENCH_DIR/genconf.py" "$WORK" 10000 --no-master >/dev/null || die "genconf failed"
 variant_configs
 start_upstream
+# The tg-redis variant keeps its buckets in our own Redis.
+if [[ " $IPEERS " == *" tg-redis "* ]]; then
+    install_tools redis-server:redis-server
+    start_redis || log "no Redis: tg-redis will fall back to local buckets"
+fi
 # Under valgrind, start-up (10,000 routes compiled) takes a while.
 export WAIT_PORT_S=180
 

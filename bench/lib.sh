@@ -33,6 +33,9 @@ export PORT_NGINX_ALT=19008 PORT_NGINX_ALT_TLS=19018 PORT_NGINX_ALT_H2C=19028
 export PORT_NGINX_TLS=19011 PORT_HAPROXY_TLS=19012 PORT_TOWERGATE_TLS=19014
 # nginx cannot speak h2c and HTTP/1.1 on one plain port; the others can.
 export PORT_NGINX_H2C=19021 PORT_HAPROXY_H2C=19022
+# Our own Redis (the redis scenario and the tg-redis variant), beside any
+# Redis the machine runs.
+export PORT_REDIS=19009
 
 CLK_TCK=$(getconf CLK_TCK)
 # HAProxy needs two descriptors per connection (client and server side):
@@ -144,10 +147,19 @@ configs() { # ROUTES [--probe NAME]
 }
 
 # The RS256 key pair and token of the JWT routes (bench/src/bin/jwt_token.rs):
-# WORK/jwt-public.pem, WORK/jwt-token.txt; then the variant configs.
+# WORK/jwt-public.pem, WORK/jwt-token.txt; two ES256 keys, `a` and `b`, as
+# JWKs (WORK/jwk-a.json, jwk-b.json) with a token each (es256-a.txt,
+# es256-b.txt), and the JWKS the upstream serves (WORK/jwks.json: key a,
+# see `publish_jwks`); then the variant configs.
 variant_configs() {
     "$BIN/jwt-token" --public-key "$WORK/jwt-public.pem" >"$WORK/jwt-token.txt" ||
         die "jwt-token failed"
+    local k
+    for k in a b; do
+        "$BIN/jwt-token" --alg ES256 --kid "$k" --jwk "$WORK/jwk-$k.json" >"$WORK/es256-$k.txt" ||
+            die "jwt-token --alg ES256 failed"
+    done
+    publish_jwks a
     python3 "$BENCH_DIR/genconf.py" "$WORK" variants || die "genconf variants failed"
 }
 
@@ -174,6 +186,10 @@ variant() {
     tg-obs-trace) V_CONF=obs-trace ;;
     tg-nocache) V_CONF=cache ;;
     tg-cached) V_CONF=cache V_PATH=/cached/x ;;
+    # ES256, the key from the upstream's JWKS (cached after the first fetch)
+    tg-es256) V_CONF=features V_PATH=/jwks/x V_HDR="Authorization: Bearer $(cat "$WORK/es256-a.txt")" ;;
+    # the rate limit's buckets in Redis (start_redis first)
+    tg-redis) V_CONF=redis V_PATH=/rlredis/x ;;
     *) return 1 ;;
     esac
 }
@@ -201,12 +217,42 @@ wait_port_free() {
     return 1
 }
 
+# The JWKS the upstream serves: the JWKs of KEYS (a, b: see variant_configs),
+# replaced at once as an identity provider's would be.
+publish_jwks() { # keys...
+    local k sep="" body='{"keys":['
+    for k in "$@"; do
+        body+="$sep$(cat "$WORK/jwk-$k.json")" sep=,
+    done
+    printf '%s]}\n' "$body" >"$WORK/jwks.json.tmp" && mv "$WORK/jwks.json.tmp" "$WORK/jwks.json"
+}
+
 start_upstream() {
     taskset -c "$LOAD_CPU" "$BIN/bench-upstream" --listen "127.0.0.1:$PORT_UP" --threads 1 \
-        >"$WORK/upstream.log" 2>&1 &
+        --jwks "$WORK/jwks.json" >"$WORK/upstream.log" 2>&1 &
     UPSTREAM_PID=$!
     STARTED_PIDS+=("$UPSTREAM_PID")
     wait_port "$PORT_UP" || die "upstream did not start"
+}
+
+# Our own Redis on PORT_REDIS, pinned with the load (nothing kept on disk);
+# sets REDIS_PID. Returns 1 when redis-server is missing.
+start_redis() {
+    command -v redis-server >/dev/null 2>&1 || { log "redis-server missing"; return 1; }
+    mkdir -p "$WORK/redis"
+    taskset -c "$LOAD_CPU" redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save "" \
+        --appendonly no --dir "$WORK/redis" >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    STARTED_PIDS+=("$REDIS_PID")
+    wait_port "$PORT_REDIS" || { log "redis-server did not start"; return 1; }
+}
+
+# Commands clients have sent Redis so far (`INFO commandstats`), less those
+# a script runs inside its one EVALSHA (TIME, GET, SET) and our own INFO:
+# the round trips made to it.
+redis_commands() {
+    redis-cli -p "$PORT_REDIS" info commandstats 2>/dev/null | tr -d '\r' |
+        awk -F'[:,=]' '/^cmdstat_/ && $1 !~ /^cmdstat_(time|get|set|info)$/ { s += $3 } END { print s + 0 }'
 }
 
 # The plain HTTP/1.1 port of a peer ("direct" is the upstream itself).

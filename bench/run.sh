@@ -25,11 +25,16 @@
 #   H2_CONNS=10 H2_STREAMS=10   h2load connections and streams per connection
 #   IDLE_CONNS=10000 IDLE_HOLD=5   idle keep-alive connections, seconds held
 #   RELOADS=3         reloads under load (10,000 routes)
-#   SCENARIOS="plain routes100 routes10k tls mib h2 memory reload features
-#             observe cache instructions"; features, observe and cache run
+#   SCENARIOS="plain routes100 routes10k tls mib h2 memory reload scrape
+#             features observe cache redis jwks instructions"; scrape: the
+#             time of a /metrics scrape with 10,000 routes' series;
+#             features, observe and cache run
 #             towergate variants against its own plain route, with nginx in
 #             every round (observe: also nginx with a JSON access log, what
-#             nginx pays for its log). Not in the default (about 3 more minutes):
+#             nginx pays for its log). redis: the rate limit with its
+#             buckets in Redis (latency at RATE, commands per decision,
+#             Redis stopped under load); jwks: ES256 keys from a JWKS,
+#             rotated under load. Not in the default (about 3 more minutes):
 #             instructions-variants, the variants' instruction counts, e.g.
 #             SCENARIOS="plain features observe cache instructions-variants"
 #   VIPEERS="tg-plain tg-jwt ..."   the labels of instructions-variants
@@ -48,7 +53,7 @@ set -euo pipefail
 : "${ROUNDS:=3}" "${DURATION:=5}" "${CONNS:=50}" "${RATE:=5000}"
 : "${MIB_CONNS:=10}" "${H2_CONNS:=10}" "${H2_STREAMS:=10}"
 : "${IDLE_CONNS:=10000}" "${IDLE_HOLD:=5}" "${RELOADS:=3}"
-: "${SCENARIOS:=plain routes100 routes10k tls mib h2 memory reload features observe cache instructions}"
+: "${SCENARIOS:=plain routes100 routes10k tls mib h2 memory reload scrape features observe cache redis jwks instructions}"
 : "${PEERS:=direct nginx haproxy bare towergate}"
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -59,7 +64,7 @@ trap 'exit 130' INT TERM
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 install_tools nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client openssl:openssl \
-    taskset:util-linux python3:python3
+    taskset:util-linux python3:python3 redis-server:redis-server redis-cli:redis-tools curl:curl
 command -v wrk >/dev/null || die "wrk is required"
 build_binaries
 make_workdir
@@ -121,7 +126,7 @@ measure() { # scenario round peer kind path pid [port [header [distinct-header]]
     wrk) cmd=(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdr[@]}" "http://127.0.0.1:$port$path") ;;
     tls) cmd=(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "https://127.0.0.1:$(peer_tls_port "$peer")$path") ;;
     mib) cmd=(wrk -t1 -c"$MIB_CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$(peer_port "$peer")$path") ;;
-    rate) cmd=("$BIN/bench-client" --target "127.0.0.1:$(peer_port "$peer")" --path "$path"
+    rate) cmd=("$BIN/bench-client" --target "127.0.0.1:$port" --path "$path"
         --rate "$RATE" --duration "$DURATION" --connections "$CONNS") ;;
     h2) cmd=(h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D"$DURATION"
         "http://127.0.0.1:$(peer_h2c_port "$peer")$path") ;;
@@ -306,6 +311,132 @@ reload_scenario() {
     stop_peer towergate "$pid"
 }
 
+# Rate limiting with its buckets in Redis (our own redis-server, pinned with
+# the load): the fixed-rate latency of the limited route against the plain
+# route of the same process, interleaved, with the commands the gateway
+# sent Redis counted over the limited runs (round trips: lib.sh
+# redis_commands); then Redis stopped a third into a run (the limits
+# fall back to local buckets: no request may fail), and started again (the
+# decisions must go back to Redis).
+redis_scenario() {
+    has_peer towergate || return 0
+    if ! command -v redis-cli >/dev/null 2>&1 || ! start_redis; then
+        record redis 0 tg-redis skipped - "note=redis-server or redis-cli missing"
+        return 0
+    fi
+    if ! start_peer towergate redis; then
+        record redis 0 tg-redis failed - "note=did not start"
+        stop_pid "$REDIS_PID"
+        return 0
+    fi
+    local pid=$PEER_PID r c0 c1 out cpid
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$PORT_TOWERGATE/rlredis/x" \
+        >/dev/null 2>&1 || true
+    log "redis: plain and Redis-limited routes (${ROUNDS}x ${DURATION}s at $RATE req/s), then Redis stopped under load"
+    for r in $(seq 1 "$ROUNDS"); do
+        measure redis "$r" tg-redis-plain rate /api/s0/x "$pid" "$PORT_TOWERGATE"
+        c0=$(redis_commands)
+        measure redis "$r" tg-redis rate /rlredis/x "$pid" "$PORT_TOWERGATE"
+        c1=$(redis_commands)
+        record redis "$r" tg-redis commands - "commands=$((c1 - c0))"
+    done
+    # Redis stopped a third into the run.
+    out="$RAW/redis-down-tg-redis.rate"
+    taskset -c "$LOAD_CPU" "$BIN/bench-client" --target "127.0.0.1:$PORT_TOWERGATE" --path /rlredis/x \
+        --rate "$RATE" --duration "$DURATION" --connections "$CONNS" >"$out" 2>&1 &
+    cpid=$!
+    sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 3 }')"
+    stop_pid "$REDIS_PID"
+    wait "$cpid" || true
+    record redis 1 tg-redis-down outcome "$out"
+    # Started again: after the store's reconnect (connect_timeout, 1 s), the
+    # decisions go back to Redis.
+    start_redis || true
+    sleep 2
+    out="$RAW/redis-back-tg-redis.rate"
+    c0=$(redis_commands)
+    taskset -c "$LOAD_CPU" "$BIN/bench-client" --target "127.0.0.1:$PORT_TOWERGATE" --path /rlredis/x \
+        --rate "$RATE" --duration 2 --connections "$CONNS" >"$out" 2>&1 || true
+    c1=$(redis_commands)
+    record redis 1 tg-redis-back outcome "$out" "commands=$((${c1:-0} - ${c0:-0}))"
+    stop_peer towergate "$pid"
+    stop_pid "$REDIS_PID"
+}
+
+# The metrics of 10,000 routes: wrk sends every request to the next route
+# (conf/routes.lua), so that each has its series; then /metrics is scraped
+# three times from the admin port, the load stopped (curl's total time).
+scrape_scenario() {
+    has_peer towergate || return 0
+    if ! command -v curl >/dev/null 2>&1; then
+        record scrape 0 towergate skipped - "note=curl missing"
+        return 0
+    fi
+    configs 10000
+    if ! start_peer towergate 10000; then
+        record scrape 0 towergate failed - "note=did not start"
+        return 0
+    fi
+    local pid=$PEER_PID k out t routes
+    log "scrape: ${DURATION}s over the 10,000 routes, then 3 scrapes of /metrics"
+    ROUTES=10000 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$BENCH_DIR/conf/routes.lua" \
+        "http://127.0.0.1:$PORT_TOWERGATE" >"$RAW/scrape-1-towergate.load" 2>&1 || true
+    record scrape 1 towergate load "$RAW/scrape-1-towergate.load"
+    for k in 1 2 3; do
+        out="$RAW/scrape-$k-towergate.metrics"
+        t=$(taskset -c "$LOAD_CPU" curl -s -o "$out" -w '%{time_total} %{size_download}' \
+            "http://127.0.0.1:$PORT_TOWERGATE_ADMIN/metrics") || t="- -"
+        routes=$(grep '^towergate_http_requests_total{' "$out" 2>/dev/null | grep -o 'route="[^"]*"' |
+            sort -u | wc -l)
+        record scrape "$k" towergate scrape "$out" "time_s=${t% *}" "bytes=${t#* }" \
+            "lines=$(wc -l <"$out" 2>/dev/null || echo 0)" "routes=$routes"
+    done
+    stop_peer towergate "$pid"
+}
+
+# JWT ES256 with its keys from the upstream's JWKS, rotated under load: wrk
+# sends tokens of key a; after P seconds the JWKS publishes a and b, and a
+# second wrk sends tokens of key b (a kid the gateway has not seen: one
+# refetch) for 2 × DURATION; when the first ends, D seconds later, the JWKS
+# keeps b alone. No request of either may fail. P is at least 12 s: the
+# gateway refetches for an unknown kid at most once per 10 s (its refetch
+# floor; a token whose kid arrives sooner is refused, as it would be by an
+# identity provider's client library under its rate limit), and an
+# identity provider publishes a key before it signs with it. The JWKS
+# fetches come from the upstream's log.
+jwks_scenario() {
+    has_peer towergate || return 0
+    publish_jwks a
+    if ! start_peer towergate features; then
+        record jwks 0 towergate failed - "note=did not start"
+        return 0
+    fi
+    local pid=$PEER_PID url="http://127.0.0.1:$PORT_TOWERGATE/jwks/x" f0 f1 wa wb
+    local half=$((CONNS / 2 > 0 ? CONNS / 2 : 1)) p=$((DURATION > 12 ? DURATION : 12))
+    local ha="Authorization: Bearer $(cat "$WORK/es256-a.txt")"
+    local hb="Authorization: Bearer $(cat "$WORK/es256-b.txt")"
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s -H "$ha" "$url" >/dev/null 2>&1 || true
+    f0=$(grep -c '^jwks fetch' "$WORK/upstream.log" || true)
+    log "jwks: key a for $((p + DURATION))s; after ${p}s keys a and b, and key b's tokens for $((2 * DURATION))s; then b alone"
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$half" -d"$((p + DURATION))s" --latency -H "$ha" "$url" \
+        >"$RAW/jwks-1-key-a.wrk" 2>&1 &
+    wa=$!
+    sleep "$p"
+    publish_jwks a b
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$half" -d"$((2 * DURATION))s" --latency -H "$hb" "$url" \
+        >"$RAW/jwks-1-key-b.wrk" 2>&1 &
+    wb=$!
+    wait "$wa" || true
+    publish_jwks b
+    wait "$wb" || true
+    f1=$(grep -c '^jwks fetch' "$WORK/upstream.log" || true)
+    record jwks 1 key-a wrk "$RAW/jwks-1-key-a.wrk"
+    record jwks 1 key-b wrk "$RAW/jwks-1-key-b.wrk"
+    record jwks 1 towergate fetches - "fetches=$((f1 - f0))" "warm_fetches=$f0" "publish_after_s=$p"
+    stop_peer towergate "$pid"
+    publish_jwks a
+}
+
 for s in $SCENARIOS; do
     case $s in
     plain) load_scenario plain 1 /api/s0/x "wrk rate" $(peers_of direct nginx haproxy bare towergate) ;;
@@ -334,13 +465,16 @@ for s in $SCENARIOS; do
         ;;
     memory) memory_scenario ;;
     reload) reload_scenario ;;
-    features) variant_scenario features nginx tg-plain tg-jwt tg-rl tg-full tg-plain-keys tg-rl-keys ;;
+    features) variant_scenario features nginx tg-plain tg-jwt tg-es256 tg-rl tg-full tg-plain-keys tg-rl-keys ;;
     observe) variant_scenario observe nginx nginx-log tg-obs-off tg-obs-on ;;
     cache) variant_scenario cache nginx tg-nocache tg-cached ;;
+    scrape) scrape_scenario ;;
+    redis) redis_scenario ;;
+    jwks) jwks_scenario ;;
     instructions | instructions-variants)
         ipeers=${IPEERS:-}
         [ "$s" = instructions-variants ] &&
-            ipeers="${VIPEERS:-tg-plain tg-plain-keys tg-jwt tg-rl tg-rl-keys tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached}"
+            ipeers="${VIPEERS:-tg-plain tg-plain-keys tg-jwt tg-es256 tg-rl tg-rl-keys tg-redis tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached}"
         stop_pid "$UPSTREAM_PID"
         wait_port_free "$PORT_UP" || true
         BUILD=0 INSTALL="$INSTALL" RAW="$RAW" INDEX="$INDEX" IPEERS="$ipeers" "$BENCH_DIR/instructions.sh" ||

@@ -99,7 +99,29 @@ pub fn percentiles(samples: &mut [u64]) -> Percentiles {
     }
 }
 
+/// The JWK of a P-256 public key given as its uncompressed point
+/// (`0x04 || x || y`, 65 bytes), with key id `kid`: one member of a JWKS's
+/// `keys` (what `jwt-token --alg ES256` writes).
+pub fn es256_jwk(point: &[u8], kid: &str) -> Result<serde_json::Value, Error> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (x, y) = match point {
+        [0x04, rest @ ..] if rest.len() == 64 => rest.split_at(32),
+        _ => return Err("not an uncompressed P-256 point".into()),
+    };
+    Ok(serde_json::json!({
+        "kty": "EC",
+        "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(x),
+        "y": URL_SAFE_NO_PAD.encode(y),
+        "kid": kid,
+        "alg": "ES256",
+        "use": "sig",
+    }))
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -113,5 +135,38 @@ mod tests {
         );
         assert_eq!(percentiles(&mut []), Percentiles::default());
         assert_eq!(percentiles(&mut [7]).p999, 7);
+    }
+
+    #[test]
+    fn es256_jwk_verifies_the_tokens_of_its_key() {
+        use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(es256_jwk(pair.public_key_raw(), "a").unwrap()).unwrap();
+        assert_eq!(jwk.common.key_id.as_deref(), Some("a"));
+        let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let claims =
+            serde_json::json!({ "sub": "s", "exp": jsonwebtoken::get_current_timestamp() + 60 });
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+        let decoded = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &DecodingKey::from_jwk(&jwk).unwrap(),
+            &Validation::new(Algorithm::ES256),
+        )
+        .unwrap();
+        assert_eq!(decoded.claims["sub"], "s");
+        // Another key's JWK does not verify it.
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let other: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(es256_jwk(other.public_key_raw(), "b").unwrap()).unwrap();
+        assert!(
+            jsonwebtoken::decode::<serde_json::Value>(
+                &token,
+                &DecodingKey::from_jwk(&other).unwrap(),
+                &Validation::new(Algorithm::ES256),
+            )
+            .is_err()
+        );
+        assert!(es256_jwk(&[0x04; 33], "c").is_err());
     }
 }
