@@ -93,7 +93,8 @@ impl Propagator {
         self.w3c.inject_context(cx, &mut HeaderInjector(headers));
         if self.b3 {
             headers.remove(B3_HEADER);
-            if let Ok(v) = HeaderValue::try_from(format_b3(sc)) {
+            if let Ok(mut v) = HeaderValue::try_from(format_b3(sc)) {
+                crate::request_id::never_indexed(&mut v);
                 headers.insert(B3_HEADER, v);
             }
         }
@@ -213,7 +214,8 @@ impl Propagator {
         tp[35] = b'-';
         crate::hex::hex_into(&mut tp[36..52], &span_id.to_bytes());
         tp[52] = b'-';
-        if let Ok(v) = HeaderValue::from_bytes(&tp) {
+        if let Ok(mut v) = HeaderValue::from_bytes(&tp) {
+            crate::request_id::never_indexed(&mut v);
             headers.insert(TRACEPARENT, v);
         }
         if self.b3 {
@@ -223,7 +225,8 @@ impl Propagator {
             b3[32] = b'-';
             b3[33..49].copy_from_slice(&tp[36..52]);
             b3[49] = b'-';
-            if let Ok(v) = HeaderValue::from_bytes(&b3) {
+            if let Ok(mut v) = HeaderValue::from_bytes(&b3) {
+                crate::request_id::never_indexed(&mut v);
                 headers.insert(B3_HEADER, v);
             }
         }
@@ -399,7 +402,12 @@ impl Injector for HeaderInjector<'_> {
         if value.is_empty() {
             return;
         }
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
+        if let (Ok(name), Ok(mut value)) = (HeaderName::try_from(key), HeaderValue::try_from(value))
+        {
+            // A new span id on every request (tracestate repeats).
+            if name == TRACEPARENT {
+                crate::request_id::never_indexed(&mut value);
+            }
             self.0.insert(name, value);
         }
     }
@@ -584,6 +592,7 @@ mod tests {
             out[B3_HEADER],
             "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"
         );
+        assert!(out[TRACEPARENT].is_sensitive() && out[B3_HEADER].is_sensitive());
     }
 
     #[test]
@@ -640,6 +649,10 @@ mod tests {
             "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0"
         );
         assert_eq!(h[TRACESTATE], "vendor=x");
+        // New on every request: never indexed by HTTP/2 (see
+        // `request_id::never_indexed`); the tracestate repeats.
+        assert!(h[TRACEPARENT].is_sensitive() && h[B3_HEADER].is_sensitive());
+        assert!(!h[TRACESTATE].is_sensitive());
         // What was written reads back the same, not sampled.
         assert_eq!(
             Propagator::new(false).remote(&h),
