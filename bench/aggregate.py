@@ -642,6 +642,8 @@ def sys_per_req(kv):
 
 
 INSTR_NAME = {
+    "bare-h2": "bare-proxy, HTTP/2 clients (h2load, h2c, 10 streams per connection)",
+    "towergate-h2": "**towergate**, HTTP/2 clients (the same) ⁵",
     "bare-mt": "bare-proxy, multi-thread scheduler (1 worker)",
     "towergate": "**towergate** (1 route)",
     "towergate-r100": "towergate, 100 routes",
@@ -663,18 +665,22 @@ def instr_table(run, out):
     out.append("### Instructions and syscalls per request (noise-free)\n")
     out.append("| proxy | instructions/req | ×bare-proxy | syscalls/req (%s) | ×bare-proxy | syscalls per request, by kind |" % tool)
     out.append("|---|---|---|---|---|---|")
+    bare_h2_ir = per_req(run.instr.get("bare-h2", {}))
+    bare_h2_sys = sys_per_req(run.sys.get("bare-h2", {}))[0] if "bare-h2" in run.sys else None
     for l in labels:
         ir = per_req(run.instr.get(l, {}))
         tot, per = sys_per_req(run.sys.get(l, {})) if l in run.sys else (None, {})
+        # HTTP/2 clients: against bare-proxy with HTTP/2 clients.
+        b_ir, b_sys = (bare_h2_ir, bare_h2_sys) if l.endswith("-h2") else (bare_ir, bare_sys)
         top = ", ".join("%s %.2f" % (k, v) for k, v in sorted(per.items(), key=lambda x: (-round(x[1], 2), x[0]))[:6])
         out.append(
             "| %s | %s | %s | %s | %s | %s |"
             % (
                 INSTR_NAME.get(l, PEER_NAME.get(l, l)),
                 fmt(ir, 0),
-                fmt_ratio(ir / bare_ir if ir and bare_ir else None),
+                fmt_ratio(ir / b_ir if ir and b_ir else None),
                 fmt(tot, 2),
-                fmt_ratio(tot / bare_sys if tot and bare_sys else None),
+                fmt_ratio(tot / b_sys if tot and b_sys else None),
                 top or "–",
             )
         )
@@ -685,6 +691,12 @@ def instr_table(run, out):
         "shutdown cancel out. Syscalls: the same difference, with %s attached to the running proxy. "
         "Per-request profiles: `profile-<proxy>-{inclusive,self}.txt` in the raw directory."
         % (kv0.get("n1", "?"), kv0.get("n2", "?"), "perf tracepoints (`raw_syscalls:sys_enter` for the total, `syscalls:sys_enter_<name>` for the breakdown)" if tool == "perf" else "strace -c -f")
+        + (
+            " ⁵ HTTP/2 rows: the requests come from h2load instead (h2c, the same connections, 10 "
+            "streams each); ×bare-proxy is against bare-proxy with HTTP/2 clients."
+            if any(l.endswith("-h2") for l in labels)
+            else ""
+        )
     )
     out.append("")
 

@@ -28,9 +28,11 @@
 # "instructions" scenario and puts the figures in latest.md.
 #
 # Settings: N1=1000 N2=3000 ICONNS=4 IPEERS="nginx haproxy bare bare-mt
-# towergate towergate-r10k" (also towergate-r100; -rN: N routes, the last
+# towergate towergate-r10k bare-h2 towergate-h2" (also towergate-r100; -rN: N routes, the last
 # matching; bare-mt: bare-proxy on tokio's multi-thread scheduler with one
-# worker, as towergate runs, which tells the scheduler's cost apart).
+# worker, as towergate runs, which tells the scheduler's cost apart; -h2,
+# e.g. bare-h2 towergate-h2: the same from HTTP/2 clients, h2load over h2c
+# with 10 streams per connection).
 # The towergate variants of run.sh's features, observe and cache scenarios
 # are labels too (tg-plain tg-plain-keys tg-jwt tg-es256 tg-rl tg-rl-keys tg-redis
 # tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached, see
@@ -41,14 +43,14 @@
 set -euo pipefail
 
 : "${N1:=1000}" "${N2:=3000}" "${ICONNS:=4}"
-: "${IPEERS:=nginx haproxy bare bare-mt towergate towergate-r10k}"
+: "${IPEERS:=nginx haproxy bare bare-mt towergate towergate-r10k bare-h2 towergate-h2}"
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap 'cleanup; finish_workdir' EXIT
 trap 'exit 130' INT TERM
 
 install_tools valgrind:valgrind perf:linux-perf strace:strace nginx:nginx haproxy:haproxy \
-    openssl:openssl taskset:util-linux python3:python3
+    openssl:openssl taskset:util-linux python3:python3 h2load:nghttp2-client
 command -v valgrind >/dev/null || die "valgrind is required"
 build_binaries
 
@@ -81,13 +83,14 @@ record() {
 }
 
 # label -> peer, routes (or variant config), request path, request header
+# (-h2: the same peer and request, from HTTP/2 clients.)
 peer_of() {
     if variant "$1"; then echo "$V_PEER"; return; fi
-    case $1 in towergate*) echo towergate ;; *) echo "$1" ;; esac
+    case $1 in *-h2) peer_of "${1%-h2}" ;; towergate*) echo towergate ;; *) echo "$1" ;; esac
 }
 routes_of() {
     if variant "$1"; then echo "$V_CONF"; return; fi
-    case $1 in *-r100) echo 100 ;; *-r10k) echo 10000 ;; *) echo 1 ;; esac
+    case $1 in *-h2) routes_of "${1%-h2}" ;; *-r100) echo 100 ;; *-r10k) echo 10000 ;; *) echo 1 ;; esac
 }
 path_of() {
     if variant "$1"; then echo "$V_PATH"; return; fi
@@ -98,7 +101,16 @@ distinct_of() { if variant "$1"; then echo "$V_DISTINCT"; fi; }
 
 HDR="" # the current label's request header, if any
 DISTINCT="" # the current label's header with a new value per request, if any
+H2=0 # 1: the current label's requests come from h2load (h2c, 10 streams per connection)
 client() { # port path requests connections
+    if [ "$H2" = 1 ] && (($3 >= $4)); then
+        local out
+        out=$(taskset -c "$LOAD_CPU" h2load -n "$3" -c "$4" -m 10 "http://127.0.0.1:$1$2" 2>&1)
+        echo "$out"
+        # Every request must have succeeded.
+        grep -q "requests: $3 total, $3 started, $3 done, $3 succeeded" <<<"$out"
+        return
+    fi
     local h=()
     [ -n "$HDR" ] && h=(--header "$HDR")
     [ -n "$DISTINCT" ] && h+=(--distinct-header "$DISTINCT")
@@ -147,6 +159,11 @@ for label in $IPEERS; do
     peer=$(peer_of "$label") routes=$(routes_of "$label") path=$(path_of "$label")
     HDR=$(header_of "$label")
     DISTINCT=$(distinct_of "$label")
+    H2=0
+    if [[ $label == *-h2 ]]; then
+        command -v h2load >/dev/null || { log "h2load missing, $label skipped"; continue; }
+        H2=1
+    fi
     port=$(peer_port "$peer")
     case $peer in nginx | haproxy)
         command -v "$peer" >/dev/null 2>&1 || { log "$peer missing, skipped"; continue; } ;;
