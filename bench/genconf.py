@@ -23,6 +23,7 @@ cache scenarios (see VARIANTS below), without TLS listener:
   towergate-obs-on.yaml        /api/s0/, access log to a file, OTLP tracing at
                                1 % sampling to the bench upstream (alternate port)
   towergate-obs-log.yaml       /api/s0/, access log only    } the two halves of
+                               (alternate port)             }
   towergate-obs-trace.yaml     /api/s0/, OTLP tracing only  } obs-on
   towergate-cache.yaml         /api/s0/ uncached, /cached/ cached (ttl 60s)
   towergate-redis.yaml         /api/s0/ plain, /rlredis/ rate limit, its
@@ -160,7 +161,8 @@ def variants(work):
             + '\n  tracing: { otlp_endpoint: "http://127.0.0.1:%s", sample_ratio: 0.01 }' % up,
         ),
         # The two halves of obs-on, for the instruction counts.
-        "obs-log": (False, [route("s0", "/api/s0/")], "observability:\n" + access_log(work, "obs-log")),
+        # Alternate port: the accesslog scenario runs it beside tg-plain.
+        "obs-log": (True, [route("s0", "/api/s0/")], "observability:\n" + access_log(work, "obs-log")),
         "obs-trace": (
             False,
             [route("s0", "/api/s0/")],

@@ -182,7 +182,7 @@ variant() {
         V_HDR="Authorization: Bearer $(cat "$WORK/jwt-token.txt")" ;;
     tg-obs-off) V_CONF=obs-off ;;
     tg-obs-on) V_PEER=towergate-alt V_CONF=obs-on ;;
-    tg-obs-log) V_CONF=obs-log ;;
+    tg-obs-log) V_PEER=towergate-alt V_CONF=obs-log ;;
     tg-obs-trace) V_CONF=obs-trace ;;
     tg-nocache) V_CONF=cache ;;
     tg-cached) V_CONF=cache V_PATH=/cached/x ;;

@@ -26,7 +26,8 @@
 #   IDLE_CONNS=10000 IDLE_HOLD=5   idle keep-alive connections, seconds held
 #   RELOADS=3         reloads under load (10,000 routes)
 #   SCENARIOS="plain routes100 routes10k tls mib h2 memory reload scrape
-#             features observe cache redis jwks instructions"; scrape: the
+#             features observe accesslog cache redis jwks instructions";
+#             accesslog: the JSON access log alone on plain towergate; scrape: the
 #             time of a /metrics scrape with 10,000 routes' series;
 #             features, observe and cache run
 #             towergate variants against its own plain route, with nginx in
@@ -53,7 +54,7 @@ set -euo pipefail
 : "${ROUNDS:=3}" "${DURATION:=5}" "${CONNS:=50}" "${RATE:=5000}"
 : "${MIB_CONNS:=10}" "${H2_CONNS:=10}" "${H2_STREAMS:=10}"
 : "${IDLE_CONNS:=10000}" "${IDLE_HOLD:=5}" "${RELOADS:=3}"
-: "${SCENARIOS:=plain routes100 routes10k tls mib h2 memory reload scrape features observe cache redis jwks instructions}"
+: "${SCENARIOS:=plain routes100 routes10k tls mib h2 memory reload scrape features observe accesslog cache redis jwks instructions}"
 : "${PEERS:=direct nginx haproxy bare towergate}"
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -468,6 +469,7 @@ for s in $SCENARIOS; do
     features) variant_scenario features nginx tg-plain tg-jwt tg-es256 tg-rl tg-full tg-plain-keys tg-rl-keys ;;
     observe) variant_scenario observe nginx nginx-log tg-obs-off tg-obs-on ;;
     cache) variant_scenario cache nginx tg-nocache tg-cached ;;
+    accesslog) variant_scenario accesslog nginx tg-plain tg-obs-log ;;
     scrape) scrape_scenario ;;
     redis) redis_scenario ;;
     jwks) jwks_scenario ;;
