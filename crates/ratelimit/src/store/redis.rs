@@ -328,31 +328,34 @@ fn parse(reply: &[u8], buckets: usize) -> Result<Verdict, StoreError> {
             String::from_utf8_lossy(&reply[..reply.len().min(200)])
         ))
     };
-    let mut numbers = reply
-        .split(|&b| b == b' ')
-        .map(|t| decimal(t).ok_or_else(|| bad("not a number")));
     let count = 1 + REPLY_FIELDS * buckets;
-    if reply.iter().filter(|&&b| b == b' ').count() + 1 != count {
+    let mut values = Vec::with_capacity(count);
+    for token in reply.split(|&b| b == b' ') {
+        if values.len() == count {
+            return Err(bad(&format!(
+                "more than {count} numbers for {buckets} buckets"
+            )));
+        }
+        let v = decimal(token).ok_or_else(|| bad("not a number"))?;
+        values.push(u64::try_from(v).map_err(|_| bad(&format!("negative {v}")))?);
+    }
+    if values.len() != count {
         return Err(bad(&format!("not {count} numbers for {buckets} buckets")));
     }
-    let mut next = || numbers.next().unwrap_or_else(|| Err(bad("too short")));
-    let mut num = || {
-        let v = next()?;
-        u64::try_from(v).map_err(|_| bad(&format!("negative {v}")))
-    };
-    let allowed = num()? == 1;
-    let outcomes = (0..buckets)
-        .map(|_| {
-            Ok(Outcome {
-                allowed: num()? == 1,
-                remaining: num()?,
-                reset_after: num()?,
-                retry_after: num()?,
-                tat: num()?,
-            })
+    let outcomes = values[1..]
+        .chunks_exact(REPLY_FIELDS)
+        .map(|f| Outcome {
+            allowed: f[0] == 1,
+            remaining: f[1],
+            reset_after: f[2],
+            retry_after: f[3],
+            tat: f[4],
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Verdict { allowed, outcomes })
+        .collect();
+    Ok(Verdict {
+        allowed: values[0] == 1,
+        outcomes,
+    })
 }
 
 /// `[-]digits` as an `i64`; `None` for anything else or an overflow.
