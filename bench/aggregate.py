@@ -428,6 +428,11 @@ VARIANTS = {
         ["nginx", "tg-plain", "tg-obs-log"],
         "The JSON access log alone: plain towergate (request ids and metrics on) without and with it (wrk, {conns} connections)",
     ),
+    "metrics": (
+        "tg-obs-off",
+        ["nginx", "tg-obs-off", "tg-metrics"],
+        "Metrics alone: observability off vs on without request ids (wrk, {conns} connections)",
+    ),
     "cache": (
         "tg-nocache",
         ["nginx", "tg-nocache", "tg-cached"],
@@ -449,6 +454,7 @@ VARIANT_NAME = {
     "tg-obs-on": "towergate, observe on: request id, span, metrics, access log (file), OTLP tracing at 1 % ³",
     "tg-obs-log": "towergate, observe on with access log (file), no tracing",
     "tg-obs-trace": "towergate, observe on with OTLP tracing at 1 %, no access log",
+    "tg-metrics": "towergate, metrics alone (observability on, `generate_request_id: false`)",
     "tg-nocache": "towergate, route without cache (proxied)",
     "tg-cached": "towergate, route with `cache: { ttl: 60s }` (hits)",
 }
@@ -940,7 +946,25 @@ def goals(run, out):
                 status(None if ra is None else ra <= 1.1),
             )
         )
+    mrows = run.load.get(("metrics", "wrk"), [])
+    if mrows:
+        rmet = run.ratio(mrows, "tg-metrics", "cpu_us", "tg-obs-off")
+        out.append(
+            "| metrics alone: CPU per request, on vs observability off | %s µs vs %s µs | %s | %s |"
+            % (
+                fmt(run.figure("metrics", "wrk", "tg-metrics", "cpu_us"), 1),
+                fmt(run.figure("metrics", "wrk", "tg-obs-off", "cpu_us"), 1),
+                fmt_ratio(rmet),
+                status(None if rmet is None else rmet <= 1.05),
+            )
+        )
     ir_on, ir_off = per_req(run.instr.get("tg-obs-on", {})), per_req(run.instr.get("tg-obs-off", {}))
+    ir_met = per_req(run.instr.get("tg-metrics", {}))
+    if ir_met and ir_off:
+        out.append(
+            "| metrics alone ≤ 1.05×: instructions per request, on vs observability off | %s vs %s | %s | %s |"
+            % (fmt(ir_met, 0), fmt(ir_off, 0), fmt_ratio(ir_met / ir_off), status(ir_met / ir_off <= 1.05))
+        )
     if ir_on and ir_off:
         out.append(
             "| observe on costs < 10 %%: instructions per request on vs off | %s vs %s | %s | %s |"

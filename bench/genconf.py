@@ -25,6 +25,8 @@ cache scenarios (see VARIANTS below), without TLS listener:
   towergate-obs-log.yaml       /api/s0/, access log only    } the two halves of
                                (alternate port)             }
   towergate-obs-trace.yaml     /api/s0/, OTLP tracing only  } obs-on
+  towergate-obs-metrics.yaml   /api/s0/, metrics alone: observability on, no
+                               request ids made (alternate port)
   towergate-cache.yaml         /api/s0/ uncached, /cached/ cached (ttl 60s)
   towergate-redis.yaml         /api/s0/ plain, /rlredis/ rate limit, its
                                buckets in Redis (PORT_REDIS)
@@ -168,6 +170,9 @@ def variants(work):
             [route("s0", "/api/s0/")],
             'observability:\n  tracing: { otlp_endpoint: "http://127.0.0.1:%s", sample_ratio: 0.01 }' % up,
         ),
+        # Metrics alone (the bench client sends no request id, so none
+        # goes anywhere). Alternate port: it runs beside obs-off.
+        "obs-metrics": (True, [route("s0", "/api/s0/")], "observability:\n  generate_request_id: false"),
         "cache": (
             False,
             [route("s0", "/api/s0/"), route("cached", "/cached/", 'cache: { ttl: "60s" }')],

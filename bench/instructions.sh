@@ -35,7 +35,7 @@
 # with 10 streams per connection).
 # The towergate variants of run.sh's features, observe and cache scenarios
 # are labels too (tg-plain tg-plain-keys tg-jwt tg-es256 tg-rl tg-rl-keys tg-redis
-# tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached, see
+# tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-metrics tg-nocache tg-cached, see
 # `variant` in lib.sh): their config, path and request header (the JWT) come
 # from there. tg-redis starts our own Redis (PORT_REDIS) first.
 # tg-cached: the first request stores the entry, so the N2 - N1 difference

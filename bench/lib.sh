@@ -184,6 +184,8 @@ variant() {
     tg-obs-on) V_PEER=towergate-alt V_CONF=obs-on ;;
     tg-obs-log) V_PEER=towergate-alt V_CONF=obs-log ;;
     tg-obs-trace) V_CONF=obs-trace ;;
+    # observability on without request ids: what the metrics cost alone
+    tg-metrics) V_PEER=towergate-alt V_CONF=obs-metrics ;;
     tg-nocache) V_CONF=cache ;;
     tg-cached) V_CONF=cache V_PATH=/cached/x ;;
     # ES256, the key from the upstream's JWKS (cached after the first fetch)

@@ -26,8 +26,9 @@
 #   IDLE_CONNS=10000 IDLE_HOLD=5   idle keep-alive connections, seconds held
 #   RELOADS=3         reloads under load (10,000 routes)
 #   SCENARIOS="plain routes100 routes10k tls mib h2 memory reload scrape
-#             features observe accesslog cache redis jwks instructions";
-#             accesslog: the JSON access log alone on plain towergate; scrape: the
+#             features observe accesslog metrics cache redis jwks instructions";
+#             accesslog: the JSON access log alone on plain towergate; metrics:
+#             the metrics alone (no request ids) against observability off; scrape: the
 #             time of a /metrics scrape with 10,000 routes' series;
 #             features, observe and cache run
 #             towergate variants against its own plain route, with nginx in
@@ -54,7 +55,7 @@ set -euo pipefail
 : "${ROUNDS:=3}" "${DURATION:=5}" "${CONNS:=50}" "${RATE:=5000}"
 : "${MIB_CONNS:=10}" "${H2_CONNS:=10}" "${H2_STREAMS:=10}"
 : "${IDLE_CONNS:=10000}" "${IDLE_HOLD:=5}" "${RELOADS:=3}"
-: "${SCENARIOS:=plain routes100 routes10k tls mib h2 memory reload scrape features observe accesslog cache redis jwks instructions}"
+: "${SCENARIOS:=plain routes100 routes10k tls mib h2 memory reload scrape features observe accesslog metrics cache redis jwks instructions}"
 : "${PEERS:=direct nginx haproxy bare towergate}"
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -470,13 +471,14 @@ for s in $SCENARIOS; do
     observe) variant_scenario observe nginx nginx-log tg-obs-off tg-obs-on ;;
     cache) variant_scenario cache nginx tg-nocache tg-cached ;;
     accesslog) variant_scenario accesslog nginx tg-plain tg-obs-log ;;
+    metrics) variant_scenario metrics nginx tg-obs-off tg-metrics ;;
     scrape) scrape_scenario ;;
     redis) redis_scenario ;;
     jwks) jwks_scenario ;;
     instructions | instructions-variants)
         ipeers=${IPEERS:-}
         [ "$s" = instructions-variants ] &&
-            ipeers="${VIPEERS:-tg-plain tg-plain-keys tg-jwt tg-es256 tg-rl tg-rl-keys tg-redis tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-nocache tg-cached}"
+            ipeers="${VIPEERS:-tg-plain tg-plain-keys tg-jwt tg-es256 tg-rl tg-rl-keys tg-redis tg-full tg-obs-off tg-obs-on tg-obs-log tg-obs-trace tg-metrics tg-nocache tg-cached}"
         stop_pid "$UPSTREAM_PID"
         wait_port_free "$PORT_UP" || true
         BUILD=0 INSTALL="$INSTALL" RAW="$RAW" INDEX="$INDEX" IPEERS="$ipeers" "$BENCH_DIR/instructions.sh" ||

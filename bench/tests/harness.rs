@@ -139,6 +139,17 @@ fn aggregate_computes_the_goals_of_a_run() {
                 "plain\t{round}\ttowergate\twrk\tPATH\tproxy_ticks=600\tup_ticks=100\tclk_tck=100\twall=5.0"
             ),
         );
+        // Metrics alone: 20.8 µs against 20 µs with observability off.
+        for (label, ticks) in [("tg-obs-off", 500), ("tg-metrics", 520)] {
+            put(
+                &mut index,
+                &format!("metrics-{round}-{label}.wrk"),
+                wrk_output(250_000, "1.00ms", 0),
+                &format!(
+                    "metrics\t{round}\t{label}\twrk\tPATH\tproxy_ticks={ticks}\tclk_tck=100\twall=5.0"
+                ),
+            );
+        }
         // Redis: p99 0.5 ms plain, 0.9 ms limited; 25,000 commands for
         // 25,000 requests.
         put(
@@ -235,6 +246,13 @@ fn aggregate_computes_the_goals_of_a_run() {
     assert!(
         scrape.contains("40.0 ms") && scrape.contains("**met**"),
         "{scrape}"
+    );
+    let metrics = row("| metrics alone: CPU per request");
+    assert!(
+        metrics.contains("20.8 µs vs 20.0 µs")
+            && metrics.contains("1.040×")
+            && metrics.contains("**met**"),
+        "{metrics}"
     );
     std::fs::remove_dir_all(&raw).unwrap();
 }

@@ -1043,7 +1043,9 @@ fn edge_stack(
 ) -> Result<EdgeStackService, ConfigErrors> {
     let obs = &cfg.observability;
     let one = |path: &str, e: String| ConfigErrors::one(None, ConfigError::new(path, e));
-    let mut rid = RequestIdLayer::builder().trust_incoming(obs.trust_request_id.unwrap_or(true));
+    let mut rid = RequestIdLayer::builder()
+        .trust_incoming(obs.trust_request_id.unwrap_or(true))
+        .generate(obs.generate_request_id.unwrap_or(true));
     if let Some(h) = &obs.request_id_header {
         rid = rid.header(h.clone());
     }

@@ -336,3 +336,43 @@ routes:
         gw.shutdown().await;
     }
 }
+
+/// `generate_request_id: false`: metrics still count, a kept incoming id
+/// still goes on both ways, and a request without one gets none.
+#[tokio::test]
+async fn request_ids_can_be_left_ungenerated() {
+    let echo = spawn_upstream(echo_router("echo")).await;
+    let (gw, addr) = support::gateway(&format!(
+        "listen: \"127.0.0.1:0\"\nobservability: {{ generate_request_id: false }}\nroutes:\n  - name: counted\n    match: {{ path_prefix: \"/\" }}\n    upstream: \"{}\"\n",
+        echo.url()
+    ))
+    .await;
+    let get = |id: Option<&'static str>| {
+        let mut req = client().get(format!("http://{addr}/x"));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        req.send()
+    };
+    let rsp = get(None).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert!(rsp.headers().get("x-request-id").is_none());
+    let echoed: Value = rsp.json().await.unwrap();
+    assert!(echoed["headers"].get("x-request-id").is_none(), "{echoed}");
+
+    let rsp = get(Some("lb-1234")).await.unwrap();
+    assert_eq!(rsp.headers()["x-request-id"], "lb-1234");
+    let echoed: Value = rsp.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-request-id"][0], "lb-1234");
+
+    let page = gw.live().registry().metrics().encode();
+    assert_eq!(
+        sample(
+            &page,
+            "towergate_http_requests_total{route=\"counted\",status_class=\"2xx\"}"
+        ),
+        2.0,
+        "{page}"
+    );
+    gw.shutdown().await;
+}

@@ -215,7 +215,7 @@ where
         let request_id = shared
             .request_id
             .as_ref()
-            .map(|r| r.apply_at(&mut req, &mut wall_clock));
+            .and_then(|r| r.apply_at(&mut req, &mut wall_clock));
         let (trace, trace_id) = match &shared.trace {
             Some(t) => {
                 // The edge's own log is handed the id below; without one,

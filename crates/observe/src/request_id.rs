@@ -67,6 +67,7 @@ pub struct RequestIdLayer {
 pub struct RequestIdBuilder {
     header: String,
     trust_incoming: bool,
+    generate: bool,
 }
 
 /// The service of [`RequestIdLayer`].
@@ -93,6 +94,7 @@ pin_project! {
 pub(crate) struct Shared {
     header: HeaderName,
     trust_incoming: bool,
+    generate: bool,
 }
 
 /// Whether `id` is acceptable as a request id: 1 to [`MAX_LEN`] bytes of
@@ -178,6 +180,7 @@ impl RequestIdLayer {
             shared: Arc::new(Shared {
                 header: HeaderName::from_static("x-request-id"),
                 trust_incoming: true,
+                generate: true,
             }),
         }
     }
@@ -187,6 +190,7 @@ impl RequestIdLayer {
         RequestIdBuilder {
             header: "x-request-id".to_owned(),
             trust_incoming: true,
+            generate: true,
         }
     }
 
@@ -230,6 +234,19 @@ impl RequestIdBuilder {
         self
     }
 
+    /// Whether a request without an id (or with one that is not kept) is
+    /// given a new one. Default true. Off, only a kept incoming id goes on
+    /// (an invalid or untrusted one is still removed): for a gateway
+    /// behind a proxy that already sets ids, or where an id per request is
+    /// not worth its cost (about 1,000 instructions: the id, its header on
+    /// the request and on the response). A request without an id has no
+    /// [`RequestId`] in its extensions, and its problem responses no
+    /// `instance`.
+    pub fn generate(mut self, yes: bool) -> Self {
+        self.generate = yes;
+        self
+    }
+
     /// Checks the header name and builds the layer.
     pub fn build(self) -> Result<RequestIdLayer, BuildError> {
         let header = HeaderName::try_from(self.header.as_str()).map_err(|e| {
@@ -242,6 +259,7 @@ impl RequestIdBuilder {
             shared: Arc::new(Shared {
                 header,
                 trust_incoming: self.trust_incoming,
+                generate: self.generate,
             }),
         })
     }
@@ -293,7 +311,7 @@ where
         let value = self.shared.apply(&mut req);
         ResponseFuture {
             inner: self.inner.call(req),
-            id: Some(value),
+            id: value,
             shared: self.shared.clone(),
         }
     }
@@ -319,8 +337,9 @@ where
 
 impl Shared {
     /// Takes or makes the id of `req`, puts it in the extensions and on
-    /// the request's header; returns the header value for the response.
-    pub(crate) fn apply<B>(&self, req: &mut Request<B>) -> HeaderValue {
+    /// the request's header; returns the header value for the response
+    /// (`None`: the request has no id, when ids are not generated).
+    pub(crate) fn apply<B>(&self, req: &mut Request<B>) -> Option<HeaderValue> {
         self.apply_at(req, std::time::SystemTime::now)
     }
 
@@ -330,7 +349,8 @@ impl Shared {
         &self,
         req: &mut Request<B>,
         now: impl FnOnce() -> std::time::SystemTime,
-    ) -> HeaderValue {
+    ) -> Option<HeaderValue> {
+        let generate = self.generate;
         // One look-up of the header for both the incoming id and ours.
         // (`try_`: a map at its maximum size keeps the request going with
         // the id in the extensions and on the response, not a panic.)
@@ -356,23 +376,31 @@ impl Shared {
                         never_indexed(e.get_mut());
                         pair
                     }
-                    None => {
+                    None if generate => {
                         let (id, value) = fresh();
                         // Replaces every value that came.
                         e.insert(value.clone());
                         (id, value)
                     }
+                    None => {
+                        // Not passed on: the upstream would take it for
+                        // an id this gateway vouches for.
+                        let _ = e.remove_entry();
+                        return None;
+                    }
                 }
             }
+            Ok(Entry::Vacant(_)) if !generate => return None,
             Ok(Entry::Vacant(e)) => {
                 let (id, value) = fresh();
                 let _ = e.try_insert(value.clone());
                 (id, value)
             }
+            Err(_) if !generate => return None,
             Err(_) => fresh(),
         };
         req.extensions_mut().insert(id);
-        value
+        Some(value)
     }
 
     /// Puts the id on the response. Ours wins over whatever the upstream

@@ -19,10 +19,12 @@ use common::{forward, serve};
 /// with a problem whose `instance` is the request id.
 async fn gateway(layer: RequestIdLayer, upstream: String) -> common::Server {
     async fn denied(req: Request) -> impl IntoResponse {
-        let id = req.extensions().get::<RequestId>().unwrap().to_string();
-        Problem::new(StatusCode::FORBIDDEN)
-            .instance(id)
-            .into_full_response()
+        let problem = Problem::new(StatusCode::FORBIDDEN);
+        match req.extensions().get::<RequestId>() {
+            Some(id) => problem.instance(id.to_string()),
+            None => problem,
+        }
+        .into_full_response()
     }
     let app = Router::new()
         .route(
@@ -120,4 +122,74 @@ async fn custom_header_and_untrusted_clients() {
     let (id, seen) = round_trip(&gw, "x-correlation-id", &["chosen-by-client"]).await;
     assert!(is_uuid_v7(&id), "an untrusted client's id is replaced");
     assert_eq!(seen, [id]);
+}
+
+/// The response to `GET /api/x` with `sent` ids: the id on the response, if
+/// any, and the ids the upstream saw.
+async fn ids_seen(gw: &common::Server, sent: &[&str]) -> (Option<String>, Vec<String>) {
+    let mut req = reqwest::Client::new().get(gw.url("/api/x"));
+    for v in sent {
+        req = req.header("x-request-id", *v);
+    }
+    let rsp = req.send().await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let on_response = rsp
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let echo: Value = rsp.json().await.unwrap();
+    let seen = echo["headers"]["x-request-id"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    (on_response, seen)
+}
+
+#[tokio::test]
+async fn without_generation_only_a_kept_id_goes_on() {
+    let upstream = spawn_upstream(echo_router("users")).await;
+    let separate = RequestIdLayer::builder().generate(false).build().unwrap();
+    let fused = towergate_observe::ObserveLayer::builder()
+        .request_id(RequestIdLayer::builder().generate(false).build().unwrap())
+        .build();
+    let gateways = [
+        gateway(separate, upstream.url()).await,
+        serve(
+            Router::new()
+                .route(
+                    "/api/{*rest}",
+                    any(forward(upstream.url())).layer(RecordLayer::route("api")),
+                )
+                .layer(fused),
+        )
+        .await,
+    ];
+    for gw in &gateways {
+        // None came: none is made, on either side.
+        assert_eq!(ids_seen(gw, &[]).await, (None, vec![]));
+        // A valid one is kept, as with generation.
+        let kept = ids_seen(gw, &["frontend-7"]).await;
+        assert_eq!(kept, (Some("frontend-7".into()), vec!["frontend-7".into()]));
+        // An invalid one, or two, are not passed on and not replaced.
+        assert_eq!(ids_seen(gw, &["has space"]).await, (None, vec![]));
+        assert_eq!(ids_seen(gw, &["one", "two"]).await, (None, vec![]));
+    }
+
+    // Neither trusted nor generated: ids are only removed.
+    let strip = RequestIdLayer::builder()
+        .trust_incoming(false)
+        .generate(false)
+        .build()
+        .unwrap();
+    let gw = gateway(strip, upstream.url()).await;
+    assert_eq!(ids_seen(&gw, &["frontend-7"]).await, (None, vec![]));
+    // And a problem answer has no `instance` then.
+    let rsp = reqwest::Client::new()
+        .get(gw.url("/denied"))
+        .send()
+        .await
+        .unwrap();
+    assert!(rsp.headers().get("x-request-id").is_none());
+    let problem = towergate_test::assert_problem_reqwest(rsp, 403).await;
+    assert!(problem.get("instance").is_none(), "{problem}");
 }

@@ -819,6 +819,10 @@ pub struct Observability {
     pub request_id_header: Option<String>,
     /// Keep a well-formed incoming request id. Default `true`.
     pub trust_request_id: Option<bool>,
+    /// Give a request without a kept id a new one. Default `true`; `false`
+    /// passes on only a kept incoming id (for a gateway behind a proxy
+    /// that sets them, or to save their cost).
+    pub generate_request_id: Option<bool>,
     /// One line per request.
     #[serde(default)]
     pub access_log: AccessLogConfig,
@@ -838,6 +842,7 @@ impl Default for Observability {
             enabled: true,
             request_id_header: None,
             trust_request_id: None,
+            generate_request_id: None,
             access_log: AccessLogConfig::default(),
             tracing: None,
             forget_endpoints_after: None,
