@@ -9,7 +9,6 @@ use http::header::{ALLOW, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use tower::Service;
-use tower::util::Oneshot;
 use towergate_core::body::ResponseBody;
 use towergate_core::{Problem, RequestId, RouteMatch, RoutedPath};
 
@@ -98,7 +97,7 @@ where
     #[inline]
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness belongs to the route's service, which is only known once
-        // the request is; `Oneshot` waits for it in the response future.
+        // the request is; the response future waits for it if need be.
         Poll::Ready(Ok(()))
     }
 
@@ -223,7 +222,7 @@ where
             route: name.clone(),
             params,
         });
-        ResponseFuture::inner(Oneshot::new(service.clone(), req))
+        ResponseFuture::call(service.clone(), req)
     }
 }
 

@@ -379,6 +379,34 @@ async fn readiness_is_driven_by_the_response_future() {
     assert_eq!(polls.load(Ordering::SeqCst), 2);
 }
 
+/// A route service that failed: its readiness error is the answer.
+#[derive(Clone)]
+struct Broken;
+
+impl Service<Request<String>> for Broken {
+    type Response = Response<String>;
+    type Error = &'static str;
+    type Future = std::future::Ready<Result<Response<String>, &'static str>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+        Poll::Ready(Err("broken"))
+    }
+
+    fn call(&mut self, _req: Request<String>) -> Self::Future {
+        unreachable!("called without being ready")
+    }
+}
+
+#[tokio::test]
+async fn a_route_service_that_fails_readiness_fails_the_request() {
+    let mut r = Router::builder()
+        .route(Route::new("broken").path_exact("/"), Broken)
+        .build()
+        .unwrap();
+    let err = r.call(req(Method::GET, "/")).await.unwrap_err();
+    assert_eq!(err, "broken");
+}
+
 #[test]
 fn build_errors_name_the_route() {
     let bad = |route: Route| {
