@@ -102,8 +102,8 @@ pin_project! {
 }
 
 struct Pending {
-    shared: Arc<Shared>,
-    request_id: Option<HeaderValue>,
+    /// The id's settings (its header) and its value for the response.
+    request_id: Option<(Arc<request_id::Shared>, HeaderValue)>,
     trace: Option<Box<trace::Pending>>,
     metrics: Option<metrics_layer::Pending>,
     access_log: Option<access_log::Pending>,
@@ -212,10 +212,10 @@ where
         let mut wall_clock = || *wall.get_or_insert_with(SystemTime::now);
         // The order of the separate layers: the id first (the span and the
         // log show it), then the trace context (the log shows its id).
-        let request_id = shared
-            .request_id
-            .as_ref()
-            .and_then(|r| r.apply_at(&mut req, &mut wall_clock));
+        let request_id = shared.request_id.as_ref().and_then(|r| {
+            r.apply_at(&mut req, &mut wall_clock)
+                .map(|value| (r.clone(), value))
+        });
         let (trace, trace_id) = match &shared.trace {
             Some(t) => {
                 // The edge's own log is handed the id below; without one,
@@ -260,7 +260,6 @@ where
         ResponseFuture {
             inner,
             state: Some(Pending {
-                shared: shared.clone(),
                 request_id,
                 trace,
                 metrics,
@@ -307,8 +306,7 @@ where
             (None, Some(l)) => Watch::AccessLog(l),
             (None, None) => Watch::None,
         };
-        if let (Ok(rsp), Some(r), Some(id)) = (&mut res, &p.shared.request_id, p.request_id.take())
-        {
+        if let (Ok(rsp), Some((r, id))) = (&mut res, p.request_id.take()) {
             r.respond(rsp, id);
         }
         *this.state = None;

@@ -195,7 +195,7 @@ impl Pending {
     /// end). `None` (no response): the request is finished here.
     pub(crate) fn finish<B>(mut self, rsp: Option<&Response<B>>) -> Option<BodyWatch> {
         let in_flight = self.in_flight.take()?;
-        let metrics = in_flight.0.clone();
+        let metrics = &in_flight.0;
         let m = metrics.inner();
         let (recorded, slot) = self.obs.route_and_metrics();
         let route = self
@@ -215,7 +215,7 @@ impl Pending {
             hold.hold(Box::new(metrics.open_tunnel()));
         }
         let elapsed = self.start.elapsed().as_secs_f64();
-        let handles = slot.as_deref().and_then(|s| s.get(&metrics, &route));
+        let handles = slot.as_deref().and_then(|s| s.get(metrics, &route));
         let label = RouteLabel { route };
         match handles {
             Some(h) => {
