@@ -23,7 +23,6 @@ use towergate_auth::{AuthFailure, AuthLayer, ClearedHeaders, IpFilterLayer};
 use towergate_core::body::ResponseBody;
 use towergate_core::{BoxError, Problem, RequestId, TrustedProxies};
 use towergate_observe::access_log::{LogFormat, Sink};
-use towergate_observe::body::RequestBody;
 use towergate_observe::{
     AccessLogLayer, Metrics, ObserveLayer, RecordLayer, RecordUpstreamLayer, RequestIdLayer,
     TraceLayer,
@@ -1074,21 +1073,11 @@ fn edge_stack(
     }
     // One layer for the four: one future, one body wrapper each way (the
     // separate layers stacked cost a future, a box and a body wrapper
-    // each).
+    // each). In place: the router gets the request as it came (an empty
+    // body, most requests', is not wrapped at all).
     Ok(SharedService::new(
         ServiceBuilder::new()
-            .layer(layer.build())
-            .map_request(|r: Request<RequestBody<Body>>| {
-                // A request without a body has no bytes to count: it goes on
-                // unwrapped, without a box.
-                r.map(|b| {
-                    if http_body::Body::is_end_stream(b.get_ref()) {
-                        b.into_inner()
-                    } else {
-                        Body::new(b)
-                    }
-                })
-            })
+            .layer(layer.build().in_place())
             .service(router),
     ))
 }

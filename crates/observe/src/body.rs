@@ -65,6 +65,12 @@ impl ByteCount {
         Self((!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(0))))
     }
 
+    /// Whether there are bytes to count (the body was not at its end).
+    #[cfg(feature = "axum")]
+    pub(crate) fn is_counting(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub(crate) fn get(&self) -> u64 {
         self.0.as_ref().map_or(0, |c| c.load(Ordering::Relaxed))
     }

@@ -109,6 +109,8 @@ pub mod request_id;
 pub mod trace;
 
 pub use access_log::AccessLogLayer;
+#[cfg(feature = "axum")]
+pub use edge::{InPlaceObserveLayer, ObserveInPlace};
 pub use edge::{Observe, ObserveBuilder, ObserveLayer};
 pub use error::BuildError;
 pub use metrics::{Metrics, MetricsLayer};

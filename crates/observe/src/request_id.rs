@@ -350,7 +350,9 @@ impl Shared {
         req: &mut Request<B>,
         now: impl FnOnce() -> std::time::SystemTime,
     ) -> Option<HeaderValue> {
-        let generate = self.generate;
+        if !self.generate {
+            return self.keep_incoming(req);
+        }
         // One look-up of the header for both the incoming id and ours.
         // (`try_`: a map at its maximum size keeps the request going with
         // the id in the extensions and on the response, not a panic.)
@@ -376,29 +378,48 @@ impl Shared {
                         never_indexed(e.get_mut());
                         pair
                     }
-                    None if generate => {
+                    None => {
                         let (id, value) = fresh();
                         // Replaces every value that came.
                         e.insert(value.clone());
                         (id, value)
                     }
-                    None => {
-                        // Not passed on: the upstream would take it for
-                        // an id this gateway vouches for.
-                        let _ = e.remove_entry();
-                        return None;
-                    }
                 }
             }
-            Ok(Entry::Vacant(_)) if !generate => return None,
             Ok(Entry::Vacant(e)) => {
                 let (id, value) = fresh();
                 let _ = e.try_insert(value.clone());
                 (id, value)
             }
-            Err(_) if !generate => return None,
             Err(_) => fresh(),
         };
+        req.extensions_mut().insert(id);
+        Some(value)
+    }
+
+    /// [`apply_at`](Self::apply_at) when ids are not generated: a read
+    /// of the header (no entry, which makes room for an insert), and a
+    /// removal in the rare case of a value that is not kept.
+    fn keep_incoming<B>(&self, req: &mut Request<B>) -> Option<HeaderValue> {
+        let headers = req.headers_mut();
+        let mut all = headers.get_all(&self.header).iter();
+        let kept = match (all.next(), all.next()) {
+            (None, _) => return None,
+            (Some(v), None) if self.trust_incoming && is_valid(v.as_bytes()) => v
+                .to_str()
+                .ok()
+                .map(|s| (RequestId(Arc::from(s)), v.clone())),
+            _ => None,
+        };
+        let Some((id, value)) = kept else {
+            // Not passed on: the upstream would take it for an id this
+            // gateway vouches for.
+            headers.remove(&self.header);
+            return None;
+        };
+        if let Some(v) = headers.get_mut(&self.header) {
+            never_indexed(v);
+        }
         req.extensions_mut().insert(id);
         Some(value)
     }

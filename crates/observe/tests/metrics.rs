@@ -299,3 +299,74 @@ fn the_page_is_valid_openmetrics() {
         1.0
     );
 }
+
+/// `ObserveLayer::in_place` in front of an axum router: the handlers get
+/// the body (wrapped in place when there is one), and the metrics count
+/// its bytes, as with the generic layer.
+#[tokio::test]
+async fn the_in_place_layer_counts_bodies_it_leaves_in_place() {
+    let metrics = Metrics::new();
+    let named = |name: &'static str| RecordLayer::route(name);
+    let routes = Router::new()
+        .route("/ok", get(|| async { "fine" }).layer(named("ok")))
+        .route(
+            "/upload",
+            post(|body: Bytes| async move { body.len().to_string() }).layer(named("upload")),
+        );
+    let edge = towergate_observe::ObserveLayer::builder()
+        .request_id(towergate_observe::RequestIdLayer::new())
+        .metrics(metrics.clone())
+        .build()
+        .in_place();
+    let gw = serve(routes.layer(edge)).await;
+    let client = reqwest::Client::new();
+
+    let rsp = client
+        .post(gw.url("/upload"))
+        .body("hello, world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert!(rsp.headers().contains_key("x-request-id"));
+    assert_eq!(rsp.text().await.unwrap(), "12");
+    let rsp = client.get(gw.url("/ok")).send().await.unwrap();
+    assert_eq!(rsp.text().await.unwrap(), "fine");
+
+    let page = eventually(|| {
+        let page = parse_metrics(&metrics.encode());
+        (sample(&page, "towergate_http_requests_in_flight") == 0.0).then_some(page)
+    })
+    .await;
+    for route in ["upload", "ok"] {
+        assert_eq!(
+            sample(
+                &page,
+                &format!(r#"towergate_http_requests_total{{route="{route}",status_class="2xx"}}"#)
+            ),
+            1.0,
+            "{route}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &page,
+            r#"towergate_http_request_body_bytes_total{route="upload"}"#
+        ),
+        12.0
+    );
+    assert_eq!(
+        sample(
+            &page,
+            r#"towergate_http_request_body_bytes_total{route="ok"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &page,
+            r#"towergate_http_response_body_bytes_total{route="upload"}"#
+        ),
+        2.0
+    );
+}

@@ -91,19 +91,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        let bytes_in = ByteCount::for_body(&body);
-        let found = Found::take(&mut parts.extensions);
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let bytes_in = ByteCount::for_body(req.body());
+        let found = Found::take(req.extensions_mut());
         let pending = Pending::start(
             &self.shared,
-            &parts,
+            &req,
             found,
             bytes_in.clone(),
             TraceIdFrom::Header,
             (SystemTime::now(), Instant::now()),
         );
-        let req = Request::from_parts(parts, RequestBody::new(body, bytes_in));
+        let req = req.map(|body| RequestBody::new(body, bytes_in));
         ResponseFuture {
             inner: self.inner.call(req),
             pending: Some(pending),
@@ -176,16 +175,16 @@ impl Pending {
     /// Captures what the line needs of the request; `bytes_in` is what its
     /// body wrapper counts into; `(wall, now)` is when the request came,
     /// on the two clocks.
-    pub(crate) fn start(
+    pub(crate) fn start<B>(
         shared: &Arc<Shared>,
-        parts: &http::request::Parts,
+        req: &Request<B>,
         Found { route_at_call, obs }: Found,
         bytes_in: ByteCount,
         trace_id: TraceIdFrom,
         (wall, now): (SystemTime, Instant),
     ) -> Self {
         let config = &shared.config;
-        let ext = &parts.extensions;
+        let ext = req.extensions();
         let identity = ext.get::<Identity>();
         let record = Record {
             start: wall,
@@ -193,15 +192,15 @@ impl Pending {
             trace_id: match trace_id {
                 TraceIdFrom::Known(id) => id,
                 TraceIdFrom::Header if config.wants(Field::TraceId) => {
-                    crate::trace::traceparent_of(&parts.headers)
+                    crate::trace::traceparent_of(req.headers())
                         .and_then(|v| traceparent_trace_id(v.as_bytes()))
                 }
                 TraceIdFrom::Header => None,
             },
             client: ext.get::<ClientAddr>().map(|a| a.client),
-            method: parts.method.clone(),
-            uri: Target::of(&parts.uri, !config.keep_query.is_empty()),
-            version: parts.version,
+            method: req.method().clone(),
+            uri: Target::of(req.uri(), !config.keep_query.is_empty()),
+            version: req.version(),
             route: None,
             upstream: None,
             status: None,
@@ -213,11 +212,11 @@ impl Pending {
             // Copies, as for the path (see `Target`).
             user_agent: config
                 .wants(Field::UserAgent)
-                .then(|| parts.headers.get(USER_AGENT).map(owned))
+                .then(|| req.headers().get(USER_AGENT).map(owned))
                 .flatten(),
             referer: config
                 .wants(Field::Referer)
-                .then(|| parts.headers.get(REFERER).map(owned))
+                .then(|| req.headers().get(REFERER).map(owned))
                 .flatten(),
         };
         Pending {
