@@ -325,6 +325,9 @@ impl Shared {
     /// What a request goes through before the inner service is called:
     /// returns the state its response needs, and what its body's bytes
     /// are counted into.
+    // Inlined into each service's `call`, so that the state is built
+    // where its future keeps it rather than copied there.
+    #[inline(always)]
     fn start<B: http_body::Body>(&self, req: &mut Request<B>) -> (Pending, ByteCount) {
         // The clocks are read once for all the parts: the wall clock only
         // when an id is generated or a line logged.
