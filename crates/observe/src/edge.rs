@@ -301,6 +301,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // The same steps as `Observe::call`, spelled out again: through a
+        // shared function taking the state by value, it was copied once
+        // more (+29 instructions per request, callgrind).
         let (state, bytes_in) = self.shared.start(&mut req);
         // A body with bytes to count is wrapped where it is; an empty one
         // (most requests) is left alone.

@@ -16,8 +16,10 @@
 //!   written by a background thread, never the query string or a
 //!   credential.
 //! - [`ObserveLayer`]: the four above in one layer, in that order, with one
-//!   future and one body wrapper each way instead of four (what the
-//!   towergate binary mounts; see [`edge`]).
+//!   future and one body wrapper each way instead of four (see [`edge`]);
+//!   `ObserveLayer::in_place` (feature `axum`, default) is the same for
+//!   services of axum's `Body`, whose request keeps its type (what the
+//!   towergate binary mounts).
 //!
 //! # Routes and upstreams
 //!
