@@ -85,25 +85,24 @@ where
             KindProj::Rejected { problem } => {
                 // Polling a finished future is a caller bug; answering 500
                 // beats panicking inside a server task.
-                let problem = problem.take().map_or_else(
-                    || {
-                        Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
-                            .detail("response future polled after completion")
-                    },
-                    |p| *p,
-                );
+                let problem = problem.take().map_or_else(polled_after_completion, |p| *p);
                 Poll::Ready(Ok(problem.into_response()))
             }
             KindProj::Called { fut } => fut.poll(cx).map(|result| result.map(inner)),
             KindProj::Waiting { fut } => fut.as_mut().poll(cx).map(|result| result.map(inner)),
             KindProj::Failed { error } => match error.take() {
                 Some(error) => Poll::Ready(Err(error)),
-                None => Poll::Ready(Ok(Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
-                    .detail("response future polled after completion")
-                    .into_response())),
+                None => Poll::Ready(Ok(polled_after_completion().into_response())),
             },
         }
     }
+}
+
+/// The answer of a future polled again after it completed (a caller bug):
+/// a 500 beats panicking inside a server task.
+fn polled_after_completion() -> Problem {
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR)
+        .detail("response future polled after completion")
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>
