@@ -728,6 +728,24 @@ def goals(run, out):
     def status(ok):
         return "–" if ok is None else ("**met**" if ok else "**not met**")
 
+    def cpu_goal_row(scenario, label, base, goal, title):
+        """A goal row: `label`'s CPU per request against `base`'s in the same
+        rounds of `scenario`, met at or below `goal` (no row without the run)."""
+        rows = run.load.get((scenario, "wrk"), [])
+        if not rows:
+            return
+        r = run.ratio(rows, label, "cpu_us", base)
+        out.append(
+            "| %s | %s µs vs %s µs | %s | %s |"
+            % (
+                title,
+                fmt(run.figure(scenario, "wrk", label, "cpu_us"), 1),
+                fmt(run.figure(scenario, "wrk", base, "cpu_us"), 1),
+                fmt_ratio(r),
+                status(None if r is None else r <= goal),
+            )
+        )
+
     rows = run.load.get(("plain", "wrk"), [])
     tg = run.figure("plain", "wrk", "towergate", "cpu_us")
     ng = run.figure("plain", "wrk", "nginx", "cpu_us")
@@ -934,30 +952,10 @@ def goals(run, out):
                     fmt_ratio(rn),
                 )
             )
-    arows = run.load.get(("accesslog", "wrk"), [])
-    if arows:
-        ra = run.ratio(arows, "tg-obs-log", "cpu_us", "tg-plain")
-        out.append(
-            "| access log (JSON, file) alone: CPU per request ≤ 1.1× plain towergate | %s µs vs %s µs | %s | %s |"
-            % (
-                fmt(run.figure("accesslog", "wrk", "tg-obs-log", "cpu_us"), 1),
-                fmt(run.figure("accesslog", "wrk", "tg-plain", "cpu_us"), 1),
-                fmt_ratio(ra),
-                status(None if ra is None else ra <= 1.1),
-            )
-        )
-    mrows = run.load.get(("metrics", "wrk"), [])
-    if mrows:
-        rmet = run.ratio(mrows, "tg-metrics", "cpu_us", "tg-obs-off")
-        out.append(
-            "| metrics alone: CPU per request, on vs observability off | %s µs vs %s µs | %s | %s |"
-            % (
-                fmt(run.figure("metrics", "wrk", "tg-metrics", "cpu_us"), 1),
-                fmt(run.figure("metrics", "wrk", "tg-obs-off", "cpu_us"), 1),
-                fmt_ratio(rmet),
-                status(None if rmet is None else rmet <= 1.05),
-            )
-        )
+    cpu_goal_row("accesslog", "tg-obs-log", "tg-plain", 1.1,
+                 "access log (JSON, file) alone: CPU per request ≤ 1.1× plain towergate")
+    cpu_goal_row("metrics", "tg-metrics", "tg-obs-off", 1.05,
+                 "metrics alone: CPU per request, on vs observability off")
     ir_on, ir_off = per_req(run.instr.get("tg-obs-on", {})), per_req(run.instr.get("tg-obs-off", {}))
     ir_met = per_req(run.instr.get("tg-metrics", {}))
     if ir_met and ir_off:
